@@ -1,0 +1,386 @@
+//! Log entries: the inputs of the fold, and their wire format.
+//!
+//! An entry is flat field/value pairs, so `redis-cli XADD` is a valid producer:
+//!
+//! ```text
+//! XADD pantheon:{demo}:log * type join node node-1 address http://10.0.0.5 port 8080 path health
+//! XADD pantheon:{demo}:log * type assign key user:1 key user:2 key user:3
+//! ```
+//!
+//! `v` is the schema version (absent means 1, the only version so far). `cmd` is an optional
+//! client command id; a repeated `cmd` within the de-duplication window is applied once.
+
+use std::fmt;
+
+use url::Url;
+
+use crate::health::ProbeError;
+use crate::ids::{NodeId, NodeIdError};
+use crate::limits::*;
+use crate::placement::Strategy;
+use crate::policy::PolicyChange;
+use crate::wire::{Fields, clip};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One decoded log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Client command id for de-duplication of retried writes.
+    pub cmd: Option<String>,
+    pub command: Command,
+}
+
+/// What an entry asks for, or (for `Probe`) what a prober observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A node joins (or re-joins: a new epoch, health reset) with its health URL.
+    Join { node: NodeId, url: String, weight: Option<u32> },
+    Leave { node: NodeId },
+    Drain { node: NodeId },
+    Undrain { node: NodeId },
+    Weight { node: NodeId, weight: u32 },
+    Assign { keys: Vec<String> },
+    Unassign { keys: Vec<String> },
+    Probe(ProbeResult),
+    Policy(PolicyChange),
+}
+
+/// One health probe's result, as a prober reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResult {
+    pub node: NodeId,
+    /// The node epoch the prober saw; results of older epochs are ignored.
+    pub epoch: u64,
+    pub ok: bool,
+    /// HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    pub latency_ms: u32,
+    pub error: Option<ProbeError>,
+    /// Which prober replica sent it.
+    pub prober: Option<String>,
+}
+
+/// Why an entry could not be decoded. Every variant reads as a sentence for the `rejected`
+/// stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("missing field {0:?}")]
+    MissingField(&'static str),
+    #[error("field {0:?} appears more than once")]
+    DuplicateField(&'static str),
+    #[error("unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, probe or policy)")]
+    UnknownType(String),
+    #[error("unknown schema version {0:?} (this build reads version {SCHEMA_VERSION})")]
+    UnknownVersion(String),
+    #[error("unknown field {field:?} for a {kind} entry")]
+    UnknownField { field: String, kind: &'static str },
+    #[error("field {field:?} is not valid UTF-8")]
+    InvalidUtf8 { field: String },
+    #[error("field {field:?} is {len} bytes, longer than the limit of {max}")]
+    TooLong { field: &'static str, len: usize, max: usize },
+    #[error("entry has {count} fields, more than the limit of {max}")]
+    TooManyFields { count: usize, max: usize },
+    #[error("batch has {count} keys, more than the limit of {max}")]
+    TooManyKeys { count: usize, max: usize },
+    #[error("batch has no keys (give one or more \"key\" fields)")]
+    EmptyBatch,
+    #[error("key is empty")]
+    EmptyKey,
+    #[error("field {field:?} must be a number, got {value:?}")]
+    BadNumber { field: &'static str, value: String },
+    #[error("field {field:?} is {value}, outside {min}..={max}")]
+    OutOfRange { field: &'static str, value: u64, min: u32, max: u32 },
+    #[error("bad port {0:?} (expected 1..=65535)")]
+    BadPort(String),
+    #[error("bad health URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("health URL scheme {0:?} is not http or https")]
+    NotHttp(String),
+    #[error("give either \"url\" or \"address\"/\"port\"/\"path\", not both")]
+    UrlAndAddress,
+    #[error("field {field:?} must be true/false or 1/0, got {value:?}")]
+    BadBool { field: &'static str, value: String },
+    #[error("unknown probe error kind {0:?} (expected refused, timeout, status, protocol or policy)")]
+    BadProbeError(String),
+    #[error("unknown placement strategy {0:?} (expected ring or rendezvous)")]
+    BadStrategy(String),
+    #[error("a policy entry must set at least one of fall, rise, strategy, vnodes")]
+    EmptyPolicy,
+    #[error("bad node id: {0}")]
+    BadNodeId(#[from] NodeIdError),
+}
+
+const COMMON: [&str; 3] = ["v", "type", "cmd"];
+
+fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
+    COMMON.iter().chain(extra).copied().collect()
+}
+
+impl LogEntry {
+    pub fn new(command: Command) -> Self {
+        Self { cmd: None, command }
+    }
+
+    pub fn with_cmd(mut self, cmd: impl Into<String>) -> Self {
+        self.cmd = Some(cmd.into());
+        self
+    }
+
+    /// The entry's `type` field value.
+    pub fn kind(&self) -> &'static str {
+        self.command.kind()
+    }
+
+    /// Decodes raw stream fields (bytes, as Redis returns them).
+    pub fn decode<K: AsRef<[u8]>, V: AsRef<[u8]>>(raw: &[(K, V)]) -> Result<Self, DecodeError> {
+        let f = Fields::new(raw)?;
+        if let Some(v) = f.opt("v")?
+            && v != "1"
+        {
+            return Err(DecodeError::UnknownVersion(clip(v)));
+        }
+        let cmd = f.opt("cmd")?.map(str::to_owned);
+        let kind = f.req("type")?;
+        let command = match kind {
+            "join" => decode_join(&f)?,
+            "leave" | "drain" | "undrain" => {
+                let kind: &'static str = match kind {
+                    "leave" => "leave",
+                    "drain" => "drain",
+                    _ => "undrain",
+                };
+                f.only(kind, &allowed(&["node"]))?;
+                let node = node(&f)?;
+                match kind {
+                    "leave" => Command::Leave { node },
+                    "drain" => Command::Drain { node },
+                    _ => Command::Undrain { node },
+                }
+            }
+            "weight" => {
+                f.only("weight", &allowed(&["node", "weight"]))?;
+                let weight = f
+                    .opt_ranged("weight", 1, MAX_WEIGHT)?
+                    .ok_or(DecodeError::MissingField("weight"))?;
+                Command::Weight { node: node(&f)?, weight }
+            }
+            "assign" | "unassign" => {
+                let assign = kind == "assign";
+                f.only(if assign { "assign" } else { "unassign" }, &allowed(&["key"]))?;
+                let keys = decode_keys(&f)?;
+                if assign { Command::Assign { keys } } else { Command::Unassign { keys } }
+            }
+            "probe" => decode_probe(&f)?,
+            "policy" => decode_policy(&f)?,
+            other => return Err(DecodeError::UnknownType(clip(other))),
+        };
+        Ok(Self { cmd, command })
+    }
+
+    /// Encodes to flat field/value pairs in a fixed order. `decode(encode(e)) == e`.
+    pub fn encode(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![("v", SCHEMA_VERSION.to_string()), ("type", self.kind().to_owned())];
+        if let Some(cmd) = &self.cmd {
+            out.push(("cmd", cmd.clone()));
+        }
+        match &self.command {
+            Command::Join { node, url, weight } => {
+                out.push(("node", node.to_string()));
+                out.push(("url", url.clone()));
+                if let Some(w) = weight {
+                    out.push(("weight", w.to_string()));
+                }
+            }
+            Command::Leave { node } | Command::Drain { node } | Command::Undrain { node } => {
+                out.push(("node", node.to_string()));
+            }
+            Command::Weight { node, weight } => {
+                out.push(("node", node.to_string()));
+                out.push(("weight", weight.to_string()));
+            }
+            Command::Assign { keys } | Command::Unassign { keys } => {
+                out.extend(keys.iter().map(|k| ("key", k.clone())));
+            }
+            Command::Probe(p) => {
+                out.push(("node", p.node.to_string()));
+                out.push(("epoch", p.epoch.to_string()));
+                out.push(("ok", if p.ok { "1" } else { "0" }.to_owned()));
+                if let Some(s) = p.status {
+                    out.push(("status", s.to_string()));
+                }
+                out.push(("latency", p.latency_ms.to_string()));
+                if let Some(e) = p.error {
+                    out.push(("error", e.as_str().to_owned()));
+                }
+                if let Some(prober) = &p.prober {
+                    out.push(("prober", prober.clone()));
+                }
+            }
+            Command::Policy(c) => {
+                if let Some(v) = c.fall {
+                    out.push(("fall", v.to_string()));
+                }
+                if let Some(v) = c.rise {
+                    out.push(("rise", v.to_string()));
+                }
+                if let Some(v) = c.strategy {
+                    out.push(("strategy", v.as_str().to_owned()));
+                }
+                if let Some(v) = c.vnodes {
+                    out.push(("vnodes", v.to_string()));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Command {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Join { .. } => "join",
+            Command::Leave { .. } => "leave",
+            Command::Drain { .. } => "drain",
+            Command::Undrain { .. } => "undrain",
+            Command::Weight { .. } => "weight",
+            Command::Assign { .. } => "assign",
+            Command::Unassign { .. } => "unassign",
+            Command::Probe(_) => "probe",
+            Command::Policy(_) => "policy",
+        }
+    }
+}
+
+impl fmt::Display for LogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (k, v)) in self.encode().iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+fn node(f: &Fields<'_>) -> Result<NodeId, DecodeError> {
+    Ok(NodeId::new(f.req("node")?)?)
+}
+
+fn decode_keys(f: &Fields<'_>) -> Result<Vec<String>, DecodeError> {
+    let mut keys = Vec::new();
+    for &(k, v) in f.pairs() {
+        if k != "key" {
+            continue;
+        }
+        if v.is_empty() {
+            return Err(DecodeError::EmptyKey);
+        }
+        if v.len() > MAX_KEY_BYTES {
+            return Err(DecodeError::TooLong { field: "key", len: v.len(), max: MAX_KEY_BYTES });
+        }
+        keys.push(v.to_owned());
+    }
+    if keys.is_empty() {
+        return Err(DecodeError::EmptyBatch);
+    }
+    if keys.len() > MAX_BATCH_KEYS {
+        return Err(DecodeError::TooManyKeys { count: keys.len(), max: MAX_BATCH_KEYS });
+    }
+    Ok(keys)
+}
+
+/// Checks a health URL: absolute, http or https, with a host. Returns it normalised.
+pub fn check_health_url(raw: &str) -> Result<String, DecodeError> {
+    let url = Url::parse(raw)
+        .map_err(|e| DecodeError::BadUrl { url: clip(raw), reason: e.to_string() })?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(DecodeError::NotHttp(clip(url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(DecodeError::BadUrl { url: clip(raw), reason: "no host".into() });
+    }
+    Ok(url.to_string())
+}
+
+fn decode_join(f: &Fields<'_>) -> Result<Command, DecodeError> {
+    f.only("join", &allowed(&["node", "url", "address", "port", "path", "weight"]))?;
+    let node = node(f)?;
+    let weight = f.opt_ranged("weight", 1, MAX_WEIGHT)?;
+    let url = match (f.opt("url")?, f.opt("address")?) {
+        (Some(_), Some(_)) => return Err(DecodeError::UrlAndAddress),
+        (Some(url), None) => {
+            if f.opt("port")?.is_some() || f.opt("path")?.is_some() {
+                return Err(DecodeError::UrlAndAddress);
+            }
+            check_health_url(url)?
+        }
+        (None, Some(address)) => {
+            let port_raw = f.req("port")?;
+            let port: u16 = port_raw
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| DecodeError::BadPort(clip(port_raw)))?;
+            let path = f.opt("path")?.unwrap_or("").trim_start_matches('/');
+            if !address.contains("://") {
+                return Err(DecodeError::BadUrl {
+                    url: clip(address),
+                    reason: "address needs a scheme, like http://10.0.0.5".into(),
+                });
+            }
+            check_health_url(&format!("{}:{port}/{path}", address.trim_end_matches('/')))?
+        }
+        (None, None) => return Err(DecodeError::MissingField("url")),
+    };
+    Ok(Command::Join { node, url, weight })
+}
+
+fn decode_bool(field: &'static str, v: &str) -> Result<bool, DecodeError> {
+    match v {
+        "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        other => Err(DecodeError::BadBool { field, value: clip(other) }),
+    }
+}
+
+fn decode_probe(f: &Fields<'_>) -> Result<Command, DecodeError> {
+    f.only(
+        "probe",
+        &allowed(&["node", "epoch", "ok", "status", "latency", "error", "prober"]),
+    )?;
+    let node = node(f)?;
+    let epoch = f.opt_num::<u64>("epoch")?.ok_or(DecodeError::MissingField("epoch"))?;
+    let ok = decode_bool("ok", f.req("ok")?)?;
+    let status = match f.opt_num::<u64>("status")? {
+        None => None,
+        Some(s @ 100..=599) => Some(s as u16),
+        Some(s) => return Err(DecodeError::OutOfRange { field: "status", value: s, min: 100, max: 599 }),
+    };
+    let latency_ms = f.opt_num::<u32>("latency")?.unwrap_or(0);
+    let error = f
+        .opt("error")?
+        .map(|e| e.parse::<ProbeError>().map_err(|_| DecodeError::BadProbeError(clip(e))))
+        .transpose()?;
+    let prober = f.opt("prober")?.map(str::to_owned);
+    Ok(Command::Probe(ProbeResult { node, epoch, ok, status, latency_ms, error, prober }))
+}
+
+fn decode_policy(f: &Fields<'_>) -> Result<Command, DecodeError> {
+    f.only("policy", &allowed(&["fall", "rise", "strategy", "vnodes"]))?;
+    let change = PolicyChange {
+        fall: f.opt_ranged("fall", 1, MAX_THRESHOLD)?,
+        rise: f.opt_ranged("rise", 1, MAX_THRESHOLD)?,
+        strategy: f
+            .opt("strategy")?
+            .map(|s| s.parse::<Strategy>().map_err(|_| DecodeError::BadStrategy(clip(s))))
+            .transpose()?,
+        vnodes: f.opt_ranged("vnodes", 1, MAX_VNODES)?,
+    };
+    if change == PolicyChange::default() {
+        return Err(DecodeError::EmptyPolicy);
+    }
+    Ok(Command::Policy(change))
+}

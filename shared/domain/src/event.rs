@@ -1,0 +1,232 @@
+//! Events: the facts the fold decided, past tense, as flat field/value pairs.
+//!
+//! Every event has `type`, `cause` (the log entry id that caused it) and `at` (milliseconds,
+//! taken from `cause`, so replay reproduces it exactly). Node events add `node` and `epoch`.
+
+use std::fmt;
+
+use crate::ids::{EntryId, NodeId};
+use crate::placement::Strategy;
+use crate::policy::Policy;
+use crate::wire::Fields;
+
+/// One decided fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The log entry that caused it.
+    pub cause: EntryId,
+    pub kind: EventKind,
+}
+
+/// Keys that moved from one owner to another in one rebalance (`None` = no owner).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Flow {
+    pub from: Option<NodeId>,
+    pub to: Option<NodeId>,
+    pub keys: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    Joined { node: NodeId, epoch: u64, url: String, weight: u32 },
+    Left { node: NodeId, epoch: u64 },
+    /// alive → suspect; `fails` consecutive failures so far.
+    Suspect { node: NodeId, epoch: u64, fails: u32 },
+    /// suspect → dead.
+    Died { node: NodeId, epoch: u64, fails: u32 },
+    /// dead → alive.
+    Revived { node: NodeId, epoch: u64, successes: u32 },
+    /// suspect → alive.
+    Recovered { node: NodeId, epoch: u64, successes: u32 },
+    Drained { node: NodeId, epoch: u64 },
+    Undrained { node: NodeId, epoch: u64 },
+    WeightChanged { node: NodeId, epoch: u64, weight: u32, previous: u32 },
+    /// Owners of assigned keys changed; `flows` sorted by (from, to).
+    Rebalanced { moved: u64, flows: Vec<Flow> },
+    /// New keys were assigned (keys already assigned are not counted).
+    Assigned { keys: u64 },
+    Unassigned { keys: u64 },
+    PolicyChanged { policy: Policy },
+}
+
+/// An events-stream entry this build cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad event: {0}")]
+pub struct EventDecodeError(pub String);
+
+impl EventKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Joined { .. } => "joined",
+            EventKind::Left { .. } => "left",
+            EventKind::Suspect { .. } => "suspect",
+            EventKind::Died { .. } => "died",
+            EventKind::Revived { .. } => "revived",
+            EventKind::Recovered { .. } => "recovered",
+            EventKind::Drained { .. } => "drained",
+            EventKind::Undrained { .. } => "undrained",
+            EventKind::WeightChanged { .. } => "weight_changed",
+            EventKind::Rebalanced { .. } => "rebalanced",
+            EventKind::Assigned { .. } => "assigned",
+            EventKind::Unassigned { .. } => "unassigned",
+            EventKind::PolicyChanged { .. } => "policy_changed",
+        }
+    }
+
+    /// The node and epoch the event is about, if it is a node event.
+    pub fn node(&self) -> Option<(&NodeId, u64)> {
+        match self {
+            EventKind::Joined { node, epoch, .. }
+            | EventKind::Left { node, epoch }
+            | EventKind::Suspect { node, epoch, .. }
+            | EventKind::Died { node, epoch, .. }
+            | EventKind::Revived { node, epoch, .. }
+            | EventKind::Recovered { node, epoch, .. }
+            | EventKind::Drained { node, epoch }
+            | EventKind::Undrained { node, epoch }
+            | EventKind::WeightChanged { node, epoch, .. } => Some((node, *epoch)),
+            _ => None,
+        }
+    }
+}
+
+fn opt_node(n: &Option<NodeId>) -> &str {
+    n.as_ref().map_or("-", NodeId::as_str)
+}
+
+fn encode_flows(flows: &[Flow]) -> String {
+    let parts: Vec<String> = flows
+        .iter()
+        .map(|f| format!("{}>{}={}", opt_node(&f.from), opt_node(&f.to), f.keys))
+        .collect();
+    parts.join(" ")
+}
+
+fn decode_flows(s: &str) -> Result<Vec<Flow>, EventDecodeError> {
+    let bad = || EventDecodeError(format!("bad flows {s:?}"));
+    let node = |x: &str| -> Result<Option<NodeId>, EventDecodeError> {
+        if x == "-" { Ok(None) } else { NodeId::new(x).map(Some).map_err(|_| bad()) }
+    };
+    s.split_whitespace()
+        .map(|part| {
+            let (from, rest) = part.split_once('>').ok_or_else(bad)?;
+            let (to, n) = rest.split_once('=').ok_or_else(bad)?;
+            Ok(Flow { from: node(from)?, to: node(to)?, keys: n.parse().map_err(|_| bad())? })
+        })
+        .collect()
+}
+
+impl Event {
+    /// Milliseconds since the epoch, from the causing entry id.
+    pub fn at(&self) -> u64 {
+        self.cause.ms
+    }
+
+    pub fn encode(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![("type", self.kind.name().to_owned())];
+        if let Some((node, epoch)) = self.kind.node() {
+            out.push(("node", node.to_string()));
+            out.push(("epoch", epoch.to_string()));
+        }
+        out.push(("cause", self.cause.to_string()));
+        out.push(("at", self.at().to_string()));
+        match &self.kind {
+            EventKind::Joined { url, weight, .. } => {
+                out.push(("url", url.clone()));
+                out.push(("weight", weight.to_string()));
+            }
+            EventKind::Suspect { fails, .. } | EventKind::Died { fails, .. } => {
+                out.push(("fails", fails.to_string()));
+            }
+            EventKind::Revived { successes, .. } | EventKind::Recovered { successes, .. } => {
+                out.push(("successes", successes.to_string()));
+            }
+            EventKind::WeightChanged { weight, previous, .. } => {
+                out.push(("weight", weight.to_string()));
+                out.push(("previous", previous.to_string()));
+            }
+            EventKind::Rebalanced { moved, flows } => {
+                out.push(("moved", moved.to_string()));
+                out.push(("flows", encode_flows(flows)));
+            }
+            EventKind::Assigned { keys } | EventKind::Unassigned { keys } => {
+                out.push(("keys", keys.to_string()));
+            }
+            EventKind::PolicyChanged { policy } => {
+                out.push(("fall", policy.fall.to_string()));
+                out.push(("rise", policy.rise.to_string()));
+                out.push(("strategy", policy.strategy.as_str().to_owned()));
+                out.push(("vnodes", policy.vnodes.to_string()));
+            }
+            EventKind::Left { .. }
+            | EventKind::Drained { .. }
+            | EventKind::Undrained { .. } => {}
+        }
+        out
+    }
+
+    /// Decodes an events-stream entry (as written by [`Event::encode`]).
+    pub fn decode<K: AsRef<[u8]>, V: AsRef<[u8]>>(raw: &[(K, V)]) -> Result<Self, EventDecodeError> {
+        let e = |x: crate::DecodeError| EventDecodeError(x.to_string());
+        let f = Fields::new(raw).map_err(e)?;
+        let text = |name: &'static str| f.req(name).map_err(e);
+        let num = |name: &'static str| -> Result<u64, EventDecodeError> {
+            f.opt_num::<u64>(name).map_err(e)?.ok_or_else(|| EventDecodeError(format!("missing {name}")))
+        };
+        let small = |name: &'static str| -> Result<u32, EventDecodeError> {
+            u32::try_from(num(name)?).map_err(|_| EventDecodeError(format!("{name} out of range")))
+        };
+        let node = || -> Result<NodeId, EventDecodeError> {
+            NodeId::new(text("node")?).map_err(|x| EventDecodeError(x.to_string()))
+        };
+        let cause = text("cause")?
+            .parse()
+            .map_err(|x: crate::ids::EntryIdError| EventDecodeError(x.to_string()))?;
+        let kind = match text("type")? {
+            "joined" => EventKind::Joined {
+                node: node()?,
+                epoch: num("epoch")?,
+                url: text("url")?.to_owned(),
+                weight: small("weight")?,
+            },
+            "left" => EventKind::Left { node: node()?, epoch: num("epoch")? },
+            "suspect" => EventKind::Suspect { node: node()?, epoch: num("epoch")?, fails: small("fails")? },
+            "died" => EventKind::Died { node: node()?, epoch: num("epoch")?, fails: small("fails")? },
+            "revived" => EventKind::Revived { node: node()?, epoch: num("epoch")?, successes: small("successes")? },
+            "recovered" => EventKind::Recovered { node: node()?, epoch: num("epoch")?, successes: small("successes")? },
+            "drained" => EventKind::Drained { node: node()?, epoch: num("epoch")? },
+            "undrained" => EventKind::Undrained { node: node()?, epoch: num("epoch")? },
+            "weight_changed" => EventKind::WeightChanged {
+                node: node()?,
+                epoch: num("epoch")?,
+                weight: small("weight")?,
+                previous: small("previous")?,
+            },
+            "rebalanced" => EventKind::Rebalanced { moved: num("moved")?, flows: decode_flows(text("flows")?)? },
+            "assigned" => EventKind::Assigned { keys: num("keys")? },
+            "unassigned" => EventKind::Unassigned { keys: num("keys")? },
+            "policy_changed" => EventKind::PolicyChanged {
+                policy: Policy {
+                    fall: small("fall")?,
+                    rise: small("rise")?,
+                    strategy: text("strategy")?.parse::<Strategy>().map_err(EventDecodeError)?,
+                    vnodes: small("vnodes")?,
+                },
+            },
+            other => return Err(EventDecodeError(format!("unknown event type {other:?}"))),
+        };
+        Ok(Event { cause, kind })
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (k, v)) in self.encode().iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{k}={v}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,116 @@
+//! The assigned keys and their owners, ordered by key hash so that the keys in a hash range
+//! (the arcs of a ring that changed owner) are found without looking at any other key.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::ids::NodeId;
+use crate::placement::key_hash;
+
+/// Assigned keys → owner (`None` while no node can own keys).
+///
+/// Keeps an order-independent digest (wrapping sum of per-key hashes) up to date on every
+/// change, so the state checksum never needs a pass over a million keys.
+#[derive(Debug, Default, Clone)]
+pub struct Keys {
+    map: BTreeMap<(u64, Box<str>), Option<NodeId>>,
+    digest: u64,
+}
+
+fn entry_digest(key: &str, owner: Option<&NodeId>) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(key.as_bytes());
+    h.update(&[0xff]);
+    if let Some(o) = owner {
+        h.update(o.as_str().as_bytes());
+    }
+    h.digest()
+}
+
+impl Keys {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Wrapping sum of the per-key digests.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// The owner of an assigned key: `None` if not assigned, `Some(None)` if unowned.
+    pub fn get(&self, key: &str) -> Option<Option<&NodeId>> {
+        self.map
+            .get(&(key_hash(key), Box::from(key)))
+            .map(Option::as_ref)
+    }
+
+    /// Adds a key; returns false (and changes nothing) when it was already assigned.
+    pub fn insert(&mut self, key: &str, owner: Option<NodeId>) -> bool {
+        use std::collections::btree_map::Entry;
+        match self.map.entry((key_hash(key), Box::from(key))) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(v) => {
+                self.digest = self.digest.wrapping_add(entry_digest(key, owner.as_ref()));
+                v.insert(owner);
+                true
+            }
+        }
+    }
+
+    /// Removes a key; returns its owner when it was assigned.
+    pub fn remove(&mut self, key: &str) -> Option<Option<NodeId>> {
+        let owner = self.map.remove(&(key_hash(key), Box::from(key)))?;
+        self.digest = self.digest.wrapping_sub(entry_digest(key, owner.as_ref()));
+        Some(owner)
+    }
+
+    /// Re-computes owners of the keys whose hash lies in one of `ranges` (inclusive), or of
+    /// every key when `ranges` is `None`; calls `moved(key, from, to)` for each change.
+    pub fn reassign<'p>(
+        &mut self,
+        ranges: Option<&[(u64, u64)]>,
+        owner: impl Fn(&str, u64) -> Option<&'p NodeId>,
+        mut moved: impl FnMut(&str, Option<&NodeId>, Option<&NodeId>),
+    ) {
+        let mut visit = |(hash, key): &(u64, Box<str>), current: &mut Option<NodeId>, digest: &mut u64| {
+            let next = owner(key, *hash);
+            if current.as_ref() != next {
+                *digest = digest
+                    .wrapping_sub(entry_digest(key, current.as_ref()))
+                    .wrapping_add(entry_digest(key, next));
+                moved(key, current.as_ref(), next);
+                *current = next.cloned();
+            }
+        };
+        let digest = &mut self.digest;
+        match ranges {
+            None => {
+                for (k, v) in self.map.iter_mut() {
+                    visit(k, v, digest);
+                }
+            }
+            Some(ranges) => {
+                for &(lo, hi) in ranges {
+                    let start = Bound::Included((lo, Box::<str>::from("")));
+                    for (k, v) in self.map.range_mut((start, Bound::Unbounded)) {
+                        if k.0 > hi {
+                            break;
+                        }
+                        visit(k, v, digest);
+                    }
+                }
+            }
+        }
+    }
+
+    /// All keys with their owners, in hash order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&NodeId>)> {
+        self.map.iter().map(|((_, k), v)| (&**k, v.as_ref()))
+    }
+}

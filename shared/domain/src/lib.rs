@@ -1,0 +1,29 @@
+//! Pantheon's domain: everything that decides, nothing that does I/O.
+//!
+//! * [`entry`] — log entries (inputs) and their flat field/value wire format.
+//! * [`event`] — events (decided facts) and their wire format.
+//! * [`health`] — the per-node health state machine (rise/fall thresholds, epochs).
+//! * [`placement`] — consistent-hash ring and weighted rendezvous hashing.
+//! * [`state`] — the fold: `State::apply(entry_id, entry)` → events and read-model changes.
+//!
+//! There is no clock and no randomness here: time is the log entry id, hashing is xxh3-64 over
+//! explicit bytes, so replaying the same log gives the same state and checksum on any build.
+
+pub mod entry;
+pub mod event;
+pub mod health;
+pub mod ids;
+pub mod keys;
+pub mod limits;
+pub mod placement;
+pub mod policy;
+pub mod state;
+mod wire;
+
+pub use entry::{Command, DecodeError, LogEntry};
+pub use event::{Event, EventKind};
+pub use health::{Health, NodeHealth};
+pub use ids::{EntryId, NodeId};
+pub use placement::{Placement, Strategy};
+pub use policy::Policy;
+pub use state::{Applied, KeyChange, Node, Rejection, State};

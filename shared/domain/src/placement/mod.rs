@@ -1,0 +1,93 @@
+//! Placement: which member owns a key. Two strategies behind one small trait, both specified
+//! byte for byte in `docs/placement.md` so other languages can compute owners themselves.
+
+mod rendezvous;
+mod ring;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use rendezvous::Rendezvous;
+pub use ring::Ring;
+
+use crate::NodeId;
+
+/// Hash of a key: xxh3-64 (seed 0) of its UTF-8 bytes. Both strategies start from it.
+pub fn key_hash(key: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+}
+
+/// A ring member: a node id and its weight (`1..=MAX_WEIGHT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub node: NodeId,
+    pub weight: u32,
+}
+
+/// Maps keys to members.
+pub trait Placement: Send + Sync {
+    /// The owner of a key given its [`key_hash`], or `None` when there are no members.
+    fn owner_of_hash(&self, key: &str, hash: u64) -> Option<&NodeId>;
+
+    /// The owner of a key, or `None` when there are no members.
+    fn owner(&self, key: &str) -> Option<&NodeId> {
+        self.owner_of_hash(key, key_hash(key))
+    }
+
+    fn members(&self) -> &[Member];
+
+    /// The hash ranges whose owner may differ between `self` and `next`, as inclusive
+    /// `(start, end)` pairs over key hashes. `None` means "cannot tell, check every key"
+    /// (rendezvous hashing after a join: every key compares against the new node).
+    fn changed_ranges(&self, next: &dyn Placement) -> Option<Vec<(u64, u64)>>;
+
+    /// This placement as a ring, when it is one (lets ring diffs avoid a key scan).
+    fn as_ring(&self) -> Option<&Ring> {
+        None
+    }
+}
+
+/// Which placement a cluster uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Strategy {
+    /// Consistent-hash ring with `vnodes × weight` points per node (the default).
+    #[default]
+    Ring,
+    /// Weighted rendezvous (highest random weight) hashing.
+    Rendezvous,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Ring => "ring",
+            Strategy::Rendezvous => "rendezvous",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ring" => Ok(Strategy::Ring),
+            "rendezvous" => Ok(Strategy::Rendezvous),
+            other => Err(format!("unknown placement strategy {other:?} (expected ring or rendezvous)")),
+        }
+    }
+}
+
+/// Builds the placement for a strategy over members (sorted by node id by the caller or not:
+/// the result does not depend on member order).
+pub fn build(strategy: Strategy, vnodes: u32, members: Vec<Member>) -> Box<dyn Placement> {
+    match strategy {
+        Strategy::Ring => Box::new(Ring::new(members, vnodes)),
+        Strategy::Rendezvous => Box::new(Rendezvous::new(members)),
+    }
+}

@@ -1,0 +1,245 @@
+//! Consistent-hash ring with virtual nodes.
+//!
+//! Node `n` with weight `w` gets `vnodes × w` points; point `i` sits at
+//! `xxh3_64(utf8(n) ++ 0x00 ++ u32_le(i))`. A key belongs to the first point at or after its
+//! hash, wrapping past the top. Points with equal hashes are ordered by node id.
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::{Member, Placement};
+use crate::NodeId;
+
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    hash: u64,
+    member: u32,
+}
+
+/// A consistent-hash ring. Lookups use a bucket index over the top bits of the hash, so a
+/// lookup is one index read plus a search over about one point, not a full binary search.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    members: Vec<Member>,
+    points: Vec<Point>,
+    /// `bucket_start[b]` = first point whose hash has top bits `>= b`; one extra slot at the end.
+    bucket_start: Vec<u32>,
+    shift: u32,
+    vnodes: u32,
+}
+
+/// The hash of point `i` of a node, as specified in docs/placement.md.
+pub fn point_hash(node: &NodeId, i: u32) -> u64 {
+    let id = node.as_str().as_bytes();
+    let mut buf = Vec::with_capacity(id.len() + 5);
+    buf.extend_from_slice(id);
+    buf.push(0);
+    buf.extend_from_slice(&i.to_le_bytes());
+    xxh3_64(&buf)
+}
+
+impl Ring {
+    pub fn new(mut members: Vec<Member>, vnodes: u32) -> Self {
+        members.sort_by(|a, b| a.node.cmp(&b.node));
+        members.dedup_by(|a, b| a.node == b.node);
+        let total: usize = members
+            .iter()
+            .map(|m| vnodes as usize * m.weight as usize)
+            .sum();
+        let mut points = Vec::with_capacity(total);
+        for (idx, m) in members.iter().enumerate() {
+            let count = vnodes.saturating_mul(m.weight);
+            points.extend((0..count).map(|i| Point {
+                hash: point_hash(&m.node, i),
+                member: idx as u32,
+            }));
+        }
+        // Members are sorted by id, so ordering ties by member index orders them by node id.
+        points.sort_unstable_by_key(|p| (p.hash, p.member));
+
+        // About one point per bucket keeps the search after the index read to a step or two.
+        let bits = (usize::BITS - points.len().leading_zeros()).clamp(1, 24);
+        let shift = 64 - bits;
+        let buckets = 1usize << bits;
+        let mut bucket_start = Vec::with_capacity(buckets + 1);
+        let mut p = 0usize;
+        for b in 0..buckets {
+            while p < points.len() && ((points[p].hash >> shift) as usize) < b {
+                p += 1;
+            }
+            bucket_start.push(p as u32);
+        }
+        bucket_start.push(points.len() as u32);
+        Self { members, points, bucket_start, shift, vnodes }
+    }
+
+    /// Points per unit of weight this ring was built with.
+    pub fn vnodes(&self) -> u32 {
+        self.vnodes
+    }
+
+    /// Number of points on the ring.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// Index of the point that owns `hash`.
+    fn position(&self, hash: u64) -> Option<usize> {
+        if self.points.is_empty() {
+            return None;
+        }
+        let b = (hash >> self.shift) as usize;
+        let lo = self.bucket_start[b] as usize;
+        let hi = self.bucket_start[b + 1] as usize;
+        let p = lo + self.points[lo..hi].partition_point(|pt| pt.hash < hash);
+        Some(if p == self.points.len() { 0 } else { p })
+    }
+
+    fn owner_at(&self, hash: u64) -> Option<&NodeId> {
+        self.position(hash)
+            .map(|p| &self.members[self.points[p].member as usize].node)
+    }
+
+    /// Hash ranges (inclusive) whose owner differs between two rings.
+    ///
+    /// Every point of either ring is a boundary; between two consecutive boundaries both rings
+    /// have a constant owner, the one at the upper boundary. One merge walk over both point
+    /// lists finds the segments that changed owner, so no key outside them is looked at.
+    pub fn diff(&self, next: &Ring) -> Vec<(u64, u64)> {
+        match (self.points.is_empty(), next.points.is_empty()) {
+            (true, true) => return Vec::new(),
+            (true, false) | (false, true) => return vec![(0, u64::MAX)],
+            _ => {}
+        }
+        let mut bounds: Vec<u64> = Vec::with_capacity(self.points.len() + next.points.len());
+        let (mut i, mut j) = (0, 0);
+        while i < self.points.len() || j < next.points.len() {
+            let a = self.points.get(i).map(|p| p.hash).unwrap_or(u64::MAX);
+            let b = next.points.get(j).map(|p| p.hash).unwrap_or(u64::MAX);
+            let h = a.min(b);
+            if i < self.points.len() && a == h {
+                i += 1;
+            }
+            if j < next.points.len() && b == h {
+                j += 1;
+            }
+            if bounds.last() != Some(&h) {
+                bounds.push(h);
+            }
+        }
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let mut push = |lo: u64, hi: u64| match ranges.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(lo) => last.1 = hi,
+            _ => ranges.push((lo, hi)),
+        };
+        // Walk owners with two cursors instead of a lookup per boundary.
+        let (mut i, mut j) = (0usize, 0usize);
+        let first = bounds[0];
+        let last = bounds[bounds.len() - 1];
+        let wrap_changed = self.owner_at(first) != next.owner_at(first);
+        if wrap_changed {
+            push(0, first);
+        }
+        for w in bounds.windows(2) {
+            let (lo, hi) = (w[0], w[1]);
+            while self.points[i].hash < hi {
+                i += 1;
+            }
+            while next.points[j].hash < hi {
+                j += 1;
+            }
+            let old = &self.members[self.points[i].member as usize].node;
+            let new = &next.members[next.points[j].member as usize].node;
+            if old != new {
+                push(lo + 1, hi);
+            }
+        }
+        if wrap_changed && last < u64::MAX {
+            push(last + 1, u64::MAX);
+        }
+        ranges
+    }
+}
+
+impl Placement for Ring {
+    fn owner_of_hash(&self, _key: &str, hash: u64) -> Option<&NodeId> {
+        self.owner_at(hash)
+    }
+
+    fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    fn changed_ranges(&self, next: &dyn Placement) -> Option<Vec<(u64, u64)>> {
+        next.as_ring().map(|next| self.diff(next))
+    }
+
+    fn as_ring(&self) -> Option<&Ring> {
+        Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::key_hash;
+
+    fn member(id: &str, weight: u32) -> Member {
+        Member { node: NodeId::new(id).unwrap(), weight }
+    }
+
+    fn brute_owner(ring: &Ring, hash: u64) -> Option<NodeId> {
+        let mut pts = ring.points.clone();
+        pts.sort_by_key(|p| (p.hash, p.member));
+        pts.iter()
+            .find(|p| p.hash >= hash)
+            .or(pts.first())
+            .map(|p| ring.members[p.member as usize].node.clone())
+    }
+
+    #[test]
+    fn empty_ring_owns_nothing() {
+        let ring = Ring::new(vec![], 16);
+        assert_eq!(ring.owner("k"), None);
+    }
+
+    #[test]
+    fn indexed_lookup_matches_a_linear_scan() {
+        let ring = Ring::new(vec![member("a", 1), member("b", 2), member("c", 1)], 50);
+        for i in 0..5000 {
+            let key = format!("key-{i}");
+            let h = key_hash(&key);
+            assert_eq!(ring.owner(&key).cloned(), brute_owner(&ring, h), "{key}");
+        }
+        for h in [0, 1, u64::MAX, u64::MAX - 1, ring.points[0].hash, ring.points[3].hash] {
+            assert_eq!(ring.owner_at(h).cloned(), brute_owner(&ring, h));
+        }
+    }
+
+    #[test]
+    fn diff_covers_exactly_the_keys_that_changed_owner() {
+        let before = Ring::new(vec![member("a", 1), member("b", 1), member("c", 1)], 40);
+        let after = Ring::new(vec![member("a", 1), member("c", 2), member("d", 1)], 40);
+        let ranges = before.diff(&after);
+        for i in 0..20_000 {
+            let key = format!("k{i}");
+            let h = key_hash(&key);
+            let changed = before.owner(&key) != after.owner(&key);
+            let covered = ranges.iter().any(|&(lo, hi)| lo <= h && h <= hi);
+            assert_eq!(changed, covered, "{key}");
+        }
+    }
+
+    #[test]
+    fn point_hash_is_pinned() {
+        // Pinned so a change of the byte layout cannot slip through: other languages rely on it.
+        let n = NodeId::new("node-1").unwrap();
+        let mut bytes = b"node-1\0".to_vec();
+        bytes.extend_from_slice(&7u32.to_le_bytes());
+        assert_eq!(point_hash(&n, 7), xxh3_64(&bytes));
+        assert_eq!(key_hash("user:1"), xxh3_64(b"user:1"));
+    }
+}

@@ -1,0 +1,435 @@
+//! The fold: `State::apply(entry_id, entry)` decides what an entry means given everything
+//! before it, and returns the events and read-model changes. Pure and deterministic: no clock
+//! (time is the entry id), no randomness, no I/O.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::entry::{Command, DecodeError, LogEntry, ProbeResult};
+use crate::event::{Event, EventKind, Flow};
+use crate::health::{Health, NodeHealth, Transition};
+use crate::ids::{EntryId, NodeId};
+use crate::keys::Keys;
+use crate::limits::{CMD_DEDUP_WINDOW, MAX_NODES};
+use crate::placement::{self, Member, Placement};
+use crate::policy::{Policy, PolicyChange};
+
+/// A node as the fold knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub id: NodeId,
+    pub url: String,
+    pub weight: u32,
+    /// Cluster-wide join counter value of this node's latest join.
+    pub epoch: u64,
+    pub health: NodeHealth,
+    pub draining: bool,
+    /// The entry that caused the last transition, and what it was (`joined`, `died`, ...).
+    pub since: EntryId,
+    pub last: &'static str,
+}
+
+impl Node {
+    /// Whether the node owns keys: alive or suspect, and not draining.
+    pub fn is_member(&self) -> bool {
+        !self.draining && self.health.health != Health::Dead
+    }
+
+    /// The state shown to users: `draining` overrides health.
+    pub fn state(&self) -> &'static str {
+        if self.draining { "draining" } else { self.health.health.as_str() }
+    }
+}
+
+/// Why a decoded entry was refused. The state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("unknown node {0:?}")]
+    UnknownNode(NodeId),
+    #[error("cluster already has {MAX_NODES} nodes")]
+    TooManyNodes,
+    #[error("probe of {node:?} names epoch {epoch}, which no join has created yet")]
+    FutureEpoch { node: NodeId, epoch: u64 },
+}
+
+/// A change to an assigned key's owner (`None` = no owner: no node can take keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyChange {
+    Added { key: String, owner: Option<NodeId> },
+    Moved { key: String, from: Option<NodeId>, to: Option<NodeId> },
+    Removed { key: String, owner: Option<NodeId> },
+}
+
+/// What applying an entry did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub events: Vec<Event>,
+    pub key_changes: Vec<KeyChange>,
+    /// Nodes whose record changed (look them up: absent means the node left).
+    pub nodes_changed: Vec<NodeId>,
+    /// The set of members or their weights changed, or the placement settings.
+    pub ring_changed: bool,
+    /// Set when the entry repeats a recent client command id: it was not applied again.
+    pub duplicate_of: Option<EntryId>,
+    /// Set when the entry is a probe of an older epoch (or a node that left): ignored.
+    pub stale: bool,
+}
+
+/// The whole decided state of one cluster.
+pub struct State {
+    policy: Policy,
+    nodes: BTreeMap<NodeId, Node>,
+    next_epoch: u64,
+    keys: Keys,
+    placement: Box<dyn Placement>,
+    recent_cmds: VecDeque<(String, EntryId)>,
+    cmd_index: HashMap<String, EntryId>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("policy", &self.policy)
+            .field("nodes", &self.nodes.len())
+            .field("keys", &self.keys.len())
+            .field("checksum", &format_args!("{:016x}", self.checksum()))
+            .finish()
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::new(Policy::default())
+    }
+}
+
+impl State {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            nodes: BTreeMap::new(),
+            next_epoch: 1,
+            keys: Keys::default(),
+            placement: placement::build(policy.strategy, policy.vnodes, Vec::new()),
+            recent_cmds: VecDeque::new(),
+            cmd_index: HashMap::new(),
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    pub fn node(&self, id: &NodeId) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn placement(&self) -> &dyn Placement {
+        &*self.placement
+    }
+
+    /// The epoch the next join will get.
+    pub fn next_epoch(&self) -> u64 {
+        self.next_epoch
+    }
+
+    /// Recent client command ids, oldest first, with the entry that applied each.
+    pub fn recent_cmds(&self) -> impl Iterator<Item = (&str, EntryId)> {
+        self.recent_cmds.iter().map(|(c, id)| (c.as_str(), *id))
+    }
+
+    /// Decodes raw stream fields and applies them.
+    pub fn apply_raw<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &mut self,
+        id: EntryId,
+        fields: &[(K, V)],
+    ) -> Result<Applied, Rejection> {
+        let entry = LogEntry::decode(fields)?;
+        self.apply(id, &entry)
+    }
+
+    /// Applies one entry. On `Err` the state is unchanged.
+    pub fn apply(&mut self, id: EntryId, entry: &LogEntry) -> Result<Applied, Rejection> {
+        if let Some(cmd) = &entry.cmd
+            && let Some(&first) = self.cmd_index.get(cmd)
+        {
+            return Ok(Applied { duplicate_of: Some(first), ..Applied::default() });
+        }
+        let mut out = Applied::default();
+        match &entry.command {
+            Command::Join { node, url, weight } => self.join(id, node, url, *weight, &mut out)?,
+            Command::Leave { node } => {
+                let gone = self.nodes.remove(node).ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
+                out.nodes_changed.push(node.clone());
+                self.emit(&mut out, id, EventKind::Left { node: node.clone(), epoch: gone.epoch });
+            }
+            Command::Drain { node } => self.set_draining(id, node, true, &mut out)?,
+            Command::Undrain { node } => self.set_draining(id, node, false, &mut out)?,
+            Command::Weight { node, weight } => {
+                let n = self.nodes.get_mut(node).ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
+                if n.weight != *weight {
+                    let previous = std::mem::replace(&mut n.weight, *weight);
+                    n.since = id;
+                    n.last = "weight_changed";
+                    let epoch = n.epoch;
+                    out.nodes_changed.push(node.clone());
+                    let kind = EventKind::WeightChanged { node: node.clone(), epoch, weight: *weight, previous };
+                    self.emit(&mut out, id, kind);
+                }
+            }
+            Command::Assign { keys } => self.assign(id, keys, &mut out),
+            Command::Unassign { keys } => self.unassign(id, keys, &mut out),
+            Command::Probe(p) => self.probe(id, p, &mut out)?,
+            Command::Policy(change) => self.change_policy(id, change, &mut out),
+        }
+        self.rebalance(id, &mut out);
+        if let Some(cmd) = &entry.cmd {
+            self.remember_cmd(cmd, id);
+        }
+        Ok(out)
+    }
+
+    fn emit(&self, out: &mut Applied, cause: EntryId, kind: EventKind) {
+        out.events.push(Event { cause, kind });
+    }
+
+    fn remember_cmd(&mut self, cmd: &str, id: EntryId) {
+        self.cmd_index.insert(cmd.to_owned(), id);
+        self.recent_cmds.push_back((cmd.to_owned(), id));
+        while self.recent_cmds.len() > CMD_DEDUP_WINDOW {
+            if let Some((old, _)) = self.recent_cmds.pop_front() {
+                self.cmd_index.remove(&old);
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        id: EntryId,
+        node: &NodeId,
+        url: &str,
+        weight: Option<u32>,
+        out: &mut Applied,
+    ) -> Result<(), Rejection> {
+        if !self.nodes.contains_key(node) && self.nodes.len() >= MAX_NODES {
+            return Err(Rejection::TooManyNodes);
+        }
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        let weight = weight.unwrap_or(1);
+        // A join of a known node is a re-join (a restarted worker): new epoch, fresh health.
+        self.nodes.insert(
+            node.clone(),
+            Node {
+                id: node.clone(),
+                url: url.to_owned(),
+                weight,
+                epoch,
+                health: NodeHealth::default(),
+                draining: false,
+                since: id,
+                last: "joined",
+            },
+        );
+        out.nodes_changed.push(node.clone());
+        let kind = EventKind::Joined { node: node.clone(), epoch, url: url.to_owned(), weight };
+        self.emit(out, id, kind);
+        Ok(())
+    }
+
+    fn set_draining(
+        &mut self,
+        id: EntryId,
+        node: &NodeId,
+        draining: bool,
+        out: &mut Applied,
+    ) -> Result<(), Rejection> {
+        let n = self.nodes.get_mut(node).ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
+        if n.draining == draining {
+            return Ok(()); // already there: idempotent, no event
+        }
+        n.draining = draining;
+        n.since = id;
+        n.last = if draining { "drained" } else { "undrained" };
+        let epoch = n.epoch;
+        out.nodes_changed.push(node.clone());
+        let node = node.clone();
+        let kind = if draining {
+            EventKind::Drained { node, epoch }
+        } else {
+            EventKind::Undrained { node, epoch }
+        };
+        self.emit(out, id, kind);
+        Ok(())
+    }
+
+    fn assign(&mut self, id: EntryId, keys: &[String], out: &mut Applied) {
+        let mut added = 0u64;
+        for key in keys {
+            let owner = self.placement.owner(key).cloned();
+            if self.keys.insert(key, owner.clone()) {
+                added += 1;
+                out.key_changes.push(KeyChange::Added { key: key.clone(), owner });
+            }
+        }
+        if added > 0 {
+            self.emit(out, id, EventKind::Assigned { keys: added });
+        }
+    }
+
+    fn unassign(&mut self, id: EntryId, keys: &[String], out: &mut Applied) {
+        let mut removed = 0u64;
+        for key in keys {
+            if let Some(owner) = self.keys.remove(key) {
+                removed += 1;
+                out.key_changes.push(KeyChange::Removed { key: key.clone(), owner });
+            }
+        }
+        if removed > 0 {
+            self.emit(out, id, EventKind::Unassigned { keys: removed });
+        }
+    }
+
+    fn probe(&mut self, id: EntryId, p: &ProbeResult, out: &mut Applied) -> Result<(), Rejection> {
+        if p.epoch >= self.next_epoch {
+            return Err(Rejection::FutureEpoch { node: p.node.clone(), epoch: p.epoch });
+        }
+        let policy = self.policy;
+        let Some(n) = self.nodes.get_mut(&p.node).filter(|n| n.epoch == p.epoch) else {
+            // An older epoch, or a node that left since the probe was sent: not an error, the
+            // prober simply had not seen the change yet.
+            out.stale = true;
+            return Ok(());
+        };
+        let before = n.health;
+        let transitions = n.health.observe(p.ok, &policy);
+        if n.health == before {
+            return Ok(()); // e.g. a success of an alive node: nothing to write
+        }
+        out.nodes_changed.push(p.node.clone());
+        let (node, epoch) = (p.node.clone(), n.epoch);
+        let (fails, successes) = (n.health.fails, before.successes.saturating_add(1));
+        let mut kinds = Vec::new();
+        for t in transitions {
+            n.since = id;
+            let (name, kind) = match t {
+                Transition::Suspect => ("suspect", EventKind::Suspect { node: node.clone(), epoch, fails }),
+                Transition::Died => ("died", EventKind::Died { node: node.clone(), epoch, fails }),
+                Transition::Revived => ("revived", EventKind::Revived { node: node.clone(), epoch, successes }),
+                Transition::Recovered => {
+                    ("recovered", EventKind::Recovered { node: node.clone(), epoch, successes })
+                }
+            };
+            n.last = name;
+            kinds.push(kind);
+        }
+        for kind in kinds {
+            self.emit(out, id, kind);
+        }
+        Ok(())
+    }
+
+    fn change_policy(&mut self, id: EntryId, change: &PolicyChange, out: &mut Applied) {
+        let next = change.applied_to(self.policy);
+        if next != self.policy {
+            self.policy = next;
+            self.emit(out, id, EventKind::PolicyChanged { policy: next });
+        }
+    }
+
+    fn wanted_members(&self) -> Vec<Member> {
+        self.nodes
+            .values()
+            .filter(|n| n.is_member())
+            .map(|n| Member { node: n.id.clone(), weight: n.weight })
+            .collect()
+    }
+
+    /// Rebuilds the placement when members, weights or settings changed and moves exactly the
+    /// keys whose owner changed, emitting one `rebalanced` event with the flows.
+    fn rebalance(&mut self, id: EntryId, out: &mut Applied) {
+        let members = self.wanted_members();
+        let same_kind = self.placement.as_ring().is_some() == (self.policy.strategy == placement::Strategy::Ring);
+        let same_vnodes = self
+            .placement
+            .as_ring()
+            .is_none_or(|r| r.vnodes() == self.policy.vnodes);
+        if same_kind && same_vnodes && self.placement.members() == members.as_slice() {
+            return;
+        }
+        out.ring_changed = true;
+        let next = placement::build(self.policy.strategy, self.policy.vnodes, members);
+        let ranges = self.placement.changed_ranges(&*next);
+        let mut flows: BTreeMap<(Option<NodeId>, Option<NodeId>), u64> = BTreeMap::new();
+        let changes = &mut out.key_changes;
+        self.keys.reassign(
+            ranges.as_deref(),
+            |key, hash| next.owner_of_hash(key, hash),
+            |key, from, to| {
+                *flows.entry((from.cloned(), to.cloned())).or_default() += 1;
+                changes.push(KeyChange::Moved { key: key.to_owned(), from: from.cloned(), to: to.cloned() });
+            },
+        );
+        self.placement = next;
+        if !flows.is_empty() {
+            let moved = flows.values().sum();
+            let flows = flows
+                .into_iter()
+                .map(|((from, to), keys)| Flow { from, to, keys })
+                .collect();
+            self.emit(out, id, EventKind::Rebalanced { moved, flows });
+        }
+    }
+
+    /// A checksum of the whole state, stable across runs, builds and platforms: xxh3-64 over
+    /// an explicit byte encoding (see docs/placement.md, "State checksum").
+    pub fn checksum(&self) -> u64 {
+        let mut h = Xxh3::new();
+        h.update(b"pantheon-state/1\0");
+        let p = &self.policy;
+        for v in [p.fall, p.rise, p.vnodes] {
+            h.update(&v.to_le_bytes());
+        }
+        h.update(p.strategy.as_str().as_bytes());
+        h.update(&[0]);
+        h.update(&self.next_epoch.to_le_bytes());
+        h.update(&(self.nodes.len() as u64).to_le_bytes());
+        for n in self.nodes.values() {
+            h.update(n.id.as_str().as_bytes());
+            h.update(&[0]);
+            h.update(n.url.as_bytes());
+            h.update(&[0]);
+            for v in [n.weight, n.health.fails, n.health.successes] {
+                h.update(&v.to_le_bytes());
+            }
+            h.update(&n.epoch.to_le_bytes());
+            h.update(n.health.health.as_str().as_bytes());
+            h.update(&[0, u8::from(n.draining)]);
+            h.update(&n.since.ms.to_le_bytes());
+            h.update(&n.since.seq.to_le_bytes());
+            h.update(n.last.as_bytes());
+            h.update(&[0]);
+        }
+        h.update(&(self.keys.len() as u64).to_le_bytes());
+        h.update(&self.keys.digest().to_le_bytes());
+        h.update(&(self.recent_cmds.len() as u64).to_le_bytes());
+        for (cmd, id) in &self.recent_cmds {
+            h.update(cmd.as_bytes());
+            h.update(&[0]);
+            h.update(&id.ms.to_le_bytes());
+            h.update(&id.seq.to_le_bytes());
+        }
+        h.digest()
+    }
+}
