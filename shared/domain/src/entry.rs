@@ -36,13 +36,30 @@ pub struct LogEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// A node joins (or re-joins: a new epoch, health reset) with its health URL.
-    Join { node: NodeId, url: String, weight: Option<u32> },
-    Leave { node: NodeId },
-    Drain { node: NodeId },
-    Undrain { node: NodeId },
-    Weight { node: NodeId, weight: u32 },
-    Assign { keys: Vec<String> },
-    Unassign { keys: Vec<String> },
+    Join {
+        node: NodeId,
+        url: String,
+        weight: Option<u32>,
+    },
+    Leave {
+        node: NodeId,
+    },
+    Drain {
+        node: NodeId,
+    },
+    Undrain {
+        node: NodeId,
+    },
+    Weight {
+        node: NodeId,
+        weight: u32,
+    },
+    Assign {
+        keys: Vec<String>,
+    },
+    Unassign {
+        keys: Vec<String>,
+    },
     Probe(ProbeResult),
     Policy(PolicyChange),
 }
@@ -70,7 +87,9 @@ pub enum DecodeError {
     MissingField(&'static str),
     #[error("field {0:?} appears more than once")]
     DuplicateField(&'static str),
-    #[error("unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, probe or policy)")]
+    #[error(
+        "unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, probe or policy)"
+    )]
     UnknownType(String),
     #[error("unknown schema version {0:?} (this build reads version {SCHEMA_VERSION})")]
     UnknownVersion(String),
@@ -79,7 +98,11 @@ pub enum DecodeError {
     #[error("field {field:?} is not valid UTF-8")]
     InvalidUtf8 { field: String },
     #[error("field {field:?} is {len} bytes, longer than the limit of {max}")]
-    TooLong { field: &'static str, len: usize, max: usize },
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("entry has {count} fields, more than the limit of {max}")]
     TooManyFields { count: usize, max: usize },
     #[error("batch has {count} keys, more than the limit of {max}")]
@@ -91,7 +114,12 @@ pub enum DecodeError {
     #[error("field {field:?} must be a number, got {value:?}")]
     BadNumber { field: &'static str, value: String },
     #[error("field {field:?} is {value}, outside {min}..={max}")]
-    OutOfRange { field: &'static str, value: u64, min: u32, max: u32 },
+    OutOfRange {
+        field: &'static str,
+        value: u64,
+        min: u32,
+        max: u32,
+    },
     #[error("bad port {0:?} (expected 1..=65535)")]
     BadPort(String),
     #[error("bad health URL {url:?}: {reason}")]
@@ -102,7 +130,9 @@ pub enum DecodeError {
     UrlAndAddress,
     #[error("field {field:?} must be true/false or 1/0, got {value:?}")]
     BadBool { field: &'static str, value: String },
-    #[error("unknown probe error kind {0:?} (expected refused, timeout, status, protocol or policy)")]
+    #[error(
+        "unknown probe error kind {0:?} (expected refused, timeout, status, protocol or policy)"
+    )]
     BadProbeError(String),
     #[error("unknown placement strategy {0:?} (expected ring or rendezvous)")]
     BadStrategy(String),
@@ -164,13 +194,23 @@ impl LogEntry {
                 let weight = f
                     .opt_ranged("weight", 1, MAX_WEIGHT)?
                     .ok_or(DecodeError::MissingField("weight"))?;
-                Command::Weight { node: node(&f)?, weight }
+                Command::Weight {
+                    node: node(&f)?,
+                    weight,
+                }
             }
             "assign" | "unassign" => {
                 let assign = kind == "assign";
-                f.only(if assign { "assign" } else { "unassign" }, &allowed(&["key"]))?;
+                f.only(
+                    if assign { "assign" } else { "unassign" },
+                    &allowed(&["key"]),
+                )?;
                 let keys = decode_keys(&f)?;
-                if assign { Command::Assign { keys } } else { Command::Unassign { keys } }
+                if assign {
+                    Command::Assign { keys }
+                } else {
+                    Command::Unassign { keys }
+                }
             }
             "probe" => decode_probe(&f)?,
             "policy" => decode_policy(&f)?,
@@ -181,7 +221,10 @@ impl LogEntry {
 
     /// Encodes to flat field/value pairs in a fixed order. `decode(encode(e)) == e`.
     pub fn encode(&self) -> Vec<(&'static str, String)> {
-        let mut out = vec![("v", SCHEMA_VERSION.to_string()), ("type", self.kind().to_owned())];
+        let mut out = vec![
+            ("v", SCHEMA_VERSION.to_string()),
+            ("type", self.kind().to_owned()),
+        ];
         if let Some(cmd) = &self.cmd {
             out.push(("cmd", cmd.clone()));
         }
@@ -279,7 +322,11 @@ fn decode_keys(f: &Fields<'_>) -> Result<Vec<String>, DecodeError> {
             return Err(DecodeError::EmptyKey);
         }
         if v.len() > MAX_KEY_BYTES {
-            return Err(DecodeError::TooLong { field: "key", len: v.len(), max: MAX_KEY_BYTES });
+            return Err(DecodeError::TooLong {
+                field: "key",
+                len: v.len(),
+                max: MAX_KEY_BYTES,
+            });
         }
         keys.push(v.to_owned());
     }
@@ -287,26 +334,37 @@ fn decode_keys(f: &Fields<'_>) -> Result<Vec<String>, DecodeError> {
         return Err(DecodeError::EmptyBatch);
     }
     if keys.len() > MAX_BATCH_KEYS {
-        return Err(DecodeError::TooManyKeys { count: keys.len(), max: MAX_BATCH_KEYS });
+        return Err(DecodeError::TooManyKeys {
+            count: keys.len(),
+            max: MAX_BATCH_KEYS,
+        });
     }
     Ok(keys)
 }
 
 /// Checks a health URL: absolute, http or https, with a host. Returns it normalised.
 pub fn check_health_url(raw: &str) -> Result<String, DecodeError> {
-    let url = Url::parse(raw)
-        .map_err(|e| DecodeError::BadUrl { url: clip(raw), reason: e.to_string() })?;
+    let url = Url::parse(raw).map_err(|e| DecodeError::BadUrl {
+        url: clip(raw),
+        reason: e.to_string(),
+    })?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(DecodeError::NotHttp(clip(url.scheme())));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(DecodeError::BadUrl { url: clip(raw), reason: "no host".into() });
+        return Err(DecodeError::BadUrl {
+            url: clip(raw),
+            reason: "no host".into(),
+        });
     }
     Ok(url.to_string())
 }
 
 fn decode_join(f: &Fields<'_>) -> Result<Command, DecodeError> {
-    f.only("join", &allowed(&["node", "url", "address", "port", "path", "weight"]))?;
+    f.only(
+        "join",
+        &allowed(&["node", "url", "address", "port", "path", "weight"]),
+    )?;
     let node = node(f)?;
     let weight = f.opt_ranged("weight", 1, MAX_WEIGHT)?;
     let url = match (f.opt("url")?, f.opt("address")?) {
@@ -342,30 +400,55 @@ fn decode_bool(field: &'static str, v: &str) -> Result<bool, DecodeError> {
     match v {
         "1" | "true" => Ok(true),
         "0" | "false" => Ok(false),
-        other => Err(DecodeError::BadBool { field, value: clip(other) }),
+        other => Err(DecodeError::BadBool {
+            field,
+            value: clip(other),
+        }),
     }
 }
 
 fn decode_probe(f: &Fields<'_>) -> Result<Command, DecodeError> {
     f.only(
         "probe",
-        &allowed(&["node", "epoch", "ok", "status", "latency", "error", "prober"]),
+        &allowed(&[
+            "node", "epoch", "ok", "status", "latency", "error", "prober",
+        ]),
     )?;
     let node = node(f)?;
-    let epoch = f.opt_num::<u64>("epoch")?.ok_or(DecodeError::MissingField("epoch"))?;
+    let epoch = f
+        .opt_num::<u64>("epoch")?
+        .ok_or(DecodeError::MissingField("epoch"))?;
     let ok = decode_bool("ok", f.req("ok")?)?;
     let status = match f.opt_num::<u64>("status")? {
         None => None,
         Some(s @ 100..=599) => Some(s as u16),
-        Some(s) => return Err(DecodeError::OutOfRange { field: "status", value: s, min: 100, max: 599 }),
+        Some(s) => {
+            return Err(DecodeError::OutOfRange {
+                field: "status",
+                value: s,
+                min: 100,
+                max: 599,
+            });
+        }
     };
     let latency_ms = f.opt_num::<u32>("latency")?.unwrap_or(0);
     let error = f
         .opt("error")?
-        .map(|e| e.parse::<ProbeError>().map_err(|_| DecodeError::BadProbeError(clip(e))))
+        .map(|e| {
+            e.parse::<ProbeError>()
+                .map_err(|_| DecodeError::BadProbeError(clip(e)))
+        })
         .transpose()?;
     let prober = f.opt("prober")?.map(str::to_owned);
-    Ok(Command::Probe(ProbeResult { node, epoch, ok, status, latency_ms, error, prober }))
+    Ok(Command::Probe(ProbeResult {
+        node,
+        epoch,
+        ok,
+        status,
+        latency_ms,
+        error,
+        prober,
+    }))
 }
 
 fn decode_policy(f: &Fields<'_>) -> Result<Command, DecodeError> {
@@ -375,7 +458,10 @@ fn decode_policy(f: &Fields<'_>) -> Result<Command, DecodeError> {
         rise: f.opt_ranged("rise", 1, MAX_THRESHOLD)?,
         strategy: f
             .opt("strategy")?
-            .map(|s| s.parse::<Strategy>().map_err(|_| DecodeError::BadStrategy(clip(s))))
+            .map(|s| {
+                s.parse::<Strategy>()
+                    .map_err(|_| DecodeError::BadStrategy(clip(s)))
+            })
             .transpose()?,
         vnodes: f.opt_ranged("vnodes", 1, MAX_VNODES)?,
     };

@@ -28,25 +28,69 @@ pub struct Flow {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
-    Joined { node: NodeId, epoch: u64, url: String, weight: u32 },
-    Left { node: NodeId, epoch: u64 },
+    Joined {
+        node: NodeId,
+        epoch: u64,
+        url: String,
+        weight: u32,
+    },
+    Left {
+        node: NodeId,
+        epoch: u64,
+    },
     /// alive → suspect; `fails` consecutive failures so far.
-    Suspect { node: NodeId, epoch: u64, fails: u32 },
+    Suspect {
+        node: NodeId,
+        epoch: u64,
+        fails: u32,
+    },
     /// suspect → dead.
-    Died { node: NodeId, epoch: u64, fails: u32 },
+    Died {
+        node: NodeId,
+        epoch: u64,
+        fails: u32,
+    },
     /// dead → alive.
-    Revived { node: NodeId, epoch: u64, successes: u32 },
+    Revived {
+        node: NodeId,
+        epoch: u64,
+        successes: u32,
+    },
     /// suspect → alive.
-    Recovered { node: NodeId, epoch: u64, successes: u32 },
-    Drained { node: NodeId, epoch: u64 },
-    Undrained { node: NodeId, epoch: u64 },
-    WeightChanged { node: NodeId, epoch: u64, weight: u32, previous: u32 },
+    Recovered {
+        node: NodeId,
+        epoch: u64,
+        successes: u32,
+    },
+    Drained {
+        node: NodeId,
+        epoch: u64,
+    },
+    Undrained {
+        node: NodeId,
+        epoch: u64,
+    },
+    WeightChanged {
+        node: NodeId,
+        epoch: u64,
+        weight: u32,
+        previous: u32,
+    },
     /// Owners of assigned keys changed; `flows` sorted by (from, to).
-    Rebalanced { moved: u64, flows: Vec<Flow> },
+    Rebalanced {
+        moved: u64,
+        flows: Vec<Flow>,
+    },
     /// New keys were assigned (keys already assigned are not counted).
-    Assigned { keys: u64 },
-    Unassigned { keys: u64 },
-    PolicyChanged { policy: Policy },
+    Assigned {
+        keys: u64,
+    },
+    Unassigned {
+        keys: u64,
+    },
+    PolicyChanged {
+        policy: Policy,
+    },
 }
 
 /// An events-stream entry this build cannot read.
@@ -105,13 +149,21 @@ fn encode_flows(flows: &[Flow]) -> String {
 fn decode_flows(s: &str) -> Result<Vec<Flow>, EventDecodeError> {
     let bad = || EventDecodeError(format!("bad flows {s:?}"));
     let node = |x: &str| -> Result<Option<NodeId>, EventDecodeError> {
-        if x == "-" { Ok(None) } else { NodeId::new(x).map(Some).map_err(|_| bad()) }
+        if x == "-" {
+            Ok(None)
+        } else {
+            NodeId::new(x).map(Some).map_err(|_| bad())
+        }
     };
     s.split_whitespace()
         .map(|part| {
             let (from, rest) = part.split_once('>').ok_or_else(bad)?;
             let (to, n) = rest.split_once('=').ok_or_else(bad)?;
-            Ok(Flow { from: node(from)?, to: node(to)?, keys: n.parse().map_err(|_| bad())? })
+            Ok(Flow {
+                from: node(from)?,
+                to: node(to)?,
+                keys: n.parse().map_err(|_| bad())?,
+            })
         })
         .collect()
 }
@@ -141,7 +193,9 @@ impl Event {
             EventKind::Revived { successes, .. } | EventKind::Recovered { successes, .. } => {
                 out.push(("successes", successes.to_string()));
             }
-            EventKind::WeightChanged { weight, previous, .. } => {
+            EventKind::WeightChanged {
+                weight, previous, ..
+            } => {
                 out.push(("weight", weight.to_string()));
                 out.push(("previous", previous.to_string()));
             }
@@ -158,20 +212,22 @@ impl Event {
                 out.push(("strategy", policy.strategy.as_str().to_owned()));
                 out.push(("vnodes", policy.vnodes.to_string()));
             }
-            EventKind::Left { .. }
-            | EventKind::Drained { .. }
-            | EventKind::Undrained { .. } => {}
+            EventKind::Left { .. } | EventKind::Drained { .. } | EventKind::Undrained { .. } => {}
         }
         out
     }
 
     /// Decodes an events-stream entry (as written by [`Event::encode`]).
-    pub fn decode<K: AsRef<[u8]>, V: AsRef<[u8]>>(raw: &[(K, V)]) -> Result<Self, EventDecodeError> {
+    pub fn decode<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        raw: &[(K, V)],
+    ) -> Result<Self, EventDecodeError> {
         let e = |x: crate::DecodeError| EventDecodeError(x.to_string());
         let f = Fields::new(raw).map_err(e)?;
         let text = |name: &'static str| f.req(name).map_err(e);
         let num = |name: &'static str| -> Result<u64, EventDecodeError> {
-            f.opt_num::<u64>(name).map_err(e)?.ok_or_else(|| EventDecodeError(format!("missing {name}")))
+            f.opt_num::<u64>(name)
+                .map_err(e)?
+                .ok_or_else(|| EventDecodeError(format!("missing {name}")))
         };
         let small = |name: &'static str| -> Result<u32, EventDecodeError> {
             u32::try_from(num(name)?).map_err(|_| EventDecodeError(format!("{name} out of range")))
@@ -189,27 +245,57 @@ impl Event {
                 url: text("url")?.to_owned(),
                 weight: small("weight")?,
             },
-            "left" => EventKind::Left { node: node()?, epoch: num("epoch")? },
-            "suspect" => EventKind::Suspect { node: node()?, epoch: num("epoch")?, fails: small("fails")? },
-            "died" => EventKind::Died { node: node()?, epoch: num("epoch")?, fails: small("fails")? },
-            "revived" => EventKind::Revived { node: node()?, epoch: num("epoch")?, successes: small("successes")? },
-            "recovered" => EventKind::Recovered { node: node()?, epoch: num("epoch")?, successes: small("successes")? },
-            "drained" => EventKind::Drained { node: node()?, epoch: num("epoch")? },
-            "undrained" => EventKind::Undrained { node: node()?, epoch: num("epoch")? },
+            "left" => EventKind::Left {
+                node: node()?,
+                epoch: num("epoch")?,
+            },
+            "suspect" => EventKind::Suspect {
+                node: node()?,
+                epoch: num("epoch")?,
+                fails: small("fails")?,
+            },
+            "died" => EventKind::Died {
+                node: node()?,
+                epoch: num("epoch")?,
+                fails: small("fails")?,
+            },
+            "revived" => EventKind::Revived {
+                node: node()?,
+                epoch: num("epoch")?,
+                successes: small("successes")?,
+            },
+            "recovered" => EventKind::Recovered {
+                node: node()?,
+                epoch: num("epoch")?,
+                successes: small("successes")?,
+            },
+            "drained" => EventKind::Drained {
+                node: node()?,
+                epoch: num("epoch")?,
+            },
+            "undrained" => EventKind::Undrained {
+                node: node()?,
+                epoch: num("epoch")?,
+            },
             "weight_changed" => EventKind::WeightChanged {
                 node: node()?,
                 epoch: num("epoch")?,
                 weight: small("weight")?,
                 previous: small("previous")?,
             },
-            "rebalanced" => EventKind::Rebalanced { moved: num("moved")?, flows: decode_flows(text("flows")?)? },
+            "rebalanced" => EventKind::Rebalanced {
+                moved: num("moved")?,
+                flows: decode_flows(text("flows")?)?,
+            },
             "assigned" => EventKind::Assigned { keys: num("keys")? },
             "unassigned" => EventKind::Unassigned { keys: num("keys")? },
             "policy_changed" => EventKind::PolicyChanged {
                 policy: Policy {
                     fall: small("fall")?,
                     rise: small("rise")?,
-                    strategy: text("strategy")?.parse::<Strategy>().map_err(EventDecodeError)?,
+                    strategy: text("strategy")?
+                        .parse::<Strategy>()
+                        .map_err(EventDecodeError)?,
                     vnodes: small("vnodes")?,
                 },
             },

@@ -113,7 +113,11 @@ pub struct NodeHealth {
 
 impl Default for NodeHealth {
     fn default() -> Self {
-        Self { health: Health::Alive, fails: 0, successes: 0 }
+        Self {
+            health: Health::Alive,
+            fails: 0,
+            successes: 0,
+        }
     }
 }
 
@@ -171,7 +175,10 @@ mod tests {
         let (h, t) = run(&[false, false], &p);
         assert_eq!((h.health, t), (Health::Suspect, vec![Transition::Suspect]));
         let (h, t) = run(&[false, false, false], &p);
-        assert_eq!((h.health, t), (Health::Dead, vec![Transition::Suspect, Transition::Died]));
+        assert_eq!(
+            (h.health, t),
+            (Health::Dead, vec![Transition::Suspect, Transition::Died])
+        );
     }
 
     #[test]
@@ -197,7 +204,10 @@ mod tests {
 
     #[test]
     fn fall_one_goes_straight_to_dead() {
-        let p = Policy { fall: 1, ..Policy::default() };
+        let p = Policy {
+            fall: 1,
+            ..Policy::default()
+        };
         let (h, t) = run(&[false], &p);
         assert_eq!(h.health, Health::Dead);
         assert_eq!(t, vec![Transition::Suspect, Transition::Died]);

@@ -88,7 +88,10 @@ impl EntryId {
     pub fn next(self) -> Self {
         match self.seq.checked_add(1) {
             Some(seq) => Self { ms: self.ms, seq },
-            None => Self { ms: self.ms.saturating_add(1), seq: 0 },
+            None => Self {
+                ms: self.ms.saturating_add(1),
+                seq: 0,
+            },
         }
     }
 }
@@ -127,7 +130,10 @@ mod tests {
         assert_eq!(NodeId::new(""), Err(NodeIdError::Empty));
         assert_eq!(NodeId::new("a b"), Err(NodeIdError::BadChar(' ')));
         assert_eq!(NodeId::new("a>b"), Err(NodeIdError::BadChar('>')));
-        assert_eq!(NodeId::new(&"x".repeat(129)), Err(NodeIdError::TooLong(129)));
+        assert_eq!(
+            NodeId::new(&"x".repeat(129)),
+            Err(NodeIdError::TooLong(129))
+        );
     }
 
     #[test]

@@ -78,16 +78,17 @@ impl Keys {
         owner: impl Fn(&str, u64) -> Option<&'p NodeId>,
         mut moved: impl FnMut(&str, Option<&NodeId>, Option<&NodeId>),
     ) {
-        let mut visit = |(hash, key): &(u64, Box<str>), current: &mut Option<NodeId>, digest: &mut u64| {
-            let next = owner(key, *hash);
-            if current.as_ref() != next {
-                *digest = digest
-                    .wrapping_sub(entry_digest(key, current.as_ref()))
-                    .wrapping_add(entry_digest(key, next));
-                moved(key, current.as_ref(), next);
-                *current = next.cloned();
-            }
-        };
+        let mut visit =
+            |(hash, key): &(u64, Box<str>), current: &mut Option<NodeId>, digest: &mut u64| {
+                let next = owner(key, *hash);
+                if current.as_ref() != next {
+                    *digest = digest
+                        .wrapping_sub(entry_digest(key, current.as_ref()))
+                        .wrapping_add(entry_digest(key, next));
+                    moved(key, current.as_ref(), next);
+                    *current = next.cloned();
+                }
+            };
         let digest = &mut self.digest;
         match ranges {
             None => {

@@ -38,7 +38,11 @@ impl Node {
 
     /// The state shown to users: `draining` overrides health.
     pub fn state(&self) -> &'static str {
-        if self.draining { "draining" } else { self.health.health.as_str() }
+        if self.draining {
+            "draining"
+        } else {
+            self.health.health.as_str()
+        }
     }
 }
 
@@ -58,9 +62,19 @@ pub enum Rejection {
 /// A change to an assigned key's owner (`None` = no owner: no node can take keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyChange {
-    Added { key: String, owner: Option<NodeId> },
-    Moved { key: String, from: Option<NodeId>, to: Option<NodeId> },
-    Removed { key: String, owner: Option<NodeId> },
+    Added {
+        key: String,
+        owner: Option<NodeId>,
+    },
+    Moved {
+        key: String,
+        from: Option<NodeId>,
+        to: Option<NodeId>,
+    },
+    Removed {
+        key: String,
+        owner: Option<NodeId>,
+    },
 }
 
 /// What applying an entry did.
@@ -164,27 +178,48 @@ impl State {
         if let Some(cmd) = &entry.cmd
             && let Some(&first) = self.cmd_index.get(cmd)
         {
-            return Ok(Applied { duplicate_of: Some(first), ..Applied::default() });
+            return Ok(Applied {
+                duplicate_of: Some(first),
+                ..Applied::default()
+            });
         }
         let mut out = Applied::default();
         match &entry.command {
             Command::Join { node, url, weight } => self.join(id, node, url, *weight, &mut out)?,
             Command::Leave { node } => {
-                let gone = self.nodes.remove(node).ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
+                let gone = self
+                    .nodes
+                    .remove(node)
+                    .ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
                 out.nodes_changed.push(node.clone());
-                self.emit(&mut out, id, EventKind::Left { node: node.clone(), epoch: gone.epoch });
+                self.emit(
+                    &mut out,
+                    id,
+                    EventKind::Left {
+                        node: node.clone(),
+                        epoch: gone.epoch,
+                    },
+                );
             }
             Command::Drain { node } => self.set_draining(id, node, true, &mut out)?,
             Command::Undrain { node } => self.set_draining(id, node, false, &mut out)?,
             Command::Weight { node, weight } => {
-                let n = self.nodes.get_mut(node).ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
+                let n = self
+                    .nodes
+                    .get_mut(node)
+                    .ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
                 if n.weight != *weight {
                     let previous = std::mem::replace(&mut n.weight, *weight);
                     n.since = id;
                     n.last = "weight_changed";
                     let epoch = n.epoch;
                     out.nodes_changed.push(node.clone());
-                    let kind = EventKind::WeightChanged { node: node.clone(), epoch, weight: *weight, previous };
+                    let kind = EventKind::WeightChanged {
+                        node: node.clone(),
+                        epoch,
+                        weight: *weight,
+                        previous,
+                    };
                     self.emit(&mut out, id, kind);
                 }
             }
@@ -243,7 +278,12 @@ impl State {
             },
         );
         out.nodes_changed.push(node.clone());
-        let kind = EventKind::Joined { node: node.clone(), epoch, url: url.to_owned(), weight };
+        let kind = EventKind::Joined {
+            node: node.clone(),
+            epoch,
+            url: url.to_owned(),
+            weight,
+        };
         self.emit(out, id, kind);
         Ok(())
     }
@@ -255,7 +295,10 @@ impl State {
         draining: bool,
         out: &mut Applied,
     ) -> Result<(), Rejection> {
-        let n = self.nodes.get_mut(node).ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
+        let n = self
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
         if n.draining == draining {
             return Ok(()); // already there: idempotent, no event
         }
@@ -280,7 +323,10 @@ impl State {
             let owner = self.placement.owner(key).cloned();
             if self.keys.insert(key, owner.clone()) {
                 added += 1;
-                out.key_changes.push(KeyChange::Added { key: key.clone(), owner });
+                out.key_changes.push(KeyChange::Added {
+                    key: key.clone(),
+                    owner,
+                });
             }
         }
         if added > 0 {
@@ -293,7 +339,10 @@ impl State {
         for key in keys {
             if let Some(owner) = self.keys.remove(key) {
                 removed += 1;
-                out.key_changes.push(KeyChange::Removed { key: key.clone(), owner });
+                out.key_changes.push(KeyChange::Removed {
+                    key: key.clone(),
+                    owner,
+                });
             }
         }
         if removed > 0 {
@@ -303,7 +352,10 @@ impl State {
 
     fn probe(&mut self, id: EntryId, p: &ProbeResult, out: &mut Applied) -> Result<(), Rejection> {
         if p.epoch >= self.next_epoch {
-            return Err(Rejection::FutureEpoch { node: p.node.clone(), epoch: p.epoch });
+            return Err(Rejection::FutureEpoch {
+                node: p.node.clone(),
+                epoch: p.epoch,
+            });
         }
         let policy = self.policy;
         let Some(n) = self.nodes.get_mut(&p.node).filter(|n| n.epoch == p.epoch) else {
@@ -324,12 +376,38 @@ impl State {
         for t in transitions {
             n.since = id;
             let (name, kind) = match t {
-                Transition::Suspect => ("suspect", EventKind::Suspect { node: node.clone(), epoch, fails }),
-                Transition::Died => ("died", EventKind::Died { node: node.clone(), epoch, fails }),
-                Transition::Revived => ("revived", EventKind::Revived { node: node.clone(), epoch, successes }),
-                Transition::Recovered => {
-                    ("recovered", EventKind::Recovered { node: node.clone(), epoch, successes })
-                }
+                Transition::Suspect => (
+                    "suspect",
+                    EventKind::Suspect {
+                        node: node.clone(),
+                        epoch,
+                        fails,
+                    },
+                ),
+                Transition::Died => (
+                    "died",
+                    EventKind::Died {
+                        node: node.clone(),
+                        epoch,
+                        fails,
+                    },
+                ),
+                Transition::Revived => (
+                    "revived",
+                    EventKind::Revived {
+                        node: node.clone(),
+                        epoch,
+                        successes,
+                    },
+                ),
+                Transition::Recovered => (
+                    "recovered",
+                    EventKind::Recovered {
+                        node: node.clone(),
+                        epoch,
+                        successes,
+                    },
+                ),
             };
             n.last = name;
             kinds.push(kind);
@@ -352,7 +430,10 @@ impl State {
         self.nodes
             .values()
             .filter(|n| n.is_member())
-            .map(|n| Member { node: n.id.clone(), weight: n.weight })
+            .map(|n| Member {
+                node: n.id.clone(),
+                weight: n.weight,
+            })
             .collect()
     }
 
@@ -360,7 +441,8 @@ impl State {
     /// keys whose owner changed, emitting one `rebalanced` event with the flows.
     fn rebalance(&mut self, id: EntryId, out: &mut Applied) {
         let members = self.wanted_members();
-        let same_kind = self.placement.as_ring().is_some() == (self.policy.strategy == placement::Strategy::Ring);
+        let same_kind = self.placement.as_ring().is_some()
+            == (self.policy.strategy == placement::Strategy::Ring);
         let same_vnodes = self
             .placement
             .as_ring()
@@ -378,7 +460,11 @@ impl State {
             |key, hash| next.owner_of_hash(key, hash),
             |key, from, to| {
                 *flows.entry((from.cloned(), to.cloned())).or_default() += 1;
-                changes.push(KeyChange::Moved { key: key.to_owned(), from: from.cloned(), to: to.cloned() });
+                changes.push(KeyChange::Moved {
+                    key: key.to_owned(),
+                    from: from.cloned(),
+                    to: to.cloned(),
+                });
             },
         );
         self.placement = next;

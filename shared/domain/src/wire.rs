@@ -28,12 +28,18 @@ impl<'a> Fields<'a> {
         V: AsRef<[u8]>,
     {
         if raw.len() > MAX_FIELDS {
-            return Err(DecodeError::TooManyFields { count: raw.len(), max: MAX_FIELDS });
+            return Err(DecodeError::TooManyFields {
+                count: raw.len(),
+                max: MAX_FIELDS,
+            });
         }
         let mut pairs = Vec::with_capacity(raw.len());
         for (k, v) in raw {
             let k = std::str::from_utf8(k.as_ref()).map_err(|_| DecodeError::InvalidUtf8 {
-                field: String::from_utf8_lossy(k.as_ref()).chars().take(64).collect(),
+                field: String::from_utf8_lossy(k.as_ref())
+                    .chars()
+                    .take(64)
+                    .collect(),
             })?;
             let v = std::str::from_utf8(v.as_ref())
                 .map_err(|_| DecodeError::InvalidUtf8 { field: clip(k) })?;
@@ -55,7 +61,11 @@ impl<'a> Fields<'a> {
                     return Err(DecodeError::DuplicateField(name));
                 }
                 if v.len() > MAX_FIELD_BYTES {
-                    return Err(DecodeError::TooLong { field: name, len: v.len(), max: MAX_FIELD_BYTES });
+                    return Err(DecodeError::TooLong {
+                        field: name,
+                        len: v.len(),
+                        max: MAX_FIELD_BYTES,
+                    });
                 }
                 found = Some(v);
             }
@@ -73,8 +83,10 @@ impl<'a> Fields<'a> {
     ) -> Result<Option<T>, DecodeError> {
         self.opt(name)?
             .map(|v| {
-                v.parse::<T>()
-                    .map_err(|_| DecodeError::BadNumber { field: name, value: clip(v) })
+                v.parse::<T>().map_err(|_| DecodeError::BadNumber {
+                    field: name,
+                    value: clip(v),
+                })
             })
             .transpose()
     }
@@ -88,14 +100,22 @@ impl<'a> Fields<'a> {
         match self.opt_num::<u64>(name)? {
             None => Ok(None),
             Some(v) if v >= u64::from(min) && v <= u64::from(max) => Ok(Some(v as u32)),
-            Some(v) => Err(DecodeError::OutOfRange { field: name, value: v, min, max }),
+            Some(v) => Err(DecodeError::OutOfRange {
+                field: name,
+                value: v,
+                min,
+                max,
+            }),
         }
     }
 
     /// Fails on any field outside `allowed` (typos like `wieght` must not pass silently).
     pub(crate) fn only(&self, kind: &'static str, allowed: &[&str]) -> Result<(), DecodeError> {
         match self.pairs.iter().find(|(k, _)| !allowed.contains(k)) {
-            Some((k, _)) => Err(DecodeError::UnknownField { field: clip(k), kind }),
+            Some((k, _)) => Err(DecodeError::UnknownField {
+                field: clip(k),
+                kind,
+            }),
             None => Ok(()),
         }
     }

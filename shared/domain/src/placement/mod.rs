@@ -78,7 +78,9 @@ impl FromStr for Strategy {
         match s {
             "ring" => Ok(Strategy::Ring),
             "rendezvous" => Ok(Strategy::Rendezvous),
-            other => Err(format!("unknown placement strategy {other:?} (expected ring or rendezvous)")),
+            other => Err(format!(
+                "unknown placement strategy {other:?} (expected ring or rendezvous)"
+            )),
         }
     }
 }

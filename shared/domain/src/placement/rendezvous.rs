@@ -37,7 +37,11 @@ impl Rendezvous {
             .map(|m| xxh3_64(m.node.as_str().as_bytes()))
             .collect();
         let equal_weights = members.windows(2).all(|w| w[0].weight == w[1].weight);
-        Self { members, seeds, equal_weights }
+        Self {
+            members,
+            seeds,
+            equal_weights,
+        }
     }
 }
 
@@ -83,7 +87,10 @@ mod tests {
 
     fn members(spec: &[(&str, u32)]) -> Vec<Member> {
         spec.iter()
-            .map(|(id, w)| Member { node: NodeId::new(id).unwrap(), weight: *w })
+            .map(|(id, w)| Member {
+                node: NodeId::new(id).unwrap(),
+                weight: *w,
+            })
             .collect()
     }
 

@@ -69,7 +69,13 @@ impl Ring {
             bucket_start.push(p as u32);
         }
         bucket_start.push(points.len() as u32);
-        Self { members, points, bucket_start, shift, vnodes }
+        Self {
+            members,
+            points,
+            bucket_start,
+            shift,
+            vnodes,
+        }
     }
 
     /// Points per unit of weight this ring was built with.
@@ -145,14 +151,15 @@ impl Ring {
         }
         for w in bounds.windows(2) {
             let (lo, hi) = (w[0], w[1]);
-            while self.points[i].hash < hi {
+            while i < self.points.len() && self.points[i].hash < hi {
                 i += 1;
             }
-            while next.points[j].hash < hi {
+            while j < next.points.len() && next.points[j].hash < hi {
                 j += 1;
             }
-            let old = &self.members[self.points[i].member as usize].node;
-            let new = &next.members[next.points[j].member as usize].node;
+            // Past the last point a hash wraps to the first one.
+            let old = &self.members[self.points[i % self.points.len()].member as usize].node;
+            let new = &next.members[next.points[j % next.points.len()].member as usize].node;
             if old != new {
                 push(lo + 1, hi);
             }
@@ -188,7 +195,10 @@ mod tests {
     use crate::placement::key_hash;
 
     fn member(id: &str, weight: u32) -> Member {
-        Member { node: NodeId::new(id).unwrap(), weight }
+        Member {
+            node: NodeId::new(id).unwrap(),
+            weight,
+        }
     }
 
     fn brute_owner(ring: &Ring, hash: u64) -> Option<NodeId> {
@@ -214,7 +224,14 @@ mod tests {
             let h = key_hash(&key);
             assert_eq!(ring.owner(&key).cloned(), brute_owner(&ring, h), "{key}");
         }
-        for h in [0, 1, u64::MAX, u64::MAX - 1, ring.points[0].hash, ring.points[3].hash] {
+        for h in [
+            0,
+            1,
+            u64::MAX,
+            u64::MAX - 1,
+            ring.points[0].hash,
+            ring.points[3].hash,
+        ] {
             assert_eq!(ring.owner_at(h).cloned(), brute_owner(&ring, h));
         }
     }
