@@ -1,1 +1,2 @@
-fn main() {}
+mod test_redis;
+mod wire_roundtrip;
