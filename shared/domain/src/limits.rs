@@ -20,4 +20,4 @@ pub const MAX_THRESHOLD: u32 = 100;
 /// Most live (not left) nodes in one cluster.
 pub const MAX_NODES: usize = 10_000;
 /// How many recent client command ids (`cmd`) are remembered for de-duplication.
-pub const CMD_DEDUP_WINDOW: usize = 100_000;
+pub const CMD_DEDUP_WINDOW: usize = 10_000;

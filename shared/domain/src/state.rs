@@ -30,7 +30,25 @@ pub struct Node {
     pub last: &'static str,
 }
 
+/// Names a node's last transition can have (`Node::last`).
+pub const TRANSITIONS: [&str; 9] = [
+    "joined",
+    "suspect",
+    "died",
+    "revived",
+    "recovered",
+    "drained",
+    "undrained",
+    "weight_changed",
+    "left",
+];
+
 impl Node {
+    /// The static name for a stored transition name, if it is one.
+    pub fn transition_name(name: &str) -> Option<&'static str> {
+        TRANSITIONS.iter().copied().find(|t| *t == name)
+    }
+
     /// Whether the node owns keys: alive or suspect, and not draining.
     pub fn is_member(&self) -> bool {
         !self.draining && self.health.health != Health::Dead
@@ -90,6 +108,10 @@ pub struct Applied {
     pub duplicate_of: Option<EntryId>,
     /// Set when the entry is a probe of an older epoch (or a node that left): ignored.
     pub stale: bool,
+    /// The client command id recorded for de-duplication, and the ids it pushed out of the
+    /// window (the read model of the window must follow).
+    pub cmd_recorded: Option<String>,
+    pub cmds_evicted: Vec<String>,
 }
 
 /// The whole decided state of one cluster.
@@ -230,7 +252,8 @@ impl State {
         }
         self.rebalance(id, &mut out);
         if let Some(cmd) = &entry.cmd {
-            self.remember_cmd(cmd, id);
+            out.cmds_evicted = self.remember_cmd(cmd, id);
+            out.cmd_recorded = Some(cmd.clone());
         }
         Ok(out)
     }
@@ -239,14 +262,41 @@ impl State {
         out.events.push(Event { cause, kind });
     }
 
-    fn remember_cmd(&mut self, cmd: &str, id: EntryId) {
+    fn remember_cmd(&mut self, cmd: &str, id: EntryId) -> Vec<String> {
         self.cmd_index.insert(cmd.to_owned(), id);
         self.recent_cmds.push_back((cmd.to_owned(), id));
+        let mut evicted = Vec::new();
         while self.recent_cmds.len() > CMD_DEDUP_WINDOW {
             if let Some((old, _)) = self.recent_cmds.pop_front() {
                 self.cmd_index.remove(&old);
+                evicted.push(old);
             }
         }
+        evicted
+    }
+
+    /// Rebuilds a state from its parts, as stored in the read models. The placement is derived
+    /// from the members; key owners are taken as stored, so a damaged keymap shows up as a
+    /// checksum that differs from the one committed with it.
+    pub fn restore(
+        policy: Policy,
+        next_epoch: u64,
+        nodes: impl IntoIterator<Item = Node>,
+        keys: impl IntoIterator<Item = (String, Option<NodeId>)>,
+        mut cmds: Vec<(String, EntryId)>,
+    ) -> Self {
+        let mut state = Self::new(policy);
+        state.next_epoch = next_epoch;
+        state.nodes = nodes.into_iter().map(|n| (n.id.clone(), n)).collect();
+        state.placement = placement::build(policy.strategy, policy.vnodes, state.wanted_members());
+        for (key, owner) in keys {
+            state.keys.insert(&key, owner);
+        }
+        cmds.sort_by_key(|(_, id)| *id);
+        for (cmd, id) in cmds {
+            state.remember_cmd(&cmd, id);
+        }
+        state
     }
 
     fn join(

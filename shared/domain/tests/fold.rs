@@ -339,3 +339,36 @@ fn the_checksum_of_a_fixed_log_is_pinned() {
     ]);
     assert_eq!(format!("{:016x}", s.state.checksum()), "f47c3c2079bc6d22");
 }
+
+#[test]
+fn a_state_restored_from_its_parts_has_the_same_checksum_and_behaves_the_same() {
+    let mut s = Scenario::given([
+        join("a"),
+        join_weighted("b", 2),
+        assign(keys(300)),
+        probe("a", 1, false),
+    ]);
+    s.when(&join("c").with_cmd("cmd-7")).unwrap();
+    let restored = pantheon_domain::State::restore(
+        *s.state.policy(),
+        s.state.next_epoch(),
+        s.state.nodes().cloned(),
+        s.state
+            .keys()
+            .iter()
+            .map(|(k, o)| (k.to_owned(), o.cloned())),
+        s.state
+            .recent_cmds()
+            .map(|(c, id)| (c.to_owned(), id))
+            .collect(),
+    );
+    assert_eq!(restored.checksum(), s.state.checksum());
+    let mut twin = Scenario {
+        state: restored,
+        clock: s.clock,
+    };
+    let a = s.when(&leave("b")).unwrap();
+    let b = twin.when(&leave("b")).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(s.state.checksum(), twin.state.checksum());
+}

@@ -1,0 +1,62 @@
+//! `pantheon-projector`: runs one projector (leader or standby) until SIGTERM/SIGINT.
+//!
+//! Settings come from the environment (the `pantheon` CLI's `up` command embeds the same
+//! projector with the full configuration file support):
+//! `PANTHEON_REDIS_URL` (default `redis://127.0.0.1:6379`), `PANTHEON_CLUSTER` (`default`),
+//! `PANTHEON_PREFIX` (`pantheon`), `PANTHEON_INSTANCE`, `PANTHEON_LEASE_TTL_MS` (5000),
+//! `PANTHEON_SNAPSHOT_EVERY` (100000), `RUST_LOG`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use pantheon_projector::ProjectorConfig;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn env_num(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn config() -> anyhow::Result<ProjectorConfig> {
+    let mut c = ProjectorConfig::new(
+        env_or("PANTHEON_REDIS_URL", "redis://127.0.0.1:6379"),
+        env_or("PANTHEON_CLUSTER", "default"),
+    );
+    c.prefix = env_or("PANTHEON_PREFIX", &c.prefix);
+    if let Ok(instance) = std::env::var("PANTHEON_INSTANCE") {
+        c.instance = instance;
+    }
+    c.lease_ttl = Duration::from_millis(env_num("PANTHEON_LEASE_TTL_MS", 5000)?);
+    c.block = c.block.min(c.lease_ttl / 3);
+    c.snapshot_every = env_num("PANTHEON_SNAPSHOT_EVERY", c.snapshot_every)?;
+    c.validate().map_err(anyhow::Error::msg)?;
+    Ok(c)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    pantheon_service::init_logging("info");
+    let config = match config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pantheon-projector: bad configuration: {e:#}");
+            return ExitCode::from(64);
+        }
+    };
+    let shutdown = pantheon_service::shutdown_on_signals();
+    match pantheon_projector::run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pantheon-projector: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

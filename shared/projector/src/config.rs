@@ -1,0 +1,95 @@
+//! Projector settings. None of them changes a decision (those are cluster policy, in the
+//! log); they only change how fast and how much is kept.
+
+use std::time::Duration;
+
+/// Settings of one projector process.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    pub redis_url: String,
+    /// Key prefix (`pantheon`): keys are `<prefix>:{<cluster>}:...`.
+    pub prefix: String,
+    pub cluster: String,
+    /// This process's name: consumer name in the group and lease holder label.
+    pub instance: String,
+    /// Lease time to live; a standby takes over at most this long after the leader stops.
+    pub lease_ttl: Duration,
+    /// Most log entries read per batch.
+    pub batch_entries: usize,
+    /// A batch is committed once its operations reach this many arguments, so one commit
+    /// (which blocks Redis while it runs) stays in the tens of milliseconds.
+    pub batch_max_args: usize,
+    /// How long one blocking read waits for new entries.
+    pub block: Duration,
+    /// Write a snapshot after this many applied entries (0 = never).
+    pub snapshot_every: u64,
+    /// Trim the log below the latest snapshot, keeping at least this much history.
+    pub log_min_age: Option<Duration>,
+    /// Keep at most about this many events (`XTRIM MAXLEN ~`).
+    pub events_max_len: Option<u64>,
+    /// Drop events older than this (`XTRIM MINID ~`).
+    pub events_max_age: Option<Duration>,
+}
+
+impl ProjectorConfig {
+    pub fn new(redis_url: impl Into<String>, cluster: impl Into<String>) -> Self {
+        Self {
+            redis_url: redis_url.into(),
+            prefix: "pantheon".into(),
+            cluster: cluster.into(),
+            instance: default_instance(),
+            lease_ttl: Duration::from_secs(5),
+            batch_entries: 500,
+            batch_max_args: 200_000,
+            block: Duration::from_millis(500),
+            snapshot_every: 100_000,
+            log_min_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            events_max_len: Some(1_000_000),
+            events_max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+        }
+    }
+
+    /// Checks values that would make the projector misbehave.
+    pub fn validate(&self) -> Result<(), String> {
+        check_name("cluster", &self.cluster)?;
+        check_name("prefix", &self.prefix)?;
+        if self.lease_ttl < Duration::from_millis(300) {
+            return Err(format!(
+                "lease_ttl {:?} is too short (at least 300ms)",
+                self.lease_ttl
+            ));
+        }
+        if self.block >= self.lease_ttl {
+            return Err("block must be shorter than lease_ttl".into());
+        }
+        if self.batch_entries == 0 || self.batch_max_args < 1000 {
+            return Err("batch_entries must be > 0 and batch_max_args >= 1000".into());
+        }
+        Ok(())
+    }
+
+    pub fn layout(&self) -> pantheon_store::Layout {
+        pantheon_store::Layout::new(&self.prefix, &self.cluster)
+    }
+}
+
+/// Cluster names and prefixes end up in key names and SCAN patterns: keep them plain.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("{what} must be 1 to 64 characters, got {name:?}"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "{what} {name:?} contains {c:?}; use letters, digits, - _ ."
+        ));
+    }
+    Ok(())
+}
+
+fn default_instance() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "projector".into());
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,36 @@
+//! The projector: the only writer of Pantheon's read models.
+//!
+//! It reads the log through a consumer group, folds each entry with the pure domain
+//! (`pantheon_domain::State::apply`), and commits each batch — read models, events, rejections,
+//! checkpoint and XACK — in one fenced Lua script, so readers see a batch entirely or not at
+//! all and an entry is applied exactly once in effect, however often the projector crashes.
+//!
+//! * [`config`] — settings and their defaults;
+//! * [`runner`] — the leader/standby loop (lease, read, fold, commit);
+//! * [`stage`] — turning fold results into commit operations;
+//! * [`rebuild`] — folding the log from scratch (or from a snapshot), verifying, swapping in;
+//! * [`retention`] — snapshots, log trimming below them, events trimming.
+
+pub mod config;
+pub mod rebuild;
+pub mod retention;
+pub mod runner;
+pub mod stage;
+
+pub use config::ProjectorConfig;
+pub use runner::run;
+
+/// Errors that stop a projector run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error(transparent)]
+    Store(#[from] pantheon_store::StoreError),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Commit(#[from] pantheon_store::CommitError),
+    #[error("bad configuration: {0}")]
+    Config(String),
+    #[error("snapshot unusable: {0}")]
+    Snapshot(String),
+}

@@ -1,0 +1,82 @@
+//! Retention: the events stream is trimmed by length and age on every commit; the log is
+//! trimmed only below a snapshot the projector wrote, so a rebuild always has what it needs.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pantheon_domain::State;
+use pantheon_store::lease::Lease;
+use pantheon_store::readmodel::Checkpoint;
+use pantheon_store::snapshot::Snapshot;
+use pantheon_store::{Batch, Layout};
+use redis::aio::ConnectionLike;
+use tracing::info;
+
+use crate::{ProjectorConfig, ProjectorError};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ms_ago(age: Duration) -> u64 {
+    now_ms().saturating_sub(age.as_millis() as u64)
+}
+
+/// Adds the events trimming to a commit (approximate trimming is O(1) most of the time).
+pub fn stage_events_trim(batch: &mut Batch, layout: &Layout, config: &ProjectorConfig) {
+    if let Some(max) = config.events_max_len {
+        batch.call(
+            "XTRIM",
+            &[&layout.events()],
+            ["MAXLEN", "~", &max.to_string()],
+        );
+    }
+    if let Some(age) = config.events_max_age {
+        batch.call(
+            "XTRIM",
+            &[&layout.events()],
+            ["MINID", "~", &format!("{}-0", ms_ago(age))],
+        );
+    }
+}
+
+/// Writes a snapshot of `state` at the committed checkpoint (fenced), then trims the log
+/// below it, keeping at least `log_min_age` of history.
+pub async fn snapshot_and_trim<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    lease: &Lease,
+    state: &State,
+    cp: &Checkpoint,
+    config: &ProjectorConfig,
+) -> Result<(), ProjectorError> {
+    let Some(last_id) = cp.last_id else {
+        return Ok(());
+    };
+    let json = serde_json::to_vec(&Snapshot::of(state, last_id))
+        .map_err(|e| ProjectorError::Snapshot(e.to_string()))?;
+    let mut keep_from = last_id;
+    if let Some(age) = config.log_min_age {
+        keep_from = keep_from.min(pantheon_domain::EntryId::new(ms_ago(age), 0));
+    }
+    let mut batch = Batch::new();
+    batch.call("SET", &[&layout.snapshot()], [json.as_slice()]);
+    // MINID keeps entries >= keep_from: everything after the snapshot survives.
+    batch.call(
+        "XTRIM",
+        &[&layout.log()],
+        ["MINID".as_bytes(), keep_from.to_string().as_bytes()],
+    );
+    batch
+        .commit(
+            con,
+            lease.key(),
+            &layout.checkpoint(),
+            lease.token(),
+            &cp.last_id_arg(),
+        )
+        .await?;
+    info!(%last_id, bytes = json.len(), trimmed_below = %keep_from, "wrote a snapshot");
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! The leader/standby loop. A projector waits for the lease, loads (or rebuilds) the state,
+//! then reads, folds and commits until it loses the lease, fails, or is told to stop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use pantheon_domain::State;
+use pantheon_store::lease::Lease;
+use pantheon_store::readmodel::{self, Checkpoint};
+use pantheon_store::{CommitError, Layout, RawEntry, StoreError, connect, stream};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::ProjectorConfig;
+use crate::stage::{fresh_checkpoint, stage_entries};
+use crate::{ProjectorError, rebuild, retention};
+
+/// Runs a projector until `shutdown` is cancelled. Errors are retried with a pause (Redis may
+/// be restarting); only a bad configuration returns an error.
+pub async fn run(
+    config: ProjectorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ProjectorError> {
+    config.validate().map_err(ProjectorError::Config)?;
+    let layout = config.layout();
+    let client = connect::client(&config.redis_url)?;
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match connect::commands(&client).await {
+            Ok(mut con) => {
+                backoff = Duration::from_millis(200);
+                if let Err(e) = contend(&config, &layout, &client, &mut con, &shutdown).await {
+                    warn!(error = %e, "projector error; retrying");
+                } else {
+                    return Ok(());
+                }
+            }
+            Err(e) => warn!(error = %e, url = %config.redis_url, "cannot reach redis; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    Ok(())
+}
+
+/// Standby until the lease is free, then lead; repeat. Returns Ok on shutdown.
+async fn contend(
+    config: &ProjectorConfig,
+    layout: &Layout,
+    client: &redis::Client,
+    con: &mut ConnectionManager,
+    shutdown: &CancellationToken,
+) -> Result<(), ProjectorError> {
+    let poll = config.lease_ttl / 5;
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let lease = Lease::new(layout.lease(), &config.instance, config.lease_ttl);
+        if lease.acquire(con).await? {
+            info!(instance = %config.instance, token = lease.token(), "acquired the lease: leading");
+            let result = lead(config, layout, client, con, &lease, shutdown).await;
+            // Only deletes the lease if it is still ours; a standby then takes over at once.
+            let _ = lease.release(con).await;
+            let _: Result<i64, _> = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(layout.log())
+                .arg(layout.projector_group())
+                .arg(&config.instance)
+                .query_async(con)
+                .await;
+            match result {
+                Ok(()) if shutdown.is_cancelled() => return Ok(()),
+                Ok(()) => info!("lost the lease: standing by"),
+                Err(e) => return Err(e),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Progress stamp of the leading loop; the lease is only renewed while it moves, so a leader
+/// that hangs (not just one that dies) loses the lease.
+#[derive(Debug, Clone)]
+pub(crate) struct Heartbeat {
+    start: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl Heartbeat {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last: Arc::new(AtomicU64::new(0)),
+        }
+    }
+    pub(crate) fn beat(&self) {
+        self.last
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn age(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+async fn renew_loop(
+    mut con: ConnectionManager,
+    lease: Lease,
+    lost: CancellationToken,
+    heartbeat: Heartbeat,
+) {
+    let every = lease.ttl() / 3;
+    loop {
+        tokio::select! {
+            _ = lost.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if heartbeat.age() > lease.ttl() {
+            warn!(stalled_for = ?heartbeat.age(), "leading loop stalled: letting the lease expire");
+            continue;
+        }
+        match lease.renew(&mut con).await {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!("lease lost (expired or taken over)");
+                lost.cancel();
+                return;
+            }
+            Err(e) => warn!(error = %e, "lease renewal failed; will retry"),
+        }
+    }
+}
+
+async fn ensure_group(con: &mut ConnectionManager, layout: &Layout) -> Result<(), ProjectorError> {
+    let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(layout.log())
+        .arg(layout.projector_group())
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(con)
+        .await;
+    match created {
+        Ok(()) => Ok(()),
+        Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The state and checkpoint to continue from: the read models if their checksum matches the
+/// checkpoint, else a rebuild from the log (and the latest snapshot).
+async fn load_or_rebuild(
+    config: &ProjectorConfig,
+    layout: &Layout,
+    con: &mut ConnectionManager,
+    lease: &Lease,
+    heartbeat: &Heartbeat,
+) -> Result<(State, Checkpoint), ProjectorError> {
+    match readmodel::load(con, layout).await {
+        Ok(Some(loaded)) if loaded.state.checksum() == loaded.checkpoint.checksum => {
+            info!(last_id = ?loaded.checkpoint.last_id, keys = loaded.state.keys().len(), "loaded state from the read models");
+            return Ok((loaded.state, loaded.checkpoint));
+        }
+        Ok(Some(loaded)) => warn!(
+            stored = format!("{:016x}", loaded.checkpoint.checksum),
+            loaded = format!("{:016x}", loaded.state.checksum()),
+            "read models disagree with their checkpoint: rebuilding from the log"
+        ),
+        Ok(None) => {
+            let log_len: u64 = redis::cmd("XLEN")
+                .arg(layout.log())
+                .query_async(con)
+                .await?;
+            let snapshot: bool = redis::cmd("EXISTS")
+                .arg(layout.snapshot())
+                .query_async(con)
+                .await?;
+            if log_len == 0 && !snapshot {
+                info!("empty cluster: starting fresh");
+                let state = State::default();
+                let cp = Checkpoint {
+                    ring_version: 0,
+                    ..fresh_checkpoint(&state, None)
+                };
+                return Ok((state, cp));
+            }
+            warn!(
+                log_len,
+                "no checkpoint: rebuilding the read models from the log"
+            );
+        }
+        Err(StoreError::Damaged { key, reason }) => {
+            warn!(%key, %reason, "read models damaged: rebuilding from the log");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let rebuilt = rebuild::rebuild_live(con, layout, lease, &config.instance, heartbeat).await?;
+    Ok(rebuilt)
+}
+
+async fn read_batch(
+    reader: &mut MultiplexedConnection,
+    layout: &Layout,
+    config: &ProjectorConfig,
+) -> Result<Vec<RawEntry>, ProjectorError> {
+    let reply: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(layout.projector_group())
+        .arg(&config.instance)
+        .arg("COUNT")
+        .arg(config.batch_entries)
+        .arg("BLOCK")
+        .arg(config.block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(layout.log())
+        .arg(">")
+        .query_async(reader)
+        .await?;
+    Ok(stream::parse_read(reply)?)
+}
+
+/// Leads until the lease is lost (Ok), shutdown (Ok) or an error (the caller re-contends and
+/// reloads the state, since a failed commit leaves the in-memory state ahead of Redis).
+async fn lead(
+    config: &ProjectorConfig,
+    layout: &Layout,
+    client: &redis::Client,
+    con: &mut ConnectionManager,
+    lease: &Lease,
+    shutdown: &CancellationToken,
+) -> Result<(), ProjectorError> {
+    let heartbeat = Heartbeat::new();
+    heartbeat.beat();
+    let lost = CancellationToken::new();
+    let renewer = tokio::spawn(renew_loop(
+        con.clone(),
+        lease.clone(),
+        lost.clone(),
+        heartbeat.clone(),
+    ));
+    let result = async {
+        ensure_group(con, layout).await?;
+        let (mut state, mut cp) = load_or_rebuild(config, layout, con, lease, &heartbeat).await?;
+        let start = cp
+            .last_id
+            .map(|id| id.to_string())
+            .unwrap_or_else(|| "0".into());
+        let _: () = redis::cmd("XGROUP")
+            .arg("SETID")
+            .arg(layout.log())
+            .arg(layout.projector_group())
+            .arg(&start)
+            .query_async(con)
+            .await?;
+        let mut reader = connect::blocking(client).await?;
+        let mut since_snapshot = 0u64;
+        loop {
+            heartbeat.beat();
+            let entries = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = lost.cancelled() => return Ok(()),
+                read = read_batch(&mut reader, layout, config) => read?,
+            };
+            let mut rest = &entries[..];
+            while !rest.is_empty() {
+                heartbeat.beat();
+                let (mut staged, consumed) = stage_entries(
+                    &mut state,
+                    &cp,
+                    layout,
+                    rest,
+                    &config.instance,
+                    config.batch_max_args,
+                );
+                rest = &rest[consumed..];
+                retention::stage_events_trim(&mut staged.batch, layout, config);
+                let started = Instant::now();
+                match staged
+                    .batch
+                    .commit(
+                        con,
+                        lease.key(),
+                        &layout.checkpoint(),
+                        lease.token(),
+                        &cp.last_id_arg(),
+                    )
+                    .await
+                {
+                    Ok(()) => {
+                        debug!(
+                            entries = staged.applied,
+                            events = staged.events,
+                            rejected = staged.rejected,
+                            calls = staged.batch.calls(),
+                            took = ?started.elapsed(),
+                            "committed"
+                        );
+                        cp = staged.checkpoint;
+                        since_snapshot += staged.applied as u64;
+                    }
+                    Err(CommitError::Fenced) => {
+                        warn!("commit fenced: another projector holds the lease");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if config.snapshot_every > 0 && since_snapshot >= config.snapshot_every {
+                heartbeat.beat();
+                retention::snapshot_and_trim(con, layout, lease, &state, &cp, config).await?;
+                since_snapshot = 0;
+            }
+        }
+    }
+    .await;
+    lost.cancel();
+    let _ = renewer.await;
+    result
+}

@@ -1,0 +1,124 @@
+//! Turns fold results into commit operations: one batch of log entries → one [`Batch`].
+
+use pantheon_domain::event::EventKind;
+use pantheon_domain::{EntryId, Rejection, State};
+use pantheon_store::readmodel::{self, Checkpoint};
+use pantheon_store::{Batch, Layout, RawEntry};
+
+/// Most raw fields copied into a `rejected` entry (a 20,000-field entry is not copied whole).
+const MAX_REJECTED_FIELDS: usize = 64;
+
+/// A staged batch and the checkpoint it commits.
+#[derive(Debug)]
+pub struct Staged {
+    pub batch: Batch,
+    pub checkpoint: Checkpoint,
+    /// Log entries folded (rejected ones included; redelivered ones excluded).
+    pub applied: usize,
+    pub events: usize,
+    pub rejected: usize,
+}
+
+/// Folds `entries` (in log order) into `state` and stages everything to commit.
+///
+/// Stops early once the batch reaches `max_args` arguments; returns how many entries were
+/// consumed. Entries at or below the checkpoint were applied before (a redelivery after a
+/// crash): they are only acknowledged.
+pub fn stage_entries(
+    state: &mut State,
+    committed: &Checkpoint,
+    layout: &Layout,
+    entries: &[RawEntry],
+    leader: &str,
+    max_args: usize,
+) -> (Staged, usize) {
+    let mut batch = Batch::new();
+    let mut cp = committed.clone();
+    let (mut applied_n, mut events_n, mut rejected_n) = (0, 0, 0);
+    let mut acks: Vec<String> = Vec::new();
+    let mut consumed = 0;
+    for entry in entries {
+        if batch.args() >= max_args {
+            break;
+        }
+        consumed += 1;
+        acks.push(entry.id.to_string());
+        if cp.last_id.is_some_and(|last| entry.id <= last) {
+            continue;
+        }
+        applied_n += 1;
+        match state.apply_raw(entry.id, &entry.fields) {
+            Ok(applied) => {
+                readmodel::stage_applied(&mut batch, layout, state, entry.id, &applied);
+                let policy_changed = applied
+                    .events
+                    .iter()
+                    .any(|e| matches!(e.kind, EventKind::PolicyChanged { .. }));
+                if applied.ring_changed {
+                    cp.ring_version += 1;
+                }
+                if applied.ring_changed || policy_changed {
+                    readmodel::stage_ring(&mut batch, layout, state, cp.ring_version, entry.id);
+                }
+                for event in &applied.events {
+                    batch.xadd(&layout.events(), "*", &event.encode());
+                }
+                events_n += applied.events.len();
+            }
+            Err(rejection) => {
+                stage_rejection(&mut batch, layout, entry, &rejection);
+                rejected_n += 1;
+            }
+        }
+        cp.last_id = Some(entry.id);
+    }
+    if applied_n > 0 {
+        cp.checksum = state.checksum();
+        cp.next_epoch = state.next_epoch();
+        readmodel::stage_checkpoint(&mut batch, layout, state, &cp, leader);
+    }
+    if !acks.is_empty() {
+        batch.call_chunked("XACK", &layout.log(), &[layout.projector_group()], &acks);
+    }
+    (
+        Staged {
+            batch,
+            checkpoint: cp,
+            applied: applied_n,
+            events: events_n,
+            rejected: rejected_n,
+        },
+        consumed,
+    )
+}
+
+/// `rejected` entries reuse the log entry's id, so "was entry X rejected, and why?" is one
+/// `XRANGE rejected X X`. Raw fields are copied byte for byte under `raw:<name>`.
+pub fn stage_rejection(batch: &mut Batch, layout: &Layout, entry: &RawEntry, why: &Rejection) {
+    let mut fields: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (b"entry".to_vec(), entry.id.to_string().into_bytes()),
+        (b"reason".to_vec(), why.to_string().into_bytes()),
+    ];
+    for (k, v) in entry.fields.iter().take(MAX_REJECTED_FIELDS) {
+        let mut name = b"raw:".to_vec();
+        name.extend_from_slice(k);
+        fields.push((name, v.clone()));
+    }
+    if entry.fields.len() > MAX_REJECTED_FIELDS {
+        fields.push((
+            b"truncated".to_vec(),
+            entry.fields.len().to_string().into_bytes(),
+        ));
+    }
+    batch.xadd(&layout.rejected(), &entry.id.to_string(), &fields);
+}
+
+/// The checkpoint a brand-new state commits.
+pub fn fresh_checkpoint(state: &State, last_id: Option<EntryId>) -> Checkpoint {
+    Checkpoint {
+        last_id,
+        checksum: state.checksum(),
+        next_epoch: state.next_epoch(),
+        ring_version: 0,
+    }
+}

@@ -1,0 +1,248 @@
+//! The atomic, fenced commit: one Lua script applies a whole batch (read models, events,
+//! rejections, checkpoint, XACK) only if the caller still holds the lease and the checkpoint
+//! is where the caller thinks it is. Redis runs a script to completion without interleaving
+//! any other command, so readers see the batch entirely or not at all.
+
+use std::collections::HashMap;
+
+use redis::Script;
+
+use crate::StoreError;
+
+/// Interprets a list of operations passed in ARGV:
+/// `cmd, nkeys, key-index..., nargs, arg...` repeated. KEYS[1] is the lease, KEYS[2] the
+/// checkpoint; every key an operation touches is declared in KEYS (Redis Cluster needs that).
+const COMMIT_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED this projector does not hold the lease')
+end
+local last = redis.call('HGET', KEYS[2], 'last_id') or ''
+if last ~= ARGV[2] then
+  return redis.error_reply('STALE checkpoint is at ' .. last .. ', expected ' .. ARGV[2])
+end
+local i = 3
+local n = #ARGV
+while i <= n do
+  local cmd = ARGV[i]
+  local nkeys = tonumber(ARGV[i + 1])
+  local call = {cmd}
+  for k = 1, nkeys do
+    call[#call + 1] = KEYS[tonumber(ARGV[i + 1 + k])]
+  end
+  local nargs = tonumber(ARGV[i + 2 + nkeys])
+  local first = i + 3 + nkeys
+  -- A leading '?' marks a call whose failure is expected and harmless (see Batch::tolerant).
+  local invoke = redis.call
+  if string.sub(cmd, 1, 1) == '?' then
+    invoke = redis.pcall
+    cmd = string.sub(cmd, 2)
+    call[1] = cmd
+  end
+  if nkeys == 1 then
+    invoke(cmd, call[2], unpack(ARGV, first, first + nargs - 1))
+  else
+    for a = first, first + nargs - 1 do
+      call[#call + 1] = ARGV[a]
+    end
+    invoke(unpack(call))
+  end
+  i = first + nargs
+end
+return 'OK'
+"#;
+
+/// Most arguments in one Redis call inside the script; Lua's `unpack` is limited to a few
+/// thousand values, so large HSET/SADD calls are split.
+const MAX_ARGS_PER_CALL: usize = 1000;
+
+/// Why a commit did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Another projector holds the lease (or it expired): this one must stop committing.
+    #[error("fenced: the lease is held by another projector or expired")]
+    Fenced,
+    /// The checkpoint moved under us: another leader committed; reload before going on.
+    #[error("stale: {0}")]
+    Stale(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A batch of operations to commit atomically.
+#[derive(Debug, Default)]
+pub struct Batch {
+    keys: Vec<String>,
+    key_index: HashMap<String, usize>,
+    ops: Vec<Op>,
+    args: usize,
+}
+
+/// One Redis call: command, key slots (indices into KEYS), arguments.
+#[derive(Debug)]
+struct Op {
+    cmd: &'static str,
+    keys: Vec<usize>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of Redis calls the script will make.
+    pub fn calls(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Size of the payload, in arguments.
+    pub fn args(&self) -> usize {
+        self.args
+    }
+
+    fn key_slot(&mut self, key: &str) -> usize {
+        if let Some(&i) = self.key_index.get(key) {
+            return i;
+        }
+        // KEYS[1] and KEYS[2] are the lease and the checkpoint, so ours start at 3.
+        let i = self.keys.len() + 3;
+        self.keys.push(key.to_owned());
+        self.key_index.insert(key.to_owned(), i);
+        i
+    }
+
+    /// Adds one call `cmd keys... args...`.
+    pub fn call<A: AsRef<[u8]>>(
+        &mut self,
+        cmd: &'static str,
+        keys: &[&str],
+        args: impl IntoIterator<Item = A>,
+    ) {
+        let keys: Vec<usize> = keys.iter().map(|k| self.key_slot(k)).collect();
+        let args: Vec<Vec<u8>> = args.into_iter().map(|a| a.as_ref().to_vec()).collect();
+        self.args += 3 + keys.len() + args.len();
+        self.ops.push(Op { cmd, keys, args });
+    }
+
+    /// `cmd key member...` split into calls of bounded size (SADD, SREM, HDEL, XACK-like).
+    pub fn call_chunked<A: AsRef<[u8]>>(
+        &mut self,
+        cmd: &'static str,
+        key: &str,
+        prefix: &[&str],
+        members: &[A],
+    ) {
+        for chunk in members.chunks(MAX_ARGS_PER_CALL) {
+            let args = prefix
+                .iter()
+                .map(|p| p.as_bytes())
+                .chain(chunk.iter().map(|m| m.as_ref()));
+            self.call(cmd, &[key], args);
+        }
+    }
+
+    /// HSET in bounded chunks of field/value pairs.
+    pub fn hset<F: AsRef<[u8]>, V: AsRef<[u8]>>(&mut self, key: &str, pairs: &[(F, V)]) {
+        for chunk in pairs.chunks(MAX_ARGS_PER_CALL / 2) {
+            let args = chunk.iter().flat_map(|(f, v)| [f.as_ref(), v.as_ref()]);
+            self.call("HSET", &[key], args);
+        }
+    }
+
+    /// Adds one call whose failure is ignored by the script. Only for writes that fail when
+    /// they were already done: `XADD` with an explicit id that the stream already passed
+    /// (a rejection recorded before a rebuild). Redis does not roll a script back on error,
+    /// so a failing ordinary call would leave a half-applied batch.
+    pub fn tolerant<A: AsRef<[u8]>>(
+        &mut self,
+        cmd: &'static str,
+        keys: &[&str],
+        args: impl IntoIterator<Item = A>,
+    ) {
+        let tolerant: &'static str = match cmd {
+            "XADD" => "?XADD",
+            other => other,
+        };
+        self.call(tolerant, keys, args);
+    }
+
+    /// XADD with explicit id (or `*`) and flat fields.
+    pub fn xadd<F: AsRef<[u8]>, V: AsRef<[u8]>>(&mut self, key: &str, id: &str, fields: &[(F, V)]) {
+        let args = std::iter::once(id.as_bytes())
+            .chain(fields.iter().flat_map(|(f, v)| [f.as_ref(), v.as_ref()]));
+        if id == "*" {
+            self.call("XADD", &[key], args);
+        } else {
+            self.tolerant("XADD", &[key], args);
+        }
+    }
+
+    /// Runs the operations as a plain pipeline: not atomic and not fenced. Only for writing a
+    /// scratch namespace nobody reads (rebuilds), which is then swapped in by a fenced commit.
+    pub async fn run_unfenced<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+    ) -> Result<(), StoreError> {
+        for chunk in self.ops.chunks(256) {
+            let mut pipe = redis::pipe();
+            for op in chunk {
+                let cmd = pipe.cmd(op.cmd.trim_start_matches('?'));
+                for k in &op.keys {
+                    cmd.arg(&self.keys[k - 3]);
+                }
+                for a in &op.args {
+                    cmd.arg(a.as_slice());
+                }
+                cmd.ignore();
+            }
+            pipe.query_async::<()>(con).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the batch: applies everything if `token` holds the lease at `lease_key` and the
+    /// checkpoint's `last_id` equals `expected_last` ("" when there is no checkpoint yet).
+    pub async fn commit<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        lease_key: &str,
+        checkpoint_key: &str,
+        token: &str,
+        expected_last: &str,
+    ) -> Result<(), CommitError> {
+        let script = Script::new(COMMIT_LUA);
+        let mut inv = script.key(lease_key);
+        inv.key(checkpoint_key);
+        for k in &self.keys {
+            inv.key(k);
+        }
+        inv.arg(token).arg(expected_last);
+        for op in &self.ops {
+            inv.arg(op.cmd).arg(op.keys.len());
+            for k in &op.keys {
+                inv.arg(*k);
+            }
+            inv.arg(op.args.len());
+            for a in &op.args {
+                inv.arg(a.as_slice());
+            }
+        }
+        match inv.invoke_async::<()>(con).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("FENCED") {
+                    Err(CommitError::Fenced)
+                } else if text.contains("STALE") {
+                    Err(CommitError::Stale(text))
+                } else {
+                    Err(CommitError::Store(e.into()))
+                }
+            }
+        }
+    }
+}

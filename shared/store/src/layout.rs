@@ -1,0 +1,116 @@
+//! The Redis key layout of one cluster. Every key sits under the hash tag `{cluster}` so the
+//! atomic commit (one script over many keys) works unchanged on Redis Cluster.
+
+use pantheon_domain::NodeId;
+
+/// Key names of one cluster: `<prefix>:{<cluster>}:<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    base: String,
+}
+
+impl Layout {
+    pub fn new(prefix: &str, cluster: &str) -> Self {
+        Self {
+            base: format!("{prefix}:{{{cluster}}}"),
+        }
+    }
+
+    /// The same cluster with every read model under a scratch name, for rebuilds and
+    /// `rebuild --verify` (the log and events are not duplicated).
+    pub fn scratch(&self, name: &str) -> Self {
+        Self {
+            base: format!("{}:{name}", self.base),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.base)
+    }
+
+    /// Inputs: join/leave/assign/probe/... entries. The source of truth.
+    pub fn log(&self) -> String {
+        self.key("log")
+    }
+    /// Decided facts for consumers.
+    pub fn events(&self) -> String {
+        self.key("events")
+    }
+    /// Inputs that could not be applied, with the entry id and a reason.
+    pub fn rejected(&self) -> String {
+        self.key("rejected")
+    }
+    /// Hash node id → JSON record.
+    pub fn nodes(&self) -> String {
+        self.key("nodes")
+    }
+    /// Hash: the ring definition (strategy, vnodes, members, version) and health policy.
+    pub fn ring(&self) -> String {
+        self.key("ring")
+    }
+    /// Hash key → owning node.
+    pub fn keymap(&self) -> String {
+        self.key("keymap")
+    }
+    /// Set of the keys a node owns.
+    pub fn node_keys(&self, node: &NodeId) -> String {
+        self.key(&format!("node:{node}:keys"))
+    }
+    /// Set of assigned keys no node can own (no members).
+    pub fn unowned(&self) -> String {
+        self.key("unowned")
+    }
+    /// Hash client command id → log entry id (the de-duplication window).
+    pub fn cmds(&self) -> String {
+        self.key("cmds")
+    }
+    /// Hash: last applied log id, ring version, state checksum, epoch counter.
+    pub fn checkpoint(&self) -> String {
+        self.key("checkpoint")
+    }
+    /// String: the leader lease token.
+    pub fn lease(&self) -> String {
+        self.key("lease")
+    }
+    /// String: a serialized state as of a log id; the log is trimmed only below it.
+    pub fn snapshot(&self) -> String {
+        self.key("snapshot")
+    }
+    /// String: the schema version of this cluster's keys.
+    pub fn schema(&self) -> String {
+        self.key("schema")
+    }
+    /// Hash prober id → last heartbeat (ms).
+    pub fn probers(&self) -> String {
+        self.key("probers")
+    }
+    /// Consumer group of the projector on the log.
+    pub fn projector_group(&self) -> &'static str {
+        "projector"
+    }
+    /// Prefix of the per-node key sets, to find them all with SCAN.
+    pub fn node_keys_pattern(&self) -> String {
+        self.key("node:*:keys")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_shares_the_hash_tag() {
+        let l = Layout::new("pantheon", "prod");
+        let n = NodeId::new("n-1").unwrap();
+        for k in [
+            l.log(),
+            l.events(),
+            l.keymap(),
+            l.node_keys(&n),
+            l.scratch("rebuild").keymap(),
+        ] {
+            assert!(k.starts_with("pantheon:{prod}:"), "{k}");
+        }
+        assert_eq!(l.node_keys(&n), "pantheon:{prod}:node:n-1:keys");
+    }
+}

@@ -1,0 +1,101 @@
+//! The leader lease: a key holding a random token with a TTL. Only the holder commits (the
+//! commit script checks the token), so a paused ex-leader that wakes up after losing the
+//! lease cannot write anything.
+
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::ConnectionLike;
+
+use crate::StoreError;
+
+const RENEW_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// One projector's claim on the lease.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    key: String,
+    token: String,
+    ttl: Duration,
+}
+
+impl Lease {
+    /// A new claim with a token unique to this process and incarnation.
+    pub fn new(key: String, holder: &str, ttl: Duration) -> Self {
+        let token = format!("{holder}/{:016x}", rand::random::<u64>());
+        Self { key, token, ttl }
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl.as_millis().max(1) as u64
+    }
+
+    /// Takes the lease if nobody holds it (or renews it if we do).
+    pub async fn acquire<C: ConnectionLike + Send>(&self, con: &mut C) -> Result<bool, StoreError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&self.key)
+            .arg(&self.token)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.ttl_ms())
+            .query_async(con)
+            .await?;
+        if set.is_some() {
+            return Ok(true);
+        }
+        self.renew(con).await
+    }
+
+    /// Extends the lease if we still hold it; false means it is lost.
+    pub async fn renew<C: ConnectionLike + Send>(&self, con: &mut C) -> Result<bool, StoreError> {
+        let renewed: i64 = Script::new(RENEW_LUA)
+            .key(&self.key)
+            .arg(&self.token)
+            .arg(self.ttl_ms())
+            .invoke_async(con)
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Gives the lease up (on shutdown), so a standby takes over at once, not after the TTL.
+    pub async fn release<C: ConnectionLike + Send>(&self, con: &mut C) -> Result<(), StoreError> {
+        let _: i64 = Script::new(RELEASE_LUA)
+            .key(&self.key)
+            .arg(&self.token)
+            .invoke_async(con)
+            .await?;
+        Ok(())
+    }
+
+    /// Who holds the lease now, if anyone.
+    pub async fn holder<C: ConnectionLike + Send>(
+        key: &str,
+        con: &mut C,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(redis::cmd("GET").arg(key).query_async(con).await?)
+    }
+}

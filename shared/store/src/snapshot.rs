@@ -1,0 +1,98 @@
+//! A snapshot: the whole state as of one log id, stored as JSON in one key. The log is only
+//! ever trimmed below the snapshot's id, so a rebuild = snapshot + the log after it.
+
+use pantheon_domain::placement::Strategy;
+use pantheon_domain::{EntryId, NodeId, Policy, State};
+use serde::{Deserialize, Serialize};
+
+use crate::readmodel::NodeRecord;
+
+/// Serializable form of a [`State`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub format: u32,
+    pub last_id: String,
+    pub checksum: String,
+    pub fall: u32,
+    pub rise: u32,
+    pub strategy: String,
+    pub vnodes: u32,
+    pub next_epoch: u64,
+    pub nodes: Vec<NodeRecord>,
+    /// `[key, owner]`, owner `""` when unowned.
+    pub keys: Vec<(String, String)>,
+    pub cmds: Vec<(String, String)>,
+}
+
+impl Snapshot {
+    pub const FORMAT: u32 = 1;
+
+    pub fn of(state: &State, last_id: EntryId) -> Self {
+        let p = state.policy();
+        Self {
+            format: Self::FORMAT,
+            last_id: last_id.to_string(),
+            checksum: format!("{:016x}", state.checksum()),
+            fall: p.fall,
+            rise: p.rise,
+            strategy: p.strategy.as_str().to_owned(),
+            vnodes: p.vnodes,
+            next_epoch: state.next_epoch(),
+            nodes: state.nodes().map(NodeRecord::from_node).collect(),
+            keys: state
+                .keys()
+                .iter()
+                .map(|(k, o)| (k.to_owned(), o.map(|n| n.to_string()).unwrap_or_default()))
+                .collect(),
+            cmds: state
+                .recent_cmds()
+                .map(|(c, id)| (c.to_owned(), id.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The state and its log id; fails when the snapshot is damaged (checksum included).
+    pub fn restore(&self) -> Result<(State, EntryId), String> {
+        if self.format != Self::FORMAT {
+            return Err(format!("snapshot format {} is unknown", self.format));
+        }
+        let strategy: Strategy = self.strategy.parse()?;
+        let policy = Policy {
+            fall: self.fall,
+            rise: self.rise,
+            strategy,
+            vnodes: self.vnodes,
+        };
+        let nodes = self
+            .nodes
+            .iter()
+            .map(NodeRecord::to_node)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut keys = Vec::with_capacity(self.keys.len());
+        for (k, o) in &self.keys {
+            let owner = if o.is_empty() {
+                None
+            } else {
+                Some(NodeId::new(o).map_err(|e| e.to_string())?)
+            };
+            keys.push((k.clone(), owner));
+        }
+        let mut cmds = Vec::with_capacity(self.cmds.len());
+        for (c, id) in &self.cmds {
+            cmds.push((
+                c.clone(),
+                id.parse().map_err(|_| format!("bad cmd id {id:?}"))?,
+            ));
+        }
+        let state = State::restore(policy, self.next_epoch, nodes, keys, cmds);
+        let last_id: EntryId = self.last_id.parse().map_err(|_| "bad last_id".to_owned())?;
+        let checksum = format!("{:016x}", state.checksum());
+        if checksum != self.checksum {
+            return Err(format!(
+                "snapshot checksum {} does not match its content ({checksum})",
+                self.checksum
+            ));
+        }
+        Ok((state, last_id))
+    }
+}
