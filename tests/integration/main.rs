@@ -1,2 +1,8 @@
+//! Integration tests against a real Redis (one per test, see pantheon-test-support).
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
+
+mod cluster;
+mod projector;
 mod test_redis;
 mod wire_roundtrip;
+mod workload;

@@ -72,11 +72,16 @@ pub async fn fold_log<C: ConnectionLike + Send>(
             .await?;
         let page = stream::parse_entries(reply)?;
         let n = page.len();
-        for entry in page {
+        for (i, entry) in page.into_iter().enumerate() {
             // Rejections were recorded when the entry was first applied; a fold only needs
             // the state, and a rejected entry leaves it unchanged.
             let _ = state.apply_raw(entry.id, &entry.fields);
             last_id = Some(entry.id);
+            if i % 256 == 255 {
+                progress(entries + i as u64 + 1);
+                // Long folds must not starve the lease renewal on a single-threaded runtime.
+                tokio::task::yield_now().await;
+            }
         }
         entries += n as u64;
         progress(entries);
@@ -147,13 +152,7 @@ pub async fn write_scratch<C: ConnectionLike + Send>(
     clear_namespace(con, scratch).await?;
     let mut batch = Batch::new();
     readmodel::stage_full(&mut batch, scratch, state);
-    readmodel::stage_ring(
-        &mut batch,
-        scratch,
-        state,
-        checkpoint.ring_version,
-        checkpoint.last_id.unwrap_or_default(),
-    );
+    readmodel::stage_ring(&mut batch, scratch, state, checkpoint.ring_version);
     readmodel::stage_checkpoint(&mut batch, scratch, state, checkpoint, "rebuild");
     batch.run_unfenced(con).await?;
     Ok(())

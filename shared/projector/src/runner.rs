@@ -177,27 +177,24 @@ async fn load_or_rebuild(
             "read models disagree with their checkpoint: rebuilding from the log"
         ),
         Ok(None) => {
-            let log_len: u64 = redis::cmd("XLEN")
-                .arg(layout.log())
+            // Nothing was ever committed (no events, no snapshot): fold the log from its start
+            // the normal way, emitting events. Otherwise the read models were deleted and are
+            // rebuilt without re-emitting events consumers already saw.
+            let events: u64 = redis::cmd("XLEN")
+                .arg(layout.events())
                 .query_async(con)
                 .await?;
             let snapshot: bool = redis::cmd("EXISTS")
                 .arg(layout.snapshot())
                 .query_async(con)
                 .await?;
-            if log_len == 0 && !snapshot {
-                info!("empty cluster: starting fresh");
+            if events == 0 && !snapshot {
+                info!("new cluster: folding the log from its start");
                 let state = State::default();
-                let cp = Checkpoint {
-                    ring_version: 0,
-                    ..fresh_checkpoint(&state, None)
-                };
+                let cp = fresh_checkpoint(&state, None);
                 return Ok((state, cp));
             }
-            warn!(
-                log_len,
-                "no checkpoint: rebuilding the read models from the log"
-            );
+            warn!("no checkpoint: rebuilding the read models from the log");
         }
         Err(StoreError::Damaged { key, reason }) => {
             warn!(%key, %reason, "read models damaged: rebuilding from the log");
@@ -283,6 +280,7 @@ async fn lead(
                     config.batch_max_args,
                 );
                 rest = &rest[consumed..];
+                tokio::task::yield_now().await;
                 retention::stage_events_trim(&mut staged.batch, layout, config);
                 let started = Instant::now();
                 match staged

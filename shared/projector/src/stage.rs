@@ -58,7 +58,7 @@ pub fn stage_entries(
                     cp.ring_version += 1;
                 }
                 if applied.ring_changed || policy_changed {
-                    readmodel::stage_ring(&mut batch, layout, state, cp.ring_version, entry.id);
+                    readmodel::stage_ring(&mut batch, layout, state, cp.ring_version);
                 }
                 for event in &applied.events {
                     batch.xadd(&layout.events(), "*", &event.encode());

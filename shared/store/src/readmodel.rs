@@ -3,7 +3,7 @@
 //!
 //! * `nodes`: hash node id → JSON [`NodeRecord`];
 //! * `ring`: hash with `strategy`, `vnodes`, `members` (`id=weight` space-separated, sorted),
-//!   `fall`, `rise`, `version`, `updated` (log id);
+//!   `fall`, `rise`, `version` (bumped on every change, and by a rebuild);
 //! * `keymap`: hash key → node; `node:<id>:keys`: set of a node's keys; `unowned`: set;
 //! * `cmds`: hash client command id → log id (the de-duplication window);
 //! * `checkpoint`: hash `last_id`, `checksum` (16 hex digits), `next_epoch`, `ring_version`,
@@ -112,13 +112,7 @@ pub fn members_field(state: &State) -> String {
 }
 
 /// Stages the ring definition.
-pub fn stage_ring(
-    batch: &mut Batch,
-    layout: &Layout,
-    state: &State,
-    version: u64,
-    updated: EntryId,
-) {
+pub fn stage_ring(batch: &mut Batch, layout: &Layout, state: &State, version: u64) {
     let p = state.policy();
     let fields = [
         ("strategy", p.strategy.as_str().to_owned()),
@@ -127,7 +121,6 @@ pub fn stage_ring(
         ("rise", p.rise.to_string()),
         ("members", members_field(state)),
         ("version", version.to_string()),
-        ("updated", updated.to_string()),
     ];
     batch.hset(&layout.ring(), &fields);
 }

@@ -172,8 +172,12 @@ impl TestRedis {
 
     /// A new multiplexed connection to this Redis.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        // A loaded 2-core CI machine running several Redis servers and projectors at once can
+        // take longer than redis-rs's 500 ms default to answer a large HGETALL.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(std::time::Duration::from_secs(15)));
         self.client()
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to test Redis {}: {e}", self.url))
     }

@@ -1,0 +1,544 @@
+//! The projector against a real Redis: the fold's results land in the read models and the
+//! events stream, malformed input is rejected with a reason, crashes and concurrent
+//! projectors lose and duplicate nothing, and read models rebuild from the log.
+
+use std::time::Duration;
+
+use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
+use pantheon_domain::event::EventKind;
+use pantheon_domain::{EntryId, NodeId};
+use pantheon_projector::rebuild;
+use pantheon_test_support::TestRedis;
+use rand::{Rng, SeedableRng};
+
+use crate::cluster::{
+    TestCluster, assert_same_models, assert_sets_match_keymap, events_of, read_models,
+};
+use crate::workload;
+
+fn node(id: &str) -> NodeId {
+    NodeId::new(id).unwrap()
+}
+
+fn join(id: &str, port: u16) -> LogEntry {
+    LogEntry::new(Command::Join {
+        node: node(id),
+        url: format!("http://127.0.0.1:{port}/health"),
+        weight: None,
+    })
+}
+
+fn probe(id: &str, epoch: u64, ok: bool) -> LogEntry {
+    LogEntry::new(Command::Probe(ProbeResult {
+        node: node(id),
+        epoch,
+        ok,
+        status: None,
+        latency_ms: 1,
+        error: None,
+        prober: None,
+    }))
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_story_lands_in_events_and_read_models() {
+    let mut c = TestCluster::start().await;
+    let projector = c.spawn_projector("p1");
+    for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        c.xadd(&join(n, 9000 + i as u16)).await;
+    }
+    let keys: Vec<String> = (0..3000).map(|i| format!("user:{i}")).collect();
+    c.xadd(&LogEntry::new(Command::Assign { keys: keys.clone() }))
+        .await;
+    c.xadd(&LogEntry::new(Command::Weight {
+        node: node("c"),
+        weight: 2,
+    }))
+    .await;
+    c.xadd(&LogEntry::new(Command::Drain { node: node("c") }))
+        .await;
+    for _ in 0..3 {
+        c.xadd(&probe("b", 2, false)).await;
+    }
+    c.xadd(&probe("b", 2, true)).await;
+    let last = c.xadd(&probe("b", 2, true)).await;
+    c.wait_applied(last, WAIT).await;
+
+    let names: Vec<&str> = c
+        .events()
+        .await
+        .iter()
+        .map(|e| e.kind.name())
+        .collect::<Vec<_>>()
+        .leak()
+        .to_vec();
+    assert_eq!(
+        names,
+        [
+            "joined",
+            "joined",
+            "joined",
+            "assigned",
+            "weight_changed",
+            "rebalanced",
+            "drained",
+            "rebalanced",
+            "suspect",
+            "died",
+            "rebalanced",
+            "revived",
+            "rebalanced"
+        ]
+    );
+    let models = read_models(&mut c.con, &c.layout).await;
+    assert_sets_match_keymap(&models);
+    assert_eq!(
+        models.keys().filter(|k| k.starts_with("keymap/")).count(),
+        3000
+    );
+    // c is draining: it owns nothing; a and b own everything.
+    assert_eq!(models["set/c"], "");
+    let b: serde_json_value::Record = serde_json_value::parse(&models["nodes/b"]);
+    assert_eq!(
+        (b.state.as_str(), b.epoch, b.last.as_str()),
+        ("alive", 2, "revived")
+    );
+    let c_rec = serde_json_value::parse(&models["nodes/c"]);
+    assert_eq!((c_rec.state.as_str(), c_rec.weight), ("draining", 2));
+    assert_eq!(models["ring/members"], "a=1 b=1");
+    projector.stop().await;
+}
+
+/// Tiny JSON reader for node records, so the test reads what any client would.
+mod serde_json_value {
+    pub struct Record {
+        pub state: String,
+        pub epoch: u64,
+        pub weight: u64,
+        pub last: String,
+    }
+    pub fn parse(json: &str) -> Record {
+        let r: pantheon_store::readmodel::NodeRecord =
+            serde_json::from_str(json).expect("node record JSON");
+        Record {
+            state: r.state,
+            epoch: r.epoch,
+            weight: u64::from(r.weight),
+            last: r.last,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_malformed_entry_is_rejected_with_a_reason_and_the_next_one_applies() {
+    let mut c = TestCluster::start().await;
+    let projector = c.spawn_projector("p1");
+    let long = "x".repeat(3000);
+    let cases: Vec<(Vec<(&[u8], &[u8])>, &str)> = vec![
+        (vec![(b"node", b"a")], "missing field \"type\""),
+        (vec![(b"type", b"explode")], "unknown entry type"),
+        (
+            vec![(b"v", b"9"), (b"type", b"leave"), (b"node", b"a")],
+            "unknown schema version",
+        ),
+        (
+            vec![(b"type", b"leave"), (b"node", b"")],
+            "node id is empty",
+        ),
+        (
+            vec![
+                (b"type", b"join"),
+                (b"node", b"a"),
+                (b"address", b"http://h"),
+                (b"port", b"99999"),
+            ],
+            "bad port",
+        ),
+        (
+            vec![(b"type", b"join"), (b"node", b"a"), (b"url", b"ftp://h/x")],
+            "not http or https",
+        ),
+        (
+            vec![(b"type", b"join"), (b"node", b"a"), (b"url", b"::nonsense")],
+            "bad health URL",
+        ),
+        (
+            vec![
+                (b"type", b"join"),
+                (b"node", b"a"),
+                (b"url", long.as_bytes()),
+            ],
+            "longer than the limit",
+        ),
+        (
+            vec![(b"type", b"leave"), (b"node", b"\xff\xfe")],
+            "not valid UTF-8",
+        ),
+        (vec![(b"type", b"assign")], "batch has no keys"),
+        (
+            vec![(b"type", b"leave"), (b"node", b"ghost")],
+            "unknown node",
+        ),
+        (
+            vec![
+                (b"type", b"probe"),
+                (b"node", b"a"),
+                (b"epoch", b"77"),
+                (b"ok", b"1"),
+            ],
+            "no join has created yet",
+        ),
+    ];
+    let mut oversized: Vec<(&[u8], &[u8])> = vec![(b"type", b"assign")];
+    oversized.extend(std::iter::repeat_n(
+        (b"key".as_slice(), b"k".as_slice()),
+        10_001,
+    ));
+    let mut ids = Vec::new();
+    for (pairs, _) in &cases {
+        ids.push(c.xadd_raw_at("*", pairs).await);
+    }
+    let oversized_id = c.xadd_raw_at("*", &oversized).await;
+    let good = c.xadd(&join("a", 9000)).await;
+    c.wait_applied(good, WAIT).await;
+
+    let rejected = c.rejected().await;
+    assert_eq!(rejected.len(), cases.len() + 1);
+    for ((id, (_, reason)), r) in ids.iter().zip(&cases).zip(&rejected) {
+        assert_eq!(r.id, *id, "rejected entries reuse the log id");
+        assert_eq!(r.get("entry"), Some(id.to_string().as_str()));
+        let got = r.get("reason").unwrap_or_default();
+        assert!(
+            got.contains(reason),
+            "{id}: {got:?} should mention {reason:?}"
+        );
+    }
+    let big = rejected.last().unwrap();
+    assert_eq!(big.id, oversized_id);
+    assert!(big.get("reason").unwrap().contains("10001 keys"));
+    assert_eq!(
+        big.get("truncated"),
+        Some("10002"),
+        "a huge entry is not copied whole"
+    );
+    // The raw bytes are kept exactly, even when they are not UTF-8.
+    let utf8 = &rejected[8];
+    assert!(
+        utf8.fields
+            .iter()
+            .any(|(k, v)| k == b"raw:node" && v == b"\xff\xfe")
+    );
+    let events = c.events().await;
+    assert_eq!(events.len(), 1);
+    assert!(matches!(&events[0].kind, EventKind::Joined { node, .. } if node.as_str() == "a"));
+    projector.stop().await;
+}
+
+async fn write_workload(c: &mut TestCluster, entries: &[(EntryId, workload::RawPairs)]) -> EntryId {
+    let mut last = EntryId::ZERO;
+    for chunk in entries.chunks(500) {
+        let mut pipe = redis::pipe();
+        for (id, pairs) in chunk {
+            let cmd = pipe.cmd("XADD").arg(c.layout.log()).arg(id.to_string());
+            for (k, v) in pairs {
+                cmd.arg(k).arg(v);
+            }
+            cmd.ignore();
+            last = *id;
+        }
+        let () = pipe.query_async(&mut c.con).await.unwrap();
+    }
+    last
+}
+
+/// The reference: the same workload folded by one projector that never crashes.
+async fn clean_run(
+    entries: &[(EntryId, workload::RawPairs)],
+) -> (std::collections::BTreeMap<String, String>, Vec<String>) {
+    let mut clean = TestCluster::named(TestRedis::start().await, "same").await;
+    let last = write_workload(&mut clean, entries).await;
+    let p = clean.spawn_projector("clean");
+    clean.wait_applied(last, Duration::from_secs(120)).await;
+    p.stop().await;
+    let models = read_models(&mut clean.con, &clean.layout).await;
+    let events = events_of(&mut clean.con, &clean.layout)
+        .await
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    (models, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
+    let seed = std::env::var("PANTHEON_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7u64);
+    let entries = workload::generate(seed, 10_000, 12);
+    let (want_models, want_events) = clean_run(&entries).await;
+
+    let mut c = TestCluster::named(TestRedis::start().await, "same").await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut kills = 0;
+    let mut written = 0;
+    // Interleave writing and killing: write a slice, let a fresh child run for a random
+    // moment, kill -9 it mid-flight; until everything is written and applied.
+    let last = entries.last().unwrap().0;
+    for round in 0..200 {
+        if written < entries.len() {
+            let upto = (written + rng.random_range(200..1500)).min(entries.len());
+            write_workload(&mut c, &entries[written..upto]).await;
+            written = upto;
+        }
+        let mut child = c.spawn_child(&format!("crash-{round}"), 1000);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..1200))).await;
+        let done = written == entries.len() && c.last_applied().await == Some(last);
+        child.kill9();
+        kills += 1;
+        if done {
+            break;
+        }
+        // The lease of a killed leader expires after its TTL; clear it so the next child
+        // starts at once (what a supervisor restarting the same instance would see anyway).
+        let _: () = redis::cmd("DEL")
+            .arg(c.layout.lease())
+            .query_async(&mut c.con)
+            .await
+            .unwrap();
+    }
+    assert!(
+        kills >= 5,
+        "only {kills} kills: the test did not exercise crashes"
+    );
+    assert_eq!(
+        c.last_applied().await,
+        Some(last),
+        "not everything applied after {kills} kills"
+    );
+
+    let got_models = read_models(&mut c.con, &c.layout).await;
+    let got_events: Vec<String> = c.events().await.iter().map(|e| e.to_string()).collect();
+    assert_sets_match_keymap(&got_models);
+    assert_eq!(
+        got_events.len(),
+        want_events.len(),
+        "events lost or duplicated across {kills} kills"
+    );
+    assert_eq!(got_events, want_events);
+    assert_same_models(&got_models, &want_models);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_projectors_at_once_never_both_commit() {
+    let entries = workload::generate(11, 3000, 8);
+    let (want_models, want_events) = clean_run(&entries).await;
+    let mut c = TestCluster::named(TestRedis::start().await, "same").await;
+    let a = c.spawn_projector("a");
+    let b = c.spawn_projector("b");
+    let mut last = EntryId::ZERO;
+    for chunk in entries.chunks(300) {
+        last = write_workload(&mut c, chunk).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    c.wait_applied(last, Duration::from_secs(60)).await;
+    a.stop().await;
+    b.stop().await;
+    let got_events: Vec<String> = c.events().await.iter().map(|e| e.to_string()).collect();
+    assert_eq!(got_events, want_events);
+    assert_same_models(&read_models(&mut c.con, &c.layout).await, &want_models);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_fenced_and_a_standby_takes_over_within_the_ttl() {
+    let mut c = TestCluster::start().await;
+    let ttl_ms = 1000;
+    let mut first = c.spawn_child("first", ttl_ms);
+    let id = c.xadd(&join("a", 9000)).await;
+    c.wait_applied(id, WAIT).await;
+    assert_eq!(c.checkpoint().await["leader"], "first");
+    let _second = c.spawn_child("second", ttl_ms);
+
+    first.signal("STOP");
+    let paused_at = tokio::time::Instant::now();
+    let id = c.xadd(&join("b", 9001)).await;
+    c.wait_applied(id, Duration::from_secs(10)).await;
+    let took = paused_at.elapsed();
+    assert_eq!(c.checkpoint().await["leader"], "second");
+    assert!(
+        took < Duration::from_millis(ttl_ms * 3),
+        "takeover took {took:?}"
+    );
+
+    // The paused leader wakes up holding stale state and an expired lease: it must not write.
+    first.signal("CONT");
+    for i in 0..20 {
+        let id = c.xadd(&join(&format!("n{i}"), 9100 + i)).await;
+        c.wait_applied(id, WAIT).await;
+        assert_eq!(
+            c.checkpoint().await["leader"],
+            "second",
+            "the woken ex-leader committed"
+        );
+    }
+    let joined: Vec<String> = c
+        .events()
+        .await
+        .iter()
+        .filter_map(|e| e.kind.node().map(|(n, _)| n.to_string()))
+        .collect();
+    let mut dedup = joined.clone();
+    dedup.dedup();
+    assert_eq!(joined.len(), 22);
+    assert_eq!(joined, dedup, "an event was written twice");
+    first.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_read_models_are_rebuilt_from_the_log() {
+    let mut c = TestCluster::start().await;
+    let entries = workload::generate(3, 2000, 6);
+    let last = write_workload(&mut c, &entries).await;
+    let p = c.spawn_projector("p1");
+    c.wait_applied(last, WAIT).await;
+    p.stop().await;
+    let before = read_models(&mut c.con, &c.layout).await;
+    let events_before = c.events().await.len();
+
+    let v = rebuild::verify(&mut c.con, &c.layout, |_| {})
+        .await
+        .unwrap();
+    assert!(v.matches(), "{v:?}");
+    assert_eq!(v.entries, 2000);
+
+    // Delete every read model including the checkpoint; keep the log and events.
+    let mut doomed = rebuild::scan_keys(&mut c.con, &c.layout.node_keys_pattern())
+        .await
+        .unwrap();
+    doomed.extend([
+        c.layout.nodes(),
+        c.layout.keymap(),
+        c.layout.ring(),
+        c.layout.checkpoint(),
+        c.layout.cmds(),
+        c.layout.unowned(),
+    ]);
+    let _: () = redis::cmd("DEL")
+        .arg(&doomed)
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+
+    let p = c.spawn_projector("p2");
+    c.wait_applied(last, WAIT).await;
+    p.stop().await;
+    let mut after = read_models(&mut c.con, &c.layout).await;
+    let mut before = before;
+    // A rebuild bumps the ring version so cached rings refresh; everything else is equal.
+    before.remove("checkpoint/ring_version");
+    after.remove("checkpoint/ring_version");
+    before.remove("ring/version");
+    after.remove("ring/version");
+    assert_same_models(&after, &before);
+    assert_eq!(
+        c.events().await.len(),
+        events_before,
+        "a rebuild does not re-emit events"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_keymap_is_detected_by_its_checksum_and_rebuilt() {
+    let mut c = TestCluster::start().await;
+    let entries = workload::generate(5, 1000, 5);
+    write_workload(&mut c, &entries).await;
+    c.xadd(&join("fresh", 9998)).await;
+    let last = c
+        .xadd(&LogEntry::new(Command::Assign {
+            keys: (0..500).map(|i| format!("late:{i}")).collect(),
+        }))
+        .await;
+    let p = c.spawn_projector("p1");
+    c.wait_applied(last, WAIT).await;
+    p.stop().await;
+    let before = read_models(&mut c.con, &c.layout).await;
+    let key = before
+        .keys()
+        .find_map(|k| k.strip_prefix("keymap/"))
+        .unwrap()
+        .to_owned();
+    let _: () = redis::cmd("HSET")
+        .arg(c.layout.keymap())
+        .arg(&key)
+        .arg("node-4")
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HDEL")
+        .arg(c.layout.keymap())
+        .arg(
+            before
+                .keys()
+                .filter_map(|k| k.strip_prefix("keymap/"))
+                .nth(5)
+                .unwrap(),
+        )
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+
+    let p = c.spawn_projector("p2");
+    let id = c.xadd(&join("late", 9999)).await;
+    c.wait_applied(id, WAIT).await;
+    p.stop().await;
+    let v = rebuild::verify(&mut c.con, &c.layout, |_| {})
+        .await
+        .unwrap();
+    assert!(v.matches(), "{v:?}");
+    assert_sets_match_keymap(&read_models(&mut c.con, &c.layout).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_trimming_below_a_snapshot_a_rebuild_still_works() {
+    let mut c = TestCluster::start().await;
+    let entries = workload::generate(9, 3000, 6);
+    let mut config = c.config("p1");
+    config.snapshot_every = 1000;
+    config.log_min_age = None;
+    let last = write_workload(&mut c, &entries[..2500]).await;
+    let p = c.spawn(config);
+    c.wait_applied(last, WAIT).await;
+    let last = write_workload(&mut c, &entries[2500..]).await;
+    c.wait_applied(last, WAIT).await;
+    p.stop().await;
+    let log_len: u64 = redis::cmd("XLEN")
+        .arg(c.layout.log())
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    assert!(log_len < 3000, "the log was not trimmed (XLEN {log_len})");
+    let before = read_models(&mut c.con, &c.layout).await;
+
+    let v = rebuild::verify(&mut c.con, &c.layout, |_| {})
+        .await
+        .unwrap();
+    assert!(v.matches(), "{v:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(c.layout.checkpoint())
+        .arg(c.layout.keymap())
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    let p = c.spawn_projector("p2");
+    c.wait_applied(last, WAIT).await;
+    p.stop().await;
+    let mut after = read_models(&mut c.con, &c.layout).await;
+    let mut before = before;
+    for k in ["checkpoint/ring_version", "ring/version"] {
+        before.remove(k);
+        after.remove(k);
+    }
+    assert_same_models(&after, &before);
+}
