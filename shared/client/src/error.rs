@@ -1,0 +1,92 @@
+//! [`ClientError`]: everything a client call can fail with, as one typed error.
+
+use std::time::Duration;
+
+use pantheon_domain::{DecodeError, EntryId};
+use pantheon_store::StoreError;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The input was refused before anything was sent, for the reason the projector would
+    /// give (the client runs the same decoder).
+    #[error("invalid input: {0}")]
+    Invalid(#[from] DecodeError),
+    /// The projector applied the entry by rejecting it (e.g. `leave` of an unknown node).
+    /// The state is unchanged; `reason` is the one in the `rejected` stream.
+    #[error("log entry {id} was rejected: {reason}")]
+    Rejected { id: EntryId, reason: String },
+    /// [`crate::Pantheon::wait_applied`] gave up.
+    #[error(
+        "log entry {id} was not applied within {waited:?} ({}); is a projector running for cluster {cluster:?}?",
+        progress(.last_applied)
+    )]
+    Timeout {
+        id: EntryId,
+        waited: Duration,
+        /// The last entry the projector had applied when the wait ended.
+        last_applied: Option<EntryId>,
+        cluster: String,
+    },
+    /// Bad options (cluster name, prefix, subscription settings).
+    #[error("bad configuration: {0}")]
+    Config(String),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis answered in a shape the client does not expect.
+    #[error("unexpected reply from redis: {0}")]
+    Reply(String),
+    /// A read model holds something Pantheon never writes there.
+    #[error("unexpected data in {key}: {reason}")]
+    Damaged { key: String, reason: String },
+}
+
+fn progress(last: &Option<EntryId>) -> String {
+    match last {
+        Some(id) => format!("the projector has applied up to {id}"),
+        None => "nothing has been applied yet".to_owned(),
+    }
+}
+
+impl ClientError {
+    /// The projector's reason, when this is a rejection.
+    pub fn rejection_reason(&self) -> Option<&str> {
+        match self {
+            ClientError::Rejected { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn damaged(key: &str, reason: impl Into<String>) -> Self {
+        ClientError::Damaged {
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ClientError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Redis(e) => ClientError::Redis(e),
+            StoreError::Reply(reason) => ClientError::Reply(reason),
+            StoreError::Damaged { key, reason } => ClientError::Damaged { key, reason },
+        }
+    }
+}
+
+/// Whether a failed command may succeed if sent again: the connection dropped or timed out,
+/// or the server asked to wait (LOADING, BUSY, TRYAGAIN).
+pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
+    use redis::RetryMethod;
+    e.is_io_error()
+        || e.is_timeout()
+        || matches!(
+            e.retry_method(),
+            RetryMethod::Reconnect
+                | RetryMethod::ReconnectFromInitialConnections
+                | RetryMethod::RetryImmediately
+                | RetryMethod::WaitAndRetry
+        )
+}

@@ -1,0 +1,273 @@
+//! Local placement: [`Pantheon::locate`] answers "which node owns key K?" from a cached copy
+//! of the ring definition (the `ring` hash: strategy, vnodes, members with weights,
+//! version), with the same algorithm the projector uses (`docs/placement.md`), so it agrees
+//! with [`Pantheon::key_node`] for assigned keys and also answers for keys never assigned.
+//!
+//! The cache is checked against the ring `version` at most once per refresh interval (one
+//! small `HGET`); the full definition is fetched and the placement rebuilt only when the
+//! version changed.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use pantheon_domain::NodeId;
+use pantheon_domain::placement::{self, Member, Placement, Strategy};
+use pantheon_domain::policy::Policy;
+use tokio::time::Instant;
+
+use crate::{ClientError, Pantheon};
+
+/// One version of the ring definition, with its placement built.
+pub struct RingSnapshot {
+    version: u64,
+    strategy: Strategy,
+    vnodes: u32,
+    placement: Box<dyn Placement>,
+}
+
+impl fmt::Debug for RingSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingSnapshot")
+            .field("version", &self.version)
+            .field("strategy", &self.strategy)
+            .field("vnodes", &self.vnodes)
+            .field("members", &self.placement.members())
+            .finish()
+    }
+}
+
+impl RingSnapshot {
+    /// The ring version (0 before the projector first wrote a ring).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Ring points per unit of weight.
+    pub fn vnodes(&self) -> u32 {
+        self.vnodes
+    }
+
+    /// The nodes that own keys (alive or suspect, not draining), sorted by id.
+    pub fn members(&self) -> &[Member] {
+        self.placement.members()
+    }
+
+    /// The owner of `key` in this version, or `None` when no node can own keys.
+    pub fn owner(&self, key: &str) -> Option<&NodeId> {
+        self.placement.owner(key)
+    }
+}
+
+/// The cached snapshot and when its version was last checked.
+#[derive(Clone)]
+struct Cached {
+    ring: Arc<RingSnapshot>,
+    checked: Instant,
+}
+
+pub(crate) struct RingCache {
+    interval: Duration,
+    // std Mutex: held only to copy an Arc, never across an await.
+    current: Mutex<Option<Cached>>,
+    // One refresh at a time: building a big ring takes a while, and N callers would build
+    // the same thing N times.
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl RingCache {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            current: Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn get(&self) -> Option<Cached> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn fresh(&self) -> Option<Arc<RingSnapshot>> {
+        self.get()
+            .filter(|c| c.checked.elapsed() < self.interval)
+            .map(|c| c.ring)
+    }
+
+    fn store(&self, ring: Arc<RingSnapshot>) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Cached {
+            ring,
+            checked: Instant::now(),
+        });
+    }
+}
+
+/// Parses `members` (`id=weight id=weight ...`).
+fn parse_members(raw: &str) -> Result<Vec<Member>, String> {
+    raw.split_whitespace()
+        .map(|part| {
+            let (id, w) = part
+                .rsplit_once('=')
+                .ok_or_else(|| format!("bad member {part:?}"))?;
+            Ok(Member {
+                node: NodeId::new(id).map_err(|e| format!("member {part:?}: {e}"))?,
+                weight: w.parse().map_err(|_| format!("bad weight in {part:?}"))?,
+            })
+        })
+        .collect()
+}
+
+fn field<T: std::str::FromStr>(
+    map: &std::collections::HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, String> {
+    map.get(name)
+        .map(|v| v.parse().map_err(|_| format!("bad {name} {v:?}")))
+        .transpose()
+}
+
+impl Pantheon {
+    /// The owner of `key` computed locally from the cached ring definition: no round trip,
+    /// except a version check (one `HGET`) at most once per
+    /// [`ring_refresh`](crate::PantheonBuilder::ring_refresh) interval. Works for any key,
+    /// assigned or not; for an assigned key it equals [`Pantheon::key_node`] once both see
+    /// the same ring version. `None` when no node can own keys.
+    ///
+    /// ```no_run
+    /// # async fn example(p: pantheon_client::Pantheon) -> Result<(), pantheon_client::ClientError> {
+    /// if let Some(node) = p.locate("user:42").await? {
+    ///     println!("send user:42 to {node}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn locate(&self, key: &str) -> Result<Option<NodeId>, ClientError> {
+        Ok(self.ring().await?.owner(key).cloned())
+    }
+
+    /// The cached ring, checked against the stored version if the refresh interval passed.
+    /// Hold on to it to place many keys against one consistent version.
+    ///
+    /// ```no_run
+    /// # async fn example(p: pantheon_client::Pantheon) -> Result<(), pantheon_client::ClientError> {
+    /// let ring = p.ring().await?;
+    /// for key in ["a", "b", "c"] {
+    ///     println!("{key} → {:?} (ring v{})", ring.owner(key), ring.version());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn ring(&self) -> Result<Arc<RingSnapshot>, ClientError> {
+        if let Some(ring) = self.inner.ring.fresh() {
+            return Ok(ring);
+        }
+        self.check_ring(false).await
+    }
+
+    /// Checks the ring version now (ignoring the interval) and reloads the ring if it
+    /// changed, e.g. right after [`Pantheon::wait_applied`] of a membership change.
+    ///
+    /// ```no_run
+    /// # async fn example(p: pantheon_client::Pantheon) -> Result<(), pantheon_client::ClientError> {
+    /// let id = p.drain("node-1").await?;
+    /// p.wait_applied(id, std::time::Duration::from_secs(5)).await?;
+    /// p.refresh_ring().await?;
+    /// assert_ne!(p.locate("user:1").await?.map(|n| n.to_string()), Some("node-1".into()));
+    /// # Ok(()) }
+    /// ```
+    pub async fn refresh_ring(&self) -> Result<Arc<RingSnapshot>, ClientError> {
+        self.check_ring(true).await
+    }
+
+    async fn check_ring(&self, force: bool) -> Result<Arc<RingSnapshot>, ClientError> {
+        let cache = &self.inner.ring;
+        let _one_at_a_time = cache.refresh.lock().await;
+        // Another caller may have refreshed while this one waited for the lock.
+        if !force && let Some(ring) = cache.fresh() {
+            return Ok(ring);
+        }
+        let key = self.inner.layout.ring();
+        let mut con = self.con();
+        if let Some(cached) = cache.get() {
+            let version: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("version")
+                .query_async(&mut con)
+                .await?;
+            let version = version
+                .map(|v| v.parse::<u64>())
+                .transpose()
+                .map_err(|_| ClientError::damaged(&key, "bad version"))?
+                .unwrap_or(0);
+            if version == cached.ring.version {
+                cache.store(cached.ring.clone());
+                return Ok(cached.ring);
+            }
+        }
+        let map: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut con)
+            .await?;
+        let defaults = Policy::default();
+        let bad = |reason: String| ClientError::damaged(&key, reason);
+        let version = field(&map, "version").map_err(bad)?.unwrap_or(0);
+        let strategy = field(&map, "strategy")
+            .map_err(bad)?
+            .unwrap_or(defaults.strategy);
+        let vnodes = field(&map, "vnodes")
+            .map_err(bad)?
+            .unwrap_or(defaults.vnodes);
+        let members = parse_members(map.get("members").map_or("", String::as_str)).map_err(bad)?;
+        // Hashing vnodes × weight points per member: keep it off the async workers.
+        let placement =
+            tokio::task::spawn_blocking(move || placement::build(strategy, vnodes, members))
+                .await
+                .map_err(|e| ClientError::Config(format!("building the ring failed: {e}")))?;
+        let ring = Arc::new(RingSnapshot {
+            version,
+            strategy,
+            vnodes,
+            placement,
+        });
+        cache.store(ring.clone());
+        Ok(ring)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse_from_the_ring_hash_format() {
+        let m = parse_members("a=1 node-b=3").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].node.as_str(), "node-b");
+        assert_eq!(m[1].weight, 3);
+        assert!(parse_members("").unwrap().is_empty());
+        assert!(parse_members("a").is_err());
+        assert!(parse_members("a=x").is_err());
+        assert!(parse_members("a b=1").is_err());
+    }
+
+    #[test]
+    fn a_snapshot_places_keys_like_the_domain() {
+        let members = parse_members("a=1 b=1 c=2").unwrap();
+        let reference = placement::build(Strategy::Ring, 64, members.clone());
+        let snap = RingSnapshot {
+            version: 1,
+            strategy: Strategy::Ring,
+            vnodes: 64,
+            placement: placement::build(Strategy::Ring, 64, members),
+        };
+        for i in 0..1000 {
+            let k = format!("k{i}");
+            assert_eq!(snap.owner(&k), reference.owner(&k));
+        }
+    }
+}
