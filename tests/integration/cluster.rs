@@ -106,6 +106,9 @@ impl TestCluster {
         c.instance = instance.to_owned();
         c.lease_ttl = Duration::from_millis(1000);
         c.block = Duration::from_millis(100);
+        // Off by default here: its log entries carry wall-clock ids, and most tests compare
+        // two runs entry for entry. The prober tests switch it on.
+        c.prober_watchdog = None;
         c
     }
 
@@ -129,11 +132,12 @@ impl TestCluster {
 
     /// Starts the real `pantheon-projector` binary as a child process.
     pub fn spawn_child(&self, instance: &str, lease_ttl_ms: u64) -> ChildProjector {
-        let child = Command::new(env!("CARGO_BIN_EXE_pantheon-projector"))
+        let child = Command::new(env!("CARGO_BIN_EXE_pantheon-projector-under-test"))
             .env("PANTHEON_REDIS_URL", &self.redis.url)
             .env("PANTHEON_CLUSTER", &self.name)
             .env("PANTHEON_INSTANCE", instance)
             .env("PANTHEON_LEASE_TTL_MS", lease_ttl_ms.to_string())
+            .env("PANTHEON_PROBER_WATCHDOG_MS", "0")
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_PROJECTOR_LOG").unwrap_or_else(|_| "warn".into()),

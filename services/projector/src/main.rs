@@ -4,7 +4,7 @@
 //! projector with the full configuration file support):
 //! `PANTHEON_REDIS_URL` (default `redis://127.0.0.1:6379`), `PANTHEON_CLUSTER` (`default`),
 //! `PANTHEON_PREFIX` (`pantheon`), `PANTHEON_INSTANCE`, `PANTHEON_LEASE_TTL_MS` (5000),
-//! `PANTHEON_SNAPSHOT_EVERY` (100000), `RUST_LOG`.
+//! `PANTHEON_SNAPSHOT_EVERY` (100000), `PANTHEON_PROBER_WATCHDOG_MS` (1000; 0 = off), `RUST_LOG`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -37,6 +37,10 @@ fn config() -> anyhow::Result<ProjectorConfig> {
     c.lease_ttl = Duration::from_millis(env_num("PANTHEON_LEASE_TTL_MS", 5000)?);
     c.block = c.block.min(c.lease_ttl / 3);
     c.snapshot_every = env_num("PANTHEON_SNAPSHOT_EVERY", c.snapshot_every)?;
+    c.prober_watchdog = match env_num("PANTHEON_PROBER_WATCHDOG_MS", 1000)? {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
     c.validate().map_err(anyhow::Error::msg)?;
     Ok(c)
 }

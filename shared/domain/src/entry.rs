@@ -62,6 +62,10 @@ pub enum Command {
     },
     Probe(ProbeResult),
     Policy(PolicyChange),
+    /// The set of live prober replicas changed (written by the projector's prober watchdog).
+    Probers {
+        alive: Vec<String>,
+    },
 }
 
 /// One health probe's result, as a prober reports it.
@@ -88,7 +92,7 @@ pub enum DecodeError {
     #[error("field {0:?} appears more than once")]
     DuplicateField(&'static str),
     #[error(
-        "unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, probe or policy)"
+        "unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, probe, policy or probers)"
     )]
     UnknownType(String),
     #[error("unknown schema version {0:?} (this build reads version {SCHEMA_VERSION})")]
@@ -214,6 +218,7 @@ impl LogEntry {
             }
             "probe" => decode_probe(&f)?,
             "policy" => decode_policy(&f)?,
+            "probers" => decode_probers(&f)?,
             other => return Err(DecodeError::UnknownType(clip(other))),
         };
         Ok(Self { cmd, command })
@@ -275,6 +280,9 @@ impl LogEntry {
                     out.push(("vnodes", v.to_string()));
                 }
             }
+            Command::Probers { alive } => {
+                out.push(("alive", alive.join(" ")));
+            }
         }
         out
     }
@@ -292,6 +300,7 @@ impl Command {
             Command::Unassign { .. } => "unassign",
             Command::Probe(_) => "probe",
             Command::Policy(_) => "policy",
+            Command::Probers { .. } => "probers",
         }
     }
 }
@@ -449,6 +458,18 @@ fn decode_probe(f: &Fields<'_>) -> Result<Command, DecodeError> {
         error,
         prober,
     }))
+}
+
+/// Prober ids are node-id shaped (they are hashed for rendezvous ownership the same way).
+fn decode_probers(f: &Fields<'_>) -> Result<Command, DecodeError> {
+    f.only("probers", &allowed(&["alive"]))?;
+    let mut alive = Vec::new();
+    for id in f.req("alive")?.split_whitespace() {
+        alive.push(NodeId::new(id)?.to_string());
+    }
+    alive.sort();
+    alive.dedup();
+    Ok(Command::Probers { alive })
 }
 
 fn decode_policy(f: &Fields<'_>) -> Result<Command, DecodeError> {

@@ -91,6 +91,12 @@ pub enum EventKind {
     PolicyChanged {
         policy: Policy,
     },
+    /// The set of live prober replicas changed and is not empty.
+    ProbersChanged {
+        alive: Vec<String>,
+    },
+    /// No prober replica is alive: nobody watches node health any more.
+    NoProber,
 }
 
 /// An events-stream entry this build cannot read.
@@ -114,6 +120,8 @@ impl EventKind {
             EventKind::Assigned { .. } => "assigned",
             EventKind::Unassigned { .. } => "unassigned",
             EventKind::PolicyChanged { .. } => "policy_changed",
+            EventKind::ProbersChanged { .. } => "probers_changed",
+            EventKind::NoProber => "no_prober",
         }
     }
 
@@ -212,7 +220,14 @@ impl Event {
                 out.push(("strategy", policy.strategy.as_str().to_owned()));
                 out.push(("vnodes", policy.vnodes.to_string()));
             }
-            EventKind::Left { .. } | EventKind::Drained { .. } | EventKind::Undrained { .. } => {}
+            EventKind::ProbersChanged { alive } => {
+                out.push(("probers", alive.len().to_string()));
+                out.push(("alive", alive.join(" ")));
+            }
+            EventKind::Left { .. }
+            | EventKind::Drained { .. }
+            | EventKind::Undrained { .. }
+            | EventKind::NoProber => {}
         }
         out
     }
@@ -299,6 +314,13 @@ impl Event {
                     vnodes: small("vnodes")?,
                 },
             },
+            "probers_changed" => EventKind::ProbersChanged {
+                alive: text("alive")?
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+            },
+            "no_prober" => EventKind::NoProber,
             other => return Err(EventDecodeError(format!("unknown event type {other:?}"))),
         };
         Ok(Event { cause, kind })

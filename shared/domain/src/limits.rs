@@ -21,3 +21,6 @@ pub const MAX_THRESHOLD: u32 = 100;
 pub const MAX_NODES: usize = 10_000;
 /// How many recent client command ids (`cmd`) are remembered for de-duplication.
 pub const CMD_DEDUP_WINDOW: usize = 10_000;
+/// Most points a ring may have (total weight of joined nodes × vnodes): 16,777,216 points
+/// are about 270 MB of ring in the projector and in every client that locates keys itself.
+pub const MAX_RING_POINTS: u64 = 1 << 24;

@@ -11,7 +11,7 @@ use crate::event::{Event, EventKind, Flow};
 use crate::health::{Health, NodeHealth, Transition};
 use crate::ids::{EntryId, NodeId};
 use crate::keys::Keys;
-use crate::limits::{CMD_DEDUP_WINDOW, MAX_NODES};
+use crate::limits::{CMD_DEDUP_WINDOW, MAX_NODES, MAX_RING_POINTS};
 use crate::placement::{self, Member, Placement};
 use crate::policy::{Policy, PolicyChange};
 
@@ -73,6 +73,10 @@ pub enum Rejection {
     UnknownNode(NodeId),
     #[error("cluster already has {MAX_NODES} nodes")]
     TooManyNodes,
+    #[error(
+        "the ring would have {points} points (total weight × vnodes), more than the limit of {max}"
+    )]
+    RingTooLarge { points: u64, max: u64 },
     #[error("probe of {node:?} names epoch {epoch}, which no join has created yet")]
     FutureEpoch { node: NodeId, epoch: u64 },
 }
@@ -123,6 +127,8 @@ pub struct State {
     placement: Box<dyn Placement>,
     recent_cmds: VecDeque<(String, EntryId)>,
     cmd_index: HashMap<String, EntryId>,
+    /// Live prober replicas, sorted; `None` until the first `probers` entry.
+    probers: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for State {
@@ -152,6 +158,7 @@ impl State {
             placement: placement::build(policy.strategy, policy.vnodes, Vec::new()),
             recent_cmds: VecDeque::new(),
             cmd_index: HashMap::new(),
+            probers: None,
         }
     }
 
@@ -173,6 +180,16 @@ impl State {
 
     pub fn placement(&self) -> &dyn Placement {
         &*self.placement
+    }
+
+    /// The live prober replicas as last reported (`None`: never reported).
+    pub fn probers(&self) -> Option<&[String]> {
+        self.probers.as_deref()
+    }
+
+    /// Sets the prober set when restoring a state (see [`State::restore`]).
+    pub fn restore_probers(&mut self, probers: Option<Vec<String>>) {
+        self.probers = probers;
     }
 
     /// The epoch the next join will get.
@@ -226,6 +243,9 @@ impl State {
             Command::Drain { node } => self.set_draining(id, node, true, &mut out)?,
             Command::Undrain { node } => self.set_draining(id, node, false, &mut out)?,
             Command::Weight { node, weight } => {
+                if self.nodes.contains_key(node) {
+                    self.check_ring_size(Some((node, *weight)), self.policy.vnodes)?;
+                }
                 let n = self
                     .nodes
                     .get_mut(node)
@@ -248,7 +268,23 @@ impl State {
             Command::Assign { keys } => self.assign(id, keys, &mut out),
             Command::Unassign { keys } => self.unassign(id, keys, &mut out),
             Command::Probe(p) => self.probe(id, p, &mut out)?,
-            Command::Policy(change) => self.change_policy(id, change, &mut out),
+            Command::Policy(change) => {
+                self.check_ring_size(None, change.applied_to(self.policy).vnodes)?;
+                self.change_policy(id, change, &mut out)
+            }
+            Command::Probers { alive } => {
+                if self.probers.as_ref() != Some(alive) {
+                    self.probers = Some(alive.clone());
+                    let kind = if alive.is_empty() {
+                        EventKind::NoProber
+                    } else {
+                        EventKind::ProbersChanged {
+                            alive: alive.clone(),
+                        }
+                    };
+                    self.emit(&mut out, id, kind);
+                }
+            }
         }
         self.rebalance(id, &mut out);
         if let Some(cmd) = &entry.cmd {
@@ -310,6 +346,7 @@ impl State {
         if !self.nodes.contains_key(node) && self.nodes.len() >= MAX_NODES {
             return Err(Rejection::TooManyNodes);
         }
+        self.check_ring_size(Some((node, weight.unwrap_or(1))), self.policy.vnodes)?;
         let epoch = self.next_epoch;
         self.next_epoch += 1;
         let weight = weight.unwrap_or(1);
@@ -468,6 +505,30 @@ impl State {
         Ok(())
     }
 
+    /// Refuses changes after which the ring could exceed [`MAX_RING_POINTS`] (counting every
+    /// joined node, healthy or not, since any of them may become a member).
+    fn check_ring_size(
+        &self,
+        changed: Option<(&NodeId, u32)>,
+        vnodes: u32,
+    ) -> Result<(), Rejection> {
+        let mut weight: u64 = self
+            .nodes
+            .values()
+            .filter(|n| changed.is_none_or(|(id, _)| *id != n.id))
+            .map(|n| u64::from(n.weight))
+            .sum();
+        weight += changed.map_or(0, |(_, w)| u64::from(w));
+        let points = weight * u64::from(vnodes);
+        if points > MAX_RING_POINTS {
+            return Err(Rejection::RingTooLarge {
+                points,
+                max: MAX_RING_POINTS,
+            });
+        }
+        Ok(())
+    }
+
     fn change_policy(&mut self, id: EntryId, change: &PolicyChange, out: &mut Applied) {
         let next = change.applied_to(self.policy);
         if next != self.policy {
@@ -559,6 +620,17 @@ impl State {
         }
         h.update(&(self.keys.len() as u64).to_le_bytes());
         h.update(&self.keys.digest().to_le_bytes());
+        match &self.probers {
+            None => h.update(&[0]),
+            Some(p) => {
+                h.update(&[1]);
+                h.update(&(p.len() as u64).to_le_bytes());
+                for id in p {
+                    h.update(id.as_bytes());
+                    h.update(&[0]);
+                }
+            }
+        }
         h.update(&(self.recent_cmds.len() as u64).to_le_bytes());
         for (cmd, id) in &self.recent_cmds {
             h.update(cmd.as_bytes());

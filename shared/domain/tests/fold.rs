@@ -337,7 +337,7 @@ fn the_checksum_of_a_fixed_log_is_pinned() {
         assign(keys(50)),
         probe("a", 1, false),
     ]);
-    assert_eq!(format!("{:016x}", s.state.checksum()), "f47c3c2079bc6d22");
+    assert_eq!(format!("{:016x}", s.state.checksum()), "a033edcf3b7d8813");
 }
 
 #[test]
@@ -371,4 +371,33 @@ fn a_state_restored_from_its_parts_has_the_same_checksum_and_behaves_the_same() 
     let b = twin.when(&leave("b")).unwrap();
     assert_eq!(a, b);
     assert_eq!(s.state.checksum(), twin.state.checksum());
+}
+
+#[test]
+fn a_ring_too_large_to_hold_is_refused() {
+    let policy = |vnodes| {
+        LogEntry::new(Command::Policy(PolicyChange {
+            vnodes: Some(vnodes),
+            ..Default::default()
+        }))
+    };
+    let mut s = Scenario::given([policy(1)]);
+    for i in 0..41 {
+        s.when(&join_weighted(&format!("n{i}"), 100)).unwrap();
+    }
+    let before = s.state.checksum();
+    // 41 × 100 × 4096 points = 16,793,600 > 2^24.
+    let err = s.when(&policy(4096)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Rejection::RingTooLarge {
+                points: 16_793_600,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(s.state.checksum(), before);
+    assert!(s.when(&policy(4000)).is_ok());
 }

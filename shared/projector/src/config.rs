@@ -29,6 +29,10 @@ pub struct ProjectorConfig {
     pub events_max_len: Option<u64>,
     /// Drop events older than this (`XTRIM MINID ~`).
     pub events_max_age: Option<Duration>,
+    /// How often the leader compares the prober registry with the last reported set and logs
+    /// a `probers` entry when it changed (so "no prober alive" becomes an event). `None`
+    /// disables the watchdog.
+    pub prober_watchdog: Option<Duration>,
 }
 
 impl ProjectorConfig {
@@ -46,6 +50,7 @@ impl ProjectorConfig {
             log_min_age: Some(Duration::from_secs(7 * 24 * 3600)),
             events_max_len: Some(1_000_000),
             events_max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+            prober_watchdog: Some(Duration::from_secs(1)),
         }
     }
 

@@ -88,6 +88,40 @@ async fn contend(
     }
 }
 
+/// How long after taking the lease the prober watchdog first looks.
+const WATCHDOG_GRACE: Duration = Duration::from_secs(3);
+
+/// Logs a `probers` entry when the live prober replicas differ from the set the state knows
+/// (and from what this leader already reported and is waiting to see applied).
+async fn watch_probers(
+    con: &mut ConnectionManager,
+    layout: &Layout,
+    state: &State,
+    reported: &mut Option<Vec<String>>,
+) -> Result<(), ProjectorError> {
+    let registry = pantheon_store::probers::read(con, layout).await?;
+    let live = registry.live_ids();
+    if state.probers() == Some(live.as_slice()) || reported.as_ref() == Some(&live) {
+        return Ok(());
+    }
+    if live.is_empty() {
+        warn!("no prober replica is alive: node health is not being watched");
+    } else {
+        info!(probers = ?live, "prober replicas changed");
+    }
+    let entry = pantheon_domain::LogEntry::new(pantheon_domain::Command::Probers {
+        alive: live.clone(),
+    });
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(layout.log()).arg("*");
+    for (k, v) in entry.encode() {
+        cmd.arg(k).arg(v);
+    }
+    let _: String = cmd.query_async(con).await?;
+    *reported = Some(live);
+    Ok(())
+}
+
 /// Progress stamp of the leading loop; the lease is only renewed while it moves, so a leader
 /// that hangs (not just one that dies) loses the lease.
 #[derive(Debug, Clone)]
@@ -261,6 +295,9 @@ async fn lead(
             .await?;
         let mut reader = connect::blocking(client).await?;
         let mut since_snapshot = 0u64;
+        // Give prober replicas starting alongside a time to register before judging them.
+        let mut next_watch = Instant::now() + WATCHDOG_GRACE;
+        let mut reported_probers: Option<Vec<String>> = None;
         loop {
             heartbeat.beat();
             let entries = tokio::select! {
@@ -312,6 +349,12 @@ async fn lead(
                     }
                     Err(e) => return Err(e.into()),
                 }
+            }
+            if let Some(every) = config.prober_watchdog
+                && Instant::now() >= next_watch
+            {
+                next_watch = Instant::now() + every;
+                watch_probers(con, layout, &state, &mut reported_probers).await?;
             }
             if config.snapshot_every > 0 && since_snapshot >= config.snapshot_every {
                 heartbeat.beat();

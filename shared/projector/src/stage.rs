@@ -50,10 +50,14 @@ pub fn stage_entries(
         match state.apply_raw(entry.id, &entry.fields) {
             Ok(applied) => {
                 readmodel::stage_applied(&mut batch, layout, state, entry.id, &applied);
-                let policy_changed = applied
-                    .events
-                    .iter()
-                    .any(|e| matches!(e.kind, EventKind::PolicyChanged { .. }));
+                let policy_changed = applied.events.iter().any(|e| {
+                    matches!(
+                        e.kind,
+                        EventKind::PolicyChanged { .. }
+                            | EventKind::ProbersChanged { .. }
+                            | EventKind::NoProber
+                    )
+                });
                 if applied.ring_changed {
                     cp.ring_version += 1;
                 }

@@ -3,7 +3,8 @@
 //!
 //! * `nodes`: hash node id → JSON [`NodeRecord`];
 //! * `ring`: hash with `strategy`, `vnodes`, `members` (`id=weight` space-separated, sorted),
-//!   `fall`, `rise`, `version` (bumped on every change, and by a rebuild);
+//!   `fall`, `rise`, `version` (bumped on every change, and by a rebuild), `probers` (live
+//!   prober replicas, space-separated; absent until first reported);
 //! * `keymap`: hash key → node; `node:<id>:keys`: set of a node's keys; `unowned`: set;
 //! * `cmds`: hash client command id → log id (the de-duplication window);
 //! * `checkpoint`: hash `last_id`, `checksum` (16 hex digits), `next_epoch`, `ring_version`,
@@ -123,6 +124,9 @@ pub fn stage_ring(batch: &mut Batch, layout: &Layout, state: &State, version: u6
         ("version", version.to_string()),
     ];
     batch.hset(&layout.ring(), &fields);
+    if let Some(probers) = state.probers() {
+        batch.hset(&layout.ring(), &[("probers", probers.join(" "))]);
+    }
 }
 
 /// Stages the checkpoint after `last_id`.
@@ -408,6 +412,12 @@ pub async fn load<C: ConnectionLike + Send>(
             .map_err(|_| damaged(&cmds_key, format!("bad id for {cmd}")))?;
         cmds.push((cmd, id));
     }
-    let state = State::restore(policy, checkpoint.next_epoch, nodes, keys, cmds);
+    let mut state = State::restore(policy, checkpoint.next_epoch, nodes, keys, cmds);
+    let probers: Option<String> = redis::cmd("HGET")
+        .arg(layout.ring())
+        .arg("probers")
+        .query_async(con)
+        .await?;
+    state.restore_probers(probers.map(|p| p.split_whitespace().map(str::to_owned).collect()));
     Ok(Some(Loaded { state, checkpoint }))
 }

@@ -22,6 +22,8 @@ pub struct Snapshot {
     /// `[key, owner]`, owner `""` when unowned.
     pub keys: Vec<(String, String)>,
     pub cmds: Vec<(String, String)>,
+    #[serde(default)]
+    pub probers: Option<Vec<String>>,
 }
 
 impl Snapshot {
@@ -48,6 +50,7 @@ impl Snapshot {
                 .recent_cmds()
                 .map(|(c, id)| (c.to_owned(), id.to_string()))
                 .collect(),
+            probers: state.probers().map(<[String]>::to_vec),
         }
     }
 
@@ -84,7 +87,8 @@ impl Snapshot {
                 id.parse().map_err(|_| format!("bad cmd id {id:?}"))?,
             ));
         }
-        let state = State::restore(policy, self.next_epoch, nodes, keys, cmds);
+        let mut state = State::restore(policy, self.next_epoch, nodes, keys, cmds);
+        state.restore_probers(self.probers.clone());
         let last_id: EntryId = self.last_id.parse().map_err(|_| "bad last_id".to_owned())?;
         let checksum = format!("{:016x}", state.checksum());
         if checksum != self.checksum {

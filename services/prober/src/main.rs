@@ -1,0 +1,63 @@
+//! `pantheon-prober`: one prober replica, until SIGTERM/SIGINT (then in-flight probes get the
+//! grace period and the replica deregisters so others take its nodes at once).
+//!
+//! Settings from the environment (`pantheon up` embeds the same prober with the full
+//! configuration file support): `PANTHEON_REDIS_URL` (`redis://127.0.0.1:6379`),
+//! `PANTHEON_CLUSTER` (`default`), `PANTHEON_PREFIX` (`pantheon`), `PANTHEON_PROBER_ID`,
+//! `PANTHEON_PROBE_INTERVAL_MS` (1000), `PANTHEON_PROBE_SUSPECT_INTERVAL_MS` (200),
+//! `PANTHEON_PROBE_DEAD_INTERVAL_MS` (5000), `PANTHEON_PROBE_TIMEOUT_MS` (500),
+//! `PANTHEON_PROBER_TTL_MS` (3000), `RUST_LOG`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use pantheon_prober::ProberConfig;
+
+fn env_ms(name: &str, default: Duration) -> anyhow::Result<Duration> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Duration::from_millis(v.parse().with_context(|| {
+            format!("{name}={v:?} is not a whole number of milliseconds")
+        })?)),
+        Err(_) => Ok(default),
+    }
+}
+
+fn config() -> anyhow::Result<ProberConfig> {
+    let var = |n: &str, d: &str| std::env::var(n).unwrap_or_else(|_| d.to_owned());
+    let mut c = ProberConfig::new(
+        var("PANTHEON_REDIS_URL", "redis://127.0.0.1:6379"),
+        var("PANTHEON_CLUSTER", "default"),
+    );
+    c.prefix = var("PANTHEON_PREFIX", &c.prefix);
+    if let Ok(id) = std::env::var("PANTHEON_PROBER_ID") {
+        c.id = id;
+    }
+    c.interval = env_ms("PANTHEON_PROBE_INTERVAL_MS", c.interval)?;
+    c.suspect_interval = env_ms("PANTHEON_PROBE_SUSPECT_INTERVAL_MS", c.suspect_interval)?;
+    c.dead_interval = env_ms("PANTHEON_PROBE_DEAD_INTERVAL_MS", c.dead_interval)?;
+    c.timeout = env_ms("PANTHEON_PROBE_TIMEOUT_MS", c.timeout)?;
+    c.registration_ttl = env_ms("PANTHEON_PROBER_TTL_MS", c.registration_ttl)?;
+    c.validate().map_err(anyhow::Error::msg)?;
+    Ok(c)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    pantheon_service::init_logging("info");
+    let config = match config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pantheon-prober: bad configuration: {e:#}");
+            return ExitCode::from(64);
+        }
+    };
+    let shutdown = pantheon_service::shutdown_on_signals();
+    match pantheon_prober::run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pantheon-prober: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The prober loop: register as a replica, learn the nodes from the `nodes` read model, probe
+//! the ones this replica owns on their cadence, and XADD the results that matter to the log.
+//! On shutdown, in-flight probes get a grace period to finish and be reported; then the
+//! replica deregisters so the others take its nodes at once.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pantheon_domain::NodeId;
+use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
+use pantheon_domain::health::Health;
+use pantheon_store::readmodel::NodeRecord;
+use pantheon_store::{Layout, connect, probers};
+use rand::Rng;
+use redis::aio::ConnectionManager;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::ProberError;
+use crate::config::ProberConfig;
+use crate::http::{HttpProber, Outcome};
+use crate::registry::Ownership;
+use crate::schedule::{Tracked, jittered};
+
+/// Runs a prober replica until `shutdown` is cancelled, reconnecting to Redis as needed.
+pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<(), ProberError> {
+    config.validate().map_err(ProberError::Config)?;
+    let http = HttpProber::new(&config).map_err(ProberError::Config)?;
+    let client = connect::client(&config.redis_url)?;
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match connect::commands(&client).await {
+            Ok(con) => {
+                let mut prober = Prober::new(config.clone(), http.clone(), con);
+                match prober.run(&shutdown).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => warn!(error = %e, "prober error; restarting"),
+                }
+                backoff = Duration::from_millis(200);
+            }
+            Err(e) => warn!(error = %e, url = %config.redis_url, "cannot reach redis; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    Ok(())
+}
+
+struct Finished {
+    node: NodeId,
+    epoch: u64,
+    outcome: Outcome,
+}
+
+struct Prober {
+    config: ProberConfig,
+    layout: Layout,
+    http: HttpProber,
+    con: ConnectionManager,
+    /// Every node in the read model, owned or not.
+    all: HashMap<NodeId, NodeRecord>,
+    /// The nodes this replica owns.
+    tracked: HashMap<NodeId, Tracked>,
+    /// Due times; entries whose generation is outdated are skipped.
+    queue: BinaryHeap<Reverse<(Instant, u64, NodeId)>>,
+    generation: HashMap<NodeId, u64>,
+    in_flight: HashMap<NodeId, u64>,
+    ownership: Option<Ownership>,
+    seen_checkpoint: Option<String>,
+}
+
+impl Prober {
+    fn new(config: ProberConfig, http: HttpProber, con: ConnectionManager) -> Self {
+        let layout = config.layout();
+        Self {
+            config,
+            layout,
+            http,
+            con,
+            all: HashMap::new(),
+            tracked: HashMap::new(),
+            queue: BinaryHeap::new(),
+            generation: HashMap::new(),
+            in_flight: HashMap::new(),
+            ownership: None,
+            seen_checkpoint: None,
+        }
+    }
+
+    fn schedule(&mut self, node: &NodeId, after: Duration) {
+        let generation = self.generation.entry(node.clone()).or_default();
+        *generation += 1;
+        self.queue
+            .push(Reverse((Instant::now() + after, *generation, node.clone())));
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), ProberError> {
+        let ttl = self.config.registration_ttl;
+        let registry =
+            probers::heartbeat(&mut self.con, &self.layout, &self.config.id, ttl).await?;
+        let lag = ttl / 3 + self.config.refresh;
+        let ownership = Ownership::from_registry(&registry, &self.config.id, ttl / 2, lag);
+        if self.ownership.as_ref().map(Ownership::replicas) != Some(ownership.replicas()) {
+            info!(replicas = ownership.replicas(), live = ?registry.live_ids(), "prober replicas changed");
+        }
+        self.ownership = Some(ownership);
+        probers::prune(&mut self.con, &self.layout, &registry, ttl * 20).await?;
+        self.reconcile();
+        Ok(())
+    }
+
+    /// Re-reads the nodes read model when the checkpoint moved.
+    async fn refresh(&mut self) -> Result<(), ProberError> {
+        let last: Option<String> = redis::cmd("HGET")
+            .arg(self.layout.checkpoint())
+            .arg("last_id")
+            .query_async(&mut self.con)
+            .await?;
+        if last.is_some() && last == self.seen_checkpoint {
+            return Ok(());
+        }
+        let raw: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.layout.nodes())
+            .query_async(&mut self.con)
+            .await?;
+        self.all.clear();
+        for (id, json) in raw {
+            match (NodeId::new(&id), serde_json::from_str::<NodeRecord>(&json)) {
+                (Ok(node), Ok(record)) => {
+                    self.all.insert(node, record);
+                }
+                _ => warn!(node = %id, "unreadable node record; skipping it"),
+            }
+        }
+        self.seen_checkpoint = last;
+        self.reconcile();
+        Ok(())
+    }
+
+    /// Aligns the tracked nodes with the read model and the ownership map.
+    fn reconcile(&mut self) {
+        let Some(ownership) = &self.ownership else {
+            return;
+        };
+        let owned: Vec<(NodeId, NodeRecord)> = self
+            .all
+            .iter()
+            .filter(|(n, _)| ownership.owns(n))
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
+        let keep: std::collections::HashSet<&NodeId> = owned.iter().map(|(n, _)| n).collect();
+        self.tracked.retain(|n, _| keep.contains(n));
+        for (node, record) in owned {
+            let health = record.health.parse().unwrap_or(Health::Alive);
+            match self.tracked.get_mut(&node) {
+                Some(t) if t.epoch == record.epoch => {
+                    t.health = health;
+                    t.fails = record.fails;
+                    t.url = record.url.clone();
+                }
+                _ => {
+                    // New to us (joined, re-joined, or handed over): probe soon, spread out.
+                    let t = Tracked::new(record.epoch, record.url.clone(), health, record.fails);
+                    let first =
+                        rand::rng().random_range(Duration::ZERO..=self.config.suspect_interval);
+                    self.tracked.insert(node.clone(), t);
+                    self.schedule(&node, first);
+                }
+            }
+        }
+    }
+
+    fn launch_due(
+        &mut self,
+        semaphore: &Arc<Semaphore>,
+        tracker: &TaskTracker,
+        tx: &mpsc::Sender<Finished>,
+        cancel: &CancellationToken,
+    ) {
+        let now = Instant::now();
+        while let Some(Reverse((due, generation, node))) = self.queue.peek().cloned() {
+            if due > now {
+                break;
+            }
+            if self.generation.get(&node) != Some(&generation) || !self.tracked.contains_key(&node)
+            {
+                self.queue.pop();
+                continue;
+            }
+            let Ok(permit) = semaphore.clone().try_acquire_owned() else {
+                break; // all slots busy: try again when a probe finishes
+            };
+            self.queue.pop();
+            let Some(t) = self.tracked.get(&node) else {
+                continue;
+            };
+            let (url, epoch) = (t.url.clone(), t.epoch);
+            self.in_flight.insert(node.clone(), epoch);
+            let (http, tx, cancel) = (self.http.clone(), tx.clone(), cancel.clone());
+            tracker.spawn(async move {
+                let outcome = tokio::select! {
+                    o = http.probe(&url) => o,
+                    _ = cancel.cancelled() => return,
+                };
+                drop(permit);
+                let _ = tx
+                    .send(Finished {
+                        node,
+                        epoch,
+                        outcome,
+                    })
+                    .await;
+            });
+        }
+    }
+
+    /// Folds finished probes in and writes the results that matter, in one pipeline.
+    async fn report(&mut self, finished: Vec<Finished>) -> Result<(), ProberError> {
+        let mut pipe = redis::pipe();
+        let mut n = 0;
+        for f in finished {
+            self.in_flight.remove(&f.node);
+            let Some(t) = self.tracked.get_mut(&f.node) else {
+                continue;
+            };
+            if t.epoch != f.epoch {
+                continue;
+            }
+            let report = t.record(f.outcome.ok);
+            let next = jittered(t.cadence(&self.config), self.config.jitter);
+            if report {
+                let entry = LogEntry::new(Command::Probe(ProbeResult {
+                    node: f.node.clone(),
+                    epoch: f.epoch,
+                    ok: f.outcome.ok,
+                    status: f.outcome.status,
+                    latency_ms: f.outcome.latency_ms,
+                    error: f.outcome.error,
+                    prober: Some(self.config.id.clone()),
+                }));
+                let cmd = pipe.cmd("XADD").arg(self.layout.log()).arg("*");
+                for (k, v) in entry.encode() {
+                    cmd.arg(k).arg(v);
+                }
+                cmd.ignore();
+                n += 1;
+                debug!(node = %f.node, ok = f.outcome.ok, error = ?f.outcome.error, "reported probe");
+            }
+            self.schedule(&f.node, next);
+        }
+        if n > 0 {
+            pipe.query_async::<()>(&mut self.con).await?;
+        }
+        Ok(())
+    }
+
+    async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), ProberError> {
+        let semaphore = Arc::new(Semaphore::new(self.config.max_in_flight));
+        let tracker = TaskTracker::new();
+        let cancel_probes = CancellationToken::new();
+        let (tx, mut rx) = mpsc::channel::<Finished>(self.config.max_in_flight.max(16));
+        self.heartbeat().await?;
+        self.refresh().await?;
+        info!(id = %self.config.id, nodes = self.tracked.len(), "prober started");
+        let beat_every = self.config.registration_ttl / 3;
+        let mut next_beat = Instant::now() + beat_every;
+        let mut next_refresh = Instant::now() + self.config.refresh;
+        let result: Result<(), ProberError> = loop {
+            self.launch_due(&semaphore, &tracker, &tx, &cancel_probes);
+            let next_due = self.queue.peek().map(|Reverse((t, _, _))| *t);
+            let wake = [Some(next_beat), Some(next_refresh), next_due]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(next_refresh);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break Ok(()),
+                Some(first) = rx.recv() => {
+                    let mut batch = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    if let Err(e) = self.report(batch).await {
+                        break Err(e);
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            let now = Instant::now();
+            if now >= next_beat {
+                next_beat = now + beat_every;
+                if let Err(e) = self.heartbeat().await {
+                    break Err(e);
+                }
+            }
+            if now >= next_refresh {
+                next_refresh = now + self.config.refresh;
+                if let Err(e) = self.refresh().await {
+                    break Err(e);
+                }
+            }
+        };
+        // Graceful end: no new probes; in-flight ones may finish and be reported within the
+        // grace period, then the rest are cancelled (nothing is half-written: each result is
+        // one XADD).
+        tracker.close();
+        drop(tx);
+        let grace = tokio::time::sleep(self.config.grace);
+        tokio::pin!(grace);
+        let mut leftovers = Vec::new();
+        loop {
+            tokio::select! {
+                f = rx.recv() => match f {
+                    Some(f) => leftovers.push(f),
+                    None => break,
+                },
+                _ = &mut grace => {
+                    cancel_probes.cancel();
+                    break;
+                }
+            }
+        }
+        tracker.wait().await;
+        while let Ok(f) = rx.try_recv() {
+            leftovers.push(f);
+        }
+        if !leftovers.is_empty() {
+            let _ = self.report(leftovers).await;
+        }
+        let _ = probers::deregister(&mut self.con, &self.layout, &self.config.id).await;
+        info!(id = %self.config.id, "prober stopped");
+        result
+    }
+}

@@ -1,0 +1,125 @@
+//! Per-node probing cadence and reporting rules — pure, so they are tested without a clock.
+//!
+//! Cadence: `interval` while alive and healthy; `suspect_interval` while suspect, right after
+//! a failure (before the read model says suspect) and while a dead node answers again (it
+//! needs `rise` successes quickly); `dead_interval` while dead and still failing.
+//!
+//! Reporting: every failure is logged; a success only when it can change something (the node
+//! is not plainly alive, or our last report for it was a failure). Steady state is silent.
+
+use std::time::Duration;
+
+use pantheon_domain::health::Health;
+use rand::Rng;
+
+use crate::config::ProberConfig;
+
+/// What the prober knows about one node it owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    pub epoch: u64,
+    pub url: String,
+    /// Health according to the read model.
+    pub health: Health,
+    /// Consecutive failures according to the read model.
+    pub fails: u32,
+    /// Result of our last probe of this epoch.
+    pub last_ok: Option<bool>,
+    /// Whether our last *reported* result of this epoch was a failure.
+    pub last_reported_failure: bool,
+}
+
+impl Tracked {
+    pub fn new(epoch: u64, url: String, health: Health, fails: u32) -> Self {
+        Self {
+            epoch,
+            url,
+            health,
+            fails,
+            last_ok: None,
+            last_reported_failure: false,
+        }
+    }
+
+    /// Base wait before the next probe.
+    pub fn cadence(&self, config: &ProberConfig) -> Duration {
+        match (self.health, self.last_ok) {
+            (Health::Dead, Some(true)) => config.suspect_interval,
+            (Health::Dead, _) => config.dead_interval,
+            (Health::Suspect, _) | (_, Some(false)) => config.suspect_interval,
+            (Health::Alive, _) => config.interval,
+        }
+    }
+
+    /// Records a result; returns whether it must be written to the log.
+    pub fn record(&mut self, ok: bool) -> bool {
+        self.last_ok = Some(ok);
+        let report =
+            !ok || self.health != Health::Alive || self.fails > 0 || self.last_reported_failure;
+        if report {
+            self.last_reported_failure = !ok;
+        }
+        report
+    }
+}
+
+/// `base` spread by ±`jitter` (a fraction), so probes of many nodes do not align.
+pub fn jittered(base: Duration, jitter: f64) -> Duration {
+    if jitter <= 0.0 {
+        return base;
+    }
+    let factor = rand::rng().random_range((1.0 - jitter)..=(1.0 + jitter));
+    base.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ProberConfig {
+        ProberConfig::new("redis://unused", "t")
+    }
+
+    #[test]
+    fn cadence_follows_health_and_the_last_result() {
+        let c = cfg();
+        let mut t = Tracked::new(1, "http://h/".into(), Health::Alive, 0);
+        assert_eq!(t.cadence(&c), c.interval);
+        t.record(false);
+        assert_eq!(t.cadence(&c), c.suspect_interval, "right after a failure");
+        t.health = Health::Dead;
+        assert_eq!(t.cadence(&c), c.dead_interval);
+        t.record(true);
+        assert_eq!(
+            t.cadence(&c),
+            c.suspect_interval,
+            "a dead node answering needs rise successes fast"
+        );
+    }
+
+    #[test]
+    fn steady_successes_are_not_reported_failures_always_are() {
+        let mut t = Tracked::new(1, "http://h/".into(), Health::Alive, 0);
+        assert!(!t.record(true));
+        assert!(!t.record(true));
+        assert!(t.record(false));
+        assert!(
+            t.record(true),
+            "the success after a failure resets the streak"
+        );
+        assert!(!t.record(true));
+        t.health = Health::Suspect;
+        assert!(
+            t.record(true),
+            "successes of a suspect node count toward rise"
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        for _ in 0..1000 {
+            let d = jittered(Duration::from_millis(1000), 0.1);
+            assert!(d >= Duration::from_millis(900) && d <= Duration::from_millis(1100));
+        }
+    }
+}
