@@ -126,6 +126,64 @@ impl TestCluster {
         }
     }
 
+    /// A prober config tuned for tests: defaults for cadence and timeout (what users get), a
+    /// short replica TTL so hand-over tests stay quick.
+    pub fn prober_config(&self, id: &str) -> pantheon_prober::ProberConfig {
+        let mut c = pantheon_prober::ProberConfig::new(self.redis.url.clone(), self.name.clone());
+        c.id = id.to_owned();
+        c.registration_ttl = Duration::from_millis(1000);
+        c.grace = Duration::from_millis(500);
+        c
+    }
+
+    pub fn spawn_prober(&self, config: pantheon_prober::ProberConfig) -> InProcess {
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let handle = tokio::spawn(async move {
+            pantheon_prober::run(config, t).await.expect("prober run");
+        });
+        InProcess {
+            token,
+            handle: Some(handle),
+        }
+    }
+
+    /// Log entries of one type, in order.
+    pub async fn log_entries(&mut self, kind: &str) -> Vec<stream::RawEntry> {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(self.layout.log())
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.con)
+            .await
+            .expect("XRANGE");
+        stream::parse_entries(v)
+            .expect("log")
+            .into_iter()
+            .filter(|e| e.get("type") == Some(kind))
+            .collect()
+    }
+
+    /// Waits until an event matching `pred` appears (bounded); returns it and when it was seen.
+    pub async fn wait_event(&mut self, within: Duration, pred: impl Fn(&Event) -> bool) -> Event {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(e) = self.events().await.into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no matching event within {within:?}; events: {:?}",
+                self.events()
+                    .await
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn spawn_projector(&self, instance: &str) -> InProcess {
         self.spawn(self.config(instance))
     }

@@ -3,6 +3,8 @@
 
 mod client;
 mod cluster;
+mod nodes;
+mod prober;
 mod projector;
 mod test_redis;
 mod wire_roundtrip;

@@ -720,8 +720,10 @@ async fn offline_breakdown(
     let mut cp = fresh_checkpoint(&state, Some(last_join));
     let log = layout.log();
     let (first, last) = (assign_ids[0], *assign_ids.last().expect("assigns"));
-    let (entries, took) = read_range(con, &log, first, last, BATCH_ENTRIES).await;
+    let (mut entries, took) = read_range(con, &log, first, last, BATCH_ENTRIES).await;
     r.read_assign = took;
+    // Only ours: the projector's prober watchdog may have logged an entry in between.
+    entries.retain(|e| assign_ids.binary_search(&e.id).is_ok());
     let started = Instant::now();
     let mut rest = &entries[..];
     while !rest.is_empty() {
@@ -734,7 +736,8 @@ async fn offline_breakdown(
     }
     r.stage_assign = started.elapsed();
     drop(entries);
-    let (probes, _) = read_range(con, &log, probe_ids[0], probe_ids[2], 3).await;
+    let (mut probes, _) = read_range(con, &log, probe_ids[0], probe_ids[2], 100).await;
+    probes.retain(|e| probe_ids.contains(&e.id));
     let (staged, _) = stage_entries(
         &mut state,
         &cp,
