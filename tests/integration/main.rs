@@ -3,6 +3,7 @@
 
 mod client;
 mod cluster;
+mod migrations;
 mod nodes;
 mod prober;
 mod projector;

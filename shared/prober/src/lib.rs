@@ -26,6 +26,8 @@ pub enum ProberError {
     Store(#[from] pantheon_store::StoreError),
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Migrate(#[from] pantheon_store::migrate::MigrateError),
     #[error("bad configuration: {0}")]
     Config(String),
 }

@@ -39,6 +39,11 @@ pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<()
                 let mut prober = Prober::new(config.clone(), http.clone(), con);
                 match prober.run(&shutdown).await {
                     Ok(()) => return Ok(()),
+                    Err(
+                        e @ ProberError::Migrate(pantheon_store::migrate::MigrateError::TooNew {
+                            ..
+                        }),
+                    ) => return Err(e),
                     Err(e) => warn!(error = %e, "prober error; restarting"),
                 }
                 backoff = Duration::from_millis(200);
@@ -267,6 +272,7 @@ impl Prober {
         let tracker = TaskTracker::new();
         let cancel_probes = CancellationToken::new();
         let (tx, mut rx) = mpsc::channel::<Finished>(self.config.max_in_flight.max(16));
+        pantheon_store::migrate::check(&mut self.con, &self.layout).await?;
         self.heartbeat().await?;
         self.refresh().await?;
         info!(id = %self.config.id, nodes = self.tracked.len(), "prober started");

@@ -20,6 +20,17 @@ pub mod stage;
 pub use config::ProjectorConfig;
 pub use runner::run;
 
+impl ProjectorError {
+    /// Errors that retrying cannot fix: the run stops instead of looping.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            ProjectorError::Config(_)
+                | ProjectorError::Migrate(pantheon_store::migrate::MigrateError::TooNew { .. })
+        )
+    }
+}
+
 /// Errors that stop a projector run.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
@@ -29,6 +40,8 @@ pub enum ProjectorError {
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
     Commit(#[from] pantheon_store::CommitError),
+    #[error(transparent)]
+    Migrate(#[from] pantheon_store::migrate::MigrateError),
     #[error("bad configuration: {0}")]
     Config(String),
     #[error("snapshot unusable: {0}")]

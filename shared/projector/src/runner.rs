@@ -33,6 +33,9 @@ pub async fn run(
             Ok(mut con) => {
                 backoff = Duration::from_millis(200);
                 if let Err(e) = contend(&config, &layout, &client, &mut con, &shutdown).await {
+                    if e.is_fatal() {
+                        return Err(e);
+                    }
                     warn!(error = %e, "projector error; retrying");
                 } else {
                     return Ok(());
@@ -280,6 +283,10 @@ async fn lead(
         heartbeat.clone(),
     ));
     let result = async {
+        let report = pantheon_store::migrate::run(con, layout).await?;
+        if !report.applied.is_empty() {
+            info!(from = report.from, to = report.to, steps = ?report.applied, "applied schema migrations");
+        }
         ensure_group(con, layout).await?;
         let (mut state, mut cp) = load_or_rebuild(config, layout, con, lease, &heartbeat).await?;
         let start = cp

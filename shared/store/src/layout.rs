@@ -80,6 +80,14 @@ impl Layout {
     pub fn schema(&self) -> String {
         self.key("schema")
     }
+    /// Hash: formats of what is stored (written by migrations).
+    pub fn meta(&self) -> String {
+        self.key("meta")
+    }
+    /// String: held while migrations run.
+    pub fn migrate_lock(&self) -> String {
+        self.key("migrate-lock")
+    }
     /// Hash prober id → last heartbeat (ms).
     pub fn probers(&self) -> String {
         self.key("probers")

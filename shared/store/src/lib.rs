@@ -11,6 +11,7 @@ pub mod commit;
 pub mod connect;
 pub mod layout;
 pub mod lease;
+pub mod migrate;
 pub mod probers;
 pub mod readmodel;
 pub mod snapshot;
