@@ -42,6 +42,8 @@ pub enum ProjectorError {
     Commit(#[from] pantheon_store::CommitError),
     #[error(transparent)]
     Migrate(#[from] pantheon_store::migrate::MigrateError),
+    #[error("commit task: {0}")]
+    Task(String),
     #[error("bad configuration: {0}")]
     Config(String),
     #[error("snapshot unusable: {0}")]

@@ -242,25 +242,95 @@ async fn load_or_rebuild(
     Ok(rebuilt)
 }
 
+/// Reads the entries after `after` (contiguously: the log is read with XREAD from the
+/// checkpoint, not with XREADGROUP `>` — a paused ex-leader's blocked XREADGROUP can still be
+/// handed entries by Redis, which `>` would then never show the new leader; see
+/// docs/adr/0003-read-from-the-checkpoint.md).
 async fn read_batch(
     reader: &mut MultiplexedConnection,
     layout: &Layout,
     config: &ProjectorConfig,
+    after: &str,
+    count: usize,
 ) -> Result<Vec<RawEntry>, ProjectorError> {
-    let reply: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(layout.projector_group())
-        .arg(&config.instance)
+    let reply: redis::Value = redis::cmd("XREAD")
         .arg("COUNT")
-        .arg(config.batch_entries)
+        .arg(count)
         .arg("BLOCK")
         .arg(config.block.as_millis() as u64)
         .arg("STREAMS")
         .arg(layout.log())
-        .arg(">")
+        .arg(if after.is_empty() { "0-0" } else { after })
         .query_async(reader)
         .await?;
     Ok(stream::parse_read(reply)?)
+}
+
+/// A commit running in the background, with what it applies.
+struct InFlight {
+    handle: tokio::task::JoinHandle<Result<(), CommitError>>,
+    applied: u64,
+    started: Instant,
+}
+
+enum Committed {
+    Done(u64),
+    Fenced,
+}
+
+fn launch(
+    mut con: ConnectionManager,
+    lease: &Lease,
+    layout: &Layout,
+    staged: crate::stage::Staged,
+    expected: String,
+) -> InFlight {
+    let (lease_key, token, checkpoint) = (
+        lease.key().to_owned(),
+        lease.token().to_owned(),
+        layout.checkpoint(),
+    );
+    let applied = staged.applied as u64;
+    debug!(
+        entries = staged.applied,
+        events = staged.events,
+        rejected = staged.rejected,
+        calls = staged.batch.calls(),
+        "committing"
+    );
+    let handle = tokio::spawn(async move {
+        staged
+            .batch
+            .commit(&mut con, &lease_key, &checkpoint, &token, &expected)
+            .await
+    });
+    InFlight {
+        handle,
+        applied,
+        started: Instant::now(),
+    }
+}
+
+/// Waits for the commit in flight, if any.
+async fn finish(in_flight: Option<InFlight>) -> Result<Committed, ProjectorError> {
+    let Some(f) = in_flight else {
+        return Ok(Committed::Done(0));
+    };
+    let result = f
+        .handle
+        .await
+        .map_err(|e| ProjectorError::Task(e.to_string()))?;
+    match result {
+        Ok(()) => {
+            debug!(took = ?f.started.elapsed(), "committed");
+            Ok(Committed::Done(f.applied))
+        }
+        Err(CommitError::Fenced) => {
+            warn!("commit fenced: another projector holds the lease");
+            Ok(Committed::Fenced)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Leads until the lease is lost (Ok), shutdown (Ok) or an error (the caller re-contends and
@@ -305,56 +375,47 @@ async fn lead(
         // Give prober replicas starting alongside a time to register before judging them.
         let mut next_watch = Instant::now() + WATCHDOG_GRACE;
         let mut reported_probers: Option<Vec<String>> = None;
+        // At most one commit runs while the next batch is read and folded. `cp` is what the
+        // staged batches assume; if a commit fails the next one is STALE and the leader reloads
+        // from Redis, exactly as when the in-memory state runs ahead of a failed commit.
+        let mut in_flight: Option<InFlight> = None;
+        let mut fields_per_entry = 8.0f64;
         loop {
             heartbeat.beat();
+            // Read about as many entries as one commit holds, so a log full of big batches
+            // does not pull a million keys into memory at once.
+            let count = ((config.batch_max_args as f64 / fields_per_entry) as usize).clamp(1, config.batch_entries);
+            let after = cp.last_id_arg();
             let entries = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return finish(in_flight.take()).await.map(|_| ()),
                 _ = lost.cancelled() => return Ok(()),
-                read = read_batch(&mut reader, layout, config) => read?,
+                read = read_batch(&mut reader, layout, config, &after, count) => read?,
             };
+            if !entries.is_empty() {
+                let fields: usize = entries.iter().map(|e| e.fields.len()).sum();
+                fields_per_entry = (fields as f64 / entries.len() as f64).max(1.0);
+            }
             let mut rest = &entries[..];
             while !rest.is_empty() {
                 heartbeat.beat();
-                let (mut staged, consumed) = stage_entries(
-                    &mut state,
-                    &cp,
-                    layout,
-                    rest,
-                    &config.instance,
-                    config.batch_max_args,
-                );
+                let (mut staged, consumed) =
+                    stage_entries(&mut state, &cp, layout, rest, &config.instance, config.batch_max_args);
                 rest = &rest[consumed..];
-                tokio::task::yield_now().await;
                 retention::stage_events_trim(&mut staged.batch, layout, config);
-                let started = Instant::now();
-                match staged
-                    .batch
-                    .commit(
-                        con,
-                        lease.key(),
-                        &layout.checkpoint(),
-                        lease.token(),
-                        &cp.last_id_arg(),
-                    )
-                    .await
-                {
-                    Ok(()) => {
-                        debug!(
-                            entries = staged.applied,
-                            events = staged.events,
-                            rejected = staged.rejected,
-                            calls = staged.batch.calls(),
-                            took = ?started.elapsed(),
-                            "committed"
-                        );
-                        cp = staged.checkpoint;
-                        since_snapshot += staged.applied as u64;
-                    }
-                    Err(CommitError::Fenced) => {
-                        warn!("commit fenced: another projector holds the lease");
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e.into()),
+                match finish(in_flight.take()).await? {
+                    Committed::Fenced => return Ok(()),
+                    Committed::Done(applied) => since_snapshot += applied,
+                }
+                let expected = cp.last_id_arg();
+                cp = staged.checkpoint.clone();
+                in_flight = Some(launch(con.clone(), lease, layout, staged, expected));
+                tokio::task::yield_now().await;
+            }
+            if entries.is_empty() || since_snapshot >= config.snapshot_every.max(1) {
+                // Idle, or about to snapshot: let the commit land first.
+                match finish(in_flight.take()).await? {
+                    Committed::Fenced => return Ok(()),
+                    Committed::Done(applied) => since_snapshot += applied,
                 }
             }
             if let Some(every) = config.prober_watchdog
@@ -363,7 +424,7 @@ async fn lead(
                 next_watch = Instant::now() + every;
                 watch_probers(con, layout, &state, &mut reported_probers).await?;
             }
-            if config.snapshot_every > 0 && since_snapshot >= config.snapshot_every {
+            if config.snapshot_every > 0 && since_snapshot >= config.snapshot_every && in_flight.is_none() {
                 heartbeat.beat();
                 retention::snapshot_and_trim(con, layout, lease, &state, &cp, config).await?;
                 since_snapshot = 0;

@@ -35,14 +35,12 @@ pub fn stage_entries(
     let mut batch = Batch::new();
     let mut cp = committed.clone();
     let (mut applied_n, mut events_n, mut rejected_n) = (0, 0, 0);
-    let mut acks: Vec<String> = Vec::new();
     let mut consumed = 0;
     for entry in entries {
         if batch.args() >= max_args {
             break;
         }
         consumed += 1;
-        acks.push(entry.id.to_string());
         if cp.last_id.is_some_and(|last| entry.id <= last) {
             continue;
         }
@@ -81,8 +79,20 @@ pub fn stage_entries(
         cp.next_epoch = state.next_epoch();
         readmodel::stage_checkpoint(&mut batch, layout, state, &cp, leader);
     }
-    if !acks.is_empty() {
-        batch.call_chunked("XACK", &layout.log(), &[layout.projector_group()], &acks);
+    if consumed > 0 {
+        // The group's position follows the checkpoint, atomically with it: `XINFO GROUPS`
+        // shows how far the projector is (and its lag) to any Redis tool.
+        let position = cp.last_id_arg();
+        let position = if position.is_empty() {
+            "0".to_owned()
+        } else {
+            position
+        };
+        batch.call(
+            "XGROUP SETID",
+            &[&layout.log()],
+            [layout.projector_group(), position.as_str()],
+        );
     }
     (
         Staged {

@@ -38,6 +38,14 @@ while i <= n do
     cmd = string.sub(cmd, 2)
     call[1] = cmd
   end
+  -- "XGROUP SETID": a subcommand goes before the keys.
+  local space = string.find(cmd, ' ', 1, true)
+  if space then
+    table.insert(call, 2, string.sub(cmd, space + 1))
+    cmd = string.sub(cmd, 1, space - 1)
+    call[1] = cmd
+    nkeys = nkeys + 1
+  end
   if nkeys == 1 then
     invoke(cmd, call[2], unpack(ARGV, first, first + nargs - 1))
   else
@@ -190,7 +198,14 @@ impl Batch {
         for chunk in self.ops.chunks(256) {
             let mut pipe = redis::pipe();
             for op in chunk {
-                let cmd = pipe.cmd(op.cmd.trim_start_matches('?'));
+                let name = op.cmd.trim_start_matches('?');
+                let (name, sub) = name
+                    .split_once(' ')
+                    .map_or((name, None), |(c, s)| (c, Some(s)));
+                let cmd = pipe.cmd(name);
+                if let Some(sub) = sub {
+                    cmd.arg(sub);
+                }
                 for k in &op.keys {
                     cmd.arg(&self.keys[k - 3]);
                 }
