@@ -18,14 +18,19 @@ fmt:
 ci:
     bash .ci/run
 
-# Placement benchmarks (results in docs/benchmarks.md).
+# All benchmarks: placement (criterion + report), projector, prober detection. Results and
+# machine details go in docs/benchmarks.md.
 bench:
-    cargo bench -p pantheon-domain
+    cargo bench -p pantheon-domain --bench placement
+    cargo run --release -p pantheon-domain --example placement_report
+    cargo bench -p pantheon-projector --bench projector
+    cargo bench -p pantheon-prober --bench detection
 
-# PLACEHOLDER: the demo arrives with the CLI issue.
+# The one-command demo: real HTTP nodes, a death, its keys moving, a revival, the audit.
 demo:
-    @echo "just demo: coming with the CLI issue (will be: cargo run -p pantheon -- demo)"
+    cargo run --release -p pantheon -- demo
 
-# PLACEHOLDER: starting Redis and the services arrives with the CLI issue.
+# Projector and prober in one process against the configured Redis (starts one under
+# ./.pantheon/ if nothing answers and redis-server is installed).
 up:
-    @echo "just up: coming with the CLI issue (for now: docker compose up -d redis)"
+    cargo run --release -p pantheon -- up
