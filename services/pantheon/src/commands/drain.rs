@@ -1,0 +1,42 @@
+//! `pantheon drain <node>` / `pantheon undrain <node>`: move a node's keys away for
+//! maintenance, and let it own keys again.
+
+use serde_json::json;
+
+use super::write;
+use crate::cli::NodeArgs;
+use crate::config::Settings;
+use crate::connect::{Cluster, client_error};
+
+pub async fn run(args: NodeArgs, settings: &Settings, drain: bool) -> anyhow::Result<()> {
+    let cluster = Cluster::connect(settings).await?;
+    let id = if drain {
+        cluster.client.drain(&args.node).await
+    } else {
+        cluster.client.undrain(&args.node).await
+    }
+    .map_err(client_error)?;
+    let what = format!("{} {}", if drain { "drain" } else { "undrain" }, args.node);
+    if write::settle(&cluster, &what, id, &args.wait, settings)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let record = cluster
+        .client
+        .node_health(&args.node)
+        .await
+        .map_err(client_error)?;
+    let events = write::events_caused_by(&cluster, &[id], 100).await?;
+    let state = record.as_ref().map_or("unknown", |r| r.state.as_str());
+    let message = if drain {
+        format!(
+            "{} is draining (state {state}): it owns no keys until `pantheon undrain {}`",
+            args.node, args.node
+        )
+    } else {
+        format!("{} is no longer draining (state {state})", args.node)
+    };
+    write::report(&args.wait, id, &message, &events, json!({ "node": record }))
+}

@@ -1,0 +1,50 @@
+//! `pantheon join <node> --address <url> --port <n> [--path <p>] [--weight <w>]` (or
+//! `--url <health-url>`): adds a node, or re-adds it with a new epoch.
+
+use pantheon_client::JoinOp;
+use serde_json::json;
+
+use super::write;
+use crate::cli::JoinArgs;
+use crate::config::Settings;
+use crate::connect::{Cluster, client_error};
+
+pub async fn run(args: JoinArgs, settings: &Settings) -> anyhow::Result<()> {
+    let cluster = Cluster::connect(settings).await?;
+    let id = match (&args.url, &args.address, args.port) {
+        (Some(url), _, _) => cluster.client.join_url(&args.node, url, args.weight).await,
+        (None, Some(address), Some(port)) => {
+            let op = JoinOp {
+                id: args.node.clone(),
+                address: address.clone(),
+                port,
+                path: args.path.clone().unwrap_or_else(|| "health".to_owned()),
+                weight: args.weight,
+            };
+            cluster.client.join(op).await
+        }
+        _ => return Err(crate::usage("give --url, or --address and --port")),
+    }
+    .map_err(client_error)?;
+    let what = format!("join {}", args.node);
+    if write::settle(&cluster, &what, id, &args.wait, settings)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let record = cluster
+        .client
+        .node_health(&args.node)
+        .await
+        .map_err(client_error)?;
+    let events = write::events_caused_by(&cluster, &[id], 100).await?;
+    let message = match &record {
+        Some(n) => format!(
+            "{} joined: epoch {}, weight {}, health {}; now {}",
+            n.node, n.epoch, n.weight, n.url, n.state
+        ),
+        None => format!("{} joined", args.node),
+    };
+    write::report(&args.wait, id, &message, &events, json!({ "node": record }))
+}

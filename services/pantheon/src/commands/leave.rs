@@ -1,0 +1,33 @@
+//! `pantheon leave <node>`: removes a node for good; its keys move to the others.
+
+use serde_json::json;
+
+use super::write;
+use crate::cli::NodeArgs;
+use crate::config::Settings;
+use crate::connect::{Cluster, client_error};
+
+pub async fn run(args: NodeArgs, settings: &Settings) -> anyhow::Result<()> {
+    let cluster = Cluster::connect(settings).await?;
+    let id = cluster
+        .client
+        .leave(&args.node)
+        .await
+        .map_err(client_error)?;
+    let what = format!("leave {}", args.node);
+    if write::settle(&cluster, &what, id, &args.wait, settings)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let events = write::events_caused_by(&cluster, &[id], 100).await?;
+    let message = format!("{} left the cluster", args.node);
+    write::report(
+        &args.wait,
+        id,
+        &message,
+        &events,
+        json!({ "node": args.node }),
+    )
+}

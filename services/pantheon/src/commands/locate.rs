@@ -1,0 +1,47 @@
+//! `pantheon locate <key>`: which node owns a key. For an assigned key, the committed owner;
+//! for any other key, the owner the ring gives it (computed locally, as clients do).
+
+use serde_json::json;
+
+use crate::cli::LocateArgs;
+use crate::config::Settings;
+use crate::connect::{Cluster, client_error};
+
+pub async fn run(args: LocateArgs, settings: &Settings) -> anyhow::Result<()> {
+    let cluster = Cluster::connect(settings).await?;
+    let committed = cluster
+        .client
+        .key_node(&args.key)
+        .await
+        .map_err(client_error)?;
+    let unowned: bool = redis::cmd("SISMEMBER")
+        .arg(cluster.layout.unowned())
+        .arg(&args.key)
+        .query_async(&mut cluster.con.clone())
+        .await?;
+    let assigned = committed.is_some() || unowned;
+    let ring = cluster.client.refresh_ring().await.map_err(client_error)?;
+    let computed = ring.owner(&args.key).cloned();
+    let node = committed.clone().or(computed);
+    if args.json {
+        return crate::output::json(&json!({
+            "key": args.key,
+            "node": node.as_ref().map(ToString::to_string),
+            "assigned": assigned,
+            "ring_version": ring.version(),
+        }));
+    }
+    match (&node, assigned) {
+        (Some(n), true) => crate::outln!("{} → {n} (assigned key)", args.key),
+        (Some(n), false) => crate::outln!(
+            "{} → {n} (not assigned; where the ring places it, version {})",
+            args.key,
+            ring.version()
+        ),
+        (None, _) => crate::outln!(
+            "{} has no owner: no node can own keys right now (none alive and undrained)",
+            args.key
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! One module per command. Each takes its parsed arguments and the loaded configuration,
+//! prints its result (text, or JSON with `--json`) and returns an error with an exit code.
+
+pub mod audit;
+pub mod config;
+pub mod distribute;
+pub mod drain;
+pub mod events;
+pub mod join;
+pub mod keys;
+pub mod leave;
+pub mod locate;
+pub mod migrate;
+pub mod nodes;
+pub mod rebuild;
+pub mod up;
+pub mod weight;
+mod write;
+
+use crate::cli::Command;
+use crate::config::Loaded;
+
+/// Runs a parsed command.
+pub async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
+    let settings = &loaded.settings;
+    match command {
+        Command::Up(args) => up::run(args, settings).await,
+        Command::Demo(args) => crate::demo::run(args, settings).await,
+        Command::Join(args) => join::run(args, settings).await,
+        Command::Leave(args) => leave::run(args, settings).await,
+        Command::Drain(args) => drain::run(args, settings, true).await,
+        Command::Undrain(args) => drain::run(args, settings, false).await,
+        Command::Weight(args) => weight::run(args, settings).await,
+        Command::Distribute(args) => distribute::run(args, settings).await,
+        Command::Nodes(args) => nodes::run(args, settings).await,
+        Command::Locate(args) => locate::run(args, settings).await,
+        Command::Keys(args) => keys::run(args, settings).await,
+        Command::Events(args) => events::run(args, settings).await,
+        Command::Audit(args) => audit::run(args, settings).await,
+        Command::Rebuild(args) => rebuild::run(args, settings).await,
+        Command::Migrate(args) => migrate::run(args, settings).await,
+        Command::Config(args) => config::run(args, loaded),
+    }
+}

@@ -1,0 +1,40 @@
+//! `pantheon weight <node> <w>`: changes a node's share of keys.
+
+use serde_json::json;
+
+use super::write;
+use crate::cli::WeightArgs;
+use crate::config::Settings;
+use crate::connect::{Cluster, client_error};
+
+pub async fn run(args: WeightArgs, settings: &Settings) -> anyhow::Result<()> {
+    let cluster = Cluster::connect(settings).await?;
+    let id = cluster
+        .client
+        .set_weight(&args.node, args.weight)
+        .await
+        .map_err(client_error)?;
+    let what = format!("weight {} {}", args.node, args.weight);
+    if write::settle(&cluster, &what, id, &args.wait, settings)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let events = write::events_caused_by(&cluster, &[id], 100).await?;
+    let previous = events.iter().find_map(|e| match e.kind {
+        pantheon_domain::EventKind::WeightChanged { previous, .. } => Some(previous),
+        _ => None,
+    });
+    let message = match previous {
+        Some(p) => format!("{} weight {p} → {}", args.node, args.weight),
+        None => format!("{} weight is {} (unchanged)", args.node, args.weight),
+    };
+    write::report(
+        &args.wait,
+        id,
+        &message,
+        &events,
+        json!({ "node": args.node, "weight": args.weight, "previous": previous }),
+    )
+}

@@ -1,0 +1,133 @@
+//! What every write command does after appending its log entry: wait for the projector
+//! (unless `--no-wait`), and report the outcome or the rejection reason.
+
+use std::time::Duration;
+
+use pantheon_client::{Applied, ClientError, EntryId};
+use serde_json::json;
+
+use crate::cli::WaitArgs;
+use crate::config::Settings;
+use crate::connect::{Cluster, client_error};
+use crate::error::{self, CliError};
+
+/// How long to wait, from the flag or the configuration.
+pub fn timeout(wait: &WaitArgs, settings: &Settings) -> Duration {
+    wait.timeout_ms
+        .map_or_else(|| settings.wait_timeout(), Duration::from_millis)
+}
+
+/// Waits for entry `id` (described as `what`, e.g. `leave node-1`). `Ok(None)` with
+/// `--no-wait` (after printing the id); `Ok(Some(_))` once applied; a rejection or a timeout
+/// is an error with its own exit code (and, with `--json`, a JSON line on stdout too).
+pub async fn settle(
+    cluster: &Cluster,
+    what: &str,
+    id: EntryId,
+    wait: &WaitArgs,
+    settings: &Settings,
+) -> anyhow::Result<Option<Applied>> {
+    if wait.no_wait {
+        if wait.json {
+            crate::output::json(&json!({ "id": id.to_string(), "waited": false }))?;
+        } else {
+            crate::outln!("{what}: log entry {id} (not waiting for the projector)");
+        }
+        return Ok(None);
+    }
+    match cluster
+        .client
+        .wait_applied(id, timeout(wait, settings))
+        .await
+    {
+        Ok(applied) => Ok(Some(applied)),
+        Err(ClientError::Rejected { id, reason }) => {
+            if wait.json {
+                crate::output::json(&json!({
+                    "id": id.to_string(),
+                    "applied": false,
+                    "rejected": reason,
+                }))?;
+            }
+            Err(CliError::new(
+                error::REJECTED,
+                format!("{what} was rejected: {reason} (log entry {id})"),
+            )
+            .into())
+        }
+        Err(e) => Err(client_error(e)),
+    }
+}
+
+/// Events caused by the given log entries, oldest first, found among the latest `scan`
+/// events (they were just applied, so they are near the end).
+pub async fn events_caused_by(
+    cluster: &Cluster,
+    causes: &[EntryId],
+    scan: usize,
+) -> anyhow::Result<Vec<pantheon_domain::Event>> {
+    let reply: redis::Value = redis::cmd("XREVRANGE")
+        .arg(cluster.layout.events())
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(scan)
+        .query_async(&mut cluster.con.clone())
+        .await?;
+    let mut out: Vec<pantheon_domain::Event> = pantheon_store::stream::parse_entries(reply)?
+        .into_iter()
+        .filter_map(|e| pantheon_domain::Event::decode(&e.fields).ok())
+        .filter(|e| causes.contains(&e.cause))
+        .collect();
+    out.reverse();
+    Ok(out)
+}
+
+/// "N keys moved: a→b n, ..." for the rebalances among `events`, or `None`.
+pub fn moves(
+    events: &[pantheon_domain::Event],
+) -> Option<(u64, Vec<pantheon_domain::event::Flow>)> {
+    let mut total = 0;
+    let mut flows = Vec::new();
+    for e in events {
+        if let pantheon_domain::EventKind::Rebalanced { moved, flows: f } = &e.kind {
+            total += moved;
+            flows.extend(f.iter().cloned());
+        }
+    }
+    (total > 0).then_some((total, flows))
+}
+
+/// Prints the outcome of an applied write: `message`, then the key moves it caused.
+pub fn report(
+    wait: &WaitArgs,
+    id: EntryId,
+    message: &str,
+    events: &[pantheon_domain::Event],
+    extra: serde_json::Value,
+) -> anyhow::Result<()> {
+    let moved = moves(events);
+    if wait.json {
+        let mut out = json!({
+            "id": id.to_string(),
+            "applied": true,
+            "events": events.iter().map(|e| e.kind.name()).collect::<Vec<_>>(),
+            "moved": moved.as_ref().map_or(0, |(n, _)| *n),
+            "flows": moved.as_ref().map_or_else(|| json!([]), |(_, f)| crate::output::flows_json(f)),
+        });
+        if let (Some(out), serde_json::Value::Object(extra)) = (out.as_object_mut(), extra) {
+            out.extend(extra);
+        }
+        crate::output::json(&out)
+    } else {
+        crate::outln!("{message} (log entry {id})");
+        if let Some((n, flows)) = moved {
+            crate::outln!(
+                "{} keys moved: {}",
+                crate::output::count(n),
+                crate::output::flows(&flows)
+            );
+        }
+        Ok(())
+    }
+}

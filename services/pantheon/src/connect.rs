@@ -1,0 +1,138 @@
+//! Reaching Redis. Every command first PINGs with a short timeout, so an unreachable Redis is
+//! one clear line after at most `client.connect_timeout_ms`, not a retry loop.
+
+use std::time::Duration;
+
+use pantheon_client::{ClientError, Pantheon};
+use pantheon_store::Layout;
+use redis::aio::ConnectionManager;
+
+use crate::config::{Settings, mask_url};
+use crate::error::{self, CliError};
+
+/// Why a PING did not succeed.
+#[derive(Debug)]
+pub enum PingError {
+    /// Nothing answers there (refused, timed out, no route).
+    Unreachable(String),
+    /// Something answered, but not well (wrong password, not Redis, ...).
+    Refused(String),
+}
+
+/// PINGs the Redis at `url`, giving up after `timeout`.
+pub async fn ping(url: &str, timeout: Duration) -> Result<(), PingError> {
+    let client = redis::Client::open(url).map_err(|e| PingError::Refused(e.to_string()))?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let attempt = async {
+        let mut con = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::cmd("PING").query_async::<String>(&mut con).await
+    };
+    match tokio::time::timeout(timeout + Duration::from_millis(100), attempt).await {
+        Err(_) => Err(PingError::Unreachable(format!(
+            "no answer within {}",
+            crate::output::duration(timeout)
+        ))),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() => {
+            Err(PingError::Unreachable(e.to_string()))
+        }
+        Ok(Err(e)) => Err(PingError::Refused(e.to_string())),
+    }
+}
+
+/// The one-line error for a Redis that does not answer.
+pub fn unreachable(url: &str, why: &str) -> anyhow::Error {
+    CliError::failed(format!(
+        "cannot reach Redis at {} ({why}); start one (`pantheon up` starts a local \
+         redis-server if one is installed, or `docker compose up redis`), or point \
+         --redis-url / PANTHEON_REDIS_URL at yours",
+        mask_url(url)
+    ))
+    .into()
+}
+
+/// Checks that Redis answers, with the error every command gives when it does not.
+pub async fn reachable(settings: &Settings) -> anyhow::Result<()> {
+    match ping(&settings.redis_url, settings.connect_timeout()).await {
+        Ok(()) => Ok(()),
+        Err(PingError::Unreachable(why)) => Err(unreachable(&settings.redis_url, &why)),
+        Err(PingError::Refused(why)) => Err(CliError::failed(format!(
+            "Redis at {} refused the connection: {why}",
+            mask_url(&settings.redis_url)
+        ))
+        .into()),
+    }
+}
+
+/// What commands use to talk to one cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: Pantheon,
+    /// For commands the client library does not wrap (SCARD, XRANGE, ...).
+    pub con: ConnectionManager,
+    pub redis: redis::Client,
+    pub layout: Layout,
+    pub name: String,
+    pub url: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.name)
+            .field("url", &mask_url(&self.url))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects to the configured cluster, after a PING, and refuses a schema newer than
+    /// this binary knows.
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let cluster = Self::connect_unchecked(settings).await?;
+        let mut con = cluster.con.clone();
+        pantheon_store::migrate::check(&mut con, &cluster.layout)
+            .await
+            .map_err(|e| CliError::failed(e.to_string()))?;
+        Ok(cluster)
+    }
+
+    /// Connects without looking at the schema (for `migrate` itself).
+    pub async fn connect_unchecked(settings: &Settings) -> anyhow::Result<Self> {
+        reachable(settings).await?;
+        let client = Pantheon::builder(&settings.redis_url, &settings.cluster)
+            .prefix(&settings.prefix)
+            .connect()
+            .await
+            .map_err(client_error)?;
+        let redis = pantheon_store::connect::client(&settings.redis_url)
+            .map_err(|e| CliError::usage(format!("bad redis_url: {e}")))?;
+        let con = pantheon_store::connect::commands(&redis)
+            .await
+            .map_err(|e| unreachable(&settings.redis_url, &e.to_string()))?;
+        Ok(Self {
+            client,
+            con,
+            redis,
+            layout: settings.layout(),
+            name: settings.cluster.clone(),
+            url: settings.redis_url.clone(),
+        })
+    }
+}
+
+/// A client error with the right exit code: bad input is a usage error, a rejection and a
+/// wait timeout have their own codes.
+pub fn client_error(e: ClientError) -> anyhow::Error {
+    let code = match &e {
+        ClientError::Invalid(_) | ClientError::Config(_) => error::USAGE,
+        ClientError::Rejected { .. } => error::REJECTED,
+        ClientError::Timeout { .. } => error::TIMED_OUT,
+        _ => error::FAILURE,
+    };
+    CliError::new(code, e.to_string()).into()
+}

@@ -1,0 +1,386 @@
+//! `pantheon demo`: the seed's story, for real, in under a minute. Real HTTP nodes join, keys
+//! are distributed, one node is stopped and turns suspect then dead while its keys move, it
+//! restarts, revives and its keys come back; then the audit timeline. Narrated step by step
+//! with timestamps.
+//!
+//! It uses its own cluster (`demo-<pid>`), runs its own projector and prober in this process
+//! with fast probe cadences, and deletes every key of that cluster at the end, so it never
+//! touches other data on the same Redis.
+
+pub mod node;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use pantheon_client::Pantheon;
+use pantheon_domain::{EntryId, Event, EventKind};
+
+use crate::cli::DemoArgs;
+use crate::commands::{audit, nodes, up};
+use crate::config::{Settings, mask_url};
+use crate::connect::{Cluster, client_error};
+use crate::error::CliError;
+use crate::local_redis;
+use crate::output::{self, count};
+use crate::tail::Tail;
+
+use self::node::DemoNode;
+
+/// The whole demo must end within this.
+const LIMIT: Duration = Duration::from_secs(50);
+/// One step (a join applied, a node declared dead, ...) may take this long.
+const STEP: Duration = Duration::from_secs(15);
+
+/// Prints each step with the time since the demo started.
+struct Narrator {
+    started: Instant,
+}
+
+impl Narrator {
+    fn say(&self, text: &str) {
+        let t = self.started.elapsed().as_secs_f64();
+        crate::outln!("[{t:5.1}s] {text}");
+    }
+
+    fn detail(&self, text: &str) {
+        crate::outln!("         {text}");
+    }
+}
+
+/// The demo's settings: its own cluster, quick probes.
+fn demo_settings(settings: &Settings) -> Settings {
+    let mut s = settings.clone();
+    s.cluster = format!("demo-{}", std::process::id());
+    s.projector.instance = Some(format!("{}-projector", s.cluster));
+    s.projector.block_ms = 100;
+    s.projector.lease_ttl_ms = 2_000;
+    s.prober.id = Some(format!("{}-prober", s.cluster));
+    s.prober.interval_ms = 300;
+    s.prober.suspect_interval_ms = 100;
+    s.prober.dead_interval_ms = 300;
+    s.prober.timeout_ms = 300;
+    s.prober.registration_ttl_ms = 1_000;
+    s.prober.grace_ms = 300;
+    s.prober.refresh_ms = 50;
+    s
+}
+
+pub async fn run(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
+    let s = demo_settings(settings);
+    let projector = s.projector_config()?;
+    let prober = s.prober_config()?;
+    let local = local_redis::ensure(&s, !args.no_local_redis).await?;
+    let narrator = Narrator {
+        started: Instant::now(),
+    };
+    let outcome = async {
+        let cluster = Cluster::connect_unchecked(&s).await?;
+        // A leftover of an earlier demo with the same pid: start clean.
+        delete_cluster(&cluster).await?;
+        pantheon_store::migrate::run(&mut cluster.con.clone(), &cluster.layout)
+            .await
+            .map_err(|e| CliError::failed(e.to_string()))?;
+        let shutdown = pantheon_service::shutdown_on_signals();
+        let (p, q) = up::spawn_services(projector, prober, &shutdown);
+        let mut demo_nodes = Vec::new();
+        let story = tokio::select! {
+            r = tokio::time::timeout(LIMIT, story(&cluster, &args, &narrator, &mut demo_nodes)) => {
+                r.unwrap_or_else(|_| Err(CliError::failed(format!(
+                    "the demo did not finish within {}", output::duration(LIMIT)
+                )).into()))
+            }
+            _ = shutdown.cancelled() => Err(CliError::failed("interrupted").into()),
+        };
+        shutdown.cancel();
+        let services = up::supervise(p, q, &shutdown, Duration::from_millis(300)).await;
+        for n in &mut demo_nodes {
+            n.stop().await;
+        }
+        let deleted = delete_cluster(&cluster).await;
+        if story.is_ok() {
+            narrator.say(&format!(
+                "Cleaned up: stopped the nodes, the projector and the prober, and deleted the {} keys of cluster {:?}.",
+                deleted.as_ref().map_or(0, |n| *n),
+                cluster.name
+            ));
+        }
+        story.and(services).and(deleted.map(|_| ()))
+    }
+    .await;
+    if let Some(redis) = local {
+        redis.stop().await;
+    }
+    if outcome.is_ok() {
+        narrator.say(&format!(
+            "Done in {}. Next: `pantheon up` runs the projector and prober for real; \
+             `pantheon join`, `pantheon distribute`, `pantheon nodes` and `pantheon audit` talk to it.",
+            output::duration(narrator.started.elapsed())
+        ));
+    }
+    outcome
+}
+
+/// Deletes every key of the demo's cluster (they all share its hash tag).
+async fn delete_cluster(cluster: &Cluster) -> anyhow::Result<u64> {
+    let base = cluster.layout.log();
+    let pattern = format!("{}*", base.trim_end_matches("log"));
+    let mut con = cluster.con.clone();
+    let mut cursor = 0u64;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut con)
+            .await?;
+        if !keys.is_empty() {
+            let n: u64 = redis::cmd("DEL").arg(&keys).query_async(&mut con).await?;
+            deleted += n;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+/// Reads events until one matches.
+async fn wait_for(
+    tail: &mut Tail,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> anyhow::Result<Event> {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tail.next(left).await? {
+            Some(entry) => {
+                if let Ok(e) = Event::decode(&entry.fields)
+                    && pred(&e)
+                {
+                    return Ok(e);
+                }
+            }
+            None => {
+                return Err(CliError::failed(format!(
+                    "gave up waiting for {what} after {}",
+                    output::duration(STEP)
+                ))
+                .into());
+            }
+        }
+    }
+}
+
+fn is<'a>(kind: &'static str, node: &'a str) -> impl Fn(&Event) -> bool + use<'a> {
+    move |e| e.kind.name() == kind && e.kind.node().is_some_and(|(n, _)| n.as_str() == node)
+}
+
+fn rebalance_of(cause: EntryId) -> impl Fn(&Event) -> bool {
+    move |e| e.cause == cause && matches!(e.kind, EventKind::Rebalanced { .. })
+}
+
+async fn owners(cluster: &Cluster, names: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
+    let counts = nodes::key_counts(cluster, names).await?;
+    Ok(names.iter().cloned().zip(counts).collect())
+}
+
+fn owners_text(owners: &BTreeMap<String, u64>) -> String {
+    owners
+        .iter()
+        .map(|(n, c)| format!("{n} {}", count(*c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn since(from_ms: u64, to_ms: u64) -> String {
+    output::duration(output::between(from_ms, to_ms))
+}
+
+async fn wait(client: &Pantheon, id: EntryId) -> anyhow::Result<()> {
+    client.wait_applied(id, STEP).await.map_err(client_error)?;
+    Ok(())
+}
+
+async fn story(
+    cluster: &Cluster,
+    args: &DemoArgs,
+    say: &Narrator,
+    demo_nodes: &mut Vec<DemoNode>,
+) -> anyhow::Result<()> {
+    let client = &cluster.client;
+    // A pause between acts, for the reader; the detection times shown are measured, not paced.
+    let pause = || tokio::time::sleep(Duration::from_millis(args.pace_ms.min(5_000)));
+    say.say(&format!(
+        "Pantheon demo on {}, in a cluster of its own, {:?} (deleted at the end).",
+        mask_url(&cluster.url),
+        cluster.name
+    ));
+    say.detail(
+        "This process runs the projector (it turns the log into decisions) and a prober (it probes",
+    );
+    say.detail(
+        "every node's /health every 300 ms). One failed probe makes a node suspect, 3 in a row dead,",
+    );
+    say.detail("2 good ones in a row alive again.");
+    let mut tail = Tail::new(&cluster.redis, cluster.layout.events(), Some(EntryId::ZERO)).await?;
+
+    for i in 1..=args.nodes {
+        demo_nodes.push(DemoNode::start(&format!("node-{i}")).await?);
+    }
+    let names: Vec<String> = demo_nodes.iter().map(|n| n.name.clone()).collect();
+    say.say(&format!(
+        "Started {} HTTP nodes on this machine:",
+        demo_nodes.len()
+    ));
+    for n in demo_nodes.iter() {
+        say.detail(&format!("{}  {}", n.name, n.url()));
+    }
+    let mut last = None;
+    for n in demo_nodes.iter() {
+        last = Some(
+            client
+                .join_url(&n.name, &n.url(), None)
+                .await
+                .map_err(client_error)?,
+        );
+    }
+    if let Some(id) = last {
+        wait(client, id).await?;
+    }
+    say.say(&format!(
+        "Joined {}: each join is one entry in the log; the projector applied them.",
+        names.join(", ")
+    ));
+
+    pause().await;
+    let keys: Vec<String> = (1..=args.keys).map(|i| format!("user:{i}")).collect();
+    let ids = client
+        .distribute(keys.iter().cloned())
+        .await
+        .map_err(client_error)?;
+    if let Some(id) = ids.last() {
+        wait(client, *id).await?;
+    }
+    let before = owners(cluster, &names).await?;
+    say.say(&format!(
+        "Distributed {} keys (user:1 … user:{}) over the ring. Keys per node: {}.",
+        count(keys.len() as u64),
+        args.keys,
+        owners_text(&before)
+    ));
+
+    let victim_index = 1;
+    let victim = names[victim_index].clone();
+    let sample = client
+        .node_keys(&victim)
+        .await
+        .map_err(client_error)?
+        .into_iter()
+        .next();
+    if let Some(k) = &sample {
+        say.detail(&format!(
+            "For example {k} belongs to {victim} (`pantheon locate {k}`)."
+        ));
+    }
+
+    pause().await;
+    let stopped_ms = output::now_ms();
+    demo_nodes[victim_index].stop().await;
+    say.say(&format!(
+        "Stopped {victim}: its port now refuses connections, as if the process had crashed."
+    ));
+    let suspect = wait_for(
+        &mut tail,
+        &format!("{victim} to turn suspect"),
+        is("suspect", &victim),
+    )
+    .await?;
+    say.say(&format!(
+        "{victim} is suspect, {} after it stopped: one probe failed. It keeps its keys for now.",
+        since(stopped_ms, suspect.at())
+    ));
+    let died = wait_for(&mut tail, &format!("{victim} to die"), is("died", &victim)).await?;
+    let fails = match died.kind {
+        EventKind::Died { fails, .. } => fails,
+        _ => 0,
+    };
+    say.say(&format!(
+        "{victim} died, {} after it stopped ({} after turning suspect): {fails} probes failed in a row.",
+        since(stopped_ms, died.at()),
+        since(suspect.at(), died.at())
+    ));
+    if before.get(&victim).copied().unwrap_or(0) > 0 {
+        let moved = wait_for(&mut tail, "the keys to move", rebalance_of(died.cause)).await?;
+        if let EventKind::Rebalanced { moved, flows } = &moved.kind {
+            say.detail(&format!(
+                "{} keys moved off {victim}, in the same atomic commit: {}.",
+                count(*moved),
+                output::flows(flows)
+            ));
+        }
+    }
+    let during = owners(cluster, &names).await?;
+    say.detail(&format!("Keys per node now: {}.", owners_text(&during)));
+    if let Some(k) = &sample {
+        let now = client.key_node(k).await.map_err(client_error)?;
+        say.detail(&format!(
+            "{k} now belongs to {}.",
+            now.map_or_else(|| "nobody".to_owned(), |n| n.to_string())
+        ));
+    }
+
+    pause().await;
+    let restarted_ms = output::now_ms();
+    demo_nodes[victim_index].restart().await?;
+    say.say(&format!("Restarted {victim} on the same port."));
+    let revived = wait_for(
+        &mut tail,
+        &format!("{victim} to revive"),
+        is("revived", &victim),
+    )
+    .await?;
+    say.say(&format!(
+        "{victim} revived, {} after it restarted (it was dead for {}): 2 probes succeeded in a row.",
+        since(restarted_ms, revived.at()),
+        since(died.at(), revived.at())
+    ));
+    if before.get(&victim).copied().unwrap_or(0) > 0 {
+        let back = wait_for(&mut tail, "the keys to return", rebalance_of(revived.cause)).await?;
+        if let EventKind::Rebalanced { moved, flows } = &back.kind {
+            say.detail(&format!(
+                "{} keys moved back: {}.",
+                count(*moved),
+                output::flows(flows)
+            ));
+        }
+    }
+    let after = owners(cluster, &names).await?;
+    say.detail(&format!("Keys per node now: {}.", owners_text(&after)));
+    if after == before {
+        say.detail(
+            "Exactly as before the failure: consistent hashing moves only the keys that must move.",
+        );
+    }
+    if let Some(k) = &sample {
+        let now = client.key_node(k).await.map_err(client_error)?;
+        say.detail(&format!(
+            "{k} belongs to {} again.",
+            now.map_or_else(|| "nobody".to_owned(), |n| n.to_string())
+        ));
+    }
+
+    pause().await;
+    let items = audit::timeline(cluster, &audit::Filter::default()).await?;
+    say.say(&format!(
+        "The audit timeline, from the events and the log (`pantheon audit --cluster {}`; times UTC):",
+        cluster.name
+    ));
+    for line in audit::render(&items).lines() {
+        say.detail(line);
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! Following a stream with `XREAD BLOCK` on a dedicated connection (a blocking read must not
+//! stall other commands): `pantheon events --follow` and the demo's narration.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use pantheon_domain::EntryId;
+use pantheon_store::{RawEntry, connect, stream};
+use redis::aio::MultiplexedConnection;
+use tokio::time::Instant;
+
+/// Reads a stream from a position onwards, entry by entry.
+pub struct Tail {
+    con: MultiplexedConnection,
+    key: String,
+    /// The last id read (`$` until the first entry when following from "now").
+    last: String,
+    buffer: VecDeque<RawEntry>,
+}
+
+impl std::fmt::Debug for Tail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tail")
+            .field("key", &self.key)
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tail {
+    /// Follows `key` after `after` (`None` = only entries added from now on).
+    pub async fn new(
+        client: &redis::Client,
+        key: String,
+        after: Option<EntryId>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            con: connect::blocking(client).await?,
+            key,
+            last: after.map_or_else(|| "$".to_owned(), |id| id.to_string()),
+            buffer: VecDeque::new(),
+        })
+    }
+
+    /// The next entry, waiting at most `within`; `None` when none came.
+    pub async fn next(&mut self, within: Duration) -> anyhow::Result<Option<RawEntry>> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(entry) = self.buffer.pop_front() {
+                return Ok(Some(entry));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            // BLOCK 0 would wait forever: at least 1 ms, at most 1 s per read so a caller's
+            // cancellation is noticed soon.
+            let block = left.min(Duration::from_secs(1)).as_millis().max(1);
+            let reply: redis::Value = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1000)
+                .arg("BLOCK")
+                .arg(u64::try_from(block).unwrap_or(1000))
+                .arg("STREAMS")
+                .arg(&self.key)
+                .arg(&self.last)
+                .query_async(&mut self.con)
+                .await?;
+            let entries = stream::parse_read(reply)?;
+            if let Some(last) = entries.last() {
+                self.last = last.id.to_string();
+            }
+            self.buffer.extend(entries);
+        }
+    }
+}
