@@ -1,6 +1,7 @@
 //! Integration tests against a real Redis (one per test, see pantheon-test-support).
 #![allow(clippy::unwrap_used, clippy::type_complexity)]
 
+mod cli;
 mod client;
 mod cluster;
 mod migrations;
