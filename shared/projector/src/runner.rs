@@ -266,9 +266,10 @@ async fn read_batch(
     Ok(stream::parse_read(reply)?)
 }
 
-/// A commit running in the background, with what it applies.
+/// A commit running in the background, with what it applies. It owns the committing
+/// connection (WATCH state is per connection) and hands it back when done.
 struct InFlight {
-    handle: tokio::task::JoinHandle<Result<(), CommitError>>,
+    handle: tokio::task::JoinHandle<(MultiplexedConnection, Result<(), CommitError>)>,
     applied: u64,
     started: Instant,
 }
@@ -279,17 +280,13 @@ enum Committed {
 }
 
 fn launch(
-    mut con: ConnectionManager,
+    mut con: MultiplexedConnection,
     lease: &Lease,
     layout: &Layout,
     staged: crate::stage::Staged,
     expected: String,
 ) -> InFlight {
-    let (lease_key, token, checkpoint) = (
-        lease.key().to_owned(),
-        lease.token().to_owned(),
-        layout.checkpoint(),
-    );
+    let (lease, checkpoint) = (lease.clone(), layout.checkpoint());
     let applied = staged.applied as u64;
     debug!(
         entries = staged.applied,
@@ -299,10 +296,11 @@ fn launch(
         "committing"
     );
     let handle = tokio::spawn(async move {
-        staged
+        let result = staged
             .batch
-            .commit(&mut con, &lease_key, &checkpoint, &token, &expected)
-            .await
+            .commit_watched(&mut con, &lease, &checkpoint, &expected)
+            .await;
+        (con, result)
     });
     InFlight {
         handle,
@@ -311,15 +309,19 @@ fn launch(
     }
 }
 
-/// Waits for the commit in flight, if any.
-async fn finish(in_flight: Option<InFlight>) -> Result<Committed, ProjectorError> {
+/// Waits for the commit in flight, if any, and puts its connection back in `slot`.
+async fn finish(
+    in_flight: Option<InFlight>,
+    slot: &mut Option<MultiplexedConnection>,
+) -> Result<Committed, ProjectorError> {
     let Some(f) = in_flight else {
         return Ok(Committed::Done(0));
     };
-    let result = f
+    let (con, result) = f
         .handle
         .await
         .map_err(|e| ProjectorError::Task(e.to_string()))?;
+    *slot = Some(con);
     match result {
         Ok(()) => {
             debug!(took = ?f.started.elapsed(), "committed");
@@ -379,6 +381,7 @@ async fn lead(
         // staged batches assume; if a commit fails the next one is STALE and the leader reloads
         // from Redis, exactly as when the in-memory state runs ahead of a failed commit.
         let mut in_flight: Option<InFlight> = None;
+        let mut committer = Some(connect::dedicated(client).await?);
         let mut fields_per_entry = 8.0f64;
         loop {
             heartbeat.beat();
@@ -387,7 +390,7 @@ async fn lead(
             let count = ((config.batch_max_args as f64 / fields_per_entry) as usize).clamp(1, config.batch_entries);
             let after = cp.last_id_arg();
             let entries = tokio::select! {
-                _ = shutdown.cancelled() => return finish(in_flight.take()).await.map(|_| ()),
+                _ = shutdown.cancelled() => return finish(in_flight.take(), &mut committer).await.map(|_| ()),
                 _ = lost.cancelled() => return Ok(()),
                 read = read_batch(&mut reader, layout, config, &after, count) => read?,
             };
@@ -402,18 +405,21 @@ async fn lead(
                     stage_entries(&mut state, &cp, layout, rest, &config.instance, config.batch_max_args);
                 rest = &rest[consumed..];
                 retention::stage_events_trim(&mut staged.batch, layout, config);
-                match finish(in_flight.take()).await? {
+                match finish(in_flight.take(), &mut committer).await? {
                     Committed::Fenced => return Ok(()),
                     Committed::Done(applied) => since_snapshot += applied,
                 }
                 let expected = cp.last_id_arg();
                 cp = staged.checkpoint.clone();
-                in_flight = Some(launch(con.clone(), lease, layout, staged, expected));
+                let Some(commit_con) = committer.take() else {
+                    return Err(ProjectorError::Task("commit connection missing".into()));
+                };
+                in_flight = Some(launch(commit_con, lease, layout, staged, expected));
                 tokio::task::yield_now().await;
             }
             if entries.is_empty() || since_snapshot >= config.snapshot_every.max(1) {
                 // Idle, or about to snapshot: let the commit land first.
-                match finish(in_flight.take()).await? {
+                match finish(in_flight.take(), &mut committer).await? {
                     Committed::Fenced => return Ok(()),
                     Committed::Done(applied) => since_snapshot += applied,
                 }

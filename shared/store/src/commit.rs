@@ -198,23 +198,100 @@ impl Batch {
         for chunk in self.ops.chunks(256) {
             let mut pipe = redis::pipe();
             for op in chunk {
-                let name = op.cmd.trim_start_matches('?');
-                let (name, sub) = name
-                    .split_once(' ')
-                    .map_or((name, None), |(c, s)| (c, Some(s)));
-                let cmd = pipe.cmd(name);
-                if let Some(sub) = sub {
-                    cmd.arg(sub);
-                }
-                for k in &op.keys {
-                    cmd.arg(&self.keys[k - 3]);
-                }
-                for a in &op.args {
-                    cmd.arg(a.as_slice());
-                }
-                cmd.ignore();
+                self.pipeline_op(&mut pipe, op);
+                pipe.ignore();
             }
             pipe.query_async::<()>(con).await?;
+        }
+        Ok(())
+    }
+
+    fn pipeline_op(&self, pipe: &mut redis::Pipeline, op: &Op) {
+        let name = op.cmd.trim_start_matches('?');
+        let (name, sub) = name
+            .split_once(' ')
+            .map_or((name, None), |(c, s)| (c, Some(s)));
+        let cmd = pipe.cmd(name);
+        if let Some(sub) = sub {
+            cmd.arg(sub);
+        }
+        for k in &op.keys {
+            cmd.arg(&self.keys[k - 3]);
+        }
+        for a in &op.args {
+            cmd.arg(a.as_slice());
+        }
+    }
+
+    /// Runs the batch as `MULTI`/`EXEC`, fenced with `WATCH` on the lease's fence counter and
+    /// the checkpoint: the same guarantee as [`Batch::commit`] at about half the Redis time
+    /// of the script (Redis runs plain commands from the client buffer; the script converts
+    /// every argument to a Lua string and back). `con` must be a connection no one else
+    /// uses: WATCH state belongs to the connection.
+    pub async fn commit_watched(
+        &self,
+        con: &mut redis::aio::MultiplexedConnection,
+        lease: &crate::lease::Lease,
+        checkpoint_key: &str,
+        expected_last: &str,
+    ) -> Result<(), CommitError> {
+        let store = |e: redis::RedisError| CommitError::Store(e.into());
+        let _: () = redis::cmd("WATCH")
+            .arg(lease.fence_key())
+            .arg(checkpoint_key)
+            .query_async(con)
+            .await
+            .map_err(store)?;
+        let (holder, last): (Option<String>, Option<String>) = redis::pipe()
+            .cmd("GET")
+            .arg(lease.key())
+            .cmd("HGET")
+            .arg(checkpoint_key)
+            .arg("last_id")
+            .query_async(con)
+            .await
+            .map_err(store)?;
+        let fail = if holder.as_deref() != Some(lease.token()) {
+            Some(CommitError::Fenced)
+        } else if last.as_deref().unwrap_or("") != expected_last {
+            Some(CommitError::Stale(format!(
+                "checkpoint is at {last:?}, expected {expected_last:?}"
+            )))
+        } else {
+            None
+        };
+        if let Some(fail) = fail {
+            let _: () = redis::cmd("UNWATCH")
+                .query_async(con)
+                .await
+                .map_err(store)?;
+            return Err(fail);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors();
+        for op in &self.ops {
+            self.pipeline_op(&mut pipe, op);
+        }
+        let reply: redis::Value = pipe.query_async(con).await.map_err(store)?;
+        let results = match reply {
+            // EXEC aborted: the fence moved (a new leader) or the checkpoint did.
+            redis::Value::Nil => return Err(CommitError::Fenced),
+            redis::Value::Array(results) => results,
+            other => {
+                return Err(CommitError::Stale(format!(
+                    "unexpected EXEC reply {other:?}"
+                )));
+            }
+        };
+        for (op, result) in self.ops.iter().zip(&results) {
+            if let redis::Value::ServerError(e) = result
+                && !op.cmd.starts_with('?')
+            {
+                return Err(CommitError::Stale(format!(
+                    "{} failed inside the commit: {e:?}",
+                    op.cmd
+                )));
+            }
         }
         Ok(())
     }

@@ -43,3 +43,14 @@ pub async fn blocking(client: &Client) -> Result<MultiplexedConnection, StoreErr
         .get_multiplexed_async_connection_with_config(&config)
         .await?)
 }
+
+/// A connection of its own for a job that keeps per-connection state (WATCH before a
+/// transaction); responses may take up to [`COMMAND_TIMEOUT`]. Not shared with anything else.
+pub async fn dedicated(client: &Client) -> Result<MultiplexedConnection, StoreError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT));
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}

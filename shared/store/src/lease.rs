@@ -9,6 +9,19 @@ use redis::aio::ConnectionLike;
 
 use crate::StoreError;
 
+/// Takes the lease if free and bumps the fence counter in the same step: a commit watching
+/// the fence (WATCH) cannot succeed once anyone else has taken the lease since it checked.
+const ACQUIRE_LUA: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('INCR', KEYS[2])
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
 const RENEW_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -56,18 +69,19 @@ impl Lease {
 
     /// Takes the lease if nobody holds it (or renews it if we do).
     pub async fn acquire<C: ConnectionLike + Send>(&self, con: &mut C) -> Result<bool, StoreError> {
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&self.key)
+        let got: i64 = Script::new(ACQUIRE_LUA)
+            .key(&self.key)
+            .key(self.fence_key())
             .arg(&self.token)
-            .arg("NX")
-            .arg("PX")
             .arg(self.ttl_ms())
-            .query_async(con)
+            .invoke_async(con)
             .await?;
-        if set.is_some() {
-            return Ok(true);
-        }
-        self.renew(con).await
+        Ok(got == 1)
+    }
+
+    /// Counter bumped at every change of holder (same hash slot as the lease).
+    pub fn fence_key(&self) -> String {
+        format!("{}:fence", self.key)
     }
 
     /// Extends the lease if we still hold it; false means it is lost.
