@@ -15,7 +15,7 @@ environment variables < flags. See docs/configuration.md, or `pantheon config`."
 
 /// Pantheon: which healthy node owns key K right now, and why?
 #[derive(Debug, Parser)]
-#[command(name = "pantheon", version, about, after_help = EXIT_CODES)]
+#[command(name = "pantheon", version, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Redis URL (default redis://127.0.0.1:6379); e.g. redis://:password@host:6379/0.
     #[arg(long, global = true, value_name = "URL")]

@@ -366,6 +366,41 @@ fn positive(path: &str, v: u64) -> Result<Duration, CliError> {
     Ok(Duration::from_millis(v))
 }
 
+/// Library field names that are spelled differently in the file (durations get `_ms`).
+const PROJECTOR_KEYS: &[(&str, &str)] = &[("lease_ttl", "lease_ttl_ms"), ("block", "block_ms")];
+const PROBER_KEYS: &[(&str, &str)] = &[
+    ("interval", "interval_ms"),
+    ("suspect_interval", "suspect_interval_ms"),
+    ("dead_interval", "dead_interval_ms"),
+    ("timeout", "timeout_ms"),
+    ("registration_ttl", "registration_ttl_ms"),
+    ("id", "id"),
+];
+
+/// Rewrites whole-word library field names in a validation message to the keys users write.
+fn key_names(message: &str, names: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(message.len() + 8);
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let renamed = names
+            .iter()
+            .find(|(lib, _)| lib == word)
+            .map_or(word.as_str(), |(_, key)| key);
+        out.push_str(renamed);
+        word.clear();
+    };
+    for c in message.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 fn optional(v: u64) -> Option<Duration> {
     (v > 0).then(|| Duration::from_millis(v))
 }
@@ -422,8 +457,12 @@ impl Settings {
         c.events_max_len = (p.events_max_len > 0).then_some(p.events_max_len);
         c.events_max_age = optional(p.events_max_age_ms);
         c.prober_watchdog = optional(p.prober_watchdog_ms);
-        c.validate()
-            .map_err(|e| CliError::usage(format!("bad configuration: [projector] {e}")))?;
+        c.validate().map_err(|e| {
+            CliError::usage(format!(
+                "bad configuration: [projector] {}",
+                key_names(&e, PROJECTOR_KEYS)
+            ))
+        })?;
         Ok(c)
     }
 
@@ -454,8 +493,12 @@ impl Settings {
         c.allow = parse_nets("prober.allow", &p.allow)?;
         c.refresh = positive("prober.refresh_ms", p.refresh_ms)?;
         c.grace = Duration::from_millis(p.grace_ms);
-        c.validate()
-            .map_err(|e| CliError::usage(format!("bad configuration: [prober] {e}")))?;
+        c.validate().map_err(|e| {
+            CliError::usage(format!(
+                "bad configuration: [prober] {}",
+                key_names(&e, PROBER_KEYS)
+            ))
+        })?;
         Ok(c)
     }
 
@@ -614,6 +657,18 @@ mod tests {
             .unwrap_err();
         let msg = describe(&e).to_string();
         assert!(msg.contains("prober.interval_ms"), "{msg}");
+    }
+
+    #[test]
+    fn library_messages_name_the_keys_users_write() {
+        assert_eq!(
+            key_names("block must be shorter than lease_ttl", PROJECTOR_KEYS),
+            "block_ms must be shorter than lease_ttl_ms"
+        );
+        assert_eq!(
+            key_names("interval 5ms is too short (at least 10ms)", PROBER_KEYS),
+            "interval_ms 5ms is too short (at least 10ms)"
+        );
     }
 
     #[test]

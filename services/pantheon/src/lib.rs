@@ -41,9 +41,7 @@ pub fn main() -> ExitCode {
             use clap::error::ErrorKind;
             let _ = e.print();
             return match e.kind() {
-                ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ExitCode::SUCCESS,
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
                 _ => ExitCode::from(error::USAGE),
             };
         }

@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::UpArgs;
 use crate::config::{Settings, mask_url};
 use crate::connect::Cluster;
-use crate::error::CliError;
 use crate::local_redis;
 
 /// Extra time, beyond the prober's grace period, for both to stop after the signal.
@@ -87,13 +86,9 @@ async fn serve(
     projector: pantheon_projector::ProjectorConfig,
     prober: pantheon_prober::ProberConfig,
 ) -> anyhow::Result<()> {
-    let cluster = Cluster::connect_unchecked(settings).await?;
-    let report = pantheon_store::migrate::run(&mut cluster.con.clone(), &cluster.layout)
-        .await
-        .map_err(|e| CliError::failed(e.to_string()))?;
-    if !report.applied.is_empty() {
-        tracing::info!(from = report.from, to = report.to, applied = ?report.applied, "migrated the cluster schema");
-    }
+    // Fails fast on an unreachable Redis or a schema newer than this binary; the projector
+    // applies pending migrations itself when it takes the lead.
+    Cluster::connect(settings).await?;
     let shutdown = pantheon_service::shutdown_on_signals();
     let grace = prober.grace;
     eprintln!(

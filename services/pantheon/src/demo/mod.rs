@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use pantheon_client::Pantheon;
+use pantheon_domain::policy::Policy;
 use pantheon_domain::{EntryId, Event, EventKind};
 
 use crate::cli::DemoArgs;
@@ -77,9 +78,6 @@ pub async fn run(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
         let cluster = Cluster::connect_unchecked(&s).await?;
         // A leftover of an earlier demo with the same pid: start clean.
         delete_cluster(&cluster).await?;
-        pantheon_store::migrate::run(&mut cluster.con.clone(), &cluster.layout)
-            .await
-            .map_err(|e| CliError::failed(e.to_string()))?;
         let shutdown = pantheon_service::shutdown_on_signals();
         let (p, q) = up::spawn_services(projector, prober, &shutdown);
         let mut demo_nodes = Vec::new();
@@ -104,7 +102,8 @@ pub async fn run(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
                 cluster.name
             ));
         }
-        story.and(services).and(deleted.map(|_| ()))
+        // A projector or prober that failed is the root cause of a story that stalled.
+        services.and(story).and(deleted.map(|_| ()))
     }
     .await;
     if let Some(redis) = local {
@@ -222,10 +221,14 @@ async fn story(
     say.detail(
         "This process runs the projector (it turns the log into decisions) and a prober (it probes",
     );
-    say.detail(
-        "every node's /health every 300 ms). One failed probe makes a node suspect, 3 in a row dead,",
-    );
-    say.detail("2 good ones in a row alive again.");
+    say.detail(&format!(
+        "every node's /health every 300 ms). One failed probe makes a node suspect, {fall} in a row dead,",
+        fall = Policy::DEFAULT_FALL
+    ));
+    say.detail(&format!(
+        "{rise} good ones in a row alive again.",
+        rise = Policy::DEFAULT_RISE
+    ));
     let mut tail = Tail::new(&cluster.redis, cluster.layout.events(), Some(EntryId::ZERO)).await?;
 
     for i in 1..=args.nodes {
@@ -343,8 +346,12 @@ async fn story(
         is("revived", &victim),
     )
     .await?;
+    let successes = match revived.kind {
+        EventKind::Revived { successes, .. } => successes,
+        _ => 0,
+    };
     say.say(&format!(
-        "{victim} revived, {} after it restarted (it was dead for {}): 2 probes succeeded in a row.",
+        "{victim} revived, {} after it restarted (it was dead for {}): {successes} probes succeeded in a row.",
         since(restarted_ms, revived.at()),
         since(died.at(), revived.at())
     ));
