@@ -532,9 +532,15 @@ async fn the_demo_completes_and_cleans_up() {
             run.stdout
         );
     }
+    // Its own cluster, named in the first line: `... a cluster of its own, "demo-<pid>" ...`.
+    let cluster = run
+        .stdout
+        .split('"')
+        .find(|s| s.starts_with("demo-"))
+        .unwrap_or_else(|| panic!("no demo cluster named: {}", run.stdout));
     let mut con = redis.connection().await;
     let left: Vec<String> = redis::cmd("KEYS")
-        .arg("*demo-*")
+        .arg(format!("*{{{cluster}}}*"))
         .query_async(&mut con)
         .await
         .unwrap();

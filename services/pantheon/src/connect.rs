@@ -48,8 +48,9 @@ pub async fn ping(url: &str, timeout: Duration) -> Result<(), PingError> {
 pub fn unreachable(url: &str, why: &str) -> anyhow::Error {
     CliError::failed(format!(
         "cannot reach Redis at {} ({why}); start one (`pantheon up` starts a local \
-         redis-server if one is installed, or `docker compose up redis`), or point \
-         --redis-url / PANTHEON_REDIS_URL at yours",
+         redis-server if one is installed; or `docker compose up -d redis`, then \
+         --redis-url redis://127.0.0.1:6380), or point --redis-url / PANTHEON_REDIS_URL at \
+         yours",
         mask_url(url)
     ))
     .into()

@@ -33,7 +33,8 @@ pub struct LocalRedis {
 /// How to get a Redis, for the error when none can be had.
 const HOW_TO: &str = "install redis-server (`sudo apt-get install -y redis-server` or \
                       `brew install redis`) and run this again, or start one with \
-                      `docker compose up redis`, or point --redis-url at yours";
+                      `docker compose up -d redis` and pass --redis-url redis://127.0.0.1:6380, \
+                      or point --redis-url at yours";
 
 /// Makes sure a Redis answers at the configured URL, starting one if allowed and possible.
 /// Returns the started server (stop it with [`LocalRedis::stop`]), or `None` if one was

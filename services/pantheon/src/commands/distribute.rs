@@ -104,9 +104,10 @@ pub async fn run(args: DistributeArgs, settings: &Settings) -> anyhow::Result<()
             }))?;
         } else {
             crate::outln!(
-                "sent {} keys in {} log entries (last {last}); not waiting for the projector",
+                "sent {} keys in {} log {} (last {last}); not waiting for the projector",
                 count(keys.len() as u64),
-                ids.len()
+                ids.len(),
+                if ids.len() == 1 { "entry" } else { "entries" }
             );
         }
         return Ok(());
