@@ -351,6 +351,36 @@ async fn a_rejected_write_prints_the_reason_and_exits_2() {
     let invalid = ctl.run(&["weight", "n1", "0"]).await;
     assert_eq!(invalid.code, 64, "{invalid:?}");
     assert!(invalid.stderr.contains("weight"), "{invalid:?}");
+
+    // rebuild --verify passes on the real state and fails (exit 1) on a tampered checkpoint.
+    let queued_id = queued.stdout.split_whitespace().nth(4).unwrap().to_owned();
+    let mut con = c.redis.connection().await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let last: Option<String> = redis::cmd("HGET")
+            .arg(c.layout.checkpoint())
+            .arg("last_id")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if last.as_deref() == Some(queued_id.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{queued_id} never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ctl.run(&["rebuild", "--verify"]).await.ok();
+    let () = redis::cmd("HSET")
+        .arg(c.layout.checkpoint())
+        .arg("checksum")
+        .arg("00000000deadbeef")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let mismatch = ctl.run(&["rebuild", "--verify", "--json"]).await;
+    assert_eq!(mismatch.code, 1, "{mismatch:?}");
+    assert_eq!(mismatch.json()["matches"], false);
+    assert!(mismatch.stderr.contains("mismatch"), "{mismatch:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
