@@ -122,23 +122,7 @@ pub async fn scan_keys<C: ConnectionLike + Send>(
     con: &mut C,
     pattern: &str,
 ) -> Result<Vec<String>, ProjectorError> {
-    let mut cursor = 0u64;
-    let mut out = Vec::new();
-    loop {
-        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(con)
-            .await?;
-        out.extend(page);
-        if next == 0 {
-            return Ok(out);
-        }
-        cursor = next;
-    }
+    Ok(readmodel::scan_all(con, "SCAN", None, Some(pattern)).await?)
 }
 
 /// Writes every read model of `state` (and a checkpoint) into `scratch`, replacing what was

@@ -301,20 +301,30 @@ pub async fn load_checkpoint<C: ConnectionLike + Send>(
     }))
 }
 
-async fn scan_hash<C: ConnectionLike + Send>(
+/// Every element of a `SCAN`-family iteration (`SCAN`, `HSCAN key`, `SSCAN key`), page by
+/// page, never a blocking `KEYS`/`HGETALL` on a big key.
+pub async fn scan_all<C, T>(
     con: &mut C,
-    key: &str,
-) -> Result<Vec<(String, String)>, StoreError> {
+    command: &str,
+    key: Option<&str>,
+    pattern: Option<&str>,
+) -> Result<Vec<T>, StoreError>
+where
+    C: ConnectionLike + Send,
+    T: redis::FromRedisValue,
+{
     let mut cursor = 0u64;
     let mut out = Vec::new();
     loop {
-        let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
-            .arg(key)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(con)
-            .await?;
+        let mut cmd = redis::cmd(command);
+        if let Some(key) = key {
+            cmd.arg(key);
+        }
+        cmd.arg(cursor);
+        if let Some(pattern) = pattern {
+            cmd.arg("MATCH").arg(pattern);
+        }
+        let (next, page): (u64, Vec<T>) = cmd.arg("COUNT").arg(10_000).query_async(con).await?;
         out.extend(page);
         if next == 0 {
             return Ok(out);
@@ -323,26 +333,11 @@ async fn scan_hash<C: ConnectionLike + Send>(
     }
 }
 
-async fn scan_set<C: ConnectionLike + Send>(
+async fn scan_hash<C: ConnectionLike + Send>(
     con: &mut C,
     key: &str,
-) -> Result<Vec<String>, StoreError> {
-    let mut cursor = 0u64;
-    let mut out = Vec::new();
-    loop {
-        let (next, page): (u64, Vec<String>) = redis::cmd("SSCAN")
-            .arg(key)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(con)
-            .await?;
-        out.extend(page);
-        if next == 0 {
-            return Ok(out);
-        }
-        cursor = next;
-    }
+) -> Result<Vec<(String, String)>, StoreError> {
+    scan_all(con, "HSCAN", Some(key), None).await
 }
 
 /// Reads the policy from the ring hash (defaults when the hash is absent).
@@ -399,7 +394,7 @@ pub async fn load<C: ConnectionLike + Send>(
         keys.push((key, Some(node)));
     }
     keys.extend(
-        scan_set(con, &layout.unowned())
+        scan_all::<_, String>(con, "SSCAN", Some(&layout.unowned()), None)
             .await?
             .into_iter()
             .map(|k| (k, None)),
