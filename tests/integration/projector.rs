@@ -542,3 +542,23 @@ async fn after_trimming_below_a_snapshot_a_rebuild_still_works() {
     }
     assert_same_models(&after, &before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_joins_that_takes_longer_than_the_lease_to_fold_still_commits() {
+    // Each join rebuilds a 2048-vnode ring; 150 of them in one read took longer to fold than
+    // the 1 s lease, so the batch was fenced and folded again, forever. Batches are now cut by
+    // fold time and the leader's progress stamp moves with every entry.
+    let mut c = TestCluster::start().await;
+    let mut last = EntryId::ZERO;
+    for i in 0..150u16 {
+        last = c.xadd(&join(&format!("n{i}"), 10_000 + i)).await;
+    }
+    let p = c.spawn_projector("p1");
+    c.wait_applied(last, Duration::from_secs(120)).await;
+    p.stop().await;
+    let models = read_models(&mut c.con, &c.layout).await;
+    assert_eq!(
+        models.keys().filter(|k| k.starts_with("nodes/")).count(),
+        150
+    );
+}

@@ -383,6 +383,13 @@ async fn lead(
         let mut in_flight: Option<InFlight> = None;
         let mut committer = Some(connect::dedicated(client).await?);
         let mut fields_per_entry = 8.0f64;
+        let beat = || heartbeat.beat();
+        let limits = crate::stage::Limits {
+            max_args: config.batch_max_args,
+            // Well inside the lease TTL, so renewals never see a stalled leader.
+            max_fold: (config.lease_ttl / 5).min(Duration::from_secs(1)),
+            beat: &beat,
+        };
         loop {
             heartbeat.beat();
             // Read about as many entries as one commit holds, so a log full of big batches
@@ -402,7 +409,7 @@ async fn lead(
             while !rest.is_empty() {
                 heartbeat.beat();
                 let (mut staged, consumed) =
-                    stage_entries(&mut state, &cp, layout, rest, &config.instance, config.batch_max_args);
+                    stage_entries(&mut state, &cp, layout, rest, &config.instance, &limits);
                 rest = &rest[consumed..];
                 retention::stage_events_trim(&mut staged.batch, layout, config);
                 match finish(in_flight.take(), &mut committer).await? {

@@ -8,6 +8,25 @@ use pantheon_store::{Batch, Layout, RawEntry};
 /// Most raw fields copied into a `rejected` entry (a 20,000-field entry is not copied whole).
 const MAX_REJECTED_FIELDS: usize = 64;
 
+/// When a staged batch is cut, and how the caller shows it is still making progress.
+pub struct Limits<'a> {
+    /// Most commit arguments in one batch.
+    pub max_args: usize,
+    /// Most time spent folding one batch.
+    pub max_fold: std::time::Duration,
+    /// Called before each entry is folded (keeps the lease's progress stamp fresh).
+    pub beat: &'a (dyn Fn() + Sync),
+}
+
+impl std::fmt::Debug for Limits<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("max_args", &self.max_args)
+            .field("max_fold", &self.max_fold)
+            .finish()
+    }
+}
+
 /// A staged batch and the checkpoint it commits.
 #[derive(Debug)]
 pub struct Staged {
@@ -30,16 +49,22 @@ pub fn stage_entries(
     layout: &Layout,
     entries: &[RawEntry],
     leader: &str,
-    max_args: usize,
+    limits: &Limits<'_>,
 ) -> (Staged, usize) {
+    let started = std::time::Instant::now();
     let mut batch = Batch::new();
     let mut cp = committed.clone();
     let (mut applied_n, mut events_n, mut rejected_n) = (0, 0, 0);
     let mut consumed = 0;
     for entry in entries {
-        if batch.args() >= max_args {
+        // Stop at the size limit, or after `max_fold` of folding: a burst of entries that each
+        // rebuild a large ring (hundreds of joins) must not keep a batch uncommitted for so
+        // long that the lease lapses and the same batch is folded again and again.
+        if consumed > 0 && (batch.args() >= limits.max_args || started.elapsed() >= limits.max_fold)
+        {
             break;
         }
+        (limits.beat)();
         consumed += 1;
         if cp.last_id.is_some_and(|last| entry.id <= last) {
             continue;
