@@ -728,7 +728,7 @@ async fn offline_breakdown(
     let mut rest = &entries[..];
     while !rest.is_empty() {
         let (staged, consumed) =
-            stage_entries(&mut state, &cp, layout, rest, "bench", BATCH_MAX_ARGS);
+            stage_entries(&mut state, &cp, layout, rest, "bench", &bench_limits());
         rest = &rest[consumed..];
         r.stage_assign_batches += 1;
         r.stage_assign_args += staged.batch.args();
@@ -744,7 +744,7 @@ async fn offline_breakdown(
         layout,
         &probes[..2],
         "bench",
-        BATCH_MAX_ARGS,
+        &bench_limits(),
     );
     cp = staged.checkpoint;
     let started = Instant::now();
@@ -754,10 +754,19 @@ async fn offline_breakdown(
         layout,
         &probes[2..],
         "bench",
-        BATCH_MAX_ARGS,
+        &bench_limits(),
     );
     r.stage_death = started.elapsed();
     r.stage_death_args = staged.batch.args();
+}
+
+/// The projector's batch limits, without a time cut (the bench measures the fold itself).
+fn bench_limits() -> pantheon_projector::stage::Limits<'static> {
+    pantheon_projector::stage::Limits {
+        max_args: BATCH_MAX_ARGS,
+        max_fold: Duration::from_secs(3600),
+        beat: &|| {},
+    }
 }
 
 /// Finds (or builds) the real `pantheon-projector` binary.
