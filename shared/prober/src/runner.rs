@@ -63,6 +63,9 @@ struct Finished {
     node: NodeId,
     epoch: u64,
     outcome: Outcome,
+    /// When the probe was sent: the next one is timed from here (fixed rate), so a timeout
+    /// does not stretch the gap between probes of a suspect node by the timeout itself.
+    started: Instant,
 }
 
 struct Prober {
@@ -101,10 +104,13 @@ impl Prober {
     }
 
     fn schedule(&mut self, node: &NodeId, after: Duration) {
+        self.schedule_at(node, Instant::now() + after);
+    }
+
+    fn schedule_at(&mut self, node: &NodeId, at: Instant) {
         let generation = self.generation.entry(node.clone()).or_default();
         *generation += 1;
-        self.queue
-            .push(Reverse((Instant::now() + after, *generation, node.clone())));
+        self.queue.push(Reverse((at, *generation, node.clone())));
     }
 
     async fn heartbeat(&mut self) -> Result<(), ProberError> {
@@ -211,6 +217,7 @@ impl Prober {
             self.in_flight.insert(node.clone(), epoch);
             let (http, tx, cancel) = (self.http.clone(), tx.clone(), cancel.clone());
             tracker.spawn(async move {
+                let started = Instant::now();
                 let outcome = tokio::select! {
                     o = http.probe(&url) => o,
                     _ = cancel.cancelled() => return,
@@ -221,6 +228,7 @@ impl Prober {
                         node,
                         epoch,
                         outcome,
+                        started,
                     })
                     .await;
             });
@@ -259,7 +267,7 @@ impl Prober {
                 n += 1;
                 debug!(node = %f.node, ok = f.outcome.ok, error = ?f.outcome.error, "reported probe");
             }
-            self.schedule(&f.node, next);
+            self.schedule_at(&f.node, (f.started + next).max(Instant::now()));
         }
         if n > 0 {
             pipe.query_async::<()>(&mut self.con).await?;
