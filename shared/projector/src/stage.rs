@@ -56,6 +56,7 @@ pub fn stage_entries(
     let mut cp = committed.clone();
     let (mut applied_n, mut events_n, mut rejected_n) = (0, 0, 0);
     let mut consumed = 0;
+    let mut ring_dirty = false;
     for entry in entries {
         // Stop at the size limit, or after `max_fold` of folding: a burst of entries that each
         // rebuild a large ring (hundreds of joins) must not keep a batch uncommitted for so
@@ -84,9 +85,7 @@ pub fn stage_entries(
                 if applied.ring_changed {
                     cp.ring_version += 1;
                 }
-                if applied.ring_changed || policy_changed {
-                    readmodel::stage_ring(&mut batch, layout, state, cp.ring_version);
-                }
+                ring_dirty |= applied.ring_changed || policy_changed;
                 for event in &applied.events {
                     batch.xadd(&layout.events(), "*", &event.encode());
                 }
@@ -98,6 +97,11 @@ pub fn stage_entries(
             }
         }
         cp.last_id = Some(entry.id);
+    }
+    // The ring hash holds the whole member list: written once per batch, with the final
+    // version, not once per entry (a burst of joins rewrote it hundreds of times).
+    if ring_dirty {
+        readmodel::stage_ring(&mut batch, layout, state, cp.ring_version);
     }
     if applied_n > 0 {
         cp.checksum = state.checksum();
