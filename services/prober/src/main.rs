@@ -9,35 +9,28 @@
 //! `PANTHEON_PROBER_TTL_MS` (3000), `RUST_LOG`.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::anyhow;
 use pantheon_prober::ProberConfig;
-
-fn env_ms(name: &str, default: Duration) -> anyhow::Result<Duration> {
-    match std::env::var(name) {
-        Ok(v) => Ok(Duration::from_millis(v.parse().with_context(|| {
-            format!("{name}={v:?} is not a whole number of milliseconds")
-        })?)),
-        Err(_) => Ok(default),
-    }
-}
+use pantheon_service::env;
 
 fn config() -> anyhow::Result<ProberConfig> {
-    let var = |n: &str, d: &str| std::env::var(n).unwrap_or_else(|_| d.to_owned());
     let mut c = ProberConfig::new(
-        var("PANTHEON_REDIS_URL", "redis://127.0.0.1:6379"),
-        var("PANTHEON_CLUSTER", "default"),
+        env::or("PANTHEON_REDIS_URL", "redis://127.0.0.1:6379"),
+        env::or("PANTHEON_CLUSTER", "default"),
     );
-    c.prefix = var("PANTHEON_PREFIX", &c.prefix);
+    c.prefix = env::or("PANTHEON_PREFIX", &c.prefix);
     if let Ok(id) = std::env::var("PANTHEON_PROBER_ID") {
         c.id = id;
     }
-    c.interval = env_ms("PANTHEON_PROBE_INTERVAL_MS", c.interval)?;
-    c.suspect_interval = env_ms("PANTHEON_PROBE_SUSPECT_INTERVAL_MS", c.suspect_interval)?;
-    c.dead_interval = env_ms("PANTHEON_PROBE_DEAD_INTERVAL_MS", c.dead_interval)?;
-    c.timeout = env_ms("PANTHEON_PROBE_TIMEOUT_MS", c.timeout)?;
-    c.registration_ttl = env_ms("PANTHEON_PROBER_TTL_MS", c.registration_ttl)?;
+    c.interval = env::ms("PANTHEON_PROBE_INTERVAL_MS", c.interval).map_err(|e| anyhow!(e))?;
+    c.suspect_interval = env::ms("PANTHEON_PROBE_SUSPECT_INTERVAL_MS", c.suspect_interval)
+        .map_err(|e| anyhow!(e))?;
+    c.dead_interval =
+        env::ms("PANTHEON_PROBE_DEAD_INTERVAL_MS", c.dead_interval).map_err(|e| anyhow!(e))?;
+    c.timeout = env::ms("PANTHEON_PROBE_TIMEOUT_MS", c.timeout).map_err(|e| anyhow!(e))?;
+    c.registration_ttl =
+        env::ms("PANTHEON_PROBER_TTL_MS", c.registration_ttl).map_err(|e| anyhow!(e))?;
     c.validate().map_err(anyhow::Error::msg)?;
     Ok(c)
 }

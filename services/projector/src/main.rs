@@ -9,38 +9,29 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::anyhow;
 use pantheon_projector::ProjectorConfig;
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn env_num(name: &str, default: u64) -> anyhow::Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}={v:?} is not a whole number")),
-        Err(_) => Ok(default),
-    }
-}
+use pantheon_service::env;
 
 fn config() -> anyhow::Result<ProjectorConfig> {
     let mut c = ProjectorConfig::new(
-        env_or("PANTHEON_REDIS_URL", "redis://127.0.0.1:6379"),
-        env_or("PANTHEON_CLUSTER", "default"),
+        env::or("PANTHEON_REDIS_URL", "redis://127.0.0.1:6379"),
+        env::or("PANTHEON_CLUSTER", "default"),
     );
-    c.prefix = env_or("PANTHEON_PREFIX", &c.prefix);
+    c.prefix = env::or("PANTHEON_PREFIX", &c.prefix);
     if let Ok(instance) = std::env::var("PANTHEON_INSTANCE") {
         c.instance = instance;
     }
-    c.lease_ttl = Duration::from_millis(env_num("PANTHEON_LEASE_TTL_MS", 5000)?);
+    c.lease_ttl =
+        Duration::from_millis(env::num("PANTHEON_LEASE_TTL_MS", 5000).map_err(|e| anyhow!(e))?);
     c.block = c.block.min(c.lease_ttl / 3);
-    c.snapshot_every = env_num("PANTHEON_SNAPSHOT_EVERY", c.snapshot_every)?;
-    c.prober_watchdog = match env_num("PANTHEON_PROBER_WATCHDOG_MS", 1000)? {
-        0 => None,
-        ms => Some(Duration::from_millis(ms)),
-    };
+    c.snapshot_every =
+        env::num("PANTHEON_SNAPSHOT_EVERY", c.snapshot_every).map_err(|e| anyhow!(e))?;
+    c.prober_watchdog =
+        match env::num("PANTHEON_PROBER_WATCHDOG_MS", 1000).map_err(|e| anyhow!(e))? {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
     c.validate().map_err(anyhow::Error::msg)?;
     Ok(c)
 }

@@ -58,3 +58,29 @@ pub fn init_logging(default: &str) {
 pub async fn drain<F: std::future::Future>(task: F, grace: Duration) -> bool {
     tokio::time::timeout(grace, task).await.is_ok()
 }
+
+/// Environment settings of the stand-alone service binaries (`pantheon-projector`,
+/// `pantheon-prober`); the `pantheon` CLI has the full layered configuration instead.
+pub mod env {
+    use std::time::Duration;
+
+    /// A variable's value, or `default` when unset.
+    pub fn or(name: &str, default: &str) -> String {
+        std::env::var(name).unwrap_or_else(|_| default.to_owned())
+    }
+
+    /// A whole number, or `default` when unset; the error names the variable and its value.
+    pub fn num(name: &str, default: u64) -> Result<u64, String> {
+        match std::env::var(name) {
+            Ok(v) => v
+                .parse()
+                .map_err(|_| format!("{name}={v:?} is not a whole number")),
+            Err(_) => Ok(default),
+        }
+    }
+
+    /// A duration in whole milliseconds, or `default` when unset.
+    pub fn ms(name: &str, default: Duration) -> Result<Duration, String> {
+        num(name, default.as_millis() as u64).map(Duration::from_millis)
+    }
+}
