@@ -1,6 +1,7 @@
 //! Placement: which member owns a key. Two strategies behind one small trait, both specified
 //! byte for byte in `docs/placement.md` so other languages can compute owners themselves.
 
+mod line_index;
 mod rendezvous;
 mod ring;
 

@@ -6,24 +6,23 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::line_index::{LineIndex, search};
 use super::{Member, Placement};
 use crate::NodeId;
 
 #[derive(Debug, Clone, Copy)]
-struct Point {
-    hash: u64,
-    member: u32,
+pub(super) struct Point {
+    pub(super) hash: u64,
+    pub(super) member: u32,
 }
 
-/// A consistent-hash ring. Lookups use a bucket index over the top bits of the hash, so a
-/// lookup is one index read plus a search over about one point, not a full binary search.
+/// A consistent-hash ring. Lookups go through a [`LineIndex`], which answers almost all of
+/// them from one cache line; the sorted points answer the rest and drive ring diffs.
 #[derive(Debug, Clone)]
 pub struct Ring {
     members: Vec<Member>,
     points: Vec<Point>,
-    /// `bucket_start[b]` = first point whose hash has top bits `>= b`; one extra slot at the end.
-    bucket_start: Vec<u32>,
-    shift: u32,
+    index: Option<LineIndex>,
     vnodes: u32,
 }
 
@@ -58,24 +57,11 @@ impl Ring {
         // Members are sorted by id, so ordering ties by member index orders them by node id.
         points.sort_unstable_by_key(|p| (p.hash, p.member));
 
-        // About one point per bucket keeps the search after the index read to a step or two.
-        let bits = (usize::BITS - points.len().leading_zeros()).clamp(1, 24);
-        let shift = 64 - bits;
-        let buckets = 1usize << bits;
-        let mut bucket_start = Vec::with_capacity(buckets + 1);
-        let mut p = 0usize;
-        for b in 0..buckets {
-            while p < points.len() && ((points[p].hash >> shift) as usize) < b {
-                p += 1;
-            }
-            bucket_start.push(p as u32);
-        }
-        bucket_start.push(points.len() as u32);
+        let index = LineIndex::build(&points);
         Self {
             members,
             points,
-            bucket_start,
-            shift,
+            index,
             vnodes,
         }
     }
@@ -94,21 +80,26 @@ impl Ring {
         self.points.is_empty()
     }
 
-    /// Index of the point that owns `hash`.
-    fn position(&self, hash: u64) -> Option<usize> {
+    /// Index of the member that owns `hash`.
+    fn member_at(&self, hash: u64) -> Option<usize> {
         if self.points.is_empty() {
             return None;
         }
-        let b = (hash >> self.shift) as usize;
-        let lo = self.bucket_start[b] as usize;
-        let hi = self.bucket_start[b + 1] as usize;
-        let p = lo + self.points[lo..hi].partition_point(|pt| pt.hash < hash);
-        Some(if p == self.points.len() { 0 } else { p })
+        let member = match &self.index {
+            Some(index) => index.member_at(&self.points, hash),
+            None => search(&self.points, 0..self.points.len(), hash),
+        };
+        Some(member as usize)
+    }
+
+    /// Bytes of lookup structures (points and index), for sizing reports.
+    pub fn heap_bytes(&self) -> usize {
+        self.points.len() * std::mem::size_of::<Point>()
+            + self.index.as_ref().map_or(0, LineIndex::heap_bytes)
     }
 
     fn owner_at(&self, hash: u64) -> Option<&NodeId> {
-        self.position(hash)
-            .map(|p| &self.members[self.points[p].member as usize].node)
+        self.member_at(hash).map(|m| &self.members[m].node)
     }
 
     /// Hash ranges (inclusive) whose owner differs between two rings.
