@@ -52,8 +52,15 @@ impl Keys {
 
     /// Adds a key; returns false (and changes nothing) when it was already assigned.
     pub fn insert(&mut self, key: &str, owner: Option<NodeId>) -> bool {
+        self.insert_hashed(key, key_hash(key), owner)
+    }
+
+    /// [`Keys::insert`] for a caller that already has the key's [`key_hash`]. Inserting a
+    /// batch in hash order is several times faster than in any other order: each insert
+    /// lands next to the previous one in the tree instead of at a random place.
+    pub fn insert_hashed(&mut self, key: &str, hash: u64, owner: Option<NodeId>) -> bool {
         use std::collections::btree_map::Entry;
-        match self.map.entry((key_hash(key), Box::from(key))) {
+        match self.map.entry((hash, Box::from(key))) {
             Entry::Occupied(_) => false,
             Entry::Vacant(v) => {
                 self.digest = self.digest.wrapping_add(entry_digest(key, owner.as_ref()));

@@ -40,6 +40,10 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt as tfmt};
 
+// Measure the projector with the allocator it ships with (services/projector/src/main.rs).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const NODES: usize = 10;
 const KEYS_PER_ENTRY: usize = 10_000;
 /// `assign` entries per XADD pipeline.

@@ -6,15 +6,20 @@ use pantheon_domain::{EntryId, State};
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::{self, Checkpoint};
 use pantheon_store::snapshot::Snapshot;
-use pantheon_store::{Batch, Layout, stream};
+use pantheon_store::{Batch, Layout, RawEntry, stream};
 use redis::aio::ConnectionLike;
 use tracing::info;
 
 use crate::ProjectorError;
 use crate::runner::Heartbeat;
 
-/// Entries read per XRANGE page while folding.
+/// Most entries read per XRANGE page while folding.
 const PAGE: usize = 10_000;
+/// Pages are cut to about this many fields, so a log of 10,000-key `assign` entries is not
+/// read 10,000 entries (100 million keys) at a time.
+const PAGE_FIELDS: usize = 200_000;
+/// Entries in the first page, before the width of the log's entries is known.
+const FIRST_PAGE: usize = 16;
 
 /// The folded state, the last log id folded, and how many entries were read.
 #[derive(Debug)]
@@ -46,7 +51,11 @@ pub async fn load_snapshot<C: ConnectionLike + Send>(
 
 /// Folds the log, from the snapshot (if any) up to and including `until` (or the end).
 /// `progress(entries)` is called after every page.
-pub async fn fold_log<C: ConnectionLike + Send>(
+///
+/// The next page is requested before the current one is folded, on a clone of `con`: the
+/// connection's driver parses the reply on another worker thread meanwhile, so reading and
+/// folding overlap instead of adding up.
+pub async fn fold_log<C: ConnectionLike + Clone + Send + 'static>(
     con: &mut C,
     layout: &Layout,
     until: Option<EntryId>,
@@ -57,21 +66,26 @@ pub async fn fold_log<C: ConnectionLike + Send>(
         None => (State::default(), None, None),
     };
     let end = until.map(|id| id.to_string()).unwrap_or_else(|| "+".into());
+    let fetch = |after: Option<EntryId>, count: usize| {
+        let mut con = con.clone();
+        let (log, end) = (layout.log(), end.clone());
+        let page = tokio::spawn(async move { read_page(&mut con, &log, after, &end, count).await });
+        (page, count)
+    };
     let mut entries = 0u64;
-    loop {
-        let start = last_id
-            .map(|id| format!("({id}"))
-            .unwrap_or_else(|| "-".into());
-        let reply: redis::Value = redis::cmd("XRANGE")
-            .arg(layout.log())
-            .arg(&start)
-            .arg(&end)
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(con)
-            .await?;
-        let page = stream::parse_entries(reply)?;
+    // The first page is small whatever the log holds, so folding starts (and overlaps the
+    // next read) at once; later pages are sized from the width of the previous one.
+    let mut next = Some(fetch(last_id, FIRST_PAGE));
+    while let Some((pending, asked)) = next.take() {
+        let page = pending
+            .await
+            .map_err(|e| ProjectorError::Task(format!("log page read: {e}")))??;
         let n = page.len();
+        if n == asked {
+            let fields: usize = page.iter().map(|e| e.fields.len()).sum();
+            let count = (PAGE_FIELDS * n / fields.max(1)).clamp(1, PAGE);
+            next = page.last().map(|last| fetch(Some(last.id), count));
+        }
         for (i, entry) in page.into_iter().enumerate() {
             // Rejections were recorded when the entry was first applied; a fold only needs
             // the state, and a rejected entry leaves it unchanged.
@@ -85,9 +99,6 @@ pub async fn fold_log<C: ConnectionLike + Send>(
         }
         entries += n as u64;
         progress(entries);
-        if n < PAGE {
-            break;
-        }
     }
     Ok(Folded {
         state,
@@ -95,6 +106,28 @@ pub async fn fold_log<C: ConnectionLike + Send>(
         entries,
         from_snapshot,
     })
+}
+
+/// Up to `count` log entries after `after` (from the start when `None`) up to `end`.
+async fn read_page<C: ConnectionLike + Send>(
+    con: &mut C,
+    log: &str,
+    after: Option<EntryId>,
+    end: &str,
+    count: usize,
+) -> Result<Vec<RawEntry>, ProjectorError> {
+    let start = after
+        .map(|id| format!("({id}"))
+        .unwrap_or_else(|| "-".into());
+    let reply: redis::Value = redis::cmd("XRANGE")
+        .arg(log)
+        .arg(&start)
+        .arg(end)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(con)
+        .await?;
+    Ok(stream::parse_entries(reply)?)
 }
 
 /// Deletes every key of a scratch namespace.
@@ -143,7 +176,7 @@ pub async fn write_scratch<C: ConnectionLike + Send>(
 }
 
 /// Rebuilds the live read models from the log while holding the lease.
-pub(crate) async fn rebuild_live<C: ConnectionLike + Send>(
+pub(crate) async fn rebuild_live<C: ConnectionLike + Clone + Send + 'static>(
     con: &mut C,
     layout: &Layout,
     lease: &Lease,
@@ -244,7 +277,7 @@ impl Verification {
 
 /// Folds the log up to the live checkpoint into a scratch namespace and compares checksums
 /// with the live state. Does not touch the live read models.
-pub async fn verify<C: ConnectionLike + Send>(
+pub async fn verify<C: ConnectionLike + Clone + Send + 'static>(
     con: &mut C,
     layout: &Layout,
     progress: impl FnMut(u64),

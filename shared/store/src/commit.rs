@@ -85,12 +85,29 @@ pub struct Batch {
     args: usize,
 }
 
-/// One Redis call: command, key slots (indices into KEYS), arguments.
+/// One Redis call, kept as the command Redis receives (one contiguous buffer, not an
+/// allocation per argument: a batch holds hundreds of thousands of keys), plus what the
+/// commit script needs to replay it.
 #[derive(Debug)]
 struct Op {
-    cmd: &'static str,
+    /// The name as the script knows it: `"XGROUP SETID"`, or `"?XADD"` for a tolerant call.
+    name: &'static str,
+    /// Key slots (indices into the script's KEYS).
     keys: Vec<usize>,
-    args: Vec<Vec<u8>>,
+    /// `name [subcommand] keys... args...`.
+    cmd: redis::Cmd,
+    /// Words of `cmd` before the arguments (name, subcommand, keys).
+    head: usize,
+}
+
+impl Op {
+    fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        self.cmd.args_iter().skip(self.head).map(|a| match a {
+            redis::Arg::Simple(bytes) => bytes,
+            // Batches only ever add plain byte arguments.
+            _ => &[][..],
+        })
+    }
 }
 
 impl Batch {
@@ -126,14 +143,33 @@ impl Batch {
     /// Adds one call `cmd keys... args...`.
     pub fn call<A: AsRef<[u8]>>(
         &mut self,
-        cmd: &'static str,
+        name: &'static str,
         keys: &[&str],
         args: impl IntoIterator<Item = A>,
     ) {
-        let keys: Vec<usize> = keys.iter().map(|k| self.key_slot(k)).collect();
-        let args: Vec<Vec<u8>> = args.into_iter().map(|a| a.as_ref().to_vec()).collect();
-        self.args += 3 + keys.len() + args.len();
-        self.ops.push(Op { cmd, keys, args });
+        let slots: Vec<usize> = keys.iter().map(|k| self.key_slot(k)).collect();
+        let plain = name.trim_start_matches('?');
+        let (command, sub) = plain
+            .split_once(' ')
+            .map_or((plain, None), |(c, s)| (c, Some(s)));
+        let mut cmd = redis::cmd(command);
+        if let Some(sub) = sub {
+            cmd.arg(sub);
+        }
+        for k in keys {
+            cmd.arg(*k);
+        }
+        let head = cmd.args_iter().len();
+        for a in args {
+            cmd.arg(a.as_ref());
+        }
+        self.args += 3 + slots.len() + (cmd.args_iter().len() - head);
+        self.ops.push(Op {
+            name,
+            keys: slots,
+            cmd,
+            head,
+        });
     }
 
     /// `cmd key member...` split into calls of bounded size (SADD, SREM, HDEL, XACK-like).
@@ -198,29 +234,11 @@ impl Batch {
         for chunk in self.ops.chunks(256) {
             let mut pipe = redis::pipe();
             for op in chunk {
-                self.pipeline_op(&mut pipe, op);
-                pipe.ignore();
+                pipe.add_command(op.cmd.clone()).ignore();
             }
             pipe.query_async::<()>(con).await?;
         }
         Ok(())
-    }
-
-    fn pipeline_op(&self, pipe: &mut redis::Pipeline, op: &Op) {
-        let name = op.cmd.trim_start_matches('?');
-        let (name, sub) = name
-            .split_once(' ')
-            .map_or((name, None), |(c, s)| (c, Some(s)));
-        let cmd = pipe.cmd(name);
-        if let Some(sub) = sub {
-            cmd.arg(sub);
-        }
-        for k in &op.keys {
-            cmd.arg(&self.keys[k - 3]);
-        }
-        for a in &op.args {
-            cmd.arg(a.as_slice());
-        }
     }
 
     /// Runs the batch as `MULTI`/`EXEC`, fenced with `WATCH` on the lease's fence counter and
@@ -229,7 +247,7 @@ impl Batch {
     /// every argument to a Lua string and back). `con` must be a connection no one else
     /// uses: WATCH state belongs to the connection.
     pub async fn commit_watched(
-        &self,
+        self,
         con: &mut redis::aio::MultiplexedConnection,
         lease: &crate::lease::Lease,
         checkpoint_key: &str,
@@ -269,8 +287,9 @@ impl Batch {
         }
         let mut pipe = redis::pipe();
         pipe.atomic().ignore_errors();
-        for op in &self.ops {
-            self.pipeline_op(&mut pipe, op);
+        let names: Vec<&'static str> = self.ops.iter().map(|op| op.name).collect();
+        for op in self.ops {
+            pipe.add_command(op.cmd);
         }
         let reply: redis::Value = pipe.query_async(con).await.map_err(store)?;
         let results = match reply {
@@ -283,13 +302,12 @@ impl Batch {
                 )));
             }
         };
-        for (op, result) in self.ops.iter().zip(&results) {
+        for (name, result) in names.iter().zip(&results) {
             if let redis::Value::ServerError(e) = result
-                && !op.cmd.starts_with('?')
+                && !name.starts_with('?')
             {
                 return Err(CommitError::Stale(format!(
-                    "{} failed inside the commit: {e:?}",
-                    op.cmd
+                    "{name} failed inside the commit: {e:?}"
                 )));
             }
         }
@@ -314,13 +332,14 @@ impl Batch {
         }
         inv.arg(token).arg(expected_last);
         for op in &self.ops {
-            inv.arg(op.cmd).arg(op.keys.len());
+            inv.arg(op.name).arg(op.keys.len());
             for k in &op.keys {
                 inv.arg(*k);
             }
-            inv.arg(op.args.len());
-            for a in &op.args {
-                inv.arg(a.as_slice());
+            let args = op.args();
+            inv.arg(args.len());
+            for a in args {
+                inv.arg(a);
             }
         }
         match inv.invoke_async::<()>(con).await {
