@@ -269,9 +269,9 @@ async fn read_batch(
 /// A commit running in the background, with what it applies. It owns the committing
 /// connection (WATCH state is per connection) and hands it back when done.
 struct InFlight {
-    handle: tokio::task::JoinHandle<(MultiplexedConnection, Result<(), CommitError>)>,
+    /// The connection, and how long the commit took when it succeeded.
+    handle: tokio::task::JoinHandle<(MultiplexedConnection, Result<Duration, CommitError>)>,
     applied: u64,
-    started: Instant,
 }
 
 enum Committed {
@@ -296,17 +296,16 @@ fn launch(
         "committing"
     );
     let handle = tokio::spawn(async move {
+        let started = Instant::now();
         let result = staged
             .batch
             .commit_watched(&mut con, &lease, &checkpoint, &expected)
             .await;
-        (con, result)
+        // Timed here, not when the leader collects the result: that can be a blocked read
+        // later, and `took` would then include the wait for new entries.
+        (con, result.map(|()| started.elapsed()))
     });
-    InFlight {
-        handle,
-        applied,
-        started: Instant::now(),
-    }
+    InFlight { handle, applied }
 }
 
 /// Waits for the commit in flight, if any, and puts its connection back in `slot`.
@@ -323,8 +322,8 @@ async fn finish(
         .map_err(|e| ProjectorError::Task(e.to_string()))?;
     *slot = Some(con);
     match result {
-        Ok(()) => {
-            debug!(took = ?f.started.elapsed(), "committed");
+        Ok(took) => {
+            debug!(?took, "committed");
             Ok(Committed::Done(f.applied))
         }
         Err(CommitError::Fenced) => {
