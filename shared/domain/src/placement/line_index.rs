@@ -8,8 +8,8 @@
 //! lookups) and takes the owner at that count.
 //!
 //! Fragments lose the low bits, so the answer is exact only when no point in the line has the
-//! key's fragment; that case, and buckets with more points than a line holds, fall back to a
-//! search over the full points (about 1 in 10,000 lookups at the default size).
+//! key's fragment (about 1 lookup in 10,000); that case, and buckets with more points than a
+//! line holds, fall back to a search over the points (of the bucket, for an overflowing one).
 
 use std::ops::Range;
 
@@ -17,8 +17,9 @@ use super::ring::Point;
 
 /// Points one line can hold.
 const SLOTS: usize = 15;
-/// Aim for about this many points per bucket: with a Poisson spread of points, fewer than 1 in
-/// 400 buckets then overflow a line, while the lines stay half the size of the points.
+/// At most this many points per bucket on average: buckets are a power of two, so the mean is
+/// 4–8. With a Poisson spread of points, at a mean of 8 fewer than 1 bucket in 100 overflows
+/// a line (1 in 200,000 at 4); the lines take 8–16 bytes per point.
 const TARGET_PER_BUCKET: usize = 8;
 
 /// One bucket. `owners[i]` is the member of the bucket's `i`-th point for `i < count`, and
@@ -140,11 +141,6 @@ impl LineIndex {
             return search(points, 0..points.len(), hash);
         }
         u32::from(line.owners[below])
-    }
-
-    /// Bytes this index occupies.
-    pub(super) fn heap_bytes(&self) -> usize {
-        self.lines.len() * std::mem::size_of::<Line>()
     }
 }
 

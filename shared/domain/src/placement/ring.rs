@@ -92,12 +92,6 @@ impl Ring {
         Some(member as usize)
     }
 
-    /// Bytes of lookup structures (points and index), for sizing reports.
-    pub fn heap_bytes(&self) -> usize {
-        self.points.len() * std::mem::size_of::<Point>()
-            + self.index.as_ref().map_or(0, LineIndex::heap_bytes)
-    }
-
     fn owner_at(&self, hash: u64) -> Option<&NodeId> {
         self.member_at(hash).map(|m| &self.members[m].node)
     }
