@@ -1313,10 +1313,11 @@ fn main() {
                     &trials,
                     Duration::from_secs(3),
                     &format!(
-                        "≈ interval + timeout + 2 × (suspect_interval + timeout) = {}; with \
-                         the ±10 % jitter up to {}",
-                        ms(interval + timeout + 2 * (suspect + timeout)),
-                        ms((interval + 2 * suspect).mul_f64(1.1) + 3 * timeout)
+                        "≈ interval + timeout + 2 × max(suspect_interval, timeout) = {} (probes \
+                         are timed from the previous probe's start, and one runs at a time); \
+                         with the ±10 % jitter up to {}",
+                        ms(interval + timeout + 2 * suspect.max(timeout)),
+                        ms(interval.mul_f64(1.1) + timeout + 2 * suspect.max(timeout).mul_f64(1.1))
                     ),
                     &config,
                 ));
