@@ -938,7 +938,7 @@ fn commits_summary(c: &[Commit]) -> String {
     let entries: u64 = c.iter().map(|c| c.entries).sum();
     let calls: u64 = c.iter().map(|c| c.calls).sum();
     format!(
-        "{} commits ({} entries, {} Redis calls in scripts), commit time {} total, {} max",
+        "{} commits ({} entries, {} Redis calls), commit time {} total, {} max",
         c.len(),
         entries,
         thousands(calls as f64),

@@ -272,6 +272,7 @@ struct InFlight {
     /// The connection, and how long the commit took when it succeeded.
     handle: tokio::task::JoinHandle<(MultiplexedConnection, Result<Duration, CommitError>)>,
     applied: u64,
+    calls: usize,
 }
 
 enum Committed {
@@ -288,6 +289,7 @@ fn launch(
 ) -> InFlight {
     let (lease, checkpoint) = (lease.clone(), layout.checkpoint());
     let applied = staged.applied as u64;
+    let calls = staged.batch.calls();
     debug!(
         entries = staged.applied,
         events = staged.events,
@@ -305,7 +307,11 @@ fn launch(
         // later, and `took` would then include the wait for new entries.
         (con, result.map(|()| started.elapsed()))
     });
-    InFlight { handle, applied }
+    InFlight {
+        handle,
+        applied,
+        calls,
+    }
 }
 
 /// Waits for the commit in flight, if any, and puts its connection back in `slot`.
@@ -323,7 +329,7 @@ async fn finish(
     *slot = Some(con);
     match result {
         Ok(took) => {
-            debug!(?took, "committed");
+            debug!(?took, entries = f.applied, calls = f.calls, "committed");
             Ok(Committed::Done(f.applied))
         }
         Err(CommitError::Fenced) => {
