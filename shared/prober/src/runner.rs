@@ -25,7 +25,7 @@ use crate::ProberError;
 use crate::config::ProberConfig;
 use crate::http::{HttpProber, Outcome};
 use crate::registry::Ownership;
-use crate::schedule::{Tracked, jittered};
+use crate::schedule::{Tracked, first_probe_window, jittered};
 
 /// Runs a prober replica until `shutdown` is cancelled, reconnecting to Redis as needed.
 pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<(), ProberError> {
@@ -169,6 +169,11 @@ impl Prober {
             .collect();
         let keep: std::collections::HashSet<&NodeId> = owned.iter().map(|(n, _)| n).collect();
         self.tracked.retain(|n, _| keep.contains(n));
+        let fresh = owned
+            .iter()
+            .filter(|(n, r)| self.tracked.get(n).is_none_or(|t| t.epoch != r.epoch))
+            .count();
+        let window = first_probe_window(&self.config, fresh, owned.len());
         for (node, record) in owned {
             let health = record.health.parse().unwrap_or(Health::Alive);
             match self.tracked.get_mut(&node) {
@@ -180,8 +185,7 @@ impl Prober {
                 _ => {
                     // New to us (joined, re-joined, or handed over): probe soon, spread out.
                     let t = Tracked::new(record.epoch, record.url.clone(), health, record.fails);
-                    let first =
-                        rand::rng().random_range(Duration::ZERO..=self.config.suspect_interval);
+                    let first = rand::rng().random_range(Duration::ZERO..=window);
                     self.tracked.insert(node.clone(), t);
                     self.schedule(&node, first);
                 }

@@ -63,6 +63,21 @@ impl Tracked {
     }
 }
 
+/// The window over which the first probes of `fresh` newly owned nodes (out of `owned`) are
+/// spread. A few new nodes are probed within `suspect_interval`, so a node that joins dead is
+/// found quickly. A burst larger than the prober can have in flight (a fleet registered at
+/// once, or a replica taking over another's nodes) is spread over up to one `interval`, at
+/// about the steady probe rate, instead of thousands of probes in the first 200 ms.
+pub fn first_probe_window(config: &ProberConfig, fresh: usize, owned: usize) -> Duration {
+    if fresh <= config.max_in_flight || owned == 0 {
+        return config.suspect_interval;
+    }
+    config.interval.mul_f64(fresh as f64 / owned as f64).clamp(
+        config.suspect_interval,
+        config.interval.max(config.suspect_interval),
+    )
+}
+
 /// `base` spread by ±`jitter` (a fraction), so probes of many nodes do not align.
 pub fn jittered(base: Duration, jitter: f64) -> Duration {
     if jitter <= 0.0 {
@@ -113,6 +128,20 @@ mod tests {
             t.record(true),
             "successes of a suspect node count toward rise"
         );
+    }
+
+    #[test]
+    fn first_probes_of_a_burst_are_spread_over_the_interval() {
+        let c = cfg();
+        // A handful of new nodes: probed quickly.
+        assert_eq!(first_probe_window(&c, 1, 1), c.suspect_interval);
+        assert_eq!(first_probe_window(&c, 500, 5_000), c.suspect_interval);
+        // A whole fleet at once: over one interval, the steady rate.
+        assert_eq!(first_probe_window(&c, 5_000, 5_000), c.interval);
+        // Half a fleet taken over: over half an interval.
+        assert_eq!(first_probe_window(&c, 2_500, 5_000), c.interval / 2);
+        // Never shorter than the suspect interval.
+        assert_eq!(first_probe_window(&c, 600, 100_000), c.suspect_interval);
     }
 
     #[test]
