@@ -269,10 +269,8 @@ async fn read_batch(
 /// A commit running in the background, with what it applies. It owns the committing
 /// connection (WATCH state is per connection) and hands it back when done.
 struct InFlight {
-    /// The connection, and how long the commit took when it succeeded.
-    handle: tokio::task::JoinHandle<(MultiplexedConnection, Result<Duration, CommitError>)>,
+    handle: tokio::task::JoinHandle<(MultiplexedConnection, Result<(), CommitError>)>,
     applied: u64,
-    calls: usize,
 }
 
 enum Committed {
@@ -303,15 +301,14 @@ fn launch(
             .batch
             .commit_watched(&mut con, &lease, &checkpoint, &expected)
             .await;
-        // Timed here, not when the leader collects the result: that can be a blocked read
-        // later, and `took` would then include the wait for new entries.
-        (con, result.map(|()| started.elapsed()))
+        // Logged here, as soon as Redis answered, not when the leader collects the result:
+        // that can be after a blocked read, and `took` would include the wait for entries.
+        if result.is_ok() {
+            debug!(took = ?started.elapsed(), entries = applied, calls, "committed");
+        }
+        (con, result)
     });
-    InFlight {
-        handle,
-        applied,
-        calls,
-    }
+    InFlight { handle, applied }
 }
 
 /// Waits for the commit in flight, if any, and puts its connection back in `slot`.
@@ -328,10 +325,7 @@ async fn finish(
         .map_err(|e| ProjectorError::Task(e.to_string()))?;
     *slot = Some(con);
     match result {
-        Ok(took) => {
-            debug!(?took, entries = f.applied, calls = f.calls, "committed");
-            Ok(Committed::Done(f.applied))
-        }
+        Ok(()) => Ok(Committed::Done(f.applied)),
         Err(CommitError::Fenced) => {
             warn!("commit fenced: another projector holds the lease");
             Ok(Committed::Fenced)
