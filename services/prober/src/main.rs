@@ -10,11 +10,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::anyhow;
 use pantheon_prober::ProberConfig;
 use pantheon_service::env;
 
-fn config() -> anyhow::Result<ProberConfig> {
+fn config() -> Result<ProberConfig, String> {
     let mut c = ProberConfig::new(
         env::or("PANTHEON_REDIS_URL", "redis://127.0.0.1:6379"),
         env::or("PANTHEON_CLUSTER", "default"),
@@ -23,15 +22,12 @@ fn config() -> anyhow::Result<ProberConfig> {
     if let Ok(id) = std::env::var("PANTHEON_PROBER_ID") {
         c.id = id;
     }
-    c.interval = env::ms("PANTHEON_PROBE_INTERVAL_MS", c.interval).map_err(|e| anyhow!(e))?;
-    c.suspect_interval = env::ms("PANTHEON_PROBE_SUSPECT_INTERVAL_MS", c.suspect_interval)
-        .map_err(|e| anyhow!(e))?;
-    c.dead_interval =
-        env::ms("PANTHEON_PROBE_DEAD_INTERVAL_MS", c.dead_interval).map_err(|e| anyhow!(e))?;
-    c.timeout = env::ms("PANTHEON_PROBE_TIMEOUT_MS", c.timeout).map_err(|e| anyhow!(e))?;
-    c.registration_ttl =
-        env::ms("PANTHEON_PROBER_TTL_MS", c.registration_ttl).map_err(|e| anyhow!(e))?;
-    c.validate().map_err(anyhow::Error::msg)?;
+    c.interval = env::ms("PANTHEON_PROBE_INTERVAL_MS", c.interval)?;
+    c.suspect_interval = env::ms("PANTHEON_PROBE_SUSPECT_INTERVAL_MS", c.suspect_interval)?;
+    c.dead_interval = env::ms("PANTHEON_PROBE_DEAD_INTERVAL_MS", c.dead_interval)?;
+    c.timeout = env::ms("PANTHEON_PROBE_TIMEOUT_MS", c.timeout)?;
+    c.registration_ttl = env::ms("PANTHEON_PROBER_TTL_MS", c.registration_ttl)?;
+    c.validate()?;
     Ok(c)
 }
 
@@ -43,20 +39,5 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    pantheon_service::init_logging("info");
-    let config = match config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("pantheon-prober: bad configuration: {e:#}");
-            return ExitCode::from(64);
-        }
-    };
-    let shutdown = pantheon_service::shutdown_on_signals();
-    match pantheon_prober::run(config, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pantheon-prober: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    pantheon_service::serve("pantheon-prober", config(), pantheon_prober::run).await
 }

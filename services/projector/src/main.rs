@@ -9,11 +9,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::anyhow;
 use pantheon_projector::ProjectorConfig;
 use pantheon_service::env;
 
-fn config() -> anyhow::Result<ProjectorConfig> {
+fn config() -> Result<ProjectorConfig, String> {
     let mut c = ProjectorConfig::new(
         env::or("PANTHEON_REDIS_URL", "redis://127.0.0.1:6379"),
         env::or("PANTHEON_CLUSTER", "default"),
@@ -22,17 +21,14 @@ fn config() -> anyhow::Result<ProjectorConfig> {
     if let Ok(instance) = std::env::var("PANTHEON_INSTANCE") {
         c.instance = instance;
     }
-    c.lease_ttl =
-        Duration::from_millis(env::num("PANTHEON_LEASE_TTL_MS", 5000).map_err(|e| anyhow!(e))?);
+    c.lease_ttl = Duration::from_millis(env::num("PANTHEON_LEASE_TTL_MS", 5000)?);
     c.block = c.block.min(c.lease_ttl / 3);
-    c.snapshot_every =
-        env::num("PANTHEON_SNAPSHOT_EVERY", c.snapshot_every).map_err(|e| anyhow!(e))?;
-    c.prober_watchdog =
-        match env::num("PANTHEON_PROBER_WATCHDOG_MS", 1000).map_err(|e| anyhow!(e))? {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        };
-    c.validate().map_err(anyhow::Error::msg)?;
+    c.snapshot_every = env::num("PANTHEON_SNAPSHOT_EVERY", c.snapshot_every)?;
+    c.prober_watchdog = match env::num("PANTHEON_PROBER_WATCHDOG_MS", 1000)? {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
+    c.validate()?;
     Ok(c)
 }
 
@@ -44,20 +40,5 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    pantheon_service::init_logging("info");
-    let config = match config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("pantheon-projector: bad configuration: {e:#}");
-            return ExitCode::from(64);
-        }
-    };
-    let shutdown = pantheon_service::shutdown_on_signals();
-    match pantheon_projector::run(config, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pantheon-projector: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    pantheon_service::serve("pantheon-projector", config(), pantheon_projector::run).await
 }

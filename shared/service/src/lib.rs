@@ -54,6 +54,35 @@ pub fn init_logging(default: &str) {
         .try_init();
 }
 
+/// The whole `main` of a stand-alone service binary: logging, the configuration (a bad one
+/// exits 64, like the CLI's usage errors, with the reason), a shutdown token cancelled by
+/// SIGTERM/SIGINT, then `run`; an error from it exits 1.
+pub async fn serve<C, E, F>(
+    name: &str,
+    config: Result<C, String>,
+    run: impl FnOnce(C, CancellationToken) -> F,
+) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    init_logging("info");
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: bad configuration: {e}");
+            return std::process::ExitCode::from(64);
+        }
+    };
+    match run(config, shutdown_on_signals()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Waits for `task` to end, at most `grace`; returns false if it had to be abandoned.
 pub async fn drain<F: std::future::Future>(task: F, grace: Duration) -> bool {
     tokio::time::timeout(grace, task).await.is_ok()
