@@ -2,12 +2,9 @@
 //! owner. Large hashes and sets are read with HSCAN/SSCAN, never in one reply.
 
 use pantheon_domain::{DecodeError, NodeId};
-use pantheon_store::readmodel::NodeRecord;
+use pantheon_store::readmodel::{self, NodeRecord};
 
 use crate::{ClientError, Pantheon};
-
-/// Elements asked for per SCAN page.
-const SCAN_COUNT: usize = 1000;
 
 fn node_id(node: &str) -> Result<NodeId, ClientError> {
     NodeId::new(node).map_err(|e| ClientError::Invalid(DecodeError::from(e)))
@@ -30,25 +27,12 @@ impl Pantheon {
     /// ```
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, ClientError> {
         let key = self.inner.layout.nodes();
-        let mut con = self.con();
-        let mut cursor = 0u64;
-        let mut out = Vec::new();
-        loop {
-            let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
-                .arg(&key)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut con)
-                .await?;
-            for (node, json) in page {
-                out.push(record(&key, &node, &json)?);
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let fields: Vec<(String, String)> =
+            readmodel::scan_all(&mut self.con(), "HSCAN", Some(&key), None).await?;
+        let mut out = fields
+            .iter()
+            .map(|(node, json)| record(&key, node, json))
+            .collect::<Result<Vec<_>, _>>()?;
         // HSCAN may return an element twice (while the hash is rehashed).
         out.sort_by(|a, b| a.node.cmp(&b.node));
         out.dedup_by(|a, b| a.node == b.node);
@@ -86,23 +70,8 @@ impl Pantheon {
     /// ```
     pub async fn node_keys(&self, node: &str) -> Result<Vec<String>, ClientError> {
         let key = self.inner.layout.node_keys(&node_id(node)?);
-        let mut con = self.con();
-        let mut cursor = 0u64;
-        let mut out = Vec::new();
-        loop {
-            let (next, page): (u64, Vec<String>) = redis::cmd("SSCAN")
-                .arg(&key)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut con)
-                .await?;
-            out.extend(page);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let mut out: Vec<String> =
+            readmodel::scan_all(&mut self.con(), "SSCAN", Some(&key), None).await?;
         // SSCAN may return an element twice (while the set is rehashed).
         out.sort_unstable();
         out.dedup();
