@@ -337,21 +337,30 @@ impl Subscription {
     }
 
     /// Runs one step of the current phase; may leave the buffer empty.
+    /// `XREADGROUP` of this subscription's group and consumer from `position` (`>` for new
+    /// entries, an id for our own pending ones), blocking for `block` when given.
+    fn read_group(&self, block: Option<Duration>, position: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(self.options.count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(millis(block).max(1));
+        }
+        cmd.arg("STREAMS").arg(&self.stream).arg(position);
+        cmd
+    }
+
     async fn fill(&mut self) -> Result<(), ClientError> {
         if !self.group_ready {
             self.ensure_group().await?;
         }
         match self.phase {
             Phase::Own { cursor } => {
-                let reply: Value = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(&self.group)
-                    .arg(&self.consumer)
-                    .arg("COUNT")
-                    .arg(self.options.count)
-                    .arg("STREAMS")
-                    .arg(&self.stream)
-                    .arg(cursor.to_string())
+                let reply: Value = self
+                    .read_group(None, &cursor.to_string())
                     .query_async(&mut self.con)
                     .await?;
                 let entries = stream::parse_read(reply)?;
@@ -395,23 +404,12 @@ impl Subscription {
                     return Ok(());
                 }
                 let block = self.options.block.min(self.next_claim - now);
+                let read = self.read_group(Some(block), ">");
                 let con = match &mut self.blocking {
                     Some(con) => con,
                     None => self.blocking.insert(connect::blocking(&self.client).await?),
                 };
-                let reply: Value = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(&self.group)
-                    .arg(&self.consumer)
-                    .arg("COUNT")
-                    .arg(self.options.count)
-                    .arg("BLOCK")
-                    .arg(millis(block).max(1))
-                    .arg("STREAMS")
-                    .arg(&self.stream)
-                    .arg(">")
-                    .query_async(con)
-                    .await?;
+                let reply: Value = read.query_async(con).await?;
                 // First deliveries: the counter is 1, within any max_deliveries.
                 for entry in stream::parse_read(reply)? {
                     self.buffer.push_back(Delivery::new(entry, 1));
