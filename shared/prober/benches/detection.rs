@@ -29,8 +29,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path as FsPath, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
+use std::path::Path as FsPath;
+use std::process::{Command as Process, Stdio};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -44,8 +44,11 @@ use pantheon_domain::policy::PolicyChange;
 use pantheon_domain::{EntryId, NodeId, Strategy};
 use pantheon_prober::ProberConfig;
 use pantheon_projector::ProjectorConfig;
-use pantheon_store::{Layout, RawEntry, connect, stream};
+use pantheon_store::{Layout, RawEntry, connect, readmodel, stream};
 use pantheon_test_support::TestRedis;
+use pantheon_test_support::process::{
+    ChildGuard, cpu_time, load_average, memory_mib, release_binary,
+};
 use rand::Rng;
 use redis::aio::MultiplexedConnection;
 use tokio::net::TcpListener;
@@ -165,12 +168,6 @@ async fn connect_to(url: &str) -> MultiplexedConnection {
     connect::blocking(&client).await.expect("redis connection")
 }
 
-fn cluster_name(redis: &TestRedis) -> String {
-    redis
-        .namespace()
-        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-")
-}
-
 fn xadd_cmd(log: &str, entry: &LogEntry) -> redis::Cmd {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(log).arg("*");
@@ -186,13 +183,10 @@ async fn xadd(con: &mut MultiplexedConnection, log: &str, entry: &LogEntry) -> E
 }
 
 async fn last_applied(con: &mut MultiplexedConnection, layout: &Layout) -> Option<EntryId> {
-    let last: Option<String> = redis::cmd("HGET")
-        .arg(layout.checkpoint())
-        .arg("last_id")
-        .query_async(con)
+    readmodel::load_checkpoint(con, layout)
         .await
-        .expect("HGET checkpoint");
-    last.and_then(|s| s.parse().ok())
+        .expect("checkpoint")
+        .and_then(|c| c.last_id)
 }
 
 async fn wait_applied(con: &mut MultiplexedConnection, layout: &Layout, id: EntryId) {
@@ -229,36 +223,7 @@ async fn xrange(con: &mut MultiplexedConnection, key: &str) -> Vec<RawEntry> {
     stream::parse_entries(v).expect("stream entries")
 }
 
-/// User + system CPU time of a process (all threads), from `/proc/<pid>/stat`.
-fn cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name; USER_HZ is 100.
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
-fn rss_mib(pid: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-async fn redis_pid(con: &mut MultiplexedConnection) -> String {
+async fn redis_pid(con: &mut MultiplexedConnection) -> u32 {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(con)
@@ -266,8 +231,8 @@ async fn redis_pid(con: &mut MultiplexedConnection) -> String {
         .expect("INFO");
     info.lines()
         .find_map(|l| l.strip_prefix("process_id:"))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+        .and_then(|s| s.trim().parse().ok())
+        .expect("process_id in INFO server")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -386,7 +351,7 @@ struct Env {
 impl Env {
     async fn start() -> Self {
         let redis = TestRedis::start().await;
-        let cluster = cluster_name(&redis);
+        let cluster = redis.namespace().to_owned();
         let layout = Layout::new("pantheon", &cluster);
         let con = connect_to(&redis.url).await;
         let stop = CancellationToken::new();
@@ -604,63 +569,16 @@ struct ScaleResult {
     log_probe_entries: usize,
 }
 
-struct ChildGuard(Child);
-
-impl ChildGuard {
-    fn pid(&self) -> String {
-        self.0.id().to_string()
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = Process::new("kill").arg("-TERM").arg(self.pid()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Finds (or builds) the real `pantheon-prober` binary.
-fn prober_binary() -> Option<PathBuf> {
-    if let Ok(bin) = std::env::var("PANTHEON_PROBER_BIN") {
-        return Some(PathBuf::from(bin));
-    }
-    // This bench runs from target/release/deps/; the binary lands in target/release/.
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    let workspace = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building the prober binary: cargo build --release -p pantheon-prober-service");
-    let built = Process::new(cargo)
-        .args(["build", "--release", "-p", "pantheon-prober-service"])
-        .current_dir(workspace)
-        .env("CARGO_TARGET_DIR", dir.parent()?)
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        eprintln!("could not build pantheon-prober: the scale step runs the prober in-process");
-        return None;
-    }
-    let bin = dir.join("pantheon-prober");
-    bin.exists().then_some(bin)
-}
-
 enum RunningProber {
     Child(ChildGuard),
     InProcess(CancellationToken, JoinHandle<()>),
 }
 
 impl RunningProber {
-    fn pid(&self) -> String {
+    fn pid(&self) -> u32 {
         match self {
             RunningProber::Child(c) => c.pid(),
-            RunningProber::InProcess(..) => "self".into(),
+            RunningProber::InProcess(..) => std::process::id(),
         }
     }
 
@@ -714,7 +632,7 @@ async fn joins(sizes: &[usize]) -> Vec<(usize, &'static str, Option<Duration>)> 
     for &n in sizes {
         for strategy in [Strategy::Ring, Strategy::Rendezvous] {
             let redis = TestRedis::start().await;
-            let cluster = cluster_name(&redis);
+            let cluster = redis.namespace().to_owned();
             let layout = Layout::new("pantheon", &cluster);
             let mut con = connect_to(&redis.url).await;
             let stop = CancellationToken::new();
@@ -758,7 +676,7 @@ async fn scale(
     window: Duration,
 ) -> ScaleResult {
     let redis = TestRedis::start().await;
-    let cluster = cluster_name(&redis);
+    let cluster = redis.namespace().to_owned();
     let layout = Layout::new("pantheon", &cluster);
     let log = layout.log();
     let mut con = connect_to(&redis.url).await;
@@ -847,20 +765,28 @@ async fn scale(
     }
 
     // The measured window.
-    let (cpu0, self0, redis0) = (cpu_time(&pid), cpu_time("self"), cpu_time(&redis_pid));
+    let (cpu0, self0, redis0) = (
+        cpu_time(pid),
+        cpu_time(std::process::id()),
+        cpu_time(redis_pid),
+    );
     let (hits0, per0, t0) = (
         counters.total.load(Ordering::Relaxed),
         counters.per_node(),
         Instant::now(),
     );
     tokio::time::sleep(window).await;
-    let (cpu1, self1, redis1) = (cpu_time(&pid), cpu_time("self"), cpu_time(&redis_pid));
+    let (cpu1, self1, redis1) = (
+        cpu_time(pid),
+        cpu_time(std::process::id()),
+        cpu_time(redis_pid),
+    );
     let (hits1, per1, t1) = (
         counters.total.load(Ordering::Relaxed),
         counters.per_node(),
         Instant::now(),
     );
-    let prober_rss = rss_mib(&pid);
+    let prober_rss = memory_mib(pid).0;
 
     let per_node: Vec<u32> = per1.iter().zip(&per0).map(|(b, a)| b - a).collect();
     let (b0, b1) = (counters.bucket_of(t0) + 1, counters.bucket_of(t1));
@@ -1265,7 +1191,11 @@ fn main() {
         );
     }
     let bin = if plan.child && run("scale") {
-        prober_binary()
+        release_binary(
+            "pantheon-prober-service",
+            "pantheon-prober",
+            "PANTHEON_PROBER_BIN",
+        )
     } else {
         None
     };

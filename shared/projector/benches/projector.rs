@@ -22,8 +22,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
+use std::path::Path;
+use std::process::{Command as Process, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,9 @@ use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::{EntryId, NodeId, State};
 use pantheon_projector::stage::{fresh_checkpoint, stage_entries};
 use pantheon_projector::{ProjectorConfig, rebuild};
-use pantheon_store::{Layout, RawEntry, connect, stream};
+use pantheon_store::{Layout, RawEntry, connect, readmodel, stream};
 use pantheon_test_support::TestRedis;
+use pantheon_test_support::process::{ChildGuard, cpu_time, memory_mib, release_binary};
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::filter::Targets;
@@ -172,12 +173,6 @@ async fn connect_to(url: &str) -> MultiplexedConnection {
     connect::blocking(&client).await.expect("connect to redis")
 }
 
-fn cluster_name(redis: &TestRedis) -> String {
-    redis
-        .namespace()
-        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-")
-}
-
 fn node(i: usize) -> NodeId {
     NodeId::new(&format!("node-{i}")).expect("node id")
 }
@@ -240,13 +235,10 @@ async fn send_xadds(con: &mut MultiplexedConnection, pipes: &[redis::Pipeline]) 
 }
 
 async fn last_applied(con: &mut MultiplexedConnection, layout: &Layout) -> Option<EntryId> {
-    let last: Option<String> = redis::cmd("HGET")
-        .arg(layout.checkpoint())
-        .arg("last_id")
-        .query_async(con)
+    readmodel::load_checkpoint(con, layout)
         .await
-        .expect("HGET checkpoint");
-    last.and_then(|s| s.parse().ok())
+        .expect("checkpoint")
+        .and_then(|c| c.last_id)
 }
 
 /// Polls the checkpoint every 2 ms until it reaches `id`.
@@ -330,32 +322,6 @@ fn stat_time(stats: &BTreeMap<String, (u64, u64)>, cmd: &str) -> Duration {
     Duration::from_micros(stats.get(cmd).map_or(0, |s| s.1))
 }
 
-/// User + system CPU time of a process (all threads), from `/proc/<pid>/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name; USER_HZ is 100.
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
-/// `VmRSS` and `VmHWM` of a process, in MiB.
-fn rss_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
-}
-
 async fn memory_usage(con: &mut MultiplexedConnection, key: &str) -> f64 {
     let bytes: Option<u64> = redis::cmd("MEMORY")
         .arg("USAGE")
@@ -429,7 +395,7 @@ struct ChildResults {
 /// the clock starts (with Pantheon's own placement), so this is the best any writer can do.
 async fn baseline(r: &mut Results, keys: &[String]) {
     let redis = TestRedis::start().await;
-    let layout = Layout::new("baseline", &cluster_name(&redis));
+    let layout = Layout::new("baseline", redis.namespace());
     let mut con = connect_to(&redis.url).await;
 
     let started = Instant::now();
@@ -524,7 +490,7 @@ async fn baseline(r: &mut Results, keys: &[String]) {
 /// Steps 1-3 against one fresh Redis with the projector running in this process.
 async fn pantheon(r: &mut Results, keys: &[String], scale: Scale) {
     let redis = TestRedis::start().await;
-    let cluster = cluster_name(&redis);
+    let cluster = redis.namespace().to_owned();
     let layout = Layout::new("pantheon", &cluster);
     let log = layout.log();
     let mut con = connect_to(&redis.url).await;
@@ -773,55 +739,11 @@ fn bench_limits() -> pantheon_projector::stage::Limits<'static> {
     }
 }
 
-/// Finds (or builds) the real `pantheon-projector` binary.
-fn projector_binary() -> Option<PathBuf> {
-    if let Ok(bin) = std::env::var("PANTHEON_PROJECTOR_BIN") {
-        return Some(PathBuf::from(bin));
-    }
-    // This bench runs from target/release/deps/; the binary lands in target/release/.
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building the projector binary: cargo build --release -p pantheon-projector-service");
-    let built = Process::new(cargo)
-        .args(["build", "--release", "-p", "pantheon-projector-service"])
-        .current_dir(workspace)
-        .env("CARGO_TARGET_DIR", dir.parent()?)
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        eprintln!("could not build pantheon-projector: skipping the memory measurement");
-        return None;
-    }
-    let bin = dir.join("pantheon-projector");
-    bin.exists().then_some(bin)
-}
-
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = Process::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Step 4: the real binary in a child process, on a fresh Redis: steps 1 and 2 again,
 /// reading its memory from `/proc`.
 async fn child(r: &mut Results, keys: &[String], bin: &Path) {
     let redis = TestRedis::start().await;
-    let cluster = cluster_name(&redis);
+    let cluster = redis.namespace().to_owned();
     let layout = Layout::new("pantheon", &cluster);
     let log = layout.log();
     let mut con = connect_to(&redis.url).await;
@@ -830,10 +752,10 @@ async fn child(r: &mut Results, keys: &[String], bin: &Path) {
     let joins: Vec<_> = (1..=NODES).map(join).collect();
     let join_ids = send_xadds(&mut con, &xadd_pipes(&log, &joins, NODES)).await;
     let child = spawn_child(bin, &redis.url, &cluster, "bench-child");
-    let pid = child.0.id();
+    let pid = child.pid();
     wait_applied(&mut poll, &layout, *join_ids.last().expect("joins")).await;
     let mut out = ChildResults {
-        idle: rss_mib(pid),
+        idle: memory_mib(pid),
         ..ChildResults::default()
     };
 
@@ -847,7 +769,7 @@ async fn child(r: &mut Results, keys: &[String], bin: &Path) {
     drop(pipes);
     // Let the allocator settle (freed batches), then read.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    out.after_assign = rss_mib(pid);
+    out.after_assign = memory_mib(pid);
 
     let mem = info(&mut con, "memory").await;
     r.redis_used = info_field(&mem, "used_memory_human")
@@ -869,19 +791,19 @@ async fn child(r: &mut Results, keys: &[String], bin: &Path) {
     wait_applied(&mut poll, &layout, ids[2]).await;
     out.death_total = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    out.after_death = rss_mib(pid);
+    out.after_death = memory_mib(pid);
     drop(child);
 
     // A restarted projector loads the 1,000,000 keys from the read models: its memory is
     // the state's, without the transient read and commit buffers of a big catch-up.
     let started = Instant::now();
     let child = spawn_child(bin, &redis.url, &cluster, "bench-child-2");
-    let pid = child.0.id();
+    let pid = child.pid();
     let ids = send_xadds(&mut con, &xadd_pipes(&log, &[probe(2, 2, true)], 1)).await;
     wait_applied(&mut poll, &layout, ids[0]).await;
     out.restart_total = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    out.after_restart = rss_mib(pid);
+    out.after_restart = memory_mib(pid);
     drop(child);
     r.child = Some(out);
 }
@@ -1145,7 +1067,11 @@ fn main() {
     let steps = std::env::var("PANTHEON_BENCH_STEPS").unwrap_or_default();
     let run = |step: &str| steps.is_empty() || steps.split(',').any(|s| s.trim() == step);
     let bin = if scale.child && run("memory") {
-        projector_binary()
+        release_binary(
+            "pantheon-projector-service",
+            "pantheon-projector",
+            "PANTHEON_PROJECTOR_BIN",
+        )
     } else {
         None
     };

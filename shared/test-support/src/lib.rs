@@ -27,6 +27,8 @@
 //! # }
 //! ```
 
+pub mod process;
+
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
