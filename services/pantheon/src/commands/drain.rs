@@ -17,18 +17,14 @@ pub async fn run(args: NodeArgs, settings: &Settings, drain: bool) -> anyhow::Re
     }
     .map_err(client_error)?;
     let what = format!("{} {}", if drain { "drain" } else { "undrain" }, args.node);
-    if write::settle(&cluster, &what, id, &args.wait, settings)
-        .await?
-        .is_none()
-    {
+    let Some(events) = write::settle_one(&cluster, &what, id, &args.wait, settings).await? else {
         return Ok(());
-    }
+    };
     let record = cluster
         .client
         .node_health(&args.node)
         .await
         .map_err(client_error)?;
-    let events = write::events_caused_by(&cluster, &[id], 100).await?;
     let state = record.as_ref().map_or("unknown", |r| r.state.as_str());
     let message = if drain {
         format!(

@@ -27,18 +27,14 @@ pub async fn run(args: JoinArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     .map_err(client_error)?;
     let what = format!("join {}", args.node);
-    if write::settle(&cluster, &what, id, &args.wait, settings)
-        .await?
-        .is_none()
-    {
+    let Some(events) = write::settle_one(&cluster, &what, id, &args.wait, settings).await? else {
         return Ok(());
-    }
+    };
     let record = cluster
         .client
         .node_health(&args.node)
         .await
         .map_err(client_error)?;
-    let events = write::events_caused_by(&cluster, &[id], 100).await?;
     let message = match &record {
         Some(n) => format!(
             "{} joined: epoch {}, weight {}, health {}; now {}",

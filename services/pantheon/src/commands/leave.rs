@@ -15,13 +15,9 @@ pub async fn run(args: NodeArgs, settings: &Settings) -> anyhow::Result<()> {
         .await
         .map_err(client_error)?;
     let what = format!("leave {}", args.node);
-    if write::settle(&cluster, &what, id, &args.wait, settings)
-        .await?
-        .is_none()
-    {
+    let Some(events) = write::settle_one(&cluster, &what, id, &args.wait, settings).await? else {
         return Ok(());
-    }
-    let events = write::events_caused_by(&cluster, &[id], 100).await?;
+    };
     let message = format!("{} left the cluster", args.node);
     write::report(
         &args.wait,

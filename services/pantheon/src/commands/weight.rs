@@ -15,13 +15,9 @@ pub async fn run(args: WeightArgs, settings: &Settings) -> anyhow::Result<()> {
         .await
         .map_err(client_error)?;
     let what = format!("weight {} {}", args.node, args.weight);
-    if write::settle(&cluster, &what, id, &args.wait, settings)
-        .await?
-        .is_none()
-    {
+    let Some(events) = write::settle_one(&cluster, &what, id, &args.wait, settings).await? else {
         return Ok(());
-    }
-    let events = write::events_caused_by(&cluster, &[id], 100).await?;
+    };
     let previous = events.iter().find_map(|e| match e.kind {
         pantheon_domain::EventKind::WeightChanged { previous, .. } => Some(previous),
         _ => None,

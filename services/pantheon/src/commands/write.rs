@@ -59,6 +59,21 @@ pub async fn settle(
     }
 }
 
+/// [`settle`] for a command that appended one entry, then the events it caused: `Ok(None)`
+/// with `--no-wait`.
+pub async fn settle_one(
+    cluster: &Cluster,
+    what: &str,
+    id: EntryId,
+    wait: &WaitArgs,
+    settings: &Settings,
+) -> anyhow::Result<Option<Vec<pantheon_domain::Event>>> {
+    if settle(cluster, what, id, wait, settings).await?.is_none() {
+        return Ok(None);
+    }
+    events_caused_by(cluster, &[id], 100).await.map(Some)
+}
+
 /// Events caused by the given log entries, oldest first, found among the latest `scan`
 /// events (they were just applied, so they are near the end).
 pub async fn events_caused_by(
