@@ -101,8 +101,13 @@ impl TestCluster {
         }
     }
 
+    /// The deployment of this test's Redis.
+    pub fn deployment(&self) -> pantheon_store::Deployment {
+        pantheon_store::Deployment::from_url(&self.redis.url).expect("test redis url")
+    }
+
     pub fn config(&self, instance: &str) -> ProjectorConfig {
-        let mut c = ProjectorConfig::new(self.redis.url.clone(), self.name.clone());
+        let mut c = ProjectorConfig::new(self.deployment(), self.name.clone());
         c.instance = instance.to_owned();
         c.lease_ttl = Duration::from_millis(1000);
         c.block = Duration::from_millis(100);
@@ -129,7 +134,7 @@ impl TestCluster {
     /// A prober config tuned for tests: defaults for cadence and timeout (what users get), a
     /// short replica TTL so hand-over tests stay quick.
     pub fn prober_config(&self, id: &str) -> pantheon_prober::ProberConfig {
-        let mut c = pantheon_prober::ProberConfig::new(self.redis.url.clone(), self.name.clone());
+        let mut c = pantheon_prober::ProberConfig::new(self.deployment(), self.name.clone());
         c.id = id.to_owned();
         c.registration_ttl = Duration::from_millis(1000);
         c.grace = Duration::from_millis(500);

@@ -14,6 +14,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use pantheon_prober::ProberConfig;
 use pantheon_projector::ProjectorConfig;
+use pantheon_store::{Deployment, DeploymentError, Durability, TlsFiles};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::CliError;
@@ -38,10 +39,34 @@ pub struct Settings {
     pub cluster: String,
     #[serde(deserialize_with = "text")]
     pub prefix: String,
+    /// TLS files for `rediss://` URLs.
+    pub tls: TlsFiles,
+    /// How many replicas must hold a write before it is reported.
+    pub durability: DurabilitySettings,
     pub client: ClientSettings,
     pub local_redis: LocalRedisSettings,
     pub projector: ProjectorSettings,
     pub prober: ProberSettings,
+}
+
+/// `WAIT` after each log write: `replicas` (default 1 with a Sentinel or Cluster URL, 0 with
+/// a single server) must confirm within `timeout_ms`, or the write is reported as not
+/// replicated (exit code 4), never as applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DurabilitySettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    pub timeout_ms: u64,
+}
+
+impl Default for DurabilitySettings {
+    fn default() -> Self {
+        Self {
+            replicas: None,
+            timeout_ms: ms(pantheon_store::deployment::DEFAULT_WAIT_TIMEOUT),
+        }
+    }
 }
 
 /// How the CLI talks to a cluster.
@@ -117,6 +142,8 @@ impl Default for Settings {
             redis_url: "redis://127.0.0.1:6379".into(),
             cluster: "default".into(),
             prefix: pantheon_client::DEFAULT_PREFIX.into(),
+            tls: TlsFiles::default(),
+            durability: DurabilitySettings::default(),
             client: ClientSettings::default(),
             local_redis: LocalRedisSettings::default(),
             projector: ProjectorSettings::default(),
@@ -145,7 +172,7 @@ impl Default for LocalRedisSettings {
 
 impl Default for ProjectorSettings {
     fn default() -> Self {
-        let c = ProjectorConfig::new("", "default");
+        let c = ProjectorConfig::new(Deployment::default(), "default");
         Self {
             instance: None,
             lease_ttl_ms: ms(c.lease_ttl),
@@ -163,7 +190,7 @@ impl Default for ProjectorSettings {
 
 impl Default for ProberSettings {
     fn default() -> Self {
-        let c = ProberConfig::new("", "default");
+        let c = ProberConfig::new(Deployment::default(), "default");
         Self {
             id: None,
             interval_ms: ms(c.interval),
@@ -412,8 +439,7 @@ impl Settings {
         if self.redis_url.trim().is_empty() {
             return Err(bad("redis_url", "must not be empty"));
         }
-        pantheon_store::connect::client(&self.redis_url)
-            .map_err(|e| bad("redis_url", format!("{:?}: {e}", mask_url(&self.redis_url))))?;
+        self.deployment()?;
         pantheon_projector::config::check_name("cluster", &self.cluster)
             .map_err(|e| bad("cluster", e))?;
         pantheon_projector::config::check_name("prefix", &self.prefix)
@@ -436,6 +462,27 @@ impl Settings {
         Duration::from_millis(self.client.connect_timeout_ms)
     }
 
+    /// The Redis deployment: URL, TLS files and durability, checked.
+    pub fn deployment(&self) -> Result<Deployment, CliError> {
+        let deployment = Deployment::new(&self.redis_url, &self.tls).map_err(|e| match e {
+            DeploymentError::Url(e) => bad("redis_url", e),
+            DeploymentError::Tls(e) => CliError::usage(format!("bad configuration: {e}")),
+        })?;
+        let default = deployment.durability;
+        if self.durability.timeout_ms == 0
+            && self.durability.replicas.unwrap_or(default.replicas) > 0
+        {
+            return Err(bad(
+                "durability.timeout_ms",
+                "must be > 0 when replicas > 0",
+            ));
+        }
+        Ok(deployment.with_durability(Durability {
+            replicas: self.durability.replicas.unwrap_or(default.replicas),
+            timeout: Duration::from_millis(self.durability.timeout_ms),
+        }))
+    }
+
     pub fn layout(&self) -> pantheon_store::Layout {
         pantheon_store::Layout::new(&self.prefix, &self.cluster)
     }
@@ -443,7 +490,7 @@ impl Settings {
     /// The projector's settings, validated.
     pub fn projector_config(&self) -> Result<ProjectorConfig, CliError> {
         let p = &self.projector;
-        let mut c = ProjectorConfig::new(self.redis_url.clone(), self.cluster.clone());
+        let mut c = ProjectorConfig::new(self.deployment()?, self.cluster.clone());
         c.prefix.clone_from(&self.prefix);
         if let Some(instance) = &p.instance {
             c.instance.clone_from(instance);
@@ -469,7 +516,7 @@ impl Settings {
     /// The prober's settings, validated.
     pub fn prober_config(&self) -> Result<ProberConfig, CliError> {
         let p = &self.prober;
-        let mut c = ProberConfig::new(self.redis_url.clone(), self.cluster.clone());
+        let mut c = ProberConfig::new(self.deployment()?, self.cluster.clone());
         c.prefix.clone_from(&self.prefix);
         if let Some(id) = &p.id {
             c.id.clone_from(id);
@@ -515,52 +562,9 @@ impl Settings {
     }
 }
 
-/// Replaces the password of a URL (`redis://user:secret@host` → `redis://user:****@host`,
-/// also `?password=` / `?pass=` query values) with `****`.
+/// Replaces the password of a URL with `****` (see [`pantheon_store::url::mask`]).
 pub fn mask_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let start = scheme_end + 3;
-    let rest = &url[start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let mut out = url[..start].to_owned();
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => {
-                    out.push_str(user);
-                    out.push_str(":****");
-                }
-                None => out.push_str(userinfo),
-            }
-            out.push_str(&authority[at..]);
-        }
-        None => out.push_str(authority),
-    }
-    let tail = &rest[authority_end..];
-    match tail.split_once('?') {
-        Some((path, query)) => {
-            out.push_str(path);
-            out.push('?');
-            let params: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _))
-                        if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("pass") =>
-                    {
-                        format!("{k}=****")
-                    }
-                    _ => kv.to_owned(),
-                })
-                .collect();
-            out.push_str(&params.join("&"));
-        }
-        None => out.push_str(tail),
-    }
-    out
+    pantheon_store::url::mask(url)
 }
 
 /// A string key that also takes a bare number or boolean (an environment variable such as
@@ -628,7 +632,7 @@ mod tests {
         s.check().unwrap();
         let p = s.prober_config().unwrap();
         assert_eq!(p.success_statuses, vec![(200, 299)]);
-        assert_eq!(p.deny, ProberConfig::new("", "x").deny);
+        assert_eq!(p.deny, ProberConfig::new(Deployment::default(), "x").deny);
         let c = s.projector_config().unwrap();
         assert_eq!(c.lease_ttl, Duration::from_secs(5));
     }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use pantheon_client::{ClientError, Pantheon};
 use pantheon_store::Layout;
-use redis::aio::ConnectionManager;
+use pantheon_store::handle::classify;
+use pantheon_store::{Redis, StoreError};
 
 use crate::config::{Settings, mask_url};
 use crate::error::{self, CliError};
@@ -19,29 +20,29 @@ pub enum PingError {
     Refused(String),
 }
 
-/// PINGs the Redis at `url`, giving up after `timeout`.
-pub async fn ping(url: &str, timeout: Duration) -> Result<(), PingError> {
-    let client = redis::Client::open(url).map_err(|e| PingError::Refused(e.to_string()))?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    let attempt = async {
-        let mut con = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        redis::cmd("PING").query_async::<String>(&mut con).await
-    };
-    match tokio::time::timeout(timeout + Duration::from_millis(100), attempt).await {
-        Err(_) => Err(PingError::Unreachable(format!(
-            "no answer within {}",
-            crate::output::duration(timeout)
-        ))),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() => {
+/// PINGs the master serving the configured cluster (asking Sentinel or Redis Cluster first
+/// when the URL says so), giving up after `timeout`.
+pub async fn ping(settings: &Settings, timeout: Duration) -> Result<(), PingError> {
+    let deployment = settings
+        .deployment()
+        .map_err(|e| PingError::Refused(e.to_string()))?;
+    let redis = Redis::new(deployment, &settings.cluster);
+    match redis.ping(timeout).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::Unavailable { class, reason }) if is_unreachable(class) => {
+            Err(PingError::Unreachable(reason))
+        }
+        Err(StoreError::Redis(e)) if is_unreachable(classify(&e)) => {
             Err(PingError::Unreachable(e.to_string()))
         }
-        Ok(Err(e)) => Err(PingError::Refused(e.to_string())),
+        Err(StoreError::Unavailable { reason, .. }) => Err(PingError::Refused(reason)),
+        Err(e) => Err(PingError::Refused(e.to_string())),
     }
+}
+
+/// Nothing answers there (as opposed to something answering badly: a password, TLS, ACL).
+fn is_unreachable(class: &str) -> bool {
+    matches!(class, "refused" | "timeout" | "connection lost")
 }
 
 /// The one-line error for a Redis that does not answer.
@@ -58,7 +59,7 @@ pub fn unreachable(url: &str, why: &str) -> anyhow::Error {
 
 /// Checks that Redis answers, with the error every command gives when it does not.
 pub async fn reachable(settings: &Settings) -> anyhow::Result<()> {
-    match ping(&settings.redis_url, settings.connect_timeout()).await {
+    match ping(settings, settings.connect_timeout()).await {
         Ok(()) => Ok(()),
         Err(PingError::Unreachable(why)) => Err(unreachable(&settings.redis_url, &why)),
         Err(PingError::Refused(why)) => Err(CliError::failed(format!(
@@ -73,9 +74,9 @@ pub async fn reachable(settings: &Settings) -> anyhow::Result<()> {
 #[derive(Clone)]
 pub struct Cluster {
     pub client: Pantheon,
-    /// For commands the client library does not wrap (SCARD, XRANGE, ...).
-    pub con: ConnectionManager,
-    pub redis: redis::Client,
+    /// For commands the client library does not wrap (SCARD, XRANGE, ...); follows the
+    /// master through failovers.
+    pub con: Redis,
     pub layout: Layout,
     pub name: String,
     pub url: String,
@@ -107,18 +108,14 @@ impl Cluster {
         reachable(settings).await?;
         let client = Pantheon::builder(&settings.redis_url, &settings.cluster)
             .prefix(&settings.prefix)
+            .deployment(settings.deployment()?)
             .connect()
             .await
             .map_err(client_error)?;
-        let redis = pantheon_store::connect::client(&settings.redis_url)
-            .map_err(|e| CliError::usage(format!("bad redis_url: {e}")))?;
-        let con = pantheon_store::connect::commands(&redis)
-            .await
-            .map_err(|e| unreachable(&settings.redis_url, &e.to_string()))?;
+        let con = client.redis().clone();
         Ok(Self {
             client,
             con,
-            redis,
             layout: settings.layout(),
             name: settings.cluster.clone(),
             url: settings.redis_url.clone(),
@@ -133,6 +130,7 @@ pub fn client_error(e: ClientError) -> anyhow::Error {
         ClientError::Invalid(_) | ClientError::Config(_) => error::USAGE,
         ClientError::Rejected { .. } => error::REJECTED,
         ClientError::Timeout { .. } => error::TIMED_OUT,
+        ClientError::NotReplicated { .. } => error::NOT_REPLICATED,
         _ => error::FAILURE,
     };
     CliError::new(code, e.to_string()).into()

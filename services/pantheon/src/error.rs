@@ -11,6 +11,9 @@ pub const FAILURE: u8 = 1;
 pub const REJECTED: u8 = 2;
 /// A write was not applied within the wait timeout (is a projector running?).
 pub const TIMED_OUT: u8 = 3;
+/// A write reached the master's log but not the required replicas in time: it may be lost
+/// if the master fails now, so it is never reported as applied.
+pub const NOT_REPLICATED: u8 = 4;
 /// Bad usage or configuration (EX_USAGE from sysexits.h).
 pub const USAGE: u8 = 64;
 

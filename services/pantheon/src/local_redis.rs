@@ -41,7 +41,7 @@ const HOW_TO: &str = "install redis-server (`sudo apt-get install -y redis-serve
 /// already there.
 pub async fn ensure(settings: &Settings, allow_start: bool) -> anyhow::Result<Option<LocalRedis>> {
     let url = &settings.redis_url;
-    let why = match connect::ping(url, settings.connect_timeout()).await {
+    let why = match connect::ping(settings, settings.connect_timeout()).await {
         Ok(()) => return Ok(None),
         Err(PingError::Refused(why)) => {
             return Err(CliError::failed(format!(
@@ -100,7 +100,10 @@ pub async fn ensure(settings: &Settings, allow_start: bool) -> anyhow::Result<Op
             ))
             .into());
         }
-        if connect::ping(url, Duration::from_millis(500)).await.is_ok() {
+        if connect::ping(settings, Duration::from_millis(500))
+            .await
+            .is_ok()
+        {
             break;
         }
         if tokio::time::Instant::now() >= deadline {

@@ -5,13 +5,14 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use pantheon_domain::EntryId;
-use pantheon_store::{RawEntry, connect, stream};
-use redis::aio::MultiplexedConnection;
+use pantheon_store::{PinnedConnection, RawEntry, Redis, StoreError, stream};
 use tokio::time::Instant;
 
 /// Reads a stream from a position onwards, entry by entry.
 pub struct Tail {
-    con: MultiplexedConnection,
+    redis: Redis,
+    /// Reopened (on the master of the moment) after a failure.
+    con: Option<PinnedConnection>,
     key: String,
     /// The last id read (`$` until the first entry when following from "now").
     last: String,
@@ -29,13 +30,10 @@ impl std::fmt::Debug for Tail {
 
 impl Tail {
     /// Follows `key` after `after` (`None` = only entries added from now on).
-    pub async fn new(
-        client: &redis::Client,
-        key: String,
-        after: Option<EntryId>,
-    ) -> anyhow::Result<Self> {
+    pub async fn new(redis: &Redis, key: String, after: Option<EntryId>) -> anyhow::Result<Self> {
         Ok(Self {
-            con: connect::blocking(client).await?,
+            con: Some(redis.blocking().await?),
+            redis: redis.clone(),
             key,
             last: after.map_or_else(|| "$".to_owned(), |id| id.to_string()),
             buffer: VecDeque::new(),
@@ -56,7 +54,18 @@ impl Tail {
             // BLOCK 0 would wait forever: at least 1 ms, at most 1 s per read so a caller's
             // cancellation is noticed soon.
             let block = left.min(Duration::from_secs(1)).as_millis().max(1);
-            let reply: redis::Value = redis::cmd("XREAD")
+            if self.con.is_none() {
+                match self.redis.blocking().await {
+                    Ok(con) => self.con = Some(con),
+                    // The handle backs off between attempts and logs the outage once.
+                    Err(StoreError::Unavailable { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let Some(con) = self.con.as_mut() else {
+                continue;
+            };
+            let read: Result<redis::Value, _> = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(1000)
                 .arg("BLOCK")
@@ -64,8 +73,18 @@ impl Tail {
                 .arg("STREAMS")
                 .arg(&self.key)
                 .arg(&self.last)
-                .query_async(&mut self.con)
-                .await?;
+                .query_async(con)
+                .await;
+            let reply = match read {
+                Ok(reply) => reply,
+                // The master failed over or the connection dropped: read again from the
+                // same position on the master of the moment (the handle backs off).
+                Err(e) if pantheon_store::handle::is_transient(&e) => {
+                    self.con = None;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let entries = stream::parse_read(reply)?;
             if let Some(last) = entries.last() {
                 self.last = last.id.to_string();

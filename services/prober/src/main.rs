@@ -14,10 +14,17 @@ use pantheon_prober::ProberConfig;
 use pantheon_service::env;
 
 fn config() -> Result<ProberConfig, String> {
-    let mut c = ProberConfig::new(
-        env::or("PANTHEON_REDIS_URL", "redis://127.0.0.1:6379"),
-        env::or("PANTHEON_CLUSTER", "default"),
-    );
+    let tls = pantheon_store::TlsFiles {
+        ca_file: std::env::var_os("PANTHEON_TLS__CA_FILE").map(Into::into),
+        cert_file: std::env::var_os("PANTHEON_TLS__CERT_FILE").map(Into::into),
+        key_file: std::env::var_os("PANTHEON_TLS__KEY_FILE").map(Into::into),
+    };
+    let redis = pantheon_store::Deployment::new(
+        &env::or("PANTHEON_REDIS_URL", "redis://127.0.0.1:6379"),
+        &tls,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut c = ProberConfig::new(redis, env::or("PANTHEON_CLUSTER", "default"));
     c.prefix = env::or("PANTHEON_PREFIX", &c.prefix);
     if let Ok(id) = std::env::var("PANTHEON_PROBER_ID") {
         c.id = id;

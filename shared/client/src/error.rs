@@ -34,6 +34,20 @@ pub enum ClientError {
     Config(String),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The master cannot be found or reached (the reason never holds a password).
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// The entry is in the log on the master, but fewer replicas than required confirmed it
+    /// in time: it may be lost if the master fails now. Do not treat it as written.
+    #[error(
+        "log entry {id} was appended on the master but only {acked} of {wanted} replica(s) confirmed it within {waited:?}: it may be lost if the master fails now"
+    )]
+    NotReplicated {
+        id: EntryId,
+        acked: u32,
+        wanted: u32,
+        waited: Duration,
+    },
     /// Redis answered in a shape the client does not expect.
     #[error("unexpected reply from redis: {0}")]
     Reply(String),
@@ -70,6 +84,7 @@ impl From<StoreError> for ClientError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Redis(e) => ClientError::Redis(e),
+            StoreError::Unavailable { reason, .. } => ClientError::Unavailable(reason),
             StoreError::Reply(reason) => ClientError::Reply(reason),
             StoreError::Damaged { key, reason } => ClientError::Damaged { key, reason },
         }
@@ -80,7 +95,8 @@ impl From<StoreError> for ClientError {
 /// or the server asked to wait (LOADING, BUSY, TRYAGAIN).
 pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
     use redis::RetryMethod;
-    e.is_io_error()
+    pantheon_store::handle::is_transient(e)
+        || e.is_io_error()
         || e.is_timeout()
         || matches!(
             e.retry_method(),

@@ -49,8 +49,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pantheon_store::connect;
-use redis::aio::ConnectionManager;
+use pantheon_store::{Deployment, Durability, Redis, TlsFiles};
 
 pub use error::ClientError;
 pub use locate::RingSnapshot;
@@ -78,10 +77,10 @@ pub struct Pantheon {
 }
 
 struct Inner {
-    client: redis::Client,
-    /// Reconnects in the background; a command in flight during a reconnect fails, which is
-    /// why writes retry (safely: each carries a unique `cmd` id the projector de-duplicates).
-    con: ConnectionManager,
+    /// Follows the cluster's master through failovers; a command in flight when the master
+    /// fails fails, which is why writes retry (safely: each carries a unique `cmd` id the
+    /// projector de-duplicates).
+    redis: Redis,
     layout: Layout,
     cluster: String,
     write_retries: u32,
@@ -125,6 +124,9 @@ impl Pantheon {
     pub fn builder(redis_url: &str, cluster: &str) -> PantheonBuilder {
         PantheonBuilder {
             redis_url: redis_url.to_owned(),
+            tls: TlsFiles::default(),
+            durability: None,
+            deployment: None,
             cluster: cluster.to_owned(),
             prefix: DEFAULT_PREFIX.to_owned(),
             ring_refresh: DEFAULT_RING_REFRESH,
@@ -142,8 +144,13 @@ impl Pantheon {
         &self.inner.cluster
     }
 
-    fn con(&self) -> ConnectionManager {
-        self.inner.con.clone()
+    fn con(&self) -> Redis {
+        self.inner.redis.clone()
+    }
+
+    /// The Redis handle (deployment, current master) this client talks through.
+    pub fn redis(&self) -> &Redis {
+        &self.inner.redis
     }
 }
 
@@ -151,6 +158,9 @@ impl Pantheon {
 #[derive(Debug, Clone)]
 pub struct PantheonBuilder {
     redis_url: String,
+    tls: TlsFiles,
+    durability: Option<Durability>,
+    deployment: Option<Deployment>,
     cluster: String,
     prefix: String,
     ring_refresh: Duration,
@@ -177,16 +187,44 @@ impl PantheonBuilder {
         self
     }
 
-    /// Opens the connection.
+    /// TLS files for a `rediss://` URL (CA, client certificate and key).
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls = files;
+        self
+    }
+
+    /// How many replicas must have a write before it is reported (default: one on Sentinel
+    /// and Cluster URLs, none on a single server), and how long to wait for them.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = Some(durability);
+        self
+    }
+
+    /// Uses an already configured deployment instead of the URL given to
+    /// [`Pantheon::builder`] (and its TLS and durability settings).
+    pub fn deployment(mut self, deployment: Deployment) -> Self {
+        self.deployment = Some(deployment);
+        self
+    }
+
+    /// Opens the connection: resolves the master serving the cluster (through Sentinel or
+    /// Redis Cluster when the URL says so) and connects to it.
     pub async fn connect(self) -> Result<Pantheon, ClientError> {
         check_name("cluster", &self.cluster)?;
         check_name("prefix", &self.prefix)?;
-        let client = connect::client(&self.redis_url)?;
-        let con = connect::commands(&client).await?;
+        let mut deployment = match self.deployment {
+            Some(d) => d,
+            None => Deployment::new(&self.redis_url, &self.tls)
+                .map_err(|e| ClientError::Config(e.to_string()))?,
+        };
+        if let Some(durability) = self.durability {
+            deployment = deployment.with_durability(durability);
+        }
+        let redis = Redis::new(deployment, &self.cluster);
+        redis.connect().await?;
         Ok(Pantheon {
             inner: Arc::new(Inner {
-                client,
-                con,
+                redis,
                 layout: Layout::new(&self.prefix, &self.cluster),
                 cluster: self.cluster,
                 write_retries: self.write_retries,

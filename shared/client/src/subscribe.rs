@@ -24,9 +24,9 @@ use std::fmt;
 use std::time::Duration;
 
 use pantheon_domain::{EntryId, Event};
-use pantheon_store::{RawEntry, connect, stream};
+use pantheon_store::{PinnedConnection, Redis};
+use pantheon_store::{RawEntry, stream};
 use redis::Value;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio::time::Instant;
 
 use crate::error::is_transient;
@@ -155,10 +155,10 @@ enum Phase {
 
 /// A consumer in a consumer group on the events stream. Made by [`Pantheon::subscribe`].
 pub struct Subscription {
-    con: ConnectionManager,
-    client: redis::Client,
-    /// For `XREADGROUP ... BLOCK` only; reopened after a failure.
-    blocking: Option<MultiplexedConnection>,
+    con: Redis,
+    /// For `XREADGROUP ... BLOCK` only; reopened after a failure (on the master of the
+    /// moment, after a failover).
+    blocking: Option<PinnedConnection>,
     stream: String,
     dead: String,
     group: String,
@@ -218,7 +218,6 @@ impl Pantheon {
         let stream = self.inner.layout.events();
         let mut sub = Subscription {
             con: self.con(),
-            client: self.inner.client.clone(),
             blocking: None,
             dead: format!("{stream}:dead"),
             stream,
@@ -233,7 +232,7 @@ impl Pantheon {
             options,
         };
         sub.ensure_group().await?;
-        sub.blocking = Some(connect::blocking(&sub.client).await?);
+        sub.blocking = Some(sub.con.blocking().await?);
         Ok(sub)
     }
 }
@@ -407,7 +406,7 @@ impl Subscription {
                 let read = self.read_group(Some(block), ">");
                 let con = match &mut self.blocking {
                     Some(con) => con,
-                    None => self.blocking.insert(connect::blocking(&self.client).await?),
+                    None => self.blocking.insert(self.con.blocking().await?),
                 };
                 let reply: Value = read.query_async(con).await?;
                 // First deliveries: the counter is 1, within any max_deliveries.

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use pantheon_domain::limits::MAX_BATCH_KEYS;
 use pantheon_domain::{EntryId, LogEntry};
+use pantheon_store::StoreError;
+use pantheon_store::log::{self, Appended};
 
 use crate::error::is_transient;
 use crate::{ClientError, Pantheon};
@@ -219,29 +221,38 @@ impl Pantheon {
         self.append(checked(&f)?).await
     }
 
-    /// Appends a checked entry under a fresh command id, retrying transient failures.
+    /// Appends a checked entry under a fresh command id, retrying transient failures (with
+    /// the same id, so a retry of an append that did land is applied once). On a replicated
+    /// deployment the entry must also reach the configured number of replicas, else the
+    /// result is [`ClientError::NotReplicated`], never success.
     async fn append(&self, entry: LogEntry) -> Result<EntryId, ClientError> {
         let entry = entry.with_cmd(new_cmd());
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(self.inner.layout.log()).arg("*");
-        for (k, v) in entry.encode() {
-            xadd.arg(k).arg(v);
-        }
+        let durability = self.inner.redis.deployment().durability;
         let mut backoff = RETRY_BACKOFF;
         let mut attempt = 0;
         loop {
             let mut con = self.con();
-            match xadd.query_async::<String>(&mut con).await {
-                Ok(id) => {
-                    return id
-                        .parse()
-                        .map_err(|_| ClientError::Reply(format!("XADD returned {id:?}")));
+            match log::append(&mut con, &self.inner.layout, &entry, durability).await {
+                Ok(Appended::Durable(id)) => return Ok(id),
+                Ok(Appended::NotReplicated { id, acked, wanted }) => {
+                    return Err(ClientError::NotReplicated {
+                        id,
+                        acked,
+                        wanted,
+                        waited: durability.timeout,
+                    });
                 }
-                Err(e) if attempt < self.inner.write_retries && is_transient(&e) => {
+                Err(StoreError::Redis(e))
+                    if attempt < self.inner.write_retries && is_transient(&e) =>
+                {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "XADD failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
+                }
+                Err(StoreError::Unavailable { .. }) if attempt < self.inner.write_retries => {
+                    // The handle waits out its own backoff before resolving the master again.
+                    attempt += 1;
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -44,7 +44,7 @@ use pantheon_domain::policy::PolicyChange;
 use pantheon_domain::{EntryId, NodeId, Strategy};
 use pantheon_prober::ProberConfig;
 use pantheon_projector::ProjectorConfig;
-use pantheon_store::{Layout, RawEntry, connect, readmodel, stream};
+use pantheon_store::{Layout, RawEntry, readmodel, stream};
 use pantheon_test_support::TestRedis;
 use pantheon_test_support::process::{
     ChildGuard, cpu_time, load_average, memory_mib, release_binary,
@@ -164,8 +164,12 @@ impl Drop for HealthNode {
 // Redis helpers.
 
 async fn connect_to(url: &str) -> MultiplexedConnection {
-    let client = connect::client(url).expect("redis client");
-    connect::blocking(&client).await.expect("redis connection")
+    let client = redis::Client::open(url).expect("redis client");
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("redis connection")
 }
 
 fn xadd_cmd(log: &str, entry: &LogEntry) -> redis::Cmd {
@@ -358,13 +362,19 @@ impl Env {
         let watcher = Watcher::default();
         let mut tasks = vec![watcher.spawn(redis.url.clone(), layout.events(), stop.clone())];
         // The defaults users get: a real projector and a prober with default cadences.
-        let mut pc = ProjectorConfig::new(redis.url.clone(), cluster.clone());
+        let mut pc = ProjectorConfig::new(
+            pantheon_store::Deployment::from_url(&redis.url).expect("redis url"),
+            cluster.clone(),
+        );
         pc.instance = "bench-projector".into();
         let t = stop.clone();
         tasks.push(tokio::spawn(async move {
             pantheon_projector::run(pc, t).await.expect("projector run");
         }));
-        let mut config = ProberConfig::new(redis.url.clone(), cluster.clone());
+        let mut config = ProberConfig::new(
+            pantheon_store::Deployment::from_url(&redis.url).expect("redis url"),
+            cluster.clone(),
+        );
         config.id = "bench-prober".into();
         let (c, t) = (config.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
@@ -636,7 +646,10 @@ async fn joins(sizes: &[usize]) -> Vec<(usize, &'static str, Option<Duration>)> 
             let layout = Layout::new("pantheon", &cluster);
             let mut con = connect_to(&redis.url).await;
             let stop = CancellationToken::new();
-            let mut pc = ProjectorConfig::new(redis.url.clone(), cluster.clone());
+            let mut pc = ProjectorConfig::new(
+                pantheon_store::Deployment::from_url(&redis.url).expect("redis url"),
+                cluster.clone(),
+            );
             pc.instance = "bench-projector".into();
             let t = stop.clone();
             let projector = tokio::spawn(async move {
@@ -683,7 +696,10 @@ async fn scale(
     let stop = CancellationToken::new();
     let watcher = Watcher::default();
     let watch = watcher.spawn(redis.url.clone(), layout.events(), stop.clone());
-    let mut pc = ProjectorConfig::new(redis.url.clone(), cluster.clone());
+    let mut pc = ProjectorConfig::new(
+        pantheon_store::Deployment::from_url(&redis.url).expect("redis url"),
+        cluster.clone(),
+    );
     pc.instance = "bench-projector".into();
     let t = stop.clone();
     let projector = tokio::spawn(async move {
@@ -725,7 +741,10 @@ async fn scale(
         .expect("joins applied in time");
 
     // The prober.
-    let mut config = ProberConfig::new(redis.url.clone(), cluster.clone());
+    let mut config = ProberConfig::new(
+        pantheon_store::Deployment::from_url(&redis.url).expect("redis url"),
+        cluster.clone(),
+    );
     config.id = "bench-prober".into();
     let prober = match bin {
         Some(bin) => RunningProber::Child(ChildGuard(

@@ -3,13 +3,15 @@
 use std::time::Duration;
 
 use ipnet::IpNet;
+use pantheon_store::Deployment;
 
 use crate::address_policy::AddressPolicy;
 
 /// Settings of one prober replica.
 #[derive(Debug, Clone)]
 pub struct ProberConfig {
-    pub redis_url: String,
+    /// Which Redis (one server, Sentinel, Cluster; TLS). Its `Debug` hides passwords.
+    pub redis: Deployment,
     pub prefix: String,
     pub cluster: String,
     /// This replica's id (letters, digits, `. _ - : @`); used for ownership hashing.
@@ -42,9 +44,9 @@ pub struct ProberConfig {
 }
 
 impl ProberConfig {
-    pub fn new(redis_url: impl Into<String>, cluster: impl Into<String>) -> Self {
+    pub fn new(redis: Deployment, cluster: impl Into<String>) -> Self {
         Self {
-            redis_url: redis_url.into(),
+            redis,
             prefix: "pantheon".into(),
             cluster: cluster.into(),
             id: default_id(),

@@ -12,9 +12,8 @@ use pantheon_domain::NodeId;
 use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::health::Health;
 use pantheon_store::readmodel::NodeRecord;
-use pantheon_store::{Layout, connect, probers};
+use pantheon_store::{Layout, Redis, probers};
 use rand::Rng;
-use redis::aio::ConnectionManager;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,30 +30,38 @@ use crate::schedule::{Tracked, first_probe_window, jittered};
 pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<(), ProberError> {
     config.validate().map_err(ProberError::Config)?;
     let http = HttpProber::new(&config).map_err(ProberError::Config)?;
-    let client = connect::client(&config.redis_url)?;
-    let mut backoff = Duration::from_millis(200);
+    let redis = Redis::new(config.redis.clone(), &config.cluster);
+    let mut failures = 0u32;
+    let mut last_error: Option<String> = None;
     while !shutdown.is_cancelled() {
-        match connect::commands(&client).await {
-            Ok(con) => {
-                let mut prober = Prober::new(config.clone(), http.clone(), con);
-                match prober.run(&shutdown).await {
-                    Ok(()) => return Ok(()),
-                    Err(
-                        e @ ProberError::Migrate(pantheon_store::migrate::MigrateError::TooNew {
-                            ..
-                        }),
-                    ) => return Err(e),
-                    Err(e) => warn!(error = %e, "prober error; restarting"),
-                }
-                backoff = Duration::from_millis(200);
+        let started = Instant::now();
+        let mut prober = Prober::new(config.clone(), http.clone(), redis.clone());
+        match prober.run(&shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e @ ProberError::Migrate(pantheon_store::migrate::MigrateError::TooNew { .. })) => {
+                return Err(e);
             }
-            Err(e) => warn!(error = %e, url = %config.redis_url, "cannot reach redis; retrying"),
+            // One line per new reason: the Redis handle already logs losing and finding the
+            // master, so a failover is not a line per retry.
+            Err(e) => {
+                let error = e.to_string();
+                if last_error.as_deref() == Some(error.as_str()) {
+                    debug!(%error, "prober error again; restarting");
+                } else {
+                    warn!(%error, "prober error; restarting");
+                    last_error = Some(error);
+                }
+            }
         }
+        failures = if started.elapsed() > Duration::from_secs(10) {
+            0
+        } else {
+            failures + 1
+        };
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(pantheon_store::handle::backoff(failures)) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
     Ok(())
 }
@@ -72,7 +79,7 @@ struct Prober {
     config: ProberConfig,
     layout: Layout,
     http: HttpProber,
-    con: ConnectionManager,
+    con: Redis,
     /// Every node in the read model, owned or not.
     all: HashMap<NodeId, NodeRecord>,
     /// The nodes this replica owns.
@@ -86,7 +93,7 @@ struct Prober {
 }
 
 impl Prober {
-    fn new(config: ProberConfig, http: HttpProber, con: ConnectionManager) -> Self {
+    fn new(config: ProberConfig, http: HttpProber, con: Redis) -> Self {
         let layout = config.layout();
         Self {
             config,

@@ -92,7 +92,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> ProberConfig {
-        ProberConfig::new("redis://unused", "t")
+        ProberConfig::new(pantheon_store::Deployment::default(), "t")
     }
 
     #[test]

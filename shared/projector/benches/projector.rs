@@ -31,7 +31,7 @@ use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::{EntryId, NodeId, State};
 use pantheon_projector::stage::{fresh_checkpoint, stage_entries};
 use pantheon_projector::{ProjectorConfig, rebuild};
-use pantheon_store::{Layout, RawEntry, connect, readmodel, stream};
+use pantheon_store::{Layout, RawEntry, readmodel, stream};
 use pantheon_test_support::TestRedis;
 use pantheon_test_support::process::{ChildGuard, cpu_time, memory_mib, release_binary};
 use redis::aio::MultiplexedConnection;
@@ -169,8 +169,12 @@ fn init_tracing() {
 
 /// A connection without a response timeout: pipelines of 25 MB and fold pages are big.
 async fn connect_to(url: &str) -> MultiplexedConnection {
-    let client = connect::client(url).expect("redis url");
-    connect::blocking(&client).await.expect("connect to redis")
+    let client = redis::Client::open(url).expect("redis url");
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("connect to redis")
 }
 
 fn node(i: usize) -> NodeId {
@@ -502,7 +506,10 @@ async fn pantheon(r: &mut Results, keys: &[String], scale: Scale) {
     let join_ids = send_xadds(&mut con, &xadd_pipes(&log, &joins, NODES)).await;
     let last_join = *join_ids.last().expect("joins");
 
-    let mut config = ProjectorConfig::new(redis.url.clone(), cluster.clone());
+    let mut config = ProjectorConfig::new(
+        pantheon_store::Deployment::from_url(&redis.url).expect("redis url"),
+        cluster.clone(),
+    );
     config.instance = "bench".into();
     assert_eq!(
         (config.batch_entries, config.batch_max_args),

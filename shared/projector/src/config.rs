@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
+use pantheon_store::Deployment;
+
 /// Settings of one projector process.
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
-    pub redis_url: String,
+    /// Which Redis (one server, Sentinel, Cluster; TLS). Its `Debug` hides passwords.
+    pub redis: Deployment,
     /// Key prefix (`pantheon`): keys are `<prefix>:{<cluster>}:...`.
     pub prefix: String,
     pub cluster: String,
@@ -36,9 +39,9 @@ pub struct ProjectorConfig {
 }
 
 impl ProjectorConfig {
-    pub fn new(redis_url: impl Into<String>, cluster: impl Into<String>) -> Self {
+    pub fn new(redis: Deployment, cluster: impl Into<String>) -> Self {
         Self {
-            redis_url: redis_url.into(),
+            redis,
             prefix: "pantheon".into(),
             cluster: cluster.into(),
             instance: default_instance(),

@@ -8,8 +8,7 @@ use std::time::Duration;
 use pantheon_domain::State;
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::{self, Checkpoint};
-use pantheon_store::{CommitError, Layout, RawEntry, StoreError, connect, stream};
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use pantheon_store::{CommitError, Layout, PinnedConnection, RawEntry, Redis, StoreError, stream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -19,56 +18,81 @@ use crate::stage::{fresh_checkpoint, stage_entries};
 use crate::{ProjectorError, rebuild, retention};
 
 /// Runs a projector until `shutdown` is cancelled. Errors are retried with a pause (Redis may
-/// be restarting); only a bad configuration returns an error.
+/// be restarting or failing over; [`Redis`] resolves the master again and logs each change of
+/// state); only a bad configuration returns an error.
 pub async fn run(
     config: ProjectorConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
     config.validate().map_err(ProjectorError::Config)?;
     let layout = config.layout();
-    let client = connect::client(&config.redis_url)?;
-    let mut backoff = Duration::from_millis(200);
+    let redis = Redis::new(config.redis.clone(), &config.cluster);
+    // One token for the life of the process: after a Redis restart that kept the lease key
+    // (AOF), this projector finds its own token there and leads again at once instead of
+    // waiting out the TTL.
+    let lease = Lease::new(layout.lease(), &config.instance, config.lease_ttl);
+    let mut pause = Pause::default();
     while !shutdown.is_cancelled() {
-        match connect::commands(&client).await {
-            Ok(mut con) => {
-                backoff = Duration::from_millis(200);
-                if let Err(e) = contend(&config, &layout, &client, &mut con, &shutdown).await {
-                    if e.is_fatal() {
-                        return Err(e);
-                    }
-                    warn!(error = %e, "projector error; retrying");
-                } else {
-                    return Ok(());
+        let started = Instant::now();
+        match contend(&config, &layout, &redis, &lease, &shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(10) {
+                    pause = Pause::default();
                 }
+                pause.failed(&e.to_string());
             }
-            Err(e) => warn!(error = %e, url = %config.redis_url, "cannot reach redis; retrying"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(pause.delay()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
     Ok(())
+}
+
+/// Backoff between attempts at leading, and the one-line-per-change logging of why.
+#[derive(Debug, Default)]
+struct Pause {
+    failures: u32,
+    last: Option<String>,
+}
+
+impl Pause {
+    fn failed(&mut self, error: &str) {
+        if self.last.as_deref() == Some(error) {
+            debug!(%error, "projector error again; retrying");
+        } else {
+            warn!(%error, "projector error; retrying");
+            self.last = Some(error.to_owned());
+        }
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    fn delay(&self) -> Duration {
+        pantheon_store::handle::backoff(self.failures)
+    }
 }
 
 /// Standby until the lease is free, then lead; repeat. Returns Ok on shutdown.
 async fn contend(
     config: &ProjectorConfig,
     layout: &Layout,
-    client: &redis::Client,
-    con: &mut ConnectionManager,
+    redis: &Redis,
+    lease: &Lease,
     shutdown: &CancellationToken,
 ) -> Result<(), ProjectorError> {
     let poll = config.lease_ttl / 5;
+    let mut con = redis.clone();
+    let con = &mut con;
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        let lease = Lease::new(layout.lease(), &config.instance, config.lease_ttl);
         if lease.acquire(con).await? {
             info!(instance = %config.instance, token = lease.token(), "acquired the lease: leading");
-            let result = lead(config, layout, client, con, &lease, shutdown).await;
+            let result = lead(config, layout, redis, con, lease, shutdown).await;
             // Only deletes the lease if it is still ours; a standby then takes over at once.
             let _ = lease.release(con).await;
             let _: Result<i64, _> = redis::cmd("XGROUP")
@@ -97,7 +121,7 @@ const WATCHDOG_GRACE: Duration = Duration::from_secs(3);
 /// Logs a `probers` entry when the live prober replicas differ from the set the state knows
 /// (and from what this leader already reported and is waiting to see applied).
 async fn watch_probers(
-    con: &mut ConnectionManager,
+    con: &mut Redis,
     layout: &Layout,
     state: &State,
     reported: &mut Option<Vec<String>>,
@@ -150,12 +174,7 @@ impl Heartbeat {
     }
 }
 
-async fn renew_loop(
-    mut con: ConnectionManager,
-    lease: Lease,
-    lost: CancellationToken,
-    heartbeat: Heartbeat,
-) {
+async fn renew_loop(mut con: Redis, lease: Lease, lost: CancellationToken, heartbeat: Heartbeat) {
     let every = lease.ttl() / 3;
     loop {
         tokio::select! {
@@ -178,7 +197,7 @@ async fn renew_loop(
     }
 }
 
-async fn ensure_group(con: &mut ConnectionManager, layout: &Layout) -> Result<(), ProjectorError> {
+async fn ensure_group(con: &mut Redis, layout: &Layout) -> Result<(), ProjectorError> {
     let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(layout.log())
@@ -199,7 +218,7 @@ async fn ensure_group(con: &mut ConnectionManager, layout: &Layout) -> Result<()
 async fn load_or_rebuild(
     config: &ProjectorConfig,
     layout: &Layout,
-    con: &mut ConnectionManager,
+    con: &mut Redis,
     lease: &Lease,
     heartbeat: &Heartbeat,
 ) -> Result<(State, Checkpoint), ProjectorError> {
@@ -247,7 +266,7 @@ async fn load_or_rebuild(
 /// handed entries by Redis, which `>` would then never show the new leader; see
 /// docs/adr/0003-read-from-the-checkpoint.md).
 async fn read_batch(
-    reader: &mut MultiplexedConnection,
+    reader: &mut PinnedConnection,
     layout: &Layout,
     config: &ProjectorConfig,
     after: &str,
@@ -269,7 +288,7 @@ async fn read_batch(
 /// A commit running in the background, with what it applies. It owns the committing
 /// connection (WATCH state is per connection) and hands it back when done.
 struct InFlight {
-    handle: tokio::task::JoinHandle<(MultiplexedConnection, Result<(), CommitError>)>,
+    handle: tokio::task::JoinHandle<(PinnedConnection, Result<(), CommitError>)>,
     applied: u64,
 }
 
@@ -279,7 +298,7 @@ enum Committed {
 }
 
 fn launch(
-    mut con: MultiplexedConnection,
+    mut con: PinnedConnection,
     lease: &Lease,
     layout: &Layout,
     staged: crate::stage::Staged,
@@ -314,7 +333,7 @@ fn launch(
 /// Waits for the commit in flight, if any, and puts its connection back in `slot`.
 async fn finish(
     in_flight: Option<InFlight>,
-    slot: &mut Option<MultiplexedConnection>,
+    slot: &mut Option<PinnedConnection>,
 ) -> Result<Committed, ProjectorError> {
     let Some(f) = in_flight else {
         return Ok(Committed::Done(0));
@@ -339,8 +358,8 @@ async fn finish(
 async fn lead(
     config: &ProjectorConfig,
     layout: &Layout,
-    client: &redis::Client,
-    con: &mut ConnectionManager,
+    redis: &Redis,
+    con: &mut Redis,
     lease: &Lease,
     shutdown: &CancellationToken,
 ) -> Result<(), ProjectorError> {
@@ -371,7 +390,7 @@ async fn lead(
             .arg(&start)
             .query_async(con)
             .await?;
-        let mut reader = connect::blocking(client).await?;
+        let mut reader = redis.blocking().await?;
         let mut since_snapshot = 0u64;
         // Give prober replicas starting alongside a time to register before judging them.
         let mut next_watch = Instant::now() + WATCHDOG_GRACE;
@@ -380,7 +399,7 @@ async fn lead(
         // staged batches assume; if a commit fails the next one is STALE and the leader reloads
         // from Redis, exactly as when the in-memory state runs ahead of a failed commit.
         let mut in_flight: Option<InFlight> = None;
-        let mut committer = Some(connect::dedicated(client).await?);
+        let mut committer = Some(redis.dedicated().await?);
         let mut fields_per_entry = 8.0f64;
         let beat = || heartbeat.beat();
         let limits = crate::stage::Limits {

@@ -248,7 +248,7 @@ impl Batch {
     /// uses: WATCH state belongs to the connection.
     pub async fn commit_watched(
         self,
-        con: &mut redis::aio::MultiplexedConnection,
+        con: &mut crate::PinnedConnection,
         lease: &crate::lease::Lease,
         checkpoint_key: &str,
         expected_last: &str,

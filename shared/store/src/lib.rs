@@ -2,24 +2,39 @@
 //!
 //! * [`layout`] — every key of a cluster, all under one hash tag `{cluster}`;
 //! * [`stream`] — reading stream replies as raw bytes (field names may repeat);
-//! * [`connect`] — connections with the right timeouts for each job;
+//! * [`url`], [`deployment`], [`tls`] — which Redis (one server, Sentinel, Cluster; TLS),
+//!   parsed once, printed without passwords;
+//! * [`resolve`] — the master serving a cluster's hash slot;
+//! * [`handle`] — [`Redis`], the connection that follows that master through failovers;
+//! * [`connect`] — the timeouts of each kind of connection;
 //! * [`commit`] — the fenced, atomic commit of a batch (one Lua script);
 //! * [`readmodel`] — the read models' encoding, and loading a `State` back from them;
-//! * [`lease`] — the leader lease that fences commits.
+//! * [`lease`] — the leader lease that fences commits;
+//! * [`log`] — appending entries to the log, durably when asked.
 
 pub mod commit;
 pub mod connect;
+pub mod deployment;
+pub mod handle;
 pub mod layout;
 pub mod lease;
+pub mod log;
 pub mod migrate;
 pub mod probers;
 pub mod readmodel;
+pub mod resolve;
 pub mod snapshot;
 pub mod stream;
+pub mod tls;
+pub mod url;
 
 pub use commit::{Batch, CommitError};
+pub use deployment::{Deployment, DeploymentError, Durability};
+pub use handle::{PinnedConnection, Redis};
 pub use layout::Layout;
 pub use stream::RawEntry;
+pub use tls::TlsFiles;
+pub use url::RedisUrl;
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +43,13 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("unexpected reply from redis: {0}")]
     Reply(String),
+    /// The master cannot be found or reached (the reason names the cause, never a password).
+    #[error("redis unavailable: {reason}")]
+    Unavailable {
+        /// What kind of failure (see [`handle::classify`]): "refused", "timeout", "tls", ...
+        class: &'static str,
+        reason: String,
+    },
     #[error("read model {key} is damaged: {reason}")]
     Damaged { key: String, reason: String },
 }

@@ -27,7 +27,11 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod process;
+pub mod redis_cluster;
+pub mod sentinel;
+pub mod tls;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -55,7 +59,7 @@ const CONTAINER_START_TIMEOUT: Duration = Duration::from_secs(180);
 /// Attempts at a free port: another process may take the port between probe and bind.
 const PORT_ATTEMPTS: usize = 5;
 const CONTAINER_TAG: &str = "7.2";
-const PORT_TAKEN: &str = "port taken by another server";
+pub(crate) const PORT_TAKEN: &str = "port taken by another server";
 
 /// How to start a Redis. Ignored for `PANTHEON_TEST_REDIS_URL`, which is used as it is.
 #[derive(Debug, Clone, Copy, Default)]
@@ -368,7 +372,7 @@ impl Drop for LocalServer {
 }
 
 /// Pings `url` until it answers or `timeout` passes; `alive` aborts early (e.g. child exited).
-async fn wait_for_ping(
+pub(crate) async fn wait_for_ping(
     url: &str,
     timeout: Duration,
     mut alive: impl FnMut() -> Result<(), String>,
@@ -396,7 +400,7 @@ async fn wait_for_ping(
 }
 
 /// Checks that the server on `url` is the process `pid`.
-async fn check_pid(url: &str, pid: u32) -> Result<(), String> {
+pub(crate) async fn check_pid(url: &str, pid: u32) -> Result<(), String> {
     let info: String = async {
         let client = redis::Client::open(url)?;
         let mut con = client.get_multiplexed_async_connection().await?;
@@ -419,7 +423,7 @@ async fn check_pid(url: &str, pid: u32) -> Result<(), String> {
 }
 
 /// A port that was free a moment ago (the listener is closed before Redis binds it).
-fn free_port() -> std::io::Result<u16> {
+pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 

@@ -128,7 +128,7 @@ pub async fn run(args: EventsArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     let shutdown = pantheon_service::shutdown_on_signals();
     let after = latest.last().map_or(EntryId::ZERO, |e| e.id);
-    let mut tail = Tail::new(&cluster.redis, cluster.layout.events(), Some(after)).await?;
+    let mut tail = Tail::new(&cluster.con, cluster.layout.events(), Some(after)).await?;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

@@ -229,7 +229,7 @@ async fn story(
         "{rise} good ones in a row alive again.",
         rise = Policy::DEFAULT_RISE
     ));
-    let mut tail = Tail::new(&cluster.redis, cluster.layout.events(), Some(EntryId::ZERO)).await?;
+    let mut tail = Tail::new(&cluster.con, cluster.layout.events(), Some(EntryId::ZERO)).await?;
 
     for i in 1..=args.nodes {
         demo_nodes.push(DemoNode::start(&format!("node-{i}")).await?);

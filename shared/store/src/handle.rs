@@ -1,0 +1,455 @@
+//! [`Redis`]: the one way Pantheon reaches the master of a cluster, and follows it through
+//! failovers.
+//!
+//! A handle resolves the master serving its Pantheon cluster's hash slot (see
+//! [`crate::resolve`]), holds one multiplexed connection to it, and drops that connection
+//! when an error says the master moved or went away: MOVED, READONLY, a refused or reset
+//! connection, a timeout, a master demoted under a blocked command. The next command then
+//! resolves the master again, after an exponential backoff with jitter capped near 2 s.
+//!
+//! Commands are never retried here: a command in flight when the master fails may or may
+//! not have run, and only its caller knows whether repeating it is safe (log writes carry a
+//! `cmd` id, commits are fenced and compare-and-set). Connections that keep per-connection
+//! state (`WATCH` before a commit) or block (`XREAD ... BLOCK`) are [`PinnedConnection`]s:
+//! they never reconnect on their own, so a `WATCH` can never silently vanish under a
+//! `MULTI`/`EXEC`.
+//!
+//! Logging is one line per change of state: connected, lost (with the reason), still down
+//! for another reason, back.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind,
+    Value,
+};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::StoreError;
+use crate::connect::{COMMAND_TIMEOUT, CONNECT_TIMEOUT};
+use crate::deployment::Deployment;
+use crate::resolve::{self, slot_of_cluster};
+use crate::url::HostPort;
+
+/// The first pause after a failed attempt; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Backoff cap: a failover is noticed within about this long after it completes.
+pub const MAX_BACKOFF: Duration = Duration::from_millis(2000);
+
+/// A handle on the master serving one Pantheon cluster. Cheap to clone; clones share the
+/// connection. Implements [`ConnectionLike`], so `redis::cmd(..).query_async(&mut handle)`
+/// and scripts work on it.
+#[derive(Clone)]
+pub struct Redis {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    deployment: Deployment,
+    slot: u16,
+    current: Mutex<Option<Current>>,
+    /// Serializes resolving, and holds what it learnt.
+    link: tokio::sync::Mutex<Link>,
+    generation: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Current {
+    generation: u64,
+    addr: HostPort,
+    client: redis::Client,
+    con: MultiplexedConnection,
+}
+
+#[derive(Default)]
+struct Link {
+    failures: u32,
+    retry_at: Option<Instant>,
+    known: Vec<HostPort>,
+    /// Since when the master is unavailable, and the class of the last reason logged.
+    down: Option<(Instant, &'static str)>,
+    ever_up: bool,
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redis")
+            .field("deployment", &self.inner.deployment)
+            .field("slot", &self.inner.slot)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a failure says about the master, for logging and for deciding to resolve again.
+pub fn classify(e: &RedisError) -> &'static str {
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::Moved) => "moved",
+        ErrorKind::Server(ServerErrorKind::Ask) => "migrating",
+        ErrorKind::Server(ServerErrorKind::TryAgain) => "migrating",
+        ErrorKind::Server(ServerErrorKind::ReadOnly) => "read-only replica",
+        ErrorKind::Server(ServerErrorKind::MasterDown) => "master down",
+        ErrorKind::Server(ServerErrorKind::ClusterDown) => "cluster down",
+        ErrorKind::Server(ServerErrorKind::BusyLoading) => "loading",
+        ErrorKind::AuthenticationFailed => "authentication",
+        ErrorKind::Server(ServerErrorKind::NoPerm) => "permission",
+        _ if e.code() == Some("UNBLOCKED") => "demoted",
+        _ if crate::tls::explain(&format!("{e} {e:?}")).is_some() => "tls",
+        _ if e.is_connection_refusal() => "refused",
+        _ if e.is_timeout() => "timeout",
+        _ if e.is_connection_dropped() || e.is_io_error() => "connection lost",
+        _ => "error",
+    }
+}
+
+/// True when the error means this connection no longer reaches the cluster's master.
+pub fn is_master_lost(e: &RedisError) -> bool {
+    matches!(
+        classify(e),
+        "moved"
+            | "read-only replica"
+            | "master down"
+            | "cluster down"
+            | "demoted"
+            | "refused"
+            | "timeout"
+            | "connection lost"
+    )
+}
+
+/// True when retrying the same command later may succeed (the master moved, is loading, a
+/// slot is migrating): what callers retry on.
+pub fn is_transient(e: &RedisError) -> bool {
+    is_master_lost(e) || matches!(classify(e), "migrating" | "loading")
+}
+
+impl Redis {
+    /// A handle on the master serving Pantheon cluster `cluster` in `deployment`. Does not
+    /// connect yet: the first command does.
+    pub fn new(deployment: Deployment, cluster: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                deployment,
+                slot: slot_of_cluster(cluster),
+                current: Mutex::new(None),
+                link: tokio::sync::Mutex::new(Link::default()),
+                generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The deployment this handle connects through.
+    pub fn deployment(&self) -> &Deployment {
+        &self.inner.deployment
+    }
+
+    /// The hash slot of the cluster's keys.
+    pub fn slot(&self) -> u16 {
+        self.inner.slot
+    }
+
+    /// The master's address, when connected.
+    pub fn master(&self) -> Option<HostPort> {
+        self.lock_current().as_ref().map(|c| c.addr.clone())
+    }
+
+    fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Current>> {
+        // A panic while holding this lock cannot leave the Option half-written.
+        self.inner
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Connects now (waiting out a backoff in progress), so the caller learns at once whether
+    /// the master can be reached.
+    pub async fn connect(&self) -> Result<(), StoreError> {
+        self.current().await.map(|_| ())
+    }
+
+    /// PING within `timeout`, for a pre-flight check.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+        let mut con = self.clone();
+        match tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut con))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(StoreError::Unavailable {
+                class: "timeout",
+                reason: format!(
+                    "{} did not answer within {timeout:?}",
+                    self.inner.deployment.url
+                ),
+            }),
+        }
+    }
+
+    async fn current(&self) -> Result<Current, StoreError> {
+        if let Some(c) = self.lock_current().clone() {
+            return Ok(c);
+        }
+        let mut link = self.inner.link.lock().await;
+        if let Some(c) = self.lock_current().clone() {
+            return Ok(c);
+        }
+        if let Some(at) = link.retry_at {
+            tokio::time::sleep_until(at).await;
+        }
+        match self.establish(&mut link).await {
+            Ok(current) => {
+                match link.down.take() {
+                    Some((since, _)) if link.ever_up => info!(
+                        master = %current.addr,
+                        after = ?since.elapsed(),
+                        "redis: connected to the master again"
+                    ),
+                    _ => info!(
+                        url = %self.inner.deployment.url,
+                        master = %current.addr,
+                        "redis: connected to the master"
+                    ),
+                }
+                link.ever_up = true;
+                link.failures = 0;
+                link.retry_at = None;
+                *self.lock_current() = Some(current.clone());
+                Ok(current)
+            }
+            Err((class, reason)) => {
+                let delay = backoff(link.failures);
+                link.failures = link.failures.saturating_add(1);
+                link.retry_at = Some(Instant::now() + delay);
+                match link.down {
+                    Some((_, logged)) if logged == class => {
+                        debug!(%reason, retry_in = ?delay, "redis: master still unavailable")
+                    }
+                    Some((since, _)) => {
+                        warn!(%reason, down_for = ?since.elapsed(), "redis: master still unavailable, for another reason; retrying");
+                        link.down = Some((since, class));
+                    }
+                    // Never connected yet (a service started before Redis): info, since a
+                    // one-shot command reports the failure as its own error line.
+                    None if !link.ever_up => {
+                        info!(url = %self.inner.deployment.url, %reason, "redis: cannot reach the master yet; waiting, with backoff");
+                        link.down = Some((Instant::now(), class));
+                    }
+                    None => {
+                        warn!(url = %self.inner.deployment.url, %reason, "redis: cannot reach the master; retrying with backoff");
+                        link.down = Some((Instant::now(), class));
+                    }
+                }
+                Err(StoreError::Unavailable { class, reason })
+            }
+        }
+    }
+
+    async fn establish(&self, link: &mut Link) -> Result<Current, (&'static str, String)> {
+        let master = resolve::master(&self.inner.deployment, self.inner.slot, &mut link.known)
+            .await
+            .map_err(|e| {
+                let class = e.source.as_ref().map(classify).unwrap_or("not a master");
+                (class, e.reason)
+            })?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT));
+        let con = master
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| (classify(&e), format!("{}: {e}", master.addr)))?;
+        Ok(Current {
+            generation: self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1,
+            addr: master.addr,
+            client: master.client,
+            con,
+        })
+    }
+
+    /// Drops the connection of `generation` after `error` showed it no longer reaches the
+    /// master; the next command resolves the master again.
+    fn lost(&self, generation: u64, error: &RedisError) {
+        if !is_master_lost(error) {
+            return;
+        }
+        let mut current = self.lock_current();
+        if current.as_ref().is_some_and(|c| c.generation == generation) {
+            let addr = current.take().map(|c| c.addr);
+            drop(current);
+            warn!(
+                master = ?addr.map(|a| a.to_string()),
+                reason = classify(error),
+                error = %error,
+                "redis: lost the master; resolving it again"
+            );
+            if let Ok(mut link) = self.inner.link.try_lock() {
+                link.down = Some((Instant::now(), classify(error)));
+            }
+        }
+    }
+
+    async fn pinned(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> Result<PinnedConnection, StoreError> {
+        let current = self.current().await?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(response_timeout);
+        match current
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Ok(con) => Ok(PinnedConnection {
+                con,
+                generation: current.generation,
+                owner: self.clone(),
+            }),
+            Err(e) => {
+                self.lost(current.generation, &e);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A connection of its own to the current master for a job that keeps per-connection
+    /// state (`WATCH` before `MULTI`/`EXEC`). Responses may take up to [`COMMAND_TIMEOUT`].
+    pub async fn dedicated(&self) -> Result<PinnedConnection, StoreError> {
+        self.pinned(Some(COMMAND_TIMEOUT)).await
+    }
+
+    /// A connection of its own for blocking reads (`XREAD ... BLOCK`): no response timeout,
+    /// the BLOCK argument bounds the wait. Never share it: a blocked read stalls everything
+    /// multiplexed behind it.
+    pub async fn blocking(&self) -> Result<PinnedConnection, StoreError> {
+        self.pinned(None).await
+    }
+}
+
+/// The pause after `failures` failed attempts in a row: 50 ms doubling up to [`MAX_BACKOFF`],
+/// each with jitter in its upper half. Every retry loop that talks to Redis uses it.
+pub fn backoff(failures: u32) -> Duration {
+    let exp = FIRST_BACKOFF
+        .saturating_mul(1u32 << failures.min(8))
+        .min(MAX_BACKOFF);
+    // Full jitter in the upper half: spreads reconnecting processes, never waits zero.
+    let jitter = rand::random::<f64>() * 0.5 + 0.5;
+    exp.mul_f64(jitter)
+}
+
+impl ConnectionLike for Redis {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut current = self.current().await.map_err(into_redis_error)?;
+            let result = current.con.req_packed_command(cmd).await;
+            if let Err(e) = &result {
+                self.lost(current.generation, e);
+            }
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let mut current = self.current().await.map_err(into_redis_error)?;
+            let result = current.con.req_packed_commands(cmd, offset, count).await;
+            if let Err(e) = &result {
+                self.lost(current.generation, e);
+            }
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.deployment.url.db
+    }
+}
+
+/// A failure to reach the master, as a Redis I/O error (what `ConnectionLike` must return),
+/// so callers' transient-error checks treat it like a refused connection.
+fn into_redis_error(e: StoreError) -> RedisError {
+    match e {
+        StoreError::Redis(e) => e,
+        other => RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            other.to_string(),
+        )),
+    }
+}
+
+/// A connection to the master as it was when the connection was made. It never reconnects
+/// (per-connection state such as `WATCH` must not vanish silently); an error that shows the
+/// master was lost also tells the [`Redis`] handle it came from, so the handle resolves again.
+pub struct PinnedConnection {
+    con: MultiplexedConnection,
+    generation: u64,
+    owner: Redis,
+}
+
+impl fmt::Debug for PinnedConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PinnedConnection")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionLike for PinnedConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let result = self.con.req_packed_command(cmd).await;
+            if let Err(e) = &result {
+                self.owner.lost(self.generation, e);
+            }
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let result = self.con.req_packed_commands(cmd, offset, count).await;
+            if let Err(e) = &result {
+                self.owner.lost(self.generation, e);
+            }
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.owner.get_db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_about_two_seconds_with_jitter() {
+        for _ in 0..100 {
+            let first = backoff(0);
+            assert!(
+                first >= FIRST_BACKOFF / 2 && first <= FIRST_BACKOFF,
+                "{first:?}"
+            );
+            let late = backoff(30);
+            assert!(late >= MAX_BACKOFF / 2 && late <= MAX_BACKOFF, "{late:?}");
+        }
+    }
+}
