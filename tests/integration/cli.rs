@@ -20,10 +20,10 @@ const WAIT: Duration = Duration::from_secs(15);
 
 /// What one run of the CLI did.
 #[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
@@ -39,7 +39,7 @@ impl Run {
 
 /// The CLI with a clean environment (no `PANTHEON_*` from the caller) in directory `dir`
 /// (so no stray `pantheon.toml` is read).
-fn command(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+pub(crate) fn command(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     for (k, _) in std::env::vars() {
         if k.starts_with("PANTHEON_") {
@@ -55,7 +55,7 @@ fn command(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
     cmd
 }
 
-async fn pantheon(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
+pub(crate) async fn pantheon(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
     let out = tokio::time::timeout(Duration::from_secs(60), command(dir, env, args).output())
         .await
         .unwrap_or_else(|_| panic!("pantheon {args:?} did not finish within 60 s"))

@@ -195,12 +195,23 @@ impl TestCluster {
 
     /// Starts the real `pantheon-projector` binary as a child process.
     pub fn spawn_child(&self, instance: &str, lease_ttl_ms: u64) -> ChildProjector {
-        let child = Command::new(env!("CARGO_BIN_EXE_pantheon-projector-under-test"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pantheon-projector-under-test"));
+        // It reads every `PANTHEON_*` variable as a setting: give it only these.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("PANTHEON_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
             .env("PANTHEON_REDIS_URL", &self.redis.url)
             .env("PANTHEON_CLUSTER", &self.name)
-            .env("PANTHEON_INSTANCE", instance)
-            .env("PANTHEON_LEASE_TTL_MS", lease_ttl_ms.to_string())
-            .env("PANTHEON_PROBER_WATCHDOG_MS", "0")
+            .env("PANTHEON_PROJECTOR__INSTANCE", instance)
+            .env("PANTHEON_PROJECTOR__LEASE_TTL_MS", lease_ttl_ms.to_string())
+            .env(
+                "PANTHEON_PROJECTOR__BLOCK_MS",
+                (lease_ttl_ms / 3).min(500).to_string(),
+            )
+            .env("PANTHEON_PROJECTOR__PROBER_WATCHDOG_MS", "0")
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_PROJECTOR_LOG").unwrap_or_else(|_| "warn".into()),

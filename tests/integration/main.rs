@@ -4,10 +4,13 @@
 mod cli;
 mod client;
 mod cluster;
+mod deployments;
 mod migrations;
 mod nodes;
 mod prober;
 mod projector;
+mod resilience;
+mod service_config;
 mod test_redis;
 mod wire_roundtrip;
 mod workload;

@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 const EXIT_CODES: &str = "\
 Exit codes: 0 success; 1 failure (Redis unreachable, verification mismatch, ...); \
 2 the projector rejected a write (the reason is printed); 3 a write was not applied within \
-the wait timeout; 64 bad usage or configuration.
+the wait timeout; 4 a write reached the master but not the required replicas in time (it may \
+be lost in a failover); 64 bad usage or configuration.
 
 Configuration: defaults < pantheon.toml (or --config / PANTHEON_CONFIG) < PANTHEON_* \
 environment variables < flags. See docs/configuration.md, or `pantheon config`.";
@@ -17,7 +18,8 @@ environment variables < flags. See docs/configuration.md, or `pantheon config`."
 #[derive(Debug, Parser)]
 #[command(name = "pantheon", version, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// Redis URL (default redis://127.0.0.1:6379); e.g. redis://:password@host:6379/0.
+    /// Redis URL (default redis://127.0.0.1:6379): redis://, rediss://,
+    /// redis+sentinel://h:p,h:p/<master>, redis+cluster://h:p,h:p (see docs/configuration.md).
     #[arg(long, global = true, value_name = "URL")]
     pub redis_url: Option<String>,
     /// Cluster name (default "default").

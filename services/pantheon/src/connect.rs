@@ -74,8 +74,8 @@ pub async fn reachable(settings: &Settings) -> anyhow::Result<()> {
 #[derive(Clone)]
 pub struct Cluster {
     pub client: Pantheon,
-    /// For commands the client library does not wrap (SCARD, XRANGE, ...); follows the
-    /// master through failovers.
+    /// For the store's reads the client library does not wrap (key counts, the log, ...);
+    /// follows the master through failovers.
     pub con: Redis,
     pub layout: Layout,
     pub name: String,

@@ -53,10 +53,16 @@ impl std::error::Error for CliError {}
 
 /// The exit code and the one line to print for an error from a command.
 pub fn report(e: &anyhow::Error) -> (u8, String) {
+    // A `ConfigError` reaches here through `?` on `Settings::projector_config()` and the
+    // like: it is a bad configuration, exit 64, like the `CliError` it converts to.
     let code = e
         .chain()
-        .find_map(|c| c.downcast_ref::<CliError>())
-        .map_or(FAILURE, |c| c.code);
+        .find_map(|c| {
+            c.downcast_ref::<CliError>()
+                .map(|c| c.code)
+                .or_else(|| c.is::<pantheon_config::ConfigError>().then_some(USAGE))
+        })
+        .unwrap_or(FAILURE);
     // `{:#}` joins the causes with ": "; errors from Redis sometimes carry newlines.
     let line = format!("{e:#}")
         .split_whitespace()

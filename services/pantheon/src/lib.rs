@@ -3,7 +3,8 @@
 //! `events`, `audit`), and checks it (`rebuild --verify`, `migrate`, `config`).
 //!
 //! * [`cli`] — the command line (clap);
-//! * [`config`] — layered configuration (figment): defaults, `pantheon.toml`, `PANTHEON_*`;
+//! * [`config`] — the layered configuration (defaults, `pantheon.toml`, `PANTHEON_*`, flags)
+//!   shared with the service binaries ([`pantheon_config`]), with its errors as exit 64;
 //! * [`error`] — exit codes;
 //! * [`connect`] — reaching Redis with a clear error, and the handles commands use;
 //! * [`local_redis`] — starting a `redis-server` for `up` and `demo` when none answers;

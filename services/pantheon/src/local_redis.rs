@@ -135,16 +135,7 @@ pub async fn ensure(settings: &Settings, allow_start: bool) -> anyhow::Result<Op
 impl LocalRedis {
     /// Stops the server: `SHUTDOWN` (which writes the AOF out), then a kill if it lingers.
     pub async fn stop(mut self) {
-        if let Ok(client) = redis::Client::open(self.url.as_str())
-            && let Ok(mut con) = client.get_multiplexed_async_connection().await
-        {
-            // The reply never comes: the server closes the connection as it exits.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                redis::cmd("SHUTDOWN").query_async::<()>(&mut con),
-            )
-            .await;
-        }
+        pantheon_store::server::shutdown(&self.url, Duration::from_secs(2)).await;
         match tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await {
             Ok(_) => {}
             Err(_) => {

@@ -1,41 +1,46 @@
-//! Following a stream with `XREAD BLOCK` on a dedicated connection (a blocking read must not
-//! stall other commands): `pantheon events --follow` and the demo's narration.
+//! Following the events stream with `XREAD BLOCK` on a dedicated connection (a blocking read
+//! must not stall other commands): `pantheon events --follow` and the demo's narration.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use pantheon_domain::EntryId;
-use pantheon_store::{PinnedConnection, RawEntry, Redis, StoreError, stream};
+use pantheon_store::stream::After;
+use pantheon_store::{Layout, PinnedConnection, RawEntry, Redis, StoreError, events};
 use tokio::time::Instant;
 
-/// Reads a stream from a position onwards, entry by entry.
+/// Reads the events stream from a position onwards, entry by entry.
 pub struct Tail {
     redis: Redis,
     /// Reopened (on the master of the moment) after a failure.
     con: Option<PinnedConnection>,
-    key: String,
-    /// The last id read (`$` until the first entry when following from "now").
-    last: String,
+    layout: Layout,
+    /// The last id read (`Now` until the first entry when following from "now").
+    last: After,
     buffer: VecDeque<RawEntry>,
 }
 
 impl std::fmt::Debug for Tail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tail")
-            .field("key", &self.key)
+            .field("stream", &self.layout.events())
             .field("last", &self.last)
             .finish_non_exhaustive()
     }
 }
 
 impl Tail {
-    /// Follows `key` after `after` (`None` = only entries added from now on).
-    pub async fn new(redis: &Redis, key: String, after: Option<EntryId>) -> anyhow::Result<Self> {
+    /// Follows the events of `layout` after `after` (`None` = only events added from now on).
+    pub async fn new(
+        redis: &Redis,
+        layout: &Layout,
+        after: Option<EntryId>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             con: Some(redis.blocking().await?),
             redis: redis.clone(),
-            key,
-            last: after.map_or_else(|| "$".to_owned(), |id| id.to_string()),
+            layout: layout.clone(),
+            last: after.map_or(After::Now, After::Id),
             buffer: VecDeque::new(),
         })
     }
@@ -53,7 +58,9 @@ impl Tail {
             }
             // BLOCK 0 would wait forever: at least 1 ms, at most 1 s per read so a caller's
             // cancellation is noticed soon.
-            let block = left.min(Duration::from_secs(1)).as_millis().max(1);
+            let block = left
+                .min(Duration::from_secs(1))
+                .max(Duration::from_millis(1));
             if self.con.is_none() {
                 match self.redis.blocking().await {
                     Ok(con) => self.con = Some(con),
@@ -65,29 +72,19 @@ impl Tail {
             let Some(con) = self.con.as_mut() else {
                 continue;
             };
-            let read: Result<redis::Value, _> = redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(1000)
-                .arg("BLOCK")
-                .arg(u64::try_from(block).unwrap_or(1000))
-                .arg("STREAMS")
-                .arg(&self.key)
-                .arg(&self.last)
-                .query_async(con)
-                .await;
-            let reply = match read {
-                Ok(reply) => reply,
+            let read = events::read_after(con, &self.layout, self.last, 1000, block).await;
+            let entries = match read {
+                Ok(entries) => entries,
                 // The master failed over or the connection dropped: read again from the
                 // same position on the master of the moment (the handle backs off).
-                Err(e) if pantheon_store::handle::is_transient(&e) => {
+                Err(StoreError::Redis(e)) if pantheon_store::handle::is_transient(&e) => {
                     self.con = None;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
-            let entries = stream::parse_read(reply)?;
             if let Some(last) = entries.last() {
-                self.last = last.id.to_string();
+                self.last = After::Id(last.id);
             }
             self.buffer.extend(entries);
         }

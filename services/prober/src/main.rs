@@ -1,41 +1,23 @@
 //! `pantheon-prober`: one prober replica, until SIGTERM/SIGINT (then in-flight probes get the
 //! grace period and the replica deregisters so others take its nodes at once).
 //!
-//! Settings from the environment (`pantheon up` embeds the same prober with the full
-//! configuration file support): `PANTHEON_REDIS_URL` (`redis://127.0.0.1:6379`),
-//! `PANTHEON_CLUSTER` (`default`), `PANTHEON_PREFIX` (`pantheon`), `PANTHEON_PROBER_ID`,
-//! `PANTHEON_PROBE_INTERVAL_MS` (1000), `PANTHEON_PROBE_SUSPECT_INTERVAL_MS` (200),
-//! `PANTHEON_PROBE_DEAD_INTERVAL_MS` (5000), `PANTHEON_PROBE_TIMEOUT_MS` (500),
-//! `PANTHEON_PROBER_TTL_MS` (3000), `RUST_LOG`.
+//! It reads the same configuration as the `pantheon` CLI and `pantheon up`, the same way
+//! (`docs/configuration.md`): defaults ← the file named by `--config PATH` or
+//! `PANTHEON_CONFIG` (else `./pantheon.toml` if present) ← `PANTHEON_*` variables, e.g.
+//! `PANTHEON_REDIS_URL`, `PANTHEON_CLUSTER`, `PANTHEON_TLS__CA_FILE`, `PANTHEON_PROBER__ID`,
+//! `PANTHEON_PROBER__INTERVAL_MS`. It uses the top-level keys, `[tls]`, `[durability]` and
+//! `[prober]`, yet checks every key: a bad or unknown one exits 64 with one line naming it.
+//! `RUST_LOG` sets the log level (default `info`).
 
 use std::process::ExitCode;
 
+use pantheon_config::ConfigError;
 use pantheon_prober::ProberConfig;
-use pantheon_service::env;
 
-fn config() -> Result<ProberConfig, String> {
-    let tls = pantheon_store::TlsFiles {
-        ca_file: std::env::var_os("PANTHEON_TLS__CA_FILE").map(Into::into),
-        cert_file: std::env::var_os("PANTHEON_TLS__CERT_FILE").map(Into::into),
-        key_file: std::env::var_os("PANTHEON_TLS__KEY_FILE").map(Into::into),
-    };
-    let redis = pantheon_store::Deployment::new(
-        &env::or("PANTHEON_REDIS_URL", "redis://127.0.0.1:6379"),
-        &tls,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut c = ProberConfig::new(redis, env::or("PANTHEON_CLUSTER", "default"));
-    c.prefix = env::or("PANTHEON_PREFIX", &c.prefix);
-    if let Ok(id) = std::env::var("PANTHEON_PROBER_ID") {
-        c.id = id;
-    }
-    c.interval = env::ms("PANTHEON_PROBE_INTERVAL_MS", c.interval)?;
-    c.suspect_interval = env::ms("PANTHEON_PROBE_SUSPECT_INTERVAL_MS", c.suspect_interval)?;
-    c.dead_interval = env::ms("PANTHEON_PROBE_DEAD_INTERVAL_MS", c.dead_interval)?;
-    c.timeout = env::ms("PANTHEON_PROBE_TIMEOUT_MS", c.timeout)?;
-    c.registration_ttl = env::ms("PANTHEON_PROBER_TTL_MS", c.registration_ttl)?;
-    c.validate()?;
-    Ok(c)
+fn config() -> Result<ProberConfig, ConfigError> {
+    pantheon_config::load_service(std::env::args_os().skip(1))?
+        .settings
+        .prober_config()
 }
 
 // jemalloc returns freed memory to the OS far better than glibc's per-thread arenas: the

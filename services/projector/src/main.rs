@@ -1,42 +1,22 @@
 //! `pantheon-projector`: runs one projector (leader or standby) until SIGTERM/SIGINT.
 //!
-//! Settings come from the environment (the `pantheon` CLI's `up` command embeds the same
-//! projector with the full configuration file support):
-//! `PANTHEON_REDIS_URL` (default `redis://127.0.0.1:6379`), `PANTHEON_CLUSTER` (`default`),
-//! `PANTHEON_PREFIX` (`pantheon`), `PANTHEON_INSTANCE`, `PANTHEON_LEASE_TTL_MS` (5000),
-//! `PANTHEON_SNAPSHOT_EVERY` (100000), `PANTHEON_PROBER_WATCHDOG_MS` (1000; 0 = off), `RUST_LOG`.
+//! It reads the same configuration as the `pantheon` CLI and `pantheon up`, the same way
+//! (`docs/configuration.md`): defaults ← the file named by `--config PATH` or
+//! `PANTHEON_CONFIG` (else `./pantheon.toml` if present) ← `PANTHEON_*` variables, e.g.
+//! `PANTHEON_REDIS_URL`, `PANTHEON_CLUSTER`, `PANTHEON_TLS__CA_FILE`,
+//! `PANTHEON_PROJECTOR__INSTANCE`, `PANTHEON_PROJECTOR__LEASE_TTL_MS`. It uses the top-level
+//! keys, `[tls]`, `[durability]` and `[projector]`, yet checks every key: a bad or unknown
+//! one exits 64 with one line naming it. `RUST_LOG` sets the log level (default `info`).
 
 use std::process::ExitCode;
-use std::time::Duration;
 
+use pantheon_config::ConfigError;
 use pantheon_projector::ProjectorConfig;
-use pantheon_service::env;
 
-fn config() -> Result<ProjectorConfig, String> {
-    let tls = pantheon_store::TlsFiles {
-        ca_file: std::env::var_os("PANTHEON_TLS__CA_FILE").map(Into::into),
-        cert_file: std::env::var_os("PANTHEON_TLS__CERT_FILE").map(Into::into),
-        key_file: std::env::var_os("PANTHEON_TLS__KEY_FILE").map(Into::into),
-    };
-    let redis = pantheon_store::Deployment::new(
-        &env::or("PANTHEON_REDIS_URL", "redis://127.0.0.1:6379"),
-        &tls,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut c = ProjectorConfig::new(redis, env::or("PANTHEON_CLUSTER", "default"));
-    c.prefix = env::or("PANTHEON_PREFIX", &c.prefix);
-    if let Ok(instance) = std::env::var("PANTHEON_INSTANCE") {
-        c.instance = instance;
-    }
-    c.lease_ttl = Duration::from_millis(env::num("PANTHEON_LEASE_TTL_MS", 5000)?);
-    c.block = c.block.min(c.lease_ttl / 3);
-    c.snapshot_every = env::num("PANTHEON_SNAPSHOT_EVERY", c.snapshot_every)?;
-    c.prober_watchdog = match env::num("PANTHEON_PROBER_WATCHDOG_MS", 1000)? {
-        0 => None,
-        ms => Some(Duration::from_millis(ms)),
-    };
-    c.validate()?;
-    Ok(c)
+fn config() -> Result<ProjectorConfig, ConfigError> {
+    pantheon_config::load_service(std::env::args_os().skip(1))?
+        .settings
+        .projector_config()
 }
 
 // jemalloc returns freed memory to the OS far better than glibc's per-thread arenas: the

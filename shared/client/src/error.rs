@@ -71,13 +71,6 @@ impl ClientError {
             _ => None,
         }
     }
-
-    pub(crate) fn damaged(key: &str, reason: impl Into<String>) -> Self {
-        ClientError::Damaged {
-            key: key.to_owned(),
-            reason: reason.into(),
-        }
-    }
 }
 
 impl From<StoreError> for ClientError {

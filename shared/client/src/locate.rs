@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use pantheon_domain::NodeId;
 use pantheon_domain::placement::{self, Member, Placement, Strategy};
-use pantheon_domain::policy::Policy;
+use pantheon_store::readmodel;
 use tokio::time::Instant;
 
 use crate::{ClientError, Pantheon};
@@ -109,30 +109,6 @@ impl RingCache {
     }
 }
 
-/// Parses `members` (`id=weight id=weight ...`).
-fn parse_members(raw: &str) -> Result<Vec<Member>, String> {
-    raw.split_whitespace()
-        .map(|part| {
-            let (id, w) = part
-                .rsplit_once('=')
-                .ok_or_else(|| format!("bad member {part:?}"))?;
-            Ok(Member {
-                node: NodeId::new(id).map_err(|e| format!("member {part:?}: {e}"))?,
-                weight: w.parse().map_err(|_| format!("bad weight in {part:?}"))?,
-            })
-        })
-        .collect()
-}
-
-fn field<T: std::str::FromStr>(
-    map: &std::collections::HashMap<String, String>,
-    name: &str,
-) -> Result<Option<T>, String> {
-    map.get(name)
-        .map(|v| v.parse().map_err(|_| format!("bad {name} {v:?}")))
-        .transpose()
-}
-
 impl Pantheon {
     /// The owner of `key` computed locally from the cached ring definition: no round trip,
     /// except a version check (one `HGET`) at most once per
@@ -191,38 +167,21 @@ impl Pantheon {
         if !force && let Some(ring) = cache.fresh() {
             return Ok(ring);
         }
-        let key = self.inner.layout.ring();
+        let layout = &self.inner.layout;
         let mut con = self.con();
         if let Some(cached) = cache.get() {
-            let version: Option<String> = redis::cmd("HGET")
-                .arg(&key)
-                .arg("version")
-                .query_async(&mut con)
-                .await?;
-            let version = version
-                .map(|v| v.parse::<u64>())
-                .transpose()
-                .map_err(|_| ClientError::damaged(&key, "bad version"))?
-                .unwrap_or(0);
+            let version = readmodel::ring_version(&mut con, layout).await?;
             if version == cached.ring.version {
                 cache.store(cached.ring.clone());
                 return Ok(cached.ring);
             }
         }
-        let map: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(&mut con)
-            .await?;
-        let defaults = Policy::default();
-        let bad = |reason: String| ClientError::damaged(&key, reason);
-        let version = field(&map, "version").map_err(bad)?.unwrap_or(0);
-        let strategy = field(&map, "strategy")
-            .map_err(bad)?
-            .unwrap_or(defaults.strategy);
-        let vnodes = field(&map, "vnodes")
-            .map_err(bad)?
-            .unwrap_or(defaults.vnodes);
-        let members = parse_members(map.get("members").map_or("", String::as_str)).map_err(bad)?;
+        let readmodel::RingDefinition {
+            version,
+            strategy,
+            vnodes,
+            members,
+        } = readmodel::ring(&mut con, layout).await?;
         // Hashing vnodes × weight points per member: keep it off the async workers.
         let placement =
             tokio::task::spawn_blocking(move || placement::build(strategy, vnodes, members))
@@ -244,20 +203,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn members_parse_from_the_ring_hash_format() {
-        let m = parse_members("a=1 node-b=3").unwrap();
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[1].node.as_str(), "node-b");
-        assert_eq!(m[1].weight, 3);
-        assert!(parse_members("").unwrap().is_empty());
-        assert!(parse_members("a").is_err());
-        assert!(parse_members("a=x").is_err());
-        assert!(parse_members("a b=1").is_err());
-    }
-
-    #[test]
     fn a_snapshot_places_keys_like_the_domain() {
-        let members = parse_members("a=1 b=1 c=2").unwrap();
+        let members = readmodel::parse_members("a=1 b=1 c=2").unwrap();
         let reference = placement::build(Strategy::Ring, 64, members.clone());
         let snap = RingSnapshot {
             version: 1,

@@ -10,10 +10,6 @@ fn node_id(node: &str) -> Result<NodeId, ClientError> {
     NodeId::new(node).map_err(|e| ClientError::Invalid(DecodeError::from(e)))
 }
 
-fn record(key: &str, node: &str, json: &str) -> Result<NodeRecord, ClientError> {
-    serde_json::from_str(json).map_err(|e| ClientError::damaged(key, format!("node {node}: {e}")))
-}
-
 impl Pantheon {
     /// Every node that has joined and not left, sorted by id, with its state (`alive`,
     /// `suspect`, `dead`, `draining`), health URL, epoch and weight.
@@ -26,17 +22,7 @@ impl Pantheon {
     /// # Ok(()) }
     /// ```
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, ClientError> {
-        let key = self.inner.layout.nodes();
-        let fields: Vec<(String, String)> =
-            readmodel::scan_all(&mut self.con(), "HSCAN", Some(&key), None).await?;
-        let mut out = fields
-            .iter()
-            .map(|(node, json)| record(&key, node, json))
-            .collect::<Result<Vec<_>, _>>()?;
-        // HSCAN may return an element twice (while the hash is rehashed).
-        out.sort_by(|a, b| a.node.cmp(&b.node));
-        out.dedup_by(|a, b| a.node == b.node);
-        Ok(out)
+        Ok(readmodel::nodes(&mut self.con(), &self.inner.layout).await?)
     }
 
     /// One node's record, or `None` if it never joined or has left.
@@ -50,13 +36,7 @@ impl Pantheon {
     /// ```
     pub async fn node_health(&self, node: &str) -> Result<Option<NodeRecord>, ClientError> {
         let id = node_id(node)?;
-        let key = self.inner.layout.nodes();
-        let json: Option<String> = redis::cmd("HGET")
-            .arg(&key)
-            .arg(id.as_str())
-            .query_async(&mut self.con())
-            .await?;
-        json.map(|j| record(&key, node, &j)).transpose()
+        Ok(readmodel::node(&mut self.con(), &self.inner.layout, &id).await?)
     }
 
     /// The assigned keys a node owns now (the Go library's `GetNodeKeys`), in no particular
@@ -69,13 +49,8 @@ impl Pantheon {
     /// # Ok(()) }
     /// ```
     pub async fn node_keys(&self, node: &str) -> Result<Vec<String>, ClientError> {
-        let key = self.inner.layout.node_keys(&node_id(node)?);
-        let mut out: Vec<String> =
-            readmodel::scan_all(&mut self.con(), "SSCAN", Some(&key), None).await?;
-        // SSCAN may return an element twice (while the set is rehashed).
-        out.sort_unstable();
-        out.dedup();
-        Ok(out)
+        let id = node_id(node)?;
+        Ok(readmodel::node_keys(&mut self.con(), &self.inner.layout, &id).await?)
     }
 
     /// The committed owner of an assigned key (the Go library's `GetKeyNode`): `None` when
@@ -91,15 +66,6 @@ impl Pantheon {
     /// # Ok(()) }
     /// ```
     pub async fn key_node(&self, key: &str) -> Result<Option<NodeId>, ClientError> {
-        let map = self.inner.layout.keymap();
-        let node: Option<String> = redis::cmd("HGET")
-            .arg(&map)
-            .arg(key)
-            .query_async(&mut self.con())
-            .await?;
-        node.map(|n| {
-            NodeId::new(&n).map_err(|e| ClientError::damaged(&map, format!("key {key:?}: {e}")))
-        })
-        .transpose()
+        Ok(readmodel::key_owner(&mut self.con(), &self.inner.layout, key).await?)
     }
 }

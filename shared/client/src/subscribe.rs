@@ -24,9 +24,8 @@ use std::fmt;
 use std::time::Duration;
 
 use pantheon_domain::{EntryId, Event};
-use pantheon_store::{PinnedConnection, Redis};
-use pantheon_store::{RawEntry, stream};
-use redis::Value;
+use pantheon_store::group::{self, Group};
+use pantheon_store::{PinnedConnection, RawEntry, Redis};
 use tokio::time::Instant;
 
 use crate::error::is_transient;
@@ -159,9 +158,8 @@ pub struct Subscription {
     /// For `XREADGROUP ... BLOCK` only; reopened after a failure (on the master of the
     /// moment, after a failover).
     blocking: Option<PinnedConnection>,
-    stream: String,
     dead: String,
-    group: String,
+    group: Group,
     consumer: String,
     options: SubscribeOptions,
     phase: Phase,
@@ -173,8 +171,8 @@ pub struct Subscription {
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
-            .field("stream", &self.stream)
-            .field("group", &self.group)
+            .field("stream", &self.group.stream())
+            .field("group", &self.group.name())
             .field("consumer", &self.consumer)
             .field("phase", &self.phase)
             .field("buffered", &self.buffer.len())
@@ -215,13 +213,12 @@ impl Pantheon {
                 "group and consumer names must not be empty".into(),
             ));
         }
-        let stream = self.inner.layout.events();
+        let layout = &self.inner.layout;
         let mut sub = Subscription {
             con: self.con(),
             blocking: None,
-            dead: format!("{stream}:dead"),
-            stream,
-            group: group.to_owned(),
+            dead: layout.dead_letters(),
+            group: Group::events(layout, group),
             consumer: consumer.to_owned(),
             phase: Phase::Own {
                 cursor: EntryId::ZERO,
@@ -275,17 +272,12 @@ impl Subscription {
     /// # Ok(()) }
     /// ```
     pub async fn ack(&self, id: EntryId) -> Result<bool, ClientError> {
-        let n: u64 = redis::cmd("XACK")
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg(id.to_string())
-            .query_async(&mut self.con.clone())
-            .await?;
+        let n = group::ack(&mut self.con.clone(), &self.group, [id]).await?;
         Ok(n > 0)
     }
 
     pub fn group(&self) -> &str {
-        &self.group
+        self.group.name()
     }
 
     pub fn consumer(&self) -> &str {
@@ -299,21 +291,10 @@ impl Subscription {
 
     async fn ensure_group(&mut self) -> Result<(), ClientError> {
         let at = match self.options.start {
-            Start::FromNow => "$",
-            Start::FromBeginning => "0",
+            Start::FromNow => group::Start::Now,
+            Start::FromBeginning => group::Start::Beginning,
         };
-        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg(at)
-            .arg("MKSTREAM")
-            .query_async(&mut self.con)
-            .await;
-        match created {
-            Err(e) if e.code() != Some("BUSYGROUP") => return Err(e.into()),
-            _ => {}
-        }
+        group::create(&mut self.con, &self.group, at).await?;
         self.group_ready = true;
         Ok(())
     }
@@ -336,33 +317,21 @@ impl Subscription {
     }
 
     /// Runs one step of the current phase; may leave the buffer empty.
-    /// `XREADGROUP` of this subscription's group and consumer from `position` (`>` for new
-    /// entries, an id for our own pending ones), blocking for `block` when given.
-    fn read_group(&self, block: Option<Duration>, position: &str) -> redis::Cmd {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(self.options.count);
-        if let Some(block) = block {
-            cmd.arg("BLOCK").arg(millis(block).max(1));
-        }
-        cmd.arg("STREAMS").arg(&self.stream).arg(position);
-        cmd
-    }
-
     async fn fill(&mut self) -> Result<(), ClientError> {
         if !self.group_ready {
             self.ensure_group().await?;
         }
         match self.phase {
             Phase::Own { cursor } => {
-                let reply: Value = self
-                    .read_group(None, &cursor.to_string())
-                    .query_async(&mut self.con)
-                    .await?;
-                let entries = stream::parse_read(reply)?;
+                let entries = group::read(
+                    &mut self.con,
+                    &self.group,
+                    &self.consumer,
+                    group::Read::Pending(cursor),
+                    self.options.count,
+                    None,
+                )
+                .await?;
                 let next = match entries.last() {
                     Some(last) => Phase::Own { cursor: last.id },
                     None => Phase::Claim {
@@ -373,17 +342,15 @@ impl Subscription {
                 self.phase = next;
             }
             Phase::Claim { cursor } => {
-                let reply: Value = redis::cmd("XAUTOCLAIM")
-                    .arg(&self.stream)
-                    .arg(&self.group)
-                    .arg(&self.consumer)
-                    .arg(millis(self.options.min_idle))
-                    .arg(cursor.to_string())
-                    .arg("COUNT")
-                    .arg(self.options.count)
-                    .query_async(&mut self.con)
-                    .await?;
-                let (next_cursor, entries) = parse_autoclaim(reply)?;
+                let (next_cursor, entries) = group::claim(
+                    &mut self.con,
+                    &self.group,
+                    &self.consumer,
+                    self.options.min_idle,
+                    cursor,
+                    self.options.count,
+                )
+                .await?;
                 self.admit_pending(entries).await?;
                 self.phase = if next_cursor == EntryId::ZERO {
                     self.next_claim = Instant::now() + self.options.claim_every();
@@ -403,14 +370,21 @@ impl Subscription {
                     return Ok(());
                 }
                 let block = self.options.block.min(self.next_claim - now);
-                let read = self.read_group(Some(block), ">");
                 let con = match &mut self.blocking {
                     Some(con) => con,
                     None => self.blocking.insert(self.con.blocking().await?),
                 };
-                let reply: Value = read.query_async(con).await?;
+                let entries = group::read(
+                    con,
+                    &self.group,
+                    &self.consumer,
+                    group::Read::New,
+                    self.options.count,
+                    Some(block),
+                )
+                .await?;
                 // First deliveries: the counter is 1, within any max_deliveries.
-                for entry in stream::parse_read(reply)? {
+                for entry in entries {
                     self.buffer.push_back(Delivery::new(entry, 1));
                 }
             }
@@ -425,30 +399,16 @@ impl Subscription {
         let (live, gone): (Vec<RawEntry>, Vec<RawEntry>) =
             entries.into_iter().partition(|e| !e.fields.is_empty());
         if !gone.is_empty() {
-            let mut xack = redis::cmd("XACK");
-            xack.arg(&self.stream).arg(&self.group);
-            for e in &gone {
-                xack.arg(e.id.to_string());
-            }
-            let _: u64 = xack.query_async(&mut self.con).await?;
+            group::ack(&mut self.con, &self.group, gone.iter().map(|e| e.id)).await?;
         }
         if live.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for e in &live {
-            let id = e.id.to_string();
-            pipe.cmd("XPENDING")
-                .arg(&self.stream)
-                .arg(&self.group)
-                .arg(&id)
-                .arg(&id)
-                .arg(1);
-        }
-        let counts: Vec<Vec<(String, String, u64, u64)>> = pipe.query_async(&mut self.con).await?;
-        for (entry, pending) in live.into_iter().zip(counts) {
+        let counts =
+            group::deliveries(&mut self.con, &self.group, live.iter().map(|e| e.id)).await?;
+        for (entry, deliveries) in live.into_iter().zip(counts) {
             // Not pending any more: acked by another consumer meanwhile.
-            let Some(&(_, _, _, deliveries)) = pending.first() else {
+            let Some(deliveries) = deliveries else {
                 continue;
             };
             if deliveries > self.options.max_deliveries {
@@ -460,63 +420,18 @@ impl Subscription {
         Ok(())
     }
 
-    /// Copies an entry to the dead-letter stream and acks it, atomically (both keys share
-    /// the cluster's hash tag, so this works on Redis Cluster too).
+    /// Copies an entry to the dead-letter stream and acks it, atomically.
     async fn dead_letter(&mut self, entry: &RawEntry, deliveries: u64) -> Result<(), ClientError> {
-        let id = entry.id.to_string();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("XADD")
-            .arg(&self.dead)
-            .arg("*")
-            .arg("original_id")
-            .arg(&id)
-            .arg("group")
-            .arg(&self.group)
-            .arg("deliveries")
-            .arg(deliveries);
-        for (k, v) in &entry.fields {
-            pipe.arg(k.as_slice()).arg(v.as_slice());
-        }
-        pipe.ignore();
-        pipe.cmd("XACK")
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg(&id)
-            .ignore();
-        let () = pipe.query_async(&mut self.con).await?;
+        group::dead_letter(&mut self.con, &self.group, &self.dead, entry, deliveries).await?;
         tracing::warn!(
-            entry = %id,
-            group = %self.group,
+            entry = %entry.id,
+            group = %self.group.name(),
             deliveries,
             dead_letters = %self.dead,
             "event delivered too often without an ack: dead-lettered"
         );
         Ok(())
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// `XAUTOCLAIM` replies `[next-cursor, entries]` (Redis 6.2) or `[next-cursor, entries,
-/// deleted-ids]` (7.0+, which also drops the deleted ids from the pending list itself).
-fn parse_autoclaim(reply: Value) -> Result<(EntryId, Vec<RawEntry>), ClientError> {
-    let Value::Array(mut parts) = reply else {
-        return Err(ClientError::Reply(format!("XAUTOCLAIM: {reply:?}")));
-    };
-    if parts.len() < 2 {
-        return Err(ClientError::Reply(format!("XAUTOCLAIM: {parts:?}")));
-    }
-    let entries = stream::parse_entries(parts.swap_remove(1))?;
-    let cursor = match &parts[0] {
-        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()),
-        Value::SimpleString(s) => s.parse().ok(),
-        _ => None,
-    }
-    .ok_or_else(|| ClientError::Reply(format!("XAUTOCLAIM cursor: {:?}", parts[0])))?;
-    Ok((cursor, entries))
 }
 
 #[cfg(test)]
@@ -542,30 +457,6 @@ mod tests {
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn autoclaim_replies_of_both_shapes_parse() {
-        let entry = Value::Array(vec![
-            Value::BulkString(b"5-1".to_vec()),
-            Value::Array(vec![
-                Value::BulkString(b"type".to_vec()),
-                Value::BulkString(b"left".to_vec()),
-            ]),
-        ]);
-        let v7 = Value::Array(vec![
-            Value::BulkString(b"0-0".to_vec()),
-            Value::Array(vec![entry.clone()]),
-            Value::Array(vec![]),
-        ]);
-        let (cursor, entries) = parse_autoclaim(v7).unwrap();
-        assert_eq!(cursor, EntryId::ZERO);
-        assert_eq!(entries[0].id, EntryId::new(5, 1));
-        let v62 = Value::Array(vec![
-            Value::BulkString(b"9-0".to_vec()),
-            Value::Array(vec![entry]),
-        ]);
-        assert_eq!(parse_autoclaim(v62).unwrap().0, EntryId::new(9, 0));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use pantheon_domain::EntryId;
-use pantheon_store::stream;
+use pantheon_store::{readmodel, rejected};
 use tokio::time::Instant;
 
 use crate::error::is_transient;
@@ -111,19 +111,8 @@ impl Pantheon {
     /// # Ok(()) }
     /// ```
     pub async fn last_applied(&self) -> Result<Option<EntryId>, ClientError> {
-        let key = self.inner.layout.checkpoint();
-        let raw: Option<String> = redis::cmd("HGET")
-            .arg(&key)
-            .arg("last_id")
-            .query_async(&mut self.con())
-            .await?;
-        match raw.as_deref() {
-            None | Some("") => Ok(None),
-            Some(s) => s
-                .parse()
-                .map(Some)
-                .map_err(|_| ClientError::damaged(&key, format!("bad last_id {s:?}"))),
-        }
+        let checkpoint = readmodel::checkpoint(&mut self.con(), &self.inner.layout).await?;
+        Ok(checkpoint.last_id()?)
     }
 
     /// Why the projector rejected log entry `id`, or `None` if it did not (or has not got
@@ -137,15 +126,8 @@ impl Pantheon {
     /// # Ok(()) }
     /// ```
     pub async fn rejection(&self, id: EntryId) -> Result<Option<String>, ClientError> {
-        let id_arg = id.to_string();
-        let reply: redis::Value = redis::cmd("XRANGE")
-            .arg(self.inner.layout.rejected())
-            .arg(&id_arg)
-            .arg(&id_arg)
-            .query_async(&mut self.con())
-            .await?;
-        let entries = stream::parse_entries(reply)?;
-        Ok(entries.first().map(|e| {
+        let found = rejected::find(&mut self.con(), &self.inner.layout, id).await?;
+        Ok(found.map(|e| {
             e.get("reason")
                 .unwrap_or("rejected (no reason recorded)")
                 .to_owned()

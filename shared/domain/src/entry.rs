@@ -366,6 +366,20 @@ pub fn check_health_url(raw: &str) -> Result<String, DecodeError> {
             reason: "no host".into(),
         });
     }
+    // Health URLs end up in read models, events, audit output and logs: a password in one
+    // would leak everywhere. Refuse it, and never echo it back.
+    if !url.username().is_empty() || url.password().is_some() {
+        let mut shown = url.clone();
+        let _ = shown.set_password(None);
+        let _ = shown.set_username("");
+        return Err(DecodeError::BadUrl {
+            url: clip(shown.as_str()),
+            reason: "credentials (user:password@) are not allowed in a health URL: they would be \
+                     stored and shown in read models, events and logs; use an endpoint that \
+                     needs none"
+                .into(),
+        });
+    }
     Ok(url.to_string())
 }
 

@@ -254,3 +254,25 @@ fn invalid_utf8_names_the_field() {
             .contains("not valid UTF-8")
     );
 }
+
+#[test]
+fn health_urls_with_credentials_are_refused_without_echoing_the_password() {
+    for url in [
+        "http://admin:S3cretPW@10.0.0.5:8080/health",
+        "https://S3cretPW@10.0.0.5/health",
+    ] {
+        let why = reason(&[("type", "join"), ("node", "n1"), ("url", url)]);
+        assert!(why.contains("credentials"), "{why}");
+        assert!(!why.contains("S3cretPW"), "{why}");
+    }
+    let why = reason(&[
+        ("type", "join"),
+        ("node", "n1"),
+        ("address", "http://u:S3cretPW@10.0.0.5"),
+        ("port", "80"),
+    ]);
+    assert!(
+        why.contains("credentials") && !why.contains("S3cretPW"),
+        "{why}"
+    );
+}

@@ -748,10 +748,10 @@ async fn scale(
     config.id = "bench-prober".into();
     let prober = match bin {
         Some(bin) => RunningProber::Child(ChildGuard(
-            Process::new(bin)
+            without_pantheon_env(Process::new(bin))
                 .env("PANTHEON_REDIS_URL", &redis.url)
                 .env("PANTHEON_CLUSTER", &cluster)
-                .env("PANTHEON_PROBER_ID", &config.id)
+                .env("PANTHEON_PROBER__ID", &config.id)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
@@ -1308,4 +1308,15 @@ fn main() {
         started.elapsed().as_secs_f64(),
         load_average()
     );
+}
+
+/// The child reads every `PANTHEON_*` variable as a setting (`PANTHEON_BENCH_STEPS` would be
+/// an unknown key): it gets only those set for it.
+fn without_pantheon_env(mut cmd: Process) -> Process {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PANTHEON_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
 }

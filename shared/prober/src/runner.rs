@@ -11,8 +11,8 @@ use std::time::Duration;
 use pantheon_domain::NodeId;
 use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::health::Health;
-use pantheon_store::readmodel::NodeRecord;
-use pantheon_store::{Layout, Redis, probers};
+use pantheon_store::readmodel::{self, NodeRecord};
+use pantheon_store::{Layout, Redis, log, probers};
 use rand::Rng;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
@@ -137,25 +137,19 @@ impl Prober {
 
     /// Re-reads the nodes read model when the checkpoint moved.
     async fn refresh(&mut self) -> Result<(), ProberError> {
-        let last: Option<String> = redis::cmd("HGET")
-            .arg(self.layout.checkpoint())
-            .arg("last_id")
-            .query_async(&mut self.con)
-            .await?;
+        let checkpoint = readmodel::checkpoint(&mut self.con, &self.layout).await?;
+        let last = checkpoint.last_id_raw().map(str::to_owned);
         if last.is_some() && last == self.seen_checkpoint {
             return Ok(());
         }
-        let raw: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.layout.nodes())
-            .query_async(&mut self.con)
-            .await?;
+        let records = readmodel::node_records(&mut self.con, &self.layout).await?;
         self.all.clear();
-        for (id, json) in raw {
-            match (NodeId::new(&id), serde_json::from_str::<NodeRecord>(&json)) {
-                (Ok(node), Ok(record)) => {
+        for record in records {
+            match record {
+                Ok((node, record)) => {
                     self.all.insert(node, record);
                 }
-                _ => warn!(node = %id, "unreadable node record; skipping it"),
+                Err(id) => warn!(node = %id, "unreadable node record; skipping it"),
             }
         }
         self.seen_checkpoint = last;
@@ -248,8 +242,7 @@ impl Prober {
 
     /// Folds finished probes in and writes the results that matter, in one pipeline.
     async fn report(&mut self, finished: Vec<Finished>) -> Result<(), ProberError> {
-        let mut pipe = redis::pipe();
-        let mut n = 0;
+        let mut results = Vec::new();
         for f in finished {
             self.in_flight.remove(&f.node);
             let Some(t) = self.tracked.get_mut(&f.node) else {
@@ -270,19 +263,12 @@ impl Prober {
                     error: f.outcome.error,
                     prober: Some(self.config.id.clone()),
                 }));
-                let cmd = pipe.cmd("XADD").arg(self.layout.log()).arg("*");
-                for (k, v) in entry.encode() {
-                    cmd.arg(k).arg(v);
-                }
-                cmd.ignore();
-                n += 1;
+                results.push(entry);
                 debug!(node = %f.node, ok = f.outcome.ok, error = ?f.outcome.error, "reported probe");
             }
             self.schedule_at(&f.node, (f.started + next).max(Instant::now()));
         }
-        if n > 0 {
-            pipe.query_async::<()>(&mut self.con).await?;
-        }
+        log::append_many(&mut self.con, &self.layout, &results).await?;
         Ok(())
     }
 

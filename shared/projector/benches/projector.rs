@@ -816,11 +816,19 @@ async fn child(r: &mut Results, keys: &[String], bin: &Path) {
 }
 
 fn spawn_child(bin: &Path, url: &str, cluster: &str, instance: &str) -> ChildGuard {
-    let child = Process::new(bin)
+    let mut cmd = Process::new(bin);
+    // It reads every `PANTHEON_*` variable as a setting (`PANTHEON_BENCH_STEPS` would be an
+    // unknown key): give it only these.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PANTHEON_") {
+            cmd.env_remove(k);
+        }
+    }
+    let child = cmd
         .env("PANTHEON_REDIS_URL", url)
         .env("PANTHEON_CLUSTER", cluster)
-        .env("PANTHEON_INSTANCE", instance)
-        .env("PANTHEON_LEASE_TTL_MS", "5000")
+        .env("PANTHEON_PROJECTOR__INSTANCE", instance)
+        .env("PANTHEON_PROJECTOR__LEASE_TTL_MS", "5000")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -1,9 +1,10 @@
 //! The projector: the only writer of Pantheon's read models.
 //!
-//! It reads the log through a consumer group, folds each entry with the pure domain
-//! (`pantheon_domain::State::apply`), and commits each batch — read models, events, rejections,
-//! checkpoint and XACK — in one fenced Lua script, so readers see a batch entirely or not at
-//! all and an entry is applied exactly once in effect, however often the projector crashes.
+//! It reads the log with `XREAD` from its checkpoint (ADR 0003), folds each entry with the pure
+//! domain (`pantheon_domain::State::apply`), and commits each batch — read models, events,
+//! rejections, checkpoint — in one `MULTI`/`EXEC` fenced by `WATCH` on the lease's fence and the
+//! checkpoint (ADR 0001; ADR 0006 for failovers), so readers see a batch entirely or not at all
+//! and an entry is applied exactly once in effect, however often the projector crashes.
 //!
 //! * [`config`] — settings and their defaults;
 //! * [`runner`] — the leader/standby loop (lease, read, fold, commit);

@@ -5,8 +5,7 @@
 use pantheon_domain::{EntryId, State};
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::{self, Checkpoint};
-use pantheon_store::snapshot::Snapshot;
-use pantheon_store::{Batch, Layout, RawEntry, stream};
+use pantheon_store::{Batch, Layout, StoreError, keys, log, snapshot};
 use redis::aio::ConnectionLike;
 use tracing::info;
 
@@ -36,13 +35,12 @@ pub async fn load_snapshot<C: ConnectionLike + Send>(
     con: &mut C,
     layout: &Layout,
 ) -> Result<Option<(State, EntryId)>, ProjectorError> {
-    let raw: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(layout.snapshot())
-        .query_async(con)
-        .await?;
-    let Some(raw) = raw else { return Ok(None) };
-    let snapshot: Snapshot =
-        serde_json::from_slice(&raw).map_err(|e| ProjectorError::Snapshot(e.to_string()))?;
+    let snapshot = match snapshot::load(con, layout).await {
+        Ok(Some(snapshot)) => snapshot,
+        Ok(None) => return Ok(None),
+        Err(StoreError::Damaged { reason, .. }) => return Err(ProjectorError::Snapshot(reason)),
+        Err(e) => return Err(e.into()),
+    };
     snapshot
         .restore()
         .map(Some)
@@ -65,11 +63,10 @@ pub async fn fold_log<C: ConnectionLike + Clone + Send + 'static>(
         Some((state, id)) => (state, Some(id), Some(id)),
         None => (State::default(), None, None),
     };
-    let end = until.map(|id| id.to_string()).unwrap_or_else(|| "+".into());
     let fetch = |after: Option<EntryId>, count: usize| {
-        let mut con = con.clone();
-        let (log, end) = (layout.log(), end.clone());
-        let page = tokio::spawn(async move { read_page(&mut con, &log, after, &end, count).await });
+        let (mut con, layout) = (con.clone(), layout.clone());
+        let page =
+            tokio::spawn(async move { log::range(&mut con, &layout, after, until, count).await });
         (page, count)
     };
     let mut entries = 0u64;
@@ -108,54 +105,12 @@ pub async fn fold_log<C: ConnectionLike + Clone + Send + 'static>(
     })
 }
 
-/// Up to `count` log entries after `after` (from the start when `None`) up to `end`.
-async fn read_page<C: ConnectionLike + Send>(
-    con: &mut C,
-    log: &str,
-    after: Option<EntryId>,
-    end: &str,
-    count: usize,
-) -> Result<Vec<RawEntry>, ProjectorError> {
-    let start = after
-        .map(|id| format!("({id}"))
-        .unwrap_or_else(|| "-".into());
-    let reply: redis::Value = redis::cmd("XRANGE")
-        .arg(log)
-        .arg(&start)
-        .arg(end)
-        .arg("COUNT")
-        .arg(count)
-        .query_async(con)
-        .await?;
-    Ok(stream::parse_entries(reply)?)
-}
-
-/// Deletes every key of a scratch namespace.
-async fn clear_namespace<C: ConnectionLike + Send>(
-    con: &mut C,
-    scratch: &Layout,
-) -> Result<(), ProjectorError> {
-    let mut keys = vec![
-        scratch.nodes(),
-        scratch.ring(),
-        scratch.keymap(),
-        scratch.unowned(),
-        scratch.cmds(),
-        scratch.checkpoint(),
-    ];
-    keys.extend(scan_keys(con, &scratch.node_keys_pattern()).await?);
-    for chunk in keys.chunks(500) {
-        let _: () = redis::cmd("DEL").arg(chunk).query_async(con).await?;
-    }
-    Ok(())
-}
-
 /// All keys matching a pattern (SCAN, never KEYS).
 pub async fn scan_keys<C: ConnectionLike + Send>(
     con: &mut C,
     pattern: &str,
 ) -> Result<Vec<String>, ProjectorError> {
-    Ok(readmodel::scan_all(con, "SCAN", None, Some(pattern)).await?)
+    Ok(keys::matching(con, pattern).await?)
 }
 
 /// Writes every read model of `state` (and a checkpoint) into `scratch`, replacing what was
@@ -166,7 +121,7 @@ pub async fn write_scratch<C: ConnectionLike + Send>(
     state: &State,
     checkpoint: &Checkpoint,
 ) -> Result<(), ProjectorError> {
-    clear_namespace(con, scratch).await?;
+    readmodel::clear(con, scratch).await?;
     let mut batch = Batch::new();
     readmodel::stage_full(&mut batch, scratch, state);
     readmodel::stage_ring(&mut batch, scratch, state, checkpoint.ring_version);
@@ -185,16 +140,9 @@ pub(crate) async fn rebuild_live<C: ConnectionLike + Clone + Send + 'static>(
 ) -> Result<(State, Checkpoint), ProjectorError> {
     let started = std::time::Instant::now();
     let folded = fold_log(con, layout, None, |_| heartbeat.beat()).await?;
-    let live_cp: Option<String> = redis::cmd("HGET")
-        .arg(layout.checkpoint())
-        .arg("last_id")
-        .query_async(con)
-        .await?;
-    let live_ring_version: Option<u64> = redis::cmd("HGET")
-        .arg(layout.checkpoint())
-        .arg("ring_version")
-        .query_async(con)
-        .await?;
+    // Read leniently: the checkpoint itself may be what is damaged.
+    let live = readmodel::checkpoint(con, layout).await?;
+    let live_ring_version = live.ring_version()?;
     let cp = Checkpoint {
         last_id: folded.last_id,
         checksum: folded.state.checksum(),
@@ -209,41 +157,15 @@ pub(crate) async fn rebuild_live<C: ConnectionLike + Clone + Send + 'static>(
 
     // One fenced script: drop the live read models, rename the scratch ones in.
     let mut swap = Batch::new();
-    let mut live_sets = scan_keys(con, &layout.node_keys_pattern()).await?;
-    live_sets.extend([
-        layout.nodes(),
-        layout.keymap(),
-        layout.unowned(),
-        layout.cmds(),
-        layout.ring(),
-    ]);
-    for key in &live_sets {
-        swap.call("DEL", &[key], std::iter::empty::<&str>());
-    }
-    let mut pairs = vec![
-        (scratch.nodes(), layout.nodes()),
-        (scratch.keymap(), layout.keymap()),
-        (scratch.unowned(), layout.unowned()),
-        (scratch.cmds(), layout.cmds()),
-        (scratch.ring(), layout.ring()),
-    ];
-    for node in folded.state.nodes() {
-        pairs.push((scratch.node_keys(&node.id), layout.node_keys(&node.id)));
-    }
-    for (from, to) in &pairs {
-        let exists: bool = redis::cmd("EXISTS").arg(from).query_async(con).await?;
-        if exists {
-            swap.call("RENAME", &[from, to], std::iter::empty::<&str>());
-        }
-    }
-    swap.call("DEL", &[&scratch.checkpoint()], std::iter::empty::<&str>());
+    let nodes = folded.state.nodes().map(|n| &n.id);
+    readmodel::stage_swap(con, &mut swap, layout, &scratch, nodes).await?;
     readmodel::stage_checkpoint(&mut swap, layout, &folded.state, &cp, leader);
     swap.commit(
         con,
         lease.key(),
         &layout.checkpoint(),
         lease.token(),
-        live_cp.as_deref().unwrap_or(""),
+        live.last_id_raw().unwrap_or(""),
     )
     .await?;
     info!(
@@ -294,7 +216,7 @@ pub async fn verify<C: ConnectionLike + Clone + Send + 'static>(
     let scratch = layout.scratch("verify");
     write_scratch(con, &scratch, &folded.state, &cp).await?;
     let reloaded = readmodel::load(con, &scratch).await?;
-    clear_namespace(con, &scratch).await?;
+    readmodel::clear(con, &scratch).await?;
     Ok(Verification {
         last_id: folded.last_id,
         entries: folded.entries,

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pantheon_domain::State;
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::Checkpoint;
-use pantheon_store::snapshot::Snapshot;
-use pantheon_store::{Batch, Layout};
+use pantheon_store::snapshot::{self, Snapshot};
+use pantheon_store::{Batch, Layout, events, log};
 use redis::aio::ConnectionLike;
 use tracing::info;
 
@@ -26,18 +26,10 @@ fn ms_ago(age: Duration) -> u64 {
 /// Adds the events trimming to a commit (approximate trimming is O(1) most of the time).
 pub fn stage_events_trim(batch: &mut Batch, layout: &Layout, config: &ProjectorConfig) {
     if let Some(max) = config.events_max_len {
-        batch.call(
-            "XTRIM",
-            &[&layout.events()],
-            ["MAXLEN", "~", &max.to_string()],
-        );
+        events::stage_trim_len(batch, layout, max);
     }
     if let Some(age) = config.events_max_age {
-        batch.call(
-            "XTRIM",
-            &[&layout.events()],
-            ["MINID", "~", &format!("{}-0", ms_ago(age))],
-        );
+        events::stage_trim_before(batch, layout, pantheon_domain::EntryId::new(ms_ago(age), 0));
     }
 }
 
@@ -61,13 +53,9 @@ pub async fn snapshot_and_trim<C: ConnectionLike + Send>(
         keep_from = keep_from.min(pantheon_domain::EntryId::new(ms_ago(age), 0));
     }
     let mut batch = Batch::new();
-    batch.call("SET", &[&layout.snapshot()], [json.as_slice()]);
-    // MINID keeps entries >= keep_from: everything after the snapshot survives.
-    batch.call(
-        "XTRIM",
-        &[&layout.log()],
-        ["MINID".as_bytes(), keep_from.to_string().as_bytes()],
-    );
+    snapshot::stage_write(&mut batch, layout, &json);
+    // Entries at or after keep_from stay: everything after the snapshot survives.
+    log::stage_trim_below(&mut batch, layout, keep_from);
     batch
         .commit(
             con,

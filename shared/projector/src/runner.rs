@@ -5,10 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use pantheon_domain::State;
+use pantheon_domain::{EntryId, State};
+use pantheon_store::group::{self, Group};
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::{self, Checkpoint};
-use pantheon_store::{CommitError, Layout, PinnedConnection, RawEntry, Redis, StoreError, stream};
+use pantheon_store::{
+    CommitError, Durability, Layout, PinnedConnection, RawEntry, Redis, StoreError, events, log,
+    snapshot,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -95,13 +99,7 @@ async fn contend(
             let result = lead(config, layout, redis, con, lease, shutdown).await;
             // Only deletes the lease if it is still ours; a standby then takes over at once.
             let _ = lease.release(con).await;
-            let _: Result<i64, _> = redis::cmd("XGROUP")
-                .arg("DELCONSUMER")
-                .arg(layout.log())
-                .arg(layout.projector_group())
-                .arg(&config.instance)
-                .query_async(con)
-                .await;
+            let _ = group::delete_consumer(con, &Group::projector(layout), &config.instance).await;
             match result {
                 Ok(()) if shutdown.is_cancelled() => return Ok(()),
                 Ok(()) => info!("lost the lease: standing by"),
@@ -139,12 +137,13 @@ async fn watch_probers(
     let entry = pantheon_domain::LogEntry::new(pantheon_domain::Command::Probers {
         alive: live.clone(),
     });
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(layout.log()).arg("*");
-    for (k, v) in entry.encode() {
-        cmd.arg(k).arg(v);
-    }
-    let _: String = cmd.query_async(con).await?;
+    // No WAIT: a failover that could lose it also ends this leading loop, and the next one
+    // reports again (`reported` starts empty).
+    let now = Durability {
+        replicas: 0,
+        timeout: Duration::ZERO,
+    };
+    log::append(con, layout, &entry, now).await?;
     *reported = Some(live);
     Ok(())
 }
@@ -197,22 +196,6 @@ async fn renew_loop(mut con: Redis, lease: Lease, lost: CancellationToken, heart
     }
 }
 
-async fn ensure_group(con: &mut Redis, layout: &Layout) -> Result<(), ProjectorError> {
-    let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(layout.log())
-        .arg(layout.projector_group())
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(con)
-        .await;
-    match created {
-        Ok(()) => Ok(()),
-        Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// The state and checkpoint to continue from: the read models if their checksum matches the
 /// checkpoint, else a rebuild from the log (and the latest snapshot).
 async fn load_or_rebuild(
@@ -236,14 +219,8 @@ async fn load_or_rebuild(
             // Nothing was ever committed (no events, no snapshot): fold the log from its start
             // the normal way, emitting events. Otherwise the read models were deleted and are
             // rebuilt without re-emitting events consumers already saw.
-            let events: u64 = redis::cmd("XLEN")
-                .arg(layout.events())
-                .query_async(con)
-                .await?;
-            let snapshot: bool = redis::cmd("EXISTS")
-                .arg(layout.snapshot())
-                .query_async(con)
-                .await?;
+            let events = events::len(con, layout).await?;
+            let snapshot = snapshot::exists(con, layout).await?;
             if events == 0 && !snapshot {
                 info!("new cluster: folding the log from its start");
                 let state = State::default();
@@ -264,25 +241,15 @@ async fn load_or_rebuild(
 /// Reads the entries after `after` (contiguously: the log is read with XREAD from the
 /// checkpoint, not with XREADGROUP `>` — a paused ex-leader's blocked XREADGROUP can still be
 /// handed entries by Redis, which `>` would then never show the new leader; see
-/// docs/adr/0003-read-from-the-checkpoint.md).
+/// docs/adr/0003-read-the-log-from-the-checkpoint.md).
 async fn read_batch(
     reader: &mut PinnedConnection,
     layout: &Layout,
     config: &ProjectorConfig,
-    after: &str,
+    after: Option<EntryId>,
     count: usize,
 ) -> Result<Vec<RawEntry>, ProjectorError> {
-    let reply: redis::Value = redis::cmd("XREAD")
-        .arg("COUNT")
-        .arg(count)
-        .arg("BLOCK")
-        .arg(config.block.as_millis() as u64)
-        .arg("STREAMS")
-        .arg(layout.log())
-        .arg(if after.is_empty() { "0-0" } else { after })
-        .query_async(reader)
-        .await?;
-    Ok(stream::parse_read(reply)?)
+    Ok(log::read_after(reader, layout, after, count, config.block).await?)
 }
 
 /// A commit running in the background, with what it applies. It owns the committing
@@ -377,19 +344,10 @@ async fn lead(
         if !report.applied.is_empty() {
             info!(from = report.from, to = report.to, steps = ?report.applied, "applied schema migrations");
         }
-        ensure_group(con, layout).await?;
+        let projector_group = Group::projector(layout);
+        group::create(con, &projector_group, group::Start::Beginning).await?;
         let (mut state, mut cp) = load_or_rebuild(config, layout, con, lease, &heartbeat).await?;
-        let start = cp
-            .last_id
-            .map(|id| id.to_string())
-            .unwrap_or_else(|| "0".into());
-        let _: () = redis::cmd("XGROUP")
-            .arg("SETID")
-            .arg(layout.log())
-            .arg(layout.projector_group())
-            .arg(&start)
-            .query_async(con)
-            .await?;
+        group::set_id(con, &projector_group, cp.last_id).await?;
         let mut reader = redis.blocking().await?;
         let mut since_snapshot = 0u64;
         // Give prober replicas starting alongside a time to register before judging them.
@@ -413,11 +371,11 @@ async fn lead(
             // Read about as many entries as one commit holds, so a log full of big batches
             // does not pull a million keys into memory at once.
             let count = ((config.batch_max_args as f64 / fields_per_entry) as usize).clamp(1, config.batch_entries);
-            let after = cp.last_id_arg();
+            let after = cp.last_id;
             let entries = tokio::select! {
                 _ = shutdown.cancelled() => return finish(in_flight.take(), &mut committer).await.map(|_| ()),
                 _ = lost.cancelled() => return Ok(()),
-                read = read_batch(&mut reader, layout, config, &after, count) => read?,
+                read = read_batch(&mut reader, layout, config, after, count) => read?,
             };
             if !entries.is_empty() {
                 let fields: usize = entries.iter().map(|e| e.fields.len()).sum();

@@ -3,7 +3,7 @@
 use pantheon_domain::event::EventKind;
 use pantheon_domain::{EntryId, Rejection, State};
 use pantheon_store::readmodel::{self, Checkpoint};
-use pantheon_store::{Batch, Layout, RawEntry};
+use pantheon_store::{Batch, Layout, RawEntry, group};
 
 /// Most raw fields copied into a `rejected` entry (a 20,000-field entry is not copied whole).
 const MAX_REJECTED_FIELDS: usize = 64;
@@ -111,17 +111,7 @@ pub fn stage_entries(
     if consumed > 0 {
         // The group's position follows the checkpoint, atomically with it: `XINFO GROUPS`
         // shows how far the projector is (and its lag) to any Redis tool.
-        let position = cp.last_id_arg();
-        let position = if position.is_empty() {
-            "0".to_owned()
-        } else {
-            position
-        };
-        batch.call(
-            "XGROUP SETID",
-            &[&layout.log()],
-            [layout.projector_group(), position.as_str()],
-        );
+        group::stage_projector_position(&mut batch, layout, cp.last_id);
     }
     (
         Staged {

@@ -55,14 +55,15 @@ pub fn init_logging(default: &str) {
 }
 
 /// The whole `main` of a stand-alone service binary: logging, the configuration (a bad one
-/// exits 64, like the CLI's usage errors, with the reason), a shutdown token cancelled by
-/// SIGTERM/SIGINT, then `run`; an error from it exits 1.
-pub async fn serve<C, E, F>(
+/// exits 64, like the CLI's usage errors, with its reason on one line), a shutdown token
+/// cancelled by SIGTERM/SIGINT, then `run`; an error from it exits 1.
+pub async fn serve<C, B, E, F>(
     name: &str,
-    config: Result<C, String>,
+    config: Result<C, B>,
     run: impl FnOnce(C, CancellationToken) -> F,
 ) -> std::process::ExitCode
 where
+    B: std::fmt::Display,
     F: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
@@ -70,46 +71,44 @@ where
     let config = match config {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{name}: bad configuration: {e}");
+            eprintln!("{name}: {}", one_line(&e));
             return std::process::ExitCode::from(64);
         }
     };
-    match run(config, shutdown_on_signals()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{name}: {e}");
+    let shutdown = shutdown_on_signals();
+    // Shutdown has a deadline even while Redis hangs: a command in flight could otherwise
+    // wait out its response timeout.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(STOP_DEADLINE).await;
+    };
+    tokio::select! {
+        result = run(config, shutdown.clone()) => match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        _ = deadline => {
+            eprintln!("{name}: did not stop within {STOP_DEADLINE:?} of the signal (is Redis answering?); stopped anyway");
             std::process::ExitCode::FAILURE
         }
     }
 }
 
+/// How long a service may take to stop after SIGTERM/SIGINT.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A message on one line (a TOML syntax error quotes the offending lines).
+fn one_line(e: &impl std::fmt::Display) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Waits for `task` to end, at most `grace`; returns false if it had to be abandoned.
 pub async fn drain<F: std::future::Future>(task: F, grace: Duration) -> bool {
     tokio::time::timeout(grace, task).await.is_ok()
-}
-
-/// Environment settings of the stand-alone service binaries (`pantheon-projector`,
-/// `pantheon-prober`); the `pantheon` CLI has the full layered configuration instead.
-pub mod env {
-    use std::time::Duration;
-
-    /// A variable's value, or `default` when unset.
-    pub fn or(name: &str, default: &str) -> String {
-        std::env::var(name).unwrap_or_else(|_| default.to_owned())
-    }
-
-    /// A whole number, or `default` when unset; the error names the variable and its value.
-    pub fn num(name: &str, default: u64) -> Result<u64, String> {
-        match std::env::var(name) {
-            Ok(v) => v
-                .parse()
-                .map_err(|_| format!("{name}={v:?} is not a whole number")),
-            Err(_) => Ok(default),
-        }
-    }
-
-    /// A duration in whole milliseconds, or `default` when unset.
-    pub fn ms(name: &str, default: Duration) -> Result<Duration, String> {
-        num(name, default.as_millis() as u64).map(Duration::from_millis)
-    }
 }

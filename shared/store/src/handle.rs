@@ -23,10 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{
-    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind,
-    Value,
-};
+use redis::{AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -87,23 +84,66 @@ impl fmt::Debug for Redis {
 
 /// What a failure says about the master, for logging and for deciding to resolve again.
 pub fn classify(e: &RedisError) -> &'static str {
+    if let Some(code) = e.code() {
+        let class = classify_code(code);
+        if class != "error" {
+            return class;
+        }
+    }
     match e.kind() {
-        ErrorKind::Server(ServerErrorKind::Moved) => "moved",
-        ErrorKind::Server(ServerErrorKind::Ask) => "migrating",
-        ErrorKind::Server(ServerErrorKind::TryAgain) => "migrating",
-        ErrorKind::Server(ServerErrorKind::ReadOnly) => "read-only replica",
-        ErrorKind::Server(ServerErrorKind::MasterDown) => "master down",
-        ErrorKind::Server(ServerErrorKind::ClusterDown) => "cluster down",
-        ErrorKind::Server(ServerErrorKind::BusyLoading) => "loading",
         ErrorKind::AuthenticationFailed => "authentication",
-        ErrorKind::Server(ServerErrorKind::NoPerm) => "permission",
-        _ if e.code() == Some("UNBLOCKED") => "demoted",
         _ if crate::tls::explain(&format!("{e} {e:?}")).is_some() => "tls",
         _ if e.is_connection_refusal() => "refused",
         _ if e.is_timeout() => "timeout",
         _ if e.is_connection_dropped() || e.is_io_error() => "connection lost",
         _ => "error",
     }
+}
+
+/// The class of a Redis error code (`MOVED`, `READONLY`, ...).
+fn classify_code(code: &str) -> &'static str {
+    match code {
+        "MOVED" => "moved",
+        "ASK" | "TRYAGAIN" => "migrating",
+        "READONLY" => "read-only replica",
+        "MASTERDOWN" => "master down",
+        "CLUSTERDOWN" => "cluster down",
+        "LOADING" => "loading",
+        "NOPERM" => "permission",
+        "WRONGPASS" | "NOAUTH" => "authentication",
+        // A command blocked on a master that turned replica under it.
+        "UNBLOCKED" => "demoted",
+        _ => "error",
+    }
+}
+
+fn is_lost_class(class: &str) -> bool {
+    matches!(
+        class,
+        "moved"
+            | "read-only replica"
+            | "master down"
+            | "cluster down"
+            | "demoted"
+            | "refused"
+            | "timeout"
+            | "connection lost"
+    )
+}
+
+/// The class of the first error reply among `values` that says the master was lost: server
+/// errors of a pipeline come back as values, not as an `Err` of the connection.
+fn lost_in_replies<'a>(
+    values: impl IntoIterator<Item = &'a Value>,
+) -> Option<(&'static str, String)> {
+    values.into_iter().find_map(|v| match v {
+        Value::ServerError(e) => {
+            let class = classify_code(e.code());
+            is_lost_class(class)
+                .then(|| (class, format!("{} {}", e.code(), e.details().unwrap_or(""))))
+        }
+        _ => None,
+    })
 }
 
 /// True when the error means this connection no longer reaches the cluster's master.
@@ -262,7 +302,13 @@ impl Redis {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|e| (classify(&e), format!("{}: {e}", master.addr)))?;
+            .map_err(|e| {
+                let reason = match crate::tls::explain(&format!("{e} {e:?}")) {
+                    Some(cause) => format!("{}: {cause} ({e})", master.addr),
+                    None => format!("{}: {e}", master.addr),
+                };
+                (classify(&e), reason)
+            })?;
         Ok(Current {
             generation: self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1,
             addr: master.addr,
@@ -274,21 +320,32 @@ impl Redis {
     /// Drops the connection of `generation` after `error` showed it no longer reaches the
     /// master; the next command resolves the master again.
     fn lost(&self, generation: u64, error: &RedisError) {
-        if !is_master_lost(error) {
-            return;
+        let class = classify(error);
+        if is_lost_class(class) {
+            self.lost_as(generation, class, &error.to_string());
         }
+    }
+
+    /// The same for an error reply among the values of a successful round trip.
+    fn check_replies<'a>(&self, generation: u64, values: impl IntoIterator<Item = &'a Value>) {
+        if let Some((class, detail)) = lost_in_replies(values) {
+            self.lost_as(generation, class, &detail);
+        }
+    }
+
+    fn lost_as(&self, generation: u64, class: &'static str, detail: &str) {
         let mut current = self.lock_current();
         if current.as_ref().is_some_and(|c| c.generation == generation) {
             let addr = current.take().map(|c| c.addr);
             drop(current);
             warn!(
                 master = ?addr.map(|a| a.to_string()),
-                reason = classify(error),
-                error = %error,
+                reason = class,
+                error = %detail,
                 "redis: lost the master; resolving it again"
             );
             if let Ok(mut link) = self.inner.link.try_lock() {
-                link.down = Some((Instant::now(), classify(error)));
+                link.down = Some((Instant::now(), class));
             }
         }
     }
@@ -348,8 +405,9 @@ impl ConnectionLike for Redis {
         Box::pin(async move {
             let mut current = self.current().await.map_err(into_redis_error)?;
             let result = current.con.req_packed_command(cmd).await;
-            if let Err(e) = &result {
-                self.lost(current.generation, e);
+            match &result {
+                Ok(value) => self.check_replies(current.generation, [value]),
+                Err(e) => self.lost(current.generation, e),
             }
             result
         })
@@ -364,8 +422,9 @@ impl ConnectionLike for Redis {
         Box::pin(async move {
             let mut current = self.current().await.map_err(into_redis_error)?;
             let result = current.con.req_packed_commands(cmd, offset, count).await;
-            if let Err(e) = &result {
-                self.lost(current.generation, e);
+            match &result {
+                Ok(values) => self.check_replies(current.generation, values),
+                Err(e) => self.lost(current.generation, e),
             }
             result
         })
@@ -409,8 +468,9 @@ impl ConnectionLike for PinnedConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let result = self.con.req_packed_command(cmd).await;
-            if let Err(e) = &result {
-                self.owner.lost(self.generation, e);
+            match &result {
+                Ok(value) => self.owner.check_replies(self.generation, [value]),
+                Err(e) => self.owner.lost(self.generation, e),
             }
             result
         })
@@ -424,8 +484,9 @@ impl ConnectionLike for PinnedConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             let result = self.con.req_packed_commands(cmd, offset, count).await;
-            if let Err(e) = &result {
-                self.owner.lost(self.generation, e);
+            match &result {
+                Ok(values) => self.owner.check_replies(self.generation, values),
+                Err(e) => self.owner.lost(self.generation, e),
             }
             result
         })

@@ -36,6 +36,10 @@ impl Layout {
     pub fn events(&self) -> String {
         self.key("events")
     }
+    /// Events delivered too often without an ack (moved there by subscriptions).
+    pub fn dead_letters(&self) -> String {
+        self.key("events:dead")
+    }
     /// Inputs that could not be applied, with the entry id and a reason.
     pub fn rejected(&self) -> String {
         self.key("rejected")
@@ -99,6 +103,10 @@ impl Layout {
     /// Prefix of the per-node key sets, to find them all with SCAN.
     pub fn node_keys_pattern(&self) -> String {
         self.key("node:*:keys")
+    }
+    /// Every key of this cluster, for SCAN.
+    pub fn all_keys_pattern(&self) -> String {
+        self.key("*")
     }
 }
 

@@ -1,4 +1,5 @@
-//! Pantheon's Redis layer. Everything that knows a Redis key name or command lives here:
+//! Pantheon's Redis layer. Everything that knows a Redis key name or command lives here;
+//! the other crates call these typed operations:
 //!
 //! * [`layout`] — every key of a cluster, all under one hash tag `{cluster}`;
 //! * [`stream`] — reading stream replies as raw bytes (field names may repeat);
@@ -10,19 +11,32 @@
 //! * [`commit`] — the fenced, atomic commit of a batch (one Lua script);
 //! * [`readmodel`] — the read models' encoding, and loading a `State` back from them;
 //! * [`lease`] — the leader lease that fences commits;
-//! * [`log`] — appending entries to the log, durably when asked.
+//! * [`log`] — appending entries to the log (durably when asked), reading and trimming it;
+//! * [`events`] — reading, following and trimming the events stream;
+//! * [`rejected`] — looking up why an entry was rejected;
+//! * [`group`] — consumer groups: the projector's, and subscriptions' (read, claim, ack);
+//! * [`snapshot`] — the state as of a log id, the base of rebuilds;
+//! * [`probers`] — the prober replica registry;
+//! * [`migrate`] — versioned changes of the stored formats;
+//! * [`keys`] — finding and deleting keys by pattern, whole namespaces;
+//! * [`server`] — commands to a whole server (stopping one Pantheon started).
 
 pub mod commit;
 pub mod connect;
 pub mod deployment;
+pub mod events;
+pub mod group;
 pub mod handle;
+pub mod keys;
 pub mod layout;
 pub mod lease;
 pub mod log;
 pub mod migrate;
 pub mod probers;
 pub mod readmodel;
+pub mod rejected;
 pub mod resolve;
+pub mod server;
 pub mod snapshot;
 pub mod stream;
 pub mod tls;

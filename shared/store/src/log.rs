@@ -1,11 +1,14 @@
-//! Appending to a cluster's log: the one place that writes `XADD` for an entry, and that
-//! waits for replicas when the deployment asks for durability.
+//! A cluster's log: the one place that writes `XADD` for an entry (waiting for replicas when
+//! the deployment asks for durability), reads it, and trims it.
+
+use std::time::Duration;
 
 use pantheon_domain::{EntryId, LogEntry};
 use redis::aio::ConnectionLike;
 
 use crate::deployment::Durability;
-use crate::{Layout, StoreError};
+use crate::stream::{self, After, Bound};
+use crate::{Batch, Layout, RawEntry, StoreError};
 
 /// What an append achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,4 +80,90 @@ pub async fn append<C: ConnectionLike + Send>(
             wanted: durability.replicas,
         }
     })
+}
+
+/// Appends several entries in one pipeline, without `WAIT`: for observations that are
+/// reported again if lost (probe results), where a round trip per entry would cost more.
+pub async fn append_many<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    entries: &[LogEntry],
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for entry in entries {
+        pipe.add_command(xadd(layout, entry)).ignore();
+    }
+    pipe.query_async::<()>(con).await?;
+    Ok(())
+}
+
+/// Up to `count` entries after `after` (from the start when `None`), waiting up to `block`
+/// for the first one (`XREAD BLOCK`): pass a dedicated connection.
+pub async fn read_after<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    after: Option<EntryId>,
+    count: usize,
+    block: Duration,
+) -> Result<Vec<RawEntry>, StoreError> {
+    let after = After::Id(after.unwrap_or(EntryId::ZERO));
+    stream::read(con, &layout.log(), after, count, block).await
+}
+
+/// Up to `count` entries after `after` (from the start when `None`) up to and including
+/// `until` (the end when `None`), oldest first.
+pub async fn range<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    after: Option<EntryId>,
+    until: Option<EntryId>,
+    count: usize,
+) -> Result<Vec<RawEntry>, StoreError> {
+    let low = after.map_or(Bound::Open, Bound::Excluding);
+    let high = until.map_or(Bound::Open, Bound::Including);
+    stream::range(con, &layout.log(), low, high, Some(count)).await
+}
+
+/// Up to `count` entries before `before`, newest first (looking back from an entry).
+pub async fn before<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    before: EntryId,
+    count: usize,
+) -> Result<Vec<RawEntry>, StoreError> {
+    let high = Bound::Excluding(before);
+    stream::rev_range(con, &layout.log(), Bound::Open, high, Some(count)).await
+}
+
+/// The entry `id`, if it is still in the log (not trimmed).
+pub async fn entry<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    id: EntryId,
+) -> Result<Option<RawEntry>, StoreError> {
+    let at = Bound::Including(id);
+    Ok(stream::range(con, &layout.log(), at, at, None)
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// Entries in the log.
+pub async fn len<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Result<u64, StoreError> {
+    stream::len(con, &layout.log()).await
+}
+
+/// Stages trimming the log below `keep_from` (`XTRIM MINID`: entries at or after it stay).
+pub fn stage_trim_below(batch: &mut Batch, layout: &Layout, keep_from: EntryId) {
+    batch.call(
+        "XTRIM",
+        &[&layout.log()],
+        ["MINID".as_bytes(), keep_from.to_string().as_bytes()],
+    );
 }

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use pantheon_domain::health::{Health, NodeHealth};
-use pantheon_domain::placement::Strategy;
+use pantheon_domain::placement::{Member, Strategy};
 use pantheon_domain::{Applied, EntryId, KeyChange, Node, NodeId, Policy, State};
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
@@ -265,40 +265,93 @@ fn damaged(key: &str, reason: impl Into<String>) -> StoreError {
     }
 }
 
-/// Reads the checkpoint; `None` when nothing was ever committed.
+/// The checkpoint hash as stored. Each reader parses only the fields it needs, so a damaged
+/// field fails only the readers that use it (a rebuild must still run to repair it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    key: String,
+    fields: HashMap<String, String>,
+}
+
+impl StoredCheckpoint {
+    /// Whether anything was ever committed.
+    pub fn exists(&self) -> bool {
+        !self.fields.is_empty()
+    }
+
+    /// `last_id` byte for byte, as the commit fence compares it (`""` before the first
+    /// applied entry; `None` without a checkpoint).
+    pub fn last_id_raw(&self) -> Option<&str> {
+        self.fields.get("last_id").map(String::as_str)
+    }
+
+    /// The last applied log entry (`None` before the first).
+    pub fn last_id(&self) -> Result<Option<EntryId>, StoreError> {
+        match self.last_id_raw() {
+            None | Some("") => Ok(None),
+            Some(s) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| damaged(&self.key, format!("bad last_id {s:?}"))),
+        }
+    }
+
+    /// The ring version committed with it.
+    pub fn ring_version(&self) -> Result<Option<u64>, StoreError> {
+        self.fields
+            .get("ring_version")
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| damaged(&self.key, format!("bad ring_version {v:?}")))
+            })
+            .transpose()
+    }
+
+    /// Every field, checked; `None` when nothing was ever committed.
+    pub fn parse(&self) -> Result<Option<Checkpoint>, StoreError> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        let key = &self.key;
+        let get = |f: &str| {
+            self.fields
+                .get(f)
+                .ok_or_else(|| damaged(key, format!("no field {f}")))
+        };
+        get("last_id")?;
+        let last_id = self.last_id()?;
+        let num = |f: &str| -> Result<u64, StoreError> {
+            let v = get(f)?;
+            v.parse()
+                .map_err(|_| damaged(key, format!("bad {f} {v:?}")))
+        };
+        let checksum_hex = get("checksum")?;
+        Ok(Some(Checkpoint {
+            last_id,
+            checksum: u64::from_str_radix(checksum_hex, 16)
+                .map_err(|_| damaged(key, "bad checksum"))?,
+            next_epoch: num("next_epoch")?,
+            ring_version: num("ring_version")?,
+        }))
+    }
+}
+
+/// Reads the checkpoint hash (one `HGETALL` of a few fields): the one way to read it.
+pub async fn checkpoint<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Result<StoredCheckpoint, StoreError> {
+    let key = layout.checkpoint();
+    let fields = redis::cmd("HGETALL").arg(&key).query_async(con).await?;
+    Ok(StoredCheckpoint { key, fields })
+}
+
+/// Reads and checks the checkpoint; `None` when nothing was ever committed.
 pub async fn load_checkpoint<C: ConnectionLike + Send>(
     con: &mut C,
     layout: &Layout,
 ) -> Result<Option<Checkpoint>, StoreError> {
-    let key = layout.checkpoint();
-    let map: HashMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(con).await?;
-    if map.is_empty() {
-        return Ok(None);
-    }
-    let get = |f: &str| {
-        map.get(f)
-            .ok_or_else(|| damaged(&key, format!("no field {f}")))
-    };
-    let last_id = match get("last_id")?.as_str() {
-        "" => None,
-        s => Some(
-            s.parse()
-                .map_err(|_| damaged(&key, format!("bad last_id {s:?}")))?,
-        ),
-    };
-    let num = |f: &str| -> Result<u64, StoreError> {
-        let v = get(f)?;
-        v.parse()
-            .map_err(|_| damaged(&key, format!("bad {f} {v:?}")))
-    };
-    let checksum_hex = get("checksum")?;
-    Ok(Some(Checkpoint {
-        last_id,
-        checksum: u64::from_str_radix(checksum_hex, 16)
-            .map_err(|_| damaged(&key, "bad checksum"))?,
-        next_epoch: num("next_epoch")?,
-        ring_version: num("ring_version")?,
-    }))
+    checkpoint(con, layout).await?.parse()
 }
 
 /// Every element of a `SCAN`-family iteration (`SCAN`, `HSCAN key`, `SSCAN key`), page by
@@ -415,4 +468,304 @@ pub async fn load<C: ConnectionLike + Send>(
         .await?;
     state.restore_probers(probers.map(|p| p.split_whitespace().map(str::to_owned).collect()));
     Ok(Some(Loaded { state, checkpoint }))
+}
+
+fn parse_record(key: &str, node: &str, json: &str) -> Result<NodeRecord, StoreError> {
+    serde_json::from_str(json).map_err(|e| damaged(key, format!("node {node}: {e}")))
+}
+
+/// One node's record, or `None` if it never joined or has left.
+pub async fn node<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    id: &NodeId,
+) -> Result<Option<NodeRecord>, StoreError> {
+    let key = layout.nodes();
+    let json: Option<String> = redis::cmd("HGET")
+        .arg(&key)
+        .arg(id.as_str())
+        .query_async(con)
+        .await?;
+    json.map(|j| parse_record(&key, id.as_str(), &j))
+        .transpose()
+}
+
+/// Every node's record, sorted by id, read page by page (`HSCAN`).
+pub async fn nodes<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Result<Vec<NodeRecord>, StoreError> {
+    let key = layout.nodes();
+    let fields = scan_hash(con, &key).await?;
+    let mut out = fields
+        .iter()
+        .map(|(node, json)| parse_record(&key, node, json))
+        .collect::<Result<Vec<_>, _>>()?;
+    // HSCAN may return an element twice (while the hash is rehashed).
+    out.sort_by(|a, b| a.node.cmp(&b.node));
+    out.dedup_by(|a, b| a.node == b.node);
+    Ok(out)
+}
+
+/// Every node's record in one `HGETALL` (the prober's periodic view), each parsed on its
+/// own: a record that does not parse is `Err(field)`, for the caller to skip, so one bad
+/// record does not hide the others.
+pub async fn node_records<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Result<Vec<Result<(NodeId, NodeRecord), String>>, StoreError> {
+    let raw: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(layout.nodes())
+        .query_async(con)
+        .await?;
+    Ok(raw
+        .into_iter()
+        .map(
+            |(id, json)| match (NodeId::new(&id), serde_json::from_str(&json)) {
+                (Ok(node), Ok(record)) => Ok((node, record)),
+                _ => Err(id),
+            },
+        )
+        .collect())
+}
+
+/// The keys a node owns, sorted, read page by page (`SSCAN`).
+pub async fn node_keys<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    node: &NodeId,
+) -> Result<Vec<String>, StoreError> {
+    let mut out: Vec<String> = scan_all(con, "SSCAN", Some(&layout.node_keys(node)), None).await?;
+    // SSCAN may return an element twice (while the set is rehashed).
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// How many keys each node owns (`SCARD` of each key set, one pipeline), in the order given.
+pub async fn node_key_counts<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    nodes: &[NodeId],
+) -> Result<Vec<u64>, StoreError> {
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for n in nodes {
+        pipe.cmd("SCARD").arg(layout.node_keys(n));
+    }
+    Ok(pipe.query_async(con).await?)
+}
+
+/// The committed owner of an assigned key; `None` when it was never assigned or has no
+/// owner now.
+pub async fn key_owner<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    key: &str,
+) -> Result<Option<NodeId>, StoreError> {
+    let map = layout.keymap();
+    let node: Option<String> = redis::cmd("HGET")
+        .arg(&map)
+        .arg(key)
+        .query_async(con)
+        .await?;
+    node.map(|n| NodeId::new(&n).map_err(|e| damaged(&map, format!("key {key:?}: {e}"))))
+        .transpose()
+}
+
+/// Whether `key` is assigned but owned by no node (no node can own keys).
+pub async fn is_unowned<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    key: &str,
+) -> Result<bool, StoreError> {
+    Ok(redis::cmd("SISMEMBER")
+        .arg(layout.unowned())
+        .arg(key)
+        .query_async(con)
+        .await?)
+}
+
+/// Sizes of the read models, read together (one pipeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyTotals {
+    /// Assigned keys with an owner.
+    pub owned: u64,
+    /// Assigned keys no node can own right now.
+    pub unowned: u64,
+    /// The ring version (0 before the first ring was written).
+    pub ring_version: u64,
+}
+
+pub async fn key_totals<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Result<KeyTotals, StoreError> {
+    let (owned, unowned, version): (u64, u64, Option<u64>) = redis::pipe()
+        .cmd("HLEN")
+        .arg(layout.keymap())
+        .cmd("SCARD")
+        .arg(layout.unowned())
+        .cmd("HGET")
+        .arg(layout.ring())
+        .arg("version")
+        .query_async(con)
+        .await?;
+    Ok(KeyTotals {
+        owned,
+        unowned,
+        ring_version: version.unwrap_or(0),
+    })
+}
+
+/// The ring version alone (one small `HGET`; 0 before the first ring was written): enough
+/// to tell whether a cached [`RingDefinition`] is current.
+pub async fn ring_version<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Result<u64, StoreError> {
+    let key = layout.ring();
+    let version: Option<String> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("version")
+        .query_async(con)
+        .await?;
+    Ok(version
+        .map(|v| v.parse::<u64>())
+        .transpose()
+        .map_err(|_| damaged(&key, "bad version"))?
+        .unwrap_or(0))
+}
+
+/// The ring definition clients place keys with (the policy's defaults for absent fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingDefinition {
+    pub version: u64,
+    pub strategy: Strategy,
+    pub vnodes: u32,
+    /// Sorted by id.
+    pub members: Vec<Member>,
+}
+
+/// Reads the ring definition (one `HGETALL`).
+pub async fn ring<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Result<RingDefinition, StoreError> {
+    let key = layout.ring();
+    let map: HashMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(con).await?;
+    let defaults = Policy::default();
+    let bad = |reason: String| damaged(&key, reason);
+    Ok(RingDefinition {
+        version: field(&map, "version").map_err(bad)?.unwrap_or(0),
+        strategy: field(&map, "strategy")
+            .map_err(bad)?
+            .unwrap_or(defaults.strategy),
+        vnodes: field(&map, "vnodes")
+            .map_err(bad)?
+            .unwrap_or(defaults.vnodes),
+        members: parse_members(map.get("members").map_or("", String::as_str)).map_err(bad)?,
+    })
+}
+
+fn field<T: std::str::FromStr>(
+    map: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, String> {
+    map.get(name)
+        .map(|v| v.parse().map_err(|_| format!("bad {name} {v:?}")))
+        .transpose()
+}
+
+/// Parses `members` (`id=weight id=weight ...`, as [`members_field`] writes it).
+pub fn parse_members(raw: &str) -> Result<Vec<Member>, String> {
+    raw.split_whitespace()
+        .map(|part| {
+            let (id, w) = part
+                .rsplit_once('=')
+                .ok_or_else(|| format!("bad member {part:?}"))?;
+            Ok(Member {
+                node: NodeId::new(id).map_err(|e| format!("member {part:?}: {e}"))?,
+                weight: w.parse().map_err(|_| format!("bad weight in {part:?}"))?,
+            })
+        })
+        .collect()
+}
+
+/// Deletes every read model of `layout` (a scratch namespace, before and after a rebuild).
+pub async fn clear<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Result<(), StoreError> {
+    let mut keys = vec![
+        layout.nodes(),
+        layout.ring(),
+        layout.keymap(),
+        layout.unowned(),
+        layout.cmds(),
+        layout.checkpoint(),
+    ];
+    keys.extend(crate::keys::matching(con, &layout.node_keys_pattern()).await?);
+    crate::keys::delete(con, &keys).await?;
+    Ok(())
+}
+
+/// Stages replacing the read models of `live` with the ones written to `scratch`, for one
+/// fenced commit: every live read model is deleted and each scratch one that exists is
+/// renamed into place (`nodes`: the nodes whose key sets the scratch may hold). The caller
+/// stages the new checkpoint.
+pub async fn stage_swap<'a, C: ConnectionLike + Send>(
+    con: &mut C,
+    batch: &mut Batch,
+    live: &Layout,
+    scratch: &Layout,
+    nodes: impl IntoIterator<Item = &'a NodeId>,
+) -> Result<(), StoreError> {
+    let mut live_keys = crate::keys::matching(con, &live.node_keys_pattern()).await?;
+    live_keys.extend([
+        live.nodes(),
+        live.keymap(),
+        live.unowned(),
+        live.cmds(),
+        live.ring(),
+    ]);
+    for key in &live_keys {
+        batch.call("DEL", &[key], std::iter::empty::<&str>());
+    }
+    let mut pairs = vec![
+        (scratch.nodes(), live.nodes()),
+        (scratch.keymap(), live.keymap()),
+        (scratch.unowned(), live.unowned()),
+        (scratch.cmds(), live.cmds()),
+        (scratch.ring(), live.ring()),
+    ];
+    for node in nodes {
+        pairs.push((scratch.node_keys(node), live.node_keys(node)));
+    }
+    for (from, to) in &pairs {
+        if crate::keys::exists(con, from).await? {
+            batch.call("RENAME", &[from, to], std::iter::empty::<&str>());
+        }
+    }
+    batch.call("DEL", &[&scratch.checkpoint()], std::iter::empty::<&str>());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse_from_the_ring_hash_format() {
+        let m = parse_members("a=1 node-b=3").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].node.as_str(), "node-b");
+        assert_eq!(m[1].weight, 3);
+        assert!(parse_members("").unwrap().is_empty());
+        assert!(parse_members("a").is_err());
+        assert!(parse_members("a=x").is_err());
+        assert!(parse_members("a b=1").is_err());
+    }
 }

@@ -117,7 +117,7 @@ pub async fn master(
                                 known.push(n);
                             }
                         }
-                        return checked_master(deployment, addr).await;
+                        return confirmed_owner(deployment, addr, slot).await;
                     }
                     Err(e) => errors.push(e),
                 }
@@ -125,6 +125,30 @@ pub async fn master(
             Err(combine(errors))
         }
     }
+}
+
+/// How many times a node may point elsewhere before resolving gives up (and retries later).
+const MAX_HOPS: usize = 3;
+
+/// Checks that `addr` is a master and serves `slot` in its own view, following it when it
+/// names another node. Another node's view lags behind a failover or a slot migration by a
+/// gossip round; the owner's own view does not (it answers MOVED otherwise).
+async fn confirmed_owner(
+    deployment: &Deployment,
+    mut addr: HostPort,
+    slot: u16,
+) -> Result<Master, ResolveError> {
+    for _ in 0..MAX_HOPS {
+        let master = checked_master(deployment, addr.clone()).await?;
+        let (owner, _) = ask_cluster(deployment, &addr, slot).await?;
+        if owner == addr {
+            return Ok(master);
+        }
+        addr = owner;
+    }
+    Err(ResolveError::new(format!(
+        "slot {slot}: nodes keep naming another owner (migration in progress?)"
+    )))
 }
 
 fn combine(mut errors: Vec<ResolveError>) -> ResolveError {

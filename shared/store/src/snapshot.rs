@@ -3,9 +3,41 @@
 
 use pantheon_domain::placement::Strategy;
 use pantheon_domain::{EntryId, NodeId, Policy, State};
+use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
 use crate::readmodel::NodeRecord;
+use crate::{Batch, Layout, StoreError};
+
+/// Reads the stored snapshot, if any. Bytes that are not a snapshot are
+/// [`StoreError::Damaged`] (the reason is the JSON error).
+pub async fn load<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Result<Option<Snapshot>, StoreError> {
+    let key = layout.snapshot();
+    let raw: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(con).await?;
+    raw.map(|raw| {
+        serde_json::from_slice(&raw).map_err(|e| StoreError::Damaged {
+            key,
+            reason: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+/// Whether a snapshot was ever written.
+pub async fn exists<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Result<bool, StoreError> {
+    crate::keys::exists(con, &layout.snapshot()).await
+}
+
+/// Stages writing `json` (a serialized [`Snapshot`]) as the snapshot, for a fenced commit.
+pub fn stage_write(batch: &mut Batch, layout: &Layout, json: &[u8]) {
+    batch.call("SET", &[&layout.snapshot()], [json]);
+}
 
 /// Serializable form of a [`State`].
 #[derive(Debug, Serialize, Deserialize)]

@@ -1,8 +1,11 @@
-//! Stream replies as raw bytes. A stream entry may repeat a field name (an `assign` entry
-//! repeats `key`), so replies are read as ordered pairs, never into a map.
+//! Stream replies as raw bytes, and the stream reads the typed modules ([`crate::log`],
+//! [`crate::events`], [`crate::rejected`]) are made of. A stream entry may repeat a field
+//! name (an `assign` entry repeats `key`), so replies are read as ordered pairs, never into
+//! a map.
 
 use pantheon_domain::EntryId;
 use redis::Value;
+use redis::aio::ConnectionLike;
 
 use crate::StoreError;
 
@@ -106,4 +109,114 @@ pub fn parse_read(v: Value) -> Result<Vec<RawEntry>, StoreError> {
 /// The id as Redis wants it in commands.
 pub fn id_arg(id: EntryId) -> String {
     id.to_string()
+}
+
+/// One end of a range of stream ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// No limit on this side (`-` as the low end, `+` as the high end).
+    Open,
+    Including(EntryId),
+    Excluding(EntryId),
+}
+
+impl Bound {
+    fn arg(self, open: &'static str) -> std::borrow::Cow<'static, str> {
+        match self {
+            Bound::Open => open.into(),
+            Bound::Including(id) => id.to_string().into(),
+            Bound::Excluding(id) => format!("({id}").into(),
+        }
+    }
+}
+
+/// Where an `XREAD` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Entries after this id (`0-0` for all).
+    Id(EntryId),
+    /// Only entries added from now on (`$`).
+    Now,
+}
+
+/// `XRANGE key low high [COUNT count]`, oldest first.
+pub(crate) async fn range<C: ConnectionLike + Send>(
+    con: &mut C,
+    key: &str,
+    low: Bound,
+    high: Bound,
+    count: Option<usize>,
+) -> Result<Vec<RawEntry>, StoreError> {
+    let mut cmd = redis::cmd("XRANGE");
+    cmd.arg(key).arg(&*low.arg("-")).arg(&*high.arg("+"));
+    if let Some(count) = count {
+        cmd.arg("COUNT").arg(count);
+    }
+    parse_entries(cmd.query_async(con).await?)
+}
+
+/// `XREVRANGE key high low [COUNT count]`, newest first.
+pub(crate) async fn rev_range<C: ConnectionLike + Send>(
+    con: &mut C,
+    key: &str,
+    low: Bound,
+    high: Bound,
+    count: Option<usize>,
+) -> Result<Vec<RawEntry>, StoreError> {
+    let mut cmd = redis::cmd("XREVRANGE");
+    cmd.arg(key).arg(&*high.arg("+")).arg(&*low.arg("-"));
+    if let Some(count) = count {
+        cmd.arg("COUNT").arg(count);
+    }
+    parse_entries(cmd.query_async(con).await?)
+}
+
+/// `XREAD COUNT count BLOCK block STREAMS key after`: blocks the connection, so callers pass
+/// a dedicated one ([`crate::Redis::blocking`]). `BLOCK 0` waits forever.
+pub(crate) async fn read<C: ConnectionLike + Send>(
+    con: &mut C,
+    key: &str,
+    after: After,
+    count: usize,
+    block: std::time::Duration,
+) -> Result<Vec<RawEntry>, StoreError> {
+    let mut cmd = redis::cmd("XREAD");
+    cmd.arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(millis(block))
+        .arg("STREAMS")
+        .arg(key);
+    match after {
+        After::Id(id) => cmd.arg(id.to_string()),
+        After::Now => cmd.arg("$"),
+    };
+    parse_read(cmd.query_async(con).await?)
+}
+
+/// `XLEN key`.
+pub(crate) async fn len<C: ConnectionLike + Send>(
+    con: &mut C,
+    key: &str,
+) -> Result<u64, StoreError> {
+    Ok(redis::cmd("XLEN").arg(key).query_async(con).await?)
+}
+
+/// Milliseconds as Redis takes them (saturating, never a panic on huge durations).
+pub(crate) fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_written_as_redis_reads_them() {
+        let id = EntryId::new(5, 1);
+        assert_eq!(Bound::Open.arg("-"), "-");
+        assert_eq!(Bound::Open.arg("+"), "+");
+        assert_eq!(Bound::Including(id).arg("-"), "5-1");
+        assert_eq!(Bound::Excluding(id).arg("+"), "(5-1");
+    }
 }

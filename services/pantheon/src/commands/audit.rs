@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use pantheon_domain::{EntryId, Event, EventKind};
-use pantheon_store::{RawEntry, stream};
+use pantheon_store::stream::Bound;
+use pantheon_store::{RawEntry, events, log};
 use serde::Serialize;
 
 use crate::cli::AuditArgs;
@@ -169,14 +170,7 @@ fn involves(flows: &[pantheon_domain::event::Flow], node: &str) -> bool {
 
 /// Reads the log entry `id`, if it is still there.
 async fn log_entry(cluster: &Cluster, id: EntryId) -> anyhow::Result<Option<RawEntry>> {
-    let arg = id.to_string();
-    let reply: redis::Value = redis::cmd("XRANGE")
-        .arg(cluster.layout.log())
-        .arg(&arg)
-        .arg(&arg)
-        .query_async(&mut cluster.con.clone())
-        .await?;
-    Ok(stream::parse_entries(reply)?.into_iter().next())
+    Ok(log::entry(&mut cluster.con.clone(), &cluster.layout, id).await?)
 }
 
 /// Up to `want` probe results of `node`/`epoch` with outcome `ok` before `before`, newest
@@ -190,18 +184,16 @@ async fn earlier_probes(
     want: usize,
 ) -> anyhow::Result<Vec<Probe>> {
     let mut found = Vec::new();
-    let mut end = format!("({before}");
+    let mut end = before;
     let mut read = 0;
     while found.len() < want && read < LOOKBACK_MAX {
-        let reply: redis::Value = redis::cmd("XREVRANGE")
-            .arg(cluster.layout.log())
-            .arg(&end)
-            .arg("-")
-            .arg("COUNT")
-            .arg(LOOKBACK_PAGE)
-            .query_async(&mut cluster.con.clone())
-            .await?;
-        let page = stream::parse_entries(reply)?;
+        let page = log::before(
+            &mut cluster.con.clone(),
+            &cluster.layout,
+            end,
+            LOOKBACK_PAGE,
+        )
+        .await?;
         let n = page.len();
         for e in &page {
             let same = e.get("type") == Some("probe")
@@ -221,7 +213,7 @@ async fn earlier_probes(
         }
         read += n;
         match page.last() {
-            Some(last) if n == LOOKBACK_PAGE => end = format!("({}", last.id),
+            Some(last) if n == LOOKBACK_PAGE => end = last.id,
             _ => break,
         }
     }
@@ -231,20 +223,12 @@ async fn earlier_probes(
 /// Reads every event from `filter.since` on.
 async fn read_events(cluster: &Cluster, since: Option<EntryId>) -> anyhow::Result<Vec<RawEntry>> {
     let mut out = Vec::new();
-    let mut start = since.map_or_else(|| "-".to_owned(), |id| id.to_string());
+    let mut start = since.map_or(Bound::Open, Bound::Including);
     loop {
-        let reply: redis::Value = redis::cmd("XRANGE")
-            .arg(cluster.layout.events())
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(&mut cluster.con.clone())
-            .await?;
-        let page = stream::parse_entries(reply)?;
+        let page = events::range(&mut cluster.con.clone(), &cluster.layout, start, PAGE).await?;
         let n = page.len();
         if let Some(last) = page.last() {
-            start = format!("({}", last.id);
+            start = Bound::Excluding(last.id);
         }
         out.extend(page);
         if n < PAGE {

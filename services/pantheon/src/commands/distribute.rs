@@ -131,14 +131,9 @@ pub async fn run(args: DistributeArgs, settings: &Settings) -> anyhow::Result<()
             _ => 0,
         })
         .sum();
-    let total: u64 = redis::cmd("HLEN")
-        .arg(cluster.layout.keymap())
-        .query_async(&mut cluster.con.clone())
-        .await?;
-    let unowned: u64 = redis::cmd("SCARD")
-        .arg(cluster.layout.unowned())
-        .query_async(&mut cluster.con.clone())
-        .await?;
+    let totals =
+        pantheon_store::readmodel::key_totals(&mut cluster.con.clone(), &cluster.layout).await?;
+    let (total, unowned) = (totals.owned, totals.unowned);
     let mut message = format!(
         "distributed {} keys in {} log {}: {} newly assigned; the cluster has {} owned keys",
         count(keys.len() as u64),

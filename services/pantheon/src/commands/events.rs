@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pantheon_client::{Delivery, Payload, Start, SubscribeOptions};
 use pantheon_domain::{EntryId, Event, EventKind};
-use pantheon_store::{RawEntry, stream};
+use pantheon_store::{RawEntry, events};
 use serde_json::{Map, Value, json};
 
 use crate::cli::EventsArgs;
@@ -110,16 +110,7 @@ pub async fn run(args: EventsArgs, settings: &Settings) -> anyhow::Result<()> {
     if let (Some(group), Some(consumer)) = (&args.group, &args.consumer) {
         return grouped(&cluster, group, consumer, &args).await;
     }
-    let reply: redis::Value = redis::cmd("XREVRANGE")
-        .arg(cluster.layout.events())
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(args.limit)
-        .query_async(&mut cluster.con.clone())
-        .await?;
-    let mut latest = stream::parse_entries(reply)?;
-    latest.reverse();
+    let latest = events::latest(&mut cluster.con.clone(), &cluster.layout, args.limit).await?;
     for entry in &latest {
         print_raw(entry, args.json);
     }
@@ -128,7 +119,7 @@ pub async fn run(args: EventsArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     let shutdown = pantheon_service::shutdown_on_signals();
     let after = latest.last().map_or(EntryId::ZERO, |e| e.id);
-    let mut tail = Tail::new(&cluster.con, cluster.layout.events(), Some(after)).await?;
+    let mut tail = Tail::new(&cluster.con, &cluster.layout, Some(after)).await?;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

@@ -1,6 +1,7 @@
 //! `pantheon locate <key>`: which node owns a key. For an assigned key, the committed owner;
 //! for any other key, the owner the ring gives it (computed locally, as clients do).
 
+use pantheon_store::readmodel;
 use serde_json::json;
 
 use crate::cli::LocateArgs;
@@ -14,11 +15,8 @@ pub async fn run(args: LocateArgs, settings: &Settings) -> anyhow::Result<()> {
         .key_node(&args.key)
         .await
         .map_err(client_error)?;
-    let unowned: bool = redis::cmd("SISMEMBER")
-        .arg(cluster.layout.unowned())
-        .arg(&args.key)
-        .query_async(&mut cluster.con.clone())
-        .await?;
+    let unowned =
+        readmodel::is_unowned(&mut cluster.con.clone(), &cluster.layout, &args.key).await?;
     let assigned = committed.is_some() || unowned;
     let ring = cluster.client.refresh_ring().await.map_err(client_error)?;
     let computed = ring.owner(&args.key).cloned();

@@ -3,6 +3,7 @@
 
 use pantheon_client::NodeRecord;
 use pantheon_domain::NodeId;
+use pantheon_store::readmodel;
 use serde::Serialize;
 
 use crate::cli::ReadArgs;
@@ -31,16 +32,11 @@ struct Summary {
 
 /// Keys owned per node, in the order given.
 pub async fn key_counts(cluster: &Cluster, nodes: &[String]) -> anyhow::Result<Vec<u64>> {
-    if nodes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut pipe = redis::pipe();
-    for n in nodes {
-        let id =
-            NodeId::new(n).map_err(|e| anyhow::anyhow!("node {n:?} in the read model: {e}"))?;
-        pipe.cmd("SCARD").arg(cluster.layout.node_keys(&id));
-    }
-    Ok(pipe.query_async(&mut cluster.con.clone()).await?)
+    let ids = nodes
+        .iter()
+        .map(|n| NodeId::new(n).map_err(|e| anyhow::anyhow!("node {n:?} in the read model: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(readmodel::node_key_counts(&mut cluster.con.clone(), &cluster.layout, &ids).await?)
 }
 
 pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
@@ -48,16 +44,7 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
     let records = cluster.client.nodes().await.map_err(client_error)?;
     let names: Vec<String> = records.iter().map(|r| r.node.clone()).collect();
     let counts = key_counts(&cluster, &names).await?;
-    let (owned, unowned, version): (u64, u64, Option<u64>) = redis::pipe()
-        .cmd("HLEN")
-        .arg(cluster.layout.keymap())
-        .cmd("SCARD")
-        .arg(cluster.layout.unowned())
-        .cmd("HGET")
-        .arg(cluster.layout.ring())
-        .arg("version")
-        .query_async(&mut cluster.con.clone())
-        .await?;
+    let totals = readmodel::key_totals(&mut cluster.con.clone(), &cluster.layout).await?;
     let summary = Summary {
         cluster: cluster.name.clone(),
         nodes: records
@@ -65,9 +52,9 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
             .zip(counts)
             .map(|(record, keys)| NodeView { record, keys })
             .collect(),
-        owned_keys: owned,
-        unowned_keys: unowned,
-        ring_version: version.unwrap_or(0),
+        owned_keys: totals.owned,
+        unowned_keys: totals.unowned,
+        ring_version: totals.ring_version,
     };
     if args.json {
         return output::json(&summary);

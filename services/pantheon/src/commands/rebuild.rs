@@ -20,10 +20,7 @@ pub async fn run(args: RebuildArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     let cluster = Cluster::connect(settings).await?;
     let mut con = cluster.con.clone();
-    let len: u64 = redis::cmd("XLEN")
-        .arg(cluster.layout.log())
-        .query_async(&mut con)
-        .await?;
+    let len = pantheon_store::log::len(&mut con, &cluster.layout).await?;
     let bar = ProgressBar::new(len);
     if let Ok(style) = ProgressStyle::with_template(
         "folding the log [{bar:40}] {human_pos}/{human_len} entries ({per_sec}, {eta} left)",

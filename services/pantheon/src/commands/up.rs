@@ -54,9 +54,23 @@ pub async fn supervise(
     shutdown: &CancellationToken,
     grace: Duration,
 ) -> anyhow::Result<()> {
+    // Shutdown has a deadline even while Redis hangs (a command in flight may otherwise wait
+    // out its 30 s response timeout).
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace + STOP_MARGIN).await;
+    };
     let (first, other) = tokio::select! {
         r = &mut projector => (joined(r), prober),
         r = &mut prober => (joined(r), projector),
+        _ = deadline => {
+            projector.abort();
+            prober.abort();
+            return Err(anyhow::anyhow!(
+                "did not stop within {:?} of the signal (is Redis answering?); stopped anyway",
+                grace + STOP_MARGIN
+            ));
+        }
     };
     if !shutdown.is_cancelled() {
         // One of them stopped without being asked to: stop the other, report why.
@@ -72,7 +86,16 @@ pub async fn supervise(
 pub async fn run(args: UpArgs, settings: &Settings) -> anyhow::Result<()> {
     let projector = settings.projector_config()?;
     let prober = settings.prober_config()?;
-    let local = local_redis::ensure(settings, !args.no_local_redis).await?;
+    let local = match local_redis::ensure(settings, !args.no_local_redis).await {
+        Ok(local) => local,
+        // Nothing answers and none can be started here: a service waits for its Redis (an
+        // orchestrator may start them in any order) rather than exiting.
+        Err(e) if is_unreachable(settings).await => {
+            eprintln!("pantheon up: {e:#}; waiting for it (Ctrl-C stops)");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let outcome = serve(settings, projector, prober).await;
     if let Some(redis) = local {
         tracing::info!("stopping the local redis-server");
@@ -86,10 +109,19 @@ async fn serve(
     projector: pantheon_projector::ProjectorConfig,
     prober: pantheon_prober::ProberConfig,
 ) -> anyhow::Result<()> {
-    // Fails fast on an unreachable Redis or a schema newer than this binary; the projector
-    // applies pending migrations itself when it takes the lead.
-    Cluster::connect(settings).await?;
     let shutdown = pantheon_service::shutdown_on_signals();
+    // Waits while nothing answers; fails fast on what waiting cannot fix (a password, TLS,
+    // a schema newer than this binary). The projector applies pending migrations itself
+    // when it takes the lead.
+    let mut failures = 0;
+    while is_unreachable(settings).await {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(pantheon_store::handle::backoff(failures)) => {}
+        }
+        failures += 1;
+    }
+    Cluster::connect(settings).await?;
     let grace = prober.grace;
     eprintln!(
         "pantheon up: projector {:?} and prober {:?} for cluster {:?} on {}; Ctrl-C or SIGTERM stops them",
@@ -104,4 +136,12 @@ async fn serve(
         eprintln!("pantheon up: stopped");
     }
     outcome
+}
+
+/// True when no Redis answers at the configured URL (as opposed to one answering badly).
+async fn is_unreachable(settings: &Settings) -> bool {
+    matches!(
+        crate::connect::ping(settings, settings.connect_timeout()).await,
+        Err(crate::connect::PingError::Unreachable(_))
+    )
 }

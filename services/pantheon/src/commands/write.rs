@@ -81,21 +81,13 @@ pub async fn events_caused_by(
     causes: &[EntryId],
     scan: usize,
 ) -> anyhow::Result<Vec<pantheon_domain::Event>> {
-    let reply: redis::Value = redis::cmd("XREVRANGE")
-        .arg(cluster.layout.events())
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(scan)
-        .query_async(&mut cluster.con.clone())
-        .await?;
-    let mut out: Vec<pantheon_domain::Event> = pantheon_store::stream::parse_entries(reply)?
+    let latest =
+        pantheon_store::events::latest(&mut cluster.con.clone(), &cluster.layout, scan).await?;
+    Ok(latest
         .into_iter()
         .filter_map(|e| pantheon_domain::Event::decode(&e.fields).ok())
         .filter(|e| causes.contains(&e.cause))
-        .collect();
-    out.reverse();
-    Ok(out)
+        .collect())
 }
 
 /// "N keys moved: a→b n, ..." for the rebalances among `events`, or `None`.

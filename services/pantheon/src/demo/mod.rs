@@ -121,29 +121,7 @@ pub async fn run(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
 
 /// Deletes every key of the demo's cluster (they all share its hash tag).
 async fn delete_cluster(cluster: &Cluster) -> anyhow::Result<u64> {
-    let base = cluster.layout.log();
-    let pattern = format!("{}*", base.trim_end_matches("log"));
-    let mut con = cluster.con.clone();
-    let mut cursor = 0u64;
-    let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut con)
-            .await?;
-        if !keys.is_empty() {
-            let n: u64 = redis::cmd("DEL").arg(&keys).query_async(&mut con).await?;
-            deleted += n;
-        }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
-    }
+    Ok(pantheon_store::keys::delete_cluster(&mut cluster.con.clone(), &cluster.layout).await?)
 }
 
 /// Reads events until one matches.
@@ -229,7 +207,7 @@ async fn story(
         "{rise} good ones in a row alive again.",
         rise = Policy::DEFAULT_RISE
     ));
-    let mut tail = Tail::new(&cluster.con, cluster.layout.events(), Some(EntryId::ZERO)).await?;
+    let mut tail = Tail::new(&cluster.con, &cluster.layout, Some(EntryId::ZERO)).await?;
 
     for i in 1..=args.nodes {
         demo_nodes.push(DemoNode::start(&format!("node-{i}")).await?);

@@ -1,0 +1,804 @@
+//! Pantheon's one configuration: defaults ← `pantheon.toml` ← `PANTHEON_*` environment ←
+//! flags, merged with figment, then checked key by key and by the libraries' own
+//! `validate()`. The `pantheon` CLI (including `pantheon up`) and the stand-alone
+//! `pantheon-projector` and `pantheon-prober` binaries all load it with [`load`], so a key
+//! means the same thing, and a typo fails the same way, everywhere.
+//!
+//! Durations are whole milliseconds in keys ending in `_ms` (environment variables carry
+//! numbers easily, and there is no unit to get wrong). Every key is documented in
+//! `docs/configuration.md`; keep the two in step.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use pantheon_prober::ProberConfig;
+use pantheon_projector::ProjectorConfig;
+use pantheon_store::{Deployment, DeploymentError, Durability, TlsFiles};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A configuration that cannot be used: always a usage/configuration error (the binaries exit
+/// 64 with it). The message is one line naming the key as its source spells it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// The file read when neither `--config` nor `PANTHEON_CONFIG` names one (in the current
+/// directory; it may be absent).
+pub const DEFAULT_FILE: &str = "pantheon.toml";
+/// Names the configuration file, like `--config`.
+pub const CONFIG_ENV: &str = "PANTHEON_CONFIG";
+/// Prefix of the environment variables that set keys; `__` separates a section from its key.
+pub const ENV_PREFIX: &str = "PANTHEON_";
+
+/// The whole configuration, as written in `pantheon.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The Redis holding the cluster.
+    #[serde(deserialize_with = "text")]
+    pub redis_url: String,
+    /// The cluster name (keys are `<prefix>:{<cluster>}:...`).
+    #[serde(deserialize_with = "text")]
+    pub cluster: String,
+    #[serde(deserialize_with = "text")]
+    pub prefix: String,
+    /// TLS files for `rediss://` URLs.
+    pub tls: TlsFiles,
+    /// How many replicas must hold a write before it is reported.
+    pub durability: DurabilitySettings,
+    pub client: ClientSettings,
+    pub local_redis: LocalRedisSettings,
+    pub projector: ProjectorSettings,
+    pub prober: ProberSettings,
+}
+
+/// `WAIT` after each log write: `replicas` (default 1 with a Sentinel or Cluster URL, 0 with
+/// a single server) must confirm within `timeout_ms`, or the write is reported as not
+/// replicated (exit code 4), never as applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DurabilitySettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    pub timeout_ms: u64,
+}
+
+impl Default for DurabilitySettings {
+    fn default() -> Self {
+        Self {
+            replicas: None,
+            timeout_ms: ms(pantheon_store::deployment::DEFAULT_WAIT_TIMEOUT),
+        }
+    }
+}
+
+/// How the CLI talks to a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSettings {
+    /// How long write commands wait for the projector to apply them.
+    pub wait_timeout_ms: u64,
+    /// How long the first connection to Redis may take before the command gives up.
+    pub connect_timeout_ms: u64,
+}
+
+/// The Redis `pantheon up` and `pantheon demo` start when none answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalRedisSettings {
+    pub start: bool,
+    /// Working directory of the started `redis-server` (its AOF lives here).
+    #[serde(deserialize_with = "text")]
+    pub dir: String,
+}
+
+/// [`ProjectorConfig`] with human units; 0 switches an optional limit off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectorSettings {
+    #[serde(deserialize_with = "opt_text", skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    pub lease_ttl_ms: u64,
+    pub batch_entries: usize,
+    pub batch_max_args: usize,
+    pub block_ms: u64,
+    pub snapshot_every: u64,
+    pub log_min_age_ms: u64,
+    pub events_max_len: u64,
+    pub events_max_age_ms: u64,
+    pub prober_watchdog_ms: u64,
+}
+
+/// [`ProberConfig`] with human units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProberSettings {
+    #[serde(deserialize_with = "opt_text", skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub interval_ms: u64,
+    pub suspect_interval_ms: u64,
+    pub dead_interval_ms: u64,
+    pub jitter: f64,
+    pub timeout_ms: u64,
+    /// `"200-299"`, `"204"`.
+    pub success_statuses: Vec<String>,
+    pub max_in_flight: usize,
+    pub max_body_bytes: usize,
+    pub registration_ttl_ms: u64,
+    pub deny: Vec<String>,
+    pub allow: Vec<String>,
+    pub refresh_ms: u64,
+    pub grace_ms: u64,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn opt_ms(d: Option<Duration>) -> u64 {
+    d.map_or(0, ms)
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            cluster: "default".into(),
+            prefix: ProjectorConfig::new(Deployment::default(), "default").prefix,
+            tls: TlsFiles::default(),
+            durability: DurabilitySettings::default(),
+            client: ClientSettings::default(),
+            local_redis: LocalRedisSettings::default(),
+            projector: ProjectorSettings::default(),
+            prober: ProberSettings::default(),
+        }
+    }
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self {
+            wait_timeout_ms: 10_000,
+            connect_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl Default for LocalRedisSettings {
+    fn default() -> Self {
+        Self {
+            start: true,
+            dir: ".pantheon/redis".into(),
+        }
+    }
+}
+
+impl Default for ProjectorSettings {
+    fn default() -> Self {
+        let c = ProjectorConfig::new(Deployment::default(), "default");
+        Self {
+            instance: None,
+            lease_ttl_ms: ms(c.lease_ttl),
+            batch_entries: c.batch_entries,
+            batch_max_args: c.batch_max_args,
+            block_ms: ms(c.block),
+            snapshot_every: c.snapshot_every,
+            log_min_age_ms: opt_ms(c.log_min_age),
+            events_max_len: c.events_max_len.unwrap_or(0),
+            events_max_age_ms: opt_ms(c.events_max_age),
+            prober_watchdog_ms: opt_ms(c.prober_watchdog),
+        }
+    }
+}
+
+impl Default for ProberSettings {
+    fn default() -> Self {
+        let c = ProberConfig::new(Deployment::default(), "default");
+        Self {
+            id: None,
+            interval_ms: ms(c.interval),
+            suspect_interval_ms: ms(c.suspect_interval),
+            dead_interval_ms: ms(c.dead_interval),
+            jitter: c.jitter,
+            timeout_ms: ms(c.timeout),
+            success_statuses: c
+                .success_statuses
+                .iter()
+                .map(|(a, b)| format!("{a}-{b}"))
+                .collect(),
+            max_in_flight: c.max_in_flight,
+            max_body_bytes: c.max_body_bytes,
+            registration_ttl_ms: ms(c.registration_ttl),
+            deny: c.deny.iter().map(ToString::to_string).collect(),
+            allow: c.allow.iter().map(ToString::to_string).collect(),
+            refresh_ms: ms(c.refresh),
+            grace_ms: ms(c.grace),
+        }
+    }
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub redis_url: Option<String>,
+    pub cluster: Option<String>,
+    pub prefix: Option<String>,
+}
+
+/// The loaded configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub settings: Settings,
+    /// The file that was read, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// Where the file comes from: `--config`, else `PANTHEON_CONFIG`, else `pantheon.toml` in the
+/// current directory if it exists. A file named explicitly must exist.
+fn config_file(flag: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    let explicit = flag.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os(CONFIG_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    match explicit {
+        Some(path) if path.is_file() => Ok(Some(path)),
+        Some(path) => Err(ConfigError::new(format!(
+            "configuration file {} not found",
+            path.display()
+        ))),
+        None => {
+            let path = PathBuf::from(DEFAULT_FILE);
+            Ok(path.is_file().then_some(path))
+        }
+    }
+}
+
+/// The environment provider: `PANTHEON_<KEY>` and `PANTHEON_<SECTION>__<KEY>`. Variables
+/// that are not settings (`PANTHEON_CONFIG`, the test harness's `PANTHEON_TEST_*`) are left
+/// out; any other unknown `PANTHEON_*` variable is an error, like an unknown key in the file.
+fn env_provider() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .filter(|key| {
+            let key = key.as_str();
+            !key.eq_ignore_ascii_case("config") && !key.to_ascii_lowercase().starts_with("test_")
+        })
+        .split("__")
+}
+
+/// Loads the configuration.
+pub fn load(flag: Option<&Path>, overrides: &Overrides) -> Result<Loaded, ConfigError> {
+    let file = config_file(flag)?;
+    let mut figment = Figment::new();
+    if let Some(path) = &file {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment.merge(env_provider());
+    if let Some(v) = &overrides.redis_url {
+        figment = figment.merge(Serialized::default("redis_url", v));
+    }
+    if let Some(v) = &overrides.cluster {
+        figment = figment.merge(Serialized::default("cluster", v));
+    }
+    if let Some(v) = &overrides.prefix {
+        figment = figment.merge(Serialized::default("prefix", v));
+    }
+    let settings: Settings = figment.extract().map_err(|e| describe(&e))?;
+    let loaded = Loaded { settings, file };
+    loaded.settings.check()?;
+    Ok(loaded)
+}
+
+/// Loads the configuration of a stand-alone service binary (`pantheon-projector`,
+/// `pantheon-prober`) exactly as the CLI does, from the arguments after the program name:
+/// `--config PATH` (or `--config=PATH`) is the only flag, since every setting is a key.
+pub fn load_service<I>(args: I) -> Result<Loaded, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    let flag = config_flag(args)?;
+    load(flag.as_deref(), &Overrides::default())
+}
+
+fn config_flag<I>(args: I) -> Result<Option<PathBuf>, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    let mut args = args.into_iter().map(Into::into);
+    let mut path = None;
+    while let Some(arg) = args.next() {
+        let value = if arg == "--config" {
+            args.next()
+                .ok_or_else(|| ConfigError::new("--config needs a file path"))?
+        } else if let Some(v) = arg.to_str().and_then(|a| a.strip_prefix("--config=")) {
+            OsString::from(v)
+        } else {
+            return Err(ConfigError::new(format!(
+                "unexpected argument {:?}: the only flag is --config PATH; every setting is a \
+                 key in that file (default ./pantheon.toml) or a PANTHEON_* variable, see \
+                 docs/configuration.md",
+                arg.to_string_lossy()
+            )));
+        };
+        path = Some(PathBuf::from(value));
+    }
+    Ok(path)
+}
+
+/// One line per problem, each naming the key the way its source spells it.
+fn describe(errors: &figment::Error) -> ConfigError {
+    let lines: Vec<String> = errors
+        .clone()
+        .into_iter()
+        .map(|e| describe_one(&e))
+        .collect();
+    ConfigError::new(format!("bad configuration: {}", lines.join("; ")))
+}
+
+fn describe_one(e: &figment::Error) -> String {
+    use figment::error::Kind;
+    let mut path = e.path.clone();
+    let message = match &e.kind {
+        Kind::UnknownField(name, expected) => {
+            if path.last() != Some(name) {
+                path.push(name.clone());
+            }
+            format!("unknown key (expected {})", one_of(expected))
+        }
+        Kind::MissingField(name) => {
+            if path.last().map(String::as_str) != Some(name.as_ref()) {
+                path.push(name.to_string());
+            }
+            "missing".to_owned()
+        }
+        Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
+        Kind::InvalidValue(actual, expected) => format!("expected {expected}, found {actual}"),
+        other => other.to_string(),
+    };
+    let (key, source) = match &e.metadata {
+        Some(md) if md.name.contains("environment") => (env_name(&path), String::new()),
+        Some(md) => (
+            path.join("."),
+            match &md.source {
+                Some(figment::Source::File(f)) => format!(" in {}", f.display()),
+                _ => String::new(),
+            },
+        ),
+        None => (path.join("."), String::new()),
+    };
+    if key.is_empty() {
+        format!("{message}{source}")
+    } else {
+        format!("{key}{source}: {message}")
+    }
+}
+
+fn one_of(names: &[&str]) -> String {
+    names.join(", ")
+}
+
+/// `["prober", "interval_ms"]` → `PANTHEON_PROBER__INTERVAL_MS`.
+pub fn env_name(path: &[String]) -> String {
+    format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase())
+}
+
+/// Names a key in both its spellings, for errors found after merging.
+fn key(path: &str) -> String {
+    let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
+    format!("{path} ({})", env_name(&parts))
+}
+
+fn bad(path: &str, message: impl fmt::Display) -> ConfigError {
+    ConfigError::new(format!("bad configuration: {}: {message}", key(path)))
+}
+
+fn parse_statuses(raw: &[String]) -> Result<Vec<(u16, u16)>, ConfigError> {
+    raw.iter()
+        .map(|s| {
+            let parse = |x: &str| x.trim().parse::<u16>().ok();
+            let range = match s.split_once('-') {
+                Some((a, b)) => parse(a).zip(parse(b)),
+                None => parse(s).map(|a| (a, a)),
+            };
+            range.ok_or_else(|| {
+                bad(
+                    "prober.success_statuses",
+                    format!("{s:?} is not a status or a range like \"200-299\""),
+                )
+            })
+        })
+        .collect()
+}
+
+fn parse_nets(path: &str, raw: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    raw.iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    bad(
+                        path,
+                        format!("{s:?} is not an address or range like \"10.0.0.0/8\""),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn positive(path: &str, v: u64) -> Result<Duration, ConfigError> {
+    if v == 0 {
+        return Err(bad(path, "must be at least 1"));
+    }
+    Ok(Duration::from_millis(v))
+}
+
+/// Library field names that are spelled differently in the file (durations get `_ms`).
+const PROJECTOR_KEYS: &[(&str, &str)] = &[("lease_ttl", "lease_ttl_ms"), ("block", "block_ms")];
+const PROBER_KEYS: &[(&str, &str)] = &[
+    ("interval", "interval_ms"),
+    ("suspect_interval", "suspect_interval_ms"),
+    ("dead_interval", "dead_interval_ms"),
+    ("timeout", "timeout_ms"),
+    ("registration_ttl", "registration_ttl_ms"),
+    ("id", "id"),
+];
+
+/// Rewrites whole-word library field names in a validation message to the keys users write.
+fn key_names(message: &str, names: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(message.len() + 8);
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let renamed = names
+            .iter()
+            .find(|(lib, _)| lib == word)
+            .map_or(word.as_str(), |(_, key)| key);
+        out.push_str(renamed);
+        word.clear();
+    };
+    for c in message.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+fn optional(v: u64) -> Option<Duration> {
+    (v > 0).then(|| Duration::from_millis(v))
+}
+
+impl Settings {
+    /// Checks every key that the conversions below do not already check, then runs the
+    /// libraries' own validation.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.redis_url.trim().is_empty() {
+            return Err(bad("redis_url", "must not be empty"));
+        }
+        self.deployment()?;
+        pantheon_projector::config::check_name("cluster", &self.cluster)
+            .map_err(|e| bad("cluster", e))?;
+        pantheon_projector::config::check_name("prefix", &self.prefix)
+            .map_err(|e| bad("prefix", e))?;
+        positive("client.wait_timeout_ms", self.client.wait_timeout_ms)?;
+        positive("client.connect_timeout_ms", self.client.connect_timeout_ms)?;
+        if self.local_redis.dir.trim().is_empty() {
+            return Err(bad("local_redis.dir", "must not be empty"));
+        }
+        self.projector_config()?;
+        self.prober_config()?;
+        Ok(())
+    }
+
+    pub fn wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.client.wait_timeout_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.client.connect_timeout_ms)
+    }
+
+    /// The Redis deployment: URL, TLS files and durability, checked.
+    pub fn deployment(&self) -> Result<Deployment, ConfigError> {
+        let deployment = Deployment::new(&self.redis_url, &self.tls).map_err(|e| match e {
+            DeploymentError::Url(e) => bad("redis_url", e),
+            DeploymentError::Tls(e) => ConfigError::new(format!("bad configuration: {e}")),
+        })?;
+        let default = deployment.durability;
+        if self.durability.timeout_ms == 0
+            && self.durability.replicas.unwrap_or(default.replicas) > 0
+        {
+            return Err(bad(
+                "durability.timeout_ms",
+                "must be > 0 when replicas > 0",
+            ));
+        }
+        Ok(deployment.with_durability(Durability {
+            replicas: self.durability.replicas.unwrap_or(default.replicas),
+            timeout: Duration::from_millis(self.durability.timeout_ms),
+        }))
+    }
+
+    pub fn layout(&self) -> pantheon_store::Layout {
+        pantheon_store::Layout::new(&self.prefix, &self.cluster)
+    }
+
+    /// The projector's settings, validated.
+    pub fn projector_config(&self) -> Result<ProjectorConfig, ConfigError> {
+        let p = &self.projector;
+        let mut c = ProjectorConfig::new(self.deployment()?, self.cluster.clone());
+        c.prefix.clone_from(&self.prefix);
+        if let Some(instance) = &p.instance {
+            c.instance.clone_from(instance);
+        }
+        c.lease_ttl = positive("projector.lease_ttl_ms", p.lease_ttl_ms)?;
+        c.batch_entries = p.batch_entries;
+        c.batch_max_args = p.batch_max_args;
+        c.block = positive("projector.block_ms", p.block_ms)?;
+        c.snapshot_every = p.snapshot_every;
+        c.log_min_age = optional(p.log_min_age_ms);
+        c.events_max_len = (p.events_max_len > 0).then_some(p.events_max_len);
+        c.events_max_age = optional(p.events_max_age_ms);
+        c.prober_watchdog = optional(p.prober_watchdog_ms);
+        c.validate().map_err(|e| {
+            ConfigError::new(format!(
+                "bad configuration: [projector] {}",
+                key_names(&e, PROJECTOR_KEYS)
+            ))
+        })?;
+        Ok(c)
+    }
+
+    /// The prober's settings, validated.
+    pub fn prober_config(&self) -> Result<ProberConfig, ConfigError> {
+        let p = &self.prober;
+        let mut c = ProberConfig::new(self.deployment()?, self.cluster.clone());
+        c.prefix.clone_from(&self.prefix);
+        if let Some(id) = &p.id {
+            c.id.clone_from(id);
+        }
+        c.interval = positive("prober.interval_ms", p.interval_ms)?;
+        c.suspect_interval = positive("prober.suspect_interval_ms", p.suspect_interval_ms)?;
+        c.dead_interval = positive("prober.dead_interval_ms", p.dead_interval_ms)?;
+        if !p.jitter.is_finite() {
+            return Err(bad("prober.jitter", "must be a number within 0..=0.5"));
+        }
+        c.jitter = p.jitter;
+        c.timeout = positive("prober.timeout_ms", p.timeout_ms)?;
+        c.success_statuses = parse_statuses(&p.success_statuses)?;
+        if c.success_statuses.is_empty() {
+            return Err(bad("prober.success_statuses", "must not be empty"));
+        }
+        c.max_in_flight = p.max_in_flight;
+        c.max_body_bytes = p.max_body_bytes;
+        c.registration_ttl = positive("prober.registration_ttl_ms", p.registration_ttl_ms)?;
+        c.deny = parse_nets("prober.deny", &p.deny)?;
+        c.allow = parse_nets("prober.allow", &p.allow)?;
+        c.refresh = positive("prober.refresh_ms", p.refresh_ms)?;
+        c.grace = Duration::from_millis(p.grace_ms);
+        c.validate().map_err(|e| {
+            ConfigError::new(format!(
+                "bad configuration: [prober] {}",
+                key_names(&e, PROBER_KEYS)
+            ))
+        })?;
+        Ok(c)
+    }
+
+    /// The same settings with secrets (the password in the Redis URL) replaced by `****`.
+    pub fn masked(&self) -> Self {
+        let mut s = self.clone();
+        s.redis_url = mask_url(&s.redis_url);
+        s
+    }
+
+    /// As `pantheon.toml` would say it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print as TOML: {e}\n"))
+    }
+}
+
+/// Replaces the password of a URL with `****` (see [`pantheon_store::url::mask`]).
+pub fn mask_url(url: &str) -> String {
+    pantheon_store::url::mask(url)
+}
+
+/// A string key that also takes a bare number or boolean (an environment variable such as
+/// `PANTHEON_CLUSTER=2024` arrives as a number).
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_any(TextVisitor)
+}
+
+fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    d.deserialize_any(TextVisitor).map(Some)
+}
+
+struct TextVisitor;
+
+impl serde::de::Visitor<'_> for TextVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_url("redis://user:s3cret@host:6379/0"),
+            "redis://user:****@host:6379/0"
+        );
+        assert_eq!(mask_url("rediss://:s3cret@host"), "rediss://:****@host");
+        assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            mask_url("redis+unix:///run/redis.sock?db=1&pass=s3cret"),
+            "redis+unix:///run/redis.sock?db=1&pass=****"
+        );
+        assert_eq!(mask_url("redis://user@host"), "redis://user@host");
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_libraries() {
+        let s = Settings::default();
+        s.check().unwrap();
+        let p = s.prober_config().unwrap();
+        assert_eq!(p.success_statuses, vec![(200, 299)]);
+        assert_eq!(p.deny, ProberConfig::new(Deployment::default(), "x").deny);
+        let c = s.projector_config().unwrap();
+        assert_eq!(c.lease_ttl, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let s = Settings::default();
+        let back: Settings = Figment::new()
+            .merge(Toml::string(&s.to_toml()))
+            .extract()
+            .unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn unknown_and_bad_keys_are_named() {
+        let e = Figment::new()
+            .merge(Toml::string("[prober]\nintervl_ms = 5\n"))
+            .extract::<Settings>()
+            .unwrap_err();
+        let msg = describe(&e).to_string();
+        assert!(msg.contains("prober.intervl_ms"), "{msg}");
+        let e = Figment::new()
+            .merge(Toml::string("[prober]\ninterval_ms = \"fast\"\n"))
+            .extract::<Settings>()
+            .unwrap_err();
+        let msg = describe(&e).to_string();
+        assert!(msg.contains("prober.interval_ms"), "{msg}");
+    }
+
+    #[test]
+    fn library_messages_name_the_keys_users_write() {
+        assert_eq!(
+            key_names("block must be shorter than lease_ttl", PROJECTOR_KEYS),
+            "block_ms must be shorter than lease_ttl_ms"
+        );
+        assert_eq!(
+            key_names("interval 5ms is too short (at least 10ms)", PROBER_KEYS),
+            "interval_ms 5ms is too short (at least 10ms)"
+        );
+    }
+
+    #[test]
+    fn service_binaries_take_only_a_config_flag() {
+        assert_eq!(config_flag(Vec::<OsString>::new()).unwrap(), None);
+        assert_eq!(
+            config_flag(["--config", "a.toml"]).unwrap(),
+            Some(PathBuf::from("a.toml"))
+        );
+        assert_eq!(
+            config_flag(["--config=b.toml"]).unwrap(),
+            Some(PathBuf::from("b.toml"))
+        );
+        assert!(
+            config_flag(["--config"])
+                .unwrap_err()
+                .message
+                .contains("path")
+        );
+        let e = config_flag(["--lease-ttl-ms", "5"]).unwrap_err();
+        assert!(e.message.contains("--lease-ttl-ms"), "{e}");
+    }
+
+    #[test]
+    fn the_prober_config_names_the_keys_users_write() {
+        let mut s = Settings::default();
+        s.prober.id = Some("replica-1".into());
+        s.prober.interval_ms = 250;
+        let c = s.prober_config().unwrap();
+        assert_eq!(c.id, "replica-1");
+        assert_eq!(c.interval, Duration::from_millis(250));
+
+        s.prober.interval_ms = 0;
+        let e = s.prober_config().unwrap_err().to_string();
+        assert!(e.contains("PANTHEON_PROBER__INTERVAL_MS"), "{e}");
+        s.prober.interval_ms = 5;
+        let e = s.prober_config().unwrap_err().to_string();
+        assert!(e.contains("[prober] interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn the_projector_config_follows_the_settings() {
+        let mut s = Settings {
+            cluster: "c1".into(),
+            ..Settings::default()
+        };
+        s.projector.instance = Some("p-1".into());
+        s.projector.lease_ttl_ms = 1200;
+        s.projector.prober_watchdog_ms = 0;
+        let c = s.projector_config().unwrap();
+        assert_eq!((c.cluster.as_str(), c.instance.as_str()), ("c1", "p-1"));
+        assert_eq!(c.lease_ttl, Duration::from_millis(1200));
+        assert_eq!(c.prober_watchdog, None);
+
+        s.projector.block_ms = 1200;
+        let e = s.projector_config().unwrap_err().to_string();
+        assert!(
+            e.contains("block_ms must be shorter than lease_ttl_ms"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn statuses_and_ranges_parse() {
+        assert_eq!(
+            parse_statuses(&["200-299".into(), "404".into()]).unwrap(),
+            vec![(200, 299), (404, 404)]
+        );
+        assert!(parse_statuses(&["2xx".into()]).is_err());
+        assert!(parse_nets("prober.deny", &["10.0.0.0/8".into(), "::1".into()]).is_ok());
+        assert!(parse_nets("prober.deny", &["nope".into()]).is_err());
+    }
+}

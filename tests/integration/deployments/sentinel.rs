@@ -1,0 +1,174 @@
+//! Sentinel (one master, one replica, one sentinel): the CLI writes through
+//! `redis+sentinel://` while Sentinel fails the master over (planned), then while the new
+//! master is killed with -9. Every write the CLI reported as applied (exit 0) is there at the
+//! end; a write it could not make durable exits non-zero, never 0.
+
+use std::time::Duration;
+
+use pantheon_client::{JoinOp, Pantheon};
+use pantheon_test_support::sentinel::TestSentinel;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{projector, wait_applied};
+use crate::cli::pantheon;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Runs `pantheon distribute <key>` (which waits until applied) for key after key until
+/// stopped; returns (key, exit code, when it finished).
+async fn cli_writes(
+    url: String,
+    cluster: String,
+    stop: CancellationToken,
+) -> Vec<(String, i32, Instant)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut runs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for i in 0..2_000 {
+        if stop.is_cancelled() || Instant::now() > deadline {
+            break;
+        }
+        let key = format!("cli:{i}");
+        let run = pantheon(
+            dir.path(),
+            &[("PANTHEON_CLIENT__WAIT_TIMEOUT_MS", "5000")],
+            &[
+                "distribute",
+                &key,
+                "--redis-url",
+                &url,
+                "--cluster",
+                &cluster,
+            ],
+        )
+        .await;
+        assert!(
+            [0, 1, 3, 4].contains(&run.code),
+            "unexpected exit code: {run:?}"
+        );
+        runs.push((key, run.code, Instant::now()));
+    }
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_writes_survive_a_planned_failover_and_a_kill_9_of_the_master() {
+    let mut sentinel = TestSentinel::start().await;
+    let url = sentinel.url();
+    let name = "sentinel-story";
+    // Two projectors: one leads, one stands by; fencing must hold across both failovers.
+    let _p1 = projector(&url, name, "p1");
+    let _p2 = projector(&url, name, "p2");
+    let client = Pantheon::connect(&url, name)
+        .await
+        .expect("connect via sentinel");
+    let joined = client
+        .join(JoinOp::new("n1", "http://127.0.0.1", 9, "health"))
+        .await
+        .expect("join");
+    wait_applied(&client, joined, WAIT).await;
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(cli_writes(url.clone(), name.into(), stop.clone()));
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first = sentinel.master_addr().await;
+    let second = sentinel.failover().await;
+    assert_ne!(first, second);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = sentinel.kill_master().await;
+    assert_eq!(killed, second);
+    let third = sentinel.wait_new_master(&killed, WAIT).await;
+    let promoted_at = Instant::now();
+    // The killed server comes back as a replica; until then writes cannot be replicated.
+    sentinel.restart(&killed).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.cancel();
+    let runs = writer.await.expect("writer");
+
+    let ok: Vec<_> = runs.iter().filter(|(_, code, _)| *code == 0).collect();
+    let after = ok.iter().filter(|(_, _, at)| *at > promoted_at).count();
+    eprintln!(
+        "{} CLI writes: {} applied ({after} after the kill -9 promotion), exit codes of the \
+         rest: {:?}",
+        runs.len(),
+        ok.len(),
+        runs.iter()
+            .filter(|(_, c, _)| *c != 0)
+            .map(|(_, c, _)| *c)
+            .collect::<Vec<_>>()
+    );
+    assert!(after > 0, "no CLI write applied after the second failover");
+    // Everything reported applied is there, on the master of the moment.
+    let last = client
+        .distribute(["final".to_owned()])
+        .await
+        .expect("a write after the failovers");
+    wait_applied(&client, last[0], WAIT).await;
+    let mut lost = Vec::new();
+    for (key, _, _) in &ok {
+        if client.key_node(key).await.expect("read").is_none() {
+            lost.push(key.clone());
+        }
+    }
+    if !lost.is_empty() {
+        let mut con = client.redis().clone();
+        let log: redis::Value = redis::cmd("XRANGE")
+            .arg(format!("pantheon:{{{name}}}:log"))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(5)
+            .query_async(&mut con)
+            .await
+            .expect("log");
+        let keys: u64 = redis::cmd("HLEN")
+            .arg(format!("pantheon:{{{name}}}:keymap"))
+            .query_async(&mut con)
+            .await
+            .expect("hlen");
+        let unowned: u64 = redis::cmd("SCARD")
+            .arg(format!("pantheon:{{{name}}}:unowned"))
+            .query_async(&mut con)
+            .await
+            .expect("scard");
+        panic!(
+            "{} of {} writes reported applied are lost: {:?}; keymap {keys}, unowned {unowned}; log starts {log:?}",
+            lost.len(),
+            ok.len(),
+            &lost[..lost.len().min(10)]
+        );
+    }
+    assert_eq!(client.redis().master().map(|m| m.to_string()), Some(third));
+    // The surviving history is one chain of commits: every event once (by cause, kind,
+    // node), and folding the log again gives the live state.
+    let mut con = client.redis().clone();
+    let raw: redis::Value = redis::cmd("XRANGE")
+        .arg(format!("pantheon:{{{name}}}:events"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .expect("events");
+    let entries = pantheon_store::stream::parse_entries(raw).expect("parse events");
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &entries {
+        let identity = (e.get("cause"), e.get("type"), e.get("node"));
+        assert!(seen.insert(identity), "event committed twice: {identity:?}");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = pantheon(
+        dir.path(),
+        &[],
+        &[
+            "rebuild",
+            "--verify",
+            "--redis-url",
+            &url,
+            "--cluster",
+            name,
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+}
