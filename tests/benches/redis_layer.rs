@@ -452,7 +452,7 @@ async fn on_cluster(writer: Writer, keys: &[String]) -> Dist {
 }
 
 /// The projector bench's baselines: the read models written straight with pipelined `HSET`
-/// + `SADD` (owners computed before the clock), no log, no projector. (a) one key per
+/// and `SADD` (owners computed before the clock), no log, no projector. (a) one key per
 /// command, (b) one variadic `HSET` and one `SADD` per node per 10,000 keys.
 async fn hset_baselines(keys: &[String]) -> (Dist, Dist) {
     let redis = TestRedis::start().await;
@@ -1240,11 +1240,11 @@ fn report_failover(kind: Kind, replicas: u32, trials: &[Trial]) {
         };
         println!(" {} |", fmt_ms(m));
     }
-    print!("| writes: acked / not replicated / failed / acked but lost |");
+    print!("| writes: sent / acked / not replicated / failed / acked but lost |");
     for t in trials {
         print!(
-            " {} / {} / {} / {} |",
-            t.acked, t.not_replicated, t.failed, t.lost
+            " {} / {} / {} / {} / {} |",
+            t.writes, t.acked, t.not_replicated, t.failed, t.lost
         );
     }
     println!(" |");

@@ -5,13 +5,14 @@
 
 use std::time::Duration;
 
-use pantheon_client::{JoinOp, Pantheon};
+use pantheon_client::{JoinOp, Pantheon, SubscribeOptions};
 use pantheon_test_support::sentinel::TestSentinel;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{projector, wait_applied};
 use crate::cli::pantheon;
+use crate::nodes::TestNode;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -171,4 +172,62 @@ async fn cli_writes_survive_a_planned_failover_and_a_kill_9_of_the_master() {
     )
     .await;
     assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prober_and_a_subscriber_carry_on_after_a_failover() {
+    let sentinel = TestSentinel::start().await;
+    let url = sentinel.url();
+    let name = "sentinel-health";
+    let _projector = projector(&url, name, "p1");
+    let mut config = pantheon_prober::ProberConfig::new(
+        pantheon_store::Deployment::from_url(&url).expect("url"),
+        name,
+    );
+    config.id = "q1".into();
+    config.registration_ttl = Duration::from_millis(1000);
+    config.grace = Duration::from_millis(500);
+    let token = CancellationToken::new();
+    let prober = tokio::spawn(pantheon_prober::run(config, token.clone()));
+    let client = Pantheon::connect(&url, name).await.expect("connect");
+    let mut sub = client
+        .subscribe("watch", "w1", SubscribeOptions::default())
+        .await
+        .expect("subscribe");
+    let mut node = TestNode::start().await;
+    let joined = client
+        .join_url("n1", &node.url(), None)
+        .await
+        .expect("join");
+    wait_applied(&client, joined, WAIT).await;
+
+    let old = sentinel.master_addr().await;
+    let new = sentinel.failover().await;
+    assert_ne!(old, new);
+    node.stop().await;
+
+    // The death is decided from probes written on the new master, and delivered to a
+    // subscription opened on the old one.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no died event for n1 after the failover");
+        match tokio::time::timeout(left, sub.next()).await {
+            Ok(Ok(d)) => {
+                let died = d.event().is_some_and(|e| {
+                    e.kind.name() == "died"
+                        && e.kind.node().is_some_and(|(n, _)| n.as_str() == "n1")
+                });
+                sub.ack(d.id).await.ok();
+                if died {
+                    break;
+                }
+            }
+            // The subscription's connection was cut by the failover: call again.
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => panic!("no died event for n1 after the failover"),
+        }
+    }
+    token.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), prober).await;
 }
