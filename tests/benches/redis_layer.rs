@@ -336,6 +336,8 @@ struct Dist {
     /// First write → checkpoint at the last entry.
     total: Duration,
     cpu_bench: Duration,
+    /// The master serving the cluster's slot, and all redis-servers of the deployment.
+    cpu_master: Duration,
     cpu_redis: Duration,
 }
 
@@ -350,7 +352,7 @@ impl Dist {
 async fn distribution(
     url: &str,
     cluster: &str,
-    redis_pids: &[u32],
+    redis_pids: &[(String, u32)],
     writer: Writer,
     keys: &[String],
 ) -> Dist {
@@ -362,7 +364,8 @@ async fn distribution(
     };
     let client = client(url, cluster, replicas).await;
     let master = client.redis().master().expect("connected to the master");
-    let master_url = format!("redis://{master}");
+    let master_addr = master.to_string();
+    let master_url = format!("redis://{master_addr}");
     let mut raw = connect_to(&master_url).await;
     let mut poll = connect_to(&master_url).await;
 
@@ -384,7 +387,15 @@ async fn distribution(
     let cpu = || {
         (
             cpu_time(std::process::id()),
-            redis_pids.iter().map(|p| cpu_time(*p)).sum::<Duration>(),
+            redis_pids
+                .iter()
+                .filter(|(addr, _)| *addr == master_addr)
+                .map(|(_, pid)| cpu_time(*pid))
+                .sum::<Duration>(),
+            redis_pids
+                .iter()
+                .map(|(_, pid)| cpu_time(*pid))
+                .sum::<Duration>(),
         )
     };
     let cpu0 = cpu();
@@ -423,7 +434,8 @@ async fn distribution(
         writes,
         total,
         cpu_bench: cpu1.0.saturating_sub(cpu0.0),
-        cpu_redis: cpu1.1.saturating_sub(cpu0.1),
+        cpu_master: cpu1.1.saturating_sub(cpu0.1),
+        cpu_redis: cpu1.2.saturating_sub(cpu0.2),
     }
 }
 
@@ -438,7 +450,7 @@ async fn single_server(writer: Writer, keys: &[String]) -> Dist {
         .unwrap_or_default()
         .to_owned();
     let pid = server_pid(&addr).await;
-    distribution(&redis.url, redis.namespace(), &[pid], writer, keys).await
+    distribution(&redis.url, redis.namespace(), &[(addr, pid)], writer, keys).await
 }
 
 async fn on_cluster(writer: Writer, keys: &[String]) -> Dist {
@@ -446,7 +458,8 @@ async fn on_cluster(writer: Writer, keys: &[String]) -> Dist {
     let name = redis.cluster_names_per_master("dist").await[0].clone();
     let mut pids = Vec::new();
     for seed in redis.seeds() {
-        pids.push(server_pid(&seed).await);
+        let pid = server_pid(&seed).await;
+        pids.push((seed, pid));
     }
     distribution(&redis.url(), &name, &pids, writer, keys).await
 }
@@ -613,7 +626,7 @@ fn report_distribution(r: &DistResults, keys: usize) {
         println!("Single server (`redis://`):");
         println!();
         println!(
-            "| writer | first write → last applied | writes done after | CPU bench / redis-server | vs raw XADD (same round) | vs recorded {} keys/s | target |",
+            "| writer | first write → last applied | writes done after | CPU s: bench / redis-server | vs raw XADD (same round) | vs recorded {} keys/s | target |",
             thousands(RECORDED_SINGLE)
         );
         println!("|---|---|---:|---:|---|---|---|");
@@ -660,7 +673,7 @@ fn report_distribution(r: &DistResults, keys: usize) {
         println!("Redis Cluster (`redis+cluster://`, 3 masters + 3 replicas, fresh per run):");
         println!();
         println!(
-            "| writer | first write → last applied | writes done after | CPU bench / all 6 redis-servers | vs raw XADD on the cluster (same round) | vs single-server client (median) | target |"
+            "| writer | first write → last applied | writes done after | CPU s: bench / slot's master / all 6 redis-servers | vs raw XADD on the cluster (same round) | vs single-server client (median) | target |"
         );
         println!("|---|---|---:|---:|---|---|---|");
         for (runs, writer) in [
@@ -681,11 +694,12 @@ fn report_distribution(r: &DistResults, keys: usize) {
                 String::new()
             };
             println!(
-                "| {} | {} | {} | {} / {} | {} | {} | {target} |",
+                "| {} | {} | {} | {} / {} / {} | {} | {} | {target} |",
                 writer.label(),
                 rate_cell(runs),
                 secs_cell(runs, |d| d.writes),
                 secs_cell(runs, |d| d.cpu_bench),
+                secs_cell(runs, |d| d.cpu_master),
                 secs_cell(runs, |d| d.cpu_redis),
                 if writer == Writer::Raw {
                     "1".to_owned()
@@ -970,7 +984,7 @@ fn applied_at(samples: &[(Instant, EntryId)], id: EntryId, from: Instant) -> Opt
         .map(|(t, _)| *t)
 }
 
-/// The first write acknowledged after `after`, with when it was applied.
+/// The first acknowledged write sent after `after`, with when it was applied.
 fn first_acked_after(
     writes: &[Write],
     samples: &[(Instant, EntryId)],
@@ -978,7 +992,7 @@ fn first_acked_after(
 ) -> Option<(Write, Option<Instant>)> {
     writes
         .iter()
-        .find(|w| w.done > after && matches!(w.outcome, Outcome::Acked(_)))
+        .find(|w| w.sent >= after && matches!(w.outcome, Outcome::Acked(_)))
         .map(|w| {
             let applied = match w.outcome {
                 Outcome::Acked(id) => applied_at(samples, id, w.sent),
@@ -1044,8 +1058,10 @@ async fn failover(kind: Kind, replicas: u32, n: usize) -> Trial {
 
     let successor = deploy.successor().await;
     let role = tokio::spawn(role_flip(successor.clone(), stop.clone()));
-    let killed_at = Instant::now();
     let old = deploy.kill().await;
+    // SIGKILL and reap are done: a write sent from now on can only be answered by the
+    // promoted master.
+    let killed_at = Instant::now();
     let new = deploy.wait_promoted(&old).await;
     let promoted_at = Instant::now();
 
@@ -1116,7 +1132,7 @@ async fn failover(kind: Kind, replicas: u32, n: usize) -> Trial {
         let before = writes
             .iter()
             .rev()
-            .find(|w| w.done <= killed_at && matches!(w.outcome, Outcome::Acked(_)));
+            .find(|w| w.sent < killed_at && matches!(w.outcome, Outcome::Acked(_)));
         t.gap = before.map(|b| since(b.done, w.done));
     } else if let Some((began, link)) = restart {
         t.restart_began = Some(since(promoted_at, began));
@@ -1191,7 +1207,7 @@ fn report_failover(kind: Kind, replicas: u32, trials: &[Trial]) {
     }
     rows.extend([
         (
-            "promotion → 1st write after the kill acknowledged",
+            "promotion → 1st write sent after the kill acknowledged",
             col(&|t| t.first_ack),
         ),
         (
@@ -1214,7 +1230,7 @@ fn report_failover(kind: Kind, replicas: u32, trials: &[Trial]) {
         ));
     }
     rows.push((
-        "writer's gap: last ack before the kill → first ack after",
+        "writer's gap: last ack (sent before the kill) → that first ack",
         col(&|t| t.gap),
     ));
     print!("| ms |");

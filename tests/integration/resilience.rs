@@ -188,3 +188,52 @@ async fn shutdown_has_a_deadline_while_redis_hangs() {
         asked.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_no_replica_confirmed_exits_4_and_is_never_reported_applied() {
+    let c = TestCluster::start().await;
+    let _projector = c.spawn_projector("p1");
+    let dir = tempfile::tempdir().expect("temp dir");
+    // This server has no replica, so a durability of one replica cannot be met.
+    let run = pantheon(
+        dir.path(),
+        &[
+            ("PANTHEON_DURABILITY__REPLICAS", "1"),
+            ("PANTHEON_DURABILITY__TIMEOUT_MS", "200"),
+        ],
+        &[
+            "join",
+            "n1",
+            "--url",
+            "http://127.0.0.1:9/health",
+            "--redis-url",
+            &c.redis.url,
+            "--cluster",
+            &c.name,
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(
+        run.stderr.contains("0 of 1 replica(s)") && run.stderr.contains("may be lost"),
+        "{run:?}"
+    );
+    assert!(run.stdout.is_empty(), "{run:?}");
+    // The default on a single server waits for no replica.
+    let run = pantheon(
+        dir.path(),
+        &[],
+        &[
+            "join",
+            "n1",
+            "--url",
+            "http://127.0.0.1:9/health",
+            "--redis-url",
+            &c.redis.url,
+            "--cluster",
+            &c.name,
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+}

@@ -45,7 +45,15 @@ pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<()
             // master, so a failover is not a line per retry.
             Err(e) => {
                 let error = e.to_string();
-                if last_error.as_deref() == Some(error.as_str()) {
+                let outage = match &e {
+                    ProberError::Store(e)
+                    | ProberError::Migrate(pantheon_store::migrate::MigrateError::Store(e)) => {
+                        e.is_outage()
+                    }
+                    ProberError::Redis(e) => pantheon_store::handle::is_transient(e),
+                    _ => false,
+                };
+                if outage || last_error.as_deref() == Some(error.as_str()) {
                     debug!(%error, "prober error again; restarting");
                 } else {
                     warn!(%error, "prober error; restarting");

@@ -22,6 +22,16 @@ pub use config::ProjectorConfig;
 pub use runner::run;
 
 impl ProjectorError {
+    /// The master is unreachable or failing over (logged by the Redis handle already).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            ProjectorError::Store(e)
+            | ProjectorError::Commit(pantheon_store::CommitError::Store(e)) => e.is_outage(),
+            ProjectorError::Redis(e) => pantheon_store::handle::is_transient(e),
+            _ => false,
+        }
+    }
+
     /// Errors that retrying cannot fix: the run stops instead of looping.
     pub fn is_fatal(&self) -> bool {
         matches!(

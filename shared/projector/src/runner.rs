@@ -45,7 +45,7 @@ pub async fn run(
                 if started.elapsed() > Duration::from_secs(10) {
                     pause = Pause::default();
                 }
-                pause.failed(&e.to_string());
+                pause.failed(&e.to_string(), e.is_outage());
             }
         }
         tokio::select! {
@@ -64,8 +64,8 @@ struct Pause {
 }
 
 impl Pause {
-    fn failed(&mut self, error: &str) {
-        if self.last.as_deref() == Some(error) {
+    fn failed(&mut self, error: &str, outage: bool) {
+        if outage || self.last.as_deref() == Some(error) {
             debug!(%error, "projector error again; retrying");
         } else {
             warn!(%error, "projector error; retrying");

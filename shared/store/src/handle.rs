@@ -248,7 +248,9 @@ impl Redis {
                         after = ?since.elapsed(),
                         "redis: connected to the master again"
                     ),
-                    _ => info!(
+                    // The first connection is not news (a process may open several
+                    // handles); losing and finding the master again is.
+                    _ => debug!(
                         url = %self.inner.deployment.url,
                         master = %current.addr,
                         "redis: connected to the master"
@@ -268,8 +270,13 @@ impl Redis {
                     Some((_, logged)) if logged == class => {
                         debug!(%reason, retry_in = ?delay, "redis: master still unavailable")
                     }
-                    Some((since, _)) => {
-                        warn!(%reason, down_for = ?since.elapsed(), "redis: master still unavailable, for another reason; retrying");
+                    Some((since, logged)) => {
+                        // Only a reason someone must act on is news while down.
+                        if matches!(class, "authentication" | "tls" | "permission") {
+                            warn!(%reason, down_for = ?since.elapsed(), "redis: master still unavailable; retrying");
+                        } else {
+                            debug!(%reason, previously = logged, "redis: master still unavailable");
+                        }
                         link.down = Some((since, class));
                     }
                     // Never connected yet (a service started before Redis): info, since a

@@ -53,8 +53,10 @@ pub use url::RedisUrl;
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Not marked as the error's source: its text is already in the message, and a cause
+    /// chain (`anyhow`'s `{:#}`) would print it twice.
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
     #[error("unexpected reply from redis: {0}")]
     Reply(String),
     /// The master cannot be found or reached (the reason names the cause, never a password).
@@ -66,4 +68,22 @@ pub enum StoreError {
     },
     #[error("read model {key} is damaged: {reason}")]
     Damaged { key: String, reason: String },
+}
+
+impl StoreError {
+    /// True when the error only says the master is (for now) unreachable, moved or failing
+    /// over: [`Redis`] already logs that once per change of state, so retry loops stay quiet.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StoreError::Unavailable { .. } => true,
+            StoreError::Redis(e) => handle::is_transient(e),
+            _ => false,
+        }
+    }
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Redis(e)
+    }
 }

@@ -109,6 +109,18 @@ async fn a_password_url_leaks_nowhere_while_redis_drops() {
         "the URL is logged masked: {logged}"
     );
     assert!(!logged.contains(PASSWORD), "password in up's log");
+    // One line per change of state, not one per retry: the outage above lasted ~1.5 s, with
+    // reconnect attempts every 50 ms to 2 s in each of the projector and the prober.
+    let noisy: Vec<&str> = logged
+        .lines()
+        .filter(|l| (l.contains("WARN") || l.contains("INFO")) && l.contains("redis"))
+        .collect();
+    eprintln!(
+        "{} info/warn lines about redis:\n{}",
+        noisy.len(),
+        noisy.join("\n")
+    );
+    assert!(noisy.len() <= 6, "too chatty: {noisy:#?}");
     for out in &outputs {
         assert!(!out.contains(PASSWORD), "password in CLI output: {out}");
     }
