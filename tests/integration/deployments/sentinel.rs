@@ -231,3 +231,31 @@ async fn the_prober_and_a_subscriber_carry_on_after_a_failover() {
     token.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), prober).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_a_sentinel_url_is_the_data_nodes_password() {
+    let password = "Sent1nel-PW";
+    let sentinel = TestSentinel::start_with(pantheon_test_support::sentinel::Options {
+        password: Some(password.into()),
+    })
+    .await;
+    let url = sentinel.url().replace(
+        "redis+sentinel://",
+        &format!("redis+sentinel://:{password}@"),
+    );
+    let name = "sentinel-auth";
+    let _projector = projector(&url, name, "p1");
+    let client = Pantheon::connect(&url, name).await.expect("connect");
+    let id = client
+        .join(JoinOp::new("n1", "http://127.0.0.1", 9, "health"))
+        .await
+        .expect("join");
+    wait_applied(&client, id, WAIT).await;
+    // Without the password the master refuses, and the error says so without a password.
+    let e = Pantheon::connect(&sentinel.url(), name)
+        .await
+        .expect_err("no password")
+        .to_string();
+    assert!(e.contains("NOAUTH") || e.contains("uthentication"), "{e}");
+    assert!(!format!("{client:?}").contains(password));
+}
