@@ -16,9 +16,12 @@
 //!    / `wait_promoted`; Sentinel: `kill_master` / `wait_new_master`). Measured: when the
 //!    first write after the kill is acknowledged and when it is applied (the checkpoint,
 //!    polled every 5 ms by an observer that reconnects at once), relative to the promotion;
-//!    for durability 1 the killed node is restarted right after the promotion (so the new
-//!    master gets a replica) and the time until its replication link is up is reported too.
-//!    Every failover runs on a fresh deployment.
+//!    for durability 1 the killed node is restarted right after the promotion (on Sentinel
+//!    once the sentinel has ended the failover: see `Deploy::wait_safe_to_restart`), so the
+//!    new master gets a replica, and the time until its replication link is up is reported.
+//!    Every failover runs on a fresh deployment; an attempt whose deployment misbehaves (a
+//!    harness wait panics) is reported with its reason and replaced, at most twice per
+//!    configuration.
 //!
 //! ```text
 //! cargo bench -p pantheon-tests --bench redis_layer
@@ -94,10 +97,13 @@ struct Scale {
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
 
-/// A plain connection without a response timeout: pipelines of 25 MB are big.
+/// A plain connection without a response timeout (pipelines of 25 MB are big); the loops
+/// using it are bounded by their own deadlines.
 async fn connect_to(url: &str) -> MultiplexedConnection {
     let client = redis::Client::open(url).expect("redis url");
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(None);
     client
         .get_multiplexed_async_connection_with_config(&config)
         .await
@@ -184,10 +190,14 @@ async fn send_xadds(con: &mut MultiplexedConnection, pipes: &[redis::Pipeline]) 
 async fn wait_checkpoint(con: &mut MultiplexedConnection, layout: &Layout, id: EntryId) {
     let deadline = Instant::now() + APPLY_WAIT;
     loop {
-        let last = readmodel::load_checkpoint(con, layout)
-            .await
-            .expect("checkpoint")
-            .and_then(|c| c.last_id);
+        let last = tokio::time::timeout(
+            Duration::from_secs(10),
+            readmodel::load_checkpoint(con, layout),
+        )
+        .await
+        .expect("checkpoint read within 10 s")
+        .expect("checkpoint")
+        .and_then(|c| c.last_id);
         if last.is_some_and(|last| last >= id) {
             return;
         }
@@ -199,9 +209,19 @@ async fn wait_checkpoint(con: &mut MultiplexedConnection, layout: &Layout, id: E
     }
 }
 
+/// A projector task; dropping it (also when a trial panics) stops the task.
 struct Projector {
     token: CancellationToken,
-    handle: JoinHandle<()>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Projector {
+    fn drop(&mut self) {
+        self.token.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
 }
 
 /// The projector in this process with its default settings (as the services run it).
@@ -215,18 +235,23 @@ fn projector(url: &str, cluster: &str) -> Projector {
             .await
             .expect("projector run");
     });
-    Projector { token, handle }
+    Projector {
+        token,
+        handle: Some(handle),
+    }
 }
 
 impl Projector {
-    async fn stop(self) {
+    async fn stop(mut self) {
         self.token.cancel();
-        let abort = self.handle.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(10), self.handle)
-            .await
-            .is_err()
-        {
-            abort.abort();
+        if let Some(handle) = self.handle.take() {
+            let abort = handle.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), handle)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
     }
 }
@@ -320,8 +345,7 @@ impl Writer {
                 "raw XADD, {ENTRIES_PER_PIPE} entries/pipeline (plain `redis` connection) + projector"
             ),
             Writer::Client(r) => format!(
-                "client `distribute`, {} calls × {} keys, durability {r} + projector",
-                "100",
+                "client `distribute`, one call per {} keys, durability {r} + projector",
                 thousands(KEYS_PER_ENTRY as f64)
             ),
         }
@@ -831,6 +855,54 @@ impl Deploy {
         }
     }
 
+    /// Waits until the deployment may take the killed node back without risk. Redis Cluster:
+    /// at once. Sentinel: until the sentinel has ended the failover and has had a PING
+    /// answered by the new master (`SENTINEL MASTER`: flags `master`, `last-ping-sent` 0).
+    /// `wait_new_master` returns as soon as the sentinel names the promoted replica, which is
+    /// before `+switch-master`; an old master (no persistence, so empty) restarted in that
+    /// window made Sentinel 7.0.15 declare the new master down a second later and promote
+    /// the empty node — everything lost — in 2 of 11 attempts with plain redis-server and
+    /// sentinel processes, and in 3 of 7 attempts of this bench. Bounded by
+    /// [`FAILOVER_WAIT`].
+    async fn wait_safe_to_restart(&self, new: &str) {
+        let Deploy::Sentinel(s) = self else {
+            return;
+        };
+        let deadline = Instant::now() + FAILOVER_WAIT;
+        let (host, port) = new.rsplit_once(':').expect("host:port");
+        let mut con = None;
+        while Instant::now() < deadline {
+            if con.is_none() {
+                con = quick(&s.sentinel_addr()).await;
+            }
+            if let Some(c) = &mut con {
+                match redis::cmd("SENTINEL")
+                    .arg("MASTER")
+                    .arg(s.master_name())
+                    .query_async::<Vec<String>>(c)
+                    .await
+                {
+                    Ok(fields) => {
+                        let f: HashMap<&str, &str> = fields
+                            .chunks_exact(2)
+                            .map(|kv| (kv[0].as_str(), kv[1].as_str()))
+                            .collect();
+                        if f.get("ip") == Some(&host)
+                            && f.get("port") == Some(&port)
+                            && f.get("flags") == Some(&"master")
+                            && f.get("last-ping-sent") == Some(&"0")
+                        {
+                            return;
+                        }
+                    }
+                    Err(_) => con = None,
+                }
+            }
+            tokio::time::sleep(ROLE_EVERY).await;
+        }
+        panic!("the sentinel did not settle on {new} within {FAILOVER_WAIT:?}");
+    }
+
     async fn restart(&mut self, addr: &str) {
         match self {
             Deploy::Cluster { redis, .. } => redis.restart_node(addr).await,
@@ -842,7 +914,8 @@ impl Deploy {
 #[derive(Debug, Clone)]
 enum Outcome {
     Acked(EntryId),
-    NotReplicated,
+    /// Appended on the master, but `WAIT` timed out: reported as not written.
+    NotReplicated(EntryId),
     Failed(String),
 }
 
@@ -874,7 +947,7 @@ async fn writer(client: Pantheon, writes: Shared<Write>, stop: CancellationToken
         let done = Instant::now();
         let outcome = match result {
             Ok(Ok(ids)) => Outcome::Acked(ids[0]),
-            Ok(Err(ClientError::NotReplicated { .. })) => Outcome::NotReplicated,
+            Ok(Err(ClientError::NotReplicated { id, .. })) => Outcome::NotReplicated(id),
             Ok(Err(e)) => Outcome::Failed(e.to_string()),
             Err(_) => Outcome::Failed(format!("no answer within {WRITE_TIMEOUT:?}")),
         };
@@ -1010,6 +1083,9 @@ struct Trial {
     /// From the promotion (as the harness saw it); negative: before it.
     first_ack: Option<f64>,
     first_applied: Option<f64>,
+    /// The first write sent after the kill that reached the log (acknowledged or not):
+    /// when it was applied, from the promotion.
+    first_applied_any: Option<f64>,
     /// max(ack, applied) from the promotion.
     ack_and_applied: Option<f64>,
     /// From the replica's own ROLE flip to the first write acked + applied.
@@ -1045,6 +1121,9 @@ async fn failover(kind: Kind, replicas: u32, n: usize) -> Trial {
         .expect("join applied");
 
     let stop = CancellationToken::new();
+    // Stops the writer and the pollers if this trial panics (e.g. a deployment that does not
+    // settle): they must not outlive it.
+    let _stop_on_drop = stop.clone().drop_guard();
     let writes: Shared<Write> = Arc::default();
     let samples: Shared<(Instant, EntryId)> = Arc::default();
     let observer = tokio::spawn(observer(
@@ -1067,7 +1146,9 @@ async fn failover(kind: Kind, replicas: u32, n: usize) -> Trial {
 
     let mut restart = None;
     if replicas > 0 {
-        // The new master gets a replica back: the killed node, restarted at once.
+        // The new master gets a replica back: the killed node, restarted as soon as the
+        // deployment can take it (see `wait_safe_to_restart`).
+        deploy.wait_safe_to_restart(&new).await;
         let link = tokio::spawn(link_up(old.clone(), stop.clone()));
         let began = Instant::now();
         deploy.restart(&old).await;
@@ -1109,7 +1190,7 @@ async fn failover(kind: Kind, replicas: u32, n: usize) -> Trial {
     for w in &writes {
         match &w.outcome {
             Outcome::Acked(_) => t.acked += 1,
-            Outcome::NotReplicated => t.not_replicated += 1,
+            Outcome::NotReplicated(_) => t.not_replicated += 1,
             Outcome::Failed(e) => {
                 t.failed += 1;
                 // Group by the message's start (ids and addresses differ).
@@ -1118,6 +1199,15 @@ async fn failover(kind: Kind, replicas: u32, n: usize) -> Trial {
             }
         }
     }
+    t.first_applied_any = writes
+        .iter()
+        .filter(|w| w.sent >= killed_at)
+        .find_map(|w| match w.outcome {
+            Outcome::Acked(id) | Outcome::NotReplicated(id) => Some((w, id)),
+            Outcome::Failed(_) => None,
+        })
+        .and_then(|(w, id)| applied_at(&samples, id, w.sent))
+        .map(|a| since(promoted_at, a));
     if let Some((w, applied)) = first_acked_after(&writes, &samples, killed_at) {
         t.first_ack = Some(since(promoted_at, w.done));
         t.first_applied = applied.map(|a| since(promoted_at, a));
@@ -1160,6 +1250,24 @@ async fn failover(kind: Kind, replicas: u32, n: usize) -> Trial {
     t
 }
 
+/// A failover trial in a task of its own: a harness panic (a deployment that does not settle)
+/// becomes an error with the panic's first line instead of ending the whole run.
+async fn failover_attempt(kind: Kind, replicas: u32, n: usize) -> Result<Trial, String> {
+    match tokio::spawn(failover(kind, replicas, n)).await {
+        Ok(trial) => Ok(trial),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "panic".to_owned());
+            Err(message.lines().next().unwrap_or_default().to_owned())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn client_for_check(url: &str, cluster: &str) -> Pantheon {
     let deadline = Instant::now() + FAILOVER_WAIT;
     loop {
@@ -1171,7 +1279,7 @@ async fn client_for_check(url: &str, cluster: &str) -> Pantheon {
     }
 }
 
-fn report_failover(kind: Kind, replicas: u32, trials: &[Trial]) {
+fn report_failover(kind: Kind, replicas: u32, trials: &[Trial], failed: &[String]) {
     let what = match kind {
         Kind::Cluster => "Redis Cluster (`kill_master_of`, `wait_promoted`)",
         Kind::Sentinel => "Sentinel (`kill_master`, `wait_new_master`)",
@@ -1180,12 +1288,19 @@ fn report_failover(kind: Kind, replicas: u32, trials: &[Trial]) {
     println!(
         "#### {what}, durability {replicas}{}",
         if replicas > 0 {
-            " (killed node restarted right after the promotion)"
+            " (killed node restarted right after the promotion; on Sentinel once the sentinel ended the failover)"
         } else {
             " (the promoted master alone)"
         }
     );
     println!();
+    for (i, why) in failed.iter().enumerate() {
+        println!("Attempt that failed and was replaced ({}): {why}", i + 1);
+        println!();
+    }
+    if trials.is_empty() {
+        return;
+    }
     let col =
         |f: &dyn Fn(&Trial) -> Option<f64>| -> Vec<Option<f64>> { trials.iter().map(f).collect() };
     let mut rows: Vec<(&str, Vec<Option<f64>>)> = vec![
@@ -1206,6 +1321,10 @@ fn report_failover(kind: Kind, replicas: u32, trials: &[Trial]) {
         rows.push(("restart → its replication link up (sync)", col(&|t| t.sync)));
     }
     rows.extend([
+        (
+            "promotion → 1st write sent after the kill applied (acknowledged or not)",
+            col(&|t| t.first_applied_any),
+        ),
         (
             "promotion → 1st write sent after the kill acknowledged",
             col(&|t| t.first_ack),
@@ -1302,6 +1421,87 @@ fn report_failover(kind: Kind, replicas: u32, trials: &[Trial]) {
     );
 }
 
+/// Every configuration side by side, one cell per configuration: "t1 / t2 / t3 (median)".
+fn report_summary(failovers: &[(Kind, u32, Vec<Trial>)]) {
+    type Get = fn(&Trial) -> Option<f64>;
+    let rows: [(&str, Get); 11] = [
+        ("kill → successor's `ROLE` is master", |t| t.role_flip),
+        ("kill → **promotion** (harness wait returned)", |t| {
+            Some(t.promoted)
+        }),
+        ("promotion → restart of the killed node begins", |t| {
+            t.restart_began
+        }),
+        ("restart → its replication link is up", |t| t.sync),
+        (
+            "promotion → 1st write applied (acknowledged or not)",
+            |t| t.first_applied_any,
+        ),
+        ("promotion → 1st write acknowledged", |t| t.first_ack),
+        ("promotion → that write applied", |t| t.first_applied),
+        ("**promotion → acknowledged + applied**", |t| {
+            t.ack_and_applied
+        }),
+        ("successor's `ROLE` flip → acknowledged + applied", |t| {
+            t.from_role_flip
+        }),
+        ("replica link up → acknowledged + applied", |t| {
+            t.link_up_to_acked_applied
+        }),
+        (
+            "writer's gap (last ack before the kill → first after)",
+            |t| t.gap,
+        ),
+    ];
+    let short = |v: f64| {
+        if v.abs() >= 10.0 {
+            thousands(v)
+        } else {
+            format!("{v:.1}")
+        }
+    };
+    println!();
+    println!("Summary, ms: \"t1 / t2 / t3 (median)\"");
+    println!();
+    print!("| |");
+    for (kind, replicas, _) in failovers {
+        print!(" {kind:?}, durability {replicas} |");
+    }
+    println!();
+    print!("|---|");
+    for _ in failovers {
+        print!("---|");
+    }
+    println!();
+    for (name, get) in &rows {
+        print!("| {name} |");
+        for (_, _, trials) in failovers {
+            let values: Vec<Option<f64>> = trials.iter().map(get).collect();
+            if values.iter().all(Option::is_none) {
+                print!(" – |");
+                continue;
+            }
+            let each: Vec<String> = values
+                .iter()
+                .map(|v| v.map_or("–".to_owned(), short))
+                .collect();
+            let present: Vec<f64> = values.iter().flatten().copied().collect();
+            let m = median(&present).map_or("–".to_owned(), short);
+            print!(" {} ({m}) |", each.join(" / "));
+        }
+        println!();
+    }
+    print!("| writes acked / not replicated / failed / acked but lost |");
+    for (_, _, trials) in failovers {
+        let each: Vec<String> = trials
+            .iter()
+            .map(|t| format!("{}/{}/{}/{}", t.acked, t.not_replicated, t.failed, t.lost))
+            .collect();
+        print!(" {} |", each.join(", "));
+    }
+    println!();
+}
+
 // ---------------------------------------------------------------------------------------------
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -1348,7 +1548,6 @@ fn main() {
     let started = Instant::now();
     println!("load average at start: {}", load_average());
     let mut dist = DistResults::default();
-    let mut failovers: Vec<(Kind, u32, Vec<Trial>)> = Vec::new();
     runtime.block_on(async {
         for round in 1..=scale.rounds {
             if run("single") {
@@ -1373,6 +1572,9 @@ fn main() {
                 load_average()
             );
         }
+        if !dist.client.is_empty() || !dist.cluster_r1.is_empty() {
+            report_distribution(&dist, scale.keys);
+        }
         if run("failover") {
             let configs: &[(Kind, u32)] = if scale.full {
                 &[
@@ -1384,37 +1586,38 @@ fn main() {
             } else {
                 &[(Kind::Cluster, 1), (Kind::Sentinel, 0)]
             };
+            println!();
+            println!(
+                "### Failover: kill -9 of the master, a writer appending one entry every {} ms ({} trial(s) each, fresh deployment each)",
+                WRITE_EVERY.as_millis(),
+                scale.trials
+            );
             let mut n = 0;
+            let mut all = Vec::new();
             for &(kind, replicas) in configs {
                 let mut trials = Vec::new();
-                for _ in 0..scale.trials {
+                let mut failed = Vec::new();
+                // Bounded: at most two attempts beyond the trials asked for.
+                while trials.len() < scale.trials && failed.len() < 2 {
                     n += 1;
-                    trials.push(failover(kind, replicas, n).await);
+                    match failover_attempt(kind, replicas, n).await {
+                        Ok(t) => trials.push(t),
+                        Err(why) => failed.push(why),
+                    }
                     eprintln!(
-                        "failover {kind:?} durability {replicas} #{} done after {:.0} s (load average {})",
+                        "failover {kind:?} durability {replicas}: {} done, {} failed, after {:.0} s (load average {})",
                         trials.len(),
+                        failed.len(),
                         started.elapsed().as_secs_f64(),
                         load_average()
                     );
                 }
-                failovers.push((kind, replicas, trials));
+                report_failover(kind, replicas, &trials, &failed);
+                all.push((kind, replicas, trials));
             }
+            report_summary(&all);
         }
     });
-    if !dist.client.is_empty() || !dist.cluster_r1.is_empty() {
-        report_distribution(&dist, scale.keys);
-    }
-    if !failovers.is_empty() {
-        println!();
-        println!(
-            "### Failover: kill -9 of the master, a writer appending one entry every {} ms ({} trial(s) each, fresh deployment each)",
-            WRITE_EVERY.as_millis(),
-            scale.trials
-        );
-        for (kind, replicas, trials) in &failovers {
-            report_failover(*kind, *replicas, trials);
-        }
-    }
     println!();
     println!(
         "whole run: {:.0} s; load average at the end: {}",
