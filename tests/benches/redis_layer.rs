@@ -1461,7 +1461,7 @@ fn report_summary(failovers: &[(Kind, u32, Vec<Trial>)]) {
         }
     };
     println!();
-    println!("Summary, ms: \"t1 / t2 / t3 (median)\"");
+    println!("Summary, ms: one value per trial, then (median)");
     println!();
     print!("| |");
     for (kind, replicas, _) in failovers {

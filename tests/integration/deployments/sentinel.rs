@@ -82,6 +82,10 @@ async fn cli_writes_survive_a_planned_failover_and_a_kill_9_of_the_master() {
     let third = sentinel.wait_new_master(&killed, WAIT).await;
     let promoted_at = Instant::now();
     // The killed server comes back as a replica; until then writes cannot be replicated.
+    // Not at once: an empty (unpersisted) old master restarted while Sentinel is still ending
+    // the failover can itself be promoted and wipe the data (seen in 2 of 11 immediate
+    // restarts of plain redis-servers, 0 of 16 after 1 s; docs/benchmarks.md).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     sentinel.restart(&killed).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     stop.cancel();
