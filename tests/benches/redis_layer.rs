@@ -17,7 +17,7 @@
 //!    first write after the kill is acknowledged and when it is applied (the checkpoint,
 //!    polled every 5 ms by an observer that reconnects at once), relative to the promotion;
 //!    for durability 1 the killed node is restarted right after the promotion (on Sentinel
-//!    once the sentinel has ended the failover: see `Deploy::wait_safe_to_restart`), so the
+//!    once the sentinel has ended the failover: see `TestSentinel::restart`), so the
 //!    new master gets a replica, and the time until its replication link is up is reported.
 //!    Every failover runs on a fresh deployment; an attempt whose deployment misbehaves (a
 //!    harness wait panics) is reported with its reason and replaced, at most twice per
@@ -44,6 +44,7 @@ use pantheon_projector::ProjectorConfig;
 use pantheon_store::deployment::DEFAULT_WAIT_TIMEOUT;
 use pantheon_store::{Deployment, Durability, Layout, readmodel};
 use pantheon_test_support::TestRedis;
+use pantheon_test_support::baseline::{self, Placed};
 use pantheon_test_support::process::{cpu_time, load_average};
 use pantheon_test_support::redis_cluster::TestCluster;
 use pantheon_test_support::sentinel::TestSentinel;
@@ -511,69 +512,33 @@ async fn hset_baselines(keys: &[String]) -> (Dist, Dist) {
         .map(|n| (n.id.clone(), layout.node_keys(&n.id)))
         .collect();
     let keymap = layout.keymap();
-
-    let single: Vec<redis::Pipeline> = keys
-        .chunks(BASELINE_PIPE_COMMANDS / 2)
-        .zip(owners.chunks(BASELINE_PIPE_COMMANDS / 2))
-        .map(|(ks, os)| {
-            let mut pipe = redis::pipe();
-            for (k, o) in ks.iter().zip(os) {
-                pipe.cmd("HSET")
-                    .arg(&keymap)
-                    .arg(k)
-                    .arg(o.as_str())
-                    .ignore();
-                pipe.cmd("SADD").arg(&sets[o]).arg(k).ignore();
-            }
-            pipe
+    let placed: Vec<Placed<'_>> = keys
+        .iter()
+        .zip(&owners)
+        .map(|(key, owner)| Placed {
+            key,
+            owner: owner.as_str(),
+            set: &sets[owner],
         })
         .collect();
-    let started = Instant::now();
-    for pipe in &single {
-        let () = pipe.query_async(&mut con).await.expect("baseline pipeline");
-    }
+
+    let single = baseline::single_key_pipelines(&keymap, &placed, BASELINE_PIPE_COMMANDS);
+    let took = baseline::run(&mut con, &single).await;
     let a = Dist {
         keys: keys.len(),
-        writes: started.elapsed(),
-        total: started.elapsed(),
+        writes: took,
+        total: took,
         ..Dist::default()
     };
     drop(single);
-    let mut del = redis::cmd("DEL");
-    del.arg(&keymap);
-    for s in sets.values() {
-        del.arg(s);
-    }
-    let _: u64 = del.query_async(&mut con).await.expect("DEL");
+    baseline::delete(&mut con, &keymap, sets.values().map(String::as_str)).await;
 
-    let variadic: Vec<redis::Pipeline> = keys
-        .chunks(KEYS_PER_ENTRY * ENTRIES_PER_PIPE)
-        .zip(owners.chunks(KEYS_PER_ENTRY * ENTRIES_PER_PIPE))
-        .map(|(ks, os)| {
-            let mut pipe = redis::pipe();
-            for (ks, os) in ks.chunks(KEYS_PER_ENTRY).zip(os.chunks(KEYS_PER_ENTRY)) {
-                let hset = pipe.cmd("HSET").arg(&keymap);
-                let mut by_node: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-                for (k, o) in ks.iter().zip(os) {
-                    hset.arg(k).arg(o.as_str());
-                    by_node.entry(&sets[o]).or_default().push(k);
-                }
-                hset.ignore();
-                for (set, members) in by_node {
-                    pipe.cmd("SADD").arg(set).arg(members).ignore();
-                }
-            }
-            pipe
-        })
-        .collect();
-    let started = Instant::now();
-    for pipe in &variadic {
-        let () = pipe.query_async(&mut con).await.expect("baseline pipeline");
-    }
+    let variadic = baseline::variadic_pipelines(&keymap, &placed, KEYS_PER_ENTRY, ENTRIES_PER_PIPE);
+    let took = baseline::run(&mut con, &variadic).await;
     let b = Dist {
         keys: keys.len(),
-        writes: started.elapsed(),
-        total: started.elapsed(),
+        writes: took,
+        total: took,
         ..Dist::default()
     };
     let n: u64 = redis::cmd("HLEN")
@@ -770,6 +735,14 @@ fn report_distribution(r: &DistResults, keys: usize) {
 enum Kind {
     Cluster,
     Sentinel,
+    /// Sentinel with two replicas: after the kill the other replica follows the promoted
+    /// master, so durability 1 needs no restart of the killed node.
+    SentinelTwoReplicas,
+}
+
+/// Whether a trial restarts the killed node to give the new master a replica back.
+fn restarts_killed(kind: Kind, replicas: u32) -> bool {
+    replicas > 0 && kind != Kind::SentinelTwoReplicas
 }
 
 enum Deploy {
@@ -790,6 +763,16 @@ impl Deploy {
                 Deploy::Sentinel(TestSentinel::start().await),
                 name.to_owned(),
             ),
+            Kind::SentinelTwoReplicas => {
+                let options = pantheon_test_support::sentinel::Options {
+                    replicas: 2,
+                    ..Default::default()
+                };
+                (
+                    Deploy::Sentinel(TestSentinel::start_with(options).await),
+                    name.to_owned(),
+                )
+            }
         }
     }
 
@@ -853,54 +836,6 @@ impl Deploy {
             Deploy::Cluster { redis, slot } => redis.wait_promoted(*slot, FAILOVER_WAIT).await,
             Deploy::Sentinel(s) => s.wait_new_master(old, FAILOVER_WAIT).await,
         }
-    }
-
-    /// Waits until the deployment may take the killed node back without risk. Redis Cluster:
-    /// at once. Sentinel: until the sentinel has ended the failover and has had a PING
-    /// answered by the new master (`SENTINEL MASTER`: flags `master`, `last-ping-sent` 0).
-    /// `wait_new_master` returns as soon as the sentinel names the promoted replica, which is
-    /// before `+switch-master`; an old master (no persistence, so empty) restarted in that
-    /// window made Sentinel 7.0.15 declare the new master down a second later and promote
-    /// the empty node — everything lost — in 2 of 11 attempts with plain redis-server and
-    /// sentinel processes, and in 3 of 7 attempts of this bench. Bounded by
-    /// [`FAILOVER_WAIT`].
-    async fn wait_safe_to_restart(&self, new: &str) {
-        let Deploy::Sentinel(s) = self else {
-            return;
-        };
-        let deadline = Instant::now() + FAILOVER_WAIT;
-        let (host, port) = new.rsplit_once(':').expect("host:port");
-        let mut con = None;
-        while Instant::now() < deadline {
-            if con.is_none() {
-                con = quick(&s.sentinel_addr()).await;
-            }
-            if let Some(c) = &mut con {
-                match redis::cmd("SENTINEL")
-                    .arg("MASTER")
-                    .arg(s.master_name())
-                    .query_async::<Vec<String>>(c)
-                    .await
-                {
-                    Ok(fields) => {
-                        let f: HashMap<&str, &str> = fields
-                            .chunks_exact(2)
-                            .map(|kv| (kv[0].as_str(), kv[1].as_str()))
-                            .collect();
-                        if f.get("ip") == Some(&host)
-                            && f.get("port") == Some(&port)
-                            && f.get("flags") == Some(&"master")
-                            && f.get("last-ping-sent") == Some(&"0")
-                        {
-                            return;
-                        }
-                    }
-                    Err(_) => con = None,
-                }
-            }
-            tokio::time::sleep(ROLE_EVERY).await;
-        }
-        panic!("the sentinel did not settle on {new} within {FAILOVER_WAIT:?}");
     }
 
     async fn restart(&mut self, addr: &str) {
@@ -1145,10 +1080,10 @@ async fn failover(kind: Kind, replicas: u32, n: usize) -> Trial {
     let promoted_at = Instant::now();
 
     let mut restart = None;
-    if replicas > 0 {
+    if restarts_killed(kind, replicas) {
         // The new master gets a replica back: the killed node, restarted as soon as the
-        // deployment can take it (see `wait_safe_to_restart`).
-        deploy.wait_safe_to_restart(&new).await;
+        // deployment can take it (`TestSentinel::restart` first waits for the sentinel to
+        // end the failover: an empty old master restarted earlier can be promoted).
         let link = tokio::spawn(link_up(old.clone(), stop.clone()));
         let began = Instant::now();
         deploy.restart(&old).await;
@@ -1283,11 +1218,14 @@ fn report_failover(kind: Kind, replicas: u32, trials: &[Trial], failed: &[String
     let what = match kind {
         Kind::Cluster => "Redis Cluster (`kill_master_of`, `wait_promoted`)",
         Kind::Sentinel => "Sentinel (`kill_master`, `wait_new_master`)",
+        Kind::SentinelTwoReplicas => {
+            "Sentinel with two replicas (`kill_master`, `wait_new_master`, no restart)"
+        }
     };
     println!();
     println!(
         "#### {what}, durability {replicas}{}",
-        if replicas > 0 {
+        if restarts_killed(kind, replicas) {
             " (killed node restarted right after the promotion; on Sentinel once the sentinel ended the failover)"
         } else {
             " (the promoted master alone)"
@@ -1313,7 +1251,7 @@ fn report_failover(kind: Kind, replicas: u32, trials: &[Trial], failed: &[String
             col(&|t| Some(t.promoted)),
         ),
     ];
-    if replicas > 0 {
+    if restarts_killed(kind, replicas) {
         rows.push((
             "promotion → restart of the killed node begins",
             col(&|t| t.restart_began),
@@ -1342,7 +1280,7 @@ fn report_failover(kind: Kind, replicas: u32, trials: &[Trial], failed: &[String
             col(&|t| t.from_role_flip),
         ),
     ]);
-    if replicas > 0 {
+    if restarts_killed(kind, replicas) {
         rows.push((
             "replica link up → acknowledged + applied",
             col(&|t| t.link_up_to_acked_applied),
@@ -1399,7 +1337,7 @@ fn report_failover(kind: Kind, replicas: u32, trials: &[Trial], failed: &[String
     let target: Vec<f64> = trials
         .iter()
         .map(|t| {
-            if replicas > 0 {
+            if restarts_killed(kind, replicas) {
                 t.link_up_to_acked_applied
             } else {
                 t.ack_and_applied
@@ -1411,7 +1349,7 @@ fn report_failover(kind: Kind, replicas: u32, trials: &[Trial], failed: &[String
     println!();
     println!(
         "Target ≤ 2 s ({}): worst {} → {}",
-        if replicas > 0 {
+        if restarts_killed(kind, replicas) {
             "replica link up → first write acknowledged + applied; the sync itself is Redis's"
         } else {
             "promotion → first write acknowledged + applied"
@@ -1582,6 +1520,7 @@ fn main() {
                     (Kind::Cluster, 1),
                     (Kind::Sentinel, 0),
                     (Kind::Sentinel, 1),
+                    (Kind::SentinelTwoReplicas, 1),
                 ]
             } else {
                 &[(Kind::Cluster, 1), (Kind::Sentinel, 0)]

@@ -1,15 +1,19 @@
 //! Integration tests against a real Redis (one per test, see pantheon-test-support).
 #![allow(clippy::unwrap_used, clippy::type_complexity)]
 
+mod bursts;
 mod cli;
 mod client;
 mod cluster;
+mod consumers;
 mod deployments;
 mod migrations;
 mod nodes;
+mod observability;
 mod prober;
 mod projector;
 mod resilience;
+mod roles;
 mod service_config;
 mod test_redis;
 mod wire_roundtrip;

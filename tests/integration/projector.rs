@@ -2,6 +2,7 @@
 //! events stream, malformed input is rejected with a reason, crashes and concurrent
 //! projectors lose and duplicate nothing, and read models rebuild from the log.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
@@ -74,24 +75,32 @@ async fn a_fleet_story_lands_in_events_and_read_models() {
         .collect::<Vec<_>>()
         .leak()
         .to_vec();
+    // Events stay per node and in log order; keys move at most once per commit batch
+    // (issue 11), so how many `rebalanced` events there are depends on how the projector's
+    // reads cut the log — at least one, the last event, after the revival.
+    let per_node: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| *n != "rebalanced")
+        .collect();
     assert_eq!(
-        names,
+        per_node,
         [
             "joined",
             "joined",
             "joined",
             "assigned",
             "weight_changed",
-            "rebalanced",
             "drained",
-            "rebalanced",
             "suspect",
             "died",
-            "rebalanced",
             "revived",
-            "rebalanced"
-        ]
+        ],
+        "{names:?}"
     );
+    let rebalances = names.iter().filter(|n| **n == "rebalanced").count();
+    assert!((1..=4).contains(&rebalances), "{names:?}");
+    assert_eq!(names.last(), Some(&"rebalanced"), "{names:?}");
     let models = read_models(&mut c.con, &c.layout).await;
     assert_sets_match_keymap(&models);
     assert_eq!(
@@ -271,6 +280,25 @@ async fn clean_run(
     (models, events)
 }
 
+/// The events that are one per node and log entry, without `rebalanced`: those are one per
+/// commit batch (issue 11), so their number depends on where the projector's reads cut the
+/// log, which differs between runs.
+fn per_node(events: &[String]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| !e.starts_with("type=rebalanced "))
+        .cloned()
+        .collect()
+}
+
+/// The read models without the ring version: a counter of the projector's ring writes, one
+/// per commit batch that moved keys, so it too depends on where reads cut the log.
+fn cut_free(mut models: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    models.remove("checkpoint/ring_version");
+    models.remove("ring/version");
+    models
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let seed = std::env::var("PANTHEON_TEST_SEED")
@@ -322,13 +350,16 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let got_models = read_models(&mut c.con, &c.layout).await;
     let got_events: Vec<String> = c.events().await.iter().map(|e| e.to_string()).collect();
     assert_sets_match_keymap(&got_models);
+    // Per-node events must match one for one; the keys `rebalanced` events move are checked
+    // through the read models below.
+    let (got_per_node, want_per_node) = (per_node(&got_events), per_node(&want_events));
     assert_eq!(
-        got_events.len(),
-        want_events.len(),
+        got_per_node.len(),
+        want_per_node.len(),
         "events lost or duplicated across {kills} kills"
     );
-    assert_eq!(got_events, want_events);
-    assert_same_models(&got_models, &want_models);
+    assert_eq!(got_per_node, want_per_node);
+    assert_same_models(&cut_free(got_models), &cut_free(want_models));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,8 +378,9 @@ async fn two_projectors_at_once_never_both_commit() {
     a.stop().await;
     b.stop().await;
     let got_events: Vec<String> = c.events().await.iter().map(|e| e.to_string()).collect();
-    assert_eq!(got_events, want_events);
-    assert_same_models(&read_models(&mut c.con, &c.layout).await, &want_models);
+    assert_eq!(per_node(&got_events), per_node(&want_events));
+    let got_models = read_models(&mut c.con, &c.layout).await;
+    assert_same_models(&cut_free(got_models), &cut_free(want_models));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,18 +18,6 @@ fn leave(node: &str) -> LogEntry {
     })
 }
 
-async fn redis_pid(con: &mut redis::aio::MultiplexedConnection) -> u32 {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(con)
-        .await
-        .expect("INFO");
-    info.lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("process_id")
-}
-
 fn signal(pid: u32, sig: &str) {
     let status = std::process::Command::new("kill")
         .arg(format!("-{sig}"))
@@ -164,7 +152,7 @@ async fn shutdown_has_a_deadline_while_redis_hangs() {
     let mut child = c.spawn_child("p1", 2000);
     let id = c.xadd(&leave("n0")).await;
     c.wait_applied(id, Duration::from_secs(20)).await;
-    let pid = redis_pid(&mut c.con).await;
+    let pid = pantheon_test_support::server_pid(&mut c.con).await;
     signal(pid, "STOP");
     let asked = Instant::now();
     child.signal("TERM");

@@ -85,6 +85,9 @@ fn every_kind_of_entry() -> Vec<LogEntry> {
             rise: Some(1),
             strategy: Some(Strategy::Rendezvous),
             vnodes: Some(4096),
+            panic: Some(30),
+            damp_half_life: Some(60),
+            ..PolicyChange::default()
         })),
         LogEntry::new(Command::Policy(PolicyChange {
             strategy: Some(Strategy::Ring),

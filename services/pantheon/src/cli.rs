@@ -71,6 +71,10 @@ pub enum Command {
     Migrate(ReadArgs),
     /// Print the effective configuration as TOML (passwords masked).
     Config(ReadArgs),
+    /// Print the `ACL SETUSER` line creating a least-privilege Redis user for a role
+    /// (producer, writer, reader, consumer, operator, service) of this cluster; pipe it into
+    /// `redis-cli` as an admin.
+    Acl(AclArgs),
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +82,13 @@ pub struct UpArgs {
     /// Do not start a local redis-server, even if none answers.
     #[arg(long)]
     pub no_local_redis: bool,
+    /// Serve /healthz, /readyz, /metrics and the dashboard on this address (e.g.
+    /// 127.0.0.1:9464; also `[http] listen`, PANTHEON_HTTP__LISTEN). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Log lines as `text` (default) or `json` (also `[log] format`, PANTHEON_LOG__FORMAT).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -158,7 +169,8 @@ pub struct WeightArgs {
 pub struct DistributeArgs {
     /// Keys to assign.
     pub keys: Vec<String>,
-    /// Read keys from a file, one per line ("-" for standard input); sent in batches of
+    /// Read keys from a file, one per line, exactly as written (only the line break is
+    /// removed; empty lines are skipped; "-" for standard input); sent in batches of
     /// 10,000 with a progress bar.
     #[arg(long, short, value_name = "FILE", conflicts_with = "keys")]
     pub file: Option<PathBuf>,
@@ -236,6 +248,16 @@ pub struct RebuildArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AclArgs {
+    /// The role: producer, writer, reader, consumer, operator or service.
+    #[arg(value_parser = ["producer", "writer", "reader", "consumer", "operator", "service"])]
+    pub role: String,
+    /// The Redis user name (default pantheon-<role>).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 #[cfg(test)]

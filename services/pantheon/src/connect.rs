@@ -1,11 +1,14 @@
 //! Reaching Redis. Every command first PINGs with a short timeout, so an unreachable Redis is
-//! one clear line after at most `client.connect_timeout_ms`, not a retry loop.
+//! one clear line after at most `client.connect_timeout_ms`, not a retry loop. The PING
+//! needs no permission: a `NOPERM` answer proves Redis is there and took the credentials,
+//! which is all the pre-flight asks (a producer user may run `XADD` and nothing else).
 
 use std::time::Duration;
 
 use pantheon_client::{ClientError, Pantheon};
 use pantheon_store::Layout;
 use pantheon_store::handle::classify;
+use pantheon_store::migrate::MigrateError;
 use pantheon_store::{Redis, StoreError};
 
 use crate::config::{Settings, mask_url};
@@ -29,6 +32,22 @@ pub async fn ping(settings: &Settings, timeout: Duration) -> Result<(), PingErro
     let redis = Redis::new(deployment, &settings.cluster);
     match redis.ping(timeout).await {
         Ok(()) => Ok(()),
+        // Redis answered and accepted the credentials; this user may just not run PING
+        // (a producer allowed only XADD). Reachable is all the pre-flight asks.
+        Err(StoreError::Redis(e)) if e.code() == Some("NOPERM") => Ok(()),
+        Err(StoreError::Unavailable {
+            class: "authentication",
+            reason,
+        }) => Err(PingError::Refused(format!(
+            "the credentials of Redis user {:?} were refused: {reason}",
+            redis.user()
+        ))),
+        Err(StoreError::Redis(e)) if classify(&e) == "authentication" => {
+            Err(PingError::Refused(format!(
+                "the credentials of Redis user {:?} were refused: {e}",
+                redis.user()
+            )))
+        }
         Err(StoreError::Unavailable { class, reason }) if is_unreachable(class) => {
             Err(PingError::Unreachable(reason))
         }
@@ -63,7 +82,7 @@ pub async fn reachable(settings: &Settings) -> anyhow::Result<()> {
         Ok(()) => Ok(()),
         Err(PingError::Unreachable(why)) => Err(unreachable(&settings.redis_url, &why)),
         Err(PingError::Refused(why)) => Err(CliError::failed(format!(
-            "Redis at {} refused the connection: {why}",
+            "Redis at {} answered but refused: {why}",
             mask_url(&settings.redis_url)
         ))
         .into()),
@@ -97,9 +116,13 @@ impl Cluster {
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
         let cluster = Self::connect_unchecked(settings).await?;
         let mut con = cluster.con.clone();
-        pantheon_store::migrate::check(&mut con, &cluster.layout)
-            .await
-            .map_err(|e| CliError::failed(e.to_string()))?;
+        match pantheon_store::migrate::check(&mut con, &cluster.layout).await {
+            Ok(_) => {}
+            // A user that may not read the schema version (one allowed only XADD) skips the
+            // check: the projector still rejects entries of a schema version it does not know.
+            Err(MigrateError::Store(StoreError::Redis(e))) if e.code() == Some("NOPERM") => {}
+            Err(e) => return Err(CliError::failed(e.to_string()).into()),
+        }
         Ok(cluster)
     }
 

@@ -9,6 +9,8 @@
 //! * [`connect`] — reaching Redis with a clear error, and the handles commands use;
 //! * [`local_redis`] — starting a `redis-server` for `up` and `demo` when none answers;
 //! * [`output`] — times, counts and tables for people, JSON for scripts;
+//! * [`stdout`] — delivering lines to stdout (flushed, read by a pipe's reader), closed
+//!   stdout detection;
 //! * [`tail`] — following the events stream (`XREAD BLOCK`);
 //! * [`commands`] — one module per command;
 //! * [`demo`] — the demo's HTTP nodes and its narrated story.
@@ -24,6 +26,7 @@ pub mod demo;
 pub mod error;
 pub mod local_redis;
 pub mod output;
+pub mod stdout;
 pub mod tail;
 
 use std::process::ExitCode;
@@ -76,13 +79,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(_) => "info",
         _ => "warn",
     };
-    pantheon_service::init_logging(level);
+    let (http_listen, log_format) = match &cli.command {
+        Command::Up(up) => (up.listen.clone(), up.log_format.clone()),
+        _ => (None, None),
+    };
     let overrides = Overrides {
         redis_url: cli.redis_url.clone(),
         cluster: cli.cluster.clone(),
         prefix: cli.prefix.clone(),
+        http_listen,
+        log_format,
     };
-    let loaded: Loaded = config::load(cli.config.as_deref(), &overrides)?;
+    let loaded = config::load(cli.config.as_deref(), &overrides);
+    // Logging follows the configuration's format; a bad configuration is reported without it.
+    let format = loaded
+        .as_ref()
+        .ok()
+        .and_then(|l| l.settings.log_format().ok())
+        .unwrap_or_default();
+    pantheon_service::init_logging_as(level, format);
+    let loaded: Loaded = loaded?;
     commands::dispatch(cli.command, &loaded).await
 }
 

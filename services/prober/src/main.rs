@@ -6,19 +6,12 @@
 //! `PANTHEON_CONFIG` (else `./pantheon.toml` if present) ← `PANTHEON_*` variables, e.g.
 //! `PANTHEON_REDIS_URL`, `PANTHEON_CLUSTER`, `PANTHEON_TLS__CA_FILE`, `PANTHEON_PROBER__ID`,
 //! `PANTHEON_PROBER__INTERVAL_MS`. It uses the top-level keys, `[tls]`, `[durability]` and
-//! `[prober]`, yet checks every key: a bad or unknown one exits 64 with one line naming it.
+//! `[prober]`, yet checks every key: a bad or unknown one exits 64 with one line naming it. `--listen ADDR`
+//! (or `[http] listen`) serves /healthz, /readyz, /metrics and the dashboard; `--log-format
+//! json` writes JSON log lines.
 //! `RUST_LOG` sets the log level (default `info`).
 
 use std::process::ExitCode;
-
-use pantheon_config::ConfigError;
-use pantheon_prober::ProberConfig;
-
-fn config() -> Result<ProberConfig, ConfigError> {
-    pantheon_config::load_service(std::env::args_os().skip(1))?
-        .settings
-        .prober_config()
-}
 
 // jemalloc returns freed memory to the OS far better than glibc's per-thread arenas: the
 // projector's RSS after folding a million keys drops by about half (docs/benchmarks.md).
@@ -28,5 +21,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    pantheon_service::serve("pantheon-prober", config(), pantheon_prober::run).await
+    pantheon_service::serve_service(
+        "pantheon-prober",
+        pantheon_config::load_service(std::env::args_os().skip(1)),
+        pantheon_config::Settings::prober_config,
+        false,
+        pantheon_prober::run,
+    )
+    .await
 }

@@ -10,15 +10,6 @@
 
 use std::process::ExitCode;
 
-use pantheon_config::ConfigError;
-use pantheon_projector::ProjectorConfig;
-
-fn config() -> Result<ProjectorConfig, ConfigError> {
-    pantheon_config::load_service(std::env::args_os().skip(1))?
-        .settings
-        .projector_config()
-}
-
 // jemalloc returns freed memory to the OS far better than glibc's per-thread arenas: the
 // projector's RSS after folding a million keys drops by about half (docs/benchmarks.md).
 #[cfg(not(target_env = "msvc"))]
@@ -27,5 +18,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    pantheon_service::serve("pantheon-projector", config(), pantheon_projector::run).await
+    pantheon_service::serve_service(
+        "pantheon-projector",
+        pantheon_config::load_service(std::env::args_os().skip(1)),
+        pantheon_config::Settings::projector_config,
+        true,
+        pantheon_projector::run,
+    )
+    .await
 }

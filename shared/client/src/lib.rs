@@ -23,7 +23,9 @@
 //! * `wait` — [`Pantheon::wait_applied`] and [`Applied`];
 //! * `read` — the read-model queries;
 //! * [`locate`] — the cached placement ([`RingSnapshot`]) behind [`Pantheon::locate`];
-//! * [`subscribe`] — [`Subscription`]: consumer groups, claims, dead letters.
+//! * [`subscribe`] — [`Subscription`]: consumer groups, claims, dead letters;
+//! * [`audit`] — [`Pantheon::timeline`], the audit timeline behind every decision;
+//! * [`status`] — [`Pantheon::status`], the cluster status a status page or exporter shows.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -38,9 +40,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 pub mod error;
 pub mod locate;
 mod read;
+pub mod status;
 pub mod subscribe;
 mod wait;
 mod write;

@@ -10,13 +10,17 @@ use std::time::Duration;
 use pantheon_domain::limits::MAX_BATCH_KEYS;
 use pantheon_domain::{EntryId, LogEntry};
 use pantheon_store::StoreError;
-use pantheon_store::log::{self, Appended};
+use pantheon_store::log::{self, Replicated};
 
 use crate::error::is_transient;
 use crate::{ClientError, Pantheon};
 
 /// The first retry waits this long; each further one twice as long.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Key batches sent in one round trip by `distribute`/`unassign` (250,000 keys, a few MB):
+/// with durability, one `WAIT` confirms them all.
+const ENTRIES_PER_ROUND_TRIP: usize = 25;
 
 /// A node joining, in the Go library's shape: the health URL is
 /// `<address>:<port>/<path>`, e.g. `http://localhost` + `8080` + `health`.
@@ -159,9 +163,11 @@ impl Pantheon {
 
     /// Assigns keys: from now on each has an owner among the healthy nodes, kept up to date
     /// as nodes come and go. Sent as entries of at most [`MAX_BATCH_KEYS`] (10,000) keys
-    /// each; returns their ids in log order (wait for the last one to see all of them
+    /// each, up to 25 entries per round trip (on a replicated deployment, one `WAIT` per
+    /// round trip); returns their ids in log order (wait for the last one to see all of them
     /// applied). Every batch is checked before the first is sent, so a bad key writes
-    /// nothing. No keys, no entries.
+    /// nothing. No keys, no entries. A [`ClientError::NotReplicated`] stops the call: the
+    /// entries up to the one it names are on the master, later ones were not sent.
     ///
     /// ```no_run
     /// # async fn example(p: pantheon_client::Pantheon) -> Result<(), pantheon_client::ClientError> {
@@ -209,8 +215,8 @@ impl Pantheon {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut ids = Vec::with_capacity(entries.len());
-        for entry in entries {
-            ids.push(self.append(entry).await?);
+        for round_trip in entries.chunks(ENTRIES_PER_ROUND_TRIP) {
+            ids.extend(self.append_all(round_trip.to_vec()).await?);
         }
         Ok(ids)
     }
@@ -221,22 +227,34 @@ impl Pantheon {
         self.append(checked(&f)?).await
     }
 
-    /// Appends a checked entry under a fresh command id, retrying transient failures (with
-    /// the same id, so a retry of an append that did land is applied once). On a replicated
-    /// deployment the entry must also reach the configured number of replicas, else the
-    /// result is [`ClientError::NotReplicated`], never success.
+    /// Appends a checked entry under a fresh command id (see [`Pantheon::append_all`]).
     async fn append(&self, entry: LogEntry) -> Result<EntryId, ClientError> {
-        let entry = entry.with_cmd(new_cmd());
+        let ids = self.append_all(vec![entry]).await?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| ClientError::Reply("XADD returned no id".to_owned()))
+    }
+
+    /// Appends checked entries, each under a fresh command id, in one round trip, retrying
+    /// transient failures (with the same ids, so a retry of an append that did land is
+    /// applied once). On a replicated deployment one `WAIT` after the last entry must see the
+    /// configured number of replicas, else the result is [`ClientError::NotReplicated`]
+    /// (naming the last entry; all of them are on the master), never success.
+    async fn append_all(&self, entries: Vec<LogEntry>) -> Result<Vec<EntryId>, ClientError> {
+        let entries: Vec<LogEntry> = entries
+            .into_iter()
+            .map(|entry| entry.with_cmd(new_cmd()))
+            .collect();
         let durability = self.inner.redis.deployment().durability;
         let mut backoff = RETRY_BACKOFF;
         let mut attempt = 0;
         loop {
             let mut con = self.con();
-            match log::append(&mut con, &self.inner.layout, &entry, durability).await {
-                Ok(Appended::Durable(id)) => return Ok(id),
-                Ok(Appended::NotReplicated { id, acked, wanted }) => {
+            match log::append_all(&mut con, &self.inner.layout, &entries, durability).await {
+                Ok((ids, Replicated::Enough)) => return Ok(ids),
+                Ok((ids, Replicated::Short { acked, wanted })) => {
                     return Err(ClientError::NotReplicated {
-                        id,
+                        id: ids.last().copied().unwrap_or(EntryId::ZERO),
                         acked,
                         wanted,
                         waited: durability.timeout,

@@ -65,6 +65,45 @@ pub struct Settings {
     pub local_redis: LocalRedisSettings,
     pub projector: ProjectorSettings,
     pub prober: ProberSettings,
+    /// The HTTP endpoint (health, readiness, metrics, dashboard); off unless `listen` is set.
+    pub http: HttpSettings,
+    pub log: LogSettings,
+}
+
+/// `[http] listen = "127.0.0.1:9464"` turns on the HTTP endpoint of `pantheon up` and the
+/// service binaries (also `--listen ADDR`, `PANTHEON_HTTP__LISTEN`). It is read-only; bind it
+/// to loopback unless something in front of it controls who may read it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    #[serde(deserialize_with = "opt_text", skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+/// `[log] format = "text" | "json"` (also `--log-format`, `PANTHEON_LOG__FORMAT`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    #[serde(deserialize_with = "text")]
+    pub format: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// `WAIT` after each log write: `replicas` (default 1 with a Sentinel or Cluster URL, 0 with
@@ -166,6 +205,8 @@ impl Default for Settings {
             local_redis: LocalRedisSettings::default(),
             projector: ProjectorSettings::default(),
             prober: ProberSettings::default(),
+            http: HttpSettings::default(),
+            log: LogSettings::default(),
         }
     }
 }
@@ -238,6 +279,10 @@ pub struct Overrides {
     pub redis_url: Option<String>,
     pub cluster: Option<String>,
     pub prefix: Option<String>,
+    /// `--listen ADDR`.
+    pub http_listen: Option<String>,
+    /// `--log-format text|json`.
+    pub log_format: Option<String>,
 }
 
 /// The loaded configuration and where it came from.
@@ -298,6 +343,12 @@ pub fn load(flag: Option<&Path>, overrides: &Overrides) -> Result<Loaded, Config
     if let Some(v) = &overrides.prefix {
         figment = figment.merge(Serialized::default("prefix", v));
     }
+    if let Some(v) = &overrides.http_listen {
+        figment = figment.merge(Serialized::default("http.listen", v));
+    }
+    if let Some(v) = &overrides.log_format {
+        figment = figment.merge(Serialized::default("log.format", v));
+    }
     let settings: Settings = figment.extract().map_err(|e| describe(&e))?;
     let loaded = Loaded { settings, file };
     loaded.settings.check()?;
@@ -312,8 +363,51 @@ where
     I: IntoIterator,
     I::Item: Into<OsString>,
 {
-    let flag = config_flag(args)?;
-    load(flag.as_deref(), &Overrides::default())
+    let flags = service_flags(args)?;
+    load(flags.config.as_deref(), &flags.overrides)
+}
+
+/// The flags of a service binary.
+#[derive(Debug, Default)]
+struct ServiceFlags {
+    config: Option<PathBuf>,
+    overrides: Overrides,
+}
+
+/// `--config PATH`, `--listen ADDR`, `--log-format FMT` (each also as `--flag=value`).
+fn service_flags<I>(args: I) -> Result<ServiceFlags, ConfigError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    let mut flags = ServiceFlags::default();
+    let mut rest: Vec<OsString> = Vec::new();
+    let mut args = args.into_iter().map(Into::into);
+    while let Some(arg) = args.next() {
+        let text = arg.to_str().unwrap_or_default().to_owned();
+        let (name, inline) = match text.split_once('=') {
+            Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+            None => (text.clone(), None),
+        };
+        let slot = match name.as_str() {
+            "--listen" => &mut flags.overrides.http_listen,
+            "--log-format" => &mut flags.overrides.log_format,
+            _ => {
+                rest.push(arg);
+                continue;
+            }
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => args
+                .next()
+                .and_then(|v| v.into_string().ok())
+                .ok_or_else(|| ConfigError::new(format!("{name} needs a value")))?,
+        };
+        *slot = Some(value);
+    }
+    flags.config = config_flag(rest)?;
+    Ok(flags)
 }
 
 fn config_flag<I>(args: I) -> Result<Option<PathBuf>, ConfigError>
@@ -331,8 +425,8 @@ where
             OsString::from(v)
         } else {
             return Err(ConfigError::new(format!(
-                "unexpected argument {:?}: the only flag is --config PATH; every setting is a \
-                 key in that file (default ./pantheon.toml) or a PANTHEON_* variable, see \
+                "unexpected argument {:?}: the flags are --config PATH, --listen ADDR and \
+                 --log-format text|json; every other setting is a key in that file (default ./pantheon.toml) or a PANTHEON_* variable, see \
                  docs/configuration.md",
                 arg.to_string_lossy()
             )));
@@ -507,7 +601,34 @@ impl Settings {
         }
         self.projector_config()?;
         self.prober_config()?;
+        self.http_listen()?;
+        self.log_format()?;
         Ok(())
+    }
+
+    /// The address of the HTTP endpoint, if it is on.
+    pub fn http_listen(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        self.http
+            .listen
+            .as_deref()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                l.trim().parse().map_err(|_| {
+                    bad(
+                        "http.listen",
+                        format!("{l:?} is not an address like \"127.0.0.1:9464\""),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    pub fn log_format(&self) -> Result<LogFormat, ConfigError> {
+        match self.log.format.trim() {
+            "text" | "" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(bad("log.format", format!("{other:?} is not text or json"))),
+        }
     }
 
     pub fn wait_timeout(&self) -> Duration {
@@ -729,6 +850,38 @@ mod tests {
             key_names("interval 5ms is too short (at least 10ms)", PROBER_KEYS),
             "interval_ms 5ms is too short (at least 10ms)"
         );
+    }
+
+    #[test]
+    fn service_binaries_take_listen_and_log_format() {
+        let f = service_flags([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format=json",
+            "--config",
+            "a.toml",
+        ])
+        .unwrap();
+        assert_eq!(f.overrides.http_listen.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(f.overrides.log_format.as_deref(), Some("json"));
+        assert_eq!(f.config, Some(PathBuf::from("a.toml")));
+        assert!(
+            service_flags(["--listen"])
+                .unwrap_err()
+                .message
+                .contains("--listen")
+        );
+        let mut s = Settings::default();
+        assert_eq!(s.http_listen().unwrap(), None);
+        s.http.listen = Some("nowhere".into());
+        assert!(
+            s.http_listen()
+                .unwrap_err()
+                .message
+                .contains("PANTHEON_HTTP__LISTEN")
+        );
+        s.log.format = "xml".into();
+        assert!(s.log_format().unwrap_err().message.contains("log.format"));
     }
 
     #[test]

@@ -140,7 +140,9 @@ pub enum DecodeError {
     BadProbeError(String),
     #[error("unknown placement strategy {0:?} (expected ring or rendezvous)")]
     BadStrategy(String),
-    #[error("a policy entry must set at least one of fall, rise, strategy, vnodes")]
+    #[error(
+        "a policy entry must set at least one of fall, rise, strategy, vnodes, panic, damp_penalty, damp_suppress, damp_reuse, damp_half_life, damp_max_suppress"
+    )]
     EmptyPolicy,
     #[error("bad node id: {0}")]
     BadNodeId(#[from] NodeIdError),
@@ -279,6 +281,14 @@ impl LogEntry {
                 if let Some(v) = c.vnodes {
                     out.push(("vnodes", v.to_string()));
                 }
+                if let Some(v) = c.panic {
+                    out.push(("panic", v.to_string()));
+                }
+                for (name, v) in c.damping_fields() {
+                    if let Some(v) = v {
+                        out.push((name, v.to_string()));
+                    }
+                }
             }
             Command::Probers { alive } => {
                 out.push(("alive", alive.join(" ")));
@@ -353,6 +363,7 @@ fn decode_keys(f: &Fields<'_>) -> Result<Vec<String>, DecodeError> {
 
 /// Checks a health URL: absolute, http or https, with a host. Returns it normalised.
 pub fn check_health_url(raw: &str) -> Result<String, DecodeError> {
+    written_as_parsed(raw)?;
     let url = Url::parse(raw).map_err(|e| DecodeError::BadUrl {
         url: clip(raw),
         reason: e.to_string(),
@@ -381,6 +392,69 @@ pub fn check_health_url(raw: &str) -> Result<String, DecodeError> {
         });
     }
     Ok(url.to_string())
+}
+
+/// Refuses what the URL parser would silently repair, so the URL probed is the URL written:
+/// surrounding whitespace or control characters (trimmed by the parser), backslashes (read
+/// as `/`), and extra slashes before the host (`http:///h` is read as `http://h`).
+fn written_as_parsed(raw: &str) -> Result<(), DecodeError> {
+    let bad = |reason: &str| {
+        Err(DecodeError::BadUrl {
+            url: clip(raw),
+            reason: reason.into(),
+        })
+    };
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("whitespace or control characters are not allowed in a URL");
+    }
+    if raw.contains('\\') {
+        return bad("backslashes are not allowed in a URL");
+    }
+    match raw.split_once("://") {
+        Some((_, rest)) if rest.is_empty() || rest.starts_with('/') => {
+            bad("no host after the scheme's //")
+        }
+        Some(_) => Ok(()),
+        None => bad("needs a scheme and a host, like http://10.0.0.5:8080/health"),
+    }
+}
+
+/// The `address` of a join in the Go library's shape: a scheme and a host, nothing else (the
+/// port and path have their own fields). A path, query, fragment, port or user:password in
+/// it is refused rather than glued into a URL nobody meant (`http://h/x` + port 80 would
+/// become `http://h/x:80/...`).
+fn check_address(address: &str) -> Result<(), DecodeError> {
+    written_as_parsed(address)?;
+    let bad = |reason: &str| {
+        Err(DecodeError::BadUrl {
+            url: clip(address),
+            reason: reason.into(),
+        })
+    };
+    let url = match Url::parse(address) {
+        Ok(url) => url,
+        Err(e) => return bad(&e.to_string()),
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        // Never echo the credentials back.
+        let mut shown = url.clone();
+        let _ = shown.set_password(None);
+        let _ = shown.set_username("");
+        return Err(DecodeError::BadUrl {
+            url: clip(shown.as_str()),
+            reason: "an address takes no credentials (user:password@)".into(),
+        });
+    }
+    if url.port().is_some() {
+        return bad("an address takes no port: give it with `port`");
+    }
+    if url.path() != "/" {
+        return bad("an address takes no path: give it with `path`");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return bad("an address takes no query or fragment");
+    }
+    Ok(())
 }
 
 fn decode_join(f: &Fields<'_>) -> Result<Command, DecodeError> {
@@ -412,6 +486,7 @@ fn decode_join(f: &Fields<'_>) -> Result<Command, DecodeError> {
                     reason: "address needs a scheme, like http://10.0.0.5".into(),
                 });
             }
+            check_address(address)?;
             check_health_url(&format!("{}:{port}/{path}", address.trim_end_matches('/')))?
         }
         (None, None) => return Err(DecodeError::MissingField("url")),
@@ -487,7 +562,21 @@ fn decode_probers(f: &Fields<'_>) -> Result<Command, DecodeError> {
 }
 
 fn decode_policy(f: &Fields<'_>) -> Result<Command, DecodeError> {
-    f.only("policy", &allowed(&["fall", "rise", "strategy", "vnodes"]))?;
+    f.only(
+        "policy",
+        &allowed(&[
+            "fall",
+            "rise",
+            "strategy",
+            "vnodes",
+            "panic",
+            "damp_penalty",
+            "damp_suppress",
+            "damp_reuse",
+            "damp_half_life",
+            "damp_max_suppress",
+        ]),
+    )?;
     let change = PolicyChange {
         fall: f.opt_ranged("fall", 1, MAX_THRESHOLD)?,
         rise: f.opt_ranged("rise", 1, MAX_THRESHOLD)?,
@@ -499,9 +588,60 @@ fn decode_policy(f: &Fields<'_>) -> Result<Command, DecodeError> {
             })
             .transpose()?,
         vnodes: f.opt_ranged("vnodes", 1, MAX_VNODES)?,
+        panic: f.opt_ranged("panic", 0, 100)?,
+        damp_penalty: f.opt_ranged("damp_penalty", 0, 100_000)?,
+        damp_suppress: f.opt_ranged("damp_suppress", 1, 1_000_000)?,
+        damp_reuse: f.opt_ranged("damp_reuse", 1, 1_000_000)?,
+        damp_half_life: f.opt_ranged("damp_half_life", 1, 86_400)?,
+        damp_max_suppress: f.opt_ranged("damp_max_suppress", 1, 86_400)?,
     };
     if change == PolicyChange::default() {
         return Err(DecodeError::EmptyPolicy);
     }
     Ok(Command::Policy(change))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(fields: &[(&str, &str)]) -> Result<LogEntry, DecodeError> {
+        let mut all = vec![("type", "join"), ("node", "n1")];
+        all.extend_from_slice(fields);
+        LogEntry::decode(&all)
+    }
+
+    #[test]
+    fn an_address_is_a_scheme_and_a_host_only() {
+        let with = |address| join(&[("address", address), ("port", "8080")]);
+        assert!(with("http://127.0.0.1").is_ok());
+        assert!(with("http://127.0.0.1/").is_ok());
+        for bad in [
+            "http://127.0.0.1/x",
+            "http://127.0.0.1?a=1",
+            "http://127.0.0.1#f",
+            "http://u:p@127.0.0.1",
+            "http://u@127.0.0.1",
+            "http://127.0.0.1:80",
+            "http:///127.0.0.1",
+            " http://127.0.0.1",
+            "http:\\\\127.0.0.1",
+        ] {
+            let err = with(bad).expect_err(bad).to_string();
+            assert!(!err.contains("u:p"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_url_without_a_host_as_written_is_refused() {
+        assert!(join(&[("url", "http://127.0.0.1:1/health")]).is_ok());
+        for bad in [
+            "http:///127.0.0.1:1/health",
+            "http://",
+            "http://127.0.0.1:1/health ",
+            "http:\\\\127.0.0.1:1/health",
+        ] {
+            assert!(join(&[("url", bad)]).is_err(), "{bad}");
+        }
+    }
 }

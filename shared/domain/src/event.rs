@@ -97,6 +97,37 @@ pub enum EventKind {
     },
     /// No prober replica is alive: nobody watches node health any more.
     NoProber,
+    /// `node` died, but taking it out of placement would take out more than the panic
+    /// threshold allows: it keeps its keys (`held`), as do further deaths, until enough nodes
+    /// are back. `dead` of `nodes` non-draining nodes are dead; `panic` is the threshold (%).
+    PanicStarted {
+        node: NodeId,
+        epoch: u64,
+        dead: u32,
+        nodes: u32,
+        panic: u32,
+    },
+    /// Enough nodes are back (or the threshold changed): no node is held any more, placement
+    /// follows health again. `dead` of `nodes` non-draining nodes are dead.
+    PanicEnded {
+        dead: u32,
+        nodes: u32,
+    },
+    /// `node` died often enough that its penalty passed the suppress limit: it stays out of
+    /// placement, even while healthy, until the penalty decays to the reuse limit (at the
+    /// latest at `reuse_at`, ms of log time, if it does not die again).
+    Damped {
+        node: NodeId,
+        epoch: u64,
+        penalty: u32,
+        reuse_at: u64,
+    },
+    /// `node`'s penalty decayed to the reuse limit: placement follows its health again.
+    Undamped {
+        node: NodeId,
+        epoch: u64,
+        penalty: u32,
+    },
 }
 
 /// An events-stream entry this build cannot read.
@@ -122,6 +153,10 @@ impl EventKind {
             EventKind::PolicyChanged { .. } => "policy_changed",
             EventKind::ProbersChanged { .. } => "probers_changed",
             EventKind::NoProber => "no_prober",
+            EventKind::PanicStarted { .. } => "panic_started",
+            EventKind::PanicEnded { .. } => "panic_ended",
+            EventKind::Damped { .. } => "damped",
+            EventKind::Undamped { .. } => "undamped",
         }
     }
 
@@ -136,7 +171,10 @@ impl EventKind {
             | EventKind::Recovered { node, epoch, .. }
             | EventKind::Drained { node, epoch }
             | EventKind::Undrained { node, epoch }
-            | EventKind::WeightChanged { node, epoch, .. } => Some((node, *epoch)),
+            | EventKind::WeightChanged { node, epoch, .. }
+            | EventKind::PanicStarted { node, epoch, .. }
+            | EventKind::Damped { node, epoch, .. }
+            | EventKind::Undamped { node, epoch, .. } => Some((node, *epoch)),
             _ => None,
         }
     }
@@ -219,6 +257,30 @@ impl Event {
                 out.push(("rise", policy.rise.to_string()));
                 out.push(("strategy", policy.strategy.as_str().to_owned()));
                 out.push(("vnodes", policy.vnodes.to_string()));
+                out.push(("panic", policy.panic.to_string()));
+                for (name, v) in policy.damping_fields() {
+                    out.push((name, v.to_string()));
+                }
+            }
+            EventKind::Damped {
+                penalty, reuse_at, ..
+            } => {
+                out.push(("penalty", penalty.to_string()));
+                out.push(("reuse_at", reuse_at.to_string()));
+            }
+            EventKind::Undamped { penalty, .. } => {
+                out.push(("penalty", penalty.to_string()));
+            }
+            EventKind::PanicStarted {
+                dead, nodes, panic, ..
+            } => {
+                out.push(("dead", dead.to_string()));
+                out.push(("nodes", nodes.to_string()));
+                out.push(("panic", panic.to_string()));
+            }
+            EventKind::PanicEnded { dead, nodes } => {
+                out.push(("dead", dead.to_string()));
+                out.push(("nodes", nodes.to_string()));
             }
             EventKind::ProbersChanged { alive } => {
                 out.push(("probers", alive.len().to_string()));
@@ -253,6 +315,10 @@ impl Event {
         let cause = text("cause")?
             .parse()
             .map_err(|x: crate::ids::EntryIdError| EventDecodeError(x.to_string()))?;
+        // Fields added after the first release: events written before them lack them.
+        let or = |name: &'static str, default: u32| -> Result<u32, EventDecodeError> {
+            Ok(f.opt_num::<u32>(name).map_err(e)?.unwrap_or(default))
+        };
         let kind = match text("type")? {
             "joined" => EventKind::Joined {
                 node: node()?,
@@ -300,7 +366,9 @@ impl Event {
             },
             "rebalanced" => EventKind::Rebalanced {
                 moved: num("moved")?,
-                flows: decode_flows(text("flows")?)?,
+                // Written by the projector, one `from>to=n` per pair of nodes: a burst of
+                // deaths on a large fleet makes it longer than an input field may be.
+                flows: decode_flows(f.req_any_length("flows").map_err(e)?)?,
             },
             "assigned" => EventKind::Assigned { keys: num("keys")? },
             "unassigned" => EventKind::Unassigned { keys: num("keys")? },
@@ -312,7 +380,35 @@ impl Event {
                         .parse::<Strategy>()
                         .map_err(EventDecodeError)?,
                     vnodes: small("vnodes")?,
+                    panic: or("panic", Policy::DEFAULT_PANIC)?,
+                    damp_penalty: or("damp_penalty", Policy::DEFAULT_DAMP_PENALTY)?,
+                    damp_suppress: or("damp_suppress", Policy::DEFAULT_DAMP_SUPPRESS)?,
+                    damp_reuse: or("damp_reuse", Policy::DEFAULT_DAMP_REUSE)?,
+                    damp_half_life: or("damp_half_life", Policy::DEFAULT_DAMP_HALF_LIFE)?,
+                    damp_max_suppress: or("damp_max_suppress", Policy::DEFAULT_DAMP_MAX_SUPPRESS)?,
                 },
+            },
+            "damped" => EventKind::Damped {
+                node: node()?,
+                epoch: num("epoch")?,
+                penalty: small("penalty")?,
+                reuse_at: num("reuse_at")?,
+            },
+            "undamped" => EventKind::Undamped {
+                node: node()?,
+                epoch: num("epoch")?,
+                penalty: small("penalty")?,
+            },
+            "panic_started" => EventKind::PanicStarted {
+                node: node()?,
+                epoch: num("epoch")?,
+                dead: small("dead")?,
+                nodes: small("nodes")?,
+                panic: small("panic")?,
+            },
+            "panic_ended" => EventKind::PanicEnded {
+                dead: small("dead")?,
+                nodes: small("nodes")?,
             },
             "probers_changed" => EventKind::ProbersChanged {
                 alive: text("alive")?

@@ -9,6 +9,7 @@
 //! There is no clock and no randomness here: time is the log entry id, hashing is xxh3-64 over
 //! explicit bytes, so replaying the same log gives the same state and checksum on any build.
 
+pub mod damping;
 pub mod entry;
 pub mod event;
 pub mod health;

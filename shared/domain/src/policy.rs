@@ -14,9 +14,34 @@ pub struct Policy {
     pub strategy: Strategy,
     /// Ring points per unit of node weight (used by [`Strategy::Ring`]).
     pub vnodes: u32,
+    /// The panic threshold, in percent (Envoy's `healthy_panic_threshold`): placement never
+    /// takes out more than this share of the nodes that are not draining. A node that dies
+    /// past it keeps its keys (it is `held`) until enough nodes are back. 0 turns it off.
+    pub panic: u32,
+    /// Flap damping (RFC 2439 style, see [`crate::damping`]): penalty added by each death
+    /// (0 turns damping off), the penalty above which a node is damped (kept out of placement
+    /// even while healthy), the penalty at or below which it is undamped, the half-life of
+    /// the penalty in seconds of log time, and the longest a stable node stays damped, in
+    /// seconds.
+    pub damp_penalty: u32,
+    pub damp_suppress: u32,
+    pub damp_reuse: u32,
+    pub damp_half_life: u32,
+    pub damp_max_suppress: u32,
 }
 
 impl Policy {
+    /// The damping fields with their wire names.
+    pub fn damping_fields(&self) -> [(&'static str, u32); 5] {
+        [
+            ("damp_penalty", self.damp_penalty),
+            ("damp_suppress", self.damp_suppress),
+            ("damp_reuse", self.damp_reuse),
+            ("damp_half_life", self.damp_half_life),
+            ("damp_max_suppress", self.damp_max_suppress),
+        ]
+    }
+
     pub const DEFAULT_FALL: u32 = 3;
     pub const DEFAULT_RISE: u32 = 2;
     /// Chosen with `cargo run --release -p pantheon-domain --example placement_report`: the
@@ -24,6 +49,45 @@ impl Policy {
     /// keys at 100 nodes for every one of 100 sets of node names (1024 failed 17 of them).
     /// See docs/benchmarks.md for the lookup-time cost at 1,000 nodes.
     pub const DEFAULT_VNODES: u32 = 2048;
+    /// Envoy's default: losing more than half the fleet at once is more likely a fault of the
+    /// watcher (its network, a bad deploy of the health endpoint) than of the nodes, and
+    /// moving every key onto the other half would overload it.
+    pub const DEFAULT_PANIC: u32 = 50;
+    /// Damping defaults (RFC 2439's 1000 per withdrawal, scaled to seconds instead of
+    /// minutes): one death never damps (1000 ≤ 1500); a second death within one half-life
+    /// (30 s) does (≥ 1500). A node that keeps flapping stays out; once stable it returns
+    /// after at most `damp_max_suppress` = 120 s (the ceiling decays to 500 in 4 half-lives).
+    /// Flapping every 2 s for 10 minutes then costs 3 rebalances (out, back, out) instead of
+    /// one pair per flap (tests/damping.rs and the `bursts` bench).
+    pub const DEFAULT_DAMP_PENALTY: u32 = 1000;
+    pub const DEFAULT_DAMP_SUPPRESS: u32 = 1500;
+    pub const DEFAULT_DAMP_REUSE: u32 = 500;
+    pub const DEFAULT_DAMP_HALF_LIFE: u32 = 30;
+    pub const DEFAULT_DAMP_MAX_SUPPRESS: u32 = 120;
+
+    /// Whether the damping fields are all at their defaults (older builds had no damping
+    /// fields; the checksum leaves defaults out).
+    pub fn damping_is_default(&self) -> bool {
+        (
+            self.damp_penalty,
+            self.damp_suppress,
+            self.damp_reuse,
+            self.damp_half_life,
+            self.damp_max_suppress,
+        ) == (
+            Self::DEFAULT_DAMP_PENALTY,
+            Self::DEFAULT_DAMP_SUPPRESS,
+            Self::DEFAULT_DAMP_REUSE,
+            Self::DEFAULT_DAMP_HALF_LIFE,
+            Self::DEFAULT_DAMP_MAX_SUPPRESS,
+        )
+    }
+
+    /// How many of `nodes` non-draining nodes placement may take out for their health;
+    /// `None` when the panic threshold is off.
+    pub fn removable(&self, nodes: usize) -> Option<usize> {
+        (self.panic > 0).then(|| nodes * self.panic as usize / 100)
+    }
 }
 
 impl Default for Policy {
@@ -33,6 +97,12 @@ impl Default for Policy {
             rise: Self::DEFAULT_RISE,
             strategy: Strategy::Ring,
             vnodes: Self::DEFAULT_VNODES,
+            panic: Self::DEFAULT_PANIC,
+            damp_penalty: Self::DEFAULT_DAMP_PENALTY,
+            damp_suppress: Self::DEFAULT_DAMP_SUPPRESS,
+            damp_reuse: Self::DEFAULT_DAMP_REUSE,
+            damp_half_life: Self::DEFAULT_DAMP_HALF_LIFE,
+            damp_max_suppress: Self::DEFAULT_DAMP_MAX_SUPPRESS,
         }
     }
 }
@@ -44,15 +114,38 @@ pub struct PolicyChange {
     pub rise: Option<u32>,
     pub strategy: Option<Strategy>,
     pub vnodes: Option<u32>,
+    pub panic: Option<u32>,
+    pub damp_penalty: Option<u32>,
+    pub damp_suppress: Option<u32>,
+    pub damp_reuse: Option<u32>,
+    pub damp_half_life: Option<u32>,
+    pub damp_max_suppress: Option<u32>,
 }
 
 impl PolicyChange {
+    /// The damping fields with their wire names.
+    pub fn damping_fields(&self) -> [(&'static str, Option<u32>); 5] {
+        [
+            ("damp_penalty", self.damp_penalty),
+            ("damp_suppress", self.damp_suppress),
+            ("damp_reuse", self.damp_reuse),
+            ("damp_half_life", self.damp_half_life),
+            ("damp_max_suppress", self.damp_max_suppress),
+        ]
+    }
+
     pub fn applied_to(&self, policy: Policy) -> Policy {
         Policy {
             fall: self.fall.unwrap_or(policy.fall),
             rise: self.rise.unwrap_or(policy.rise),
             strategy: self.strategy.unwrap_or(policy.strategy),
             vnodes: self.vnodes.unwrap_or(policy.vnodes),
+            panic: self.panic.unwrap_or(policy.panic),
+            damp_penalty: self.damp_penalty.unwrap_or(policy.damp_penalty),
+            damp_suppress: self.damp_suppress.unwrap_or(policy.damp_suppress),
+            damp_reuse: self.damp_reuse.unwrap_or(policy.damp_reuse),
+            damp_half_life: self.damp_half_life.unwrap_or(policy.damp_half_life),
+            damp_max_suppress: self.damp_max_suppress.unwrap_or(policy.damp_max_suppress),
         }
     }
 }

@@ -2,10 +2,11 @@
 //! before it, and returns the events and read-model changes. Pure and deterministic: no clock
 //! (time is the entry id), no randomness, no I/O.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::damping::Penalty;
 use crate::entry::{Command, DecodeError, LogEntry, ProbeResult};
 use crate::event::{Event, EventKind, Flow};
 use crate::health::{Health, NodeHealth, Transition};
@@ -28,6 +29,13 @@ pub struct Node {
     /// The entry that caused the last transition, and what it was (`joined`, `died`, ...).
     pub since: EntryId,
     pub last: &'static str,
+    /// Dead, but kept in placement with its keys by the panic threshold (see
+    /// [`Policy::panic`]).
+    pub held: bool,
+    /// Flap damping: the penalty of its deaths, and whether it is damped (kept out of
+    /// placement even while healthy; see [`crate::damping`]).
+    pub penalty: Penalty,
+    pub damped: bool,
 }
 
 /// Names a node's last transition can have (`Node::last`).
@@ -49,9 +57,16 @@ impl Node {
         TRANSITIONS.iter().copied().find(|t| *t == name)
     }
 
-    /// Whether the node owns keys: alive or suspect, and not draining.
+    /// Whether the node owns keys: alive or suspect, and not draining; or held by the panic
+    /// threshold.
     pub fn is_member(&self) -> bool {
-        !self.draining && self.health.health != Health::Dead
+        !self.draining && (!self.is_out_for_health() || self.held)
+    }
+
+    /// Dead, or damped: placement takes it out for its health (unless the panic threshold
+    /// holds it).
+    pub fn is_out_for_health(&self) -> bool {
+        self.health.health == Health::Dead || self.damped
     }
 
     /// The state shown to users: `draining` overrides health.
@@ -79,6 +94,19 @@ pub enum Rejection {
     RingTooLarge { points: u64, max: u64 },
     #[error("probe of {node:?} names epoch {epoch}, which no join has created yet")]
     FutureEpoch { node: NodeId, epoch: u64 },
+    #[error("damp_reuse ({reuse}) must be below damp_suppress ({suppress}) while damping is on")]
+    BadDamping { reuse: u32, suppress: u32 },
+}
+
+/// Refuses damping settings under which a damped node could never be undamped.
+fn check_damping(p: &Policy) -> Result<(), Rejection> {
+    if p.damp_penalty > 0 && p.damp_reuse >= p.damp_suppress {
+        return Err(Rejection::BadDamping {
+            reuse: p.damp_reuse,
+            suppress: p.damp_suppress,
+        });
+    }
+    Ok(())
 }
 
 /// A change to an assigned key's owner (`None` = no owner: no node can take keys).
@@ -129,6 +157,14 @@ pub struct State {
     cmd_index: HashMap<String, EntryId>,
     /// Live prober replicas, sorted; `None` until the first `probers` entry.
     probers: Option<Vec<String>>,
+    /// The latest entry that changed who should be in the placement, while the placement
+    /// does not reflect it yet (see [`State::apply_deferred`] and [`State::settle`]).
+    pending: Option<EntryId>,
+    /// Some node is held by the panic threshold (kept here, not only derived from the nodes,
+    /// so a held node that leaves or re-joins still ends the panic with an event).
+    panicking: bool,
+    /// Damped nodes by the log time (ms) their penalty reaches the reuse limit.
+    damped_until: BTreeSet<(u64, NodeId)>,
 }
 
 impl std::fmt::Debug for State {
@@ -159,6 +195,9 @@ impl State {
             recent_cmds: VecDeque::new(),
             cmd_index: HashMap::new(),
             probers: None,
+            pending: None,
+            panicking: false,
+            damped_until: BTreeSet::new(),
         }
     }
 
@@ -212,8 +251,30 @@ impl State {
         self.apply(id, &entry)
     }
 
-    /// Applies one entry. On `Err` the state is unchanged.
+    /// Applies one entry and rebalances at once. On `Err` the state is unchanged.
     pub fn apply(&mut self, id: EntryId, entry: &LogEntry) -> Result<Applied, Rejection> {
+        let mut out = self.apply_deferred(id, entry)?;
+        self.settle_into(&mut out);
+        Ok(out)
+    }
+
+    /// Decodes raw stream fields and applies them with [`State::apply_deferred`].
+    pub fn apply_raw_deferred<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &mut self,
+        id: EntryId,
+        fields: &[(K, V)],
+    ) -> Result<Applied, Rejection> {
+        let entry = LogEntry::decode(fields)?;
+        self.apply_deferred(id, &entry)
+    }
+
+    /// Applies one entry but leaves the placement as it is: a change of members (a join, a
+    /// death, ...) is decided and reported per node, and the keys move at the next
+    /// [`State::settle`], once for a whole batch of such entries. An `assign` settles first,
+    /// so new keys always land on the owner the entries before them decided. Every key's owner
+    /// is a function of the members alone, so the settled state does not depend on where the
+    /// batches were cut. On `Err` the state is unchanged.
+    pub fn apply_deferred(&mut self, id: EntryId, entry: &LogEntry) -> Result<Applied, Rejection> {
         if let Some(cmd) = &entry.cmd
             && let Some(&first) = self.cmd_index.get(cmd)
         {
@@ -221,6 +282,9 @@ impl State {
                 duplicate_of: Some(first),
                 ..Applied::default()
             });
+        }
+        if let Command::Policy(change) = &entry.command {
+            check_damping(&change.applied_to(self.policy))?;
         }
         let mut out = Applied::default();
         match &entry.command {
@@ -230,6 +294,10 @@ impl State {
                     .nodes
                     .remove(node)
                     .ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
+                if gone.damped {
+                    let reuse_at = gone.penalty.reuse_at(&self.policy);
+                    self.damped_until.remove(&(reuse_at, node.clone()));
+                }
                 out.nodes_changed.push(node.clone());
                 self.emit(
                     &mut out,
@@ -265,7 +333,10 @@ impl State {
                     self.emit(&mut out, id, kind);
                 }
             }
-            Command::Assign { keys } => self.assign(id, keys, &mut out),
+            Command::Assign { keys } => {
+                self.settle_into(&mut out);
+                self.assign(id, keys, &mut out)
+            }
             Command::Unassign { keys } => self.unassign(id, keys, &mut out),
             Command::Probe(p) => self.probe(id, p, &mut out)?,
             Command::Policy(change) => {
@@ -286,12 +357,132 @@ impl State {
                 }
             }
         }
-        self.rebalance(id, &mut out);
+        // After the command, so a rejected entry changes nothing.
+        let undamped = self.undamp_due(id, &mut out);
+        if undamped || self.members_may_differ(&entry.command, &out) {
+            self.apply_panic_threshold(id, &mut out);
+            self.pending = Some(id);
+        }
         if let Some(cmd) = &entry.cmd {
             out.cmds_evicted = self.remember_cmd(cmd, id);
             out.cmd_recorded = Some(cmd.clone());
         }
         Ok(out)
+    }
+
+    /// Moves the keys for every change of members since the last settle, in one rebalance
+    /// (its `rebalanced` event names the latest entry that changed the members).
+    pub fn settle(&mut self) -> Applied {
+        let mut out = Applied::default();
+        self.settle_into(&mut out);
+        out
+    }
+
+    /// Whether entries were applied whose change of members the placement does not show yet.
+    pub fn is_settled(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    fn settle_into(&mut self, out: &mut Applied) {
+        if let Some(cause) = self.pending.take() {
+            self.rebalance(cause, out);
+        }
+    }
+
+    /// Whether an applied entry can have changed the placement's members or settings. Cheap
+    /// (no pass over the nodes), so a probe of a healthy node costs nothing here.
+    fn members_may_differ(&self, command: &Command, out: &Applied) -> bool {
+        match command {
+            Command::Join { .. }
+            | Command::Leave { .. }
+            | Command::Drain { .. }
+            | Command::Undrain { .. }
+            | Command::Weight { .. }
+            | Command::Policy(_) => !out.events.is_empty(),
+            Command::Probe(_) => out
+                .events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::Died { .. } | EventKind::Revived { .. })),
+            Command::Assign { .. } | Command::Unassign { .. } | Command::Probers { .. } => false,
+        }
+    }
+
+    /// The panic threshold, after an entry that may have changed who is dead: a node that died
+    /// in this entry while placement already took out as many nodes as the threshold allows is
+    /// held (it keeps its keys); held nodes are let go, longest dead first, as room frees up
+    /// (revivals, joins, a higher threshold). A held node that revives or is drained simply
+    /// stops being held.
+    fn apply_panic_threshold(&mut self, id: EntryId, out: &mut Applied) {
+        let counted = self.nodes.values().filter(|n| !n.draining).count();
+        let allowed = self.policy.removable(counted).unwrap_or(usize::MAX);
+        let mut changed: Vec<NodeId> = Vec::new();
+        let mut removed = 0usize;
+        let mut just_died: Vec<NodeId> = Vec::new();
+        let mut held: Vec<(EntryId, NodeId)> = Vec::new();
+        for n in self.nodes.values_mut() {
+            let dead = !n.draining && n.is_out_for_health();
+            if n.held && !dead {
+                n.held = false;
+                changed.push(n.id.clone());
+            } else if n.held {
+                held.push((n.since, n.id.clone()));
+            } else if dead && n.since == id && n.last == "died" {
+                just_died.push(n.id.clone());
+            } else if dead {
+                removed += 1;
+            }
+        }
+        let mut first_held = None;
+        for node in just_died {
+            if removed < allowed {
+                removed += 1;
+            } else if let Some(n) = self.nodes.get_mut(&node) {
+                n.held = true;
+                first_held.get_or_insert_with(|| (node.clone(), n.epoch));
+                held.push((n.since, node.clone()));
+                changed.push(node);
+            }
+        }
+        held.sort();
+        let mut still_held = held.len();
+        for (_, node) in held {
+            if removed >= allowed {
+                break;
+            }
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.held = false;
+                removed += 1;
+                still_held -= 1;
+                changed.push(node);
+            }
+        }
+        for node in changed {
+            if !out.nodes_changed.contains(&node) {
+                out.nodes_changed.push(node);
+            }
+        }
+        let dead = self
+            .nodes
+            .values()
+            .filter(|n| !n.draining && n.is_out_for_health())
+            .count() as u32;
+        let nodes = counted as u32;
+        let was_panicking = std::mem::replace(&mut self.panicking, still_held > 0);
+        match (was_panicking, still_held > 0, first_held) {
+            (false, true, Some((node, epoch))) => {
+                let panic = self.policy.panic;
+                let kind = EventKind::PanicStarted {
+                    node,
+                    epoch,
+                    dead,
+                    nodes,
+                    panic,
+                };
+                self.emit(out, id, kind);
+            }
+            (true, false, _) => self.emit(out, id, EventKind::PanicEnded { dead, nodes }),
+            _ => {}
+        }
     }
 
     fn emit(&self, out: &mut Applied, cause: EntryId, kind: EventKind) {
@@ -325,6 +516,13 @@ impl State {
         state.next_epoch = next_epoch;
         state.nodes = nodes.into_iter().map(|n| (n.id.clone(), n)).collect();
         state.placement = placement::build(policy.strategy, policy.vnodes, state.wanted_members());
+        state.panicking = state.nodes.values().any(|n| n.held);
+        state.damped_until = state
+            .nodes
+            .values()
+            .filter(|n| n.damped)
+            .map(|n| (n.penalty.reuse_at(&policy), n.id.clone()))
+            .collect();
         for (key, owner) in keys {
             state.keys.insert(&key, owner);
         }
@@ -351,6 +549,12 @@ impl State {
         self.next_epoch += 1;
         let weight = weight.unwrap_or(1);
         // A join of a known node is a re-join (a restarted worker): new epoch, fresh health.
+        // Its flap penalty stays: a worker in a crash loop that re-joins at every start is
+        // exactly the node damping is for.
+        let (penalty, damped) = self
+            .nodes
+            .get(node)
+            .map_or((Penalty::default(), false), |n| (n.penalty, n.damped));
         self.nodes.insert(
             node.clone(),
             Node {
@@ -362,6 +566,9 @@ impl State {
                 draining: false,
                 since: id,
                 last: "joined",
+                held: false,
+                penalty,
+                damped,
             },
         );
         out.nodes_changed.push(node.clone());
@@ -504,10 +711,63 @@ impl State {
             n.last = name;
             kinds.push(kind);
         }
+        if kinds.iter().any(|k| matches!(k, EventKind::Died { .. })) && policy.damp_penalty > 0 {
+            let was = n.penalty.reuse_at(&policy);
+            n.penalty = n.penalty.after_death(id.ms, &policy);
+            let reuse_at = n.penalty.reuse_at(&policy);
+            if n.damped {
+                self.damped_until.remove(&(was, node.clone()));
+                self.damped_until.insert((reuse_at, node.clone()));
+            } else if n.penalty.value > policy.damp_suppress {
+                n.damped = true;
+                self.damped_until.insert((reuse_at, node.clone()));
+                kinds.push(EventKind::Damped {
+                    node: node.clone(),
+                    epoch,
+                    penalty: n.penalty.value,
+                    reuse_at,
+                });
+            }
+        }
         for kind in kinds {
             self.emit(out, id, kind);
         }
         Ok(())
+    }
+
+    /// Undamps the nodes whose penalty has decayed to the reuse limit by the time of entry
+    /// `id` (log time: the fold has no clock, any entry moves time on). Returns whether any
+    /// node was undamped.
+    fn undamp_due(&mut self, id: EntryId, out: &mut Applied) -> bool {
+        let mut any = false;
+        while let Some((at, node)) = self.damped_until.first().cloned() {
+            if at > id.ms {
+                break;
+            }
+            self.damped_until.pop_first();
+            let policy = self.policy;
+            let Some(n) = self
+                .nodes
+                .get_mut(&node)
+                .filter(|n| n.damped && n.penalty.reuse_at(&policy) == at)
+            else {
+                continue;
+            };
+            n.damped = false;
+            let (epoch, penalty) = (n.epoch, n.penalty.at_time(id.ms, &policy) as u32);
+            out.nodes_changed.push(node.clone());
+            self.emit(
+                out,
+                id,
+                EventKind::Undamped {
+                    node,
+                    epoch,
+                    penalty,
+                },
+            );
+            any = true;
+        }
+        any
     }
 
     /// Refuses changes after which the ring could exceed [`MAX_RING_POINTS`] (counting every
@@ -538,6 +798,13 @@ impl State {
         let next = change.applied_to(self.policy);
         if next != self.policy {
             self.policy = next;
+            // The reuse times depend on the damping settings.
+            self.damped_until = self
+                .nodes
+                .values()
+                .filter(|n| n.damped)
+                .map(|n| (n.penalty.reuse_at(&next), n.id.clone()))
+                .collect();
             self.emit(out, id, EventKind::PolicyChanged { policy: next });
         }
     }
@@ -567,7 +834,10 @@ impl State {
             return;
         }
         out.ring_changed = true;
-        let next = placement::build(self.policy.strategy, self.policy.vnodes, members);
+        let next: Box<dyn Placement> = match self.placement.as_ring() {
+            Some(ring) if same_kind && same_vnodes => Box::new(ring.updated(members)),
+            _ => placement::build(self.policy.strategy, self.policy.vnodes, members),
+        };
         let ranges = self.placement.changed_ranges(&*next);
         let mut flows: BTreeMap<(Option<NodeId>, Option<NodeId>), u64> = BTreeMap::new();
         let changes = &mut out.key_changes;
@@ -595,7 +865,8 @@ impl State {
     }
 
     /// A checksum of the whole state, stable across runs, builds and platforms: xxh3-64 over
-    /// an explicit byte encoding (see docs/placement.md, "State checksum").
+    /// an explicit byte encoding (see docs/placement.md, "State checksum"). Describes a
+    /// settled state: after [`State::apply_deferred`], call [`State::settle`] first.
     pub fn checksum(&self) -> u64 {
         let mut h = Xxh3::new();
         h.update(b"pantheon-state/1\0");
@@ -605,6 +876,18 @@ impl State {
         }
         h.update(p.strategy.as_str().as_bytes());
         h.update(&[0]);
+        // Fields added after the format was pinned are hashed only when they differ from
+        // what older builds implied, so their states keep their checksums.
+        if p.panic != Policy::DEFAULT_PANIC {
+            h.update(b"panic\0");
+            h.update(&p.panic.to_le_bytes());
+        }
+        if !p.damping_is_default() {
+            h.update(b"damping\0");
+            for (_, v) in p.damping_fields() {
+                h.update(&v.to_le_bytes());
+            }
+        }
         h.update(&self.next_epoch.to_le_bytes());
         h.update(&(self.nodes.len() as u64).to_le_bytes());
         for n in self.nodes.values() {
@@ -622,6 +905,15 @@ impl State {
             h.update(&n.since.seq.to_le_bytes());
             h.update(n.last.as_bytes());
             h.update(&[0]);
+            if n.held {
+                h.update(b"held\0");
+            }
+            if n.penalty != Penalty::default() || n.damped {
+                h.update(b"damp\0");
+                h.update(&n.penalty.value.to_le_bytes());
+                h.update(&n.penalty.at.to_le_bytes());
+                h.update(&[u8::from(n.damped)]);
+            }
         }
         h.update(&(self.keys.len() as u64).to_le_bytes());
         h.update(&self.keys.digest().to_le_bytes());

@@ -73,6 +73,21 @@ impl<'a> Fields<'a> {
         Ok(found)
     }
 
+    /// [`Fields::req`] without the length limit, for fields only Pantheon writes whose length
+    /// grows with the fleet (the flows of a rebalance that moved keys between many nodes).
+    pub(crate) fn req_any_length(&self, name: &'static str) -> Result<&'a str, DecodeError> {
+        let mut found = None;
+        for &(k, v) in &self.pairs {
+            if k == name {
+                if found.is_some() {
+                    return Err(DecodeError::DuplicateField(name));
+                }
+                found = Some(v);
+            }
+        }
+        found.ok_or(DecodeError::MissingField(name))
+    }
+
     pub(crate) fn req(&self, name: &'static str) -> Result<&'a str, DecodeError> {
         self.opt(name)?.ok_or(DecodeError::MissingField(name))
     }

@@ -92,7 +92,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     fall,
                     rise,
                     strategy,
-                    vnodes
+                    vnodes,
+                    ..PolicyChange::default()
                 })
             ),
     ]
@@ -116,7 +117,7 @@ fn fleet_entry() -> impl Strategy<Value = LogEntry> {
         6 => (small_node(), 1u64..12, any::<bool>()).prop_map(|(n, epoch, ok)| probe(n.as_str(), epoch, ok)),
         1 => (proptest::option::of(1u32..4), proptest::option::of(arb_strategy()), proptest::option::of(prop_oneof![Just(8u32), Just(64), Just(256)]))
             .prop_filter("policy sets something", |(a, b, c)| a.is_some() || b.is_some() || c.is_some())
-            .prop_map(|(fall, strategy, vnodes)| LogEntry::new(Command::Policy(PolicyChange { fall, strategy, vnodes, rise: None }))),
+            .prop_map(|(fall, strategy, vnodes)| LogEntry::new(Command::Policy(PolicyChange { fall, strategy, vnodes, ..PolicyChange::default() }))),
     ]
 }
 

@@ -35,6 +35,7 @@ pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<()
     let mut last_error: Option<String> = None;
     while !shutdown.is_cancelled() {
         let started = Instant::now();
+        let outage;
         let mut prober = Prober::new(config.clone(), http.clone(), redis.clone());
         match prober.run(&shutdown).await {
             Ok(()) => return Ok(()),
@@ -45,7 +46,7 @@ pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<()
             // master, so a failover is not a line per retry.
             Err(e) => {
                 let error = e.to_string();
-                let outage = match &e {
+                outage = match &e {
                     ProberError::Store(e)
                     | ProberError::Migrate(pantheon_store::migrate::MigrateError::Store(e)) => {
                         e.is_outage()
@@ -68,7 +69,7 @@ pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<()
         };
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(pantheon_store::handle::backoff(failures)) => {}
+            _ = tokio::time::sleep(pantheon_store::handle::retry_pause(failures, outage)) => {}
         }
     }
     Ok(())
@@ -253,6 +254,11 @@ impl Prober {
         let mut results = Vec::new();
         for f in finished {
             self.in_flight.remove(&f.node);
+            pantheon_metrics::process().probe(
+                f.outcome.ok,
+                f.outcome.error.map(|e| e.as_str()),
+                f.outcome.latency_ms,
+            );
             let Some(t) = self.tracked.get_mut(&f.node) else {
                 continue;
             };

@@ -33,6 +33,7 @@ use pantheon_projector::stage::{fresh_checkpoint, stage_entries};
 use pantheon_projector::{ProjectorConfig, rebuild};
 use pantheon_store::{Layout, RawEntry, readmodel, stream};
 use pantheon_test_support::TestRedis;
+use pantheon_test_support::baseline::{self, Placed};
 use pantheon_test_support::process::{ChildGuard, cpu_time, memory_mib, release_binary};
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
@@ -422,65 +423,27 @@ async fn baseline(r: &mut Results, keys: &[String]) {
 
     // (a) one key per command, 10,000 commands per pipeline.
     let keymap = layout.keymap();
-    let pipes: Vec<redis::Pipeline> = keys
-        .chunks(BASELINE_PIPE_COMMANDS / 2)
-        .zip(owners.chunks(BASELINE_PIPE_COMMANDS / 2))
-        .map(|(ks, os)| {
-            let mut pipe = redis::pipe();
-            for (k, o) in ks.iter().zip(os) {
-                pipe.cmd("HSET")
-                    .arg(&keymap)
-                    .arg(k)
-                    .arg(o.as_str())
-                    .ignore();
-                pipe.cmd("SADD").arg(&sets[o]).arg(k).ignore();
-            }
-            pipe
+    let placed: Vec<Placed<'_>> = keys
+        .iter()
+        .zip(&owners)
+        .map(|(key, owner)| Placed {
+            key,
+            owner: owner.as_str(),
+            set: &sets[owner],
         })
         .collect();
+    let pipes = baseline::single_key_pipelines(&keymap, &placed, BASELINE_PIPE_COMMANDS);
     reset_stats(&mut con).await;
-    let started = Instant::now();
-    for pipe in &pipes {
-        let () = pipe.query_async(&mut con).await.expect("baseline pipeline");
-    }
-    r.base_single = started.elapsed();
+    r.base_single = baseline::run(&mut con, &pipes).await;
     let stats = command_stats(&mut con).await;
     r.base_single_redis = stat_time(&stats, "hset") + stat_time(&stats, "sadd");
     drop(pipes);
-    let mut del = redis::cmd("DEL");
-    del.arg(&keymap);
-    for s in sets.values() {
-        del.arg(s);
-    }
-    let _: u64 = del.query_async(&mut con).await.expect("DEL");
+    baseline::delete(&mut con, &keymap, sets.values().map(String::as_str)).await;
 
     // (b) variadic: per 10,000 keys one HSET and one SADD per node; 10 groups per pipeline.
-    let pipes: Vec<redis::Pipeline> = keys
-        .chunks(KEYS_PER_ENTRY * ENTRIES_PER_PIPE)
-        .zip(owners.chunks(KEYS_PER_ENTRY * ENTRIES_PER_PIPE))
-        .map(|(ks, os)| {
-            let mut pipe = redis::pipe();
-            for (ks, os) in ks.chunks(KEYS_PER_ENTRY).zip(os.chunks(KEYS_PER_ENTRY)) {
-                let hset = pipe.cmd("HSET").arg(&keymap);
-                let mut by_node: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-                for (k, o) in ks.iter().zip(os) {
-                    hset.arg(k).arg(o.as_str());
-                    by_node.entry(&sets[o]).or_default().push(k);
-                }
-                hset.ignore();
-                for (set, members) in by_node {
-                    pipe.cmd("SADD").arg(set).arg(members).ignore();
-                }
-            }
-            pipe
-        })
-        .collect();
+    let pipes = baseline::variadic_pipelines(&keymap, &placed, KEYS_PER_ENTRY, ENTRIES_PER_PIPE);
     reset_stats(&mut con).await;
-    let started = Instant::now();
-    for pipe in &pipes {
-        let () = pipe.query_async(&mut con).await.expect("baseline pipeline");
-    }
-    r.base_variadic = started.elapsed();
+    r.base_variadic = baseline::run(&mut con, &pipes).await;
     let stats = command_stats(&mut con).await;
     r.base_variadic_redis = stat_time(&stats, "hset") + stat_time(&stats, "sadd");
     let n: u64 = redis::cmd("HLEN")

@@ -86,7 +86,9 @@ pub async fn fold_log<C: ConnectionLike + Clone + Send + 'static>(
         for (i, entry) in page.into_iter().enumerate() {
             // Rejections were recorded when the entry was first applied; a fold only needs
             // the state, and a rejected entry leaves it unchanged.
-            let _ = state.apply_raw(entry.id, &entry.fields);
+            // Keys move once per page, not once per change of members (the settled state is
+            // the same however the log is cut).
+            let _ = state.apply_raw_deferred(entry.id, &entry.fields);
             last_id = Some(entry.id);
             if i % 256 == 255 {
                 progress(entries + i as u64 + 1);
@@ -94,6 +96,7 @@ pub async fn fold_log<C: ConnectionLike + Clone + Send + 'static>(
                 tokio::task::yield_now().await;
             }
         }
+        state.settle();
         entries += n as u64;
         progress(entries);
     }

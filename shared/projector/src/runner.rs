@@ -61,10 +61,12 @@ pub async fn run(
 struct Pause {
     failures: u32,
     last: Option<String>,
+    outage: bool,
 }
 
 impl Pause {
     fn failed(&mut self, error: &str, outage: bool) {
+        self.outage = outage;
         if outage || self.last.as_deref() == Some(error) {
             debug!(%error, "projector error again; retrying");
         } else {
@@ -75,7 +77,7 @@ impl Pause {
     }
 
     fn delay(&self) -> Duration {
-        pantheon_store::handle::backoff(self.failures)
+        pantheon_store::handle::retry_pause(self.failures, self.outage)
     }
 }
 
@@ -94,7 +96,9 @@ async fn contend(
         if shutdown.is_cancelled() {
             return Ok(());
         }
+        pantheon_metrics::process().set_role(pantheon_metrics::Role::Standby);
         if lease.acquire(con).await? {
+            pantheon_metrics::process().set_role(pantheon_metrics::Role::Leading);
             info!(instance = %config.instance, token = lease.token(), "acquired the lease: leading");
             let result = lead(config, layout, redis, con, lease, shutdown).await;
             // Only deletes the lease if it is still ours; a standby then takes over at once.
@@ -290,6 +294,9 @@ fn launch(
         // Logged here, as soon as Redis answered, not when the leader collects the result:
         // that can be after a blocked read, and `took` would include the wait for entries.
         if result.is_ok() {
+            pantheon_metrics::process()
+                .commit_duration
+                .observe(started.elapsed().as_secs_f64());
             debug!(took = ?started.elapsed(), entries = applied, calls, "committed");
         }
         (con, result)

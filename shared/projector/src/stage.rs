@@ -71,8 +71,11 @@ pub fn stage_entries(
             continue;
         }
         applied_n += 1;
-        match state.apply_raw(entry.id, &entry.fields) {
+        // Deferred: the keys move once, at the end of the batch (a burst of joins or deaths
+        // rebalances once per commit, not once per entry).
+        match state.apply_raw_deferred(entry.id, &entry.fields) {
             Ok(applied) => {
+                pantheon_metrics::process().entry(Ok(()));
                 readmodel::stage_applied(&mut batch, layout, state, entry.id, &applied);
                 let policy_changed = applied.events.iter().any(|e| {
                     matches!(
@@ -92,11 +95,24 @@ pub fn stage_entries(
                 events_n += applied.events.len();
             }
             Err(rejection) => {
+                pantheon_metrics::process().entry(Err(&rejection));
                 stage_rejection(&mut batch, layout, entry, &rejection);
                 rejected_n += 1;
             }
         }
         cp.last_id = Some(entry.id);
+    }
+    if let Some(last) = cp.last_id.filter(|_| !state.is_settled()) {
+        let settled = state.settle();
+        readmodel::stage_applied(&mut batch, layout, state, last, &settled);
+        if settled.ring_changed {
+            cp.ring_version += 1;
+        }
+        ring_dirty |= settled.ring_changed;
+        for event in &settled.events {
+            batch.xadd(&layout.events(), "*", &event.encode());
+        }
+        events_n += settled.events.len();
     }
     // The ring hash holds the whole member list: written once per batch, with the final
     // version, not once per entry (a burst of joins rewrote it hundreds of times).
@@ -126,23 +142,15 @@ pub fn stage_entries(
 }
 
 /// `rejected` entries reuse the log entry's id, so "was entry X rejected, and why?" is one
-/// `XRANGE rejected X X`. Raw fields are copied byte for byte under `raw:<name>`.
+/// `XRANGE rejected X X`. Raw fields are copied under `raw:<name>`, each clipped to a few KB.
 pub fn stage_rejection(batch: &mut Batch, layout: &Layout, entry: &RawEntry, why: &Rejection) {
-    let mut fields: Vec<(Vec<u8>, Vec<u8>)> = vec![
-        (b"entry".to_vec(), entry.id.to_string().into_bytes()),
-        (b"reason".to_vec(), why.to_string().into_bytes()),
-    ];
-    for (k, v) in entry.fields.iter().take(MAX_REJECTED_FIELDS) {
-        let mut name = b"raw:".to_vec();
-        name.extend_from_slice(k);
-        fields.push((name, v.clone()));
-    }
-    if entry.fields.len() > MAX_REJECTED_FIELDS {
-        fields.push((
-            b"truncated".to_vec(),
-            entry.fields.len().to_string().into_bytes(),
-        ));
-    }
+    // Clipped to a few KB per field (with the original size): see pantheon_store::rejected.
+    let fields = pantheon_store::rejected::fields(
+        entry.id,
+        &why.to_string(),
+        &entry.fields,
+        MAX_REJECTED_FIELDS,
+    );
     batch.xadd(&layout.rejected(), &entry.id.to_string(), &fields);
 }
 

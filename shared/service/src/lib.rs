@@ -1,6 +1,10 @@
-//! Process plumbing shared by Pantheon's binaries.
+//! Process plumbing shared by Pantheon's binaries: signals, logging, the HTTP endpoint.
+
+pub mod http;
 
 use std::time::Duration;
+
+use pantheon_config::{LogFormat, Settings};
 
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -44,14 +48,81 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Logs to stderr; `RUST_LOG` overrides `default` (e.g. `info`, `pantheon=debug`).
+/// Logs to stderr as text; `RUST_LOG` overrides `default` (e.g. `info`, `pantheon=debug`).
 pub fn init_logging(default: &str) {
+    init_logging_as(default, LogFormat::Text);
+}
+
+/// Logs to stderr in `format` (JSON: one object per line, for log shippers).
+pub fn init_logging_as(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Starts the HTTP endpoint if `[http] listen` is set; `projector` says whether this process
+/// runs one (for `/readyz`). Returns the bound address.
+pub async fn start_http(
+    settings: &Settings,
+    projector: bool,
+    shutdown: &CancellationToken,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    let Some(addr) = settings.http_listen().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let config = http::HttpConfig {
+        deployment: settings.deployment().map_err(|e| e.to_string())?,
+        cluster: settings.cluster.clone(),
+        prefix: settings.prefix.clone(),
+        projector,
+    };
+    let (bound, _task) = http::spawn(addr, config, shutdown.clone())
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    Ok(Some(bound))
+}
+
+/// The whole `main` of a stand-alone service binary with its settings: logging in the
+/// configured format, the HTTP endpoint if configured, then [`serve`].
+pub async fn serve_service<C, E, F>(
+    name: &str,
+    loaded: Result<pantheon_config::Loaded, pantheon_config::ConfigError>,
+    config: impl FnOnce(&Settings) -> Result<C, pantheon_config::ConfigError>,
+    projector: bool,
+    run: impl FnOnce(C, CancellationToken) -> F,
+) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let settings = loaded.map(|l| l.settings);
+    let format = settings
+        .as_ref()
+        .ok()
+        .and_then(|s| s.log_format().ok())
+        .unwrap_or_default();
+    init_logging_as("info", format);
+    let settings = match settings {
+        Ok(s) => s,
+        Err(e) => return serve(name, Err::<C, _>(e), run).await,
+    };
+    let config = config(&settings);
+    if config.is_ok() {
+        // The endpoint shares the service's shutdown: `serve` below makes the token.
+        let shutdown = shutdown_on_signals();
+        if let Err(e) = start_http(&settings, projector, &shutdown).await {
+            eprintln!("{name}: {e}");
+            return std::process::ExitCode::from(64);
+        }
+        return serve_with(name, config, run, shutdown).await;
+    }
+    serve(name, config, run).await
 }
 
 /// The whole `main` of a stand-alone service binary: logging, the configuration (a bad one
@@ -68,6 +139,24 @@ where
     E: std::fmt::Display,
 {
     init_logging("info");
+    if let Err(e) = &config {
+        eprintln!("{name}: {}", one_line(e));
+        return std::process::ExitCode::from(64);
+    }
+    serve_with(name, config, run, shutdown_on_signals()).await
+}
+
+async fn serve_with<C, B, E, F>(
+    name: &str,
+    config: Result<C, B>,
+    run: impl FnOnce(C, CancellationToken) -> F,
+    shutdown: CancellationToken,
+) -> std::process::ExitCode
+where
+    B: std::fmt::Display,
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let config = match config {
         Ok(c) => c,
         Err(e) => {
@@ -75,7 +164,6 @@ where
             return std::process::ExitCode::from(64);
         }
     };
-    let shutdown = shutdown_on_signals();
     // Shutdown has a deadline even while Redis hangs: a command in flight could otherwise
     // wait out its response timeout.
     let deadline = async {

@@ -5,7 +5,8 @@
 //! [`crate::resolve`]), holds one multiplexed connection to it, and drops that connection
 //! when an error says the master moved or went away: MOVED, READONLY, a refused or reset
 //! connection, a timeout, a master demoted under a blocked command. The next command then
-//! resolves the master again, after an exponential backoff with jitter capped near 2 s.
+//! resolves the master again, after an exponential backoff with jitter: capped at 0.5 s while
+//! the failures look like a failover in progress, at 2 s for any other outage.
 //!
 //! Commands are never retried here: a command in flight when the master fails may or may
 //! not have run, and only its caller knows whether repeating it is safe (log writes carry a
@@ -35,8 +36,14 @@ use crate::url::HostPort;
 
 /// The first pause after a failed attempt; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// Backoff cap: a failover is noticed within about this long after it completes.
+/// Backoff cap: an outage of any kind is retried at least this often.
 pub const MAX_BACKOFF: Duration = Duration::from_millis(2000);
+/// Backoff cap while the failures are those of a failover in progress (the master refuses
+/// connections, a node answers MOVED or READONLY, Sentinel still names a replica): each
+/// retry costs one resolve on loopback-cheap commands, and the new master is then found
+/// within about this long after Redis promotes it. Timeouts, TLS, authentication and
+/// permission failures keep [`MAX_BACKOFF`]: retrying them sooner only adds load.
+pub const FAILOVER_BACKOFF: Duration = Duration::from_millis(500);
 
 /// A handle on the master serving one Pantheon cluster. Cheap to clone; clones share the
 /// connection. Implements [`ConnectionLike`], so `redis::cmd(..).query_async(&mut handle)`
@@ -148,17 +155,7 @@ fn lost_in_replies<'a>(
 
 /// True when the error means this connection no longer reaches the cluster's master.
 pub fn is_master_lost(e: &RedisError) -> bool {
-    matches!(
-        classify(e),
-        "moved"
-            | "read-only replica"
-            | "master down"
-            | "cluster down"
-            | "demoted"
-            | "refused"
-            | "timeout"
-            | "connection lost"
-    )
+    is_lost_class(classify(e))
 }
 
 /// True when retrying the same command later may succeed (the master moved, is loading, a
@@ -185,6 +182,16 @@ impl Redis {
     /// The deployment this handle connects through.
     pub fn deployment(&self) -> &Deployment {
         &self.inner.deployment
+    }
+
+    /// The Redis user this handle authenticates as (`default` when the URL names none).
+    pub fn user(&self) -> &str {
+        self.inner
+            .deployment
+            .url
+            .username
+            .as_deref()
+            .unwrap_or("default")
     }
 
     /// The hash slot of the cluster's keys.
@@ -214,11 +221,15 @@ impl Redis {
     /// PING within `timeout`, for a pre-flight check.
     pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
         let mut con = self.clone();
-        match tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut con))
-            .await
-        {
+        let ping = async {
+            // Connecting first keeps the class of a failure to connect (authentication, TLS,
+            // refused): through `ConnectionLike` it would arrive as a bare I/O error.
+            self.current().await?;
+            Ok::<_, StoreError>(redis::cmd("PING").query_async::<String>(&mut con).await?)
+        };
+        match tokio::time::timeout(timeout, ping).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.into()),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(StoreError::Unavailable {
                 class: "timeout",
                 reason: format!(
@@ -263,7 +274,7 @@ impl Redis {
                 Ok(current)
             }
             Err((class, reason)) => {
-                let delay = backoff(link.failures);
+                let delay = backoff_capped(link.failures, backoff_cap(class));
                 link.failures = link.failures.saturating_add(1);
                 link.retry_at = Some(Instant::now() + delay);
                 match link.down {
@@ -324,19 +335,24 @@ impl Redis {
         })
     }
 
-    /// Drops the connection of `generation` after `error` showed it no longer reaches the
-    /// master; the next command resolves the master again.
+    /// Drops the connection of `generation` when a round trip on it showed that it no longer
+    /// reaches the master (an error, or an error reply among the values of a pipeline); the
+    /// next command resolves the master again.
+    fn observe(&self, generation: u64, result: Result<&[Value], &RedisError>) {
+        match result {
+            Ok(values) => {
+                if let Some((class, detail)) = lost_in_replies(values) {
+                    self.lost_as(generation, class, &detail);
+                }
+            }
+            Err(error) => self.lost(generation, error),
+        }
+    }
+
     fn lost(&self, generation: u64, error: &RedisError) {
         let class = classify(error);
         if is_lost_class(class) {
             self.lost_as(generation, class, &error.to_string());
-        }
-    }
-
-    /// The same for an error reply among the values of a successful round trip.
-    fn check_replies<'a>(&self, generation: u64, values: impl IntoIterator<Item = &'a Value>) {
-        if let Some((class, detail)) = lost_in_replies(values) {
-            self.lost_as(generation, class, &detail);
         }
     }
 
@@ -399,9 +415,39 @@ impl Redis {
 /// The pause after `failures` failed attempts in a row: 50 ms doubling up to [`MAX_BACKOFF`],
 /// each with jitter in its upper half. Every retry loop that talks to Redis uses it.
 pub fn backoff(failures: u32) -> Duration {
+    backoff_capped(failures, MAX_BACKOFF)
+}
+
+/// The most a retry loop above a handle adds after an outage (see [`retry_pause`]).
+const OUTAGE_PAUSE: Duration = Duration::from_millis(250);
+
+/// The pause of a retry loop above a handle (a projector's attempts at leading, a prober's
+/// restarts) after `failures` failures in a row. After an outage (`outage`: the error says
+/// the master is unreachable) the handle already waits out its own backoff before resolving
+/// the master again, so the loop adds at most [`OUTAGE_PAUSE`]: a second backoff on top would
+/// only delay noticing a promoted master. Other failures back off as [`backoff`].
+pub fn retry_pause(failures: u32, outage: bool) -> Duration {
+    let delay = backoff(failures);
+    if outage {
+        delay.min(OUTAGE_PAUSE)
+    } else {
+        delay
+    }
+}
+
+/// The cap of the backoff after a failure of `class` (see [`FAILOVER_BACKOFF`]).
+fn backoff_cap(class: &str) -> Duration {
+    match class {
+        "refused" | "moved" | "read-only replica" | "master down" | "cluster down" | "demoted"
+        | "not a master" | "connection lost" => FAILOVER_BACKOFF,
+        _ => MAX_BACKOFF,
+    }
+}
+
+fn backoff_capped(failures: u32, cap: Duration) -> Duration {
     let exp = FIRST_BACKOFF
         .saturating_mul(1u32 << failures.min(8))
-        .min(MAX_BACKOFF);
+        .min(cap);
     // Full jitter in the upper half: spreads reconnecting processes, never waits zero.
     let jitter = rand::random::<f64>() * 0.5 + 0.5;
     exp.mul_f64(jitter)
@@ -412,9 +458,19 @@ impl ConnectionLike for Redis {
         Box::pin(async move {
             let mut current = self.current().await.map_err(into_redis_error)?;
             let result = current.con.req_packed_command(cmd).await;
-            match &result {
-                Ok(value) => self.check_replies(current.generation, [value]),
-                Err(e) => self.lost(current.generation, e),
+            self.observe(
+                current.generation,
+                result.as_ref().map(std::slice::from_ref),
+            );
+            // A NOPERM names the user, the command and the key (Redis names none of them).
+            if let Ok(value) = &result
+                && let Some(e) = crate::acl::name_denied(
+                    std::slice::from_ref(value),
+                    [cmd].into_iter(),
+                    self.user(),
+                )
+            {
+                return Err(e);
             }
             result
         })
@@ -429,9 +485,11 @@ impl ConnectionLike for Redis {
         Box::pin(async move {
             let mut current = self.current().await.map_err(into_redis_error)?;
             let result = current.con.req_packed_commands(cmd, offset, count).await;
-            match &result {
-                Ok(values) => self.check_replies(current.generation, values),
-                Err(e) => self.lost(current.generation, e),
+            self.observe(current.generation, result.as_deref());
+            if let Ok(values) = &result
+                && let Some(e) = crate::acl::name_denied_in_pipeline(values, cmd, self.user())
+            {
+                return Err(e);
             }
             result
         })
@@ -475,10 +533,8 @@ impl ConnectionLike for PinnedConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let result = self.con.req_packed_command(cmd).await;
-            match &result {
-                Ok(value) => self.owner.check_replies(self.generation, [value]),
-                Err(e) => self.owner.lost(self.generation, e),
-            }
+            self.owner
+                .observe(self.generation, result.as_ref().map(std::slice::from_ref));
             result
         })
     }
@@ -491,10 +547,7 @@ impl ConnectionLike for PinnedConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             let result = self.con.req_packed_commands(cmd, offset, count).await;
-            match &result {
-                Ok(values) => self.owner.check_replies(self.generation, values),
-                Err(e) => self.owner.lost(self.generation, e),
-            }
+            self.owner.observe(self.generation, result.as_deref());
             result
         })
     }
@@ -518,6 +571,19 @@ mod tests {
             );
             let late = backoff(30);
             assert!(late >= MAX_BACKOFF / 2 && late <= MAX_BACKOFF, "{late:?}");
+        }
+    }
+
+    #[test]
+    fn a_failover_in_progress_is_retried_sooner_than_other_outages() {
+        for _ in 0..100 {
+            let refused = backoff_capped(30, backoff_cap("refused"));
+            assert!(
+                refused >= FAILOVER_BACKOFF / 2 && refused <= FAILOVER_BACKOFF,
+                "{refused:?}"
+            );
+            let denied = backoff_capped(30, backoff_cap("authentication"));
+            assert!(denied >= MAX_BACKOFF / 2, "{denied:?}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Pantheon's Redis layer. Everything that knows a Redis key name or command lives here;
 //! the other crates call these typed operations:
 //!
+//! * [`acl`] — the least-privilege Redis ACL rules of each role (`pantheon acl`);
 //! * [`layout`] — every key of a cluster, all under one hash tag `{cluster}`;
 //! * [`stream`] — reading stream replies as raw bytes (field names may repeat);
 //! * [`url`], [`deployment`], [`tls`] — which Redis (one server, Sentinel, Cluster; TLS),
@@ -21,6 +22,7 @@
 //! * [`keys`] — finding and deleting keys by pattern, whole namespaces;
 //! * [`server`] — commands to a whole server (stopping one Pantheon started).
 
+pub mod acl;
 pub mod commit;
 pub mod connect;
 pub mod deployment;
@@ -32,6 +34,7 @@ pub mod layout;
 pub mod lease;
 pub mod log;
 pub mod migrate;
+pub mod monitor;
 pub mod probers;
 pub mod readmodel;
 pub mod rejected;

@@ -70,6 +70,10 @@ async fn call<C: ConnectionLike + Send>(
         .arg(ttl.as_millis() as u64)
         .invoke_async(con)
         .await?;
+    Ok(parse(now_ms, &flat))
+}
+
+fn parse(now_ms: u64, flat: &[String]) -> Registry {
     let mut entries = Vec::new();
     for pair in flat.chunks(2) {
         let [id, value] = pair else { continue };
@@ -85,7 +89,7 @@ async fn call<C: ConnectionLike + Send>(
             since_ms,
         });
     }
-    Ok(Registry { now_ms, entries })
+    Registry { now_ms, entries }
 }
 
 /// Registers replica `id` for `ttl` and returns the registry.
@@ -98,12 +102,20 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
     call(con, layout, id, ttl).await
 }
 
-/// Reads the registry without registering.
+/// Reads the registry without registering: `TIME` and `HGETALL` in one pipeline, not the
+/// heartbeat script, so a read-only user (the `reader` ACL role, which may not run scripts)
+/// can read it.
 pub async fn read<C: ConnectionLike + Send>(
     con: &mut C,
     layout: &Layout,
 ) -> Result<Registry, StoreError> {
-    call(con, layout, "", Duration::ZERO).await
+    let ((secs, micros), flat): ((u64, u64), Vec<String>) = redis::pipe()
+        .cmd("TIME")
+        .cmd("HGETALL")
+        .arg(layout.probers())
+        .query_async(con)
+        .await?;
+    Ok(parse(secs * 1000 + micros / 1000, &flat))
 }
 
 /// Removes a replica (graceful shutdown: others take its nodes at once).

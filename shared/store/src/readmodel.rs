@@ -3,7 +3,7 @@
 //!
 //! * `nodes`: hash node id → JSON [`NodeRecord`];
 //! * `ring`: hash with `strategy`, `vnodes`, `members` (`id=weight` space-separated, sorted),
-//!   `fall`, `rise`, `version` (bumped on every change, and by a rebuild), `probers` (live
+//!   `fall`, `rise`, `panic`, `damp_*`, `version` (bumped on every change, and by a rebuild), `probers` (live
 //!   prober replicas, space-separated; absent until first reported);
 //! * `keymap`: hash key → node; `node:<id>:keys`: set of a node's keys; `unowned`: set;
 //! * `cmds`: hash client command id → log id (the de-duplication window);
@@ -43,6 +43,18 @@ pub struct NodeRecord {
     pub last: String,
     pub since: String,
     pub since_ms: u64,
+    /// Dead, but kept in placement with its keys by the panic threshold. Absent (false) in
+    /// records written before the threshold existed.
+    #[serde(default)]
+    pub held: bool,
+    /// Flap damping: the penalty, the log time (ms) it was current, and whether the node is
+    /// damped. Absent (0, 0, false) in records written before damping existed.
+    #[serde(default)]
+    pub penalty: u32,
+    #[serde(default)]
+    pub penalty_at: u64,
+    #[serde(default)]
+    pub damped: bool,
 }
 
 impl NodeRecord {
@@ -60,6 +72,10 @@ impl NodeRecord {
             last: n.last.to_owned(),
             since: n.since.to_string(),
             since_ms: n.since.ms,
+            held: n.held,
+            penalty: n.penalty.value,
+            penalty_at: n.penalty.at,
+            damped: n.damped,
         }
     }
 
@@ -81,6 +97,12 @@ impl NodeRecord {
                 .map_err(|e: pantheon_domain::ids::EntryIdError| e.to_string())?,
             last: Node::transition_name(&self.last)
                 .ok_or_else(|| format!("unknown transition {:?}", self.last))?,
+            held: self.held,
+            penalty: pantheon_domain::damping::Penalty {
+                value: self.penalty,
+                at: self.penalty_at,
+            },
+            damped: self.damped,
         })
     }
 }
@@ -120,6 +142,12 @@ pub fn stage_ring(batch: &mut Batch, layout: &Layout, state: &State, version: u6
         ("vnodes", p.vnodes.to_string()),
         ("fall", p.fall.to_string()),
         ("rise", p.rise.to_string()),
+        ("panic", p.panic.to_string()),
+        ("damp_penalty", p.damp_penalty.to_string()),
+        ("damp_suppress", p.damp_suppress.to_string()),
+        ("damp_reuse", p.damp_reuse.to_string()),
+        ("damp_half_life", p.damp_half_life.to_string()),
+        ("damp_max_suppress", p.damp_max_suppress.to_string()),
         ("members", members_field(state)),
         ("version", version.to_string()),
     ];
@@ -408,10 +436,26 @@ pub async fn load_policy<C: ConnectionLike + Send>(
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| damaged(&key, format!("bad or missing {f}")))
     };
+    // Fields written since the panic threshold and flap damping exist; older ring hashes
+    // imply the defaults.
+    let newer = |f: &str, default: u32| -> Result<u32, StoreError> {
+        match map.get(f) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| damaged(&key, format!("bad {f} {v:?}"))),
+        }
+    };
     Ok(Policy {
         fall: num("fall")?,
         rise: num("rise")?,
         vnodes: num("vnodes")?,
+        panic: newer("panic", Policy::DEFAULT_PANIC)?,
+        damp_penalty: newer("damp_penalty", Policy::DEFAULT_DAMP_PENALTY)?,
+        damp_suppress: newer("damp_suppress", Policy::DEFAULT_DAMP_SUPPRESS)?,
+        damp_reuse: newer("damp_reuse", Policy::DEFAULT_DAMP_REUSE)?,
+        damp_half_life: newer("damp_half_life", Policy::DEFAULT_DAMP_HALF_LIFE)?,
+        damp_max_suppress: newer("damp_max_suppress", Policy::DEFAULT_DAMP_MAX_SUPPRESS)?,
         strategy: map
             .get("strategy")
             .and_then(|s| s.parse::<Strategy>().ok())
@@ -767,5 +811,80 @@ mod tests {
         assert!(parse_members("a").is_err());
         assert!(parse_members("a=x").is_err());
         assert!(parse_members("a b=1").is_err());
+    }
+
+    /// A state with a held and a damped node survives the trip through the stored records
+    /// and the snapshot (checksum included), and records from before these fields load.
+    #[test]
+    fn held_and_damped_nodes_round_trip_through_records_and_snapshots() {
+        use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
+        let join = |n: &str| {
+            LogEntry::new(Command::Join {
+                node: NodeId::new(n).unwrap(),
+                url: format!("http://{n}.local/health"),
+                weight: None,
+            })
+        };
+        let probe = |n: &str, epoch: u64, ok: bool| {
+            LogEntry::new(Command::Probe(ProbeResult {
+                node: NodeId::new(n).unwrap(),
+                epoch,
+                ok,
+                status: None,
+                latency_ms: 1,
+                error: None,
+                prober: None,
+            }))
+        };
+        let mut state = State::default();
+        let mut t = 0u64;
+        let mut apply = |state: &mut State, e: &LogEntry| {
+            t += 100;
+            state.apply(EntryId::new(t, 0), e).unwrap();
+        };
+        for n in ["a", "b", "c"] {
+            apply(&mut state, &join(n));
+        }
+        // a dies twice quickly (damped), then b dies: 2 of 3 out > 50%, so b is held.
+        for ok in [false, false, false, true, true, false, false, false] {
+            apply(&mut state, &probe("a", 1, ok));
+        }
+        for _ in 0..3 {
+            apply(&mut state, &probe("b", 2, false));
+        }
+        let a = state.node(&NodeId::new("a").unwrap()).unwrap();
+        let b = state.node(&NodeId::new("b").unwrap()).unwrap();
+        assert!(a.damped && b.held, "{a:?} {b:?}");
+
+        let records: Vec<NodeRecord> = state.nodes().map(NodeRecord::from_node).collect();
+        let json: Vec<String> = records
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect();
+        let nodes: Vec<Node> = json
+            .iter()
+            .map(|j| {
+                serde_json::from_str::<NodeRecord>(j)
+                    .unwrap()
+                    .to_node()
+                    .unwrap()
+            })
+            .collect();
+        let keys: Vec<(String, Option<NodeId>)> = Vec::new();
+        let restored = State::restore(*state.policy(), state.next_epoch(), nodes, keys, vec![]);
+        assert_eq!(restored.checksum(), state.checksum());
+        assert_eq!(restored.placement().members(), state.placement().members());
+
+        let snap = crate::snapshot::Snapshot::of(&state, EntryId::new(t, 0));
+        let back: crate::snapshot::Snapshot =
+            serde_json::from_slice(&serde_json::to_vec(&snap).unwrap()).unwrap();
+        assert_eq!(back.restore().unwrap().0.checksum(), state.checksum());
+
+        let old = r#"{"node":"x","state":"alive","health":"alive","draining":false,"url":"http://x/h","epoch":1,"weight":1,"fails":0,"successes":0,"last":"joined","since":"5-0","since_ms":5}"#;
+        let node = serde_json::from_str::<NodeRecord>(old)
+            .unwrap()
+            .to_node()
+            .unwrap();
+        assert!(!node.held && !node.damped && node.penalty.value == 0);
     }
 }

@@ -39,6 +39,10 @@ pub fn stage_write(batch: &mut Batch, layout: &Layout, json: &[u8]) {
     batch.call("SET", &[&layout.snapshot()], [json]);
 }
 
+fn default_panic() -> u32 {
+    Policy::DEFAULT_PANIC
+}
+
 /// Serializable form of a [`State`].
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -49,6 +53,12 @@ pub struct Snapshot {
     pub rise: u32,
     pub strategy: String,
     pub vnodes: u32,
+    /// Absent in snapshots written before the panic threshold existed (= the default).
+    #[serde(default = "default_panic")]
+    pub panic: u32,
+    /// Absent in snapshots written before flap damping existed (= the defaults).
+    #[serde(default)]
+    pub damping: Option<Vec<u32>>,
     pub next_epoch: u64,
     pub nodes: Vec<NodeRecord>,
     /// `[key, owner]`, owner `""` when unowned.
@@ -71,6 +81,8 @@ impl Snapshot {
             rise: p.rise,
             strategy: p.strategy.as_str().to_owned(),
             vnodes: p.vnodes,
+            panic: p.panic,
+            damping: Some(p.damping_fields().iter().map(|(_, v)| *v).collect()),
             next_epoch: state.next_epoch(),
             nodes: state.nodes().map(NodeRecord::from_node).collect(),
             keys: state
@@ -97,6 +109,33 @@ impl Snapshot {
             rise: self.rise,
             strategy,
             vnodes: self.vnodes,
+            panic: self.panic,
+            ..Policy::default()
+        };
+        let policy = match self.damping.as_deref() {
+            None => policy,
+            Some(
+                &[
+                    damp_penalty,
+                    damp_suppress,
+                    damp_reuse,
+                    damp_half_life,
+                    damp_max_suppress,
+                ],
+            ) => Policy {
+                damp_penalty,
+                damp_suppress,
+                damp_reuse,
+                damp_half_life,
+                damp_max_suppress,
+                ..policy
+            },
+            Some(other) => {
+                return Err(format!(
+                    "snapshot damping has {} values, not 5",
+                    other.len()
+                ));
+            }
         };
         let nodes = self
             .nodes

@@ -147,12 +147,8 @@ pub(crate) async fn range<C: ConnectionLike + Send>(
     high: Bound,
     count: Option<usize>,
 ) -> Result<Vec<RawEntry>, StoreError> {
-    let mut cmd = redis::cmd("XRANGE");
-    cmd.arg(key).arg(&*low.arg("-")).arg(&*high.arg("+"));
-    if let Some(count) = count {
-        cmd.arg("COUNT").arg(count);
-    }
-    parse_entries(cmd.query_async(con).await?)
+    let (low, high) = (low.arg("-"), high.arg("+"));
+    ranged(con, "XRANGE", key, [&*low, &*high], count).await
 }
 
 /// `XREVRANGE key high low [COUNT count]`, newest first.
@@ -163,8 +159,19 @@ pub(crate) async fn rev_range<C: ConnectionLike + Send>(
     high: Bound,
     count: Option<usize>,
 ) -> Result<Vec<RawEntry>, StoreError> {
-    let mut cmd = redis::cmd("XREVRANGE");
-    cmd.arg(key).arg(&*high.arg("+")).arg(&*low.arg("-"));
+    let (low, high) = (low.arg("-"), high.arg("+"));
+    ranged(con, "XREVRANGE", key, [&*high, &*low], count).await
+}
+
+async fn ranged<C: ConnectionLike + Send>(
+    con: &mut C,
+    command: &str,
+    key: &str,
+    bounds: [&str; 2],
+    count: Option<usize>,
+) -> Result<Vec<RawEntry>, StoreError> {
+    let mut cmd = redis::cmd(command);
+    cmd.arg(key).arg(bounds[0]).arg(bounds[1]);
     if let Some(count) = count {
         cmd.arg("COUNT").arg(count);
     }

@@ -440,19 +440,22 @@ pub(crate) fn info_field(info: &str, field: &str) -> Option<String> {
 }
 
 /// `redis://[:password@]addr/`, the password percent-encoded (RFC 3986 userinfo).
+/// `text` with every byte but RFC 3986's unreserved ones percent-encoded, for a URL.
+pub(crate) fn percent_encode(text: &str) -> String {
+    let mut encoded = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 pub(crate) fn url_with_password(addr: &str, password: Option<&str>) -> String {
     match password {
-        Some(password) => {
-            let mut encoded = String::new();
-            for byte in password.bytes() {
-                if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                    encoded.push(char::from(byte));
-                } else {
-                    encoded.push_str(&format!("%{byte:02X}"));
-                }
-            }
-            format!("redis://:{encoded}@{addr}/")
-        }
+        Some(password) => format!("redis://:{}@{addr}/", percent_encode(password)),
         None => format!("redis://{addr}/"),
     }
 }

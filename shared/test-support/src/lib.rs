@@ -28,6 +28,7 @@
 //! ```
 
 pub mod auth;
+pub mod baseline;
 pub mod process;
 pub mod redis_cluster;
 pub mod sentinel;
@@ -186,6 +187,15 @@ impl TestRedis {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to test Redis {}: {e}", self.url))
+    }
+
+    /// The process id of this Redis server (`INFO server`), to freeze it with SIGSTOP or
+    /// measure its CPU.
+    ///
+    /// # Panics
+    /// When the server does not answer.
+    pub async fn server_pid(&self) -> u32 {
+        server_pid(&mut self.connection().await).await
     }
 
     /// A string unique to this `TestRedis` (`t<pid>-<counter>-<random>`), for key and cluster
@@ -487,4 +497,20 @@ async fn start_container(options: Options) -> Result<(String, ContainerAsync<Red
     let url = format!("redis://{host}:{port}/");
     wait_for_ping(&url, READY_TIMEOUT, || Ok(())).await?;
     Ok((url, container))
+}
+
+/// The process id of the Redis server behind `con` (`INFO server`).
+///
+/// # Panics
+/// When the server does not answer or `INFO` has no `process_id`.
+pub async fn server_pid(con: &mut redis::aio::MultiplexedConnection) -> u32 {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(con)
+        .await
+        .unwrap_or_else(|e| panic!("INFO server: {e}"));
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no process_id in INFO server"))
 }

@@ -21,7 +21,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::auth::{Probe, Server, info_field, poll, query, quote, url_with_password};
+use crate::auth::{
+    Probe, Server, info_field, percent_encode, poll, query, quote, url_with_password,
+};
 
 /// The name the sentinel monitors the master under.
 pub const MASTER_NAME: &str = "pantheon-test";
@@ -37,20 +39,33 @@ pub struct Options {
     /// `requirepass` and `masterauth` on both data nodes, `sentinel auth-pass` on the
     /// sentinel (the sentinel itself needs no password).
     pub password: Option<String>,
+    /// `requirepass` on the sentinel itself (clients then pass `?sentinel_password=`).
+    pub sentinel_password: Option<String>,
+    /// Replicas of the master; 0 means the default, 1. With 2, a write waiting for one
+    /// replica can be confirmed soon after a failover (the other replica follows the new
+    /// master) instead of only once the killed master is back.
+    pub replicas: usize,
 }
 
 impl fmt::Debug for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Options")
             .field("password", &self.password.as_ref().map(|_| "****"))
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "****"),
+            )
+            .field("replicas", &self.replicas)
             .finish()
     }
 }
 
-/// One master, one replica and a sentinel monitoring them. Drop kills and reaps all three.
+/// One master, one replica (or more, see [`Options::replicas`]) and a sentinel monitoring them.
+/// Drop kills and reaps them all.
 pub struct TestSentinel {
     password: Option<String>,
-    /// The two data nodes, the initial master first.
+    sentinel_password: Option<String>,
+    /// The data nodes, the initial master first.
     data: Vec<Server>,
     sentinel: Server,
 }
@@ -87,6 +102,7 @@ impl TestSentinel {
     /// When a process does not start or the deployment does not settle within 30 s.
     pub async fn start_with(options: Options) -> TestSentinel {
         let password = options.password;
+        let sentinel_password = options.sentinel_password;
         let probe = Probe::Plain {
             password: password.clone(),
         };
@@ -99,26 +115,40 @@ impl TestSentinel {
         )
         .await;
         let master_port = master.port();
-        let replica = Server::start(
-            "sentinel-monitored replica",
-            probe,
-            crate::free_port,
-            &[],
-            |port| data_config(port, password.as_deref(), Some(master_port)),
-        )
-        .await;
+        let mut data = vec![master];
+        for _ in 0..options.replicas.max(1) {
+            let replica = Server::start(
+                "sentinel-monitored replica",
+                probe.clone(),
+                crate::free_port,
+                &[],
+                |port| data_config(port, password.as_deref(), Some(master_port)),
+            )
+            .await;
+            data.push(replica);
+        }
         let sentinel = Server::start(
             "sentinel",
-            Probe::Plain { password: None },
+            Probe::Plain {
+                password: sentinel_password.clone(),
+            },
             crate::free_port,
             &["--sentinel"],
-            |port| sentinel_config(port, master_port, password.as_deref()),
+            |port| {
+                sentinel_config(
+                    port,
+                    master_port,
+                    password.as_deref(),
+                    sentinel_password.as_deref(),
+                )
+            },
         )
         .await;
         // From here on, a panic drops `deployment` and so kills all three.
         let deployment = TestSentinel {
             password,
-            data: vec![master, replica],
+            sentinel_password,
+            data,
             sentinel,
         };
         let debug = redis::cmd("SENTINEL")
@@ -132,15 +162,16 @@ impl TestSentinel {
             .arg("tilt-period")
             .arg(5000)
             .clone();
-        if let Err(e) = query::<()>(&deployment.sentinel.addr(), None, &debug).await {
+        if let Err(e) = deployment.ask_sentinel::<()>(&debug).await {
             panic!("SENTINEL DEBUG failed: {e}\n{}", deployment.describe());
         }
         let master_addr = deployment.data[0].addr();
-        let replica_addr = deployment.data[1].addr();
         let result = poll(SETTLE_TIMEOUT, || async {
-            deployment
-                .check_replica(&replica_addr, &master_addr)
-                .await?;
+            for replica in &deployment.data[1..] {
+                deployment
+                    .check_replica(&replica.addr(), &master_addr)
+                    .await?;
+            }
             let sentinel_master = deployment.try_master_addr().await?;
             if sentinel_master == master_addr {
                 Ok(())
@@ -158,9 +189,24 @@ impl TestSentinel {
         deployment
     }
 
-    /// `redis+sentinel://127.0.0.1:<sentinel port>/<master name>`. The data nodes' password,
-    /// if any, is not in it: see [`password`](Self::password).
+    /// `redis+sentinel://127.0.0.1:<sentinel port>/<master name>`, with
+    /// `?sentinel_password=` when the sentinel has one. The data nodes' password, if any, is
+    /// not in it: see [`password`](Self::password).
     pub fn url(&self) -> String {
+        let mut url = format!(
+            "redis+sentinel://{}/{}",
+            self.sentinel.addr(),
+            self.master_name()
+        );
+        if let Some(password) = &self.sentinel_password {
+            url.push_str("?sentinel_password=");
+            url.push_str(&percent_encode(password));
+        }
+        url
+    }
+
+    /// The same URL without the sentinel's password (to see it refused).
+    pub fn url_without_sentinel_password(&self) -> String {
         format!(
             "redis+sentinel://{}/{}",
             self.sentinel.addr(),
@@ -183,7 +229,7 @@ impl TestSentinel {
         self.password.as_deref()
     }
 
-    /// `redis://[:password@]127.0.0.1:<port>/` of the two data nodes, the initial master
+    /// `redis://[:password@]127.0.0.1:<port>/` of the data nodes, the initial master
     /// first (whatever their roles are now).
     pub fn data_urls(&self) -> Vec<String> {
         self.data
@@ -218,8 +264,7 @@ impl TestSentinel {
             .clone();
         // -NOGOODSLAVE right after a restart: the sentinel has not seen the replica's link up
         // yet; -INPROG: a failover runs. Both pass.
-        let sentinel = self.sentinel.addr();
-        if let Err(e) = poll(SETTLE_TIMEOUT, || query::<()>(&sentinel, None, &failover)).await {
+        if let Err(e) = poll(SETTLE_TIMEOUT, || self.ask_sentinel::<()>(&failover)).await {
             panic!("SENTINEL FAILOVER refused: {e}\n{}", self.describe());
         }
         let result = poll(SETTLE_TIMEOUT, || async {
@@ -270,6 +315,12 @@ impl TestSentinel {
     /// # Panics
     /// When `addr` is not a data node or it does not become a replica within 30 s.
     pub async fn restart(&mut self, addr: &str) {
+        if let Err(e) = poll(SETTLE_TIMEOUT, || self.check_failover_ended(addr)).await {
+            panic!(
+                "the sentinel did not end its failover away from {addr}: {e}\n{}",
+                self.describe()
+            );
+        }
         self.node_mut(addr).restart().await;
         let result = poll(SETTLE_TIMEOUT, || async {
             let master = self.try_master_addr().await?;
@@ -287,15 +338,50 @@ impl TestSentinel {
         }
     }
 
-    async fn try_master_addr(&self) -> Result<String, String> {
-        let reply: Option<(String, String)> = query(
+    /// Ok when the sentinel names a master other than `old` and has ended the failover to
+    /// it: `SENTINEL MASTER` shows plain `master` flags (no failover in progress) and a
+    /// ping answered (`last-ping-sent` 0). Restarting an empty, unpersisted old master
+    /// before that can get *it* promoted, and the other node then resyncs from it: all data
+    /// lost (Redis's replication docs warn against auto-restarting such a master; seen in 3
+    /// of 7 immediate restarts, docs/benchmarks.md, "Redis layer", note 5).
+    async fn check_failover_ended(&self, old: &str) -> Result<(), String> {
+        let master = self.try_master_addr().await?;
+        if master == old {
+            return Err(format!("the sentinel still names {old} as master"));
+        }
+        let fields: Vec<String> = self
+            .ask_sentinel(redis::cmd("SENTINEL").arg("MASTER").arg(MASTER_NAME))
+            .await?;
+        let fields = pairs(&fields);
+        let flags = fields.get("flags").map(String::as_str);
+        let last_ping = fields.get("last-ping-sent").map(String::as_str);
+        if flags == Some("master") && last_ping == Some("0") {
+            Ok(())
+        } else {
+            Err(format!(
+                "failover to {master} not ended: flags {flags:?}, last-ping-sent {last_ping:?}"
+            ))
+        }
+    }
+
+    /// A command to the sentinel, with its password if it has one.
+    async fn ask_sentinel<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
+        query(
             &self.sentinel.addr(),
-            None,
-            redis::cmd("SENTINEL")
-                .arg("GET-MASTER-ADDR-BY-NAME")
-                .arg(MASTER_NAME),
+            self.sentinel_password.as_deref(),
+            cmd,
         )
-        .await?;
+        .await
+    }
+
+    async fn try_master_addr(&self) -> Result<String, String> {
+        let reply: Option<(String, String)> = self
+            .ask_sentinel(
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(MASTER_NAME),
+            )
+            .await?;
         let (host, port) =
             reply.ok_or_else(|| format!("the sentinel does not know {MASTER_NAME}"))?;
         Ok(format!("{host}:{port}"))
@@ -336,12 +422,9 @@ impl TestSentinel {
         if field("master_link_status") != "up" {
             return Err(format!("{replica}: link to {master} is not up"));
         }
-        let replicas: Vec<Vec<String>> = query(
-            &self.sentinel.addr(),
-            None,
-            redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER_NAME),
-        )
-        .await?;
+        let replicas: Vec<Vec<String>> = self
+            .ask_sentinel(redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER_NAME))
+            .await?;
         let seen = replicas
             .iter()
             .map(|fields| pairs(fields))
@@ -389,7 +472,12 @@ fn data_config(port: u16, password: Option<&str>, master_port: Option<u16>) -> S
     config
 }
 
-fn sentinel_config(port: u16, master_port: u16, password: Option<&str>) -> String {
+fn sentinel_config(
+    port: u16,
+    master_port: u16,
+    password: Option<&str>,
+    sentinel_password: Option<&str>,
+) -> String {
     let mut config = format!(
         "port {port}\n\
          sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 1\n\
@@ -402,6 +490,9 @@ fn sentinel_config(port: u16, master_port: u16, password: Option<&str>) -> Strin
             "sentinel auth-pass {MASTER_NAME} {}\n",
             quote(password)
         ));
+    }
+    if let Some(password) = sentinel_password {
+        config.push_str(&format!("requirepass {}\n", quote(password)));
     }
     config
 }

@@ -292,6 +292,7 @@ async fn sentinel_manual_failover_with_password() {
         let began = Instant::now();
         let sentinel = TestSentinel::start_with(Options {
             password: Some(String::from("se cret/@")),
+            ..Options::default()
         })
         .await;
         eprintln!("sentinel deployment started in {:?}", began.elapsed());

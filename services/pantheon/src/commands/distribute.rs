@@ -29,9 +29,10 @@ fn read_keys(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     for (n, line) in reader.lines().enumerate() {
         let line =
             line.map_err(|e| CliError::usage(format!("{} line {}: {e}", path.display(), n + 1)))?;
-        let key = line.trim();
-        if !key.is_empty() {
-            keys.push(key.to_owned());
+        // Keys are exact bytes: only the line break (`\n` or `\r\n`) is removed, never
+        // spaces. An empty line is no key and is skipped.
+        if !line.is_empty() {
+            keys.push(line);
         }
     }
     Ok(keys)
@@ -86,7 +87,7 @@ pub async fn run(args: DistributeArgs, settings: &Settings) -> anyhow::Result<()
             .client
             .distribute(chunk.iter().cloned())
             .await
-            .map_err(client_error)?;
+            .map_err(|e| write::append_error(&ids, e))?;
         ids.extend(sent);
         bar.inc(chunk.len() as u64);
     }

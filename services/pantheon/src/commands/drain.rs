@@ -15,7 +15,7 @@ pub async fn run(args: NodeArgs, settings: &Settings, drain: bool) -> anyhow::Re
     } else {
         cluster.client.undrain(&args.node).await
     }
-    .map_err(client_error)?;
+    .map_err(|e| write::append_error(&[], e))?;
     let what = format!("{} {}", if drain { "drain" } else { "undrain" }, args.node);
     let Some(events) = write::settle_one(&cluster, &what, id, &args.wait, settings).await? else {
         return Ok(());
@@ -24,7 +24,7 @@ pub async fn run(args: NodeArgs, settings: &Settings, drain: bool) -> anyhow::Re
         .client
         .node_health(&args.node)
         .await
-        .map_err(client_error)?;
+        .map_err(|e| write::after_append(&what, id, client_error(e)))?;
     let state = record.as_ref().map_or("unknown", |r| r.state.as_str());
     let message = if drain {
         format!(

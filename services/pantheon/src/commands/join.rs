@@ -25,7 +25,7 @@ pub async fn run(args: JoinArgs, settings: &Settings) -> anyhow::Result<()> {
         }
         _ => return Err(crate::usage("give --url, or --address and --port")),
     }
-    .map_err(client_error)?;
+    .map_err(|e| write::append_error(&[], e))?;
     let what = format!("join {}", args.node);
     let Some(events) = write::settle_one(&cluster, &what, id, &args.wait, settings).await? else {
         return Ok(());
@@ -34,8 +34,14 @@ pub async fn run(args: JoinArgs, settings: &Settings) -> anyhow::Result<()> {
         .client
         .node_health(&args.node)
         .await
-        .map_err(client_error)?;
+        .map_err(|e| write::after_append(&what, id, client_error(e)))?;
     let message = match &record {
+        // Nothing has probed the node yet: "alive" would be a guess (the address may not
+        // even be allowed to be probed).
+        Some(n) if n.last == "joined" => format!(
+            "{} joined: epoch {}, weight {}, health {}; waiting for its first probe",
+            n.node, n.epoch, n.weight, n.url
+        ),
         Some(n) => format!(
             "{} joined: epoch {}, weight {}, health {}; now {}",
             n.node, n.epoch, n.weight, n.url, n.state

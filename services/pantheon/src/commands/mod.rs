@@ -1,6 +1,7 @@
 //! One module per command. Each takes its parsed arguments and the loaded configuration,
 //! prints its result (text, or JSON with `--json`) and returns an error with an exit code.
 
+pub mod acl;
 pub mod audit;
 pub mod config;
 pub mod distribute;
@@ -40,5 +41,6 @@ pub async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
         Command::Rebuild(args) => rebuild::run(args, settings).await,
         Command::Migrate(args) => migrate::run(args, settings).await,
         Command::Config(args) => config::run(args, loaded),
+        Command::Acl(args) => acl::run(&args, settings),
     }
 }

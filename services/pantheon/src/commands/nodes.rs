@@ -1,7 +1,8 @@
-//! `pantheon nodes`: every node with its state, epoch, weight, keys owned (`SCARD` of its
-//! key set) and health URL.
+//! `pantheon nodes`: every node with its state, epoch, weight, keys owned, ring share and
+//! health URL, then the leader, its lag and the live probers: the client library's
+//! [`pantheon_client::Pantheon::status`], printed.
 
-use pantheon_client::NodeRecord;
+use pantheon_client::status::{ClusterStatus, NodeStatus};
 use pantheon_domain::NodeId;
 use pantheon_store::readmodel;
 use serde::Serialize;
@@ -11,23 +12,28 @@ use crate::config::Settings;
 use crate::connect::{Cluster, client_error};
 use crate::output::{self, count};
 
+/// `nodes --json`: the library's status, in the shape this command has always printed.
 #[derive(Debug, Serialize)]
-struct NodeView {
-    #[serde(flatten)]
-    record: NodeRecord,
-    /// Keys this node owns now.
-    keys: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct Summary {
-    cluster: String,
-    nodes: Vec<NodeView>,
+struct Summary<'a> {
+    cluster: &'a str,
+    nodes: &'a [NodeStatus],
     /// Assigned keys with an owner.
     owned_keys: u64,
     /// Assigned keys no node can own right now.
     unowned_keys: u64,
     ring_version: u64,
+}
+
+impl<'a> From<&'a ClusterStatus> for Summary<'a> {
+    fn from(s: &'a ClusterStatus) -> Self {
+        Self {
+            cluster: &s.cluster,
+            nodes: &s.nodes,
+            owned_keys: s.owned_keys,
+            unowned_keys: s.unowned_keys,
+            ring_version: s.ring_version,
+        }
+    }
 }
 
 /// Keys owned per node, in the order given.
@@ -41,21 +47,8 @@ pub async fn key_counts(cluster: &Cluster, nodes: &[String]) -> anyhow::Result<V
 
 pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
     let cluster = Cluster::connect(settings).await?;
-    let records = cluster.client.nodes().await.map_err(client_error)?;
-    let names: Vec<String> = records.iter().map(|r| r.node.clone()).collect();
-    let counts = key_counts(&cluster, &names).await?;
-    let totals = readmodel::key_totals(&mut cluster.con.clone(), &cluster.layout).await?;
-    let summary = Summary {
-        cluster: cluster.name.clone(),
-        nodes: records
-            .into_iter()
-            .zip(counts)
-            .map(|(record, keys)| NodeView { record, keys })
-            .collect(),
-        owned_keys: totals.owned,
-        unowned_keys: totals.unowned,
-        ring_version: totals.ring_version,
-    };
+    let status = cluster.client.status().await.map_err(client_error)?;
+    let summary = Summary::from(&status);
     if args.json {
         return output::json(&summary);
     }
@@ -78,6 +71,7 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
                 r.epoch.to_string(),
                 r.weight.to_string(),
                 count(n.keys),
+                format!("{:.1}%", n.ring_share * 100.0),
                 format!(
                     "{} {} ago",
                     r.last,
@@ -96,6 +90,7 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
                 "EPOCH",
                 "WEIGHT",
                 "KEYS",
+                "SHARE",
                 "LAST CHANGE",
                 "HEALTH URL"
             ],
@@ -115,5 +110,20 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     footer.push_str(&format!(", ring version {}", summary.ring_version));
     crate::outln!("{footer}");
+    let p = &status.projector;
+    let leader = match (&p.leader, p.lease_held) {
+        (Some(l), true) => format!("leader {l} (fence {})", p.fence),
+        _ => "no projector leads".to_owned(),
+    };
+    let probers: Vec<&str> = status.probers.iter().map(|p| p.id.as_str()).collect();
+    crate::outln!(
+        "{leader}, {} log entries behind; probers: {}",
+        count(p.lag_entries),
+        if probers.is_empty() {
+            "none alive".to_owned()
+        } else {
+            probers.join(", ")
+        }
+    );
     Ok(())
 }

@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::UpArgs;
 use crate::config::{Settings, mask_url};
 use crate::connect::Cluster;
+use crate::error::CliError;
 use crate::local_redis;
+use pantheon_store::acl::Role;
 
 /// Extra time, beyond the prober's grace period, for both to stop after the signal.
 const STOP_MARGIN: Duration = Duration::from_secs(5);
@@ -110,6 +112,13 @@ async fn serve(
     prober: pantheon_prober::ProberConfig,
 ) -> anyhow::Result<()> {
     let shutdown = pantheon_service::shutdown_on_signals();
+    // Up before Redis is: /healthz answers and /readyz says why it is not ready.
+    if let Some(addr) = pantheon_service::start_http(settings, true, &shutdown)
+        .await
+        .map_err(crate::usage)?
+    {
+        eprintln!("pantheon up: HTTP endpoint on http://{addr}/ (/healthz /readyz /metrics)");
+    }
     // Waits while nothing answers; fails fast on what waiting cannot fix (a password, TLS,
     // a schema newer than this binary). The projector applies pending migrations itself
     // when it takes the lead.
@@ -121,7 +130,14 @@ async fn serve(
         }
         failures += 1;
     }
-    Cluster::connect(settings).await?;
+    let cluster = Cluster::connect(settings).await?;
+    // A user without the service's permissions would retry NOPERM forever inside the
+    // services: say which command and key is missing, once, and stop.
+    let mut con = cluster.con.dedicated().await?;
+    pantheon_store::acl::check(&mut con, Role::Service, &cluster.layout, cluster.con.user())
+        .await
+        .map_err(|e| CliError::failed(format!("cannot run the services: {e}")))?;
+    drop(con);
     let grace = prober.grace;
     eprintln!(
         "pantheon up: projector {:?} and prober {:?} for cluster {:?} on {}; Ctrl-C or SIGTERM stops them",

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::write;
 use crate::cli::WeightArgs;
 use crate::config::Settings;
-use crate::connect::{Cluster, client_error};
+use crate::connect::Cluster;
 
 pub async fn run(args: WeightArgs, settings: &Settings) -> anyhow::Result<()> {
     let cluster = Cluster::connect(settings).await?;
@@ -13,7 +13,7 @@ pub async fn run(args: WeightArgs, settings: &Settings) -> anyhow::Result<()> {
         .client
         .set_weight(&args.node, args.weight)
         .await
-        .map_err(client_error)?;
+        .map_err(|e| write::append_error(&[], e))?;
     let what = format!("weight {} {}", args.node, args.weight);
     let Some(events) = write::settle_one(&cluster, &what, id, &args.wait, settings).await? else {
         return Ok(());

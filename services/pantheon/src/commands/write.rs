@@ -11,6 +11,46 @@ use crate::config::Settings;
 use crate::connect::{Cluster, client_error};
 use crate::error::{self, CliError};
 
+/// Whether an error is Redis refusing a command to this user (`NOPERM`).
+fn is_denied(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("NOPERM")
+}
+
+/// An append that failed: on a missing permission, says that nothing was written (or which
+/// entries of a multi-entry write were, `written` in log order).
+pub fn append_error(written: &[EntryId], e: ClientError) -> anyhow::Error {
+    let e = client_error(e);
+    if !is_denied(&e) {
+        return e;
+    }
+    let status = match written.last() {
+        None => "nothing was written".to_owned(),
+        Some(last) => format!(
+            "{} earlier log entr{} written (last {last}), the rest not",
+            written.len(),
+            if written.len() == 1 {
+                "y was"
+            } else {
+                "ies were"
+            }
+        ),
+    };
+    CliError::failed(format!("{status}: {e:#}")).into()
+}
+
+/// A failure after entry `id` was appended: on a missing permission, says the entry is in
+/// the log (the projector applies it whatever this user may read).
+pub fn after_append(what: &str, id: EntryId, e: anyhow::Error) -> anyhow::Error {
+    if !is_denied(&e) {
+        return e;
+    }
+    CliError::failed(format!(
+        "{what}: log entry {id} was written (the projector will apply it), but reading the \
+         outcome failed: {e:#}"
+    ))
+    .into()
+}
+
 /// How long to wait, from the flag or the configuration.
 pub fn timeout(wait: &WaitArgs, settings: &Settings) -> Duration {
     wait.timeout_ms
@@ -55,7 +95,7 @@ pub async fn settle(
             )
             .into())
         }
-        Err(e) => Err(client_error(e)),
+        Err(e) => Err(after_append(what, id, client_error(e))),
     }
 }
 
@@ -71,7 +111,10 @@ pub async fn settle_one(
     if settle(cluster, what, id, wait, settings).await?.is_none() {
         return Ok(None);
     }
-    events_caused_by(cluster, &[id], 100).await.map(Some)
+    events_caused_by(cluster, &[id], 100)
+        .await
+        .map(Some)
+        .map_err(|e| after_append(what, id, e))
 }
 
 /// Events caused by the given log entries, oldest first, found among the latest `scan`

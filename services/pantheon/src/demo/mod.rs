@@ -359,7 +359,7 @@ async fn story(
     }
 
     pause().await;
-    let items = audit::timeline(cluster, &audit::Filter::default()).await?;
+    let items = audit::timeline(cluster, &pantheon_client::audit::AuditFilter::default()).await?;
     say.say(&format!(
         "The audit timeline, from the events and the log (`pantheon audit --cluster {}`; times UTC):",
         cluster.name

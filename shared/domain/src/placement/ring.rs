@@ -66,6 +66,63 @@ impl Ring {
         }
     }
 
+    /// This ring with its members replaced by `members`, without rebuilding it: only the
+    /// points of members that joined or changed weight are hashed, the points of members that
+    /// left are dropped, and one merge pass puts the two sorted lists together. Equal to
+    /// `Ring::new(members, self.vnodes())` point for point (a burst of joins decided together
+    /// costs one pass over the ring, not one rebuild per join).
+    pub fn updated(&self, mut members: Vec<Member>) -> Ring {
+        members.sort_by(|a, b| a.node.cmp(&b.node));
+        members.dedup_by(|a, b| a.node == b.node);
+        // Old member index → new member index, `None` when its points must go (it left or its
+        // weight changed, so its points are hashed again below).
+        let mut remap: Vec<Option<u32>> = vec![None; self.members.len()];
+        let mut fresh = Vec::new();
+        let (mut i, mut j) = (0usize, 0usize);
+        while j < members.len() {
+            let wanted = &members[j];
+            while i < self.members.len() && self.members[i].node < wanted.node {
+                i += 1;
+            }
+            match self.members.get(i) {
+                Some(old) if old.node == wanted.node && old.weight == wanted.weight => {
+                    remap[i] = Some(j as u32);
+                }
+                _ => {
+                    let count = self.vnodes.saturating_mul(wanted.weight);
+                    fresh.extend((0..count).map(|p| Point {
+                        hash: point_hash(&wanted.node, p),
+                        member: j as u32,
+                    }));
+                }
+            }
+            j += 1;
+        }
+        fresh.sort_unstable_by_key(|p| (p.hash, p.member));
+        let kept = self.points.iter().filter_map(|p| {
+            remap[p.member as usize].map(|member| Point {
+                hash: p.hash,
+                member,
+            })
+        });
+        let mut points = Vec::with_capacity(self.points.len() + fresh.len());
+        let mut fresh = fresh.into_iter().peekable();
+        for p in kept {
+            while let Some(f) = fresh.next_if(|f| (f.hash, f.member) < (p.hash, p.member)) {
+                points.push(f);
+            }
+            points.push(p);
+        }
+        points.extend(fresh);
+        let index = LineIndex::build(&points);
+        Ring {
+            members,
+            points,
+            index,
+            vnodes: self.vnodes,
+        }
+    }
+
     /// Points per unit of weight this ring was built with.
     pub fn vnodes(&self) -> u32 {
         self.vnodes
@@ -235,6 +292,47 @@ mod tests {
             let covered = ranges.iter().any(|&(lo, hi)| lo <= h && h <= hi);
             assert_eq!(changed, covered, "{key}");
         }
+    }
+
+    fn same_points(a: &Ring, b: &Ring) -> bool {
+        a.members == b.members
+            && a.points.len() == b.points.len()
+            && a.points
+                .iter()
+                .zip(&b.points)
+                .all(|(x, y)| x.hash == y.hash && x.member == y.member)
+    }
+
+    #[test]
+    fn an_updated_ring_equals_a_rebuilt_one() {
+        let before = Ring::new(vec![member("b", 1), member("c", 2), member("e", 1)], 64);
+        let cases = [
+            vec![
+                member("a", 1),
+                member("b", 1),
+                member("c", 2),
+                member("e", 1),
+            ],
+            vec![member("b", 1), member("e", 1)],
+            vec![member("b", 3), member("d", 1), member("f", 2)],
+            vec![],
+            vec![member("c", 2)],
+        ];
+        for members in cases {
+            let updated = before.updated(members.clone());
+            let rebuilt = Ring::new(members.clone(), 64);
+            assert!(same_points(&updated, &rebuilt), "{members:?}");
+            for i in 0..2000 {
+                let key = format!("k{i}");
+                assert_eq!(updated.owner(&key), rebuilt.owner(&key), "{key}");
+            }
+        }
+        let empty = Ring::new(vec![], 64);
+        let grown = empty.updated(vec![member("x", 2), member("y", 1)]);
+        assert!(same_points(
+            &grown,
+            &Ring::new(vec![member("x", 2), member("y", 1)], 64)
+        ));
     }
 
     #[test]

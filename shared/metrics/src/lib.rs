@@ -1,0 +1,192 @@
+//! The process's own Prometheus metrics: what the projector and the prober running in this
+//! process did (entries folded, commit times, probes sent), and the projector's role. One set
+//! per process, like Prometheus's default registry, so the libraries update them without a
+//! handle being threaded through every call; the HTTP endpoint (`pantheon-service`)
+//! registers them next to the cluster gauges it reads from Redis at scrape time.
+//!
+//! Every label has a small fixed set of values (an outcome, an error kind, a rejection
+//! reason): no node ids, no keys.
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use pantheon_domain::Rejection;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `pantheon_entries_total` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntryLabels {
+    /// `applied` or `rejected`.
+    pub outcome: &'static str,
+    /// Why an entry was rejected (`decode`, `unknown_node`, ...); empty when applied.
+    pub reason: &'static str,
+}
+
+/// `pantheon_probes_total` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    /// `ok` or `failed`.
+    pub outcome: &'static str,
+    /// `ok`, or the failure: `refused`, `timeout`, `status`, `protocol`, `policy`.
+    pub kind: &'static str,
+}
+
+/// What this process's projector is doing, for `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// No projector runs in this process (or it stopped).
+    None,
+    /// Waiting for the lease.
+    Standby,
+    /// Holding the lease and committing.
+    Leading,
+}
+
+/// The process's metrics.
+#[derive(Debug)]
+pub struct ProcessMetrics {
+    pub entries: Family<EntryLabels, Counter>,
+    pub commit_duration: Histogram,
+    pub probes: Family<ProbeLabels, Counter>,
+    pub probe_latency: Histogram,
+    /// 1 while this process's projector leads.
+    pub leader: Gauge,
+    role: AtomicU8,
+}
+
+static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| ProcessMetrics {
+    entries: Family::default(),
+    // 0.5 ms .. ~4 s: a commit is a Lua script over one batch.
+    commit_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+    probes: Family::default(),
+    // 1 ms .. ~8 s: probe timeouts are configured in hundreds of milliseconds.
+    probe_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+    leader: Gauge::default(),
+    role: AtomicU8::new(0),
+});
+
+/// The process's metrics.
+pub fn process() -> &'static ProcessMetrics {
+    &METRICS
+}
+
+impl ProcessMetrics {
+    /// Registers them under `pantheon_` in `registry`.
+    pub fn register(&'static self, registry: &mut Registry) {
+        registry.register(
+            "pantheon_entries",
+            "Log entries folded by this process's projector, by outcome and rejection reason",
+            self.entries.clone(),
+        );
+        registry.register(
+            "pantheon_commit_duration_seconds",
+            "Time of one atomic commit (read models, events, checkpoint) in Redis",
+            self.commit_duration.clone(),
+        );
+        registry.register(
+            "pantheon_probes",
+            "Health probes sent by this process's prober, by outcome and failure kind",
+            self.probes.clone(),
+        );
+        registry.register(
+            "pantheon_probe_latency_seconds",
+            "Time from sending a probe to its result",
+            self.probe_latency.clone(),
+        );
+        registry.register(
+            "pantheon_leader",
+            "1 while this process's projector holds the lease",
+            self.leader.clone(),
+        );
+    }
+
+    /// One entry folded: applied, or rejected and why.
+    pub fn entry(&self, result: Result<(), &Rejection>) {
+        let labels = match result {
+            Ok(()) => EntryLabels {
+                outcome: "applied",
+                reason: "",
+            },
+            Err(r) => EntryLabels {
+                outcome: "rejected",
+                reason: rejection_reason(r),
+            },
+        };
+        self.entries.get_or_create(&labels).inc();
+    }
+
+    /// One probe result; `error` is the failure kind's name.
+    pub fn probe(&self, ok: bool, error: Option<&'static str>, latency_ms: u32) {
+        let labels = ProbeLabels {
+            outcome: if ok { "ok" } else { "failed" },
+            kind: if ok { "ok" } else { error.unwrap_or("failed") },
+        };
+        self.probes.get_or_create(&labels).inc();
+        self.probe_latency.observe(f64::from(latency_ms) / 1000.0);
+    }
+
+    pub fn set_role(&self, role: Role) {
+        let (code, leading) = match role {
+            Role::None => (0, 0),
+            Role::Standby => (1, 0),
+            Role::Leading => (2, 1),
+        };
+        self.role.store(code, Ordering::Relaxed);
+        self.leader.set(leading);
+    }
+
+    pub fn role(&self) -> Role {
+        match self.role.load(Ordering::Relaxed) {
+            1 => Role::Standby,
+            2 => Role::Leading,
+            _ => Role::None,
+        }
+    }
+}
+
+/// A bounded label for a rejection: the kind of reason, never its text (which names nodes).
+pub fn rejection_reason(r: &Rejection) -> &'static str {
+    match r {
+        Rejection::Decode(_) => "decode",
+        Rejection::UnknownNode(_) => "unknown_node",
+        Rejection::TooManyNodes => "too_many_nodes",
+        Rejection::RingTooLarge { .. } => "ring_too_large",
+        Rejection::FutureEpoch { .. } => "future_epoch",
+        #[allow(unreachable_patterns)]
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    #[test]
+    fn metrics_encode_with_bounded_labels() {
+        let m = process();
+        m.entry(Ok(()));
+        m.entry(Err(&Rejection::TooManyNodes));
+        m.probe(false, Some("refused"), 3);
+        m.set_role(Role::Leading);
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(r#"pantheon_entries_total{outcome="rejected",reason="too_many_nodes"}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"pantheon_probes_total{outcome="failed",kind="refused"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("pantheon_leader 1"), "{text}");
+        assert_eq!(m.role(), Role::Leading);
+    }
+}

@@ -1,0 +1,587 @@
+//! Correlated failures (issue 11), measured with a real projector, a real prober, real HTTP
+//! servers on loopback and a `redis-server` started for the run:
+//!
+//! 1. **Join burst, fold only** (same run, side by side): folding N `join` entries with the
+//!    old behaviour (a full ring rebuild per join, as `placement::build` does), with the
+//!    incremental ring per join (`State::apply`), and batched as the projector does it
+//!    (`State::apply_deferred`, one `settle` per 500 entries).
+//! 2. **Join burst, end to end**: 1,000 joins XADDed back to back; time from the first XADD
+//!    until the projector's checkpoint reaches the last one.
+//! 3. **Flapping, fold only**: a node down/up every 2 s for 10 minutes, probed at the default
+//!    cadences (1 s alive, 200 ms suspect, 5 s dead) next to a healthy node probed every
+//!    second, through the real fold with and without flap damping: rebalances while flapping,
+//!    and how long after it stops the node owns keys again.
+//! 4. **Mass death**: 400 nodes on 5 HTTP servers (80 health paths each), the default prober
+//!    and policy; one server stops. Measured: from the stop until each `died` is readable
+//!    (blocking XREAD on the events stream), and the projector lag of each `died` (readable
+//!    time − the time in its cause's log id).
+//!
+//! ```text
+//! cargo bench -p pantheon-prober --bench bursts
+//! ```
+//!
+//! Without `--bench` (as in `cargo test --benches`) it runs at a small scale as a smoke test.
+//! Results and the machine are in `docs/benchmarks.md`, "Correlated failures (issue 11)".
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::Path;
+use axum::routing::get;
+use pantheon_domain::entry::{Command, LogEntry};
+use pantheon_domain::placement::{self, Member};
+use pantheon_domain::{EntryId, NodeId, Policy, State};
+use pantheon_prober::ProberConfig;
+use pantheon_projector::ProjectorConfig;
+use pantheon_store::{Deployment, Layout, readmodel, stream};
+use pantheon_test_support::TestRedis;
+use redis::aio::MultiplexedConnection;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(120);
+const JOINS_PER_PIPE: usize = 500;
+/// The projector's default `batch_entries`: the fold-only batched row settles this often.
+const BATCH: usize = 500;
+
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Joins folded with a full rebuild per join (quadratic: kept small).
+    rebuild_joins: usize,
+    /// Joins folded incrementally and batched, and XADDed end to end.
+    joins: usize,
+    servers: usize,
+    per_server: usize,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn node_id(i: usize) -> NodeId {
+    NodeId::new(&format!("node-{i}")).expect("node id")
+}
+
+fn join_entry(i: usize, url: String) -> LogEntry {
+    LogEntry::new(Command::Join {
+        node: node_id(i),
+        url,
+        weight: None,
+    })
+}
+
+async fn connect_to(url: &str) -> MultiplexedConnection {
+    let client = redis::Client::open(url).expect("redis client");
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("redis connection")
+}
+
+fn xadd_cmd(log: &str, entry: &LogEntry) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(log).arg("*");
+    for (k, v) in entry.encode() {
+        cmd.arg(k).arg(v);
+    }
+    cmd
+}
+
+async fn applied_within(
+    con: &mut MultiplexedConnection,
+    layout: &Layout,
+    id: EntryId,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let last = readmodel::load_checkpoint(con, layout)
+            .await
+            .expect("checkpoint")
+            .and_then(|c| c.last_id);
+        if last.is_some_and(|l| l >= id) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// XADDs `entries` back to back (pipelined); returns the last id.
+async fn xadd_all(con: &mut MultiplexedConnection, log: &str, entries: &[LogEntry]) -> EntryId {
+    let mut last = EntryId::ZERO;
+    for chunk in entries.chunks(JOINS_PER_PIPE) {
+        let mut pipe = redis::pipe();
+        for e in chunk {
+            pipe.add_command(xadd_cmd(log, e));
+        }
+        let ids: Vec<String> = pipe.query_async(con).await.expect("XADD");
+        last = ids.last().and_then(|s| s.parse().ok()).expect("entry id");
+    }
+    last
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 1: the fold alone.
+
+#[derive(Debug)]
+struct FoldRow {
+    how: &'static str,
+    joins: usize,
+    took: Duration,
+}
+
+fn fold_rows(plan: Plan) -> Vec<FoldRow> {
+    let vnodes = Policy::default().vnodes;
+    let mut rows = Vec::new();
+    // The old behaviour: every join rebuilt the whole ring.
+    let started = Instant::now();
+    let mut members = Vec::new();
+    let mut ring = placement::build(placement::Strategy::Ring, vnodes, Vec::new());
+    for i in 0..plan.rebuild_joins {
+        members.push(Member {
+            node: node_id(i),
+            weight: 1,
+        });
+        ring = placement::build(placement::Strategy::Ring, vnodes, members.clone());
+    }
+    assert_eq!(ring.members().len(), plan.rebuild_joins);
+    rows.push(FoldRow {
+        how: "full ring rebuild per join (before)",
+        joins: plan.rebuild_joins,
+        took: started.elapsed(),
+    });
+    for joins in [plan.rebuild_joins, plan.joins] {
+        let entries: Vec<LogEntry> = (0..joins)
+            .map(|i| join_entry(i, format!("http://127.0.0.1:9/health/{i}")))
+            .collect();
+        let started = Instant::now();
+        let mut state = State::default();
+        for (i, e) in entries.iter().enumerate() {
+            state
+                .apply(EntryId::new(1, i as u64), e)
+                .expect("join applies");
+        }
+        rows.push(FoldRow {
+            how: "incremental ring, rebalance per join",
+            joins,
+            took: started.elapsed(),
+        });
+        let started = Instant::now();
+        let mut state = State::default();
+        for (i, e) in entries.iter().enumerate() {
+            state
+                .apply_deferred(EntryId::new(1, i as u64), e)
+                .expect("join applies");
+            if i % BATCH == BATCH - 1 {
+                state.settle();
+            }
+        }
+        state.settle();
+        assert_eq!(state.placement().members().len(), joins);
+        rows.push(FoldRow {
+            how: "incremental ring, one rebalance per 500-entry batch (after)",
+            joins,
+            took: started.elapsed(),
+        });
+    }
+    rows
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 3: flapping through the real fold.
+
+fn probe_entry(node: &str, epoch: u64, ok: bool) -> LogEntry {
+    LogEntry::new(Command::Probe(pantheon_domain::entry::ProbeResult {
+        node: NodeId::new(node).expect("node id"),
+        epoch,
+        ok,
+        status: ok.then_some(200),
+        latency_ms: 1,
+        error: (!ok).then_some(pantheon_domain::health::ProbeError::Refused),
+        prober: Some("sim".into()),
+    }))
+}
+
+#[derive(Debug)]
+struct FlapRow {
+    damping: bool,
+    died: usize,
+    rebalances: usize,
+    back_after: Option<u64>,
+}
+
+fn flap(minutes: u64, half_period: u64, damping: bool) -> FlapRow {
+    use pantheon_domain::Health;
+    use pantheon_domain::event::EventKind;
+    let mut state = State::default();
+    let mut seq = 0u64;
+    let mut at = |state: &mut State, ms: u64, e: &LogEntry| {
+        seq += 1;
+        state
+            .apply(EntryId::new(ms, seq), e)
+            .expect("entry applies")
+            .events
+    };
+    for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        let join = LogEntry::new(Command::Join {
+            node: NodeId::new(n).expect("node id"),
+            url: format!("http://{n}.local/health"),
+            weight: None,
+        });
+        at(&mut state, i as u64 + 1, &join);
+    }
+    let keys: Vec<String> = (0..3000).map(|i| format!("user:{i}")).collect();
+    at(&mut state, 4, &LogEntry::new(Command::Assign { keys }));
+    if !damping {
+        let off = LogEntry::new(Command::Policy(pantheon_domain::policy::PolicyChange {
+            damp_penalty: Some(0),
+            ..Default::default()
+        }));
+        at(&mut state, 5, &off);
+    }
+    let owns_keys = |state: &State| {
+        state
+            .keys()
+            .iter()
+            .any(|(_, o)| o.is_some_and(|n| n.as_str() == "a"))
+    };
+    let (start, stop) = (10_000u64, 10_000 + minutes * 60_000);
+    let (mut next_a, mut next_b) = (start, start);
+    let mut row = FlapRow {
+        damping,
+        died: 0,
+        rebalances: 0,
+        back_after: None,
+    };
+    let mut t = start;
+    while t < stop + 20 * 60_000 && row.back_after.is_none() {
+        t = next_a.min(next_b);
+        let events = if next_b <= next_a {
+            next_b += 1000;
+            at(&mut state, t, &probe_entry("b", 2, true))
+        } else {
+            let up = t >= stop || (t - start) / half_period % 2 == 1;
+            let events = at(&mut state, t, &probe_entry("a", 1, up));
+            next_a += match state
+                .node(&NodeId::new("a").expect("id"))
+                .map(|n| n.health.health)
+            {
+                Some(Health::Suspect) => 200,
+                Some(Health::Dead) => 5000,
+                _ => 1000,
+            };
+            events
+        };
+        if t < stop {
+            for e in &events {
+                match e.kind {
+                    EventKind::Rebalanced { .. } => row.rebalances += 1,
+                    EventKind::Died { .. } => row.died += 1,
+                    _ => {}
+                }
+            }
+        } else if owns_keys(&state) {
+            row.back_after = Some(t - stop);
+        }
+    }
+    row
+}
+
+// ---------------------------------------------------------------------------------------------
+// A health server serving many nodes' paths; stopping it refuses all of them at once.
+
+struct Server {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let app = Router::new().route("/health/{i}", get(|Path(_i): Path<u32>| async { "ok" }));
+        let stop = CancellationToken::new();
+        let t = stop.clone();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(t.cancelled_owned())
+                .await;
+        });
+        Self {
+            addr,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// (node, readable wall ms, cause ms) of every `died` event seen.
+#[derive(Clone, Default)]
+struct Deaths(Arc<Mutex<Vec<(String, u64, u64)>>>);
+
+impl Deaths {
+    fn spawn(&self, url: String, key: String, stop: CancellationToken) -> JoinHandle<()> {
+        let seen = self.0.clone();
+        tokio::spawn(async move {
+            let mut con = connect_to(&url).await;
+            let mut last = "$".to_owned();
+            while !stop.is_cancelled() {
+                let v: redis::Value = redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(1000)
+                    .arg("BLOCK")
+                    .arg(50)
+                    .arg("STREAMS")
+                    .arg(&key)
+                    .arg(&last)
+                    .query_async(&mut con)
+                    .await
+                    .expect("XREAD events");
+                let wall = wall_ms();
+                let entries = stream::parse_read(v).expect("events");
+                let mut seen = seen.lock().expect("deaths lock");
+                for e in entries {
+                    last = e.id.to_string();
+                    if e.get("type") == Some("died") {
+                        let at = e.get("at").and_then(|a| a.parse().ok()).unwrap_or(0);
+                        seen.push((e.get("node").unwrap_or_default().to_owned(), wall, at));
+                    }
+                }
+            }
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().expect("deaths lock").len()
+    }
+}
+
+#[derive(Debug)]
+struct DeathResult {
+    nodes: usize,
+    stopped: usize,
+    died: usize,
+    first: Option<u64>,
+    last: Option<u64>,
+    max_lag: Option<u64>,
+    joins_took: Option<Duration>,
+}
+
+/// Steps 2 and 3 on one Redis: the join burst, then the mass death.
+async fn end_to_end(plan: Plan) -> (Option<Duration>, DeathResult) {
+    let redis = TestRedis::start().await;
+    let cluster = redis.namespace().to_owned();
+    let layout = Layout::new("pantheon", &cluster);
+    let log = layout.log();
+    let mut con = connect_to(&redis.url).await;
+    let stop = CancellationToken::new();
+    let mut pc = ProjectorConfig::new(
+        Deployment::from_url(&redis.url).expect("redis url"),
+        cluster.clone(),
+    );
+    pc.instance = "bench-projector".into();
+    let t = stop.clone();
+    let projector = tokio::spawn(async move {
+        pantheon_projector::run(pc, t).await.expect("projector run");
+    });
+
+    // Step 2: a join burst to unreachable addresses, no prober yet (only the fold counts).
+    let burst: Vec<LogEntry> = (0..plan.joins)
+        .map(|i| join_entry(i, format!("http://127.0.0.1:9/health/{i}")))
+        .collect();
+    let started = Instant::now();
+    let last = xadd_all(&mut con, &log, &burst).await;
+    let joins_took = applied_within(&mut con, &layout, last, WAIT)
+        .await
+        .then(|| started.elapsed());
+    eprintln!("  join burst: {} joins: {joins_took:?}", plan.joins);
+    let leaves: Vec<LogEntry> = (0..plan.joins)
+        .map(|i| LogEntry::new(Command::Leave { node: node_id(i) }))
+        .collect();
+    let last = xadd_all(&mut con, &log, &leaves).await;
+    assert!(applied_within(&mut con, &layout, last, WAIT).await);
+
+    // Step 3: the fleet on real servers, watched by a real prober.
+    let mut servers = Vec::new();
+    for _ in 0..plan.servers {
+        servers.push(Server::start().await);
+    }
+    let nodes = plan.servers * plan.per_server;
+    let fleet: Vec<LogEntry> = (0..nodes)
+        .map(|i| {
+            let s = &servers[i % plan.servers];
+            join_entry(100_000 + i, format!("http://{}/health/{i}", s.addr))
+        })
+        .collect();
+    let last = xadd_all(&mut con, &log, &fleet).await;
+    assert!(applied_within(&mut con, &layout, last, WAIT).await);
+    let mut config = ProberConfig::new(
+        Deployment::from_url(&redis.url).expect("redis url"),
+        cluster.clone(),
+    );
+    config.id = "bench-prober".into();
+    let t = stop.clone();
+    let prober = tokio::spawn(async move {
+        pantheon_prober::run(config, t).await.expect("prober run");
+    });
+    // Let every node be probed a few times at the steady 1 s interval.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let deaths = Deaths::default();
+    let watch = deaths.spawn(redis.url.clone(), layout.events(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = plan.per_server;
+    let stop_ms = wall_ms();
+    servers[0].stop().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deaths.len() < stopped && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A little longer: a healthy node wrongly declared dead would show up here.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen = deaths.0.lock().expect("deaths lock").clone();
+    let after: Vec<u64> = seen
+        .iter()
+        .map(|(_, wall, _)| wall.saturating_sub(stop_ms))
+        .collect();
+    let result = DeathResult {
+        nodes,
+        stopped,
+        died: seen.len(),
+        first: after.iter().copied().min(),
+        last: after.iter().copied().max(),
+        max_lag: seen
+            .iter()
+            .map(|(_, wall, at)| wall.saturating_sub(*at))
+            .max(),
+        joins_took,
+    };
+    stop.cancel();
+    for task in [watch, prober, projector] {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    (joins_took, result)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+fn opt_ms(v: Option<u64>) -> String {
+    v.map_or("–".into(), |v| format!("{v} ms"))
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let plan = if full {
+        Plan {
+            rebuild_joins: 400,
+            joins: 1000,
+            servers: 5,
+            per_server: 80,
+        }
+    } else {
+        println!("smoke run (use `cargo bench` for the real numbers)");
+        Plan {
+            rebuild_joins: 50,
+            joins: 100,
+            servers: 5,
+            per_server: 8,
+        }
+    };
+    println!("\n### Join burst, fold only (default ring, 2048 points per node)\n");
+    println!("| fold | joins | time |\n|---|---:|---:|");
+    let rows = fold_rows(plan);
+    for r in &rows {
+        println!("| {} | {} | {} |", r.how, r.joins, ms(r.took));
+    }
+    let before = rows[0].took.as_secs_f64();
+    if let Some(after) = rows
+        .iter()
+        .find(|r| r.joins == plan.rebuild_joins && r.how.ends_with("(after)"))
+    {
+        println!(
+            "\nratio at {} joins, before / after: {:.0}×",
+            plan.rebuild_joins,
+            before / after.took.as_secs_f64().max(1e-9)
+        );
+    }
+    println!("\n### Flapping: down/up every 2 s for 10 minutes, fold only\n");
+    println!(
+        "| damping | `died` while flapping | rebalances while flapping | owns keys again after it stops |\n|---|---:|---:|---:|"
+    );
+    for damping in [false, true] {
+        let r = flap(10, 2000, damping);
+        println!(
+            "| {} | {} | {} | {} |",
+            if r.damping { "on (defaults)" } else { "off" },
+            r.died,
+            r.rebalances,
+            opt_ms(r.back_after)
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let (joins, death) = runtime.block_on(end_to_end(plan));
+    println!("\n### Join burst, end to end (real projector)\n");
+    println!(
+        "| joins XADDed back to back | applied after | target |\n|---:|---:|---|\n| {} | {} | ≤ 3 s: {} |",
+        plan.joins,
+        joins.map_or("not within 120 s".into(), ms),
+        if death
+            .joins_took
+            .is_some_and(|t| t <= Duration::from_secs(3))
+        {
+            "**met**"
+        } else {
+            "**missed**"
+        }
+    );
+    println!("\n### Mass death (real projector and prober)\n");
+    println!(
+        "| nodes / servers | stopped | `died` seen | first | last | max lag | target |\n|---|---:|---:|---:|---:|---:|---|"
+    );
+    let met = death.died == death.stopped
+        && death.last.is_some_and(|l| l <= 2500)
+        && death.max_lag.is_some_and(|l| l < 1000);
+    println!(
+        "| {} / {} | {} | {} | {} | {} | {} | all within 2.5 s, lag < 1 s: {} |",
+        death.nodes,
+        plan.servers,
+        death.stopped,
+        death.died,
+        opt_ms(death.first),
+        opt_ms(death.last),
+        opt_ms(death.max_lag),
+        if met { "**met**" } else { "**missed**" }
+    );
+}

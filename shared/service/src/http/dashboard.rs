@@ -1,0 +1,306 @@
+//! `/`: the dashboard. Rendered on the server, so a plain load (scripts off, `curl`) shows
+//! the state; a few lines of inline script follow `/api/events` and swap in a fresh render
+//! of the page's live part after each event. `?node=ID` shows that node's audit.
+//! `/api/status` and `/api/audit` give the same data as JSON.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use pantheon_client::audit::{AuditFilter, TimelineItem};
+use pantheon_client::status::ClusterStatus;
+use serde::Deserialize;
+
+use super::Shared;
+
+/// Events shown on the cluster page.
+const TIMELINE_EVENTS: usize = 50;
+/// Events read for one node's audit.
+const NODE_AUDIT_EVENTS: usize = 2_000;
+/// Above this many ring members the ring is drawn per state, not per node.
+const RING_ARCS_MAX: usize = 360;
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    node: Option<String>,
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
+}
+
+pub async fn status_json(State(shared): State<Arc<Shared>>) -> Response {
+    let client = match shared.client().await {
+        Ok(c) => c,
+        Err(e) => return unavailable(e),
+    };
+    match client.status().await {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+pub async fn audit_json(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>) -> Response {
+    let client = match shared.client().await {
+        Ok(c) => c,
+        Err(e) => return unavailable(e),
+    };
+    match client.timeline(&filter(q.node)).await {
+        Ok(items) => Json(items).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+fn filter(node: Option<String>) -> AuditFilter {
+    match node {
+        Some(n) => AuditFilter {
+            node: Some(n),
+            last: Some(NODE_AUDIT_EVENTS),
+            ..AuditFilter::default()
+        },
+        None => AuditFilter {
+            last: Some(TIMELINE_EVENTS),
+            probes: false,
+            ..AuditFilter::default()
+        },
+    }
+}
+
+pub async fn page(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>) -> Response {
+    let client = match shared.client().await {
+        Ok(c) => c,
+        Err(e) => return unavailable(e),
+    };
+    let status = match client.status().await {
+        Ok(s) => s,
+        Err(e) => return unavailable(e),
+    };
+    let node = q.node.filter(|n| status.node(n).is_some());
+    let items = match client.timeline(&filter(node.clone())).await {
+        Ok(items) => items,
+        Err(e) => return unavailable(e),
+    };
+    Html(render_page(&status, &items, node.as_deref())).into_response()
+}
+
+/// The whole page.
+pub fn render_page(status: &ClusterStatus, items: &[TimelineItem], node: Option<&str>) -> String {
+    let mut html = String::with_capacity(16 * 1024 + status.nodes.len() * 400);
+    let title = format!("Pantheon · {}", escape(&status.cluster));
+    let _ = write!(
+        html,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>{STYLE}</style></head><body>\
+         <h1>{title} <small id=\"live-state\">static</small></h1><main id=\"live\">"
+    );
+    render_live(&mut html, status, items, node);
+    let _ = write!(html, "</main><script>{SCRIPT}</script></body></html>");
+    html
+}
+
+/// The part the script swaps in after each event.
+fn render_live(html: &mut String, s: &ClusterStatus, items: &[TimelineItem], node: Option<&str>) {
+    let p = &s.projector;
+    let leader = match (&p.leader, p.lease_held) {
+        (Some(l), true) => format!("{} (fence {})", escape(l), p.fence),
+        _ => "<b class=\"bad\">none</b>".to_owned(),
+    };
+    let probers: Vec<String> = s.probers.iter().map(|p| escape(&p.id)).collect();
+    let probers = if probers.is_empty() {
+        "<b class=\"bad\">none alive</b>".to_owned()
+    } else {
+        probers.join(", ")
+    };
+    let states: Vec<String> = s
+        .states
+        .iter()
+        .map(|(state, n)| format!("<span class=\"s-{state}\">{n} {state}</span>"))
+        .collect();
+    let _ = write!(
+        html,
+        "<section class=\"summary\"><p>{} nodes: {} · {} keys owned, {} without an owner · \
+         ring v{} ({}, {} vnodes)</p><p>leader {leader} · lag {} entries ({:.1} s) · \
+         probers: {probers}</p></section>",
+        s.nodes.len(),
+        states.join(", "),
+        s.owned_keys,
+        s.unowned_keys,
+        s.ring_version,
+        escape(&s.strategy),
+        s.vnodes,
+        p.lag_entries,
+        p.lag_seconds,
+    );
+    html.push_str(
+        "<div class=\"cols\"><section><h2>Nodes</h2><table id=\"nodes\"><thead><tr>\
+        <th>node</th><th>state</th><th>epoch</th><th>weight</th><th>keys</th>\
+        <th>ring share</th><th>last change</th></tr></thead><tbody>",
+    );
+    for n in &s.nodes {
+        let r = &n.record;
+        let id = escape(&r.node);
+        let share = n.ring_share * 100.0;
+        let selected = if node == Some(r.node.as_str()) {
+            " class=\"selected\""
+        } else {
+            ""
+        };
+        let _ = write!(
+            html,
+            "<tr id=\"node-{id}\" data-node=\"{id}\" data-state=\"{state}\"{selected}>\
+             <td><a href=\"?node={id}\">{id}</a></td><td class=\"state s-{state}\">{state}</td>\
+             <td>{}</td><td>{}</td><td class=\"keys\">{}</td>\
+             <td><div class=\"bar\"><span style=\"width:{share:.1}%\"></span></div>{share:.1}%</td>\
+             <td>{} <small>{}</small></td></tr>",
+            r.epoch,
+            r.weight,
+            n.keys,
+            escape(&r.last),
+            escape(&r.since),
+            state = escape(&r.state),
+        );
+    }
+    html.push_str("</tbody></table></section><section><h2>Ring</h2>");
+    render_ring(html, s);
+    html.push_str("</section></div>");
+    match node {
+        Some(n) => {
+            let _ = write!(
+                html,
+                "<section><h2>Audit of {} <small><a href=\"?\">all nodes</a></small></h2>",
+                escape(n)
+            );
+        }
+        None => html.push_str("<section><h2>Recent events</h2>"),
+    }
+    render_timeline(html, items);
+    html.push_str("</section>");
+}
+
+/// The ring as a donut: one arc per member, its length the member's share.
+fn render_ring(html: &mut String, s: &ClusterStatus) {
+    let members: Vec<_> = s.nodes.iter().filter(|n| n.ring_share > 0.0).collect();
+    html.push_str("<svg id=\"ring\" viewBox=\"-110 -110 220 220\" width=\"220\" height=\"220\">");
+    html.push_str("<circle r=\"90\" class=\"ring-empty\"/>");
+    let arcs: Vec<(String, f64)> = if members.len() <= RING_ARCS_MAX {
+        members
+            .iter()
+            .map(|n| (n.record.node.clone(), n.ring_share))
+            .collect()
+    } else {
+        vec![(format!("{} members", members.len()), 1.0)]
+    };
+    let circumference = 2.0 * std::f64::consts::PI * 90.0;
+    let mut offset = 0.0;
+    for (i, (name, share)) in arcs.iter().enumerate() {
+        let len = share * circumference;
+        let _ = write!(
+            html,
+            "<circle r=\"90\" class=\"arc c{}\" stroke-dasharray=\"{len:.2} {:.2}\" \
+             stroke-dashoffset=\"{:.2}\"><title>{} {:.1}%</title></circle>",
+            i % 8,
+            circumference - len,
+            -offset,
+            escape(name),
+            share * 100.0
+        );
+        offset += len;
+    }
+    let _ = write!(
+        html,
+        "<text text-anchor=\"middle\" dy=\"5\">{} members</text></svg>",
+        members.len()
+    );
+}
+
+fn render_timeline(html: &mut String, items: &[TimelineItem]) {
+    html.push_str("<ol id=\"timeline\" reversed>");
+    for it in items.iter().rev() {
+        let _ = write!(
+            html,
+            "<li data-type=\"{kind}\"><time>{}</time> <b>{}</b> <span class=\"kind\">{kind}</span> {}",
+            it.event_id,
+            escape(it.node.as_deref().unwrap_or("-")),
+            escape(&it.summary),
+            kind = escape(&it.kind),
+        );
+        if !it.probes.is_empty() {
+            let probes: Vec<String> = it.probes.iter().map(|p| escape(&p.describe())).collect();
+            let _ = write!(
+                html,
+                "<div class=\"why\">probes: {}</div>",
+                probes.join("; ")
+            );
+        }
+        if let Some(m) = &it.moved {
+            let flows: Vec<String> = m
+                .flows
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}→{} {}",
+                        escape(f.from.as_deref().unwrap_or("(none)")),
+                        escape(f.to.as_deref().unwrap_or("(none)")),
+                        f.keys
+                    )
+                })
+                .collect();
+            let _ = write!(
+                html,
+                "<div class=\"why\">{} keys moved: {}</div>",
+                m.total,
+                flows.join(", ")
+            );
+        }
+        html.push_str("</li>");
+    }
+    html.push_str("</ol>");
+}
+
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
+h1 small{font-size:.5em;color:#888}table{border-collapse:collapse}\
+td,th{padding:.25em .6em;border-bottom:1px solid #eee;text-align:left}\
+.cols{display:flex;gap:2em;flex-wrap:wrap}.bar{display:inline-block;width:80px;height:8px;\
+background:#eee;margin-right:.4em}.bar span{display:block;height:8px;background:#4a7}\
+.s-alive{color:#2a7d3a}.s-suspect{color:#b8860b}.s-dead{color:#c0392b;font-weight:bold}\
+.s-draining{color:#666}.bad{color:#c0392b}tr.selected{background:#fff6d5}\
+.why{color:#555;margin-left:2em;font-size:.9em}#timeline time{color:#888}\
+.kind{font-family:monospace}.ring-empty{fill:none;stroke:#eee;stroke-width:18}\
+.arc{fill:none;stroke-width:18;transform:rotate(-90deg)}.c0{stroke:#4a7}.c1{stroke:#47a}\
+.c2{stroke:#a74}.c3{stroke:#7a4}.c4{stroke:#a47}.c5{stroke:#4aa}.c6{stroke:#aa4}.c7{stroke:#74a}";
+
+/// Follows `/api/events`; after each event (at most every 250 ms) fetches this page again
+/// and swaps in its live part.
+const SCRIPT: &str = r#"(function(){
+var live=document.getElementById('live'),tag=document.getElementById('live-state');
+var pending=false,updates=0;
+function refresh(){if(pending)return;pending=true;setTimeout(function(){
+fetch(location.href,{cache:'no-store'}).then(function(r){return r.text()}).then(function(t){
+var doc=new DOMParser().parseFromString(t,'text/html');var next=doc.getElementById('live');
+if(next){live.innerHTML=next.innerHTML;updates++;document.body.dataset.updates=updates;}
+}).finally(function(){pending=false;});},250);}
+if(!window.EventSource)return;
+var es=new EventSource('api/events');
+es.onopen=function(){tag.textContent='live';document.body.dataset.live='1';};
+es.onerror=function(){tag.textContent='reconnecting';};
+es.addEventListener('cluster',refresh);
+})();"#;

@@ -1,0 +1,163 @@
+//! `/metrics`: the Prometheus text format. The cluster's gauges are read from Redis at
+//! scrape time (one [`Pantheon::status`]), the process's counters come from
+//! [`pantheon_metrics`]. Labels are bounded: node states, outcomes, reasons, consumer-group
+//! names; never a node id or a key.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pantheon_client::status::ClusterStatus;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::Shared;
+
+/// The Prometheus text format (prometheus-client writes the OpenMetrics flavour of it).
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabel {
+    group: String,
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let g: Gauge = Gauge::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+fn float_gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
+    let g: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Registers the cluster's gauges from one status read.
+fn register_cluster(registry: &mut Registry, s: &ClusterStatus) {
+    let nodes = Family::<StateLabel, Gauge>::default();
+    for (state, n) in &s.states {
+        nodes
+            .get_or_create(&StateLabel {
+                state: state.clone(),
+            })
+            .set(int(*n));
+    }
+    registry.register("pantheon_nodes", "Nodes by state", nodes);
+    let p = &s.projector;
+    gauge(
+        registry,
+        "pantheon_log_lag_entries",
+        "Log entries the projector has not applied yet",
+        int(p.lag_entries),
+    );
+    float_gauge(
+        registry,
+        "pantheon_log_lag_seconds",
+        "How much older the last applied log entry is than the newest one",
+        p.lag_seconds,
+    );
+    gauge(
+        registry,
+        "pantheon_lease_held",
+        "1 while some projector holds the cluster's lease",
+        i64::from(p.lease_held),
+    );
+    gauge(
+        registry,
+        "pantheon_fence",
+        "The lease's fence: bumped at every change of leader",
+        int(p.fence),
+    );
+    gauge(
+        registry,
+        "pantheon_prober_replicas",
+        "Live prober replicas",
+        s.probers.len() as i64,
+    );
+    let keys = Family::<StateLabel, Gauge>::default();
+    keys.get_or_create(&StateLabel {
+        state: "owned".into(),
+    })
+    .set(int(s.owned_keys));
+    keys.get_or_create(&StateLabel {
+        state: "unowned".into(),
+    })
+    .set(int(s.unowned_keys));
+    registry.register(
+        "pantheon_keys",
+        "Assigned keys, owned or without an owner",
+        keys,
+    );
+    gauge(
+        registry,
+        "pantheon_ring_version",
+        "Bumped at every change of the ring",
+        int(s.ring_version),
+    );
+    let lag = Family::<GroupLabel, Gauge>::default();
+    let pending = Family::<GroupLabel, Gauge>::default();
+    for g in &s.event_groups {
+        let label = GroupLabel {
+            group: g.name.clone(),
+        };
+        if let Some(l) = g.lag {
+            lag.get_or_create(&label).set(int(l));
+        }
+        pending.get_or_create(&label).set(int(g.pending));
+    }
+    registry.register(
+        "pantheon_events_group_lag_entries",
+        "Events not yet delivered to each consumer group",
+        lag,
+    );
+    registry.register(
+        "pantheon_events_group_pending_entries",
+        "Events delivered to each consumer group and not yet acknowledged",
+        pending,
+    );
+}
+
+/// Renders the whole exposition; Redis trouble is a gauge (`pantheon_redis_up 0`), not a
+/// failed scrape, so the process's own counters are still collected.
+pub async fn render(shared: &Shared) -> String {
+    let mut registry = Registry::default();
+    pantheon_metrics::process().register(&mut registry);
+    let status = match shared.client().await {
+        Ok(client) => client.status().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match &status {
+        Ok(s) => register_cluster(&mut registry, s),
+        Err(e) => tracing::debug!(error = %e, "metrics: cannot read the cluster status"),
+    }
+    gauge(
+        &mut registry,
+        "pantheon_redis_up",
+        "1 when the last scrape read the cluster from Redis",
+        i64::from(status.is_ok()),
+    );
+    let mut text = String::new();
+    if let Err(e) = encode(&mut text, &registry) {
+        tracing::warn!(error = %e, "metrics: cannot encode");
+    }
+    text
+}
+
+pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let text = render(&shared).await;
+    (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+}

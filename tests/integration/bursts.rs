@@ -1,0 +1,159 @@
+//! Correlated failures through a real projector and Redis: a burst of joins and deaths is
+//! decided per node and rebalanced per commit, and lands on the state a rebuild folds; a mass
+//! death past the panic threshold keeps the held nodes' keys, visibly.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
+use pantheon_domain::event::EventKind;
+use pantheon_domain::health::ProbeError;
+use pantheon_domain::{EntryId, NodeId, State};
+use pantheon_projector::rebuild;
+
+use crate::cluster::{TestCluster, assert_sets_match_keymap, read_models};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn node(id: &str) -> NodeId {
+    NodeId::new(id).unwrap()
+}
+
+fn join(i: usize) -> LogEntry {
+    LogEntry::new(Command::Join {
+        node: node(&format!("n{i}")),
+        url: format!("http://127.0.0.1:{}/health", 20_000 + i),
+        weight: None,
+    })
+}
+
+fn failed_probe(i: usize) -> LogEntry {
+    LogEntry::new(Command::Probe(ProbeResult {
+        node: node(&format!("n{i}")),
+        epoch: i as u64 + 1,
+        ok: false,
+        status: None,
+        latency_ms: 1,
+        error: Some(ProbeError::Refused),
+        prober: Some("p1".into()),
+    }))
+}
+
+fn assign(from: usize, to: usize) -> LogEntry {
+    LogEntry::new(Command::Assign {
+        keys: (from..to).map(|k| format!("user:{k}")).collect(),
+    })
+}
+
+/// XADDs everything, back to back, before any projector runs; returns the ids.
+async fn xadd_all(c: &mut TestCluster, entries: &[LogEntry]) -> Vec<EntryId> {
+    let mut ids = Vec::with_capacity(entries.len());
+    for e in entries {
+        ids.push(c.xadd(e).await);
+    }
+    ids
+}
+
+fn count(events: &[pantheon_domain::Event], kind: &str) -> usize {
+    events.iter().filter(|e| e.kind.name() == kind).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_joins_and_deaths_is_rebalanced_per_commit_and_matches_a_rebuild() {
+    // Given 200 joins, keys, and 40 nodes failing three probes each, all in the log at once
+    let mut c = TestCluster::start().await;
+    let mut entries: Vec<LogEntry> = (0..200).map(join).collect();
+    entries.push(assign(0, 3000));
+    for _ in 0..3 {
+        entries.extend((0..40).map(failed_probe));
+    }
+    entries.push(assign(3000, 4000));
+    let ids = xadd_all(&mut c, &entries).await;
+    // When one projector folds it
+    let p = c.spawn_projector("p1");
+    c.wait_applied(*ids.last().unwrap(), WAIT).await;
+    p.stop().await;
+    // Then every node has its own events, keys moved in far fewer rebalances than changes
+    let events = c.events().await;
+    assert_eq!(count(&events, "joined"), 200);
+    assert_eq!(count(&events, "died"), 40);
+    let rebalances = count(&events, "rebalanced");
+    assert!(
+        (1..=10).contains(&rebalances),
+        "{rebalances} rebalances for 240 changes of members"
+    );
+    // And the read models equal a fold of the same log entry by entry, and a rebuild
+    let mut state = State::default();
+    for (id, e) in ids.iter().zip(&entries) {
+        state.apply(*id, e).unwrap();
+    }
+    let models = read_models(&mut c.con, &c.layout).await;
+    assert_sets_match_keymap(&models);
+    let keymap: BTreeMap<&str, &str> = models
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("keymap/")?, v.as_str())))
+        .collect();
+    assert_eq!(keymap.len(), 4000);
+    for (key, owner) in state.keys().iter() {
+        assert_eq!(keymap.get(key).copied(), owner.map(|o| o.as_str()), "{key}");
+    }
+    let v = rebuild::verify(&mut c.con, &c.layout, |_| {})
+        .await
+        .unwrap();
+    assert!(v.matches(), "{v:?}");
+    assert_eq!(v.live_checksum, Some(state.checksum()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_death_past_the_panic_threshold_keeps_the_held_nodes_keys() {
+    // Given ten nodes with keys, and the projector running
+    let mut c = TestCluster::start().await;
+    let p = c.spawn_projector("p1");
+    let mut entries: Vec<LogEntry> = (0..10).map(join).collect();
+    entries.push(assign(0, 2000));
+    // When seven of them fail at once (three failed probes each)
+    for _ in 0..3 {
+        entries.extend((0..7).map(failed_probe));
+    }
+    let ids = xadd_all(&mut c, &entries).await;
+    c.wait_applied(*ids.last().unwrap(), WAIT).await;
+    p.stop().await;
+    // Then all seven are dead, panic started naming the sixth, and n5 and n6 keep their keys
+    let events = c.events().await;
+    assert_eq!(count(&events, "died"), 7);
+    let started: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PanicStarted {
+                node, dead, nodes, ..
+            } => Some((node.to_string(), *dead, *nodes)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, [("n5".to_owned(), 6, 10)]);
+    let models = read_models(&mut c.con, &c.layout).await;
+    for held in ["n5", "n6"] {
+        let record: serde_json::Value =
+            serde_json::from_str(&models[&format!("nodes/{held}")]).unwrap();
+        assert_eq!(record["state"], "dead");
+        assert_eq!(record["held"], true);
+        let owned = models
+            .iter()
+            .filter(|(k, v)| k.starts_with("keymap/") && v.as_str() == held)
+            .count();
+        assert!(owned > 0, "{held} lost its keys");
+    }
+    for gone in 0..5 {
+        let name = format!("n{gone}");
+        assert!(
+            !models
+                .iter()
+                .any(|(k, v)| k.starts_with("keymap/") && *v == name),
+            "{name} still owns keys"
+        );
+    }
+    let v = rebuild::verify(&mut c.con, &c.layout, |_| {})
+        .await
+        .unwrap();
+    assert!(v.matches(), "{v:?}");
+}

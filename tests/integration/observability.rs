@@ -1,0 +1,496 @@
+//! The HTTP endpoint (issue 12) over real HTTP against a real Redis, a real projector, a real
+//! prober and real HTTP nodes: `/healthz`, `/readyz`, `/metrics` (parsed as Prometheus text),
+//! and the dashboard in headless Chromium, updating live as a node dies.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use pantheon_client::{JoinOp, Pantheon};
+use pantheon_service::http::HttpConfig;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{InProcess, TestCluster};
+use crate::nodes::TestNode;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A cluster with a projector, a quick prober, two nodes and the HTTP endpoint.
+struct Observed {
+    cluster: TestCluster,
+    _projector: InProcess,
+    _prober: InProcess,
+    nodes: Vec<TestNode>,
+    http: SocketAddr,
+    _stop_http: tokio_util::sync::DropGuard,
+}
+
+impl Observed {
+    async fn start() -> Self {
+        let cluster = TestCluster::start().await;
+        let projector = cluster.spawn(cluster.config("projector-1"));
+        let mut pc = cluster.prober_config("prober-1");
+        pc.interval = Duration::from_millis(200);
+        pc.suspect_interval = Duration::from_millis(100);
+        pc.dead_interval = Duration::from_millis(200);
+        pc.timeout = Duration::from_millis(300);
+        let prober = cluster.spawn_prober(pc);
+        let client = Pantheon::connect(&cluster.redis.url, &cluster.name)
+            .await
+            .unwrap();
+        let mut nodes = Vec::new();
+        for name in ["node-a", "node-b"] {
+            let node = TestNode::start().await;
+            let id = client
+                .join(JoinOp::new(
+                    name,
+                    "http://127.0.0.1",
+                    node.addr.port(),
+                    "health",
+                ))
+                .await
+                .unwrap();
+            client.wait_applied(id, WAIT).await.unwrap();
+            nodes.push(node);
+        }
+        client
+            .distribute((0..200).map(|i| format!("user:{i}")))
+            .await
+            .unwrap();
+        let stop = CancellationToken::new();
+        let config = HttpConfig {
+            deployment: cluster.deployment(),
+            cluster: cluster.name.clone(),
+            prefix: "pantheon".into(),
+            projector: true,
+        };
+        let (http, _task) =
+            pantheon_service::http::spawn("127.0.0.1:0".parse().unwrap(), config, stop.clone())
+                .await
+                .unwrap();
+        Self {
+            cluster,
+            _projector: projector,
+            _prober: prober,
+            nodes,
+            http,
+            _stop_http: stop.drop_guard(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(self.url(path)).await.unwrap();
+        let code = r.status().as_u16();
+        (code, r.text().await.unwrap())
+    }
+
+    async fn metrics(&self) -> prometheus_parse::Scrape {
+        let (code, text) = self.get("/metrics").await;
+        assert_eq!(code, 200, "{text}");
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        prometheus_parse::Scrape::parse(lines).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// Polls `/metrics` until `check` holds, bounded by [`WAIT`].
+    async fn metrics_until(
+        &self,
+        what: &str,
+        check: impl Fn(&prometheus_parse::Scrape) -> bool,
+    ) -> prometheus_parse::Scrape {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let scrape = self.metrics().await;
+            if check(&scrape) {
+                return scrape;
+            }
+            assert!(Instant::now() < deadline, "{what} not seen within {WAIT:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The value of the sample `name` whose labels include all of `labels`.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(k).is_some_and(|x| x == *v))
+        })
+        .and_then(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_over_http() {
+    let mut o = Observed::start().await;
+    assert_eq!(o.get("/healthz").await.0, 200);
+
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, body) = o.get("/readyz").await;
+        if code == 200 {
+            assert!(body.contains("projector leading"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let alive = |s: &prometheus_parse::Scrape| {
+        sample(s, "pantheon_nodes", &[("state", "alive")]) == Some(2.0)
+            && sample(s, "pantheon_prober_replicas", &[]) == Some(1.0)
+            && sample(s, "pantheon_probes_total", &[("outcome", "ok")]).is_some_and(|v| v > 0.0)
+    };
+    let scrape = o.metrics_until("two alive nodes and probes", alive).await;
+    assert_eq!(sample(&scrape, "pantheon_leader", &[]), Some(1.0));
+    assert_eq!(sample(&scrape, "pantheon_lease_held", &[]), Some(1.0));
+    assert_eq!(sample(&scrape, "pantheon_redis_up", &[]), Some(1.0));
+    assert_eq!(
+        sample(&scrape, "pantheon_keys", &[("state", "owned")]),
+        Some(200.0)
+    );
+    assert!(
+        sample(&scrape, "pantheon_entries_total", &[("outcome", "applied")])
+            .is_some_and(|v| v >= 3.0)
+    );
+    assert!(sample(&scrape, "pantheon_log_lag_entries", &[]).is_some());
+    assert!(
+        sample(&scrape, "pantheon_commit_duration_seconds_count", &[]).is_some_and(|v| v > 0.0)
+    );
+    // Bounded labels: no node id or key appears in any label.
+    let mut label_values: Vec<String> = Vec::new();
+    for s in &scrape.samples {
+        label_values.extend(s.labels.values().cloned());
+    }
+    assert!(
+        !label_values
+            .iter()
+            .any(|v| v.contains("node-") || v.contains("user:")),
+        "{label_values:?}"
+    );
+
+    // A node stops: the gauges follow, and the refused probes are counted by kind.
+    o.nodes[1].stop().await;
+    let scrape = o
+        .metrics_until("a dead node", |s| {
+            sample(s, "pantheon_nodes", &[("state", "dead")]) == Some(1.0)
+        })
+        .await;
+    assert!(
+        sample(
+            &scrape,
+            "pantheon_probes_total",
+            &[("outcome", "failed"), ("kind", "refused")]
+        )
+        .is_some_and(|v| v >= 3.0)
+    );
+
+    // Redis goes away: still alive, no longer ready, and the reason says why.
+    o.cluster.redis.kill();
+    assert_eq!(o.get("/healthz").await.0, 200);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, body) = o.get("/readyz").await;
+        if code == 503 {
+            assert!(body.contains("redis"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready without Redis: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let scrape = o.metrics().await;
+    assert_eq!(sample(&scrape, "pantheon_redis_up", &[]), Some(0.0));
+}
+
+#[tokio::test]
+async fn status_and_audit_as_json() {
+    let o = Observed::start().await;
+    let (code, body) = o.get("/api/status").await;
+    assert_eq!(code, 200, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 2, "{status}");
+    let shares: f64 = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["ring_share"].as_f64().unwrap())
+        .sum();
+    assert!((shares - 1.0).abs() < 1e-9, "{status}");
+    let (code, body) = o.get("/api/audit?node=node-a").await;
+    assert_eq!(code, 200, "{body}");
+    let items: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(items[0]["type"], "joined", "{items}");
+    assert!(
+        items
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["node"] == "node-a" || i["node"].is_null())
+    );
+    // The page renders with scripts off: the nodes are in the HTML itself.
+    let (code, html) = o.get("/").await;
+    assert_eq!(code, 200);
+    assert!(html.contains("id=\"node-node-a\""), "{html}");
+    assert!(html.contains("id=\"ring\""), "{html}");
+}
+
+/// Chromium from Debian's package (`.ci/run` installs it).
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser"].iter().find_map(|name| {
+        std::process::Command::new("which")
+            .arg(name)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+    })
+}
+
+/// Headless Chromium with the DevTools protocol on a port it picks; killed on drop.
+struct Browser {
+    child: tokio::process::Child,
+    devtools: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start(bin: &PathBuf) -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new(bin)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                "--window-size=1200,800",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromium");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let devtools = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    return url.trim().to_owned();
+                }
+            }
+            panic!("chromium exited before opening DevTools");
+        })
+        .await
+        .expect("chromium DevTools within 10 s");
+        // Keep draining stderr so Chromium never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child,
+            devtools,
+            _profile: profile,
+        }
+    }
+
+    /// Opens `url` in a new tab and returns a DevTools session on it.
+    async fn open(&self, url: &str) -> Tab {
+        let host = self
+            .devtools
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let target = reqwest::Client::new()
+            .put(format!("http://{host}/json/new?{url}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let target: Value = serde_json::from_str(&target).unwrap();
+        let ws = target["webSocketDebuggerUrl"].as_str().unwrap();
+        let (socket, _) = tokio_tungstenite::connect_async(ws).await.unwrap();
+        Tab { socket, next_id: 0 }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+struct Tab {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next_id: u64,
+}
+
+impl Tab {
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = json!({ "id": id, "method": method, "params": params });
+        self.socket
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, async {
+            while let Some(msg) = self.socket.next().await {
+                let Message::Text(text) = msg.unwrap() else {
+                    continue;
+                };
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if v["id"] == id {
+                    return v;
+                }
+            }
+            panic!("DevTools closed");
+        })
+        .await
+        .expect("DevTools answer")
+    }
+
+    /// Evaluates a JavaScript expression in the page.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true }),
+            )
+            .await;
+        r["result"]["result"]["value"].clone()
+    }
+
+    /// Polls `expression` until it is `want`, bounded by [`WAIT`].
+    async fn wait_for(&mut self, expression: &str, want: Value) -> Duration {
+        let started = Instant::now();
+        loop {
+            let got = self.eval(expression).await;
+            if got == want {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "{expression} is {got}, not {want}, after {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn screenshot(&mut self, path: &std::path::Path) {
+        let r = self
+            .call("Page.captureScreenshot", json!({ "format": "png" }))
+            .await;
+        let data = r["result"]["data"].as_str().expect("screenshot data");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("screenshot is base64");
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+/// Where test artifacts go: `target/test-artifacts/`.
+fn artifact(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-artifacts")
+        .join(name)
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_a_node_die_live_in_chromium() {
+    let Some(bin) = chromium() else {
+        eprintln!(
+            "SKIPPED: chromium is not installed (apt-get install chromium); .ci/run installs it"
+        );
+        return;
+    };
+    let mut o = Observed::start().await;
+    let browser = Browser::start(&bin).await;
+    let mut tab = browser.open(&o.url("/")).await;
+    tab.call("Page.enable", json!({})).await;
+    tab.wait_for("document.readyState", json!("complete")).await;
+    // The nodes are on the page, both alive, and the live stream is open.
+    tab.wait_for(
+        "Array.from(document.querySelectorAll('#nodes tbody tr')).map(r => r.dataset.state).join(',')",
+        json!("alive,alive"),
+    )
+    .await;
+    tab.wait_for("document.body.dataset.live || ''", json!("1"))
+        .await;
+    let loaded = tab.eval("performance.timeOrigin").await;
+
+    // node-b stops: the page turns it dead without a reload.
+    o.nodes[1].stop().await;
+    let took = tab
+        .wait_for(
+            "document.querySelector('#node-node-b') && document.querySelector('#node-node-b').dataset.state",
+            json!("dead"),
+        )
+        .await;
+    assert_eq!(
+        tab.eval("performance.timeOrigin").await,
+        loaded,
+        "the page reloaded"
+    );
+    let cell = tab
+        .eval("document.querySelector('#node-node-b .state').textContent")
+        .await;
+    assert_eq!(cell, json!("dead"));
+    let keys_b = tab
+        .eval("document.querySelector('#node-node-b .keys').textContent")
+        .await;
+    assert_eq!(keys_b, json!("0"), "a dead node owns no keys");
+    tab.wait_for(
+        "Array.from(document.querySelectorAll('#timeline li')).some(li => li.dataset.type === 'died')",
+        json!(true),
+    )
+    .await;
+    let shot = artifact("dashboard-node-dead.png");
+    tab.screenshot(&shot).await;
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG: {}", shot.display());
+    eprintln!(
+        "node-b turned dead on the open page {took:?} after it stopped; screenshot {}",
+        shot.display()
+    );
+
+    // Clicking the node shows its audit: the probes behind the death.
+    tab.eval("document.querySelector('#node-node-b a').click()")
+        .await;
+    tab.wait_for(
+        "!!document.querySelector('h2') && Array.from(document.querySelectorAll('h2')).some(h => h.textContent.startsWith('Audit of node-b'))",
+        json!(true),
+    )
+    .await;
+    let why = tab
+        .eval("Array.from(document.querySelectorAll('#timeline .why')).map(d => d.textContent).join('|')")
+        .await;
+    assert!(why.as_str().is_some_and(|w| w.contains("refused")), "{why}");
+}

@@ -1,0 +1,284 @@
+//! Least privilege on a real Redis: users created from `pantheon acl <role>` output, each
+//! doing its job through the real CLI, and refused everything else with one clear line.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use pantheon_test_support::TestRedis;
+use redis::aio::MultiplexedConnection;
+use tokio::process::Child;
+
+use crate::cli::{Run, command, pantheon};
+
+/// One cluster on one Redis, with the admin connection that creates the users.
+struct Roles {
+    redis: TestRedis,
+    admin: MultiplexedConnection,
+    cluster: String,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Roles {
+    async fn start() -> Self {
+        let redis = TestRedis::start().await;
+        let admin = redis.connection().await;
+        let port = redis
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| {
+                p.trim_end_matches(|c: char| !c.is_ascii_digit())
+                    .parse()
+                    .ok()
+            })
+            .expect("port in the test Redis URL");
+        Self {
+            cluster: format!("acl-{}", redis.namespace()),
+            admin,
+            redis,
+            dir: tempfile::tempdir().expect("temp dir"),
+            port,
+        }
+    }
+
+    async fn cli(&self, url: &str, args: &[&str]) -> Run {
+        let mut all = args.to_vec();
+        all.extend(["--redis-url", url, "--cluster", &self.cluster]);
+        pantheon(self.dir.path(), &[], &all).await
+    }
+
+    /// Runs `pantheon acl <role> --user <role>-user`, sends the printed line to Redis as the
+    /// admin, and returns the new user's URL.
+    async fn user(&mut self, role: &str) -> String {
+        let user = format!("{role}-user");
+        let run = self
+            .cli(&self.redis.url.clone(), &["acl", role, "--user", &user])
+            .await;
+        assert_eq!(run.code, 0, "{run:?}");
+        let line = run.stdout.trim();
+        // The line is single-quoted words: ACL SETUSER 'name' ... '>password' ...
+        let args: Vec<&str> = line.split("' '").map(|a| a.trim_matches('\'')).collect();
+        assert_eq!(&args[..2], ["ACL", "SETUSER"], "{line}");
+        let password = args
+            .iter()
+            .find_map(|a| a.strip_prefix('>'))
+            .expect("a password in the line");
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let () = cmd
+            .query_async(&mut self.admin)
+            .await
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+        format!("redis://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    fn up(&self, url: &str) -> Child {
+        let env = [
+            ("PANTHEON_PROBER__INTERVAL_MS", "200"),
+            ("PANTHEON_PROJECTOR__BLOCK_MS", "100"),
+            ("PANTHEON_LOCAL_REDIS__START", "false"),
+        ];
+        command(
+            self.dir.path(),
+            &env,
+            &["up", "--redis-url", url, "--cluster", &self.cluster],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pantheon up")
+    }
+}
+
+/// A direct command as some user: `Err(message)` when refused.
+async fn as_user(url: &str, args: &[&str]) -> Result<(), String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async::<redis::Value>(&mut con)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn refused(run: &Run, user: &str) {
+    assert_eq!(run.code, 1, "{run:?}");
+    let line = run.stderr.trim();
+    assert_eq!(line.lines().count(), 1, "one line: {run:?}");
+    assert!(line.contains("NOPERM") && line.contains(user), "{run:?}");
+    assert!(!line.contains("refused the connection"), "{run:?}");
+}
+
+fn log_key(cluster: &str) -> String {
+    format!("pantheon:{{{cluster}}}:log")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_does_its_job_and_nothing_else() {
+    let mut t = Roles::start().await;
+    let service = t.user("service").await;
+    let producer = t.user("producer").await;
+    let writer = t.user("writer").await;
+    let reader = t.user("reader").await;
+    let consumer = t.user("consumer").await;
+    let operator = t.user("operator").await;
+    let c = t.cluster.clone();
+    let log = log_key(&c);
+    let keymap = format!("pantheon:{{{c}}}:keymap");
+
+    // The operator migrates; the services run as the service user.
+    let run = t.cli(&operator, &["migrate"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let mut up = t.up(&service);
+
+    // Writer: appends and waits for the outcome (so the service user's projector applied it).
+    let run = t
+        .cli(
+            &writer,
+            &[
+                "join",
+                "n1",
+                "--url",
+                "http://127.0.0.1:9/health",
+                "--timeout-ms",
+                "8000",
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("waiting for its first probe"),
+        "{run:?}"
+    );
+    let run = t.cli(&writer, &["distribute", "k1", "k2"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // Producer: appends with --no-wait (no PING, no reads needed) ...
+    let run = t.cli(&producer, &["leave", "n9", "--no-wait"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    // ... and, waiting, says the entry was written before the read it may not do failed.
+    let run = t.cli(&producer, &["leave", "n8"]).await;
+    refused(&run, "producer-user");
+    assert!(run.stderr.contains("was written"), "{run:?}");
+    // It cannot write read models, or read anything.
+    assert!(
+        as_user(&producer, &["HSET", &keymap, "k1", "evil"])
+            .await
+            .is_err()
+    );
+    assert!(
+        as_user(&producer, &["XRANGE", &log, "-", "+"])
+            .await
+            .is_err()
+    );
+    assert!(
+        as_user(
+            &producer,
+            &["XADD", &log, "*", "type", "leave", "node", "n7"]
+        )
+        .await
+        .is_ok()
+    );
+
+    // Reader: reads, and cannot append.
+    for args in [
+        &["nodes", "--json"][..],
+        &["locate", "k1"],
+        &["keys", "n1"],
+        &["events"],
+    ] {
+        let run = t.cli(&reader, args).await;
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+    }
+    let run = t.cli(&reader, &["leave", "n1", "--no-wait"]).await;
+    refused(&run, "reader-user");
+    assert!(run.stderr.contains("nothing was written"), "{run:?}");
+    assert!(
+        run.stderr.contains("XADD") && run.stderr.contains(&log),
+        "{run:?}"
+    );
+    assert!(
+        as_user(&reader, &["XADD", &log, "*", "type", "leave"])
+            .await
+            .is_err()
+    );
+
+    // Consumer: reads events through a group; cannot append to the log or read models.
+    let run = t
+        .cli(
+            &consumer,
+            &[
+                "events",
+                "--group",
+                "g",
+                "--consumer",
+                "c1",
+                "--from-beginning",
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("joined"), "{run:?}");
+    assert!(
+        as_user(&consumer, &["XADD", &log, "*", "type", "leave"])
+            .await
+            .is_err()
+    );
+    assert!(as_user(&consumer, &["HGETALL", &keymap]).await.is_err());
+
+    // Operator: verifies; nothing outside the cluster, nothing server-wide.
+    let run = t.cli(&operator, &["rebuild", "--verify"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        as_user(&operator, &["SET", "someone-else", "x"])
+            .await
+            .is_err()
+    );
+    assert!(as_user(&operator, &["FLUSHALL"]).await.is_err());
+    assert!(as_user(&service, &["FLUSHDB"]).await.is_err());
+    assert!(
+        as_user(&service, &["GET", "pantheon:{other}:log"])
+            .await
+            .is_err()
+    );
+
+    // `up` as a user without the service's permissions stops at once with the reason.
+    let mut wrong = t.up(&reader);
+    let status = tokio::time::timeout(Duration::from_secs(15), wrong.wait())
+        .await
+        .expect("up as the reader must fail fast, not retry")
+        .expect("wait");
+    assert_ne!(status.code(), Some(0));
+    let stderr = read_stderr(&mut wrong).await;
+    assert!(
+        stderr.contains("NOPERM") && stderr.contains("reader-user"),
+        "{stderr}"
+    );
+
+    // A wrong password is named as such, not as a refused connection.
+    let bad = format!("redis://reader-user:wrong@127.0.0.1:{}", t.port);
+    let run = t.cli(&bad, &["nodes"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("credentials"), "{run:?}");
+
+    let _ = up.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(5), up.wait()).await;
+}
+
+async fn read_stderr(child: &mut Child) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), e.read_to_string(&mut out)).await;
+    }
+    out
+}
