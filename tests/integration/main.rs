@@ -4,6 +4,7 @@
 mod bursts;
 mod cli;
 mod client;
+mod clock;
 mod cluster;
 mod consumers;
 mod deployments;

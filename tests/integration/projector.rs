@@ -245,6 +245,52 @@ async fn every_malformed_entry_is_rejected_with_a_reason_and_the_next_one_applie
     projector.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_entry_reusing_a_cmd_id_is_rejected_also_after_a_restart() {
+    let mut c = TestCluster::start().await;
+    let projector = c.spawn_projector("p1");
+    let first = c.xadd(&join("a", 9000).with_cmd("c-1")).await;
+    c.xadd(&join("a", 9000).with_cmd("c-1")).await;
+    let reused = c.xadd(&join("b", 9001).with_cmd("c-1")).await;
+    let after = c.xadd(&join("c", 9002)).await;
+    c.wait_applied(after, WAIT).await;
+    projector.stop().await;
+    // A new projector loads the window (with each entry's digest) from the read models.
+    let projector = c.spawn_projector("p2");
+    let reused_again = c
+        .xadd(&LogEntry::new(Command::Leave { node: node("a") }).with_cmd("c-1"))
+        .await;
+    let last = c.xadd(&join("d", 9003)).await;
+    c.wait_applied(last, WAIT).await;
+
+    let rejected = c.rejected().await;
+    let ids: Vec<EntryId> = rejected.iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids,
+        [reused, reused_again],
+        "the retry is a duplicate, not a rejection"
+    );
+    for r in &rejected {
+        let reason = r.get("reason").unwrap_or_default();
+        assert!(
+            reason.contains(&format!("already used by entry {first}")),
+            "{reason:?}"
+        );
+    }
+    let joined: Vec<String> = c
+        .events()
+        .await
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Joined { node, .. } => Some(node.to_string()),
+            EventKind::Left { node, .. } => Some(format!("left {node}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joined, ["a", "c", "d"]);
+    projector.stop().await;
+}
+
 async fn write_workload(c: &mut TestCluster, entries: &[(EntryId, workload::RawPairs)]) -> EntryId {
     let mut last = EntryId::ZERO;
     for chunk in entries.chunks(500) {

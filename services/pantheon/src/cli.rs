@@ -75,6 +75,12 @@ pub enum Command {
     /// (producer, writer, reader, consumer, operator, service) of this cluster; pipe it into
     /// `redis-cli` as an admin.
     Acl(AclArgs),
+    /// Check the cluster: a projector leads and keeps up, a prober is alive, the log's clock
+    /// follows Redis's. Exits 1 when a check fails.
+    Doctor(ReadArgs),
+    /// Move the log to a new generation after an entry id ran far ahead of Redis's clock
+    /// (keeps all state; needs the operator role). See README, "Security".
+    RecoverClock(RecoverClockArgs),
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +251,17 @@ pub struct RebuildArgs {
     /// only; exits 1 on a mismatch). Rebuilding in place is the projector's job.
     #[arg(long)]
     pub verify: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverClockArgs {
+    /// Move the log even though its clock does not run ahead of Redis's by more than
+    /// `projector.clock_skew_bound_ms`.
+    #[arg(long)]
+    pub force: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -73,6 +73,10 @@ pub struct Probe {
     pub error: Option<String>,
     /// The prober replica that sent it.
     pub prober: Option<String>,
+    /// From a prober that confirms deaths (ADR 0008): `false` a regular probe, `true` a
+    /// confirmation (fresh connection or second replica); absent for plain probes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<bool>,
 }
 
 impl Probe {
@@ -85,11 +89,21 @@ impl Probe {
             latency_ms: Some(p.latency_ms),
             error: p.error.map(|e| e.as_str().to_owned()),
             prober: p.prober.clone(),
+            confirm: None,
         }
     }
 
     /// `HTTP 200 in 2 ms`, `refused in 0 ms`, `status (HTTP 500 in 3 ms)`.
     pub fn describe(&self) -> String {
+        let described = self.describe_result();
+        if self.confirm == Some(true) {
+            format!("{described} (confirmation)")
+        } else {
+            described
+        }
+    }
+
+    fn describe_result(&self) -> String {
         let latency = self
             .latency_ms
             .map(|l| format!(" in {l} ms"))
@@ -214,6 +228,25 @@ pub fn summary(event: &Event) -> String {
         EventKind::Unassigned { keys } => format!("{keys} keys unassigned"),
         EventKind::ProbersChanged { alive } => format!("probers alive: {}", alive.join(" ")),
         EventKind::NoProber => "no prober alive: nobody is watching node health".to_owned(),
+        EventKind::ProberDegraded {
+            prober,
+            failing,
+            probed,
+            lag_ms,
+        } => format!(
+            "prober {prober} suspects itself ({failing} of {probed} nodes failing at once, \
+             scheduling lag {lag_ms} ms): it holds back failure reports, so no node dies on \
+             its word until it recovers"
+        ),
+        EventKind::ProberRecovered {
+            prober,
+            failing,
+            probed,
+            lag_ms,
+        } => format!(
+            "prober {prober} is healthy again ({failing} of {probed} nodes failing, \
+             scheduling lag {lag_ms} ms): it reports failures again"
+        ),
         _ => generic_summary(event),
     }
 }
@@ -255,6 +288,12 @@ fn probe_of(entry: &RawEntry, node: &str, epoch: u64) -> Option<Probe> {
     match LogEntry::decode(&entry.fields).ok()?.command {
         Command::Probe(p) if p.node.as_str() == node && p.epoch == epoch => {
             Some(Probe::new(entry.id, &p))
+        }
+        Command::Checked(c) if c.result.node.as_str() == node && c.result.epoch == epoch => {
+            Some(Probe {
+                confirm: Some(c.confirm),
+                ..Probe::new(entry.id, &c.result)
+            })
         }
         _ => None,
     }
@@ -458,6 +497,30 @@ mod tests {
     }
 
     #[test]
+    fn prober_self_suspicion_reads_with_its_reasons() {
+        let e = event(EventKind::ProberDegraded {
+            prober: "p1".into(),
+            failing: 180,
+            probed: 200,
+            lag_ms: 12,
+        });
+        let s = summary(&e);
+        assert!(
+            s.contains("p1 suspects itself") && s.contains("180 of 200"),
+            "{s}"
+        );
+        assert!(s.contains("lag 12 ms") && s.contains("no node dies"), "{s}");
+        assert_eq!(details(&e).get("failing").map(String::as_str), Some("180"));
+        let r = summary(&event(EventKind::ProberRecovered {
+            prober: "p1".into(),
+            failing: 0,
+            probed: 200,
+            lag_ms: 3,
+        }));
+        assert!(r.contains("p1 is healthy again"), "{r}");
+    }
+
+    #[test]
     fn probes_describe_themselves() {
         let p = Probe {
             id: "1-0".into(),
@@ -467,8 +530,14 @@ mod tests {
             latency_ms: Some(0),
             error: Some("refused".into()),
             prober: None,
+            confirm: None,
         };
         assert_eq!(p.describe(), "refused in 0 ms");
+        let confirmation = Probe {
+            confirm: Some(true),
+            ..p.clone()
+        };
+        assert_eq!(confirmation.describe(), "refused in 0 ms (confirmation)");
         let ok = Probe {
             ok: true,
             status: Some(200),

@@ -42,6 +42,10 @@ pub struct ProjectorStatus {
     pub lag_entries: u64,
     /// How much older the last applied entry is than the newest one (0 when caught up).
     pub lag_seconds: f64,
+    /// How far the newest log id runs ahead of Redis's clock, in ms (0 when it does not).
+    /// More than the projector's `clock_skew_bound` means the log's clock is poisoned: see
+    /// `pantheon doctor` and `pantheon recover-clock`.
+    pub log_ahead_ms: u64,
 }
 
 /// One live prober replica.
@@ -187,6 +191,9 @@ impl Pantheon {
                 applied_last: progress.applied_last.map(|i| i.to_string()),
                 lag_entries: progress.lag_entries,
                 lag_seconds: lag_ms as f64 / 1000.0,
+                log_ahead_ms: progress
+                    .log_last
+                    .map_or(0, |last| last.ms.saturating_sub(registry.now_ms)),
             },
             probers: registry
                 .live()

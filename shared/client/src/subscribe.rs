@@ -153,6 +153,17 @@ enum Phase {
 }
 
 /// A consumer in a consumer group on the events stream. Made by [`Pantheon::subscribe`].
+///
+/// **Semantics: at least once.** [`Subscription::next`] hands out an entry and leaves it
+/// pending; only [`Subscription::ack`] removes it. Ack after the event has been *handled*
+/// (written, forwarded, committed), never before: a crash (or kill -9) between the two then
+/// re-delivers it, to this consumer on its next start or to another after `min_idle`. So
+/// the same event can arrive more than once — after a crash, a slow ack, a Redis failover —
+/// and a handler must be idempotent or de-duplicate by [`Delivery::id`] (the events-stream
+/// id, unique and increasing; `cause` names the log entry behind it). `deliveries` > 1
+/// marks a re-delivery. `pantheon events --group` follows the same rule and acks only after
+/// stdout took the line (`tests/integration/consumers.rs`: a closed pipe and kill -9 lose
+/// nothing).
 pub struct Subscription {
     con: Redis,
     /// For `XREADGROUP ... BLOCK` only; reopened after a failure (on the master of the

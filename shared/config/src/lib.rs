@@ -161,6 +161,7 @@ pub struct ProjectorSettings {
     pub events_max_len: u64,
     pub events_max_age_ms: u64,
     pub prober_watchdog_ms: u64,
+    pub clock_skew_bound_ms: u64,
 }
 
 /// [`ProberConfig`] with human units.
@@ -243,6 +244,7 @@ impl Default for ProjectorSettings {
             events_max_len: c.events_max_len.unwrap_or(0),
             events_max_age_ms: opt_ms(c.events_max_age),
             prober_watchdog_ms: opt_ms(c.prober_watchdog),
+            clock_skew_bound_ms: opt_ms(c.clock_skew_bound),
         }
     }
 }
@@ -681,6 +683,7 @@ impl Settings {
         c.events_max_len = (p.events_max_len > 0).then_some(p.events_max_len);
         c.events_max_age = optional(p.events_max_age_ms);
         c.prober_watchdog = optional(p.prober_watchdog_ms);
+        c.clock_skew_bound = optional(p.clock_skew_bound_ms);
         c.validate().map_err(|e| {
             ConfigError::new(format!(
                 "bad configuration: [projector] {}",

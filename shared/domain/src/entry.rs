@@ -66,6 +66,16 @@ pub enum Command {
     Probers {
         alive: Vec<String>,
     },
+    /// A probe result of a prober that confirms deaths: a `probe` entry with a `confirm`
+    /// field (see [`crate::confirm`]).
+    Checked(crate::confirm::CheckedProbe),
+    /// A prober's report on its own health: `prober_degraded` / `prober_recovered`.
+    ProberHealth(crate::confirm::ProberHealth),
+    /// An entry ran ahead of Redis's clock (written by the projector leader; see
+    /// [`crate::clock`]).
+    ClockSkew(crate::clock::ClockSkew),
+    /// The first entry of a new log generation (written by `pantheon recover-clock`).
+    Generation(crate::clock::Generation),
 }
 
 /// One health probe's result, as a prober reports it.
@@ -92,7 +102,7 @@ pub enum DecodeError {
     #[error("field {0:?} appears more than once")]
     DuplicateField(&'static str),
     #[error(
-        "unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, probe, policy or probers)"
+        "unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, probe, policy, probers, prober_degraded, prober_recovered, clock_skew or generation)"
     )]
     UnknownType(String),
     #[error("unknown schema version {0:?} (this build reads version {SCHEMA_VERSION})")]
@@ -115,6 +125,8 @@ pub enum DecodeError {
     EmptyBatch,
     #[error("key is empty")]
     EmptyKey,
+    #[error("field {field:?} must be a stream entry id (<ms>-<seq>), got {value:?}")]
+    BadEntryId { field: &'static str, value: String },
     #[error("field {field:?} must be a number, got {value:?}")]
     BadNumber { field: &'static str, value: String },
     #[error("field {field:?} is {value}, outside {min}..={max}")]
@@ -150,7 +162,7 @@ pub enum DecodeError {
 
 const COMMON: [&str; 3] = ["v", "type", "cmd"];
 
-fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
+pub(crate) fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
     COMMON.iter().chain(extra).copied().collect()
 }
 
@@ -221,6 +233,11 @@ impl LogEntry {
             "probe" => decode_probe(&f)?,
             "policy" => decode_policy(&f)?,
             "probers" => decode_probers(&f)?,
+            "prober_degraded" | "prober_recovered" => Command::ProberHealth(
+                crate::confirm::ProberHealth::decode(&f, kind == "prober_degraded")?,
+            ),
+            "clock_skew" => crate::clock::decode_clock_skew(&f)?,
+            "generation" => crate::clock::decode_generation(&f)?,
             other => return Err(DecodeError::UnknownType(clip(other))),
         };
         Ok(Self { cmd, command })
@@ -253,21 +270,14 @@ impl LogEntry {
             Command::Assign { keys } | Command::Unassign { keys } => {
                 out.extend(keys.iter().map(|k| ("key", k.clone())));
             }
-            Command::Probe(p) => {
-                out.push(("node", p.node.to_string()));
-                out.push(("epoch", p.epoch.to_string()));
-                out.push(("ok", if p.ok { "1" } else { "0" }.to_owned()));
-                if let Some(s) = p.status {
-                    out.push(("status", s.to_string()));
-                }
-                out.push(("latency", p.latency_ms.to_string()));
-                if let Some(e) = p.error {
-                    out.push(("error", e.as_str().to_owned()));
-                }
-                if let Some(prober) = &p.prober {
-                    out.push(("prober", prober.clone()));
-                }
+            Command::Probe(p) => encode_probe(p, &mut out),
+            Command::Checked(c) => {
+                encode_probe(&c.result, &mut out);
+                out.push(("confirm", if c.confirm { "1" } else { "0" }.to_owned()));
             }
+            Command::ProberHealth(h) => h.encode(&mut out),
+            Command::ClockSkew(c) => c.encode(&mut out),
+            Command::Generation(g) => g.encode(&mut out),
             Command::Policy(c) => {
                 if let Some(v) = c.fall {
                     out.push(("fall", v.to_string()));
@@ -311,6 +321,10 @@ impl Command {
             Command::Probe(_) => "probe",
             Command::Policy(_) => "policy",
             Command::Probers { .. } => "probers",
+            Command::Checked(_) => "probe",
+            Command::ProberHealth(h) => h.kind(),
+            Command::ClockSkew(_) => "clock_skew",
+            Command::Generation(_) => "generation",
         }
     }
 }
@@ -324,6 +338,22 @@ impl fmt::Display for LogEntry {
             write!(f, "{k}={v}")?;
         }
         Ok(())
+    }
+}
+
+fn encode_probe(p: &ProbeResult, out: &mut Vec<(&'static str, String)>) {
+    out.push(("node", p.node.to_string()));
+    out.push(("epoch", p.epoch.to_string()));
+    out.push(("ok", if p.ok { "1" } else { "0" }.to_owned()));
+    if let Some(s) = p.status {
+        out.push(("status", s.to_string()));
+    }
+    out.push(("latency", p.latency_ms.to_string()));
+    if let Some(e) = p.error {
+        out.push(("error", e.as_str().to_owned()));
+    }
+    if let Some(prober) = &p.prober {
+        out.push(("prober", prober.clone()));
     }
 }
 
@@ -509,7 +539,7 @@ fn decode_probe(f: &Fields<'_>) -> Result<Command, DecodeError> {
     f.only(
         "probe",
         &allowed(&[
-            "node", "epoch", "ok", "status", "latency", "error", "prober",
+            "node", "epoch", "ok", "status", "latency", "error", "prober", "confirm",
         ]),
     )?;
     let node = node(f)?;
@@ -538,7 +568,7 @@ fn decode_probe(f: &Fields<'_>) -> Result<Command, DecodeError> {
         })
         .transpose()?;
     let prober = f.opt("prober")?.map(str::to_owned);
-    Ok(Command::Probe(ProbeResult {
+    let result = ProbeResult {
         node,
         epoch,
         ok,
@@ -546,7 +576,15 @@ fn decode_probe(f: &Fields<'_>) -> Result<Command, DecodeError> {
         latency_ms,
         error,
         prober,
-    }))
+    };
+    // `confirm` marks a prober that confirms deaths (see `crate::confirm`).
+    Ok(match f.opt("confirm")? {
+        None => Command::Probe(result),
+        Some(v) => Command::Checked(crate::confirm::CheckedProbe {
+            result,
+            confirm: decode_bool("confirm", v)?,
+        }),
+    })
 }
 
 /// Prober ids are node-id shaped (they are hashed for rendezvous ownership the same way).

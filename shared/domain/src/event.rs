@@ -128,6 +128,35 @@ pub enum EventKind {
         epoch: u64,
         penalty: u32,
     },
+    /// Prober replica `prober` suspects itself (Lifeguard's local health): `failing` of the
+    /// `probed` nodes it probed since the oldest current failure streak began are failing at
+    /// once, or its scheduling lagged `lag_ms`. It holds back its failure reports (no deaths
+    /// from it) until `prober_recovered`.
+    ProberDegraded {
+        prober: String,
+        failing: u32,
+        probed: u32,
+        lag_ms: u32,
+    },
+    /// Prober replica `prober` is healthy again and reports failures (and deaths) again.
+    ProberRecovered {
+        prober: String,
+        failing: u32,
+        probed: u32,
+        lag_ms: u32,
+    },
+    /// Log entry `entry` was `skew_ms` ahead of Redis's clock when the projector read it:
+    /// every later id is stuck at least that far in the future until the log moves to a new
+    /// generation (`pantheon recover-clock`).
+    ClockSkew { entry: EntryId, skew_ms: u64 },
+    /// The log moved to a new generation (its ids follow Redis's clock again); the old log,
+    /// ending at `previous`, is kept under the key `archive`. `rebased` nodes had damping
+    /// penalties stamped after the new generation's start, moved back to it.
+    GenerationStarted {
+        previous: EntryId,
+        archive: String,
+        rebased: u32,
+    },
 }
 
 /// An events-stream entry this build cannot read.
@@ -157,6 +186,10 @@ impl EventKind {
             EventKind::PanicEnded { .. } => "panic_ended",
             EventKind::Damped { .. } => "damped",
             EventKind::Undamped { .. } => "undamped",
+            EventKind::ProberDegraded { .. } => "prober_degraded",
+            EventKind::ProberRecovered { .. } => "prober_recovered",
+            EventKind::ClockSkew { .. } => "clock_skew",
+            EventKind::GenerationStarted { .. } => "generation_started",
         }
     }
 
@@ -286,6 +319,36 @@ impl Event {
                 out.push(("probers", alive.len().to_string()));
                 out.push(("alive", alive.join(" ")));
             }
+            EventKind::ProberDegraded {
+                prober,
+                failing,
+                probed,
+                lag_ms,
+            }
+            | EventKind::ProberRecovered {
+                prober,
+                failing,
+                probed,
+                lag_ms,
+            } => {
+                out.push(("prober", prober.clone()));
+                out.push(("failing", failing.to_string()));
+                out.push(("probed", probed.to_string()));
+                out.push(("lag_ms", lag_ms.to_string()));
+            }
+            EventKind::ClockSkew { entry, skew_ms } => {
+                out.push(("entry", entry.to_string()));
+                out.push(("skew_ms", skew_ms.to_string()));
+            }
+            EventKind::GenerationStarted {
+                previous,
+                archive,
+                rebased,
+            } => {
+                out.push(("previous", previous.to_string()));
+                out.push(("archive", archive.clone()));
+                out.push(("rebased", rebased.to_string()));
+            }
             EventKind::Left { .. }
             | EventKind::Drained { .. }
             | EventKind::Undrained { .. }
@@ -312,9 +375,12 @@ impl Event {
         let node = || -> Result<NodeId, EventDecodeError> {
             NodeId::new(text("node")?).map_err(|x| EventDecodeError(x.to_string()))
         };
-        let cause = text("cause")?
-            .parse()
-            .map_err(|x: crate::ids::EntryIdError| EventDecodeError(x.to_string()))?;
+        let id = |name: &'static str| -> Result<EntryId, EventDecodeError> {
+            text(name)?
+                .parse()
+                .map_err(|x: crate::ids::EntryIdError| EventDecodeError(x.to_string()))
+        };
+        let cause = id("cause")?;
         // Fields added after the first release: events written before them lack them.
         let or = |name: &'static str, default: u32| -> Result<u32, EventDecodeError> {
             Ok(f.opt_num::<u32>(name).map_err(e)?.unwrap_or(default))
@@ -417,6 +483,27 @@ impl Event {
                     .collect(),
             },
             "no_prober" => EventKind::NoProber,
+            "prober_degraded" => EventKind::ProberDegraded {
+                prober: text("prober")?.to_owned(),
+                failing: small("failing")?,
+                probed: small("probed")?,
+                lag_ms: small("lag_ms")?,
+            },
+            "prober_recovered" => EventKind::ProberRecovered {
+                prober: text("prober")?.to_owned(),
+                failing: small("failing")?,
+                probed: small("probed")?,
+                lag_ms: small("lag_ms")?,
+            },
+            "clock_skew" => EventKind::ClockSkew {
+                entry: id("entry")?,
+                skew_ms: num("skew_ms")?,
+            },
+            "generation_started" => EventKind::GenerationStarted {
+                previous: id("previous")?,
+                archive: text("archive")?.to_owned(),
+                rebased: small("rebased")?,
+            },
             other => return Err(EventDecodeError(format!("unknown event type {other:?}"))),
         };
         Ok(Event { cause, kind })

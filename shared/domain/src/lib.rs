@@ -9,6 +9,9 @@
 //! There is no clock and no randomness here: time is the log entry id, hashing is xxh3-64 over
 //! explicit bytes, so replaying the same log gives the same state and checksum on any build.
 
+pub mod clock;
+pub mod cmds;
+pub mod confirm;
 pub mod damping;
 pub mod entry;
 pub mod event;

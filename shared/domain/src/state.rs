@@ -2,17 +2,19 @@
 //! before it, and returns the events and read-model changes. Pure and deterministic: no clock
 //! (time is the entry id), no randomness, no I/O.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::clock::Generation;
+use crate::cmds::{CmdWindow, RecordedCmd};
 use crate::damping::Penalty;
 use crate::entry::{Command, DecodeError, LogEntry, ProbeResult};
 use crate::event::{Event, EventKind, Flow};
 use crate::health::{Health, NodeHealth, Transition};
 use crate::ids::{EntryId, NodeId};
 use crate::keys::Keys;
-use crate::limits::{CMD_DEDUP_WINDOW, MAX_NODES, MAX_RING_POINTS};
+use crate::limits::{MAX_NODES, MAX_RING_POINTS};
 use crate::placement::{self, Member, Placement};
 use crate::policy::{Policy, PolicyChange};
 
@@ -96,6 +98,8 @@ pub enum Rejection {
     FutureEpoch { node: NodeId, epoch: u64 },
     #[error("damp_reuse ({reuse}) must be below damp_suppress ({suppress}) while damping is on")]
     BadDamping { reuse: u32, suppress: u32 },
+    #[error("cmd {cmd:?} was already used by entry {first} for a different entry")]
+    CmdReused { cmd: String, first: EntryId },
 }
 
 /// Refuses damping settings under which a damped node could never be undamped.
@@ -142,7 +146,7 @@ pub struct Applied {
     pub stale: bool,
     /// The client command id recorded for de-duplication, and the ids it pushed out of the
     /// window (the read model of the window must follow).
-    pub cmd_recorded: Option<String>,
+    pub cmd_recorded: Option<(String, RecordedCmd)>,
     pub cmds_evicted: Vec<String>,
 }
 
@@ -153,8 +157,7 @@ pub struct State {
     next_epoch: u64,
     keys: Keys,
     placement: Box<dyn Placement>,
-    recent_cmds: VecDeque<(String, EntryId)>,
-    cmd_index: HashMap<String, EntryId>,
+    cmds: CmdWindow,
     /// Live prober replicas, sorted; `None` until the first `probers` entry.
     probers: Option<Vec<String>>,
     /// The latest entry that changed who should be in the placement, while the placement
@@ -192,8 +195,7 @@ impl State {
             next_epoch: 1,
             keys: Keys::default(),
             placement: placement::build(policy.strategy, policy.vnodes, Vec::new()),
-            recent_cmds: VecDeque::new(),
-            cmd_index: HashMap::new(),
+            cmds: CmdWindow::default(),
             probers: None,
             pending: None,
             panicking: false,
@@ -237,8 +239,8 @@ impl State {
     }
 
     /// Recent client command ids, oldest first, with the entry that applied each.
-    pub fn recent_cmds(&self) -> impl Iterator<Item = (&str, EntryId)> {
-        self.recent_cmds.iter().map(|(c, id)| (c.as_str(), *id))
+    pub fn recent_cmds(&self) -> impl Iterator<Item = (&str, RecordedCmd)> {
+        self.cmds.iter()
     }
 
     /// Decodes raw stream fields and applies them.
@@ -276,10 +278,16 @@ impl State {
     /// batches were cut. On `Err` the state is unchanged.
     pub fn apply_deferred(&mut self, id: EntryId, entry: &LogEntry) -> Result<Applied, Rejection> {
         if let Some(cmd) = &entry.cmd
-            && let Some(&first) = self.cmd_index.get(cmd)
+            && let Some(first) = self.cmds.get(cmd)
         {
+            if !first.matches(entry) {
+                return Err(Rejection::CmdReused {
+                    cmd: cmd.clone(),
+                    first: first.id,
+                });
+            }
             return Ok(Applied {
-                duplicate_of: Some(first),
+                duplicate_of: Some(first.id),
                 ..Applied::default()
             });
         }
@@ -338,7 +346,7 @@ impl State {
                 self.assign(id, keys, &mut out)
             }
             Command::Unassign { keys } => self.unassign(id, keys, &mut out),
-            Command::Probe(p) => self.probe(id, p, &mut out)?,
+            Command::Probe(p) => self.probe(id, p, crate::confirm::Check::Plain, &mut out)?,
             Command::Policy(change) => {
                 self.check_ring_size(None, change.applied_to(self.policy).vnodes)?;
                 self.change_policy(id, change, &mut out)
@@ -356,6 +364,19 @@ impl State {
                     self.emit(&mut out, id, kind);
                 }
             }
+            Command::Checked(c) => {
+                let check = self.check_of(c);
+                self.probe(id, &c.result, check, &mut out)?
+            }
+            Command::ProberHealth(h) => self.emit(&mut out, id, h.event()),
+            Command::ClockSkew(c) => {
+                let kind = EventKind::ClockSkew {
+                    entry: c.entry,
+                    skew_ms: c.skew_ms,
+                };
+                self.emit(&mut out, id, kind);
+            }
+            Command::Generation(g) => self.start_generation(id, g, &mut out),
         }
         // After the command, so a rejected entry changes nothing.
         let undamped = self.undamp_due(id, &mut out);
@@ -364,8 +385,9 @@ impl State {
             self.pending = Some(id);
         }
         if let Some(cmd) = &entry.cmd {
-            out.cmds_evicted = self.remember_cmd(cmd, id);
-            out.cmd_recorded = Some(cmd.clone());
+            let record = RecordedCmd::new(id, entry);
+            out.cmds_evicted.extend(self.cmds.remember(cmd, record));
+            out.cmd_recorded = Some((cmd.clone(), record));
         }
         Ok(out)
     }
@@ -399,11 +421,14 @@ impl State {
             | Command::Undrain { .. }
             | Command::Weight { .. }
             | Command::Policy(_) => !out.events.is_empty(),
-            Command::Probe(_) => out
+            Command::Probe(_) | Command::Checked(_) => out
                 .events
                 .iter()
                 .any(|e| matches!(e.kind, EventKind::Died { .. } | EventKind::Revived { .. })),
             Command::Assign { .. } | Command::Unassign { .. } | Command::Probers { .. } => false,
+            Command::ProberHealth(_) => false,
+            // A generation can only undamp, which `undamp_due` reports on its own.
+            Command::ClockSkew(_) | Command::Generation(_) => false,
         }
     }
 
@@ -489,17 +514,34 @@ impl State {
         out.events.push(Event { cause, kind });
     }
 
-    fn remember_cmd(&mut self, cmd: &str, id: EntryId) -> Vec<String> {
-        self.cmd_index.insert(cmd.to_owned(), id);
-        self.recent_cmds.push_back((cmd.to_owned(), id));
-        let mut evicted = Vec::new();
-        while self.recent_cmds.len() > CMD_DEDUP_WINDOW {
-            if let Some((old, _)) = self.recent_cmds.pop_front() {
-                self.cmd_index.remove(&old);
-                evicted.push(old);
+    /// The first entry of a new log generation (see [`crate::clock`]). Its id follows Redis's
+    /// clock again, below the poisoned ids before it: damping penalties stamped after it move
+    /// back to it (else they would not decay until the poisoned time), and the window of
+    /// client command ids starts afresh (a restored window is ordered by id, and ids restart
+    /// lower, so keeping it would make a restored state differ from the live one).
+    fn start_generation(&mut self, id: EntryId, g: &Generation, out: &mut Applied) {
+        let policy = self.policy;
+        let mut rebased = 0;
+        for n in self.nodes.values_mut() {
+            if n.penalty.at > id.ms {
+                n.penalty.at = id.ms;
+                rebased += 1;
+                out.nodes_changed.push(n.id.clone());
             }
         }
-        evicted
+        self.damped_until = self
+            .nodes
+            .values()
+            .filter(|n| n.damped)
+            .map(|n| (n.penalty.reuse_at(&policy), n.id.clone()))
+            .collect();
+        out.cmds_evicted = self.cmds.clear();
+        let kind = EventKind::GenerationStarted {
+            previous: g.previous,
+            archive: g.archive.clone(),
+            rebased,
+        };
+        self.emit(out, id, kind);
     }
 
     /// Rebuilds a state from its parts, as stored in the read models. The placement is derived
@@ -510,7 +552,7 @@ impl State {
         next_epoch: u64,
         nodes: impl IntoIterator<Item = Node>,
         keys: impl IntoIterator<Item = (String, Option<NodeId>)>,
-        mut cmds: Vec<(String, EntryId)>,
+        mut cmds: Vec<(String, RecordedCmd)>,
     ) -> Self {
         let mut state = Self::new(policy);
         state.next_epoch = next_epoch;
@@ -526,9 +568,9 @@ impl State {
         for (key, owner) in keys {
             state.keys.insert(&key, owner);
         }
-        cmds.sort_by_key(|(_, id)| *id);
-        for (cmd, id) in cmds {
-            state.remember_cmd(&cmd, id);
+        cmds.sort_by_key(|(_, r)| r.id);
+        for (cmd, record) in cmds {
+            state.cmds.remember(&cmd, record);
         }
         state
     }
@@ -649,7 +691,24 @@ impl State {
         }
     }
 
-    fn probe(&mut self, id: EntryId, p: &ProbeResult, out: &mut Applied) -> Result<(), Rejection> {
+    /// How a probe of a prober that confirms deaths counts (see [`crate::confirm`]).
+    fn check_of(&self, c: &crate::confirm::CheckedProbe) -> crate::confirm::Check {
+        use crate::confirm::{Check, confirmation_counts};
+        let p = &c.result;
+        if c.confirm && confirmation_counts(self.probers.as_deref(), &p.node, p.prober.as_deref()) {
+            Check::Confirmation
+        } else {
+            Check::Regular
+        }
+    }
+
+    fn probe(
+        &mut self,
+        id: EntryId,
+        p: &ProbeResult,
+        check: crate::confirm::Check,
+        out: &mut Applied,
+    ) -> Result<(), Rejection> {
         if p.epoch >= self.next_epoch {
             return Err(Rejection::FutureEpoch {
                 node: p.node.clone(),
@@ -664,7 +723,7 @@ impl State {
             return Ok(());
         };
         let before = n.health;
-        let transitions = n.health.observe(p.ok, &policy);
+        let transitions = crate::confirm::observe(&mut n.health, p.ok, check, &policy);
         if n.health == before {
             return Ok(()); // e.g. a success of an alive node: nothing to write
         }
@@ -928,8 +987,10 @@ impl State {
                 }
             }
         }
-        h.update(&(self.recent_cmds.len() as u64).to_le_bytes());
-        for (cmd, id) in &self.recent_cmds {
+        // The digests are left out: they are derived from the entries the ids name, and
+        // states recorded before digests existed keep their checksums.
+        h.update(&(self.cmds.len() as u64).to_le_bytes());
+        for (cmd, RecordedCmd { id, .. }) in self.cmds.iter() {
             h.update(cmd.as_bytes());
             h.update(&[0]);
             h.update(&id.ms.to_le_bytes());

@@ -266,6 +266,42 @@ fn a_repeated_client_command_id_is_applied_once() {
 }
 
 #[test]
+fn a_different_entry_reusing_a_client_command_id_is_rejected() {
+    let mut s = Scenario::given([join("a").with_cmd("c-1")]);
+    let before = s.state.checksum();
+    let reused = s.when(&join("b").with_cmd("c-1"));
+    assert!(
+        matches!(&reused, Err(Rejection::CmdReused { cmd, .. }) if cmd == "c-1"),
+        "{reused:?}"
+    );
+    assert_eq!(s.state.checksum(), before, "a rejected entry changes nothing");
+    assert!(s.state.node(&node("b")).is_none());
+    // The genuine retry is still recognised as one.
+    let retry = s.when(&join("a").with_cmd("c-1")).unwrap();
+    assert!(retry.duplicate_of.is_some());
+}
+
+#[test]
+fn a_reused_client_command_id_is_still_refused_after_a_restore() {
+    let mut s = Scenario::given([join("a").with_cmd("c-1")]);
+    let restored = pantheon_domain::State::restore(
+        *s.state.policy(),
+        s.state.next_epoch(),
+        s.state.nodes().cloned(),
+        std::iter::empty(),
+        s.state
+            .recent_cmds()
+            .map(|(c, r)| (c.to_owned(), r.to_string().parse().unwrap()))
+            .collect(),
+    );
+    s.state = restored;
+    assert!(matches!(
+        s.when(&leave("a").with_cmd("c-1")),
+        Err(Rejection::CmdReused { .. })
+    ));
+}
+
+#[test]
 fn policy_changes_are_state_and_take_effect_on_the_next_probe() {
     let mut s = Scenario::given([join("a"), join("b")]);
     let change = LogEntry::new(Command::Policy(PolicyChange {

@@ -157,6 +157,8 @@ pub fn rejection_reason(r: &Rejection) -> &'static str {
         Rejection::TooManyNodes => "too_many_nodes",
         Rejection::RingTooLarge { .. } => "ring_too_large",
         Rejection::FutureEpoch { .. } => "future_epoch",
+        Rejection::BadDamping { .. } => "bad_damping",
+        Rejection::CmdReused { .. } => "cmd_reused",
         #[allow(unreachable_patterns)]
         _ => "other",
     }

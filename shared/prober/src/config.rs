@@ -41,6 +41,19 @@ pub struct ProberConfig {
     pub refresh: Duration,
     /// How long in-flight probes may finish after SIGTERM.
     pub grace: Duration,
+    /// Confirmed deaths (ADR 0008): mark probes `confirm=0`/`confirm=1` so that only a failed
+    /// confirmation (fresh connections, or a second replica) can kill a node. `false` writes
+    /// plain probes (the fold's rise/fall rule alone).
+    pub confirm: bool,
+    /// Fresh-connection attempts in one confirmation, sent at once; it succeeds if any does.
+    pub confirm_attempts: usize,
+    /// Self-suspicion (Lifeguard's local health): degraded when more than this percentage of
+    /// the nodes probed since the oldest current failure streak began are failing...
+    pub degraded_percent: u32,
+    /// ...and at least this many of them are;
+    pub degraded_min_failing: usize,
+    /// or when the prober's own timers fire this late.
+    pub lag_limit: Duration,
 }
 
 impl ProberConfig {
@@ -63,6 +76,11 @@ impl ProberConfig {
             allow: Vec::new(),
             refresh: Duration::from_millis(100),
             grace: Duration::from_secs(2),
+            confirm: true,
+            confirm_attempts: 3,
+            degraded_percent: 50,
+            degraded_min_failing: 8,
+            lag_limit: Duration::from_millis(500),
         }
     }
 
@@ -85,6 +103,17 @@ impl ProberConfig {
         }
         if self.registration_ttl < Duration::from_millis(300) {
             return Err("registration_ttl must be at least 300ms".into());
+        }
+        if self.confirm_attempts == 0 || self.confirm_attempts > 10 {
+            return Err("confirm_attempts must be within 1..=10".into());
+        }
+        if self.degraded_percent > 100 {
+            return Err(
+                "degraded_percent must be within 0..=100 (0 turns self-suspicion off)".into(),
+            );
+        }
+        if self.lag_limit < Duration::from_millis(10) {
+            return Err("lag_limit must be at least 10ms".into());
         }
         if self.max_in_flight == 0 {
             return Err("max_in_flight must be at least 1".into());

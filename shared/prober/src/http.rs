@@ -73,6 +73,8 @@ impl Resolve for PolicyResolver {
 #[derive(Debug, Clone)]
 pub struct HttpProber {
     client: Client,
+    /// Keeps no idle connection: every request opens a new one (confirmations, ADR 0008).
+    fresh: Client,
     policy: AddressPolicy,
     timeout: Duration,
     max_body: usize,
@@ -82,32 +84,42 @@ pub struct HttpProber {
 impl HttpProber {
     pub fn new(config: &ProberConfig) -> Result<Self, String> {
         let policy = AddressPolicy::new(config.deny.clone(), config.allow.clone());
-        let redirects = reqwest::redirect::Policy::custom(|attempt| {
-            let first_host = attempt
-                .previous()
-                .first()
-                .and_then(|u| u.host_str().map(str::to_owned));
-            if attempt.previous().len() > 3 {
-                attempt.error("too many redirects")
-            } else if attempt.url().host_str().map(str::to_owned) != first_host {
-                attempt.error("redirect to another host")
-            } else {
-                attempt.follow()
-            }
-        });
-        let client = Client::builder()
-            .dns_resolver(Arc::new(PolicyResolver {
-                policy: policy.clone(),
-            }))
-            .redirect(redirects)
-            .connect_timeout(config.timeout)
-            .timeout(config.timeout)
+        let redirects = || {
+            reqwest::redirect::Policy::custom(|attempt| {
+                let first_host = attempt
+                    .previous()
+                    .first()
+                    .and_then(|u| u.host_str().map(str::to_owned));
+                if attempt.previous().len() > 3 {
+                    attempt.error("too many redirects")
+                } else if attempt.url().host_str().map(str::to_owned) != first_host {
+                    attempt.error("redirect to another host")
+                } else {
+                    attempt.follow()
+                }
+            })
+        };
+        let builder = || {
+            Client::builder()
+                .dns_resolver(Arc::new(PolicyResolver {
+                    policy: policy.clone(),
+                }))
+                .redirect(redirects())
+                .connect_timeout(config.timeout)
+                .timeout(config.timeout)
+                .user_agent(concat!("pantheon-prober/", env!("CARGO_PKG_VERSION")))
+        };
+        let client = builder()
             .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!("pantheon-prober/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let fresh = builder()
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         Ok(Self {
             client,
+            fresh,
             policy,
             timeout: config.timeout,
             max_body: config.max_body_bytes,
@@ -126,6 +138,16 @@ impl HttpProber {
 
     /// Probes one URL. Never fails: every problem is an outcome with an error kind.
     pub async fn probe(&self, url: &str) -> Outcome {
+        self.probe_with(&self.client, url).await
+    }
+
+    /// Probes one URL on a new connection (none is kept for reuse), so a broken pooled
+    /// keep-alive connection cannot make the node look dead.
+    pub async fn probe_fresh(&self, url: &str) -> Outcome {
+        self.probe_with(&self.fresh, url).await
+    }
+
+    async fn probe_with(&self, client: &Client, url: &str) -> Outcome {
         let start = Instant::now();
         let Ok(parsed) = Url::parse(url) else {
             return Self::failed(start, None, ProbeError::Protocol);
@@ -140,7 +162,7 @@ impl HttpProber {
         {
             return Self::failed(start, None, ProbeError::Policy);
         }
-        match tokio::time::timeout(self.timeout, self.fetch(parsed)).await {
+        match tokio::time::timeout(self.timeout, self.fetch(client, parsed)).await {
             Err(_) => Self::failed(start, None, ProbeError::Timeout),
             Ok(Err(kind)) => Self::failed(start, None, kind),
             Ok(Ok(status)) => {
@@ -158,8 +180,8 @@ impl HttpProber {
         }
     }
 
-    async fn fetch(&self, url: Url) -> Result<u16, ProbeError> {
-        let mut response = self.client.get(url).send().await.map_err(classify)?;
+    async fn fetch(&self, client: &Client, url: Url) -> Result<u16, ProbeError> {
+        let mut response = client.get(url).send().await.map_err(classify)?;
         let status = response.status().as_u16();
         // Read (part of) the body so a well-behaved node's connection can be reused; stop at
         // the cap so a node streaming garbage cannot make us read forever.

@@ -6,11 +6,13 @@
 //! * [`address_policy`] — refusing link-local and cloud-metadata targets;
 //! * [`http`] — one probe: GET with timeout, capped body, no redirect off the host;
 //! * [`schedule`] — per-node cadence (alive / suspect / dead) and what to report;
+//! * [`confirm`] — confirmed deaths and self-suspicion (ADR 0008);
 //! * [`registry`] — replica heartbeats and rendezvous ownership of nodes;
 //! * [`runner`] — the loop tying them together, with graceful shutdown.
 
 pub mod address_policy;
 pub mod config;
+pub mod confirm;
 pub mod http;
 pub mod registry;
 pub mod runner;

@@ -18,6 +18,8 @@ pub struct Ownership {
     me: String,
     owners: Rendezvous,
     i_count: bool,
+    /// The replicas that share the nodes (warm, or everyone at a fresh start), as members.
+    members: Vec<Member>,
 }
 
 impl Ownership {
@@ -36,15 +38,16 @@ impl Ownership {
             eligible = live.iter().map(|e| e.id.as_str()).collect();
         }
         let i_count = eligible.contains(&me);
-        let members = eligible
+        let members: Vec<Member> = eligible
             .iter()
             .filter_map(|id| NodeId::new(id).ok())
             .map(|node| Member { node, weight: 1 })
             .collect();
         Self {
             me: me.to_owned(),
-            owners: Rendezvous::new(members),
+            owners: Rendezvous::new(members.clone()),
             i_count,
+            members,
         }
     }
 
@@ -55,6 +58,29 @@ impl Ownership {
                 .owners
                 .owner(node.as_str())
                 .is_some_and(|o| o.as_str() == self.me)
+    }
+
+    /// Whether this replica is `node`'s confirmer (ADR 0008): with two or more replicas, the
+    /// owner of `node` among the replicas other than its owner (SWIM's indirect probe).
+    pub fn confirms(&self, node: &NodeId) -> bool {
+        if !self.i_count || self.members.len() < 2 {
+            return false;
+        }
+        let Some(owner) = self.owners.owner(node.as_str()) else {
+            return false;
+        };
+        if owner.as_str() == self.me {
+            return false;
+        }
+        let others: Vec<Member> = self
+            .members
+            .iter()
+            .filter(|m| m.node != *owner)
+            .cloned()
+            .collect();
+        Rendezvous::new(others)
+            .owner(node.as_str())
+            .is_some_and(|c| c.as_str() == self.me)
     }
 
     /// Number of replicas sharing the nodes.
@@ -111,6 +137,25 @@ mod tests {
             assert!(!(old.owns(&n) && new.owns(&n)), "double ownership of {n}");
         }
         assert!((0..200).all(|i| !new.owns(&NodeId::new(&format!("n{i}")).unwrap())));
+    }
+
+    #[test]
+    fn with_two_or_more_replicas_each_node_has_one_confirmer_other_than_its_owner() {
+        let r = registry(100_000, &[("a", 0), ("b", 0), ("c", 0)]);
+        let views: Vec<Ownership> = ["a", "b", "c"]
+            .iter()
+            .map(|me| {
+                Ownership::from_registry(&r, me, Duration::from_secs(2), Duration::from_secs(1))
+            })
+            .collect();
+        for i in 0..300 {
+            let n = NodeId::new(&format!("n{i}")).unwrap();
+            assert_eq!(views.iter().filter(|v| v.confirms(&n)).count(), 1);
+            assert!(!views.iter().any(|v| v.owns(&n) && v.confirms(&n)));
+        }
+        let alone = registry(100_000, &[("a", 0)]);
+        let a = Ownership::from_registry(&alone, "a", Duration::from_secs(2), Duration::ZERO);
+        assert!(!a.confirms(&NodeId::new("n1").unwrap()));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pantheon_domain::NodeId;
+use pantheon_domain::confirm::{CheckedProbe, ProberHealth};
 use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::health::Health;
 use pantheon_store::readmodel::{self, NodeRecord};
@@ -22,9 +23,10 @@ use tracing::{debug, info, warn};
 
 use crate::ProberError;
 use crate::config::ProberConfig;
+use crate::confirm::{LocalHealth, Sample, awaits_confirmation, next_is_confirmation};
 use crate::http::{HttpProber, Outcome};
 use crate::registry::Ownership;
-use crate::schedule::{Tracked, first_probe_window, jittered};
+use crate::schedule::{Role, Tracked, first_probe_window, jittered};
 
 /// Runs a prober replica until `shutdown` is cancelled, reconnecting to Redis as needed.
 pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<(), ProberError> {
@@ -82,6 +84,8 @@ struct Finished {
     /// When the probe was sent: the next one is timed from here (fixed rate), so a timeout
     /// does not stretch the gap between probes of a suspect node by the timeout itself.
     started: Instant,
+    /// A confirmation on fresh connections (ADR 0008), not a regular probe.
+    confirm: bool,
 }
 
 struct Prober {
@@ -99,6 +103,10 @@ struct Prober {
     in_flight: HashMap<NodeId, u64>,
     ownership: Option<Ownership>,
     seen_checkpoint: Option<String>,
+    /// The cluster's `fall` (from the ring hash), for confirmations.
+    fall: u32,
+    /// Self-suspicion (Lifeguard's local health).
+    local: LocalHealth,
 }
 
 impl Prober {
@@ -116,6 +124,8 @@ impl Prober {
             in_flight: HashMap::new(),
             ownership: None,
             seen_checkpoint: None,
+            fall: pantheon_domain::Policy::DEFAULT_FALL,
+            local: LocalHealth::new(Instant::now()),
         }
     }
 
@@ -151,6 +161,11 @@ impl Prober {
         if last.is_some() && last == self.seen_checkpoint {
             return Ok(());
         }
+        if self.config.confirm {
+            self.fall = readmodel::load_policy(&mut self.con, &self.layout)
+                .await?
+                .fall;
+        }
         let records = readmodel::node_records(&mut self.con, &self.layout).await?;
         self.all.clear();
         for record in records {
@@ -177,8 +192,46 @@ impl Prober {
             .filter(|(n, _)| ownership.owns(n))
             .map(|(n, r)| (n.clone(), r.clone()))
             .collect();
-        let keep: std::collections::HashSet<&NodeId> = owned.iter().map(|(n, _)| n).collect();
-        self.tracked.retain(|n, _| keep.contains(n));
+        // Nodes another replica owns and suspects, that this one confirms (ADR 0008).
+        let fall = self.fall;
+        let confirming: Vec<(NodeId, NodeRecord)> = if self.config.confirm {
+            self.all
+                .iter()
+                .filter(|(_, r)| {
+                    !r.draining
+                        && r.health
+                            .parse()
+                            .is_ok_and(|h| awaits_confirmation(h, r.fails, fall))
+                })
+                .filter(|(n, _)| ownership.confirms(n))
+                .map(|(n, r)| (n.clone(), r.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let keep: HashMap<NodeId, Role> = owned
+            .iter()
+            .map(|(n, _)| (n.clone(), Role::Owner))
+            .chain(confirming.iter().map(|(n, _)| (n.clone(), Role::Confirmer)))
+            .collect();
+        self.tracked
+            .retain(|n, t| keep.get(n).is_some_and(|role| *role == t.role));
+        for (node, record) in confirming {
+            let health = record.health.parse().unwrap_or(Health::Suspect);
+            match self.tracked.get_mut(&node) {
+                Some(t) if t.epoch == record.epoch => {
+                    t.health = health;
+                    t.fails = record.fails;
+                }
+                _ => {
+                    let mut t =
+                        Tracked::new(record.epoch, record.url.clone(), health, record.fails);
+                    t.role = Role::Confirmer;
+                    self.tracked.insert(node.clone(), t);
+                    self.schedule(&node, Duration::ZERO);
+                }
+            }
+        }
         let fresh = owned
             .iter()
             .filter(|(n, r)| self.tracked.get(n).is_none_or(|t| t.epoch != r.epoch))
@@ -211,6 +264,8 @@ impl Prober {
         cancel: &CancellationToken,
     ) {
         let now = Instant::now();
+        // Alone: no other warm replica can confirm, so this one does, on fresh connections.
+        let alone = self.ownership.as_ref().is_none_or(|o| o.replicas() < 2);
         while let Some(Reverse((due, generation, node))) = self.queue.peek().cloned() {
             if due > now {
                 break;
@@ -228,12 +283,23 @@ impl Prober {
                 continue;
             };
             let (url, epoch) = (t.url.clone(), t.epoch);
+            // A degraded replica confirms nothing: its view of the network is in doubt.
+            let confirm = self.config.confirm
+                && !self.local.is_degraded()
+                && next_is_confirmation(t, self.fall, alone);
+            if t.role == Role::Confirmer && !confirm {
+                // Degraded: confirm nothing for now, look again later.
+                self.schedule(&node, self.config.suspect_interval);
+                continue;
+            }
+            let attempts = self.config.confirm_attempts;
             self.in_flight.insert(node.clone(), epoch);
             let (http, tx, cancel) = (self.http.clone(), tx.clone(), cancel.clone());
             tracker.spawn(async move {
                 let started = Instant::now();
                 let outcome = tokio::select! {
-                    o = http.probe(&url) => o,
+                    o = crate::confirm::confirm(&http, &url, attempts), if confirm => o,
+                    o = http.probe(&url), if !confirm => o,
                     _ = cancel.cancelled() => return,
                 };
                 drop(permit);
@@ -243,15 +309,20 @@ impl Prober {
                         epoch,
                         outcome,
                         started,
+                        confirm,
                     })
                     .await;
             });
         }
     }
 
-    /// Folds finished probes in and writes the results that matter, in one pipeline.
+    /// Folds finished probes in and writes the results that matter, in one pipeline. First
+    /// the prober judges its own health (Lifeguard): while it suspects itself it writes
+    /// `prober_degraded` and holds back every failure, so no node dies on its word.
     async fn report(&mut self, finished: Vec<Finished>) -> Result<(), ProberError> {
         let mut results = Vec::new();
+        let mut done = Vec::with_capacity(finished.len());
+        let mut any_failure = false;
         for f in finished {
             self.in_flight.remove(&f.node);
             pantheon_metrics::process().probe(
@@ -265,10 +336,28 @@ impl Prober {
             if t.epoch != f.epoch {
                 continue;
             }
-            let report = t.record(f.outcome.ok);
+            t.observe(f.outcome.ok, f.started);
+            any_failure |= !f.outcome.ok;
+            done.push(f);
+        }
+        if self.config.confirm && (any_failure || self.local.is_degraded()) {
+            let sample = Sample::of(self.tracked.values());
+            self.judge_self(sample, &mut results);
+        }
+        let hold = self.local.is_degraded();
+        for f in done {
+            let Some(t) = self.tracked.get_mut(&f.node) else {
+                continue;
+            };
             let next = jittered(t.cadence(&self.config), self.config.jitter);
+            let report = if t.role == Role::Confirmer {
+                !hold || f.outcome.ok
+            } else {
+                t.should_report(f.outcome.ok) && !(hold && !f.outcome.ok)
+            };
             if report {
-                let entry = LogEntry::new(Command::Probe(ProbeResult {
+                t.reported(f.outcome.ok);
+                let result = ProbeResult {
                     node: f.node.clone(),
                     epoch: f.epoch,
                     ok: f.outcome.ok,
@@ -276,14 +365,57 @@ impl Prober {
                     latency_ms: f.outcome.latency_ms,
                     error: f.outcome.error,
                     prober: Some(self.config.id.clone()),
-                }));
-                results.push(entry);
-                debug!(node = %f.node, ok = f.outcome.ok, error = ?f.outcome.error, "reported probe");
+                };
+                let command = if self.config.confirm {
+                    Command::Checked(CheckedProbe {
+                        result,
+                        confirm: f.confirm,
+                    })
+                } else {
+                    Command::Probe(result)
+                };
+                results.push(LogEntry::new(command));
+                debug!(node = %f.node, ok = f.outcome.ok, confirm = f.confirm, error = ?f.outcome.error, "reported probe");
             }
             self.schedule_at(&f.node, (f.started + next).max(Instant::now()));
         }
         log::append_many(&mut self.con, &self.layout, &results).await?;
         Ok(())
+    }
+
+    /// Assesses this replica's own health; on a change, queues the `prober_degraded` or
+    /// `prober_recovered` entry (before any probe result of the same batch).
+    fn judge_self(&mut self, sample: Sample, results: &mut Vec<LogEntry>) {
+        let now = Instant::now();
+        let Some(change) = self
+            .local
+            .assess(&self.config, now, sample, self.config.interval)
+        else {
+            return;
+        };
+        let lag_ms = u32::try_from(change.lag.as_millis()).unwrap_or(u32::MAX);
+        if change.degraded {
+            warn!(
+                failing = sample.failing,
+                probed = sample.probed,
+                lag_ms,
+                "this prober suspects itself: holding back failure reports"
+            );
+        } else {
+            info!(
+                failing = sample.failing,
+                probed = sample.probed,
+                lag_ms,
+                "this prober is healthy again: reporting failures"
+            );
+        }
+        results.push(LogEntry::new(Command::ProberHealth(ProberHealth {
+            prober: self.config.id.clone(),
+            degraded: change.degraded,
+            failing: sample.failing,
+            probed: sample.probed,
+            lag_ms,
+        })));
     }
 
     async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), ProberError> {
@@ -328,7 +460,20 @@ impl Prober {
                 }
             }
             if now >= next_refresh {
+                // Scheduling lag: how late this loop comes back to its refresh tick (a timer
+                // fired late, or the loop was busy).
+                self.local.note_lag(now, now - next_refresh);
                 next_refresh = now + self.config.refresh;
+                // Recovery needs no failure to be noticed: while degraded, look at our own
+                // health at every tick.
+                if self.config.confirm && self.local.is_degraded() {
+                    let sample = Sample::of(self.tracked.values());
+                    let mut entries = Vec::new();
+                    self.judge_self(sample, &mut entries);
+                    if let Err(e) = log::append_many(&mut self.con, &self.layout, &entries).await {
+                        break Err(e.into());
+                    }
+                }
                 if let Err(e) = self.refresh().await {
                     break Err(e);
                 }

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use pantheon_domain::health::Health;
 use rand::Rng;
 
@@ -27,6 +29,22 @@ pub struct Tracked {
     pub last_ok: Option<bool>,
     /// Whether our last *reported* result of this epoch was a failure.
     pub last_reported_failure: bool,
+    /// Why we probe it: we own it, or we confirm its owner's suspicion (ADR 0008).
+    pub role: Role,
+    /// Our own consecutive failed probes of this epoch, and when the first of them was sent.
+    pub streak: u32,
+    pub streak_since: Option<Instant>,
+    /// When our last finished probe of it was sent.
+    pub last_started: Option<Instant>,
+}
+
+/// Why a replica probes a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It owns the node: regular probes (and, alone, the confirmations too).
+    Owner,
+    /// Another replica owns it and suspects it: confirmations only.
+    Confirmer,
 }
 
 impl Tracked {
@@ -38,11 +56,42 @@ impl Tracked {
             fails,
             last_ok: None,
             last_reported_failure: false,
+            role: Role::Owner,
+            streak: 0,
+            streak_since: None,
+            last_started: None,
         }
+    }
+
+    /// Notes a result of a probe sent at `started` (reported or not).
+    pub fn observe(&mut self, ok: bool, started: Instant) {
+        self.last_ok = Some(ok);
+        self.last_started = Some(started);
+        if ok {
+            self.streak = 0;
+            self.streak_since = None;
+        } else {
+            self.streak = self.streak.saturating_add(1);
+            self.streak_since.get_or_insert(started);
+        }
+    }
+
+    /// Whether a result must be written to the log: every failure, and a success only when it
+    /// can change something.
+    pub fn should_report(&self, ok: bool) -> bool {
+        !ok || self.health != Health::Alive || self.fails > 0 || self.last_reported_failure
+    }
+
+    /// Notes that a result was written.
+    pub fn reported(&mut self, ok: bool) {
+        self.last_reported_failure = !ok;
     }
 
     /// Base wait before the next probe.
     pub fn cadence(&self, config: &ProberConfig) -> Duration {
+        if self.role == Role::Confirmer {
+            return config.suspect_interval;
+        }
         match (self.health, self.last_ok) {
             (Health::Dead, Some(true)) => config.suspect_interval,
             (Health::Dead, _) => config.dead_interval,
@@ -51,13 +100,12 @@ impl Tracked {
         }
     }
 
-    /// Records a result; returns whether it must be written to the log.
+    /// Records a result and, when it must be written, that it was; returns whether it must.
     pub fn record(&mut self, ok: bool) -> bool {
-        self.last_ok = Some(ok);
-        let report =
-            !ok || self.health != Health::Alive || self.fails > 0 || self.last_reported_failure;
+        self.observe(ok, Instant::now());
+        let report = self.should_report(ok);
         if report {
-            self.last_reported_failure = !ok;
+            self.reported(ok);
         }
         report
     }

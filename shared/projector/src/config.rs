@@ -36,6 +36,9 @@ pub struct ProjectorConfig {
     /// a `probers` entry when it changed (so "no prober alive" becomes an event). `None`
     /// disables the watchdog.
     pub prober_watchdog: Option<Duration>,
+    /// An entry whose id runs ahead of Redis's clock by more than this is reported as a
+    /// `clock_skew` entry and a log error (docs/adr/0009). `None` disables the check.
+    pub clock_skew_bound: Option<Duration>,
 }
 
 impl ProjectorConfig {
@@ -54,6 +57,7 @@ impl ProjectorConfig {
             events_max_len: Some(1_000_000),
             events_max_age: Some(Duration::from_secs(30 * 24 * 3600)),
             prober_watchdog: Some(Duration::from_secs(1)),
+            clock_skew_bound: Some(Duration::from_secs(60)),
         }
     }
 

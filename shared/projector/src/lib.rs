@@ -13,9 +13,11 @@
 //! * [`retention`] — snapshots, log trimming below them, events trimming.
 
 pub mod config;
+pub mod generation;
 pub mod rebuild;
 pub mod retention;
 pub mod runner;
+mod skew;
 pub mod stage;
 
 pub use config::ProjectorConfig;

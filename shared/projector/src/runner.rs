@@ -360,6 +360,7 @@ async fn lead(
         // Give prober replicas starting alongside a time to register before judging them.
         let mut next_watch = Instant::now() + WATCHDOG_GRACE;
         let mut reported_probers: Option<Vec<String>> = None;
+        let mut skew = config.clock_skew_bound.map(crate::skew::SkewWatch::new);
         // At most one commit runs while the next batch is read and folded. `cp` is what the
         // staged batches assume; if a commit fails the next one is STALE and the leader reloads
         // from Redis, exactly as when the in-memory state runs ahead of a failed commit.
@@ -387,6 +388,9 @@ async fn lead(
             if !entries.is_empty() {
                 let fields: usize = entries.iter().map(|e| e.fields.len()).sum();
                 fields_per_entry = (fields as f64 / entries.len() as f64).max(1.0);
+                if let Some(skew) = &mut skew {
+                    skew.check(con, layout, &entries).await?;
+                }
             }
             let mut rest = &entries[..];
             while !rest.is_empty() {

@@ -76,7 +76,7 @@ pub fn stage_entries(
         match state.apply_raw_deferred(entry.id, &entry.fields) {
             Ok(applied) => {
                 pantheon_metrics::process().entry(Ok(()));
-                readmodel::stage_applied(&mut batch, layout, state, entry.id, &applied);
+                readmodel::stage_applied(&mut batch, layout, state, &applied);
                 let policy_changed = applied.events.iter().any(|e| {
                     matches!(
                         e.kind,
@@ -102,9 +102,9 @@ pub fn stage_entries(
         }
         cp.last_id = Some(entry.id);
     }
-    if let Some(last) = cp.last_id.filter(|_| !state.is_settled()) {
+    if cp.last_id.is_some() && !state.is_settled() {
         let settled = state.settle();
-        readmodel::stage_applied(&mut batch, layout, state, last, &settled);
+        readmodel::stage_applied(&mut batch, layout, state, &settled);
         if settled.ring_changed {
             cp.ring_version += 1;
         }

@@ -77,7 +77,7 @@ impl Role {
                 "read nodes, keys, placement, events and the log (read commands, audit)"
             }
             Role::Consumer => "read the events stream through consumer groups (events --group)",
-            Role::Operator => "rebuild --verify and migrate",
+            Role::Operator => "rebuild --verify, migrate and recover-clock",
             Role::Service => {
                 "run the projector and prober (up, pantheon-projector, pantheon-prober)"
             }

@@ -22,6 +22,14 @@ end
 return 0
 "#;
 
+/// Takes the lease whoever holds it, and bumps the fence: the holder's renewals and commits
+/// fail from now on. Only for operator tools that must stop a running leader.
+const SEIZE_LUA: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('INCR', KEYS[2])
+return 1
+"#;
+
 const RENEW_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -77,6 +85,19 @@ impl Lease {
             .invoke_async(con)
             .await?;
         Ok(got == 1)
+    }
+
+    /// Takes the lease even from a live holder (which loses it at its next renewal and
+    /// cannot commit any more: the fence moves). For `pantheon recover-clock`.
+    pub async fn seize<C: ConnectionLike + Send>(&self, con: &mut C) -> Result<(), StoreError> {
+        let _: i64 = Script::new(SEIZE_LUA)
+            .key(&self.key)
+            .key(self.fence_key())
+            .arg(&self.token)
+            .arg(self.ttl_ms())
+            .invoke_async(con)
+            .await?;
+        Ok(())
     }
 
     /// Counter bumped at every change of holder (same hash slot as the lease).

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use pantheon_domain::health::{Health, NodeHealth};
 use pantheon_domain::placement::{Member, Strategy};
+use pantheon_domain::cmds::RecordedCmd;
 use pantheon_domain::{Applied, EntryId, KeyChange, Node, NodeId, Policy, State};
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
@@ -182,7 +183,6 @@ pub fn stage_applied(
     batch: &mut Batch,
     layout: &Layout,
     state: &State,
-    id: EntryId,
     applied: &Applied,
 ) {
     for id in &applied.nodes_changed {
@@ -198,8 +198,8 @@ pub fn stage_applied(
         }
     }
     stage_key_changes(batch, layout, &applied.key_changes);
-    if let Some(cmd) = &applied.cmd_recorded {
-        batch.hset(&layout.cmds(), &[(cmd.as_str(), id.to_string())]);
+    if let Some((cmd, record)) = &applied.cmd_recorded {
+        batch.hset(&layout.cmds(), &[(cmd.as_str(), record.to_string())]);
     }
     if !applied.cmds_evicted.is_empty() {
         batch.call_chunked("HDEL", &layout.cmds(), &[], &applied.cmds_evicted);
@@ -272,7 +272,7 @@ pub fn stage_full(batch: &mut Batch, layout: &Layout, state: &State) {
     stage_key_changes(batch, layout, &changes);
     let cmds: Vec<(String, String)> = state
         .recent_cmds()
-        .map(|(c, id)| (c.to_owned(), id.to_string()))
+        .map(|(c, record)| (c.to_owned(), record.to_string()))
         .collect();
     if !cmds.is_empty() {
         batch.hset(&layout.cmds(), &cmds);
@@ -498,11 +498,11 @@ pub async fn load<C: ConnectionLike + Send>(
     );
     let cmds_key = layout.cmds();
     let mut cmds = Vec::new();
-    for (cmd, id) in scan_hash(con, &cmds_key).await? {
-        let id: EntryId = id
+    for (cmd, value) in scan_hash(con, &cmds_key).await? {
+        let record: RecordedCmd = value
             .parse()
-            .map_err(|_| damaged(&cmds_key, format!("bad id for {cmd}")))?;
-        cmds.push((cmd, id));
+            .map_err(|e| damaged(&cmds_key, format!("{cmd}: {e}")))?;
+        cmds.push((cmd, record));
     }
     let mut state = State::restore(policy, checkpoint.next_epoch, nodes, keys, cmds);
     let probers: Option<String> = redis::cmd("HGET")

@@ -92,7 +92,7 @@ impl Snapshot {
                 .collect(),
             cmds: state
                 .recent_cmds()
-                .map(|(c, id)| (c.to_owned(), id.to_string()))
+                .map(|(c, record)| (c.to_owned(), record.to_string()))
                 .collect(),
             probers: state.probers().map(<[String]>::to_vec),
         }
@@ -153,10 +153,7 @@ impl Snapshot {
         }
         let mut cmds = Vec::with_capacity(self.cmds.len());
         for (c, id) in &self.cmds {
-            cmds.push((
-                c.clone(),
-                id.parse().map_err(|_| format!("bad cmd id {id:?}"))?,
-            ));
+            cmds.push((c.clone(), id.parse().map_err(|e| format!("cmd {c}: {e}"))?));
         }
         let mut state = State::restore(policy, self.next_epoch, nodes, keys, cmds);
         state.restore_probers(self.probers.clone());

@@ -5,6 +5,7 @@ pub mod acl;
 pub mod audit;
 pub mod config;
 pub mod distribute;
+pub mod doctor;
 pub mod drain;
 pub mod events;
 pub mod join;
@@ -14,6 +15,7 @@ pub mod locate;
 pub mod migrate;
 pub mod nodes;
 pub mod rebuild;
+pub mod recover_clock;
 pub mod up;
 pub mod weight;
 mod write;
@@ -42,5 +44,7 @@ pub async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(args, settings).await,
         Command::Config(args) => config::run(args, loaded),
         Command::Acl(args) => acl::run(&args, settings),
+        Command::Doctor(args) => doctor::run(args, settings).await,
+        Command::RecoverClock(args) => recover_clock::run(args, settings).await,
     }
 }

@@ -1,0 +1,64 @@
+//! `pantheon recover-clock`: moves the log to a new generation after an entry id ran far
+//! ahead of Redis's clock (docs/adr/0009-a-clock-that-cannot-be-poisoned.md). All state is
+//! kept; entries not applied yet move to the new log; the old log is kept under an archive
+//! key. Needs the operator role.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::cli::RecoverClockArgs;
+use crate::config::Settings;
+use crate::connect::Cluster;
+use crate::error::CliError;
+
+pub async fn run(args: RecoverClockArgs, settings: &Settings) -> anyhow::Result<()> {
+    let cluster = Cluster::connect(settings).await?;
+    let status = cluster
+        .client
+        .status()
+        .await
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let ahead = status.projector.log_ahead_ms;
+    let bound = settings.projector.clock_skew_bound_ms;
+    if !args.force && (bound == 0 || ahead <= bound) {
+        return Err(CliError::failed(format!(
+            "the log's clock is fine (its newest id is {} ahead of Redis's clock, bound {}): \
+             nothing to recover; --force moves the log to a new generation anyway",
+            crate::output::duration(Duration::from_millis(ahead)),
+            crate::output::duration(Duration::from_millis(bound)),
+        ))
+        .into());
+    }
+    let ttl = Duration::from_millis(settings.projector.lease_ttl_ms.max(1000));
+    let switched = pantheon_projector::generation::recover_clock(
+        &cluster.con,
+        &cluster.layout,
+        "recover-clock",
+        ttl,
+    )
+    .await
+    .map_err(|e| CliError::failed(format!("could not move the log: {e}")))?;
+    if args.json {
+        return crate::output::json(&json!({
+            "cluster": cluster.name,
+            "archive": switched.archive,
+            "previous": switched.previous.to_string(),
+            "moved": switched.moved,
+            "marker": switched.marker.to_string(),
+        }));
+    }
+    crate::outln!(
+        "moved the log of cluster {:?} to a new generation starting at {}",
+        cluster.name,
+        switched.marker
+    );
+    crate::outln!(
+        "the old log (last id {}) is kept as {}; {} entries not applied yet moved to the new log",
+        switched.previous,
+        switched.archive,
+        switched.moved
+    );
+    crate::outln!("all state is kept; the projector continues from the new generation");
+    Ok(())
+}
