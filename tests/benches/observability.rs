@@ -4,8 +4,9 @@
 //! child process with its HTTP endpoint on (`PANTHEON_HTTP__LISTEN`, the axum router of
 //! `pantheon-service`), and `reqwest` over loopback as the client.
 //!
-//! Set-up: a `policy` entry (rendezvous placement: folding 10,000 joins into the default
-//! 2048-point ring is a separate cost, see "Correlated failures"), N `join` entries and K keys
+//! Set-up: a `policy` entry (rendezvous placement: folding 10,000 joins into a ring is a
+//! separate cost, see "Correlated failures"; 160 vnodes, as the fold caps weight × vnodes at
+//! 2^24 points whatever the strategy, 8,192 nodes at the default 2048), N `join` entries and K keys
 //! in `assign` entries of 10,000 keys, XADDed in pipelines; the projector folds them. Nodes
 //! are not probed (no prober runs), so they stay `alive` as joined.
 //!
@@ -57,6 +58,8 @@ use tokio::time::Instant;
 const SERVICE: &str = env!("CARGO_BIN_EXE_pantheon-projector-under-test");
 /// Join entries per XADD pipeline.
 const JOINS_PER_PIPE: usize = 500;
+/// Points per node in the policy (rendezvous does not use them; the ring-size cap does).
+const VNODES: u32 = 160;
 /// Keys per `assign` entry.
 const KEYS_PER_ENTRY: usize = 10_000;
 /// Bound on the projector folding the set-up.
@@ -339,6 +342,9 @@ async fn setup(s: Scale) -> Setup {
     let started = Instant::now();
     let policy = LogEntry::new(Command::Policy(PolicyChange {
         strategy: Some(Strategy::Rendezvous),
+        // The fold caps total weight × vnodes at 2^24 points whatever the strategy: at the
+        // default 2048 vnodes that is 8,192 nodes of weight 1.
+        vnodes: Some(VNODES),
         ..PolicyChange::default()
     }));
     xadd(&mut con, &log, &policy).await;
@@ -381,6 +387,17 @@ async fn setup(s: Scale) -> Setup {
         )
         .await;
     }
+    let rejected: u64 = redis::cmd("XLEN")
+        .arg(layout.rejected())
+        .query_async(&mut con)
+        .await
+        .expect("XLEN rejected");
+    assert_eq!(
+        rejected,
+        0,
+        "set-up entries were rejected (see {})",
+        layout.rejected()
+    );
     eprintln!(
         "set-up: {} joins folded in {:.1} s, {} keys assigned in {:.1} s more",
         s.nodes,
@@ -497,6 +514,58 @@ async fn client_status(setup: &Setup, n: usize) -> (f64, f64, f64) {
         std::hint::black_box(s);
     }
     stats(&mut v)
+}
+
+/// Where the status read's time goes: each store read it is made of, alone (median of `n`).
+async fn status_parts(setup: &Setup, n: usize) -> Vec<(&'static str, f64)> {
+    let mut con = setup.redis.connection().await;
+    let layout = &setup.layout;
+    let ids: Vec<NodeId> = readmodel::nodes(&mut con, layout)
+        .await
+        .expect("nodes")
+        .iter()
+        .map(|r| NodeId::new(&r.node).expect("node id"))
+        .collect();
+    let mut out = Vec::new();
+    macro_rules! part {
+        ($name:expr, $read:expr) => {{
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let started = Instant::now();
+                let r = $read.await.expect($name);
+                v.push(ms(started.elapsed()));
+                std::hint::black_box(r);
+            }
+            out.push(($name, stats(&mut v).0));
+        }};
+    }
+    part!(
+        "node records (HSCAN + JSON)",
+        readmodel::nodes(&mut con, layout)
+    );
+    part!(
+        "node records (HGETALL + JSON)",
+        readmodel::node_records(&mut con, layout)
+    );
+    part!(
+        "keys per node (SCARD pipeline)",
+        readmodel::node_key_counts(&mut con, layout, &ids)
+    );
+    part!("key totals", readmodel::key_totals(&mut con, layout));
+    part!("ring", readmodel::ring(&mut con, layout));
+    part!(
+        "projector progress",
+        pantheon_store::monitor::progress(&mut con, layout)
+    );
+    part!(
+        "event groups",
+        pantheon_store::monitor::event_groups(&mut con, layout)
+    );
+    part!(
+        "prober registry",
+        pantheon_store::probers::read(&mut con, layout)
+    );
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -732,24 +801,6 @@ async fn main() {
 
     // Step 1 and 2.
     let (metrics_text, _) = setup.service.get_ok("/metrics").await;
-    {
-        let mut con = setup.con.clone();
-        let hlen: u64 = redis::cmd("HLEN")
-            .arg(setup.layout.nodes())
-            .query_async(&mut con)
-            .await
-            .expect("HLEN");
-        let rejected: u64 = redis::cmd("XLEN")
-            .arg(setup.layout.rejected())
-            .query_async(&mut con)
-            .await
-            .expect("XLEN");
-        let lines: Vec<&str> = metrics_text
-            .lines()
-            .filter(|l| l.starts_with("pantheon_nodes"))
-            .collect();
-        eprintln!("DIAG: HLEN nodes {hlen}, rejected {rejected}, {lines:?}");
-    }
     check_metrics(&metrics_text, s.nodes, s.keys);
     let (page, _) = setup.service.get_ok("/").await;
     assert_eq!(
@@ -758,6 +809,7 @@ async fn main() {
         "the page lists every node"
     );
     let status = client_status(&setup, s.scrapes).await;
+    let parts = status_parts(&setup, s.scrapes).await;
     let metrics = per_request(&setup, "/metrics", s.scrapes).await;
     let dashboard = per_request(&setup, "/", s.scrapes).await;
     let status_json = per_request(&setup, "/api/status", s.scrapes).await;
@@ -788,6 +840,17 @@ async fn main() {
         "| `Pantheon::status()` in the bench (the read the renders start with) | – | {:.1} ms | {:.1} ms | {:.1} ms | – | – |",
         status.0, status.1, status.2
     );
+    println!();
+    println!(
+        "The status read, part by part (each alone, median of {}):",
+        s.scrapes
+    );
+    println!();
+    println!("| read | median |");
+    println!("|---|---:|");
+    for (name, t) in &parts {
+        println!("| {name} | {t:.1} ms |");
+    }
     let per_interval_service = metrics.cpu.0 + dashboard.cpu.0;
     let per_interval_redis = metrics.cpu.1 + dashboard.cpu.1;
     let interval_ms = ms(TARGET_INTERVAL);

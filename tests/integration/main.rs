@@ -8,6 +8,7 @@ mod clock;
 mod cluster;
 mod consumers;
 mod deployments;
+mod fleet;
 mod migrations;
 mod nodes;
 mod observability;

@@ -238,6 +238,13 @@ async fn each_role_does_its_job_and_nothing_else() {
     // Operator: verifies; nothing outside the cluster, nothing server-wide.
     let run = t.cli(&operator, &["rebuild", "--verify"]).await;
     assert_eq!(run.code, 0, "{run:?}");
+    // The operator may move the log to a new generation (a RENAME under the lease); a reader
+    // may not, and says which permission is missing.
+    let run = t.cli(&reader, &["recover-clock", "--force"]).await;
+    assert_ne!(run.code, 0, "{run:?}");
+    let run = t.cli(&operator, &["recover-clock", "--force"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("new generation"), "{run:?}");
     assert!(
         as_user(&operator, &["SET", "someone-else", "x"])
             .await

@@ -88,6 +88,10 @@ pub struct UpArgs {
     /// Do not start a local redis-server, even if none answers.
     #[arg(long)]
     pub no_local_redis: bool,
+    /// Serve these clusters (comma-separated), sharing their leading with every other `up`
+    /// given the same list (also `clusters` in the config file, PANTHEON_CLUSTERS).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub clusters: Vec<String>,
     /// Serve /healthz, /readyz, /metrics and the dashboard on this address (e.g.
     /// 127.0.0.1:9464; also `[http] listen`, PANTHEON_HTTP__LISTEN). Off by default.
     #[arg(long, value_name = "ADDR")]

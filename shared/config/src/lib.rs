@@ -55,6 +55,11 @@ pub struct Settings {
     /// The cluster name (keys are `<prefix>:{<cluster>}:...`).
     #[serde(deserialize_with = "text")]
     pub cluster: String,
+    /// Clusters `pantheon up` (and the service binaries) serve together, sharing the leading
+    /// with the other processes given the same list (docs/adr/0010). Empty: just `cluster`.
+    /// `clusters = ["a", "b"]`, or `"a,b"` (also `PANTHEON_CLUSTERS=a,b`, `up --clusters`).
+    #[serde(deserialize_with = "names")]
+    pub clusters: Vec<String>,
     #[serde(deserialize_with = "text")]
     pub prefix: String,
     /// TLS files for `rediss://` URLs.
@@ -184,6 +189,12 @@ pub struct ProberSettings {
     pub allow: Vec<String>,
     pub refresh_ms: u64,
     pub grace_ms: u64,
+    /// Confirmed deaths and self-suspicion (ADR 0008).
+    pub confirm: bool,
+    pub confirm_attempts: usize,
+    pub degraded_percent: u32,
+    pub degraded_min_failing: usize,
+    pub lag_limit_ms: u64,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -199,6 +210,7 @@ impl Default for Settings {
         Self {
             redis_url: "redis://127.0.0.1:6379".into(),
             cluster: "default".into(),
+            clusters: Vec::new(),
             prefix: ProjectorConfig::new(Deployment::default(), "default").prefix,
             tls: TlsFiles::default(),
             durability: DurabilitySettings::default(),
@@ -271,6 +283,11 @@ impl Default for ProberSettings {
             allow: c.allow.iter().map(ToString::to_string).collect(),
             refresh_ms: ms(c.refresh),
             grace_ms: ms(c.grace),
+            confirm: c.confirm,
+            confirm_attempts: c.confirm_attempts,
+            degraded_percent: c.degraded_percent,
+            degraded_min_failing: c.degraded_min_failing,
+            lag_limit_ms: ms(c.lag_limit),
         }
     }
 }
@@ -553,6 +570,7 @@ const PROBER_KEYS: &[(&str, &str)] = &[
     ("dead_interval", "dead_interval_ms"),
     ("timeout", "timeout_ms"),
     ("registration_ttl", "registration_ttl_ms"),
+    ("lag_limit", "lag_limit_ms"),
     ("id", "id"),
 ];
 
@@ -662,6 +680,22 @@ impl Settings {
         }))
     }
 
+    /// The clusters to serve: `clusters`, or else `cluster` alone; each name checked.
+    pub fn served_clusters(&self) -> Result<Vec<String>, ConfigError> {
+        let mut names = if self.clusters.is_empty() {
+            vec![self.cluster.clone()]
+        } else {
+            self.clusters.clone()
+        };
+        names.sort();
+        names.dedup();
+        for name in &names {
+            pantheon_projector::config::check_name("cluster", name)
+                .map_err(|e| ConfigError::new(format!("bad configuration: clusters: {e}")))?;
+        }
+        Ok(names)
+    }
+
     pub fn layout(&self) -> pantheon_store::Layout {
         pantheon_store::Layout::new(&self.prefix, &self.cluster)
     }
@@ -720,6 +754,11 @@ impl Settings {
         c.allow = parse_nets("prober.allow", &p.allow)?;
         c.refresh = positive("prober.refresh_ms", p.refresh_ms)?;
         c.grace = Duration::from_millis(p.grace_ms);
+        c.confirm = p.confirm;
+        c.confirm_attempts = p.confirm_attempts;
+        c.degraded_percent = p.degraded_percent;
+        c.degraded_min_failing = p.degraded_min_failing;
+        c.lag_limit = Duration::from_millis(p.lag_limit_ms);
         c.validate().map_err(|e| {
             ConfigError::new(format!(
                 "bad configuration: [prober] {}",
@@ -751,6 +790,24 @@ pub fn mask_url(url: &str) -> String {
 /// `PANTHEON_CLUSTER=2024` arrives as a number).
 fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     d.deserialize_any(TextVisitor)
+}
+
+/// A list of names: a sequence, or one string separated by commas or spaces.
+fn names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Names::deserialize(d)? {
+        Names::One(s) => s
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Names::Many(v) => v,
+    })
 }
 
 fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

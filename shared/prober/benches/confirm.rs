@@ -16,6 +16,12 @@
 //!    time to `prober_degraded`, the `died` events (should be none), the time to
 //!    `prober_recovered` after the repair.
 //!
+//! 4. **Scale** (`scale`): 10,000 nodes on 10 axum servers (1,000 health paths each), the
+//!    projector and the prober as release binaries (child processes, so their CPU is their
+//!    own), rendezvous placement; after a warm-up one server stops (10% of the nodes at
+//!    once). Measured: from the stop until each `died` is readable, the projector lag of
+//!    each `died`, and the projector's and prober's CPU over the 10 s after the stop.
+//!
 //! ```text
 //! cargo bench -p pantheon-prober --bench confirm
 //! PANTHEON_BENCH_STEPS=sim cargo bench -p pantheon-prober --bench confirm
@@ -70,8 +76,11 @@ impl Mode {
         match self {
             Mode::Plain => "plain probes (rise/fall only, fall 3)".into(),
             Mode::Confirm { attempts: 1 } => "confirmation, 1 fresh attempt".into(),
+            Mode::Confirm { attempts: 3 } => {
+                "confirmation, 3 fresh attempts at once (default)".into()
+            }
             Mode::Confirm { attempts } => {
-                format!("confirmation, {attempts} fresh attempts at once (default)")
+                format!("confirmation, {attempts} fresh attempts at once")
             }
         }
     }
@@ -210,7 +219,8 @@ fn sim_step(full: bool) {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let runs = [
         (Mode::Plain, short),
-        (Mode::Confirm { attempts: 1 }, long),
+        (Mode::Confirm { attempts: 1 }, short),
+        (Mode::Confirm { attempts: 2 }, short),
         (Mode::Confirm { attempts: 3 }, long),
     ];
     for (mode, seconds) in runs {
@@ -228,7 +238,7 @@ fn sim_step(full: bool) {
         );
     }
     println!(
-        "\nExpected: plain ≈ 0.05³ = 125 per 10⁶; one fresh attempt ≈ 0.05² × 0.05 × (1 + retries) ≈ 6; three ≈ 0.05² × 0.05³ ≈ 0.3."
+        "\nExpected: a false death needs fall − 1 = 2 failed regular probes and a failed confirmation of k attempts: 0.05^(2+k) per interval, ≈ 125 per 10⁶ for k = 1 (the same as plain probes: the confirmation replaces the third probe), ≈ 6 for k = 2, ≈ 0.3 for k = 3."
     );
 }
 
@@ -444,9 +454,9 @@ async fn lossy_step(full: bool) {
         "\n### False deaths, real lossy HTTP node: {nodes} health paths on one axum server, 5% of requests delayed past the 500 ms timeout, {seconds} s each\n"
     );
     println!(
-        "| probing | probe intervals | requests | delayed | false `died` | per 10⁶ intervals | probe entries | confirmations |"
+        "| probing | probe intervals | requests | delayed | false `died` | per 10⁶ intervals | probe entries | confirmations | `prober_degraded` |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for confirm in [false, true] {
         let mut e = env(nodes, confirm).await;
         tokio::time::sleep(Duration::from_secs(3)).await; // first probes spread over 1 s
@@ -465,7 +475,7 @@ async fn lossy_step(full: bool) {
         let counts = log_counts(&mut e).await;
         let intervals = nodes as u64 * seconds;
         println!(
-            "| {} | {intervals} | {} | {} ({:.1}%) | {deaths} | {:.0} | {} | {} |",
+            "| {} | {intervals} | {} | {} ({:.1}%) | {deaths} | {:.0} | {} | {} | {} |",
             if confirm {
                 "confirmation (default, 3 fresh attempts)"
             } else {
@@ -477,10 +487,212 @@ async fn lossy_step(full: bool) {
             deaths as f64 * 1e6 / intervals as f64,
             counts.get("probe").copied().unwrap_or(0),
             counts.get("confirmation").copied().unwrap_or(0),
+            e.watcher.count_since("prober_degraded", from),
         );
         e.stop.cancel();
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The last XREAD-able events with their cause time (ms) and when they became readable.
+#[derive(Clone, Default)]
+struct Deaths {
+    seen: Arc<Mutex<Vec<(u64, Instant)>>>,
+}
+
+impl Deaths {
+    fn spawn(&self, url: String, key: String, stop: CancellationToken) {
+        let seen = self.seen.clone();
+        tokio::spawn(async move {
+            let mut con = connect_to(&url).await;
+            let mut last = "$".to_owned();
+            while !stop.is_cancelled() {
+                let v: redis::Value = redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(5000)
+                    .arg("BLOCK")
+                    .arg(100)
+                    .arg("STREAMS")
+                    .arg(&key)
+                    .arg(&last)
+                    .query_async(&mut con)
+                    .await
+                    .expect("XREAD events");
+                let at = Instant::now();
+                let entries = stream::parse_read(v).expect("events");
+                let mut seen = seen.lock().expect("lock");
+                for e in entries {
+                    last = e.id.to_string();
+                    if e.get("type") == Some("died") {
+                        let cause_ms = e.get("at").and_then(|v| v.parse().ok()).unwrap_or_default();
+                        seen.push((cause_ms, at));
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn scale_step(full: bool) {
+    use pantheon_test_support::process::{ChildGuard, cpu_time, release_binary};
+    let (servers, per_server) = if full { (10usize, 1000usize) } else { (4, 50) };
+    let nodes = servers * per_server;
+    println!(
+        "\n### Scale: {nodes} nodes on {servers} servers at 1 s probes, one server ({per_server} nodes) stops\n"
+    );
+    let projector_bin = release_binary(
+        "pantheon-projector-service",
+        "pantheon-projector",
+        "PANTHEON_PROJECTOR_BIN",
+    );
+    let prober_bin = release_binary(
+        "pantheon-prober-service",
+        "pantheon-prober",
+        "PANTHEON_PROBER_BIN",
+    );
+    let (Some(projector_bin), Some(prober_bin)) = (projector_bin, prober_bin) else {
+        println!("(skipped: the service binaries could not be built)");
+        return;
+    };
+    let redis = TestRedis::start().await;
+    let cluster = redis.namespace().to_owned();
+    let layout = Layout::new("pantheon", &cluster);
+    let mut con = connect_to(&redis.url).await;
+    let stop = CancellationToken::new();
+    let child = |bin: &std::path::Path, id: &str| {
+        let mut cmd = std::process::Command::new(bin);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("PANTHEON_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("PANTHEON_REDIS_URL", &redis.url)
+            .env("PANTHEON_CLUSTER", &cluster)
+            .env("PANTHEON_PROBER__ID", id)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        ChildGuard(cmd.spawn().expect("spawn service binary"))
+    };
+    let projector = child(&projector_bin, "unused");
+    let mut fleets = Vec::new();
+    let mut addrs = Vec::new();
+    let mut tokens = Vec::new();
+    for _ in 0..servers {
+        let fleet = Arc::<Fleet>::default();
+        let token = stop.child_token();
+        addrs.push(serve(fleet.clone(), token.clone()).await);
+        fleets.push(fleet);
+        tokens.push(token);
+    }
+    let policy = LogEntry::new(Command::Policy(pantheon_domain::policy::PolicyChange {
+        strategy: Some(pantheon_domain::Strategy::Rendezvous),
+        ..Default::default()
+    }));
+    let entries: Vec<LogEntry> = std::iter::once(policy)
+        .chain((0..nodes).map(|i| {
+            LogEntry::new(Command::Join {
+                node: NodeId::new(&format!("n{i}")).expect("id"),
+                url: format!("http://{}/h/{i}", addrs[i % servers]),
+                weight: None,
+            })
+        }))
+        .collect();
+    let mut last = None;
+    for chunk in entries.chunks(500) {
+        let mut pipe = redis::pipe();
+        for entry in chunk {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(layout.log()).arg("*");
+            for (k, v) in entry.encode() {
+                cmd.arg(k).arg(v);
+            }
+            pipe.add_command(cmd);
+        }
+        let ids: Vec<String> = pipe.query_async(&mut con).await.expect("XADD joins");
+        last = ids.last().cloned();
+    }
+    let last: EntryId = last.expect("ids").parse().expect("id");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while readmodel::load_checkpoint(&mut con, &layout)
+        .await
+        .expect("checkpoint")
+        .and_then(|c| c.last_id)
+        .is_none_or(|l| l < last)
+    {
+        assert!(Instant::now() < deadline, "joins not applied within 120 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let prober = child(&prober_bin, "bench-prober");
+    let deaths = Deaths::default();
+    deaths.spawn(redis.url.clone(), layout.events(), stop.clone());
+    let warm = if full { 12 } else { 4 };
+    tokio::time::sleep(Duration::from_secs(warm)).await;
+    let steady_from = (
+        Instant::now(),
+        cpu_time(projector.pid()),
+        cpu_time(prober.pid()),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let steady = (
+        steady_from.0.elapsed(),
+        cpu_time(projector.pid()) - steady_from.1,
+        cpu_time(prober.pid()) - steady_from.2,
+    );
+    let requests_before = fleets[0].requests.load(Ordering::Relaxed);
+    let (stopped, stop_wall) = (Instant::now(), wall_ms());
+    let cpu0 = (cpu_time(projector.pid()), cpu_time(prober.pid()));
+    tokens[0].cancel();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let window = stopped.elapsed();
+    let cpu1 = (cpu_time(projector.pid()), cpu_time(prober.pid()));
+    let seen = deaths.seen.lock().expect("lock").clone();
+    let after: Vec<Duration> = seen
+        .iter()
+        .map(|(_, at)| at.saturating_duration_since(stopped))
+        .collect();
+    let within = after
+        .iter()
+        .filter(|d| **d <= Duration::from_secs(3))
+        .count();
+    let lag = seen
+        .iter()
+        .map(|(cause, at)| {
+            let readable_wall =
+                stop_wall + at.saturating_duration_since(stopped).as_millis() as u64;
+            readable_wall.saturating_sub(*cause)
+        })
+        .max();
+    let fmt =
+        |d: Option<&Duration>| d.map_or("—".to_owned(), |d| format!("{} ms", d.as_millis()));
+    println!(
+        "| nodes | stopped | `died` seen (10 s) | within 3 s | first | last | max lag | projector CPU after the stop | projector CPU steady | prober CPU after / steady |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {nodes} | {per_server} | {} | {within} | {} | {} | {} | {:.0}% of a core | {:.0}% | {:.0}% / {:.0}% |",
+        seen.len(),
+        fmt(after.iter().min()),
+        fmt(after.iter().max()),
+        lag.map_or("—".into(), |l| format!("{l} ms")),
+        (cpu1.0 - cpu0.0).as_secs_f64() * 100.0 / window.as_secs_f64(),
+        steady.1.as_secs_f64() * 100.0 / steady.0.as_secs_f64(),
+        (cpu1.1 - cpu0.1).as_secs_f64() * 100.0 / window.as_secs_f64(),
+        steady.2.as_secs_f64() * 100.0 / steady.0.as_secs_f64(),
+    );
+    println!(
+        "\n(the stopped server had answered {requests_before} probes before the stop; {} nodes' worth of healthy servers kept answering)",
+        nodes - per_server
+    );
+    stop.cancel();
+    drop(prober);
+    drop(projector);
 }
 
 async fn degraded_step(full: bool) {
@@ -554,6 +766,9 @@ fn main() {
         }
         if run("lossy") {
             lossy_step(full).await;
+        }
+        if run("scale") {
+            scale_step(full).await;
         }
     });
     println!(

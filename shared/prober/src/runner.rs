@@ -464,9 +464,10 @@ impl Prober {
                 // fired late, or the loop was busy).
                 self.local.note_lag(now, now - next_refresh);
                 next_refresh = now + self.config.refresh;
-                // Recovery needs no failure to be noticed: while degraded, look at our own
-                // health at every tick.
-                if self.config.confirm && self.local.is_degraded() {
+                // Lag and recovery need no failure to be noticed: while degraded, or lagging,
+                // look at our own health at every tick.
+                let lagging = self.local.lag(now) >= self.config.lag_limit;
+                if self.config.confirm && (self.local.is_degraded() || lagging) {
                     let sample = Sample::of(self.tracked.values());
                     let mut entries = Vec::new();
                     self.judge_self(sample, &mut entries);

@@ -1,5 +1,6 @@
 //! Process plumbing shared by Pantheon's binaries: signals, logging, the HTTP endpoint.
 
+pub mod fleet;
 pub mod http;
 
 use std::time::Duration;

@@ -195,6 +195,10 @@ pub fn rules(role: Role, layout: &Layout, deployment: &Deployment) -> Vec<String
         Role::Operator | Role::Service => {
             out.extend(SERVICE_CATEGORIES.iter().map(|c| (*c).to_owned()));
             out.push(key(all));
+            if role == Role::Service {
+                // `up --clusters`: the fleet registry (docs/adr/0010).
+                out.push(key(layout.fleet()));
+            }
         }
     }
     out

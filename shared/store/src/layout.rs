@@ -7,12 +7,14 @@ use pantheon_domain::NodeId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     base: String,
+    prefix: String,
 }
 
 impl Layout {
     pub fn new(prefix: &str, cluster: &str) -> Self {
         Self {
             base: format!("{prefix}:{{{cluster}}}"),
+            prefix: prefix.to_owned(),
         }
     }
 
@@ -21,11 +23,18 @@ impl Layout {
     pub fn scratch(&self, name: &str) -> Self {
         Self {
             base: format!("{}:{name}", self.base),
+            prefix: self.prefix.clone(),
         }
     }
 
     fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.base)
+    }
+
+    /// The registry of `up` processes sharing many clusters (not under this cluster's hash
+    /// tag: one key per prefix, see [`crate::fleet`]).
+    pub fn fleet(&self) -> String {
+        crate::fleet::key(&self.prefix)
     }
 
     /// Inputs: join/leave/assign/probe/... entries. The source of truth.

@@ -27,6 +27,7 @@ pub mod commit;
 pub mod connect;
 pub mod deployment;
 pub mod events;
+pub mod fleet;
 pub mod generation;
 pub mod group;
 pub mod handle;

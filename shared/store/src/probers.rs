@@ -58,14 +58,16 @@ impl Registry {
     }
 }
 
-async fn call<C: ConnectionLike + Send>(
+/// Registers (or refreshes) `id` in the registry hash `key` for `ttl`; also the fleet registry
+/// of `up` processes ([`crate::fleet`]).
+pub(crate) async fn heartbeat_key<C: ConnectionLike + Send>(
     con: &mut C,
-    layout: &Layout,
+    key: &str,
     id: &str,
     ttl: Duration,
 ) -> Result<Registry, StoreError> {
     let (now_ms, flat): (u64, Vec<String>) = Script::new(HEARTBEAT_LUA)
-        .key(layout.probers())
+        .key(key)
         .arg(id)
         .arg(ttl.as_millis() as u64)
         .invoke_async(con)
@@ -99,7 +101,7 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
     id: &str,
     ttl: Duration,
 ) -> Result<Registry, StoreError> {
-    call(con, layout, id, ttl).await
+    heartbeat_key(con, &layout.probers(), id, ttl).await
 }
 
 /// Reads the registry without registering: `TIME` and `HGETALL` in one pipeline, not the

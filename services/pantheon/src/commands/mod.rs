@@ -17,6 +17,7 @@ pub mod nodes;
 pub mod rebuild;
 pub mod recover_clock;
 pub mod up;
+mod up_fleet;
 pub mod weight;
 mod write;
 

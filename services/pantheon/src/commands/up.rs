@@ -86,6 +86,11 @@ pub async fn supervise(
 }
 
 pub async fn run(args: UpArgs, settings: &Settings) -> anyhow::Result<()> {
+    let mut settings = settings.clone();
+    if !args.clusters.is_empty() {
+        settings.clusters = args.clusters.clone();
+    }
+    let settings = &settings;
     let projector = settings.projector_config()?;
     let prober = settings.prober_config()?;
     let local = match local_redis::ensure(settings, !args.no_local_redis).await {
@@ -98,7 +103,11 @@ pub async fn run(args: UpArgs, settings: &Settings) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e),
     };
-    let outcome = serve(settings, projector, prober).await;
+    let outcome = if settings.clusters.is_empty() {
+        serve(settings, projector, prober).await
+    } else {
+        super::up_fleet::serve(settings).await
+    };
     if let Some(redis) = local {
         tracing::info!("stopping the local redis-server");
         redis.stop().await;

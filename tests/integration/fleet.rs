@@ -1,0 +1,306 @@
+//! Many clusters, one fleet (issue 13) on a real Redis Cluster (3 masters + 3 replicas) with
+//! real `pantheon up --clusters ...` processes: 30 Pantheon clusters spread over the shards,
+//! 3 processes share their leading; after a kill -9 of one process every cluster applies
+//! writes again; a fourth process takes its share; no entry is ever applied twice (two
+//! leaders would commit it twice: counted in the events); a cluster flooded with bad entries
+//! does not hold up the others.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pantheon_client::{EntryId, Pantheon};
+use pantheon_test_support::redis_cluster::TestCluster as RedisCluster;
+use tokio::process::Child;
+use tokio::time::Instant;
+
+use crate::cli::command;
+
+const CLUSTERS: usize = 30;
+const LEASE_TTL_MS: u64 = 2000;
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Fleet {
+    url: String,
+    names: Vec<String>,
+    dir: tempfile::TempDir,
+    clients: Vec<Pantheon>,
+}
+
+impl Fleet {
+    fn up(&self, id: &str) -> Child {
+        let list = self.names.join(",");
+        let log = std::fs::File::create(self.dir.path().join(format!("{id}.log"))).unwrap();
+        command(
+            self.dir.path(),
+            &[
+                ("PANTHEON_PROJECTOR__INSTANCE", id),
+                (
+                    "PANTHEON_PROJECTOR__LEASE_TTL_MS",
+                    &LEASE_TTL_MS.to_string(),
+                ),
+                ("PANTHEON_PROJECTOR__BLOCK_MS", "100"),
+                ("PANTHEON_LOCAL_REDIS__START", "false"),
+            ],
+            &["up", "--clusters", &list, "--redis-url", &self.url],
+        )
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .expect("spawn pantheon up")
+    }
+
+    /// Joins node `node` in every cluster; returns the entry ids.
+    async fn join_everywhere(&self, node: &str) -> Vec<EntryId> {
+        let mut ids = Vec::new();
+        for c in &self.clients {
+            ids.push(
+                c.join_url(node, "http://127.0.0.1:9/health", None)
+                    .await
+                    .expect("append"),
+            );
+        }
+        ids
+    }
+
+    /// Waits until every cluster applied its entry; returns how long the slowest took.
+    async fn wait_all(&self, ids: &[EntryId], within: Duration) -> Duration {
+        let started = Instant::now();
+        for (c, id) in self.clients.iter().zip(ids) {
+            let left = within.saturating_sub(started.elapsed());
+            c.wait_applied(*id, left)
+                .await
+                .unwrap_or_else(|e| panic!("cluster {}: {id} not applied: {e}", c.cluster()));
+        }
+        started.elapsed()
+    }
+
+    /// Who committed last in each cluster.
+    async fn leaders(&self) -> BTreeMap<String, usize> {
+        let mut count = BTreeMap::new();
+        for c in &self.clients {
+            let status = c.status().await.expect("status");
+            let leader = status.projector.leader.unwrap_or_default();
+            *count.entry(leader).or_insert(0) += 1;
+        }
+        count
+    }
+
+    /// Every cluster's `joined` events: exactly the joins written, each once.
+    async fn assert_each_join_applied_once(&self, joins: usize) {
+        for c in &self.clients {
+            let mut con = c.redis().clone();
+            let events = pantheon_store::events::range(
+                &mut con,
+                c.layout(),
+                pantheon_store::stream::Bound::Open,
+                100_000,
+            )
+            .await
+            .expect("events");
+            let joined = events
+                .iter()
+                .filter(|e| e.get("type") == Some("joined"))
+                .count();
+            assert_eq!(joined, joins, "cluster {}: joined events", c.cluster());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_clusters_share_three_processes_survive_a_kill_and_take_in_a_fourth() {
+    let redis = RedisCluster::start().await;
+    let url = redis.url();
+    let names: Vec<String> = (0..CLUSTERS).map(|i| format!("svc-{i}")).collect();
+    let mut clients = Vec::new();
+    for n in &names {
+        clients.push(Pantheon::connect(&url, n).await.expect("connect"));
+    }
+    let fleet = Fleet {
+        url,
+        names,
+        dir: tempfile::tempdir().unwrap(),
+        clients,
+    };
+    // The clusters spread over the three shards.
+    let mut shards = std::collections::BTreeSet::new();
+    for n in &fleet.names {
+        shards.insert(
+            redis
+                .master_of_slot(RedisCluster::slot_of(&format!("pantheon:{{{n}}}:log")))
+                .await,
+        );
+    }
+    assert_eq!(shards.len(), 3, "30 clusters land on all 3 masters");
+
+    let mut processes: Vec<Child> = ["up-a", "up-b", "up-c"]
+        .iter()
+        .map(|id| fleet.up(id))
+        .collect();
+    let ids = fleet.join_everywhere("n1").await;
+    let took = fleet.wait_all(&ids, WAIT).await;
+    eprintln!("30 clusters applied their first write after {took:?}");
+    // Each process leads a share once the fleet has settled.
+    let mut leaders = BTreeMap::new();
+    for round in 0..40 {
+        let ids = fleet.join_everywhere(&format!("warm-{round}")).await;
+        fleet.wait_all(&ids, WAIT).await;
+        leaders = fleet.leaders().await;
+        if ["up-a", "up-b", "up-c"]
+            .iter()
+            .all(|p| leaders.get(*p).is_some_and(|n| *n > 0))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("leaders: {leaders:?}");
+    for p in ["up-a", "up-b", "up-c"] {
+        assert!(
+            leaders.get(p).is_some_and(|n| *n > 0),
+            "{p} leads nothing: {leaders:?}"
+        );
+    }
+
+    // kill -9 one process: every cluster applies writes again.
+    processes[0].start_kill().unwrap();
+    let _ = processes[0].wait().await;
+    let killed = Instant::now();
+    let ids = fleet.join_everywhere("after-kill").await;
+    fleet.wait_all(&ids, WAIT).await;
+    eprintln!(
+        "after kill -9 of up-a: all 30 clusters applied again {:?} after the kill (lease TTL {LEASE_TTL_MS} ms)",
+        killed.elapsed()
+    );
+    let leaders = fleet.leaders().await;
+    assert!(!leaders.contains_key("up-a"), "{leaders:?}");
+
+    // A fourth process takes its share, without two leaders at any moment.
+    processes.push(fleet.up("up-d"));
+    let mut took_over = false;
+    for round in 0..60 {
+        let ids = fleet.join_everywhere(&format!("rebalance-{round}")).await;
+        fleet.wait_all(&ids, WAIT).await;
+        if fleet.leaders().await.get("up-d").is_some_and(|n| *n > 0) {
+            took_over = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        took_over,
+        "up-d never led a cluster: {:?}",
+        fleet.leaders().await
+    );
+    let ids = fleet.join_everywhere("last").await;
+    fleet.wait_all(&ids, WAIT).await;
+    // Every join was applied exactly once in every cluster: a second leader would have
+    // committed some twice (the fence refuses that).
+    let written = count_joins(&fleet.clients[0]).await;
+    fleet.assert_each_join_applied_once(written).await;
+    for mut p in processes {
+        let _ = p.start_kill();
+        let _ = p.wait().await;
+    }
+}
+
+/// Joins written to a cluster's log (every cluster got the same ones).
+async fn count_joins(client: &Pantheon) -> usize {
+    let mut con = client.redis().clone();
+    pantheon_store::log::range(&mut con, client.layout(), None, None, 100_000)
+        .await
+        .expect("log")
+        .iter()
+        .filter(|e| e.get("type") == Some("join"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_flooded_with_bad_entries_does_not_hold_up_the_others() {
+    let redis = RedisCluster::start().await;
+    let url = redis.url();
+    let names: Vec<String> = (0..6).map(|i| format!("flood-{i}")).collect();
+    let mut clients = Vec::new();
+    for n in &names {
+        clients.push(Pantheon::connect(&url, n).await.expect("connect"));
+    }
+    let fleet = Fleet {
+        url,
+        names,
+        dir: tempfile::tempdir().unwrap(),
+        clients,
+    };
+    let mut process = fleet.up("up-solo");
+    let ids = fleet.join_everywhere("n1").await;
+    fleet.wait_all(&ids, WAIT).await;
+
+    // 100,000 malformed entries into the first cluster's log, straight to its master.
+    let flooded = &fleet.clients[0];
+    let master = redis
+        .master_of_slot(RedisCluster::slot_of(&flooded.layout().log()))
+        .await;
+    let mut con = redis::Client::open(format!("redis://{master}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut last_bad = String::new();
+    for _ in 0..20 {
+        let mut pipe = redis::pipe();
+        for _ in 0..5_000 {
+            pipe.cmd("XADD")
+                .arg(flooded.layout().log())
+                .arg("*")
+                .arg("type")
+                .arg("explode")
+                .arg("payload")
+                .arg("x".repeat(200));
+        }
+        let ids: Vec<String> = pipe.query_async(&mut con).await.unwrap();
+        last_bad = ids.last().cloned().unwrap();
+    }
+    let last_bad: EntryId = last_bad.parse().unwrap();
+
+    // The others apply a write while the flood is still being worked through.
+    let mut ids = Vec::new();
+    for c in &fleet.clients[1..] {
+        ids.push(
+            c.join_url("n2", "http://127.0.0.1:9/health", None)
+                .await
+                .unwrap(),
+        );
+    }
+    let started = Instant::now();
+    for (c, id) in fleet.clients[1..].iter().zip(&ids) {
+        c.wait_applied(*id, WAIT).await.unwrap();
+    }
+    let others_done = started.elapsed();
+    let flooded_at = flooded
+        .status()
+        .await
+        .unwrap()
+        .projector
+        .applied_last
+        .and_then(|s| s.parse::<EntryId>().ok());
+    eprintln!(
+        "the 5 other clusters applied after {others_done:?}; the flooded one was at {flooded_at:?} of {last_bad}"
+    );
+    assert!(
+        flooded_at.is_none_or(|at| at < last_bad),
+        "the flood was already worked through ({flooded_at:?}): make it larger"
+    );
+    // And the flood is worked through, every bad entry rejected with a reason.
+    match flooded.wait_applied(last_bad, WAIT).await {
+        Err(pantheon_client::ClientError::Rejected { id, .. }) => assert_eq!(id, last_bad),
+        other => panic!("the last bad entry should be rejected, got {other:?}"),
+    }
+    let mut con = flooded.redis().clone();
+    let rejected: u64 = redis::cmd("XLEN")
+        .arg(flooded.layout().rejected())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(rejected, 100_000);
+    let _ = process.start_kill();
+    let _ = process.wait().await;
+}
