@@ -304,3 +304,65 @@ async fn a_cluster_flooded_with_bad_entries_does_not_hold_up_the_others() {
     let _ = process.start_kill();
     let _ = process.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_binary_shares_clusters_from_pantheon_clusters() {
+    let redis = pantheon_test_support::TestRedis::start().await;
+    let names: Vec<String> = (0..8).map(|i| format!("bin-{i}")).collect();
+    let mut clients = Vec::new();
+    for n in &names {
+        clients.push(Pantheon::connect(&redis.url, n).await.expect("connect"));
+    }
+    let fleet = Fleet {
+        url: redis.url.clone(),
+        names,
+        dir: tempfile::tempdir().unwrap(),
+        clients,
+    };
+    let spawn = |id: &str| {
+        let mut cmd =
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_pantheon-projector-under-test"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("PANTHEON_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("PANTHEON_REDIS_URL", &fleet.url)
+            .env("PANTHEON_CLUSTERS", fleet.names.join(","))
+            .env("PANTHEON_PROJECTOR__INSTANCE", id)
+            .env("PANTHEON_PROJECTOR__LEASE_TTL_MS", LEASE_TTL_MS.to_string())
+            .env("PANTHEON_PROJECTOR__BLOCK_MS", "100")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn pantheon-projector")
+    };
+    let mut processes = vec![spawn("proj-a"), spawn("proj-b")];
+    let mut leaders = BTreeMap::new();
+    for round in 0..40 {
+        let ids = fleet.join_everywhere(&format!("n{round}")).await;
+        fleet.wait_all(&ids, WAIT).await;
+        leaders = fleet.leaders().await;
+        if ["proj-a", "proj-b"]
+            .iter()
+            .all(|p| leaders.get(*p).is_some_and(|n| *n > 0))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for p in ["proj-a", "proj-b"] {
+        assert!(
+            leaders.get(p).is_some_and(|n| *n > 0),
+            "{p} leads nothing: {leaders:?}"
+        );
+    }
+    let written = count_joins(&fleet.clients[0]).await;
+    fleet.assert_each_join_applied_once(written).await;
+    for p in &mut processes {
+        let _ = p.start_kill();
+        let _ = p.wait().await;
+    }
+}

@@ -27,6 +27,9 @@ use tracing::{info, warn};
 pub struct FleetConfig {
     /// This process's id in the registry (the projector's instance name).
     pub id: String,
+    /// Which kind of process: `up`, `projector` or `prober`; each kind splits the clusters
+    /// among its own (`pantheon_store::fleet`).
+    pub role: &'static str,
     pub prefix: String,
     pub clusters: Vec<String>,
     /// How long a registration lives without a heartbeat.
@@ -36,9 +39,15 @@ pub struct FleetConfig {
 }
 
 impl FleetConfig {
-    pub fn new(id: impl Into<String>, prefix: impl Into<String>, clusters: Vec<String>) -> Self {
+    pub fn new(
+        id: impl Into<String>,
+        role: &'static str,
+        prefix: impl Into<String>,
+        clusters: Vec<String>,
+    ) -> Self {
         Self {
             id: id.into(),
+            role,
             prefix: prefix.into(),
             clusters,
             ttl: Duration::from_secs(3),
@@ -76,7 +85,15 @@ pub async fn run(
     let mut con = redis.clone();
     let mut failing = false;
     loop {
-        match fleet::heartbeat(&mut con, &config.prefix, &config.id, config.ttl).await {
+        match fleet::heartbeat(
+            &mut con,
+            &config.prefix,
+            config.role,
+            &config.id,
+            config.ttl,
+        )
+        .await
+        {
             Ok(registry) => {
                 failing = false;
                 let mut live = registry.live_ids();
@@ -109,8 +126,116 @@ pub async fn run(
             _ = tokio::time::sleep(config.every) => {}
         }
     }
-    let _ = fleet::deregister(&mut con, &config.prefix, &config.id).await;
+    let _ = fleet::deregister(&mut con, &config.prefix, config.role, &config.id).await;
     owned_tx.send_replace(BTreeSet::new());
+}
+
+/// A cluster whose work stopped on its own (an error) is started again after this.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
+
+/// Runs `work(cluster, token)` for `cluster` while this process owns it (per `owned`), and
+/// cancels `token` (then waits for the work to end, at most `grace`) when it stops owning it
+/// or on `shutdown`. Work that ends on its own is logged and started again: one cluster's
+/// failure never stops another's.
+pub async fn lead_while_owned<W, F>(
+    cluster: String,
+    work: W,
+    mut owned: watch::Receiver<BTreeSet<String>>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) where
+    W: Fn(String, CancellationToken) -> F,
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    loop {
+        let mine = owned.borrow_and_update().contains(&cluster);
+        if mine && !shutdown.is_cancelled() {
+            info!(%cluster, "leading");
+            let token = shutdown.child_token();
+            let mut running = tokio::spawn(work(cluster.clone(), token.clone()));
+            let ended = loop {
+                tokio::select! {
+                    r = &mut running => break Some(r),
+                    changed = owned.changed() => {
+                        let still = changed.is_ok() && owned.borrow().contains(&cluster);
+                        if !still || shutdown.is_cancelled() {
+                            break None;
+                        }
+                    }
+                    _ = shutdown.cancelled() => break None,
+                }
+            };
+            match ended {
+                Some(r) => {
+                    let why = match r {
+                        Ok(Ok(())) => "stopped".to_owned(),
+                        Ok(Err(e)) => e,
+                        Err(e) => e.to_string(),
+                    };
+                    warn!(%cluster, %why, "its work stopped; starting it again");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(RESTART_AFTER) => {}
+                    }
+                    continue;
+                }
+                None => {
+                    info!(%cluster, "handing over");
+                    token.cancel();
+                    match tokio::time::timeout(grace, &mut running).await {
+                        Ok(Ok(Err(e))) => warn!(%cluster, error = %e, "while stopping"),
+                        Err(_) => {
+                            running.abort();
+                            warn!(%cluster, "did not stop within {grace:?}; aborted");
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = owned.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Serves every cluster of `config.clusters` this process owns until `shutdown`: the fleet
+/// heartbeat plus one [`lead_while_owned`] per cluster. Used by `pantheon up --clusters` and
+/// the service binaries with `clusters` set.
+pub async fn serve<W, F>(
+    redis: Redis,
+    config: FleetConfig,
+    work: W,
+    shutdown: CancellationToken,
+    grace: Duration,
+) where
+    W: Fn(String, CancellationToken) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let (owned_tx, owned_rx) = watch::channel(BTreeSet::new());
+    let clusters = config.clusters.clone();
+    let fleet = tokio::spawn(run(redis, config, owned_tx, shutdown.clone()));
+    let supervisors: Vec<_> = clusters
+        .into_iter()
+        .map(|cluster| {
+            tokio::spawn(lead_while_owned(
+                cluster,
+                work.clone(),
+                owned_rx.clone(),
+                shutdown.clone(),
+                grace,
+            ))
+        })
+        .collect();
+    shutdown.cancelled().await;
+    for s in supervisors {
+        let _ = s.await;
+    }
+    let _ = fleet.await;
 }
 
 #[cfg(test)]

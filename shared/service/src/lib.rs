@@ -91,15 +91,17 @@ pub async fn start_http(
 
 /// The whole `main` of a stand-alone service binary with its settings: logging in the
 /// configured format, the HTTP endpoint if configured, then [`serve`].
-pub async fn serve_service<C, E, F>(
+pub async fn serve_service<C, E, F, R>(
     name: &str,
     loaded: Result<pantheon_config::Loaded, pantheon_config::ConfigError>,
-    config: impl FnOnce(&Settings) -> Result<C, pantheon_config::ConfigError>,
+    config: impl Fn(&Settings) -> Result<C, pantheon_config::ConfigError>,
     projector: bool,
-    run: impl FnOnce(C, CancellationToken) -> F,
+    run: R,
 ) -> std::process::ExitCode
 where
-    F: std::future::Future<Output = Result<(), E>>,
+    R: Fn(C, CancellationToken) -> F + Clone + Send + 'static,
+    C: Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display,
 {
     let settings = loaded.map(|l| l.settings);
@@ -113,6 +115,9 @@ where
         Ok(s) => s,
         Err(e) => return serve(name, Err::<C, _>(e), run).await,
     };
+    if !settings.clusters.is_empty() {
+        return serve_fleet(name, &settings, config, projector, run).await;
+    }
     let config = config(&settings);
     if config.is_ok() {
         // The endpoint shares the service's shutdown: `serve` below makes the token.
@@ -124,6 +129,77 @@ where
         return serve_with(name, config, run, shutdown).await;
     }
     serve(name, config, run).await
+}
+
+/// [`serve_service`] with `clusters` set: this process serves its share of them
+/// ([`fleet::serve`]), splitting them with the other processes of its kind.
+async fn serve_fleet<C, E, F, R>(
+    name: &str,
+    settings: &Settings,
+    config: impl Fn(&Settings) -> Result<C, pantheon_config::ConfigError>,
+    projector: bool,
+    run: R,
+) -> std::process::ExitCode
+where
+    R: Fn(C, CancellationToken) -> F + Clone + Send + 'static,
+    C: Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let usage = |e: &dyn std::fmt::Display| {
+        eprintln!("{name}: {}", one_line(e));
+        std::process::ExitCode::from(64)
+    };
+    let clusters = match settings.served_clusters() {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    let mut configs = std::collections::BTreeMap::new();
+    for cluster in &clusters {
+        let mut one = settings.clone();
+        one.cluster.clone_from(cluster);
+        one.clusters.clear();
+        match config(&one) {
+            Ok(c) => configs.insert(cluster.clone(), c),
+            Err(e) => return usage(&e),
+        };
+    }
+    let (role, id, ttl) = if projector {
+        match settings.projector_config() {
+            Ok(p) => ("projector", p.instance, p.lease_ttl),
+            Err(e) => return usage(&e),
+        }
+    } else {
+        match settings.prober_config() {
+            Ok(p) => ("prober", p.id, p.registration_ttl),
+            Err(e) => return usage(&e),
+        }
+    };
+    let deployment = match settings.deployment() {
+        Ok(d) => d,
+        Err(e) => return usage(&e),
+    };
+    let shutdown = shutdown_on_signals();
+    if let Err(e) = start_http(settings, projector, &shutdown).await {
+        return usage(&e);
+    }
+    let mut fleet_config = fleet::FleetConfig::new(&id, role, &settings.prefix, clusters);
+    fleet_config.ttl = ttl;
+    fleet_config.every = (ttl / 3).max(Duration::from_millis(100));
+    info!(id, role, clusters = configs.len(), "serving a share of the clusters");
+    let configs = std::sync::Arc::new(configs);
+    let work = move |cluster: String, token: CancellationToken| {
+        let (configs, run) = (configs.clone(), run.clone());
+        async move {
+            let Some(c) = configs.get(&cluster).cloned() else {
+                return Err(format!("no configuration for cluster {cluster:?}"));
+            };
+            run(c, token).await.map_err(|e| e.to_string())
+        }
+    };
+    let redis = pantheon_store::Redis::new(deployment, pantheon_store::fleet::TAG);
+    fleet::serve(redis, fleet_config, work, shutdown, STOP_DEADLINE).await;
+    std::process::ExitCode::SUCCESS
 }
 
 /// The whole `main` of a stand-alone service binary: logging, the configuration (a bad one
@@ -190,7 +266,7 @@ where
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A message on one line (a TOML syntax error quotes the offending lines).
-fn one_line(e: &impl std::fmt::Display) -> String {
+fn one_line(e: &(impl std::fmt::Display + ?Sized)) -> String {
     e.to_string()
         .split_whitespace()
         .collect::<Vec<_>>()

@@ -197,7 +197,7 @@ pub fn rules(role: Role, layout: &Layout, deployment: &Deployment) -> Vec<String
             out.push(key(all));
             if role == Role::Service {
                 // `up --clusters`: the fleet registry (docs/adr/0010).
-                out.push(key(layout.fleet()));
+                out.push(key(layout.fleet_pattern()));
             }
         }
     }

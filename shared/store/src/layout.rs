@@ -31,10 +31,10 @@ impl Layout {
         format!("{}:{name}", self.base)
     }
 
-    /// The registry of `up` processes sharing many clusters (not under this cluster's hash
-    /// tag: one key per prefix, see [`crate::fleet`]).
-    pub fn fleet(&self) -> String {
-        crate::fleet::key(&self.prefix)
+    /// The registries of processes sharing many clusters, as a key pattern (not under this
+    /// cluster's hash tag: per prefix, see [`crate::fleet`]).
+    pub fn fleet_pattern(&self) -> String {
+        crate::fleet::pattern(&self.prefix)
     }
 
     /// Inputs: join/leave/assign/probe/... entries. The source of truth.

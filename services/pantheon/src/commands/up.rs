@@ -17,7 +17,7 @@ use crate::local_redis;
 use pantheon_store::acl::Role;
 
 /// Extra time, beyond the prober's grace period, for both to stop after the signal.
-const STOP_MARGIN: Duration = Duration::from_secs(5);
+pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 type Task = JoinHandle<anyhow::Result<()>>;
 

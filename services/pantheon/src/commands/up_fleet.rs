@@ -8,21 +8,15 @@
 //! failing or lagging never touches another's: each has its own tasks and connections, only
 //! the runtime and the HTTP endpoint are shared.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
-use super::up::{spawn_services, supervise};
+use super::up::{STOP_MARGIN, spawn_services, supervise};
 use crate::config::{Settings, mask_url};
 use crate::connect::Cluster;
 use crate::error::CliError;
 use pantheon_store::acl::Role;
-
-/// A cluster whose services stopped on their own (an error) is started again after this.
-const RESTART_AFTER: Duration = Duration::from_secs(1);
 
 pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
     let clusters = settings.served_clusters()?;
@@ -45,44 +39,47 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
     let base = settings.projector_config()?;
     let me = base.instance.clone();
     let mut fleet_config =
-        pantheon_service::fleet::FleetConfig::new(&me, &settings.prefix, clusters.clone());
+        pantheon_service::fleet::FleetConfig::new(&me, "up", &settings.prefix, clusters.clone());
     // A dead process's clusters are taken over when both its registration and its leases
     // have expired: give them the same lifetime, so failover takes about one lease TTL.
     fleet_config.ttl = base.lease_ttl;
     fleet_config.every = (base.lease_ttl / 3).max(Duration::from_millis(100));
     let redis = pantheon_store::Redis::new(settings.deployment()?, pantheon_store::fleet::TAG);
-    let (owned_tx, owned_rx) = watch::channel(BTreeSet::new());
-    let fleet = tokio::spawn(pantheon_service::fleet::run(
-        redis,
-        fleet_config,
-        owned_tx,
-        shutdown.clone(),
-    ));
     eprintln!(
         "pantheon up: process {me:?} serving {} clusters on {}, sharing them with the other \
          processes given the same list; Ctrl-C or SIGTERM stops it",
         clusters.len(),
         mask_url(&settings.redis_url)
     );
-    let mut supervisors = Vec::new();
-    for name in clusters {
-        let one = settings_for(settings, &name);
+    let mut configs = std::collections::BTreeMap::new();
+    for name in &clusters {
+        let one = settings_for(settings, name);
         let projector = one.projector_config()?;
         let mut prober = one.prober_config()?;
         prober.id.clone_from(&me);
-        supervisors.push(tokio::spawn(lead_while_owned(
-            name,
-            projector,
-            prober,
-            owned_rx.clone(),
-            shutdown.clone(),
-        )));
+        configs.insert(name.clone(), (projector, prober));
     }
-    shutdown.cancelled().await;
-    for s in supervisors {
-        let _ = s.await;
-    }
-    let _ = fleet.await;
+    let grace = configs
+        .values()
+        .map(|(_, q)| q.grace)
+        .max()
+        .unwrap_or_default()
+        + STOP_MARGIN;
+    let configs = std::sync::Arc::new(configs);
+    let work = move |cluster: String, token: CancellationToken| {
+        let configs = configs.clone();
+        async move {
+            let Some((projector, prober)) = configs.get(&cluster).cloned() else {
+                return Err(format!("no configuration for cluster {cluster:?}"));
+            };
+            let grace = prober.grace;
+            let (p, q) = spawn_services(projector, prober, &token);
+            supervise(p, q, &token, grace)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        }
+    };
+    pantheon_service::fleet::serve(redis, fleet_config, work, shutdown, grace).await;
     eprintln!("pantheon up: stopped");
     Ok(())
 }
@@ -93,66 +90,4 @@ fn settings_for(settings: &Settings, cluster: &str) -> Settings {
     one.cluster = cluster.to_owned();
     one.clusters.clear();
     one
-}
-
-/// Runs `cluster`'s projector and prober while this process owns it.
-async fn lead_while_owned(
-    cluster: String,
-    projector: pantheon_projector::ProjectorConfig,
-    prober: pantheon_prober::ProberConfig,
-    mut owned: watch::Receiver<BTreeSet<String>>,
-    shutdown: CancellationToken,
-) {
-    let grace = prober.grace;
-    loop {
-        let mine = owned.borrow_and_update().contains(&cluster);
-        if mine && !shutdown.is_cancelled() {
-            info!(%cluster, "leading");
-            let token = shutdown.child_token();
-            let (p, q) = spawn_services(projector.clone(), prober.clone(), &token);
-            let stop = token.clone();
-            let mut running = tokio::spawn(async move { supervise(p, q, &stop, grace).await });
-            let stopped_by_itself = loop {
-                tokio::select! {
-                    r = &mut running => break Some(r),
-                    changed = owned.changed() => {
-                        let still = changed.is_ok() && owned.borrow().contains(&cluster);
-                        if !still || shutdown.is_cancelled() {
-                            break None;
-                        }
-                    }
-                    _ = shutdown.cancelled() => break None,
-                }
-            };
-            match stopped_by_itself {
-                Some(r) => {
-                    let why = match r {
-                        Ok(Ok(())) => "stopped".to_owned(),
-                        Ok(Err(e)) => format!("{e:#}"),
-                        Err(e) => e.to_string(),
-                    };
-                    warn!(%cluster, %why, "services stopped; starting them again");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(RESTART_AFTER) => {}
-                    }
-                    continue;
-                }
-                None => {
-                    info!(%cluster, "handing over");
-                    token.cancel();
-                    if let Ok(Err(e)) = running.await {
-                        warn!(%cluster, error = %format!("{e:#}"), "stopping its services");
-                    }
-                }
-            }
-        }
-        if shutdown.is_cancelled() {
-            return;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = owned.changed() => if changed.is_err() { return },
-        }
-    }
 }

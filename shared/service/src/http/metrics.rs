@@ -1,14 +1,21 @@
 //! `/metrics`: the Prometheus text format. The cluster's gauges are read from Redis at
-//! scrape time (one [`Pantheon::status`]), the process's counters come from
-//! [`pantheon_metrics`]. Labels are bounded: node states, outcomes, reasons, consumer-group
-//! names; never a node id or a key.
+//! scrape time, the process's counters come from [`pantheon_metrics`]. Labels are bounded:
+//! node states, outcomes, reasons, consumer-group names; never a node id or a key.
+//!
+//! The read is [`Pantheon::status`](pantheon_client::Pantheon::status) without what only the
+//! dashboard's table needs (keys per node, one `SCARD` each; ring shares): at 10,000 nodes
+//! that halves a scrape (docs/benchmarks.md, "Observability").
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pantheon_client::status::ClusterStatus;
+use pantheon_client::Pantheon;
+use pantheon_client::status::NODE_STATES;
+use pantheon_store::monitor::{self, GroupLag, Progress};
+use pantheon_store::{StoreError, probers, readmodel};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
@@ -46,8 +53,66 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Registers the cluster's gauges from one status read.
-fn register_cluster(registry: &mut Registry, s: &ClusterStatus) {
+/// The cluster's values that `/metrics` shows.
+#[derive(Debug)]
+struct ClusterGauges {
+    /// Nodes per state, every state of [`NODE_STATES`] included.
+    states: BTreeMap<String, u64>,
+    owned_keys: u64,
+    unowned_keys: u64,
+    ring_version: u64,
+    progress: Progress,
+    lag_seconds: f64,
+    probers: usize,
+    event_groups: Vec<GroupLag>,
+}
+
+/// Reads [`ClusterGauges`]: the node records (one `HGETALL`; a record that does not parse is
+/// left out of the counts), the key totals, the projector's progress, the prober registry
+/// and the events' consumer groups.
+async fn read_cluster(client: &Pantheon) -> Result<ClusterGauges, StoreError> {
+    let mut con = client.redis().clone();
+    let layout = client.layout();
+    let records = readmodel::node_records(&mut con, layout).await?;
+    let totals = readmodel::key_totals(&mut con, layout).await?;
+    let progress = monitor::progress(&mut con, layout).await?;
+    let event_groups = monitor::event_groups(&mut con, layout).await?;
+    let registry = probers::read(&mut con, layout).await?;
+    let mut states: BTreeMap<String, u64> =
+        NODE_STATES.iter().map(|s| ((*s).to_owned(), 0)).collect();
+    let mut damaged = 0;
+    for record in &records {
+        match record {
+            Ok((_, r)) => *states.entry(r.state.clone()).or_default() += 1,
+            Err(_) => damaged += 1,
+        }
+    }
+    if damaged > 0 {
+        tracing::debug!(
+            damaged,
+            "metrics: node records that do not parse are not counted"
+        );
+    }
+    let lag_ms = match (progress.log_last, progress.applied_last) {
+        (Some(last), Some(applied)) if progress.lag_entries > 0 => {
+            last.ms.saturating_sub(applied.ms)
+        }
+        _ => 0,
+    };
+    Ok(ClusterGauges {
+        states,
+        owned_keys: totals.owned,
+        unowned_keys: totals.unowned,
+        ring_version: totals.ring_version,
+        progress,
+        lag_seconds: lag_ms as f64 / 1000.0,
+        probers: registry.live().len(),
+        event_groups,
+    })
+}
+
+/// Registers the cluster's gauges from one read.
+fn register_cluster(registry: &mut Registry, s: &ClusterGauges) {
     let nodes = Family::<StateLabel, Gauge>::default();
     for (state, n) in &s.states {
         nodes
@@ -57,7 +122,7 @@ fn register_cluster(registry: &mut Registry, s: &ClusterStatus) {
             .set(int(*n));
     }
     registry.register("pantheon_nodes", "Nodes by state", nodes);
-    let p = &s.projector;
+    let p = &s.progress;
     gauge(
         registry,
         "pantheon_log_lag_entries",
@@ -68,7 +133,7 @@ fn register_cluster(registry: &mut Registry, s: &ClusterStatus) {
         registry,
         "pantheon_log_lag_seconds",
         "How much older the last applied log entry is than the newest one",
-        p.lag_seconds,
+        s.lag_seconds,
     );
     gauge(
         registry,
@@ -86,7 +151,7 @@ fn register_cluster(registry: &mut Registry, s: &ClusterStatus) {
         registry,
         "pantheon_prober_replicas",
         "Live prober replicas",
-        s.probers.len() as i64,
+        i64::try_from(s.probers).unwrap_or(i64::MAX),
     );
     let keys = Family::<StateLabel, Gauge>::default();
     keys.get_or_create(&StateLabel {
@@ -137,7 +202,7 @@ pub async fn render(shared: &Shared) -> String {
     let mut registry = Registry::default();
     pantheon_metrics::process().register(&mut registry);
     let status = match shared.client().await {
-        Ok(client) => client.status().await.map_err(|e| e.to_string()),
+        Ok(client) => read_cluster(client).await.map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     match &status {
