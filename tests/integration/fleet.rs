@@ -174,6 +174,22 @@ async fn thirty_clusters_share_three_processes_survive_a_kill_and_take_in_a_four
     );
     let leaders = fleet.leaders().await;
     assert!(!leaders.contains_key("up-a"), "{leaders:?}");
+    // `pantheon status` shows who leads what.
+    let list = fleet.names.join(",");
+    let run = crate::cli::pantheon(
+        fleet.dir.path(),
+        &[("PANTHEON_CLUSTERS", &list)],
+        &["status", "--redis-url", &fleet.url],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout.lines().count(), CLUSTERS + 1, "{run:?}");
+    for line in run.stdout.lines().skip(1) {
+        assert!(
+            line.contains("up-b") || line.contains("up-c"),
+            "a live process leads: {line}"
+        );
+    }
 
     // A fourth process takes its share, without two leaders at any moment.
     processes.push(fleet.up("up-d"));

@@ -78,6 +78,9 @@ pub enum Command {
     /// Check the cluster: a projector leads and keeps up, a prober is alive, the log's clock
     /// follows Redis's. Exits 1 when a check fails.
     Doctor(ReadArgs),
+    /// Who leads each served cluster (`clusters`, else `cluster`), with the fence, lag,
+    /// nodes and probers: with `up --clusters`, which process leads what.
+    Status(ReadArgs),
     /// Move the log to a new generation after an entry id ran far ahead of Redis's clock
     /// (keeps all state; needs the operator role). See README, "Security".
     RecoverClock(RecoverClockArgs),

@@ -57,6 +57,11 @@ pub struct ProcessMetrics {
     /// 1 while this process's projector leads.
     pub leader: Gauge,
     role: AtomicU8,
+    /// Serving many clusters (`up --clusters`, docs/adr/0010): how many this process owns
+    /// (runs the projector and prober of), and how many processes share them.
+    pub fleet_clusters_owned: Gauge,
+    pub fleet_processes: Gauge,
+    fleet: std::sync::atomic::AtomicBool,
 }
 
 static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| ProcessMetrics {
@@ -68,6 +73,9 @@ static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| ProcessMetrics {
     probe_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
     leader: Gauge::default(),
     role: AtomicU8::new(0),
+    fleet_clusters_owned: Gauge::default(),
+    fleet_processes: Gauge::default(),
+    fleet: std::sync::atomic::AtomicBool::new(false),
 });
 
 /// The process's metrics.
@@ -103,6 +111,33 @@ impl ProcessMetrics {
             "1 while this process's projector holds the lease",
             self.leader.clone(),
         );
+        registry.register(
+            "pantheon_fleet_clusters_owned",
+            "Clusters whose projector and prober this process runs (up --clusters)",
+            self.fleet_clusters_owned.clone(),
+        );
+        registry.register(
+            "pantheon_fleet_processes",
+            "Live processes sharing the clusters with this one (up --clusters)",
+            self.fleet_processes.clone(),
+        );
+    }
+
+    /// Records this process's share of a fleet (and that it serves one).
+    pub fn set_fleet(&self, owned: usize, processes: usize) {
+        self.fleet.store(true, Ordering::Relaxed);
+        self.fleet_clusters_owned.set(owned as i64);
+        self.fleet_processes.set(processes as i64);
+    }
+
+    /// `(owned, processes)` when this process serves a fleet.
+    pub fn fleet(&self) -> Option<(i64, i64)> {
+        self.fleet.load(Ordering::Relaxed).then(|| {
+            (
+                self.fleet_clusters_owned.get(),
+                self.fleet_processes.get(),
+            )
+        })
     }
 
     /// One entry folded: applied, or rejected and why.

@@ -101,6 +101,7 @@ pub async fn run(
                     live.push(config.id.clone());
                 }
                 let mine = owned(&config.clusters, &live, &config.id);
+                pantheon_metrics::process().set_fleet(mine.len(), live.len());
                 owned_tx.send_if_modified(|current| {
                     if *current == mine {
                         return false;

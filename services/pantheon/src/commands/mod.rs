@@ -16,6 +16,7 @@ pub mod migrate;
 pub mod nodes;
 pub mod rebuild;
 pub mod recover_clock;
+pub mod status;
 pub mod up;
 mod up_fleet;
 pub mod weight;
@@ -46,6 +47,7 @@ pub async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
         Command::Config(args) => config::run(args, loaded),
         Command::Acl(args) => acl::run(&args, settings),
         Command::Doctor(args) => doctor::run(args, settings).await,
+        Command::Status(args) => status::run(args, settings).await,
         Command::RecoverClock(args) => recover_clock::run(args, settings).await,
     }
 }

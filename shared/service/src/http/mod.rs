@@ -127,7 +127,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     }
 }
 
-async fn ready(shared: &Shared) -> Result<&'static str, String> {
+async fn ready(shared: &Shared) -> Result<String, String> {
     let client = shared
         .client()
         .await
@@ -137,12 +137,18 @@ async fn ready(shared: &Shared) -> Result<&'static str, String> {
         .ping(READY_PING_TIMEOUT)
         .await
         .map_err(|e| format!("redis unreachable: {e}"))?;
+    if let Some((owned, processes)) = pantheon_metrics::process().fleet() {
+        // Serving a share of many clusters: owning none is standing by, not a failure.
+        return Ok(format!(
+            "redis reachable, running {owned} clusters, {processes} processes share them"
+        ));
+    }
     if !shared.config.projector {
-        return Ok("redis reachable");
+        return Ok("redis reachable".to_owned());
     }
     match pantheon_metrics::process().role() {
-        Role::Leading => Ok("redis reachable, projector leading"),
-        Role::Standby => Ok("redis reachable, projector standing by"),
+        Role::Leading => Ok("redis reachable, projector leading".to_owned()),
+        Role::Standby => Ok("redis reachable, projector standing by".to_owned()),
         Role::None => Err("the projector is not running".to_owned()),
     }
 }
