@@ -37,7 +37,8 @@
 //!
 //! Knobs: `PANTHEON_BENCH_NODES` (default 10,000), `PANTHEON_BENCH_KEYS` (100,000),
 //! `PANTHEON_BENCH_SCRAPES` (20), `PANTHEON_BENCH_CHANGES` (20), `PANTHEON_BENCH_WINDOW_S`
-//! (60; 0 skips step 3), `PANTHEON_BENCH_INTERVAL_S` (15). Without `--bench` (as in
+//! (60; 0 skips step 3), `PANTHEON_BENCH_INTERVAL_S` (15), `PANTHEON_BENCH_STRATEGY`
+//! (`rendezvous`, or `ring` with 160 points per node). Without `--bench` (as in
 //! `cargo test --benches`) it runs at 300 nodes, 3,000 keys, 3 requests, 3 changes and a 3 s
 //! window at 1 s, as a smoke test. Results are in `docs/benchmarks.md`.
 
@@ -79,6 +80,7 @@ struct Scale {
     changes: usize,
     window: Duration,
     interval: Duration,
+    strategy: Strategy,
     full: bool,
 }
 
@@ -99,6 +101,10 @@ fn scale() -> Scale {
         changes: knob("PANTHEON_BENCH_CHANGES", d(20, 3)).max(1),
         window: Duration::from_secs(knob("PANTHEON_BENCH_WINDOW_S", d(60, 3)) as u64),
         interval: Duration::from_secs(knob("PANTHEON_BENCH_INTERVAL_S", d(15, 1)).max(1) as u64),
+        strategy: match std::env::var("PANTHEON_BENCH_STRATEGY").as_deref() {
+            Ok("ring") => Strategy::Ring,
+            _ => Strategy::Rendezvous,
+        },
         full,
     };
     assert!(
@@ -341,7 +347,7 @@ async fn setup(s: Scale) -> Setup {
 
     let started = Instant::now();
     let policy = LogEntry::new(Command::Policy(PolicyChange {
-        strategy: Some(Strategy::Rendezvous),
+        strategy: Some(s.strategy),
         // The fold caps total weight × vnodes at 2^24 points whatever the strategy: at the
         // default 2048 vnodes that is 8,192 nodes of weight 1.
         vnodes: Some(VNODES),
@@ -788,8 +794,9 @@ async fn main() {
         if s.full { "" } else { " — smoke run" }
     );
     println!(
-        "nodes {}, keys {}, requests {}, changes {}, window {:?} at {:?}; load average at start: {}",
+        "nodes {} ({}), keys {}, requests {}, changes {}, window {:?} at {:?}; load average at start: {}",
         s.nodes,
+        s.strategy.as_str(),
         s.keys,
         s.scrapes,
         s.changes,

@@ -164,7 +164,7 @@ async fn serve(
 }
 
 /// True when no Redis answers at the configured URL (as opposed to one answering badly).
-async fn is_unreachable(settings: &Settings) -> bool {
+pub(crate) async fn is_unreachable(settings: &Settings) -> bool {
     matches!(
         crate::connect::ping(settings, settings.connect_timeout()).await,
         Err(crate::connect::PingError::Unreachable(_))

@@ -27,6 +27,15 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
     {
         eprintln!("pantheon up: HTTP endpoint on http://{addr}/ (/healthz /readyz /metrics)");
     }
+    // Waits while nothing answers (as a single-cluster `up` does).
+    let mut failures = 0;
+    while super::up::is_unreachable(settings).await {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(pantheon_store::handle::backoff(failures)) => {}
+        }
+        failures += 1;
+    }
     // Check every cluster's permissions once, up front: NOPERM is not retried.
     for name in &clusters {
         let one = settings_for(settings, name);
