@@ -21,6 +21,9 @@
 //!
 //! Without `--bench` (as in `cargo test --benches`) it runs at 1/20 scale with 5 s windows.
 
+// A benchmark harness: a failed setup step should stop it with its reason.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

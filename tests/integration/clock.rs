@@ -69,16 +69,9 @@ async fn a_poisoned_clock_is_reported_health_keeps_working_and_a_new_generation_
         all
     };
     // Healthy: doctor passes once the prober has registered.
-    let mut healthy = None;
-    for _ in 0..50 {
-        let run = pantheon(dir.path(), &[], &as_str(&cli(&["doctor"]))).await;
-        if run.code == 0 {
-            healthy = Some(run);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let healthy = healthy.expect("doctor passes on a healthy cluster");
+    let healthy = doctor_passes(dir.path(), &as_str(&cli(&["doctor"])))
+        .await
+        .expect("doctor passes on a healthy cluster");
     assert!(healthy.stdout.contains("ok    clock"), "{healthy:?}");
 
     // When a producer writes an id far in the future
@@ -174,16 +167,12 @@ async fn a_poisoned_clock_is_reported_health_keeps_working_and_a_new_generation_
         .await;
     assert!(revived.cause.ms < poisoned.ms, "{revived}");
     // And doctor passes, and a rebuild from the new generation's base matches
-    let mut ok = None;
-    for _ in 0..50 {
-        let run = pantheon(dir.path(), &[], &as_str(&cli(&["doctor"]))).await;
-        if run.code == 0 {
-            ok = Some(run);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(ok.is_some(), "doctor passes after recover-clock");
+    assert!(
+        doctor_passes(dir.path(), &as_str(&cli(&["doctor"])))
+            .await
+            .is_some(),
+        "doctor passes after recover-clock"
+    );
     let run = pantheon(dir.path(), &[], &as_str(&cli(&["rebuild", "--verify"]))).await;
     assert_eq!(run.code, 0, "{run:?}");
     // And the old log is kept
@@ -208,6 +197,18 @@ fn stuck_last(generation: &pantheon_domain::Event) -> EntryId {
         EventKind::GenerationStarted { previous, .. } => *previous,
         _ => unreachable!(),
     }
+}
+
+/// Runs `pantheon doctor` until it passes (bounded: 50 tries, 200 ms apart).
+async fn doctor_passes(dir: &std::path::Path, args: &[&str]) -> Option<crate::cli::Run> {
+    for _ in 0..50 {
+        let run = pantheon(dir, &[], args).await;
+        if run.code == 0 {
+            return Some(run);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
 }
 
 fn as_str(args: &[String]) -> Vec<&str> {

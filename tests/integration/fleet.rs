@@ -27,6 +27,20 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// Clients of clusters `names` on the Redis at `url`.
+    async fn new(url: String, names: Vec<String>) -> Self {
+        let mut clients = Vec::new();
+        for n in &names {
+            clients.push(Pantheon::connect(&url, n).await.expect("connect"));
+        }
+        Self {
+            url,
+            names,
+            dir: tempfile::tempdir().unwrap(),
+            clients,
+        }
+    }
+
     fn up(&self, id: &str) -> Child {
         let list = self.names.join(",");
         let log = std::fs::File::create(self.dir.path().join(format!("{id}.log"))).unwrap();
@@ -112,16 +126,7 @@ async fn thirty_clusters_share_three_processes_survive_a_kill_and_take_in_a_four
     let redis = RedisCluster::start().await;
     let url = redis.url();
     let names: Vec<String> = (0..CLUSTERS).map(|i| format!("svc-{i}")).collect();
-    let mut clients = Vec::new();
-    for n in &names {
-        clients.push(Pantheon::connect(&url, n).await.expect("connect"));
-    }
-    let fleet = Fleet {
-        url,
-        names,
-        dir: tempfile::tempdir().unwrap(),
-        clients,
-    };
+    let fleet = Fleet::new(url, names).await;
     // The clusters spread over the three shards.
     let mut shards = std::collections::BTreeSet::new();
     for n in &fleet.names {
@@ -236,16 +241,7 @@ async fn a_cluster_flooded_with_bad_entries_does_not_hold_up_the_others() {
     let redis = RedisCluster::start().await;
     let url = redis.url();
     let names: Vec<String> = (0..6).map(|i| format!("flood-{i}")).collect();
-    let mut clients = Vec::new();
-    for n in &names {
-        clients.push(Pantheon::connect(&url, n).await.expect("connect"));
-    }
-    let fleet = Fleet {
-        url,
-        names,
-        dir: tempfile::tempdir().unwrap(),
-        clients,
-    };
+    let fleet = Fleet::new(url, names).await;
     let mut process = fleet.up("up-solo");
     let ids = fleet.join_everywhere("n1").await;
     fleet.wait_all(&ids, WAIT).await;
@@ -325,16 +321,7 @@ async fn a_cluster_flooded_with_bad_entries_does_not_hold_up_the_others() {
 async fn the_projector_binary_shares_clusters_from_pantheon_clusters() {
     let redis = pantheon_test_support::TestRedis::start().await;
     let names: Vec<String> = (0..8).map(|i| format!("bin-{i}")).collect();
-    let mut clients = Vec::new();
-    for n in &names {
-        clients.push(Pantheon::connect(&redis.url, n).await.expect("connect"));
-    }
-    let fleet = Fleet {
-        url: redis.url.clone(),
-        names,
-        dir: tempfile::tempdir().unwrap(),
-        clients,
-    };
+    let fleet = Fleet::new(redis.url.clone(), names).await;
     let spawn = |id: &str| {
         let mut cmd =
             tokio::process::Command::new(env!("CARGO_BIN_EXE_pantheon-projector-under-test"));
@@ -375,6 +362,40 @@ async fn the_projector_binary_shares_clusters_from_pantheon_clusters() {
             "{p} leads nothing: {leaders:?}"
         );
     }
+    // Settled: every cluster is led by its rendezvous owner among the two processes.
+    let live = ["proj-a".to_owned(), "proj-b".to_owned()];
+    let a_owns = pantheon_service::fleet::owned(&fleet.names, &live, "proj-a");
+    let mut settled = false;
+    for round in 0..40 {
+        let ids = fleet.join_everywhere(&format!("s{round}")).await;
+        fleet.wait_all(&ids, WAIT).await;
+        let mut all = true;
+        for c in &fleet.clients {
+            let leader = c
+                .status()
+                .await
+                .unwrap()
+                .projector
+                .leader
+                .unwrap_or_default();
+            let owner = if a_owns.contains(c.cluster()) {
+                "proj-a"
+            } else {
+                "proj-b"
+            };
+            all &= leader == owner;
+        }
+        if all {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        settled,
+        "clusters not led by their owners: {:?}",
+        fleet.leaders().await
+    );
     let written = count_joins(&fleet.clients[0]).await;
     fleet.assert_each_join_applied_once(written).await;
     for p in &mut processes {

@@ -111,6 +111,19 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
+    /// Connects and reads the cluster status (`doctor`, `recover-clock`, `status`).
+    pub async fn status(
+        settings: &Settings,
+    ) -> anyhow::Result<(Self, pantheon_client::status::ClusterStatus)> {
+        let cluster = Self::connect(settings).await?;
+        let status = cluster
+            .client
+            .status()
+            .await
+            .map_err(|e| CliError::failed(format!("cluster {:?}: {e}", settings.cluster)))?;
+        Ok((cluster, status))
+    }
+
     /// Connects to the configured cluster, after a PING, and refuses a schema newer than
     /// this binary knows.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {

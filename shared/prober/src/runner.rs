@@ -353,7 +353,7 @@ impl Prober {
             let report = if t.role == Role::Confirmer {
                 !hold || f.outcome.ok
             } else {
-                t.should_report(f.outcome.ok) && !(hold && !f.outcome.ok)
+                (f.outcome.ok || !hold) && t.should_report(f.outcome.ok)
             };
             if report {
                 t.reported(f.outcome.ok);

@@ -22,12 +22,7 @@ struct Check {
 }
 
 pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
-    let cluster = Cluster::connect(settings).await?;
-    let status = cluster
-        .client
-        .status()
-        .await
-        .map_err(|e| CliError::failed(e.to_string()))?;
+    let (cluster, status) = Cluster::status(settings).await?;
     let p = &status.projector;
     let bound = settings.projector.clock_skew_bound_ms;
     let checks = [

@@ -7,7 +7,6 @@ use serde_json::json;
 use crate::cli::ReadArgs;
 use crate::config::Settings;
 use crate::connect::Cluster;
-use crate::error::CliError;
 
 pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
     let names = settings.served_clusters()?;
@@ -16,12 +15,7 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
         let mut one = settings.clone();
         one.cluster.clone_from(name);
         one.clusters.clear();
-        let cluster = Cluster::connect(&one).await?;
-        let status = cluster
-            .client
-            .status()
-            .await
-            .map_err(|e| CliError::failed(format!("cluster {name:?}: {e}")))?;
+        let (_, status) = Cluster::status(&one).await?;
         rows.push(status);
     }
     if args.json {

@@ -131,13 +131,8 @@ async fn serve(
     // Waits while nothing answers; fails fast on what waiting cannot fix (a password, TLS,
     // a schema newer than this binary). The projector applies pending migrations itself
     // when it takes the lead.
-    let mut failures = 0;
-    while is_unreachable(settings).await {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(pantheon_store::handle::backoff(failures)) => {}
-        }
-        failures += 1;
+    if !wait_for_redis(settings, &shutdown).await {
+        return Ok(());
     }
     let cluster = Cluster::connect(settings).await?;
     // A user without the service's permissions would retry NOPERM forever inside the
@@ -163,8 +158,21 @@ async fn serve(
     outcome
 }
 
+/// Waits (with backoff) while no Redis answers; false if `shutdown` came first.
+pub(crate) async fn wait_for_redis(settings: &Settings, shutdown: &CancellationToken) -> bool {
+    let mut failures = 0;
+    while is_unreachable(settings).await {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(pantheon_store::handle::backoff(failures)) => {}
+        }
+        failures += 1;
+    }
+    true
+}
+
 /// True when no Redis answers at the configured URL (as opposed to one answering badly).
-pub(crate) async fn is_unreachable(settings: &Settings) -> bool {
+async fn is_unreachable(settings: &Settings) -> bool {
     matches!(
         crate::connect::ping(settings, settings.connect_timeout()).await,
         Err(crate::connect::PingError::Unreachable(_))

@@ -28,13 +28,8 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
         eprintln!("pantheon up: HTTP endpoint on http://{addr}/ (/healthz /readyz /metrics)");
     }
     // Waits while nothing answers (as a single-cluster `up` does).
-    let mut failures = 0;
-    while super::up::is_unreachable(settings).await {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(pantheon_store::handle::backoff(failures)) => {}
-        }
-        failures += 1;
+    if !super::up::wait_for_redis(settings, &shutdown).await {
+        return Ok(());
     }
     // Check every cluster's permissions once, up front: NOPERM is not retried.
     for name in &clusters {
