@@ -3,7 +3,8 @@
 //! 3 processes share their leading; after a kill -9 of one process every cluster applies
 //! writes again; a fourth process takes its share; no entry is ever applied twice (two
 //! leaders would commit it twice: counted in the events); a cluster flooded with bad entries
-//! does not hold up the others.
+//! does not hold up the others; a pattern (`svc-*`) finds clusters on every shard, also ones
+//! created later.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -42,7 +43,11 @@ impl Fleet {
     }
 
     fn up(&self, id: &str) -> Child {
-        let list = self.names.join(",");
+        self.up_serving(id, &self.names.join(","))
+    }
+
+    /// `up --clusters <list>` (names or patterns).
+    fn up_serving(&self, id: &str, list: &str) -> Child {
         let log = std::fs::File::create(self.dir.path().join(format!("{id}.log"))).unwrap();
         command(
             self.dir.path(),
@@ -55,7 +60,7 @@ impl Fleet {
                 ("PANTHEON_PROJECTOR__BLOCK_MS", "100"),
                 ("PANTHEON_LOCAL_REDIS__START", "false"),
             ],
-            &["up", "--clusters", &list, "--redis-url", &self.url],
+            &["up", "--clusters", list, "--redis-url", &self.url],
         )
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
@@ -197,7 +202,8 @@ async fn thirty_clusters_share_three_processes_survive_a_kill_and_take_in_a_four
     }
 
     // A fourth process takes its share, without two leaders at any moment.
-    processes.push(fleet.up("up-d"));
+    // (It finds its clusters by pattern: a scan of every shard of the Redis Cluster.)
+    processes.push(fleet.up_serving("up-d", "svc-*"));
     let mut took_over = false;
     for round in 0..60 {
         let ids = fleet.join_everywhere(&format!("rebalance-{round}")).await;
@@ -402,4 +408,32 @@ async fn the_projector_binary_shares_clusters_from_pantheon_clusters() {
         let _ = p.start_kill();
         let _ = p.wait().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_serves_every_matching_cluster_also_one_created_later() {
+    let redis = pantheon_test_support::TestRedis::start().await;
+    let names = vec!["disc-a".to_owned(), "disc-b".to_owned()];
+    let fleet = Fleet::new(redis.url.clone(), names).await;
+    // Logs that exist before `up` starts: two that match, one that does not.
+    let ids = fleet.join_everywhere("n1").await;
+    let other = Pantheon::connect(&redis.url, "other").await.unwrap();
+    other
+        .join_url("n1", "http://127.0.0.1:9/health", None)
+        .await
+        .unwrap();
+    let mut process = fleet.up_serving("up-disc", "disc-*");
+    fleet.wait_all(&ids, WAIT).await;
+    // A cluster created while it runs is found and served.
+    let late = Pantheon::connect(&redis.url, "disc-late").await.unwrap();
+    let id = late
+        .join_url("n1", "http://127.0.0.1:9/health", None)
+        .await
+        .unwrap();
+    late.wait_applied(id, WAIT).await.unwrap();
+    // One that does not match is left alone.
+    let status = other.status().await.unwrap();
+    assert_eq!(status.projector.applied_last, None, "{status:?}");
+    let _ = process.start_kill();
+    let _ = process.wait().await;
 }

@@ -680,12 +680,17 @@ impl Settings {
         }))
     }
 
-    /// The clusters to serve: `clusters`, or else `cluster` alone; each name checked.
+    /// The clusters named outright in `clusters` (else `cluster` alone); each name checked.
+    /// Entries with `*` are patterns: see [`Settings::cluster_patterns`].
     pub fn served_clusters(&self) -> Result<Vec<String>, ConfigError> {
-        let mut names = if self.clusters.is_empty() {
+        let mut names: Vec<String> = if self.clusters.is_empty() {
             vec![self.cluster.clone()]
         } else {
-            self.clusters.clone()
+            self.clusters
+                .iter()
+                .filter(|c| !c.contains('*'))
+                .cloned()
+                .collect()
         };
         names.sort();
         names.dedup();
@@ -694,6 +699,22 @@ impl Settings {
                 .map_err(|e| ConfigError::new(format!("bad configuration: clusters: {e}")))?;
         }
         Ok(names)
+    }
+
+    /// The patterns in `clusters` (`*`, `billing-*`): every existing cluster whose name
+    /// matches is served too. Checked like names, with `*` allowed.
+    pub fn cluster_patterns(&self) -> Result<Vec<String>, ConfigError> {
+        let patterns: Vec<String> = self
+            .clusters
+            .iter()
+            .filter(|c| c.contains('*'))
+            .cloned()
+            .collect();
+        for p in &patterns {
+            pantheon_projector::config::check_name("cluster pattern", &p.replace('*', "x"))
+                .map_err(|e| ConfigError::new(format!("bad configuration: clusters: {e}")))?;
+        }
+        Ok(patterns)
     }
 
     pub fn layout(&self) -> pantheon_store::Layout {

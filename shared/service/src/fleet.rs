@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use pantheon_domain::NodeId;
 use pantheon_domain::placement::{self, Member, Strategy};
-use pantheon_store::{Redis, fleet};
+use pantheon_store::{Redis, discover, fleet};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -31,7 +31,12 @@ pub struct FleetConfig {
     /// among its own (`pantheon_store::fleet`).
     pub role: &'static str,
     pub prefix: String,
+    /// Clusters named outright.
     pub clusters: Vec<String>,
+    /// Patterns (`*`, `billing-*`): every cluster with a log under `prefix` whose name
+    /// matches is served too, found again every `rediscover` (`pantheon_store::discover`).
+    pub patterns: Vec<String>,
+    pub rediscover: Duration,
     /// How long a registration lives without a heartbeat.
     pub ttl: Duration,
     /// How often the process heartbeats and recomputes what it owns.
@@ -50,6 +55,8 @@ impl FleetConfig {
             role,
             prefix: prefix.into(),
             clusters,
+            patterns: Vec::new(),
+            rediscover: Duration::from_secs(10),
             ttl: Duration::from_secs(3),
             every: Duration::from_secs(1),
         }
@@ -84,7 +91,27 @@ pub async fn run(
 ) {
     let mut con = redis.clone();
     let mut failing = false;
+    let mut clusters = config.clusters.clone();
+    let mut next_discovery = tokio::time::Instant::now();
     loop {
+        if !config.patterns.is_empty() && tokio::time::Instant::now() >= next_discovery {
+            next_discovery = tokio::time::Instant::now() + config.rediscover;
+            match discover::clusters(redis.deployment(), &config.prefix).await {
+                Ok(found) => {
+                    let mut all: BTreeSet<String> = config.clusters.iter().cloned().collect();
+                    all.extend(
+                        found.into_iter().filter(|name| {
+                            config.patterns.iter().any(|p| discover::matches(p, name))
+                        }),
+                    );
+                    if all.len() != clusters.len() {
+                        info!(clusters = all.len(), "clusters found by pattern");
+                    }
+                    clusters = all.into_iter().collect();
+                }
+                Err(e) => warn!(error = %e, "could not look for clusters; keeping the ones known"),
+            }
+        }
         match fleet::heartbeat(
             &mut con,
             &config.prefix,
@@ -100,7 +127,7 @@ pub async fn run(
                 if !live.contains(&config.id) {
                     live.push(config.id.clone());
                 }
-                let mine = owned(&config.clusters, &live, &config.id);
+                let mine = owned(&clusters, &live, &config.id);
                 pantheon_metrics::process().set_fleet(mine.len(), live.len());
                 owned_tx.send_if_modified(|current| {
                     if *current == mine {
@@ -109,7 +136,7 @@ pub async fn run(
                     info!(
                         processes = live.len(),
                         owned = mine.len(),
-                        of = config.clusters.len(),
+                        of = clusters.len(),
                         "fleet changed: leading my share of the clusters"
                     );
                     *current = mine;
@@ -217,23 +244,30 @@ pub async fn serve<W, F>(
     W: Fn(String, CancellationToken) -> F + Clone + Send + 'static,
     F: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
-    let (owned_tx, owned_rx) = watch::channel(BTreeSet::new());
-    let clusters = config.clusters.clone();
+    let (owned_tx, mut owned_rx) = watch::channel(BTreeSet::new());
     let fleet = tokio::spawn(run(redis, config, owned_tx, shutdown.clone()));
-    let supervisors: Vec<_> = clusters
-        .into_iter()
-        .map(|cluster| {
-            tokio::spawn(lead_while_owned(
-                cluster,
-                work.clone(),
-                owned_rx.clone(),
-                shutdown.clone(),
-                grace,
-            ))
-        })
-        .collect();
-    shutdown.cancelled().await;
-    for s in supervisors {
+    // One supervisor per cluster ever owned (clusters found by a pattern appear later).
+    let mut supervisors = std::collections::BTreeMap::new();
+    loop {
+        let owned: Vec<String> = owned_rx.borrow_and_update().iter().cloned().collect();
+        for cluster in owned {
+            if !supervisors.contains_key(&cluster) {
+                let task = tokio::spawn(lead_while_owned(
+                    cluster.clone(),
+                    work.clone(),
+                    owned_rx.clone(),
+                    shutdown.clone(),
+                    grace,
+                ));
+                supervisors.insert(cluster, task);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = owned_rx.changed() => if changed.is_err() { break },
+        }
+    }
+    for (_, s) in supervisors {
         let _ = s.await;
     }
     let _ = fleet.await;

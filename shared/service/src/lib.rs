@@ -94,7 +94,11 @@ pub async fn start_http(
 pub async fn serve_service<C, E, F, R>(
     name: &str,
     loaded: Result<pantheon_config::Loaded, pantheon_config::ConfigError>,
-    config: impl Fn(&Settings) -> Result<C, pantheon_config::ConfigError>,
+    config: impl Fn(&Settings) -> Result<C, pantheon_config::ConfigError>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
     projector: bool,
     run: R,
 ) -> std::process::ExitCode
@@ -136,7 +140,11 @@ where
 async fn serve_fleet<C, E, F, R>(
     name: &str,
     settings: &Settings,
-    config: impl Fn(&Settings) -> Result<C, pantheon_config::ConfigError>,
+    config: impl Fn(&Settings) -> Result<C, pantheon_config::ConfigError>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
     projector: bool,
     run: R,
 ) -> std::process::ExitCode
@@ -154,15 +162,25 @@ where
         Ok(c) => c,
         Err(e) => return usage(&e),
     };
-    let mut configs = std::collections::BTreeMap::new();
-    for cluster in &clusters {
-        let mut one = settings.clone();
-        one.cluster.clone_from(cluster);
-        one.clusters.clear();
-        match config(&one) {
-            Ok(c) => configs.insert(cluster.clone(), c),
-            Err(e) => return usage(&e),
-        };
+    let patterns = match settings.cluster_patterns() {
+        Ok(p) => p,
+        Err(e) => return usage(&e),
+    };
+    // Check the settings once with the first cluster; each cluster's are made when it is
+    // first led (clusters found by a pattern appear later).
+    let for_cluster = {
+        let base = settings.clone();
+        move |cluster: &str| {
+            let mut one = base.clone();
+            one.cluster = cluster.to_owned();
+            one.clusters.clear();
+            one
+        }
+    };
+    if let Some(first) = clusters.first()
+        && let Err(e) = config(&for_cluster(first))
+    {
+        return usage(&e);
     }
     let (role, id, ttl) = if projector {
         match settings.projector_config() {
@@ -184,16 +202,16 @@ where
         return usage(&e);
     }
     let mut fleet_config = fleet::FleetConfig::new(&id, role, &settings.prefix, clusters);
+    fleet_config.patterns = patterns;
+    fleet_config.rediscover = (ttl / 3).max(Duration::from_millis(100)) * 5;
     fleet_config.ttl = ttl;
     fleet_config.every = (ttl / 3).max(Duration::from_millis(100));
-    info!(id, role, clusters = configs.len(), "serving a share of the clusters");
-    let configs = std::sync::Arc::new(configs);
+    info!(id, role, "serving a share of the clusters");
     let work = move |cluster: String, token: CancellationToken| {
-        let (configs, run) = (configs.clone(), run.clone());
+        let (config, run) = (config.clone(), run.clone());
+        let one = for_cluster(&cluster);
         async move {
-            let Some(c) = configs.get(&cluster).cloned() else {
-                return Err(format!("no configuration for cluster {cluster:?}"));
-            };
+            let c = config(&one).map_err(|e| e.to_string())?;
             run(c, token).await.map_err(|e| e.to_string())
         }
     };

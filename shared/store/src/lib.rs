@@ -26,6 +26,7 @@ pub mod acl;
 pub mod commit;
 pub mod connect;
 pub mod deployment;
+pub mod discover;
 pub mod events;
 pub mod fleet;
 pub mod generation;

@@ -277,6 +277,48 @@ async fn ask_cluster(
     Ok((serving, nodes))
 }
 
+/// Every master of the deployment: the one master of a single server or Sentinel URL, each
+/// shard's master of a Redis Cluster (from the first seed that answers `CLUSTER SLOTS`).
+pub async fn masters(deployment: &Deployment) -> Result<Vec<Master>, ResolveError> {
+    let Topology::Cluster { seeds } = &deployment.url.topology else {
+        return Ok(vec![master(deployment, 0, &mut Vec::new()).await?]);
+    };
+    let mut errors = Vec::new();
+    for seed in seeds {
+        let asked = async {
+            let client = data_client(deployment, seed)?;
+            let mut con = ask(&client, seed).await?;
+            let reply: Value = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async(&mut con)
+                .await
+                .map_err(|e| ResolveError::redis(format!("{seed}"), e))?;
+            parse_cluster_slots(&reply, seed)
+                .ok_or_else(|| ResolveError::new(format!("{seed}: unexpected CLUSTER SLOTS reply")))
+        };
+        match asked.await {
+            Ok(ranges) => {
+                let mut addrs: Vec<HostPort> = ranges
+                    .iter()
+                    .filter_map(|r| r.nodes.first().cloned())
+                    .collect();
+                addrs.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+                addrs.dedup();
+                let mut out = Vec::new();
+                for addr in addrs {
+                    out.push(Master {
+                        client: data_client(deployment, &addr)?,
+                        addr,
+                    });
+                }
+                return Ok(out);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(combine(errors))
+}
+
 /// One range of `CLUSTER SLOTS`: master first, then replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotRange {

@@ -47,35 +47,32 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
     // A dead process's clusters are taken over when both its registration and its leases
     // have expired: give them the same lifetime, so failover takes about one lease TTL.
     fleet_config.ttl = base.lease_ttl;
+    fleet_config.patterns = settings.cluster_patterns()?;
+    fleet_config.rediscover = fleet_config.every * 5;
     fleet_config.every = (base.lease_ttl / 3).max(Duration::from_millis(100));
     let redis = pantheon_store::Redis::new(settings.deployment()?, pantheon_store::fleet::TAG);
     eprintln!(
-        "pantheon up: process {me:?} serving {} clusters on {}, sharing them with the other \
+        "pantheon up: process {me:?} serving {} clusters{} on {}, sharing them with the other \
          processes given the same list; Ctrl-C or SIGTERM stops it",
         clusters.len(),
+        if fleet_config.patterns.is_empty() {
+            String::new()
+        } else {
+            format!(" and those matching {}", fleet_config.patterns.join(", "))
+        },
         mask_url(&settings.redis_url)
     );
-    let mut configs = std::collections::BTreeMap::new();
-    for name in &clusters {
-        let one = settings_for(settings, name);
-        let projector = one.projector_config()?;
-        let mut prober = one.prober_config()?;
-        prober.id.clone_from(&me);
-        configs.insert(name.clone(), (projector, prober));
-    }
-    let grace = configs
-        .values()
-        .map(|(_, q)| q.grace)
-        .max()
-        .unwrap_or_default()
-        + STOP_MARGIN;
-    let configs = std::sync::Arc::new(configs);
+    // Each cluster's settings are made when it is first led (clusters found by a pattern
+    // appear later); the shared ones were checked above with the first cluster's.
+    let grace = settings.prober_config()?.grace + STOP_MARGIN;
+    let base = std::sync::Arc::new(settings.clone());
     let work = move |cluster: String, token: CancellationToken| {
-        let configs = configs.clone();
+        let (base, me) = (base.clone(), me.clone());
         async move {
-            let Some((projector, prober)) = configs.get(&cluster).cloned() else {
-                return Err(format!("no configuration for cluster {cluster:?}"));
-            };
+            let one = settings_for(&base, &cluster);
+            let projector = one.projector_config().map_err(|e| e.to_string())?;
+            let mut prober = one.prober_config().map_err(|e| e.to_string())?;
+            prober.id.clone_from(&me);
             let grace = prober.grace;
             let (p, q) = spawn_services(projector, prober, &token);
             supervise(p, q, &token, grace)
