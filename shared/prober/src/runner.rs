@@ -198,10 +198,9 @@ impl Prober {
             self.all
                 .iter()
                 .filter(|(_, r)| {
-                    !r.draining
-                        && r.health
-                            .parse()
-                            .is_ok_and(|h| awaits_confirmation(h, r.fails, fall))
+                    r.health
+                        .parse()
+                        .is_ok_and(|h| awaits_confirmation(h, r.fails, fall))
                 })
                 .filter(|(n, _)| ownership.confirms(n))
                 .map(|(n, r)| (n.clone(), r.clone()))

@@ -68,6 +68,61 @@ struct Current {
     addr: HostPort,
     client: redis::Client,
     con: MultiplexedConnection,
+    /// The entry of [`SHARED`] this connection came from.
+    shared: u64,
+}
+
+/// One multiplexed connection per master (and credentials) for every handle of the process:
+/// a process serving many clusters (`up --clusters`) talks to each shard over one
+/// connection for ordinary commands, not one per cluster. (Blocking reads and `WATCH`ed
+/// commits keep connections of their own: [`PinnedConnection`].) A handle that finds its
+/// connection lost drops the entry, so the next one to connect makes a new one.
+struct SharedCon {
+    url: crate::url::RedisUrl,
+    addr: HostPort,
+    id: u64,
+    con: MultiplexedConnection,
+}
+
+static SHARED: Mutex<Vec<SharedCon>> = Mutex::new(Vec::new());
+static NEXT_SHARED: AtomicU64 = AtomicU64::new(1);
+
+fn lock_shared() -> std::sync::MutexGuard<'static, Vec<SharedCon>> {
+    SHARED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The shared connection to `addr` for `deployment`, if one is open. Deployments with their
+/// own TLS certificates never share (their clients differ in more than the URL).
+fn shared_for(deployment: &Deployment, addr: &HostPort) -> Option<(u64, MultiplexedConnection)> {
+    if deployment.tls_certificates().is_some() {
+        return None;
+    }
+    lock_shared()
+        .iter()
+        .find(|s| s.url == deployment.url && s.addr == *addr)
+        .map(|s| (s.id, s.con.clone()))
+}
+
+fn share(deployment: &Deployment, addr: &HostPort, con: &MultiplexedConnection) -> u64 {
+    if deployment.tls_certificates().is_some() {
+        return 0;
+    }
+    let id = NEXT_SHARED.fetch_add(1, Ordering::Relaxed);
+    let mut shared = lock_shared();
+    shared.retain(|s| !(s.url == deployment.url && s.addr == *addr));
+    shared.push(SharedCon {
+        url: deployment.url.clone(),
+        addr: addr.clone(),
+        id,
+        con: con.clone(),
+    });
+    id
+}
+
+fn unshare(id: u64) {
+    if id != 0 {
+        lock_shared().retain(|s| s.id != id);
+    }
 }
 
 #[derive(Default)]
@@ -313,25 +368,32 @@ impl Redis {
                 let class = e.source.as_ref().map(classify).unwrap_or("not a master");
                 (class, e.reason)
             })?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let con = master
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| {
-                let reason = match crate::tls::explain(&format!("{e} {e:?}")) {
-                    Some(cause) => format!("{}: {cause} ({e})", master.addr),
-                    None => format!("{}: {e}", master.addr),
-                };
-                (classify(&e), reason)
-            })?;
+        let (shared, con) = match shared_for(&self.inner.deployment, &master.addr) {
+            Some(found) => found,
+            None => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(COMMAND_TIMEOUT));
+                let con = master
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(|e| {
+                        let reason = match crate::tls::explain(&format!("{e} {e:?}")) {
+                            Some(cause) => format!("{}: {cause} ({e})", master.addr),
+                            None => format!("{}: {e}", master.addr),
+                        };
+                        (classify(&e), reason)
+                    })?;
+                (share(&self.inner.deployment, &master.addr, &con), con)
+            }
+        };
         Ok(Current {
             generation: self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1,
             addr: master.addr,
             client: master.client,
             con,
+            shared,
         })
     }
 
@@ -359,8 +421,12 @@ impl Redis {
     fn lost_as(&self, generation: u64, class: &'static str, detail: &str) {
         let mut current = self.lock_current();
         if current.as_ref().is_some_and(|c| c.generation == generation) {
-            let addr = current.take().map(|c| c.addr);
+            let lost = current.take();
             drop(current);
+            let addr = lost.map(|c| {
+                unshare(c.shared);
+                c.addr
+            });
             warn!(
                 master = ?addr.map(|a| a.to_string()),
                 reason = class,
