@@ -22,6 +22,11 @@
 //!    once). Measured: from the stop until each `died` is readable, the projector lag of
 //!    each `died`, and the projector's and prober's CPU over the 10 s after the stop.
 //!
+//! 5. **Two replicas** (`replicas`): two in-process probers share 20 healthy nodes and the
+//!    trial nodes; a trial node is stopped at a random point of its probe interval and the time
+//!    until `died` is readable is measured (the confirmation comes from the other replica,
+//!    which learns of the suspicion through the read model).
+//!
 //! ```text
 //! cargo bench -p pantheon-prober --bench confirm
 //! PANTHEON_BENCH_STEPS=sim cargo bench -p pantheon-prober --bench confirm
@@ -717,6 +722,161 @@ async fn scale_step(full: bool) {
     drop(projector);
 }
 
+async fn replicas_step(full: bool) {
+    let (rounds, per_round) = if full { (4, 5) } else { (1, 2) };
+    println!(
+        "\n### Two prober replicas: stopped process → `died` ({} trials, 5 at a time, next to 20 healthy nodes)\n",
+        rounds * per_round
+    );
+    let redis = TestRedis::start().await;
+    let cluster = redis.namespace().to_owned();
+    let layout = Layout::new("pantheon", &cluster);
+    let mut con = connect_to(&redis.url).await;
+    let stop = CancellationToken::new();
+    let watcher = Watcher::default();
+    watcher.spawn(redis.url.clone(), layout.events(), stop.clone());
+    let deployment = Deployment::from_url(&redis.url).expect("redis url");
+    let mut pc = ProjectorConfig::new(deployment.clone(), cluster.clone());
+    pc.instance = "bench-projector".into();
+    let t = stop.clone();
+    tokio::spawn(async move {
+        pantheon_projector::run(pc, t).await.expect("projector run");
+    });
+    let xadd = |entry: LogEntry| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(layout.log()).arg("*");
+        for (k, v) in entry.encode() {
+            cmd.arg(k).arg(v);
+        }
+        cmd
+    };
+    let join = |node: String, url: String| {
+        xadd(LogEntry::new(Command::Join {
+            node: NodeId::new(&node).expect("id"),
+            url,
+            weight: None,
+        }))
+    };
+    let fillers = Arc::<Fleet>::default();
+    let filler_addr = serve(fillers.clone(), stop.clone()).await;
+    for i in 0..20 {
+        let _: String = join(format!("filler-{i}"), format!("http://{filler_addr}/h/{i}"))
+            .query_async(&mut con)
+            .await
+            .expect("XADD");
+    }
+    for id in ["prober-a", "prober-b"] {
+        let mut config = ProberConfig::new(deployment.clone(), cluster.clone());
+        config.id = id.into();
+        config.registration_ttl = Duration::from_secs(1);
+        let t = stop.clone();
+        tokio::spawn(async move {
+            pantheon_prober::run(config, t).await.expect("prober run");
+        });
+    }
+    // Both replicas warm and the projector's `probers` entry written.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut times = Vec::new();
+    let mut missed = 0;
+    let mut confirmers_differ = true;
+    for round in 0..rounds {
+        let mut trials = Vec::new();
+        for i in 0..per_round {
+            let name = format!("r{round}-n{i}");
+            let token = stop.child_token();
+            let addr = serve(Arc::<Fleet>::default(), token.clone()).await;
+            let _: String = join(name.clone(), format!("http://{addr}/h/0"))
+                .query_async(&mut con)
+                .await
+                .expect("XADD");
+            trials.push((name, token));
+        }
+        let handles: Vec<_> = trials
+            .into_iter()
+            .map(|(name, token)| {
+                let watcher = watcher.clone();
+                tokio::spawn(async move {
+                    let warm = rand::rng().random_range(1500..=2500);
+                    tokio::time::sleep(Duration::from_millis(warm)).await;
+                    let stopped = Instant::now();
+                    token.cancel();
+                    let deadline = stopped + Duration::from_secs(10);
+                    loop {
+                        let found = watcher
+                            .seen
+                            .lock()
+                            .expect("lock")
+                            .iter()
+                            .find(|(k, n, _)| k == "died" && *n == name)
+                            .map(|(_, _, at)| at.saturating_duration_since(stopped));
+                        if found.is_some() || Instant::now() > deadline {
+                            break (name, found);
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            let (name, found) = h.await.expect("trial");
+            match found {
+                Some(d) => times.push(d),
+                None => missed += 1,
+            }
+            let _: String = xadd(LogEntry::new(Command::Leave {
+                node: NodeId::new(&name).expect("id"),
+            }))
+            .query_async(&mut con)
+            .await
+            .expect("XADD");
+        }
+    }
+    // Who confirmed: every death's cause must be a confirmation by a replica that did not send
+    // the node's regular probes.
+    let v: redis::Value = redis::cmd("XRANGE")
+        .arg(layout.log())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .expect("XRANGE");
+    let log = stream::parse_entries(v).expect("log");
+    for e in log.iter().filter(|e| e.get("confirm") == Some("1")) {
+        let node = e.get("node");
+        let owner = log
+            .iter()
+            .find(|r| r.get("node") == node && r.get("confirm") == Some("0"))
+            .and_then(|r| r.get("prober"));
+        if owner == e.get("prober") {
+            confirmers_differ = false;
+        }
+    }
+    times.sort();
+    let pick = |q: f64| {
+        times
+            .get(((times.len() as f64 - 1.0) * q).round() as usize)
+            .map_or("—".to_owned(), |d| format!("{} ms", d.as_millis()))
+    };
+    println!("| trials | detected | min | median | p90 | max | confirmed by the other replica |");
+    println!("|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {} |",
+        times.len() + missed,
+        times.len(),
+        pick(0.0),
+        pick(0.5),
+        pick(0.9),
+        pick(1.0),
+        if confirmers_differ {
+            "always"
+        } else {
+            "not always"
+        }
+    );
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
 async fn degraded_step(full: bool) {
     let nodes = if full { 200 } else { 40 };
     println!(
@@ -791,6 +951,9 @@ fn main() {
         }
         if run("scale") {
             scale_step(full).await;
+        }
+        if run("replicas") {
+            replicas_step(full).await;
         }
     });
     println!(
