@@ -247,6 +247,38 @@ pub fn summary(event: &Event) -> String {
             "prober {prober} is healthy again ({failing} of {probed} nodes failing, \
              scheduling lag {lag_ms} ms): it reports failures again"
         ),
+        EventKind::PanicStarted {
+            dead, nodes, panic, ..
+        } => format!(
+            "died, but placement keeps its keys (panic): {dead} of {nodes} nodes are dead, more \
+             than the panic threshold of {panic}% allows taking out at once"
+        ),
+        EventKind::PanicEnded { dead, nodes } => format!(
+            "panic over: {dead} of {nodes} nodes dead, within the threshold; placement follows \
+             health again"
+        ),
+        EventKind::Damped {
+            penalty, reuse_at, ..
+        } => format!(
+            "damped (flapping): penalty {penalty} above the suppress limit; out of placement \
+             even while healthy, until the penalty decays (at the latest at log time {reuse_at} ms)"
+        ),
+        EventKind::Undamped { penalty, .. } => format!(
+            "undamped: penalty decayed to {penalty}, at the reuse limit; placement follows its \
+             health again"
+        ),
+        EventKind::ClockSkew { entry, skew_ms } => format!(
+            "log entry {entry} ran {skew_ms} ms ahead of Redis's clock: later ids are stuck; \
+             see `pantheon doctor`, recover with `pantheon recover-clock`"
+        ),
+        EventKind::GenerationStarted {
+            previous,
+            archive,
+            rebased,
+        } => format!(
+            "the log moved to a new generation (old log, ending at {previous}, kept as \
+             {archive}; {rebased} damping penalties moved back to the new start)"
+        ),
         _ => generic_summary(event),
     }
 }
@@ -518,6 +550,48 @@ mod tests {
             lag_ms: 3,
         }));
         assert!(r.contains("p1 is healthy again"), "{r}");
+    }
+
+    #[test]
+    fn panic_damping_and_clock_events_read_with_their_reasons() {
+        let node = NodeId::new("a").unwrap();
+        let s = summary(&event(EventKind::PanicStarted {
+            node: node.clone(),
+            epoch: 1,
+            dead: 3,
+            nodes: 5,
+            panic: 50,
+        }));
+        assert!(s.contains("3 of 5") && s.contains("50%"), "{s}");
+        let s = summary(&event(EventKind::PanicEnded { dead: 1, nodes: 5 }));
+        assert!(s.contains("panic over") && s.contains("1 of 5"), "{s}");
+        let s = summary(&event(EventKind::Damped {
+            node: node.clone(),
+            epoch: 1,
+            penalty: 1900,
+            reuse_at: 77,
+        }));
+        assert!(s.contains("penalty 1900") && s.contains("77 ms"), "{s}");
+        let s = summary(&event(EventKind::Undamped {
+            node,
+            epoch: 1,
+            penalty: 499,
+        }));
+        assert!(s.contains("undamped") && s.contains("499"), "{s}");
+        let s = summary(&event(EventKind::ClockSkew {
+            entry: EntryId::new(99, 0),
+            skew_ms: 5000,
+        }));
+        assert!(
+            s.contains("99-0") && s.contains("5000 ms") && s.contains("recover-clock"),
+            "{s}"
+        );
+        let s = summary(&event(EventKind::GenerationStarted {
+            previous: EntryId::new(99, 3),
+            archive: "k".into(),
+            rebased: 2,
+        }));
+        assert!(s.contains("99-3") && s.contains("2 damping"), "{s}");
     }
 
     #[test]

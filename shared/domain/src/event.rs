@@ -148,7 +148,10 @@ pub enum EventKind {
     /// Log entry `entry` was `skew_ms` ahead of Redis's clock when the projector read it:
     /// every later id is stuck at least that far in the future until the log moves to a new
     /// generation (`pantheon recover-clock`).
-    ClockSkew { entry: EntryId, skew_ms: u64 },
+    ClockSkew {
+        entry: EntryId,
+        skew_ms: u64,
+    },
     /// The log moved to a new generation (its ids follow Redis's clock again); the old log,
     /// ending at `previous`, is kept under the key `archive`. `rebased` nodes had damping
     /// penalties stamped after the new generation's start, moved back to it.

@@ -274,7 +274,11 @@ fn a_different_entry_reusing_a_client_command_id_is_rejected() {
         matches!(&reused, Err(Rejection::CmdReused { cmd, .. }) if cmd == "c-1"),
         "{reused:?}"
     );
-    assert_eq!(s.state.checksum(), before, "a rejected entry changes nothing");
+    assert_eq!(
+        s.state.checksum(),
+        before,
+        "a rejected entry changes nothing"
+    );
     assert!(s.state.node(&node("b")).is_none());
     // The genuine retry is still recognised as one.
     let retry = s.when(&join("a").with_cmd("c-1")).unwrap();

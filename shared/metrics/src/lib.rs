@@ -132,12 +132,9 @@ impl ProcessMetrics {
 
     /// `(owned, processes)` when this process serves a fleet.
     pub fn fleet(&self) -> Option<(i64, i64)> {
-        self.fleet.load(Ordering::Relaxed).then(|| {
-            (
-                self.fleet_clusters_owned.get(),
-                self.fleet_processes.get(),
-            )
-        })
+        self.fleet
+            .load(Ordering::Relaxed)
+            .then(|| (self.fleet_clusters_owned.get(), self.fleet_processes.get()))
     }
 
     /// One entry folded: applied, or rejected and why.

@@ -551,6 +551,11 @@ async fn scale_step(full: bool) {
     println!(
         "\n### Scale: {nodes} nodes on {servers} servers at 1 s probes, one server ({per_server} nodes) stops\n"
     );
+    if !full {
+        // The service binaries are looked up next to a release bench; a smoke run has none.
+        println!("(smoke run: the scale step runs with `cargo bench` only)");
+        return;
+    }
     let projector_bin = release_binary(
         "pantheon-projector-service",
         "pantheon-projector",
@@ -725,7 +730,7 @@ async fn scale_step(full: bool) {
 async fn replicas_step(full: bool) {
     let (rounds, per_round) = if full { (4, 5) } else { (1, 2) };
     println!(
-        "\n### Two prober replicas: stopped process → `died` ({} trials, 5 at a time, next to 20 healthy nodes)\n",
+        "\n### Two prober replicas: stopped process → `died` ({} trials, {per_round} at a time, next to 20 healthy nodes)\n",
         rounds * per_round
     );
     let redis = TestRedis::start().await;

@@ -54,6 +54,10 @@ pub struct ProberConfig {
     pub degraded_min_failing: usize,
     /// or when the prober's own timers fire this late.
     pub lag_limit: Duration,
+    /// HTTP clients to use instead of building this prober's own: a process running the
+    /// probers of many clusters (`up --clusters`) gives them all the same one, so they share
+    /// one connection pool and TLS configuration. Made from settings equal to these.
+    pub http: Option<crate::http::HttpProber>,
 }
 
 impl ProberConfig {
@@ -81,6 +85,7 @@ impl ProberConfig {
             degraded_percent: 50,
             degraded_min_failing: 8,
             lag_limit: Duration::from_millis(500),
+            http: None,
         }
     }
 

@@ -31,7 +31,10 @@ use crate::schedule::{Role, Tracked, first_probe_window, jittered};
 /// Runs a prober replica until `shutdown` is cancelled, reconnecting to Redis as needed.
 pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<(), ProberError> {
     config.validate().map_err(ProberError::Config)?;
-    let http = HttpProber::new(&config).map_err(ProberError::Config)?;
+    let http = match &config.http {
+        Some(shared) => shared.clone(),
+        None => HttpProber::new(&config).map_err(ProberError::Config)?,
+    };
     let redis = Redis::new(config.redis.clone(), &config.cluster);
     let mut failures = 0u32;
     let mut last_error: Option<String> = None;

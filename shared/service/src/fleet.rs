@@ -251,15 +251,16 @@ pub async fn serve<W, F>(
     loop {
         let owned: Vec<String> = owned_rx.borrow_and_update().iter().cloned().collect();
         for cluster in owned {
-            if !supervisors.contains_key(&cluster) {
-                let task = tokio::spawn(lead_while_owned(
-                    cluster.clone(),
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                supervisors.entry(cluster.clone())
+            {
+                slot.insert(tokio::spawn(lead_while_owned(
+                    cluster,
                     work.clone(),
                     owned_rx.clone(),
                     shutdown.clone(),
                     grace,
-                ));
-                supervisors.insert(cluster, task);
+                )));
             }
         }
         tokio::select! {

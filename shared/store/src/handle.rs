@@ -88,7 +88,9 @@ static SHARED: Mutex<Vec<SharedCon>> = Mutex::new(Vec::new());
 static NEXT_SHARED: AtomicU64 = AtomicU64::new(1);
 
 fn lock_shared() -> std::sync::MutexGuard<'static, Vec<SharedCon>> {
-    SHARED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The shared connection to `addr` for `deployment`, if one is open. Deployments with their

@@ -12,9 +12,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use pantheon_domain::cmds::RecordedCmd;
 use pantheon_domain::health::{Health, NodeHealth};
 use pantheon_domain::placement::{Member, Strategy};
-use pantheon_domain::cmds::RecordedCmd;
 use pantheon_domain::{Applied, EntryId, KeyChange, Node, NodeId, Policy, State};
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
@@ -179,12 +179,7 @@ pub fn stage_checkpoint(
 }
 
 /// Stages the read-model changes of one applied entry (events are staged by the caller).
-pub fn stage_applied(
-    batch: &mut Batch,
-    layout: &Layout,
-    state: &State,
-    applied: &Applied,
-) {
+pub fn stage_applied(batch: &mut Batch, layout: &Layout, state: &State, applied: &Applied) {
     for id in &applied.nodes_changed {
         match state.node(id) {
             Some(n) => {

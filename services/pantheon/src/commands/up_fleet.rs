@@ -64,15 +64,19 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
     );
     // Each cluster's settings are made when it is first led (clusters found by a pattern
     // appear later); the shared ones were checked above with the first cluster's.
-    let grace = settings.prober_config()?.grace + STOP_MARGIN;
+    let prober_base = settings.prober_config()?;
+    let grace = prober_base.grace + STOP_MARGIN;
+    // One set of HTTP clients (one connection pool) for every cluster's prober.
+    let http = pantheon_prober::http::HttpProber::new(&prober_base).map_err(CliError::usage)?;
     let base = std::sync::Arc::new(settings.clone());
     let work = move |cluster: String, token: CancellationToken| {
-        let (base, me) = (base.clone(), me.clone());
+        let (base, me, http) = (base.clone(), me.clone(), http.clone());
         async move {
             let one = settings_for(&base, &cluster);
             let projector = one.projector_config().map_err(|e| e.to_string())?;
             let mut prober = one.prober_config().map_err(|e| e.to_string())?;
             prober.id.clone_from(&me);
+            prober.http = Some(http);
             let grace = prober.grace;
             let (p, q) = spawn_services(projector, prober, &token);
             supervise(p, q, &token, grace)
