@@ -42,6 +42,7 @@
 //! `cargo test --benches`) it runs at 300 nodes, 3,000 keys, 3 requests, 3 changes and a 3 s
 //! window at 1 s, as a smoke test. Results are in `docs/benchmarks.md`.
 
+use pantheon_test_support::prometheus::sample;
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -431,25 +432,6 @@ struct PerRequest {
     latency: (f64, f64, f64),
     /// CPU per request, milliseconds: service, Redis.
     cpu: (f64, f64),
-}
-
-/// The value of sample `name` with `labels` in a parsed scrape.
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| {
-            s.metric == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(k).is_some_and(|x| x == *v))
-        })
-        .and_then(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => Some(v),
-            _ => None,
-        })
 }
 
 fn check_metrics(text: &str, nodes: usize, keys: usize) {

@@ -2,6 +2,7 @@
 //! prober and real HTTP nodes: `/healthz`, `/readyz`, `/metrics` (parsed as Prometheus text),
 //! and the dashboard in headless Chromium, updating live as a node dies.
 
+use pantheon_test_support::prometheus::sample;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -118,25 +119,6 @@ impl Observed {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// The value of the sample `name` whose labels include all of `labels`.
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| {
-            s.metric == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(k).is_some_and(|x| x == *v))
-        })
-        .and_then(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => Some(v),
-            _ => None,
-        })
 }
 
 #[tokio::test]

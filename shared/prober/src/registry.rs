@@ -108,15 +108,20 @@ mod tests {
         }
     }
 
+    /// Each replica's view of the registry (warm-up 2 s, lag 1 s).
+    fn views_of(r: &Registry, replicas: &[&str]) -> Vec<Ownership> {
+        replicas
+            .iter()
+            .map(|me| {
+                Ownership::from_registry(r, me, Duration::from_secs(2), Duration::from_secs(1))
+            })
+            .collect()
+    }
+
     #[test]
     fn each_node_has_exactly_one_owner_among_warm_replicas() {
         let r = registry(100_000, &[("a", 0), ("b", 0), ("c", 0)]);
-        let views: Vec<Ownership> = ["a", "b", "c"]
-            .iter()
-            .map(|me| {
-                Ownership::from_registry(&r, me, Duration::from_secs(2), Duration::from_secs(1))
-            })
-            .collect();
+        let views = views_of(&r, &["a", "b", "c"]);
         for i in 0..300 {
             let n = NodeId::new(&format!("n{i}")).unwrap();
             assert_eq!(views.iter().filter(|v| v.owns(&n)).count(), 1);
@@ -142,12 +147,7 @@ mod tests {
     #[test]
     fn with_two_or_more_replicas_each_node_has_one_confirmer_other_than_its_owner() {
         let r = registry(100_000, &[("a", 0), ("b", 0), ("c", 0)]);
-        let views: Vec<Ownership> = ["a", "b", "c"]
-            .iter()
-            .map(|me| {
-                Ownership::from_registry(&r, me, Duration::from_secs(2), Duration::from_secs(1))
-            })
-            .collect();
+        let views = views_of(&r, &["a", "b", "c"]);
         for i in 0..300 {
             let n = NodeId::new(&format!("n{i}")).unwrap();
             assert_eq!(views.iter().filter(|v| v.confirms(&n)).count(), 1);

@@ -30,6 +30,7 @@
 pub mod auth;
 pub mod baseline;
 pub mod process;
+pub mod prometheus;
 pub mod redis_cluster;
 pub mod sentinel;
 pub mod tls;
