@@ -15,20 +15,31 @@
 //!    and policy; one server stops. Measured: from the stop until each `died` is readable
 //!    (blocking XREAD on the events stream), and the projector lag of each `died` (readable
 //!    time − the time in its cause's log id).
+//! 5. **Flapping with a real prober and projector** (`flap_real`, only when named): 6 nodes
+//!    (5 healthy, 1 on its own HTTP server), 10,000 keys, the default prober and policy; the
+//!    lone node answers 200 for 2 s, then 503 for 2 s, alternating, for 10 minutes. Counted
+//!    from the events stream: its `died`/`revived`/`damped`/`undamped` and every
+//!    `rebalanced` while it flaps; then how long after it turns stable it owns keys again
+//!    (waited for up to 3 minutes).
 //!
 //! ```text
 //! cargo bench -p pantheon-prober --bench bursts
+//! PANTHEON_BENCH_STEPS=flap_real cargo bench -p pantheon-prober --bench bursts
 //! ```
 //!
-//! Without `--bench` (as in `cargo test --benches`) it runs at a small scale as a smoke test.
+//! `PANTHEON_BENCH_STEPS` (comma-separated: `fold`, `flap`, `e2e`, `flap_real`) runs only
+//! those steps; unset, it runs all but `flap_real`. Without `--bench` (as in
+//! `cargo test --benches`) it runs at a small scale as a smoke test (`flap_real`: 20 s).
 //! Results and the machine are in `docs/benchmarks.md`, "Correlated failures (issue 11)".
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::routing::get;
 use pantheon_domain::entry::{Command, LogEntry};
 use pantheon_domain::placement::{self, Member};
@@ -301,6 +312,8 @@ fn flap(minutes: u64, half_period: u64, damping: bool) -> FlapRow {
 
 struct Server {
     addr: SocketAddr,
+    /// While false, every path answers 503 (a failing node whose process still runs).
+    up: Arc<AtomicBool>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -309,7 +322,21 @@ impl Server {
     async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let app = Router::new().route("/health/{i}", get(|Path(_i): Path<u32>| async { "ok" }));
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        let app = Router::new().route(
+            "/health/{i}",
+            get(move |Path(_i): Path<u32>| {
+                let up = flag.load(Ordering::Relaxed);
+                async move {
+                    if up {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "down")
+                    }
+                }
+            }),
+        );
         let stop = CancellationToken::new();
         let t = stop.clone();
         let task = tokio::spawn(async move {
@@ -319,9 +346,14 @@ impl Server {
         });
         Self {
             addr,
+            up,
             stop,
             task: Some(task),
         }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
     }
 
     async fn stop(&mut self) {
@@ -342,11 +374,23 @@ impl Drop for Server {
     }
 }
 
-/// (node, readable wall ms, cause ms) of every `died` event seen.
-#[derive(Clone, Default)]
-struct Deaths(Arc<Mutex<Vec<(String, u64, u64)>>>);
+/// One event read from the events stream.
+#[derive(Debug, Clone)]
+struct Seen {
+    kind: String,
+    /// Empty for events without a node (`rebalanced`).
+    node: String,
+    /// Wall ms when it was readable.
+    wall: u64,
+    /// Ms in its cause's log id.
+    at: u64,
+}
 
-impl Deaths {
+/// Every event seen by a blocking XREAD on the events stream, from when it is spawned.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<Seen>>>);
+
+impl Events {
     fn spawn(&self, url: String, key: String, stop: CancellationToken) -> JoinHandle<()> {
         let seen = self.0.clone();
         tokio::spawn(async move {
@@ -366,20 +410,27 @@ impl Deaths {
                     .expect("XREAD events");
                 let wall = wall_ms();
                 let entries = stream::parse_read(v).expect("events");
-                let mut seen = seen.lock().expect("deaths lock");
+                let mut seen = seen.lock().expect("events lock");
                 for e in entries {
                     last = e.id.to_string();
-                    if e.get("type") == Some("died") {
-                        let at = e.get("at").and_then(|a| a.parse().ok()).unwrap_or(0);
-                        seen.push((e.get("node").unwrap_or_default().to_owned(), wall, at));
-                    }
+                    seen.push(Seen {
+                        kind: e.get("type").unwrap_or_default().to_owned(),
+                        node: e.get("node").unwrap_or_default().to_owned(),
+                        wall,
+                        at: e.get("at").and_then(|a| a.parse().ok()).unwrap_or(0),
+                    });
                 }
             }
         })
     }
 
-    fn len(&self) -> usize {
-        self.0.lock().expect("deaths lock").len()
+    fn of(&self, kind: &str) -> Vec<Seen> {
+        let seen = self.0.lock().expect("events lock");
+        seen.iter().filter(|e| e.kind == kind).cloned().collect()
+    }
+
+    fn all(&self) -> Vec<Seen> {
+        self.0.lock().expect("events lock").clone()
     }
 }
 
@@ -394,39 +445,107 @@ struct DeathResult {
     joins_took: Option<Duration>,
 }
 
+/// A `redis-server` for the run with a real projector (started at once) and a real prober
+/// (started by [`Rig::start_prober`]) in this process, both with the default settings.
+struct Rig {
+    redis: TestRedis,
+    cluster: String,
+    layout: Layout,
+    log: String,
+    con: MultiplexedConnection,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Rig {
+    async fn start() -> Self {
+        let redis = TestRedis::start().await;
+        let cluster = redis.namespace().to_owned();
+        let layout = Layout::new("pantheon", &cluster);
+        let log = layout.log();
+        let con = connect_to(&redis.url).await;
+        let stop = CancellationToken::new();
+        let mut pc = ProjectorConfig::new(
+            Deployment::from_url(&redis.url).expect("redis url"),
+            cluster.clone(),
+        );
+        pc.instance = "bench-projector".into();
+        let t = stop.clone();
+        let projector = tokio::spawn(async move {
+            pantheon_projector::run(pc, t).await.expect("projector run");
+        });
+        Self {
+            redis,
+            cluster,
+            layout,
+            log,
+            con,
+            stop,
+            tasks: vec![projector],
+        }
+    }
+
+    fn start_prober(&mut self) {
+        let mut config = ProberConfig::new(
+            Deployment::from_url(&self.redis.url).expect("redis url"),
+            self.cluster.clone(),
+        );
+        config.id = "bench-prober".into();
+        let t = self.stop.clone();
+        self.tasks.push(tokio::spawn(async move {
+            pantheon_prober::run(config, t).await.expect("prober run");
+        }));
+    }
+
+    /// Records every event from now on (until [`Rig::shutdown`]).
+    fn watch(&mut self) -> Events {
+        let events = Events::default();
+        let task = events.spawn(
+            self.redis.url.clone(),
+            self.layout.events(),
+            self.stop.clone(),
+        );
+        self.tasks.push(task);
+        events
+    }
+
+    /// XADDs `entries` and waits until the projector has applied them.
+    async fn apply(&mut self, entries: &[LogEntry]) {
+        let last = xadd_all(&mut self.con, &self.log, entries).await;
+        assert!(
+            applied_within(&mut self.con, &self.layout, last, WAIT).await,
+            "entries not applied within {WAIT:?}"
+        );
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
 /// Steps 2 and 3 on one Redis: the join burst, then the mass death.
 async fn end_to_end(plan: Plan) -> (Option<Duration>, DeathResult) {
-    let redis = TestRedis::start().await;
-    let cluster = redis.namespace().to_owned();
-    let layout = Layout::new("pantheon", &cluster);
-    let log = layout.log();
-    let mut con = connect_to(&redis.url).await;
-    let stop = CancellationToken::new();
-    let mut pc = ProjectorConfig::new(
-        Deployment::from_url(&redis.url).expect("redis url"),
-        cluster.clone(),
-    );
-    pc.instance = "bench-projector".into();
-    let t = stop.clone();
-    let projector = tokio::spawn(async move {
-        pantheon_projector::run(pc, t).await.expect("projector run");
-    });
+    let mut rig = Rig::start().await;
+    let (layout, log) = (rig.layout.clone(), rig.log.clone());
+    let con = &mut rig.con;
 
     // Step 2: a join burst to unreachable addresses, no prober yet (only the fold counts).
     let burst: Vec<LogEntry> = (0..plan.joins)
         .map(|i| join_entry(i, format!("http://127.0.0.1:9/health/{i}")))
         .collect();
     let started = Instant::now();
-    let last = xadd_all(&mut con, &log, &burst).await;
-    let joins_took = applied_within(&mut con, &layout, last, WAIT)
+    let last = xadd_all(con, &log, &burst).await;
+    let joins_took = applied_within(con, &layout, last, WAIT)
         .await
         .then(|| started.elapsed());
     eprintln!("  join burst: {} joins: {joins_took:?}", plan.joins);
     let leaves: Vec<LogEntry> = (0..plan.joins)
         .map(|i| LogEntry::new(Command::Leave { node: node_id(i) }))
         .collect();
-    let last = xadd_all(&mut con, &log, &leaves).await;
-    assert!(applied_within(&mut con, &layout, last, WAIT).await);
+    rig.apply(&leaves).await;
 
     // Step 3: the fleet on real servers, watched by a real prober.
     let mut servers = Vec::new();
@@ -440,35 +559,25 @@ async fn end_to_end(plan: Plan) -> (Option<Duration>, DeathResult) {
             join_entry(100_000 + i, format!("http://{}/health/{i}", s.addr))
         })
         .collect();
-    let last = xadd_all(&mut con, &log, &fleet).await;
-    assert!(applied_within(&mut con, &layout, last, WAIT).await);
-    let mut config = ProberConfig::new(
-        Deployment::from_url(&redis.url).expect("redis url"),
-        cluster.clone(),
-    );
-    config.id = "bench-prober".into();
-    let t = stop.clone();
-    let prober = tokio::spawn(async move {
-        pantheon_prober::run(config, t).await.expect("prober run");
-    });
+    rig.apply(&fleet).await;
+    rig.start_prober();
     // Let every node be probed a few times at the steady 1 s interval.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let deaths = Deaths::default();
-    let watch = deaths.spawn(redis.url.clone(), layout.events(), stop.clone());
+    let events = rig.watch();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stopped = plan.per_server;
     let stop_ms = wall_ms();
     servers[0].stop().await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while deaths.len() < stopped && Instant::now() < deadline {
+    while events.of("died").len() < stopped && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A little longer: a healthy node wrongly declared dead would show up here.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let seen = deaths.0.lock().expect("deaths lock").clone();
+    let seen = events.of("died");
     let after: Vec<u64> = seen
         .iter()
-        .map(|(_, wall, _)| wall.saturating_sub(stop_ms))
+        .map(|e| e.wall.saturating_sub(stop_ms))
         .collect();
     let result = DeathResult {
         nodes,
@@ -476,17 +585,160 @@ async fn end_to_end(plan: Plan) -> (Option<Duration>, DeathResult) {
         died: seen.len(),
         first: after.iter().copied().min(),
         last: after.iter().copied().max(),
-        max_lag: seen
-            .iter()
-            .map(|(_, wall, at)| wall.saturating_sub(*at))
-            .max(),
+        max_lag: seen.iter().map(|e| e.wall.saturating_sub(e.at)).max(),
         joins_took,
     };
-    stop.cancel();
-    for task in [watch, prober, projector] {
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-    }
+    rig.shutdown().await;
     (joins_took, result)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 5: flapping with a real prober and projector.
+
+#[derive(Debug)]
+struct FlapRealResult {
+    flapped: Duration,
+    /// Down phases the node went through.
+    downs: usize,
+    keys: usize,
+    died: usize,
+    revived: usize,
+    damped: usize,
+    undamped: usize,
+    rebalances: usize,
+    /// `died` of the always-healthy nodes over the whole run (false deaths).
+    others_died: usize,
+    /// From the end of the flapping until the node owns keys again.
+    back_after: Option<Duration>,
+    /// Rebalances from the end of the flapping until it owns keys again.
+    rebalances_to_return: usize,
+    /// When it did not own keys again in time: after one more (unrelated) log entry, an
+    /// `assign` of one new key, how long until it did (log time moves only with entries).
+    back_after_entry: Option<Duration>,
+}
+
+/// 6 nodes (5 healthy on one server, 1 on its own server), `keys` keys assigned, the default
+/// prober and policy; the lone node's server answers 200 for `half` then 503 for `half`, for
+/// `flap`, then stays healthy. Counted from the events stream.
+async fn flap_real(
+    flap: Duration,
+    half: Duration,
+    keys: usize,
+    back_within: Duration,
+) -> FlapRealResult {
+    let mut rig = Rig::start().await;
+    let healthy = Server::start().await;
+    let flapping = Server::start().await;
+    let flapper = node_id(5);
+    let mut entries: Vec<LogEntry> = (0..5)
+        .map(|i| join_entry(i, format!("http://{}/health/{i}", healthy.addr)))
+        .collect();
+    entries.push(join_entry(5, format!("http://{}/health/5", flapping.addr)));
+    let all: Vec<String> = (0..keys).map(|i| format!("user:{i}")).collect();
+    entries.extend(
+        all.chunks(1000)
+            .map(|c| LogEntry::new(Command::Assign { keys: c.to_vec() })),
+    );
+    rig.apply(&entries).await;
+    rig.start_prober();
+    let owned = |con: &mut MultiplexedConnection, layout: Layout| {
+        let flapper = flapper.clone();
+        let mut con = con.clone();
+        async move {
+            readmodel::node_key_counts(&mut con, &layout, &[flapper])
+                .await
+                .expect("key counts")
+                .first()
+                .copied()
+                .unwrap_or(0)
+        }
+    };
+    // Steady probing first; the node must own keys before it starts flapping.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    while owned(&mut rig.con, rig.layout.clone()).await == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        owned(&mut rig.con, rig.layout.clone()).await > 0,
+        "the flapping node owns no keys before it flaps"
+    );
+    let events = rig.watch();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 200 for `half`, 503 for `half`, alternating; bounded by the phase count.
+    let started = tokio::time::Instant::now();
+    let start_ms = wall_ms();
+    let phases = (flap.as_millis() / half.as_millis().max(1)) as u32;
+    let mut downs = 0;
+    for k in 0..phases {
+        tokio::time::sleep_until(started + half * k).await;
+        let up = k % 2 == 0;
+        flapping.set_up(up);
+        downs += usize::from(!up);
+    }
+    tokio::time::sleep_until(started + half * phases).await;
+    flapping.set_up(true);
+    let stop_ms = wall_ms();
+    let stopped = Instant::now();
+
+    // Stable from now on: how long until it owns keys again (bounded).
+    let mut back_after = None;
+    let deadline = stopped + back_within;
+    while Instant::now() < deadline {
+        if owned(&mut rig.con, rig.layout.clone()).await > 0 {
+            back_after = Some(stopped.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back_ms = wall_ms();
+    let mut back_after_entry = None;
+    if back_after.is_none() {
+        let tick = LogEntry::new(Command::Assign {
+            keys: vec!["bench:tick".into()],
+        });
+        rig.apply(&[tick]).await;
+        let sent = Instant::now();
+        while sent.elapsed() < Duration::from_secs(10) {
+            if owned(&mut rig.con, rig.layout.clone()).await > 0 {
+                back_after_entry = Some(sent.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Events readable up to this point.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = events.all();
+    rig.shutdown().await;
+    let during = |e: &&Seen| e.wall >= start_ms && e.wall < stop_ms;
+    let count = |kind: &str, of_flapper: bool| {
+        seen.iter()
+            .filter(during)
+            .filter(|e| e.kind == kind && (!of_flapper || e.node == flapper.as_str()))
+            .count()
+    };
+    FlapRealResult {
+        flapped: Duration::from_millis(stop_ms - start_ms),
+        downs,
+        keys,
+        died: count("died", true),
+        revived: count("revived", true),
+        damped: count("damped", true),
+        undamped: count("undamped", true),
+        rebalances: count("rebalanced", false),
+        others_died: seen
+            .iter()
+            .filter(|e| e.kind == "died" && e.node != flapper.as_str())
+            .count(),
+        back_after,
+        rebalances_to_return: seen
+            .iter()
+            .filter(|e| e.kind == "rebalanced" && e.wall >= stop_ms && e.wall <= back_ms)
+            .count(),
+        back_after_entry,
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -499,6 +751,16 @@ fn opt_ms(v: Option<u64>) -> String {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
+    // Steps: `fold`, `flap`, `e2e` (join burst end to end and mass death), `flap_real`.
+    // Unset: all but `flap_real` (10 minutes of flapping), which runs only when named.
+    let steps = std::env::var("PANTHEON_BENCH_STEPS").unwrap_or_default();
+    let run = |step: &str| {
+        if steps.trim().is_empty() {
+            step != "flap_real"
+        } else {
+            steps.split(',').any(|s| s.trim() == step)
+        }
+    };
     let plan = if full {
         Plan {
             rebuild_joins: 400,
@@ -515,6 +777,26 @@ fn main() {
             per_server: 8,
         }
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if run("fold") {
+        fold_step(plan);
+    }
+    if run("flap") {
+        flap_step();
+    }
+    if run("e2e") {
+        runtime.block_on(e2e_step(plan));
+    }
+    if run("flap_real") {
+        runtime.block_on(flap_real_step(full));
+    }
+}
+
+fn fold_step(plan: Plan) {
     println!("\n### Join burst, fold only (default ring, 2048 points per node)\n");
     println!("| fold | joins | time |\n|---|---:|---:|");
     let rows = fold_rows(plan);
@@ -532,6 +814,9 @@ fn main() {
             before / after.took.as_secs_f64().max(1e-9)
         );
     }
+}
+
+fn flap_step() {
     println!("\n### Flapping: down/up every 2 s for 10 minutes, fold only\n");
     println!(
         "| damping | `died` while flapping | rebalances while flapping | owns keys again after it stops |\n|---|---:|---:|---:|"
@@ -546,12 +831,10 @@ fn main() {
             opt_ms(r.back_after)
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let (joins, death) = runtime.block_on(end_to_end(plan));
+}
+
+async fn e2e_step(plan: Plan) {
+    let (joins, death) = end_to_end(plan).await;
     println!("\n### Join burst, end to end (real projector)\n");
     println!(
         "| joins XADDed back to back | applied after | target |\n|---:|---:|---|\n| {} | {} | ≤ 3 s: {} |",
@@ -584,4 +867,49 @@ fn main() {
         opt_ms(death.max_lag),
         if met { "**met**" } else { "**missed**" }
     );
+}
+
+async fn flap_real_step(full: bool) {
+    let flap = Duration::from_secs(if full { 600 } else { 20 });
+    let back_within = Duration::from_secs(180);
+    eprintln!("  flap_real: flapping for {flap:?}, then up to {back_within:?} to own keys again");
+    let r = flap_real(flap, Duration::from_secs(2), 10_000, back_within).await;
+    println!("\n### Flapping with a real prober and projector\n");
+    println!(
+        "| flapping | keys | down phases | `died` | `revived` | `damped` | `undamped` | rebalances while flapping | owns keys again after it stops | rebalances until then | healthy nodes `died` | target ≤ 3 rebalances |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "| 200 / 503 every 2 s for {:.0} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        r.flapped.as_secs_f64(),
+        r.keys,
+        r.downs,
+        r.died,
+        r.revived,
+        r.damped,
+        r.undamped,
+        r.rebalances,
+        r.back_after
+            .map_or(format!("not within {back_within:?}"), |d| format!(
+                "{:.1} s",
+                d.as_secs_f64()
+            )),
+        r.rebalances_to_return,
+        r.others_died,
+        if r.rebalances <= 3 {
+            "**met**"
+        } else {
+            "**missed**"
+        }
+    );
+    if r.back_after.is_none() {
+        println!(
+            "\nnot back within {back_within:?}; after one more log entry (`assign` of one key): {}",
+            r.back_after_entry
+                .map_or("still not within 10 s".into(), |d| format!(
+                    "owns keys {:.1} s later",
+                    d.as_secs_f64()
+                ))
+        );
+    }
 }
