@@ -157,3 +157,64 @@ async fn a_mass_death_past_the_panic_threshold_keeps_the_held_nodes_keys() {
         .unwrap();
     assert!(v.matches(), "{v:?}");
 }
+
+fn probe(i: usize, ok: bool) -> LogEntry {
+    let mut p = failed_probe(i);
+    if let Command::Probe(r) = &mut p.command {
+        r.ok = ok;
+        r.status = ok.then_some(200);
+        r.error = (!ok).then_some(ProbeError::Refused);
+    }
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damped_node_returns_on_a_quiet_cluster_through_the_leaders_tick() {
+    let mut c = TestCluster::start().await;
+    // Quick damping: one failed probe kills, one success revives, penalties halve every
+    // second and no node stays out longer than 2 s after it is stable.
+    let policy = LogEntry::new(Command::Policy(pantheon_domain::policy::PolicyChange {
+        fall: Some(1),
+        rise: Some(1),
+        damp_half_life: Some(1),
+        damp_max_suppress: Some(2),
+        ..Default::default()
+    }));
+    // The prober set is known (none), so the leader's prober watchdog writes nothing.
+    let probers = LogEntry::new(Command::Probers { alive: Vec::new() });
+    let mut entries = vec![policy, probers, join(0), join(1), join(2), assign(0, 300)];
+    // Two deaths of n0 within a half-life damp it; it is healthy again at the end.
+    entries.extend([
+        probe(0, false),
+        probe(0, true),
+        probe(0, false),
+        probe(0, true),
+    ]);
+    let ids = xadd_all(&mut c, &entries).await;
+    let mut config = c.config("p");
+    config.prober_watchdog = Some(Duration::from_millis(200));
+    let _projector = c.spawn(config);
+    c.wait_applied(*ids.last().unwrap(), WAIT).await;
+    let events = c.events().await;
+    assert_eq!(count(&events, "damped"), 1, "n0 is damped");
+    // Nothing else is written: only the leader's tick can carry log time past the reuse time.
+    let undamped = c
+        .wait_event(Duration::from_secs(20), |e| e.kind.name() == "undamped")
+        .await;
+    let ticks = c.log_entries("tick").await;
+    assert!(!ticks.is_empty(), "a tick was logged");
+    assert_eq!(undamped.cause, ticks[0].id, "the tick undamped it");
+    // And n0 owns keys again.
+    let mut owns = false;
+    for _ in 0..100 {
+        let models = read_models(&mut c.con, &c.layout).await;
+        owns = models
+            .iter()
+            .any(|(k, v)| k.starts_with("keymap/") && v == "n0");
+        if owns {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(owns, "n0 owns keys again");
+}

@@ -76,6 +76,10 @@ pub enum Command {
     ClockSkew(crate::clock::ClockSkew),
     /// The first entry of a new log generation (written by `pantheon recover-clock`).
     Generation(crate::clock::Generation),
+    /// Log time passes: written by the projector leader when Redis's clock has passed a
+    /// damped node's reuse time and no entry has carried log time there (a quiet cluster
+    /// writes nothing). Changes nothing but time.
+    Tick,
 }
 
 /// One health probe's result, as a prober reports it.
@@ -102,7 +106,7 @@ pub enum DecodeError {
     #[error("field {0:?} appears more than once")]
     DuplicateField(&'static str),
     #[error(
-        "unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, probe, policy, probers, prober_degraded, prober_recovered, clock_skew or generation)"
+        "unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, probe, policy, probers, prober_degraded, prober_recovered, clock_skew, generation or tick)"
     )]
     UnknownType(String),
     #[error("unknown schema version {0:?} (this build reads version {SCHEMA_VERSION})")]
@@ -233,6 +237,10 @@ impl LogEntry {
             "probe" => decode_probe(&f)?,
             "policy" => decode_policy(&f)?,
             "probers" => decode_probers(&f)?,
+            "tick" => {
+                f.only("tick", &allowed(&[]))?;
+                Command::Tick
+            }
             "prober_degraded" | "prober_recovered" => Command::ProberHealth(
                 crate::confirm::ProberHealth::decode(&f, kind == "prober_degraded")?,
             ),
@@ -303,6 +311,7 @@ impl LogEntry {
             Command::Probers { alive } => {
                 out.push(("alive", alive.join(" ")));
             }
+            Command::Tick => {}
         }
         out
     }
@@ -321,6 +330,7 @@ impl Command {
             Command::Probe(_) => "probe",
             Command::Policy(_) => "policy",
             Command::Probers { .. } => "probers",
+            Command::Tick => "tick",
             Command::Checked(_) => "probe",
             Command::ProberHealth(h) => h.kind(),
             Command::ClockSkew(_) => "clock_skew",

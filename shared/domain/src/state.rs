@@ -233,6 +233,12 @@ impl State {
         self.probers = probers;
     }
 
+    /// The earliest log time (ms) at which a damped node is due to be undamped, if any node
+    /// is damped.
+    pub fn next_undamp(&self) -> Option<u64> {
+        self.damped_until.first().map(|(at, _)| *at)
+    }
+
     /// The epoch the next join will get.
     pub fn next_epoch(&self) -> u64 {
         self.next_epoch
@@ -377,6 +383,8 @@ impl State {
                 self.emit(&mut out, id, kind);
             }
             Command::Generation(g) => self.start_generation(id, g, &mut out),
+            // Only time passes: `undamp_due` below does the rest.
+            Command::Tick => {}
         }
         // After the command, so a rejected entry changes nothing.
         let undamped = self.undamp_due(id, &mut out);
@@ -425,7 +433,10 @@ impl State {
                 .events
                 .iter()
                 .any(|e| matches!(e.kind, EventKind::Died { .. } | EventKind::Revived { .. })),
-            Command::Assign { .. } | Command::Unassign { .. } | Command::Probers { .. } => false,
+            Command::Assign { .. }
+            | Command::Unassign { .. }
+            | Command::Probers { .. }
+            | Command::Tick => false,
             Command::ProberHealth(_) => false,
             // A generation can only undamp, which `undamp_due` reports on its own.
             Command::ClockSkew(_) | Command::Generation(_) => false,

@@ -110,6 +110,26 @@ fn a_second_death_within_a_half_life_damps_until_the_penalty_decays() {
 }
 
 #[test]
+fn a_tick_at_the_reuse_time_undamps_a_node_on_a_quiet_cluster() {
+    // Given a damped node, revived, and then nothing written (healthy probes are not logged)
+    let mut c = three_nodes();
+    a_dies(&mut c, 10_000);
+    a_revives(&mut c, 11_000);
+    let events = a_dies(&mut c, 20_000);
+    let EventKind::Damped { reuse_at, .. } = events[1].clone() else {
+        unreachable!()
+    };
+    a_revives(&mut c, 21_000);
+    assert_eq!(c.state.next_undamp(), Some(reuse_at));
+    // When the projector's tick arrives at the reuse time
+    let events = c.at(reuse_at, &LogEntry::new(Command::Tick));
+    // Then the node is undamped and owns keys again
+    assert_eq!(names(&events), ["undamped", "rebalanced"]);
+    assert!(keys_of(&c.state, "a") > 0);
+    assert_eq!(c.state.next_undamp(), None);
+}
+
+#[test]
 fn a_damped_node_that_is_still_dead_at_reuse_time_stays_out() {
     let mut c = three_nodes();
     a_dies(&mut c, 10_000);

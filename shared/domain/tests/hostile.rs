@@ -33,6 +33,7 @@ const TYPES: &[&str] = &[
     "prober_recovered",
     "clock_skew",
     "generation",
+    "tick",
     "explode",
 ];
 

@@ -18,6 +18,7 @@ pub mod rebuild;
 pub mod retention;
 pub mod runner;
 mod skew;
+mod tick;
 pub mod stage;
 
 pub use config::ProjectorConfig;

@@ -1,0 +1,45 @@
+//! Letting log time reach a damped node's reuse time on a quiet cluster (ADR 0007). The fold
+//! undamps a node at the first entry at or after its reuse time, but a cluster whose nodes are
+//! all healthy writes nothing (probers log failures, not successes), so that entry may never
+//! come. The leader appends a `tick` once Redis's clock has passed the earliest reuse time and
+//! no applied entry has: one entry per due reuse time, replayed like any other.
+
+use std::time::Duration;
+
+use pantheon_domain::{Command, EntryId, LogEntry, State};
+use pantheon_store::deployment::Durability;
+use pantheon_store::{Layout, log, server};
+use redis::aio::ConnectionLike;
+use tracing::debug;
+
+use crate::ProjectorError;
+
+/// Appends a `tick` when the earliest reuse time is due by Redis's clock but not yet by the
+/// log's; `sent` remembers the reuse time already ticked for (until it is applied).
+pub(crate) async fn tick_if_due<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    state: &State,
+    applied: Option<EntryId>,
+    sent: &mut Option<u64>,
+) -> Result<(), ProjectorError> {
+    let Some(due) = state.next_undamp() else {
+        *sent = None;
+        return Ok(());
+    };
+    if applied.is_some_and(|id| id.ms >= due) || *sent == Some(due) {
+        return Ok(());
+    }
+    if server::now_ms(con).await? < due {
+        return Ok(());
+    }
+    // No WAIT: a lost tick is sent again by the next leader, whose `sent` starts empty.
+    let now = Durability {
+        replicas: 0,
+        timeout: Duration::ZERO,
+    };
+    log::append(con, layout, &LogEntry::new(Command::Tick), now).await?;
+    debug!(due, "tick: log time passes a damped node's reuse time");
+    *sent = Some(due);
+    Ok(())
+}
