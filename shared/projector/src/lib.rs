@@ -18,8 +18,8 @@ pub mod rebuild;
 pub mod retention;
 pub mod runner;
 mod skew;
-mod tick;
 pub mod stage;
+mod tick;
 
 pub use config::ProjectorConfig;
 pub use runner::run;
