@@ -32,10 +32,13 @@
 //! `cargo test --benches`) it runs at a small scale as a smoke test (`flap_real`: 20 s).
 //! Results and the machine are in `docs/benchmarks.md`, "Correlated failures (issue 11)".
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{connect_to, follow};
 
 use axum::Router;
 use axum::extract::Path;
@@ -46,7 +49,7 @@ use pantheon_domain::placement::{self, Member};
 use pantheon_domain::{EntryId, NodeId, Policy, State};
 use pantheon_prober::ProberConfig;
 use pantheon_projector::ProjectorConfig;
-use pantheon_store::{Deployment, Layout, readmodel, stream};
+use pantheon_store::{Deployment, Layout, readmodel};
 use pantheon_test_support::TestRedis;
 use redis::aio::MultiplexedConnection;
 use tokio::net::TcpListener;
@@ -84,15 +87,6 @@ fn join_entry(i: usize, url: String) -> LogEntry {
         url,
         weight: None,
     })
-}
-
-async fn connect_to(url: &str) -> MultiplexedConnection {
-    let client = redis::Client::open(url).expect("redis client");
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .expect("redis connection")
 }
 
 fn xadd_cmd(log: &str, entry: &LogEntry) -> redis::Cmd {
@@ -393,33 +387,16 @@ struct Events(Arc<Mutex<Vec<Seen>>>);
 impl Events {
     fn spawn(&self, url: String, key: String, stop: CancellationToken) -> JoinHandle<()> {
         let seen = self.0.clone();
-        tokio::spawn(async move {
-            let mut con = connect_to(&url).await;
-            let mut last = "$".to_owned();
-            while !stop.is_cancelled() {
-                let v: redis::Value = redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(1000)
-                    .arg("BLOCK")
-                    .arg(50)
-                    .arg("STREAMS")
-                    .arg(&key)
-                    .arg(&last)
-                    .query_async(&mut con)
-                    .await
-                    .expect("XREAD events");
-                let wall = wall_ms();
-                let entries = stream::parse_read(v).expect("events");
-                let mut seen = seen.lock().expect("events lock");
-                for e in entries {
-                    last = e.id.to_string();
-                    seen.push(Seen {
-                        kind: e.get("type").unwrap_or_default().to_owned(),
-                        node: e.get("node").unwrap_or_default().to_owned(),
-                        wall,
-                        at: e.get("at").and_then(|a| a.parse().ok()).unwrap_or(0),
-                    });
-                }
+        follow(url, key, "$", 50, stop, move |entries| {
+            let wall = wall_ms();
+            let mut seen = seen.lock().expect("events lock");
+            for e in entries {
+                seen.push(Seen {
+                    kind: e.get("type").unwrap_or_default().to_owned(),
+                    node: e.get("node").unwrap_or_default().to_owned(),
+                    wall,
+                    at: e.get("at").and_then(|a| a.parse().ok()).unwrap_or(0),
+                });
             }
         })
     }

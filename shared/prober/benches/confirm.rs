@@ -36,12 +36,15 @@
 //! the `detection` bench (`PANTHEON_BENCH_STEPS=refused,hang`). Without `--bench` it runs
 //! small as a smoke test. Results in `docs/benchmarks.md`, "Confirmed deaths (part 4)".
 
+mod support;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{connect_to, follow};
 
 use axum::Router;
 use axum::extract::{Path, State as AxState};
@@ -285,15 +288,6 @@ async fn serve(fleet: Arc<Fleet>, stop: CancellationToken) -> SocketAddr {
     addr
 }
 
-async fn connect_to(url: &str) -> MultiplexedConnection {
-    let client = redis::Client::open(url).expect("redis client");
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .expect("redis connection")
-}
-
 /// Events read so far, with the instant each became readable.
 #[derive(Clone, Default)]
 struct Watcher {
@@ -303,32 +297,15 @@ struct Watcher {
 impl Watcher {
     fn spawn(&self, url: String, key: String, stop: CancellationToken) {
         let seen = self.seen.clone();
-        tokio::spawn(async move {
-            let mut con = connect_to(&url).await;
-            let mut last = "0-0".to_owned();
-            while !stop.is_cancelled() {
-                let v: redis::Value = redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(1000)
-                    .arg("BLOCK")
-                    .arg(100)
-                    .arg("STREAMS")
-                    .arg(&key)
-                    .arg(&last)
-                    .query_async(&mut con)
-                    .await
-                    .expect("XREAD events");
-                let at = Instant::now();
-                let entries = stream::parse_read(v).expect("events");
-                let mut seen = seen.lock().expect("lock");
-                for e in entries {
-                    last = e.id.to_string();
-                    seen.push((
-                        e.get("type").unwrap_or_default().to_owned(),
-                        e.get("node").unwrap_or_default().to_owned(),
-                        at,
-                    ));
-                }
+        follow(url, key, "0-0", 100, stop, move |entries| {
+            let at = Instant::now();
+            let mut seen = seen.lock().expect("lock");
+            for e in entries {
+                seen.push((
+                    e.get("type").unwrap_or_default().to_owned(),
+                    e.get("node").unwrap_or_default().to_owned(),
+                    at,
+                ));
             }
         });
     }

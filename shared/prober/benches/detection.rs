@@ -27,6 +27,8 @@
 //! default ring and into rendezvous placement (why the scale step uses rendezvous).
 //! Results and the machine they were taken on are in `docs/benchmarks.md`.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path as FsPath;
@@ -34,6 +36,7 @@ use std::process::{Command as Process, Stdio};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{connect_to, follow};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -163,15 +166,6 @@ impl Drop for HealthNode {
 // ---------------------------------------------------------------------------------------------
 // Redis helpers.
 
-async fn connect_to(url: &str) -> MultiplexedConnection {
-    let client = redis::Client::open(url).expect("redis client");
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .expect("redis connection")
-}
-
 fn xadd_cmd(log: &str, entry: &LogEntry) -> redis::Cmd {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(log).arg("*");
@@ -258,33 +252,16 @@ struct Watcher {
 impl Watcher {
     fn spawn(&self, url: String, key: String, stop: CancellationToken) -> JoinHandle<()> {
         let seen = self.seen.clone();
-        tokio::spawn(async move {
-            let mut con = connect_to(&url).await;
-            let mut last = "0-0".to_owned();
-            while !stop.is_cancelled() {
-                let v: redis::Value = redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(1000)
-                    .arg("BLOCK")
-                    .arg(100)
-                    .arg("STREAMS")
-                    .arg(&key)
-                    .arg(&last)
-                    .query_async(&mut con)
-                    .await
-                    .expect("XREAD events");
-                let (at, wall) = (Instant::now(), wall_ms());
-                let entries = stream::parse_read(v).expect("events");
-                let mut seen = seen.lock().expect("watcher lock");
-                for e in entries {
-                    last = e.id.to_string();
-                    seen.push(Seen {
-                        kind: e.get("type").unwrap_or_default().to_owned(),
-                        node: e.get("node").unwrap_or_default().to_owned(),
-                        at,
-                        wall_ms: wall,
-                    });
-                }
+        follow(url, key, "0-0", 100, stop, move |entries| {
+            let (at, wall) = (Instant::now(), wall_ms());
+            let mut seen = seen.lock().expect("watcher lock");
+            for e in entries {
+                seen.push(Seen {
+                    kind: e.get("type").unwrap_or_default().to_owned(),
+                    node: e.get("node").unwrap_or_default().to_owned(),
+                    at,
+                    wall_ms: wall,
+                });
             }
         })
     }
