@@ -110,18 +110,28 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+fn failed_on(settings: &Settings, e: ClientError) -> CliError {
+    CliError::failed(format!("cluster {:?}: {e}", settings.cluster))
+}
+
 impl Cluster {
-    /// Connects and reads the cluster status (`doctor`, `recover-clock`, `status`).
+    /// Connects and reads the cluster status (`status`).
     pub async fn status(
         settings: &Settings,
     ) -> anyhow::Result<(Self, pantheon_client::status::ClusterStatus)> {
         let cluster = Self::connect(settings).await?;
-        let status = cluster
-            .client
-            .status()
-            .await
-            .map_err(|e| CliError::failed(format!("cluster {:?}: {e}", settings.cluster)))?;
-        Ok((cluster, status))
+        let status = cluster.client.status().await;
+        Ok((cluster, status.map_err(|e| failed_on(settings, e))?))
+    }
+
+    /// Connects and reads the projector's progress and the live probers, without a pass
+    /// over the nodes (`doctor`, `recover-clock`).
+    pub async fn projector_health(
+        settings: &Settings,
+    ) -> anyhow::Result<(Self, pantheon_client::status::ProjectorHealth)> {
+        let cluster = Self::connect(settings).await?;
+        let health = cluster.client.projector_health().await;
+        Ok((cluster, health.map_err(|e| failed_on(settings, e))?))
     }
 
     /// Connects to the configured cluster, after a PING, and refuses a schema newer than

@@ -121,7 +121,53 @@ fn ring_shares(members: &[pantheon_domain::placement::Member]) -> BTreeMap<&str,
         .collect()
 }
 
+/// Who leads and how far behind it is, and the live probers: the part of the status that
+/// needs no pass over the nodes (a handful of round trips whatever the fleet's size).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectorHealth {
+    pub projector: ProjectorStatus,
+    pub probers: Vec<ProberStatus>,
+}
+
 impl Pantheon {
+    /// The projector's progress and the live probers, without reading the nodes (what
+    /// `pantheon doctor` and `recover-clock` check).
+    pub async fn projector_health(&self) -> Result<ProjectorHealth, ClientError> {
+        let mut con = self.con();
+        let layout = &self.inner.layout;
+        let progress = monitor::progress(&mut con, layout).await?;
+        let registry = pantheon_store::probers::read(&mut con, layout).await?;
+        let lag_ms = match (progress.log_last, progress.applied_last) {
+            (Some(last), Some(applied)) if progress.lag_entries > 0 => {
+                last.ms.saturating_sub(applied.ms)
+            }
+            _ => 0,
+        };
+        Ok(ProjectorHealth {
+            projector: ProjectorStatus {
+                leader: progress.leader,
+                lease_held: progress.lease_held,
+                fence: progress.fence,
+                log_last: progress.log_last.map(|i| i.to_string()),
+                applied_last: progress.applied_last.map(|i| i.to_string()),
+                lag_entries: progress.lag_entries,
+                lag_seconds: lag_ms as f64 / 1000.0,
+                log_ahead_ms: progress
+                    .log_last
+                    .map_or(0, |last| last.ms.saturating_sub(registry.now_ms)),
+            },
+            probers: registry
+                .live()
+                .into_iter()
+                .map(|p| ProberStatus {
+                    id: p.id.clone(),
+                    since_ms: p.since_ms,
+                    expires_ms: p.expires_ms,
+                })
+                .collect(),
+        })
+    }
+
     /// The cluster status: nodes (state, keys owned, ring share), leader and lag, probers,
     /// consumer groups.
     ///
@@ -148,9 +194,8 @@ impl Pantheon {
         let counts = readmodel::node_key_counts(&mut con, layout, &ids).await?;
         let totals = readmodel::key_totals(&mut con, layout).await?;
         let ring = readmodel::ring(&mut con, layout).await?;
-        let progress = monitor::progress(&mut con, layout).await?;
         let groups = monitor::event_groups(&mut con, layout).await?;
-        let registry = pantheon_store::probers::read(&mut con, layout).await?;
+        let health = self.projector_health().await?;
 
         let shares = ring_shares(&ring.members);
         let mut states: BTreeMap<String, u64> =
@@ -168,12 +213,6 @@ impl Pantheon {
                 }
             })
             .collect();
-        let lag_ms = match (progress.log_last, progress.applied_last) {
-            (Some(last), Some(applied)) if progress.lag_entries > 0 => {
-                last.ms.saturating_sub(applied.ms)
-            }
-            _ => 0,
-        };
         Ok(ClusterStatus {
             cluster: self.inner.cluster.clone(),
             nodes,
@@ -183,27 +222,8 @@ impl Pantheon {
             ring_version: totals.ring_version,
             strategy: ring.strategy.as_str().to_owned(),
             vnodes: ring.vnodes,
-            projector: ProjectorStatus {
-                leader: progress.leader,
-                lease_held: progress.lease_held,
-                fence: progress.fence,
-                log_last: progress.log_last.map(|i| i.to_string()),
-                applied_last: progress.applied_last.map(|i| i.to_string()),
-                lag_entries: progress.lag_entries,
-                lag_seconds: lag_ms as f64 / 1000.0,
-                log_ahead_ms: progress
-                    .log_last
-                    .map_or(0, |last| last.ms.saturating_sub(registry.now_ms)),
-            },
-            probers: registry
-                .live()
-                .into_iter()
-                .map(|p| ProberStatus {
-                    id: p.id.clone(),
-                    since_ms: p.since_ms,
-                    expires_ms: p.expires_ms,
-                })
-                .collect(),
+            projector: health.projector,
+            probers: health.probers,
             event_groups: groups.into_iter().map(GroupStatus::from).collect(),
         })
     }

@@ -22,7 +22,7 @@ struct Check {
 }
 
 pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
-    let (cluster, status) = Cluster::status(settings).await?;
+    let (cluster, status) = Cluster::projector_health(settings).await?;
     let p = &status.projector;
     let bound = settings.projector.clock_skew_bound_ms;
     let checks = [

@@ -13,7 +13,7 @@ use crate::connect::Cluster;
 use crate::error::CliError;
 
 pub async fn run(args: RecoverClockArgs, settings: &Settings) -> anyhow::Result<()> {
-    let (cluster, status) = Cluster::status(settings).await?;
+    let (cluster, status) = Cluster::projector_health(settings).await?;
     let ahead = status.projector.log_ahead_ms;
     let bound = settings.projector.clock_skew_bound_ms;
     if !args.force && (bound == 0 || ahead <= bound) {
