@@ -44,7 +44,7 @@ use pantheon_projector::ProjectorConfig;
 use pantheon_store::deployment::DEFAULT_WAIT_TIMEOUT;
 use pantheon_store::{Deployment, Durability, Layout, readmodel};
 use pantheon_test_support::TestRedis;
-use pantheon_test_support::baseline::{self, Placed};
+use pantheon_test_support::baseline;
 use pantheon_test_support::process::{cpu_time, load_average};
 use pantheon_test_support::redis_cluster::TestCluster;
 use pantheon_test_support::sentinel::TestSentinel;
@@ -512,15 +512,7 @@ async fn hset_baselines(keys: &[String]) -> (Dist, Dist) {
         .map(|n| (n.id.clone(), layout.node_keys(&n.id)))
         .collect();
     let keymap = layout.keymap();
-    let placed: Vec<Placed<'_>> = keys
-        .iter()
-        .zip(&owners)
-        .map(|(key, owner)| Placed {
-            key,
-            owner: owner.as_str(),
-            set: &sets[owner],
-        })
-        .collect();
+    let placed = baseline::place(keys, &owners, NodeId::as_str, &sets);
 
     let single = baseline::single_key_pipelines(&keymap, &placed, BASELINE_PIPE_COMMANDS);
     let took = baseline::run(&mut con, &single).await;

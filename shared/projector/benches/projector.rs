@@ -33,7 +33,7 @@ use pantheon_projector::stage::{fresh_checkpoint, stage_entries};
 use pantheon_projector::{ProjectorConfig, rebuild};
 use pantheon_store::{Layout, RawEntry, readmodel, stream};
 use pantheon_test_support::TestRedis;
-use pantheon_test_support::baseline::{self, Placed};
+use pantheon_test_support::baseline;
 use pantheon_test_support::process::{ChildGuard, cpu_time, memory_mib, release_binary};
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
@@ -423,15 +423,7 @@ async fn baseline(r: &mut Results, keys: &[String]) {
 
     // (a) one key per command, 10,000 commands per pipeline.
     let keymap = layout.keymap();
-    let placed: Vec<Placed<'_>> = keys
-        .iter()
-        .zip(&owners)
-        .map(|(key, owner)| Placed {
-            key,
-            owner: owner.as_str(),
-            set: &sets[owner],
-        })
-        .collect();
+    let placed = baseline::place(keys, &owners, NodeId::as_str, &sets);
     let pipes = baseline::single_key_pipelines(&keymap, &placed, BASELINE_PIPE_COMMANDS);
     reset_stats(&mut con).await;
     r.base_single = baseline::run(&mut con, &pipes).await;

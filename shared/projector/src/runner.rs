@@ -121,17 +121,18 @@ async fn contend(
 const WATCHDOG_GRACE: Duration = Duration::from_secs(3);
 
 /// Logs a `probers` entry when the live prober replicas differ from the set the state knows
-/// (and from what this leader already reported and is waiting to see applied).
+/// (and from what this leader already reported and is waiting to see applied). Returns
+/// Redis's clock (ms), read with the registry.
 async fn watch_probers(
     con: &mut Redis,
     layout: &Layout,
     state: &State,
     reported: &mut Option<Vec<String>>,
-) -> Result<(), ProjectorError> {
+) -> Result<u64, ProjectorError> {
     let registry = pantheon_store::probers::read(con, layout).await?;
     let live = registry.live_ids();
     if state.probers() == Some(live.as_slice()) || reported.as_ref() == Some(&live) {
-        return Ok(());
+        return Ok(registry.now_ms);
     }
     if live.is_empty() {
         warn!("no prober replica is alive: node health is not being watched");
@@ -149,7 +150,7 @@ async fn watch_probers(
     };
     log::append(con, layout, &entry, now).await?;
     *reported = Some(live);
-    Ok(())
+    Ok(registry.now_ms)
 }
 
 /// Progress stamp of the leading loop; the lease is only renewed while it moves, so a leader
@@ -423,8 +424,8 @@ async fn lead(
                 && Instant::now() >= next_watch
             {
                 next_watch = Instant::now() + every;
-                watch_probers(con, layout, &state, &mut reported_probers).await?;
-                crate::tick::tick_if_due(con, layout, &state, cp.last_id, &mut ticked).await?;
+                let now = watch_probers(con, layout, &state, &mut reported_probers).await?;
+                crate::tick::tick_if_due(con, layout, &state, now, cp.last_id, &mut ticked).await?;
             }
             if config.snapshot_every > 0 && since_snapshot >= config.snapshot_every && in_flight.is_none() {
                 heartbeat.beat();

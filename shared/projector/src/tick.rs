@@ -8,18 +8,19 @@ use std::time::Duration;
 
 use pantheon_domain::{Command, EntryId, LogEntry, State};
 use pantheon_store::deployment::Durability;
-use pantheon_store::{Layout, log, server};
+use pantheon_store::{Layout, log};
 use redis::aio::ConnectionLike;
 use tracing::debug;
 
 use crate::ProjectorError;
 
-/// Appends a `tick` when the earliest reuse time is due by Redis's clock but not yet by the
-/// log's; `sent` remembers the reuse time already ticked for (until it is applied).
+/// Appends a `tick` when the earliest reuse time is due by Redis's clock (`now`, ms) but not
+/// yet by the log's; `sent` remembers the reuse time already ticked for (until it is applied).
 pub(crate) async fn tick_if_due<C: ConnectionLike + Send>(
     con: &mut C,
     layout: &Layout,
     state: &State,
+    now: u64,
     applied: Option<EntryId>,
     sent: &mut Option<u64>,
 ) -> Result<(), ProjectorError> {
@@ -30,15 +31,15 @@ pub(crate) async fn tick_if_due<C: ConnectionLike + Send>(
     if applied.is_some_and(|id| id.ms >= due) || *sent == Some(due) {
         return Ok(());
     }
-    if server::now_ms(con).await? < due {
+    if now < due {
         return Ok(());
     }
     // No WAIT: a lost tick is sent again by the next leader, whose `sent` starts empty.
-    let now = Durability {
+    let at_once = Durability {
         replicas: 0,
         timeout: Duration::ZERO,
     };
-    log::append(con, layout, &LogEntry::new(Command::Tick), now).await?;
+    log::append(con, layout, &LogEntry::new(Command::Tick), at_once).await?;
     debug!(due, "tick: log time passes a damped node's reuse time");
     *sent = Some(due);
     Ok(())

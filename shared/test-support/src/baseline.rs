@@ -16,6 +16,24 @@ pub struct Placed<'a> {
     pub set: &'a str,
 }
 
+/// Pairs each key with its owner (`owners[i]` owns `keys[i]`, named by `name`) and that
+/// owner's key set (`sets`).
+pub fn place<'a, O: Eq + std::hash::Hash>(
+    keys: &'a [String],
+    owners: &'a [O],
+    name: impl Fn(&'a O) -> &'a str,
+    sets: &'a std::collections::HashMap<O, String>,
+) -> Vec<Placed<'a>> {
+    keys.iter()
+        .zip(owners)
+        .map(|(key, owner)| Placed {
+            key,
+            owner: name(owner),
+            set: &sets[owner],
+        })
+        .collect()
+}
+
 /// Baseline (a): one key per command (`HSET keymap key owner`, `SADD set key`),
 /// `commands_per_pipe` commands per pipeline.
 pub fn single_key_pipelines(
