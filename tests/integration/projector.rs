@@ -77,7 +77,9 @@ async fn a_fleet_story_lands_in_events_and_read_models() {
         .to_vec();
     // Events stay per node and in log order; keys move at most once per commit batch
     // (issue 11), so how many `rebalanced` events there are depends on how the projector's
-    // reads cut the log — at least one, the last event, after the revival.
+    // reads cut the log — at least one (the drain moves c's keys). A death and a revival in
+    // the same batch cancel out and move nothing, so whether one follows the revival depends
+    // on the cut too; the read models below show where the keys ended up.
     let per_node: Vec<&str> = names
         .iter()
         .copied()
@@ -100,7 +102,6 @@ async fn a_fleet_story_lands_in_events_and_read_models() {
     );
     let rebalances = names.iter().filter(|n| **n == "rebalanced").count();
     assert!((1..=4).contains(&rebalances), "{names:?}");
-    assert_eq!(names.last(), Some(&"rebalanced"), "{names:?}");
     let models = read_models(&mut c.con, &c.layout).await;
     assert_sets_match_keymap(&models);
     assert_eq!(
