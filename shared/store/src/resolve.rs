@@ -249,12 +249,11 @@ async fn ask_sentinel(
     Ok(HostPort { host, port })
 }
 
-/// Asks `node` which master serves `slot`; also returns every node it reports.
-async fn ask_cluster(
+/// `CLUSTER SLOTS` as `node` sees it.
+async fn cluster_slots(
     deployment: &Deployment,
     node: &HostPort,
-    slot: u16,
-) -> Result<(HostPort, Vec<HostPort>), ResolveError> {
+) -> Result<Vec<SlotRange>, ResolveError> {
     let client = data_client(deployment, node)?;
     let mut con = ask(&client, node).await?;
     let reply: Value = redis::cmd("CLUSTER")
@@ -262,8 +261,17 @@ async fn ask_cluster(
         .query_async(&mut con)
         .await
         .map_err(|e| ResolveError::redis(format!("{node}"), e))?;
-    let ranges = parse_cluster_slots(&reply, node)
-        .ok_or_else(|| ResolveError::new(format!("{node}: unexpected CLUSTER SLOTS reply")))?;
+    parse_cluster_slots(&reply, node)
+        .ok_or_else(|| ResolveError::new(format!("{node}: unexpected CLUSTER SLOTS reply")))
+}
+
+/// Asks `node` which master serves `slot`; also returns every node it reports.
+async fn ask_cluster(
+    deployment: &Deployment,
+    node: &HostPort,
+    slot: u16,
+) -> Result<(HostPort, Vec<HostPort>), ResolveError> {
+    let ranges = cluster_slots(deployment, node).await?;
     let nodes: Vec<HostPort> = ranges.iter().flat_map(|r| r.nodes.clone()).collect();
     let serving = ranges
         .iter()
@@ -285,18 +293,7 @@ pub async fn masters(deployment: &Deployment) -> Result<Vec<Master>, ResolveErro
     };
     let mut errors = Vec::new();
     for seed in seeds {
-        let asked = async {
-            let client = data_client(deployment, seed)?;
-            let mut con = ask(&client, seed).await?;
-            let reply: Value = redis::cmd("CLUSTER")
-                .arg("SLOTS")
-                .query_async(&mut con)
-                .await
-                .map_err(|e| ResolveError::redis(format!("{seed}"), e))?;
-            parse_cluster_slots(&reply, seed)
-                .ok_or_else(|| ResolveError::new(format!("{seed}: unexpected CLUSTER SLOTS reply")))
-        };
-        match asked.await {
+        match cluster_slots(deployment, seed).await {
             Ok(ranges) => {
                 let mut addrs: Vec<HostPort> = ranges
                     .iter()
