@@ -701,6 +701,14 @@ impl Settings {
         Ok(names)
     }
 
+    /// These settings for one cluster of the served ones (`clusters` cleared).
+    pub fn for_cluster(&self, cluster: &str) -> Settings {
+        let mut one = self.clone();
+        one.cluster = cluster.to_owned();
+        one.clusters.clear();
+        one
+    }
+
     /// The patterns in `clusters` (`*`, `billing-*`): every existing cluster whose name
     /// matches is served too. Checked like names, with `*` allowed.
     pub fn cluster_patterns(&self) -> Result<Vec<String>, ConfigError> {

@@ -170,12 +170,7 @@ where
     // first led (clusters found by a pattern appear later).
     let for_cluster = {
         let base = settings.clone();
-        move |cluster: &str| {
-            let mut one = base.clone();
-            one.cluster = cluster.to_owned();
-            one.clusters.clear();
-            one
-        }
+        move |cluster: &str| base.for_cluster(cluster)
     };
     if let Some(first) = clusters.first()
         && let Err(e) = config(&for_cluster(first))

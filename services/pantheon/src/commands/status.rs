@@ -12,10 +12,7 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
     let names = settings.served_clusters()?;
     let mut rows = Vec::new();
     for name in &names {
-        let mut one = settings.clone();
-        one.cluster.clone_from(name);
-        one.clusters.clear();
-        let (_, status) = Cluster::status(&one).await?;
+        let (_, status) = Cluster::status(&settings.for_cluster(name)).await?;
         rows.push(status);
     }
     if args.json {

@@ -33,7 +33,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
     }
     // Check every cluster's permissions once, up front: NOPERM is not retried.
     for name in &clusters {
-        let one = settings_for(settings, name);
+        let one = settings.for_cluster(name);
         let cluster = Cluster::connect(&one).await?;
         let mut con = cluster.con.dedicated().await?;
         pantheon_store::acl::check(&mut con, Role::Service, &cluster.layout, cluster.con.user())
@@ -72,7 +72,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
     let work = move |cluster: String, token: CancellationToken| {
         let (base, me, http) = (base.clone(), me.clone(), http.clone());
         async move {
-            let one = settings_for(&base, &cluster);
+            let one = base.for_cluster(&cluster);
             let projector = one.projector_config().map_err(|e| e.to_string())?;
             let mut prober = one.prober_config().map_err(|e| e.to_string())?;
             prober.id.clone_from(&me);
@@ -87,12 +87,4 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
     pantheon_service::fleet::serve(redis, fleet_config, work, shutdown, grace).await;
     eprintln!("pantheon up: stopped");
     Ok(())
-}
-
-/// The settings of one cluster of the fleet.
-fn settings_for(settings: &Settings, cluster: &str) -> Settings {
-    let mut one = settings.clone();
-    one.cluster = cluster.to_owned();
-    one.clusters.clear();
-    one
 }
