@@ -914,6 +914,44 @@ mod tests {
     }
 
     #[test]
+    fn clusters_are_a_list_or_a_comma_separated_string_and_patterns_stand_apart() {
+        let from_list: Settings = Figment::new()
+            .merge(Toml::string("clusters = [\"b\", \"a\", \"svc-*\"]\n"))
+            .extract()
+            .unwrap();
+        let from_string: Settings = Figment::new()
+            .merge(Toml::string("clusters = \"b,a svc-*\"\n"))
+            .extract()
+            .unwrap();
+        for s in [&from_list, &from_string] {
+            assert_eq!(s.served_clusters().unwrap(), ["a", "b"]);
+            assert_eq!(s.cluster_patterns().unwrap(), ["svc-*"]);
+        }
+        assert_eq!(Settings::default().served_clusters().unwrap(), ["default"]);
+        let bad: Settings = Figment::new()
+            .merge(Toml::string("clusters = [\"a{b\"]\n"))
+            .extract()
+            .unwrap();
+        assert!(bad.served_clusters().is_err());
+    }
+
+    #[test]
+    fn the_clock_skew_bound_is_a_setting_and_zero_turns_it_off() {
+        let mut s = Settings::default();
+        assert_eq!(
+            s.projector_config().unwrap().clock_skew_bound,
+            Some(Duration::from_secs(60))
+        );
+        s.projector.clock_skew_bound_ms = 5_000;
+        assert_eq!(
+            s.projector_config().unwrap().clock_skew_bound,
+            Some(Duration::from_secs(5))
+        );
+        s.projector.clock_skew_bound_ms = 0;
+        assert_eq!(s.projector_config().unwrap().clock_skew_bound, None);
+    }
+
+    #[test]
     fn unknown_and_bad_keys_are_named() {
         let e = Figment::new()
             .merge(Toml::string("[prober]\nintervl_ms = 5\n"))
