@@ -227,8 +227,15 @@ impl TestCluster {
         ChildProjector { child }
     }
 
+    /// Appends `entry` as its writer would: a service-only entry (a probe, ...) through the
+    /// service's attested append, as the prober does; anything else with a plain `XADD`.
     pub async fn xadd(&mut self, entry: &LogEntry) -> EntryId {
-        self.xadd_raw_at("*", &entry.encode()).await
+        if !entry.command.is_service_only() {
+            return self.xadd_raw_at("*", &entry.encode()).await;
+        }
+        pantheon_store::log::append_service(&mut self.con, &self.layout, entry)
+            .await
+            .expect("attested append")
     }
 
     pub async fn xadd_raw_at<K: AsRef<[u8]>, V: AsRef<[u8]>>(

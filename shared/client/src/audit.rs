@@ -14,7 +14,7 @@ use pantheon_domain::entry::{Command, ProbeResult};
 use pantheon_domain::event::Flow;
 use pantheon_domain::{EntryId, Event, EventKind, LogEntry};
 use pantheon_store::stream::Bound;
-use pantheon_store::{RawEntry, events, log};
+use pantheon_store::{RawEntry, attest, events, log};
 use serde::Serialize;
 
 use crate::{ClientError, Pantheon};
@@ -465,13 +465,20 @@ impl Pantheon {
         want: usize,
     ) -> Result<Vec<Probe>, ClientError> {
         let mut con = self.con();
+        let layout = &self.inner.layout;
+        let legacy_until = attest::legacy_until(&mut con, layout).await?;
         let mut found = Vec::new();
         let mut end = before;
         let mut read = 0;
         while found.len() < want && read < LOOKBACK_MAX {
-            let page = log::before(&mut con, &self.inner.layout, end, LOOKBACK_PAGE).await?;
+            let page = log::before(&mut con, layout, end, LOOKBACK_PAGE).await?;
+            let origins = attest::origins(&mut con, layout, &page, legacy_until).await?;
             let n = page.len();
-            for e in &page {
+            for (e, origin) in page.iter().zip(origins) {
+                // A probe no service process wrote was rejected: never part of a streak.
+                if !origin.may_write_service_entries() {
+                    continue;
+                }
                 let Some(p) = probe_of(e, node, epoch) else {
                     continue;
                 };

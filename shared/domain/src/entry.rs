@@ -317,7 +317,31 @@ impl LogEntry {
     }
 }
 
+/// Entry types only the service writes: applied only with an [`Origin`] that may write them
+/// (see [`crate::origin`]). Everything else is a user-facing request any producer may send.
+///
+/// [`Origin`]: crate::origin::Origin
+pub const SERVICE_TYPES: [&str; 7] = [
+    "probe",
+    "probers",
+    "prober_degraded",
+    "prober_recovered",
+    "tick",
+    "clock_skew",
+    "generation",
+];
+
+/// Whether a raw `type` value names a service-only entry type.
+pub fn is_service_type(kind: &[u8]) -> bool {
+    SERVICE_TYPES.iter().any(|t| t.as_bytes() == kind)
+}
+
 impl Command {
+    /// Whether only the service may write this entry (its type is in [`SERVICE_TYPES`]).
+    pub fn is_service_only(&self) -> bool {
+        is_service_type(self.kind().as_bytes())
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Command::Join { .. } => "join",

@@ -38,6 +38,13 @@ pub enum EventKind {
         node: NodeId,
         epoch: u64,
     },
+    /// joining → alive: the node's health endpoint answered for the first time in this
+    /// epoch (after `fails` failed probes), so it takes its share of the keys.
+    Ready {
+        node: NodeId,
+        epoch: u64,
+        fails: u32,
+    },
     /// alive → suspect; `fails` consecutive failures so far.
     Suspect {
         node: NodeId,
@@ -172,6 +179,7 @@ impl EventKind {
         match self {
             EventKind::Joined { .. } => "joined",
             EventKind::Left { .. } => "left",
+            EventKind::Ready { .. } => "ready",
             EventKind::Suspect { .. } => "suspect",
             EventKind::Died { .. } => "died",
             EventKind::Revived { .. } => "revived",
@@ -201,6 +209,7 @@ impl EventKind {
         match self {
             EventKind::Joined { node, epoch, .. }
             | EventKind::Left { node, epoch }
+            | EventKind::Ready { node, epoch, .. }
             | EventKind::Suspect { node, epoch, .. }
             | EventKind::Died { node, epoch, .. }
             | EventKind::Revived { node, epoch, .. }
@@ -269,7 +278,9 @@ impl Event {
                 out.push(("url", url.clone()));
                 out.push(("weight", weight.to_string()));
             }
-            EventKind::Suspect { fails, .. } | EventKind::Died { fails, .. } => {
+            EventKind::Ready { fails, .. }
+            | EventKind::Suspect { fails, .. }
+            | EventKind::Died { fails, .. } => {
                 out.push(("fails", fails.to_string()));
             }
             EventKind::Revived { successes, .. } | EventKind::Recovered { successes, .. } => {
@@ -398,6 +409,11 @@ impl Event {
             "left" => EventKind::Left {
                 node: node()?,
                 epoch: num("epoch")?,
+            },
+            "ready" => EventKind::Ready {
+                node: node()?,
+                epoch: num("epoch")?,
+                fails: small("fails")?,
             },
             "suspect" => EventKind::Suspect {
                 node: node()?,

@@ -1,5 +1,7 @@
 //! The health state machine of one node, HAProxy rise/fall style:
 //!
+//! * joining → alive on the first successful probe (a node owns nothing before its health
+//!   endpoint answered once); failures while joining only count;
 //! * alive → suspect on the first failed probe;
 //! * suspect → dead once `fall` consecutive probes failed (counting that first one);
 //! * suspect or dead → alive after `rise` consecutive successful probes.
@@ -14,6 +16,8 @@ use crate::policy::Policy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Health {
+    /// Joined, and no probe has succeeded yet in this epoch: not in placement.
+    Joining,
     Alive,
     Suspect,
     Dead,
@@ -22,6 +26,7 @@ pub enum Health {
 impl Health {
     pub fn as_str(self) -> &'static str {
         match self {
+            Health::Joining => "joining",
             Health::Alive => "alive",
             Health::Suspect => "suspect",
             Health::Dead => "dead",
@@ -39,6 +44,7 @@ impl FromStr for Health {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "joining" => Ok(Health::Joining),
             "alive" => Ok(Health::Alive),
             "suspect" => Ok(Health::Suspect),
             "dead" => Ok(Health::Dead),
@@ -91,6 +97,8 @@ impl FromStr for ProbeError {
 /// A health change decided by [`NodeHealth::observe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
+    /// joining → alive: the first successful probe
+    Ready,
     /// alive → suspect
     Suspect,
     /// suspect → dead
@@ -122,12 +130,26 @@ impl Default for NodeHealth {
 }
 
 impl NodeHealth {
+    /// The health of a node that just joined: no probe has answered yet.
+    pub fn joining() -> Self {
+        Self {
+            health: Health::Joining,
+            fails: 0,
+            successes: 0,
+        }
+    }
+
     /// Folds one probe result in; returns the transitions it caused, in order (a failure can
     /// cause both `Suspect` and `Died` when `fall` is 1).
     pub fn observe(&mut self, ok: bool, policy: &Policy) -> Vec<Transition> {
         let mut out = Vec::new();
         if ok {
             self.fails = 0;
+            if self.health == Health::Joining {
+                self.health = Health::Alive;
+                out.push(Transition::Ready);
+                return out;
+            }
             if self.health == Health::Alive {
                 return out;
             }
@@ -179,6 +201,18 @@ mod tests {
             (h.health, t),
             (Health::Dead, vec![Transition::Suspect, Transition::Died])
         );
+    }
+
+    #[test]
+    fn a_joining_node_is_alive_after_its_first_success_and_failures_only_count() {
+        let p = Policy::default();
+        let mut h = NodeHealth::joining();
+        for _ in 0..5 {
+            assert_eq!(h.observe(false, &p), vec![]);
+        }
+        assert_eq!((h.health, h.fails), (Health::Joining, 5));
+        assert_eq!(h.observe(true, &p), vec![Transition::Ready]);
+        assert_eq!((h.health, h.fails), (Health::Alive, 0));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! * [`entry`] — log entries (inputs) and their flat field/value wire format.
 //! * [`event`] — events (decided facts) and their wire format.
-//! * [`health`] — the per-node health state machine (rise/fall thresholds, epochs).
+//! * [`health`] — the per-node health state machine (joining, rise/fall thresholds, epochs).
+//! * [`origin`] — who provably wrote an entry: service entries need the service's proof.
 //! * [`placement`] — consistent-hash ring and weighted rendezvous hashing.
 //! * [`state`] — the fold: `State::apply(entry_id, entry)` → events and read-model changes.
 //!
@@ -19,6 +20,7 @@ pub mod health;
 pub mod ids;
 pub mod keys;
 pub mod limits;
+pub mod origin;
 pub mod placement;
 pub mod policy;
 pub mod state;
@@ -28,6 +30,7 @@ pub use entry::{Command, DecodeError, LogEntry};
 pub use event::{Event, EventKind};
 pub use health::{Health, NodeHealth};
 pub use ids::{EntryId, NodeId};
+pub use origin::Origin;
 pub use placement::{Placement, Strategy};
 pub use policy::Policy;
 pub use state::{Applied, KeyChange, Node, Rejection, State};

@@ -15,6 +15,7 @@ use crate::health::{Health, NodeHealth, Transition};
 use crate::ids::{EntryId, NodeId};
 use crate::keys::Keys;
 use crate::limits::{MAX_NODES, MAX_RING_POINTS};
+use crate::origin::Origin;
 use crate::placement::{self, Member, Placement};
 use crate::policy::{Policy, PolicyChange};
 
@@ -41,8 +42,9 @@ pub struct Node {
 }
 
 /// Names a node's last transition can have (`Node::last`).
-pub const TRANSITIONS: [&str; 9] = [
+pub const TRANSITIONS: [&str; 10] = [
     "joined",
+    "ready",
     "suspect",
     "died",
     "revived",
@@ -60,9 +62,14 @@ impl Node {
     }
 
     /// Whether the node owns keys: alive or suspect, and not draining; or held by the panic
-    /// threshold.
+    /// threshold. A joining node owns nothing until its first probe answered.
     pub fn is_member(&self) -> bool {
-        !self.draining && (!self.is_out_for_health() || self.held)
+        !self.draining && !self.is_joining() && (!self.is_out_for_health() || self.held)
+    }
+
+    /// Joined, and its health endpoint has not answered yet in this epoch.
+    pub fn is_joining(&self) -> bool {
+        self.health.health == Health::Joining
     }
 
     /// Dead, or damped: placement takes it out for its health (unless the panic threshold
@@ -100,6 +107,11 @@ pub enum Rejection {
     BadDamping { reuse: u32, suppress: u32 },
     #[error("cmd {cmd:?} was already used by entry {first} for a different entry")]
     CmdReused { cmd: String, first: EntryId },
+    #[error(
+        "a {kind} entry is written only by the service, and this one was not appended by a \
+         service process (a plain XADD cannot prove it; see docs/adr/0011-service-entries-and-joining.md)"
+    )]
+    NotFromService { kind: &'static str },
 }
 
 /// Refuses damping settings under which a damped node could never be undamped.
@@ -254,26 +266,44 @@ impl State {
         &mut self,
         id: EntryId,
         fields: &[(K, V)],
+        origin: Origin,
     ) -> Result<Applied, Rejection> {
         let entry = LogEntry::decode(fields)?;
-        self.apply(id, &entry)
+        self.apply_from(id, &entry, origin)
     }
 
-    /// Applies one entry and rebalances at once. On `Err` the state is unchanged.
+    /// Applies one entry written by the service (see [`State::apply_from`]).
     pub fn apply(&mut self, id: EntryId, entry: &LogEntry) -> Result<Applied, Rejection> {
-        let mut out = self.apply_deferred(id, entry)?;
+        self.apply_from(id, entry, Origin::Service)
+    }
+
+    /// Applies one entry from `origin` and rebalances at once. On `Err` the state is
+    /// unchanged.
+    pub fn apply_from(
+        &mut self,
+        id: EntryId,
+        entry: &LogEntry,
+        origin: Origin,
+    ) -> Result<Applied, Rejection> {
+        let mut out = self.apply_deferred_from(id, entry, origin)?;
         self.settle_into(&mut out);
         Ok(out)
     }
 
-    /// Decodes raw stream fields and applies them with [`State::apply_deferred`].
+    /// Decodes raw stream fields and applies them with [`State::apply_deferred_from`].
     pub fn apply_raw_deferred<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &mut self,
         id: EntryId,
         fields: &[(K, V)],
+        origin: Origin,
     ) -> Result<Applied, Rejection> {
         let entry = LogEntry::decode(fields)?;
-        self.apply_deferred(id, &entry)
+        self.apply_deferred_from(id, &entry, origin)
+    }
+
+    /// [`State::apply_deferred_from`] for an entry written by the service.
+    pub fn apply_deferred(&mut self, id: EntryId, entry: &LogEntry) -> Result<Applied, Rejection> {
+        self.apply_deferred_from(id, entry, Origin::Service)
     }
 
     /// Applies one entry but leaves the placement as it is: a change of members (a join, a
@@ -282,7 +312,21 @@ impl State {
     /// so new keys always land on the owner the entries before them decided. Every key's owner
     /// is a function of the members alone, so the settled state does not depend on where the
     /// batches were cut. On `Err` the state is unchanged.
-    pub fn apply_deferred(&mut self, id: EntryId, entry: &LogEntry) -> Result<Applied, Rejection> {
+    ///
+    /// A service-only entry (a probe, the prober set, ...) from an origin that cannot prove it
+    /// is the service is refused; a join from before attestation ([`Origin::Legacy`]) makes
+    /// the node alive at once, as it did then, and any other join makes it `joining`.
+    pub fn apply_deferred_from(
+        &mut self,
+        id: EntryId,
+        entry: &LogEntry,
+        origin: Origin,
+    ) -> Result<Applied, Rejection> {
+        if entry.command.is_service_only() && !origin.may_write_service_entries() {
+            return Err(Rejection::NotFromService {
+                kind: entry.command.kind(),
+            });
+        }
         if let Some(cmd) = &entry.cmd
             && let Some(first) = self.cmds.get(cmd)
         {
@@ -302,7 +346,13 @@ impl State {
         }
         let mut out = Applied::default();
         match &entry.command {
-            Command::Join { node, url, weight } => self.join(id, node, url, *weight, &mut out)?,
+            Command::Join { node, url, weight } => {
+                let health = match origin {
+                    Origin::Legacy => NodeHealth::default(),
+                    Origin::Service | Origin::Client => NodeHealth::joining(),
+                };
+                self.join(id, node, url, *weight, health, &mut out)?
+            }
             Command::Leave { node } => {
                 let gone = self
                     .nodes
@@ -429,10 +479,12 @@ impl State {
             | Command::Undrain { .. }
             | Command::Weight { .. }
             | Command::Policy(_) => !out.events.is_empty(),
-            Command::Probe(_) | Command::Checked(_) => out
-                .events
-                .iter()
-                .any(|e| matches!(e.kind, EventKind::Died { .. } | EventKind::Revived { .. })),
+            Command::Probe(_) | Command::Checked(_) => out.events.iter().any(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::Died { .. } | EventKind::Revived { .. } | EventKind::Ready { .. }
+                )
+            }),
             Command::Assign { .. }
             | Command::Unassign { .. }
             | Command::Probers { .. }
@@ -449,7 +501,13 @@ impl State {
     /// (revivals, joins, a higher threshold). A held node that revives or is drained simply
     /// stops being held.
     fn apply_panic_threshold(&mut self, id: EntryId, out: &mut Applied) {
-        let counted = self.nodes.values().filter(|n| !n.draining).count();
+        // Joining nodes never owned keys: they neither count toward the threshold's base nor
+        // as taken out.
+        let counted = self
+            .nodes
+            .values()
+            .filter(|n| !n.draining && !n.is_joining())
+            .count();
         let allowed = self.policy.removable(counted).unwrap_or(usize::MAX);
         let mut changed: Vec<NodeId> = Vec::new();
         let mut removed = 0usize;
@@ -592,6 +650,7 @@ impl State {
         node: &NodeId,
         url: &str,
         weight: Option<u32>,
+        health: NodeHealth,
         out: &mut Applied,
     ) -> Result<(), Rejection> {
         if !self.nodes.contains_key(node) && self.nodes.len() >= MAX_NODES {
@@ -615,7 +674,7 @@ impl State {
                 url: url.to_owned(),
                 weight,
                 epoch,
-                health: NodeHealth::default(),
+                health,
                 draining: false,
                 since: id,
                 last: "joined",
@@ -745,6 +804,14 @@ impl State {
         for t in transitions {
             n.since = id;
             let (name, kind) = match t {
+                Transition::Ready => (
+                    "ready",
+                    EventKind::Ready {
+                        node: node.clone(),
+                        epoch,
+                        fails: before.fails,
+                    },
+                ),
                 Transition::Suspect => (
                     "suspect",
                     EventKind::Suspect {

@@ -138,28 +138,38 @@ fn a_burst_of_joins_rebalances_once_per_settle_and_reports_every_join() {
         clock += 1;
         EntryId::new(clock, 0)
     };
-    for e in [join("a"), join("b"), assign(keys(200))] {
+    for e in [
+        join("a"),
+        probe("a", 1, true),
+        join("b"),
+        probe("b", 2, true),
+        assign(keys(200)),
+    ] {
         state.apply(next(), &e).unwrap();
     }
-    // When 50 more nodes join in one batch
+    // When 50 more nodes join, and answer their first probe, in one batch
     let mut joined = 0;
     let mut last = None;
     for i in 0..50 {
-        let at = next();
-        let applied = state.apply_deferred(at, &join(&format!("w{i}"))).unwrap();
-        assert!(
-            applied.key_changes.is_empty(),
-            "keys moved before the settle"
-        );
-        joined += applied
-            .events
-            .iter()
-            .filter(|e| matches!(e.kind, EventKind::Joined { .. }))
-            .count();
-        last = Some(at);
+        let name = format!("w{i}");
+        for entry in [join(&name), probe(&name, i + 3, true)] {
+            let at = next();
+            let applied = state.apply_deferred(at, &entry).unwrap();
+            assert!(
+                applied.key_changes.is_empty(),
+                "keys moved before the settle"
+            );
+            joined += applied
+                .events
+                .iter()
+                .filter(|e| matches!(e.kind, EventKind::Ready { .. }))
+                .count();
+            last = Some(at);
+        }
     }
     let settled = state.settle();
-    // Then every join has its event, and one rebalance caused by the last join moved the keys
+    // Then every node has its event, and one rebalance caused by the last first probe moved
+    // the keys
     assert_eq!(joined, 50);
     let rebalances: Vec<_> = settled
         .events
@@ -181,9 +191,18 @@ fn an_assign_in_a_batch_lands_on_the_owner_decided_before_it() {
     // Given two nodes, and in one batch a third node joins, then keys are assigned
     let mut state = State::default();
     state.apply(EntryId::new(1, 0), &join("a")).unwrap();
+    state
+        .apply(EntryId::new(1, 1), &probe("a", 1, true))
+        .unwrap();
     state.apply(EntryId::new(2, 0), &join("b")).unwrap();
     state
+        .apply(EntryId::new(2, 1), &probe("b", 2, true))
+        .unwrap();
+    state
         .apply_deferred(EntryId::new(3, 0), &join("c"))
+        .unwrap();
+    state
+        .apply_deferred(EntryId::new(3, 1), &probe("c", 3, true))
         .unwrap();
     // When the keys are assigned before the batch is settled
     let applied = state
@@ -214,6 +233,9 @@ fn a_mass_death_in_one_batch_is_one_rebalance() {
     };
     for i in 0..20 {
         state.apply(next(), &join(&format!("n{i}"))).unwrap();
+        state
+            .apply(next(), &probe(&format!("n{i}"), i + 1, true))
+            .unwrap();
     }
     state.apply(next(), &assign(keys(2000))).unwrap();
     // When 8 of them fail three probes each, all in one batch
@@ -257,6 +279,9 @@ fn a_batched_rebalance_with_many_flows_round_trips_through_its_wire_format() {
     };
     for i in 0..200 {
         state.apply(next(), &join(&format!("n{i}"))).unwrap();
+        state
+            .apply(next(), &probe(&format!("n{i}"), i + 1, true))
+            .unwrap();
     }
     state.apply(next(), &assign(keys(4000))).unwrap();
     for _ in 0..3 {

@@ -69,6 +69,8 @@ fn three_nodes_with_keys() -> Log {
     let mut log = Log::new();
     for (i, n) in ["a", "b", "c"].iter().enumerate() {
         log.add(T0 + i as u64, &join(n)).unwrap();
+        log.add(T0 + i as u64, &probe(n, i as u64 + 1, true))
+            .unwrap();
     }
     log.add(T0 + 10, &assign(keys(300))).unwrap();
     log

@@ -50,6 +50,7 @@ fn three_nodes() -> Clocked {
     let mut c = Clocked::new();
     for (i, n) in ["a", "b", "c"].iter().enumerate() {
         c.at(i as u64, &join(n));
+        c.at(i as u64, &probe(n, i as u64 + 1, true));
     }
     c.at(3, &assign(keys(600)));
     c
@@ -213,7 +214,7 @@ fn flap(minutes: u64, half_period: u64, damping: bool) -> (usize, Option<u64>) {
             let events = c.at(t, &probe("a", 1, up));
             let a = c.state.node(&node("a")).unwrap();
             next_a += match a.health.health {
-                Health::Alive => 1000,
+                Health::Alive | Health::Joining => 1000,
                 Health::Suspect => 200,
                 Health::Dead => 5000,
             };

@@ -10,21 +10,84 @@ use pantheon_domain::event::{EventKind, Flow};
 use pantheon_domain::health::Health;
 use pantheon_domain::placement::Strategy;
 use pantheon_domain::policy::PolicyChange;
-use pantheon_domain::{KeyChange, Rejection};
+use pantheon_domain::{EntryId, KeyChange, Origin, Rejection};
 
 #[test]
-fn a_join_emits_joined_with_a_new_epoch_and_the_node_is_alive() {
-    let mut s = Scenario::given([]);
+fn a_join_emits_joined_and_the_node_is_joining_until_its_first_probe_answers() {
+    let mut s = Scenario::given([assign(keys(100))]);
     let applied = s.when(&join("node-1")).unwrap();
     assert_eq!(Scenario::event_names(&applied), ["joined"]);
     let n = s.state.node(&node("node-1")).unwrap();
-    assert_eq!((n.epoch, n.health.health, n.weight), (1, Health::Alive, 1));
-    assert!(applied.ring_changed);
+    assert_eq!(
+        (n.epoch, n.health.health, n.weight),
+        (1, Health::Joining, 1)
+    );
+    assert_eq!(n.state(), "joining");
+    assert_eq!(s.owner("user:1"), None, "a joining node owns nothing");
+    for _ in 0..4 {
+        let failed = s.when(&probe("node-1", 1, false)).unwrap();
+        assert!(failed.events.is_empty(), "no suspect or died while joining");
+    }
+    assert_eq!(s.state.node(&node("node-1")).unwrap().health.fails, 4);
+    let ready = s.answer("node-1");
+    assert_eq!(Scenario::event_names(&ready), ["ready", "rebalanced"]);
+    assert!(matches!(
+        ready.events[0].kind,
+        EventKind::Ready { fails: 4, .. }
+    ));
+    let n = s.state.node(&node("node-1")).unwrap();
+    assert_eq!((n.health.health, n.last), (Health::Alive, "ready"));
+    assert_eq!(s.owner("user:1").as_deref(), Some("node-1"));
 }
 
 #[test]
-fn a_rejoin_starts_a_new_epoch_with_fresh_health() {
-    let mut s = Scenario::given([join("a"), join("b"), probe("a", 1, false)]);
+fn a_join_from_before_attestation_is_alive_at_once() {
+    let mut state = pantheon_domain::State::default();
+    state
+        .apply_from(EntryId::new(1, 0), &join("old"), Origin::Legacy)
+        .unwrap();
+    assert_eq!(
+        state.node(&node("old")).unwrap().health.health,
+        Health::Alive
+    );
+}
+
+#[test]
+fn service_entries_without_the_services_proof_are_rejected_and_change_nothing() {
+    let mut s = Scenario::given([join("a"), join("b"), assign(keys(100))]);
+    let before = s.state.checksum();
+    let forged = [
+        probe("a", 1, false),
+        LogEntry::new(Command::Probers { alive: Vec::new() }),
+        LogEntry::new(Command::Tick),
+    ];
+    for (i, e) in forged.iter().enumerate() {
+        let id = EntryId::new(1_800_000_000_000 + i as u64, 0);
+        let r = s.state.apply_from(id, e, Origin::Client).unwrap_err();
+        assert!(matches!(r, Rejection::NotFromService { .. }), "{r}");
+        assert!(r.to_string().contains("written only by the service"), "{r}");
+    }
+    assert_eq!(s.state.checksum(), before);
+    // User-facing entries need no proof.
+    let drained = s
+        .state
+        .apply_from(
+            EntryId::new(1_800_000_000_009, 0),
+            &LogEntry::new(Command::Drain { node: node("a") }),
+            Origin::Client,
+        )
+        .unwrap();
+    assert_eq!(Scenario::event_names(&drained), ["drained", "rebalanced"]);
+}
+
+#[test]
+fn a_rejoin_starts_a_new_epoch_with_fresh_health_and_owns_nothing_until_it_answers() {
+    let mut s = Scenario::given([
+        join("a"),
+        join("b"),
+        assign(keys(100)),
+        probe("a", 1, false),
+    ]);
     assert_eq!(
         s.state.node(&node("a")).unwrap().health.health,
         Health::Suspect
@@ -33,16 +96,21 @@ fn a_rejoin_starts_a_new_epoch_with_fresh_health() {
     let a = s.state.node(&node("a")).unwrap();
     assert_eq!(
         (a.epoch, a.health.health, a.health.fails),
-        (3, Health::Alive, 0)
+        (3, Health::Joining, 0)
     );
+    assert!(keys(100).iter().all(|k| s.owner(k).as_deref() == Some("b")));
+    s.answer("a");
+    assert!(keys(100).iter().any(|k| s.owner(k).as_deref() == Some("a")));
 }
 
 #[test]
 fn keys_assigned_before_any_node_are_unowned_then_move_to_the_first_node() {
     let mut s = Scenario::given([assign(keys(100))]);
     assert_eq!(s.owner("user:1"), None);
-    let applied = s.when(&join("a")).unwrap();
-    assert_eq!(Scenario::event_names(&applied), ["joined", "rebalanced"]);
+    let joined = s.when(&join("a")).unwrap();
+    assert_eq!(Scenario::event_names(&joined), ["joined"]);
+    let applied = s.answer("a");
+    assert_eq!(Scenario::event_names(&applied), ["ready", "rebalanced"]);
     match &applied.events[1].kind {
         EventKind::Rebalanced { moved, flows } => {
             assert_eq!(*moved, 100);
@@ -370,14 +438,23 @@ fn events_carry_cause_and_time_from_the_entry_id() {
 #[test]
 fn the_checksum_of_a_fixed_log_is_pinned() {
     // A change to this value means replaying an old log would disagree with the checksum the
-    // projector stored: bump the state schema on purpose, never by accident.
-    let s = Scenario::given([
+    // projector stored: bump the state schema on purpose, never by accident. Written before
+    // service entries were attested, the log replays by the rules of its time (Legacy).
+    let log = [
         join("a"),
         join_weighted("b", 2),
         assign(keys(50)),
         probe("a", 1, false),
-    ]);
-    assert_eq!(format!("{:016x}", s.state.checksum()), "a033edcf3b7d8813");
+    ];
+    let mut state = pantheon_domain::State::default();
+    for (i, e) in log.iter().enumerate() {
+        let id = pantheon_domain::EntryId::new(1_700_000_000_001 + i as u64, 0);
+        state.apply_from(id, e, Origin::Legacy).unwrap();
+    }
+    assert_eq!(format!("{:016x}", state.checksum()), "a033edcf3b7d8813");
+    // Today's rules: both nodes answer their first probe before the keys come.
+    let s = Scenario::given(log);
+    assert_eq!(format!("{:016x}", s.state.checksum()), "c347310e306cb952");
 }
 
 #[test]

@@ -159,7 +159,7 @@ fn fold(log: &[(EntryId, Raw)]) -> (Vec<String>, u64) {
     let mut state = fleet();
     let mut trace = Vec::new();
     for (id, raw) in log {
-        match state.apply_raw(*id, raw) {
+        match state.apply_raw(*id, raw, pantheon_domain::Origin::Client) {
             Ok(out) => trace.push(format!("{:?}", out.events)),
             Err(r) => trace.push(format!("rejected: {r}")),
         }
@@ -178,7 +178,7 @@ proptest! {
         let mut state = fleet();
         for (raw, id) in entries.iter().zip(&ids) {
             let before = state.checksum();
-            match state.apply_raw(*id, raw) {
+            match state.apply_raw(*id, raw, pantheon_domain::Origin::Client) {
                 Err(_) => prop_assert_eq!(state.checksum(), before, "a rejected entry changed the state"),
                 Ok(out) => {
                     // The projector settles each batch: include what settling reports.

@@ -153,7 +153,7 @@ proptest! {
         pairs.extend(fields.into_iter().map(|(k, v)| (k.to_owned(), v)));
         let _ = LogEntry::decode(&pairs);
         let mut state = State::default();
-        let _ = state.apply_raw(EntryId::new(1, 0), &pairs);
+        let _ = state.apply_raw(EntryId::new(1, 0), &pairs, pantheon_domain::Origin::Client);
     }
 
     #[test]

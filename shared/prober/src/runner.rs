@@ -381,7 +381,7 @@ impl Prober {
             }
             self.schedule_at(&f.node, (f.started + next).max(Instant::now()));
         }
-        log::append_many(&mut self.con, &self.layout, &results).await?;
+        log::append_many_service(&mut self.con, &self.layout, &results).await?;
         Ok(())
     }
 
@@ -473,7 +473,9 @@ impl Prober {
                     let sample = Sample::of(self.tracked.values());
                     let mut entries = Vec::new();
                     self.judge_self(sample, &mut entries);
-                    if let Err(e) = log::append_many(&mut self.con, &self.layout, &entries).await {
+                    if let Err(e) =
+                        log::append_many_service(&mut self.con, &self.layout, &entries).await
+                    {
                         break Err(e.into());
                     }
                 }

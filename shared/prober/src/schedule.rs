@@ -93,6 +93,9 @@ impl Tracked {
             return config.suspect_interval;
         }
         match (self.health, self.last_ok) {
+            // Not owning keys yet, so nothing waits on a quick verdict: a node that never
+            // answers is probed at the steady rate, not five times as often.
+            (Health::Joining, _) => config.interval,
             (Health::Dead, Some(true)) => config.suspect_interval,
             (Health::Dead, _) => config.dead_interval,
             (Health::Suspect, _) | (_, Some(false)) => config.suspect_interval,

@@ -659,8 +659,15 @@ async fn offline_breakdown(
     let started = Instant::now();
     let mut rest = &entries[..];
     while !rest.is_empty() {
-        let (staged, consumed) =
-            stage_entries(&mut state, &cp, layout, rest, "bench", &bench_limits());
+        let (staged, consumed) = stage_entries(
+            &mut state,
+            &cp,
+            layout,
+            rest,
+            &service(rest),
+            "bench",
+            &bench_limits(),
+        );
         rest = &rest[consumed..];
         r.stage_assign_batches += 1;
         r.stage_assign_args += staged.batch.args();
@@ -675,6 +682,7 @@ async fn offline_breakdown(
         &cp,
         layout,
         &probes[..2],
+        &service(&probes[..2]),
         "bench",
         &bench_limits(),
     );
@@ -685,11 +693,17 @@ async fn offline_breakdown(
         &cp,
         layout,
         &probes[2..],
+        &service(&probes[2..]),
         "bench",
         &bench_limits(),
     );
     r.stage_death = started.elapsed();
     r.stage_death_args = staged.batch.args();
+}
+
+/// The origins of entries the bench wrote as the service (it plays the prober).
+fn service(entries: &[pantheon_store::RawEntry]) -> Vec<pantheon_domain::Origin> {
+    vec![pantheon_domain::Origin::Service; entries.len()]
 }
 
 /// The projector's batch limits, without a time cut (the bench measures the fold itself).

@@ -5,7 +5,7 @@
 use pantheon_domain::{EntryId, State};
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::{self, Checkpoint};
-use pantheon_store::{Batch, Layout, StoreError, keys, log, snapshot};
+use pantheon_store::{Batch, Layout, StoreError, attest, keys, log, snapshot};
 use redis::aio::ConnectionLike;
 use tracing::info;
 
@@ -63,10 +63,14 @@ pub async fn fold_log<C: ConnectionLike + Clone + Send + 'static>(
         Some((state, id)) => (state, Some(id), Some(id)),
         None => (State::default(), None, None),
     };
+    let legacy_until = attest::legacy_until(con, layout).await?;
     let fetch = |after: Option<EntryId>, count: usize| {
         let (mut con, layout) = (con.clone(), layout.clone());
-        let page =
-            tokio::spawn(async move { log::range(&mut con, &layout, after, until, count).await });
+        let page = tokio::spawn(async move {
+            let page = log::range(&mut con, &layout, after, until, count).await?;
+            let origins = attest::origins(&mut con, &layout, &page, legacy_until).await?;
+            Ok::<_, StoreError>((page, origins))
+        });
         (page, count)
     };
     let mut entries = 0u64;
@@ -74,7 +78,7 @@ pub async fn fold_log<C: ConnectionLike + Clone + Send + 'static>(
     // next read) at once; later pages are sized from the width of the previous one.
     let mut next = Some(fetch(last_id, FIRST_PAGE));
     while let Some((pending, asked)) = next.take() {
-        let page = pending
+        let (page, origins) = pending
             .await
             .map_err(|e| ProjectorError::Task(format!("log page read: {e}")))??;
         let n = page.len();
@@ -83,12 +87,12 @@ pub async fn fold_log<C: ConnectionLike + Clone + Send + 'static>(
             let count = (PAGE_FIELDS * n / fields.max(1)).clamp(1, PAGE);
             next = page.last().map(|last| fetch(Some(last.id), count));
         }
-        for (i, entry) in page.into_iter().enumerate() {
+        for (i, (entry, origin)) in page.into_iter().zip(origins).enumerate() {
             // Rejections were recorded when the entry was first applied; a fold only needs
             // the state, and a rejected entry leaves it unchanged.
             // Keys move once per page, not once per change of members (the settled state is
             // the same however the log is cut).
-            let _ = state.apply_raw_deferred(entry.id, &entry.fields);
+            let _ = state.apply_raw_deferred(entry.id, &entry.fields, origin);
             last_id = Some(entry.id);
             if i % 256 == 255 {
                 progress(entries + i as u64 + 1);

@@ -10,7 +10,7 @@ use pantheon_store::group::{self, Group};
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::{self, Checkpoint};
 use pantheon_store::{
-    CommitError, Durability, Layout, PinnedConnection, RawEntry, Redis, StoreError, events, log,
+    CommitError, Layout, PinnedConnection, RawEntry, Redis, StoreError, attest, events, log,
     snapshot,
 };
 use tokio::time::Instant;
@@ -144,11 +144,7 @@ async fn watch_probers(
     });
     // No WAIT: a failover that could lose it also ends this leading loop, and the next one
     // reports again (`reported` starts empty).
-    let now = Durability {
-        replicas: 0,
-        timeout: Duration::ZERO,
-    };
-    log::append(con, layout, &entry, now).await?;
+    log::append_service(con, layout, &entry).await?;
     *reported = Some(live);
     Ok(registry.now_ms)
 }
@@ -356,6 +352,9 @@ async fn lead(
         group::create(con, &projector_group, group::Start::Beginning).await?;
         let (mut state, mut cp) = load_or_rebuild(config, layout, con, lease, &heartbeat).await?;
         group::set_id(con, &projector_group, cp.last_id).await?;
+        // Read once per term: only the migration that introduced attestation sets it, and a
+        // new log generation (which clears it) takes the lease from this leader first.
+        let legacy_until = attest::legacy_until(con, layout).await?;
         let mut reader = redis.blocking().await?;
         let mut since_snapshot = 0u64;
         // Give prober replicas starting alongside a time to register before judging them.
@@ -394,12 +393,21 @@ async fn lead(
                     skew.check(con, layout, &entries).await?;
                 }
             }
-            let mut rest = &entries[..];
+            let origins = attest::origins(con, layout, &entries, legacy_until).await?;
+            let (mut rest, mut rest_origins) = (&entries[..], &origins[..]);
             while !rest.is_empty() {
                 heartbeat.beat();
-                let (mut staged, consumed) =
-                    stage_entries(&mut state, &cp, layout, rest, &config.instance, &limits);
+                let (mut staged, consumed) = stage_entries(
+                    &mut state,
+                    &cp,
+                    layout,
+                    rest,
+                    rest_origins,
+                    &config.instance,
+                    &limits,
+                );
                 rest = &rest[consumed..];
+                rest_origins = &rest_origins[consumed..];
                 retention::stage_events_trim(&mut staged.batch, layout, config);
                 match finish(in_flight.take(), &mut committer).await? {
                     Committed::Fenced => return Ok(()),

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use pantheon_domain::clock::ClockSkew;
 use pantheon_domain::{Command, EntryId, LogEntry};
-use pantheon_store::deployment::Durability;
 use pantheon_store::{Layout, RawEntry, log, server};
 use redis::aio::ConnectionLike;
 use tokio::time::Instant;
@@ -91,11 +90,7 @@ impl SkewWatch {
         }));
         // No WAIT: a failover that loses it also ends this leading term, and the next leader
         // reports again (`reported` starts empty).
-        let now = Durability {
-            replicas: 0,
-            timeout: Duration::ZERO,
-        };
-        log::append(con, layout, &report, now).await?;
+        log::append_service(con, layout, &report).await?;
         self.reported = Some(first);
         Ok(())
     }

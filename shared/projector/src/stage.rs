@@ -1,7 +1,7 @@
 //! Turns fold results into commit operations: one batch of log entries → one [`Batch`].
 
 use pantheon_domain::event::EventKind;
-use pantheon_domain::{EntryId, Rejection, State};
+use pantheon_domain::{EntryId, Origin, Rejection, State};
 use pantheon_store::readmodel::{self, Checkpoint};
 use pantheon_store::{Batch, Layout, RawEntry, group};
 
@@ -38,7 +38,8 @@ pub struct Staged {
     pub rejected: usize,
 }
 
-/// Folds `entries` (in log order) into `state` and stages everything to commit.
+/// Folds `entries` (in log order, each with its origin: see [`pantheon_store::attest`]) into
+/// `state` and stages everything to commit.
 ///
 /// Stops early once the batch reaches `max_args` arguments; returns how many entries were
 /// consumed. Entries at or below the checkpoint were applied before (a redelivery after a
@@ -48,6 +49,7 @@ pub fn stage_entries(
     committed: &Checkpoint,
     layout: &Layout,
     entries: &[RawEntry],
+    origins: &[Origin],
     leader: &str,
     limits: &Limits<'_>,
 ) -> (Staged, usize) {
@@ -57,7 +59,7 @@ pub fn stage_entries(
     let (mut applied_n, mut events_n, mut rejected_n) = (0, 0, 0);
     let mut consumed = 0;
     let mut ring_dirty = false;
-    for entry in entries {
+    for (entry, origin) in entries.iter().zip(origins) {
         // Stop at the size limit, or after `max_fold` of folding: a burst of entries that each
         // rebuild a large ring (hundreds of joins) must not keep a batch uncommitted for so
         // long that the lease lapses and the same batch is folded again and again.
@@ -73,7 +75,7 @@ pub fn stage_entries(
         applied_n += 1;
         // Deferred: the keys move once, at the end of the batch (a burst of joins or deaths
         // rebalances once per commit, not once per entry).
-        match state.apply_raw_deferred(entry.id, &entry.fields) {
+        match state.apply_raw_deferred(entry.id, &entry.fields, *origin) {
             Ok(applied) => {
                 pantheon_metrics::process().entry(Ok(()));
                 readmodel::stage_applied(&mut batch, layout, state, &applied);

@@ -4,10 +4,7 @@
 //! come. The leader appends a `tick` once Redis's clock has passed the earliest reuse time and
 //! no applied entry has: one entry per due reuse time, replayed like any other.
 
-use std::time::Duration;
-
 use pantheon_domain::{Command, EntryId, LogEntry, State};
-use pantheon_store::deployment::Durability;
 use pantheon_store::{Layout, log};
 use redis::aio::ConnectionLike;
 use tracing::debug;
@@ -35,11 +32,7 @@ pub(crate) async fn tick_if_due<C: ConnectionLike + Send>(
         return Ok(());
     }
     // No WAIT: a lost tick is sent again by the next leader, whose `sent` starts empty.
-    let at_once = Durability {
-        replicas: 0,
-        timeout: Duration::ZERO,
-    };
-    log::append(con, layout, &LogEntry::new(Command::Tick), at_once).await?;
+    log::append_service(con, layout, &LogEntry::new(Command::Tick)).await?;
     debug!(due, "tick: log time passes a damped node's reuse time");
     *sent = Some(due);
     Ok(())

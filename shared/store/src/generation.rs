@@ -54,6 +54,11 @@ pub fn archive_key(layout: &Layout, previous: EntryId) -> String {
     format!("{}:gen:{previous}", layout.log())
 }
 
+/// Where the attestations of an archived log go (beside it, under the same hash tag).
+pub fn archive_attest_key(archive: &str) -> String {
+    format!("{archive}:attest")
+}
+
 /// Switches the log of `layout` to a new generation, if `lease` is held and the checkpoint is
 /// at `expected_last` ("" = nothing applied). `snapshot_json` is the state as of the
 /// checkpoint, serialized as a [`crate::snapshot::Snapshot`] whose `last_id` is `0-0`.
@@ -124,6 +129,14 @@ async fn prepare_and_exec(
         ),
     };
     let tail = stream::range(con, &log, after, Bound::Open, None).await?;
+    // Service entries of the tail keep their proof in the new log; the rest stay plain.
+    let attested = match (tail.first(), tail.last()) {
+        (Some(first), Some(last)) => {
+            crate::attest::attested(con, layout, first.id, last.id).await?
+        }
+        _ => Default::default(),
+    };
+    let has_attestations = crate::keys::exists(con, &layout.attest()).await?;
 
     let marker = LogEntry::new(Command::Generation(Generation {
         previous,
@@ -132,14 +145,32 @@ async fn prepare_and_exec(
     let mut pipe = redis::pipe();
     pipe.atomic();
     pipe.cmd("RENAME").arg(&log).arg(&archive).ignore();
-    pipe.add_command(crate::log::xadd(layout, &marker));
+    if has_attestations {
+        // The archive keeps its proofs; the new log's ids start below the poisoned ones, which
+        // the attest stream (ids only grow) could not take.
+        pipe.cmd("RENAME")
+            .arg(layout.attest())
+            .arg(archive_attest_key(&archive))
+            .ignore();
+    }
+    // Every entry of the new generation is read by today's rules: none is legacy.
+    pipe.cmd("HDEL")
+        .arg(layout.meta())
+        .arg(crate::attest::LEGACY_UNTIL)
+        .ignore();
+    pipe.add_command(crate::attest::eval(layout, &marker.encode()));
     for entry in &tail {
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(&log).arg("*");
-        for (field, value) in &entry.fields {
-            xadd.arg(field).arg(value);
+        if attested.contains(&entry.id) {
+            pipe.add_command(crate::attest::eval(layout, &entry.fields))
+                .ignore();
+        } else {
+            let mut xadd = redis::cmd("XADD");
+            xadd.arg(&log).arg("*");
+            for (field, value) in &entry.fields {
+                xadd.arg(field).arg(value);
+            }
+            pipe.add_command(xadd).ignore();
         }
-        pipe.add_command(xadd).ignore();
     }
     pipe.cmd("HSET")
         .arg(&checkpoint)

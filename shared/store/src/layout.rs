@@ -41,6 +41,11 @@ impl Layout {
     pub fn log(&self) -> String {
         self.key("log")
     }
+    /// The ids of the log entries a service process appended (see [`crate::attest`]): only the
+    /// `service` and `operator` roles may write it.
+    pub fn attest(&self) -> String {
+        self.key("attest")
+    }
     /// Decided facts for consumers.
     pub fn events(&self) -> String {
         self.key("events")

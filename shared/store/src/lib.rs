@@ -12,6 +12,7 @@
 //! * [`commit`] — the fenced, atomic commit of a batch (one Lua script);
 //! * [`readmodel`] — the read models' encoding, and loading a `State` back from them;
 //! * [`lease`] — the leader lease that fences commits;
+//! * [`attest`] — the proof that an entry was appended by the service (and reading it back);
 //! * [`log`] — appending entries to the log (durably when asked), reading and trimming it;
 //! * [`events`] — reading, following and trimming the events stream;
 //! * [`rejected`] — looking up why an entry was rejected;
@@ -23,6 +24,7 @@
 //! * [`server`] — commands to a whole server (stopping one Pantheon started).
 
 pub mod acl;
+pub mod attest;
 pub mod commit;
 pub mod connect;
 pub mod deployment;

@@ -141,9 +141,26 @@ pub async fn append_all<C: ConnectionLike + Send>(
     Ok((ids, replicated))
 }
 
-/// Appends several entries in one pipeline, without `WAIT`: for observations that are
-/// reported again if lost (probe results), where a round trip per entry would cost more.
-pub async fn append_many<C: ConnectionLike + Send>(
+/// Appends an entry only the service writes (a `probers`, `tick` or `clock_skew` entry of the
+/// projector leader) through the attested append (see [`crate::attest`]), without `WAIT`:
+/// a failover that could lose it also ends the leader's term, and the next leader reports
+/// again.
+pub async fn append_service<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    entry: &LogEntry,
+) -> Result<EntryId, StoreError> {
+    let id: String = crate::attest::eval(layout, &entry.encode())
+        .query_async(con)
+        .await?;
+    id.parse()
+        .map_err(|_| StoreError::Reply(format!("attested append returned {id:?}")))
+}
+
+/// Appends several service entries (probe results) in one pipeline through the attested
+/// append, without `WAIT`: observations that are reported again if lost, where a round trip
+/// per entry would cost more.
+pub async fn append_many_service<C: ConnectionLike + Send>(
     con: &mut C,
     layout: &Layout,
     entries: &[LogEntry],
@@ -152,8 +169,10 @@ pub async fn append_many<C: ConnectionLike + Send>(
         return Ok(());
     }
     let mut pipe = redis::pipe();
+    pipe.add_command(crate::attest::load()).ignore();
     for entry in entries {
-        pipe.add_command(xadd(layout, entry)).ignore();
+        pipe.add_command(crate::attest::evalsha(layout, entry))
+            .ignore();
     }
     pipe.query_async::<()>(con).await?;
     Ok(())
@@ -218,11 +237,13 @@ pub async fn len<C: ConnectionLike + Send>(
     stream::len(con, &layout.log()).await
 }
 
-/// Stages trimming the log below `keep_from` (`XTRIM MINID`: entries at or after it stay).
+/// Stages trimming the log below `keep_from` (`XTRIM MINID`: entries at or after it stay),
+/// and the attestations of the entries trimmed.
 pub fn stage_trim_below(batch: &mut Batch, layout: &Layout, keep_from: EntryId) {
     batch.call(
         "XTRIM",
         &[&layout.log()],
         ["MINID".as_bytes(), keep_from.to_string().as_bytes()],
     );
+    crate::attest::stage_trim_below(batch, layout, keep_from);
 }

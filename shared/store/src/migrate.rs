@@ -19,6 +19,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_schema_metadata",
         include_str!("../../../migrations/0002_schema_metadata.lua"),
     ),
+    (
+        "0003_attested_service_entries",
+        include_str!("../../../migrations/0003_attested_service_entries.lua"),
+    ),
 ];
 
 /// The schema version this binary writes and reads.
@@ -137,6 +141,7 @@ async fn apply<C: ConnectionLike + Send>(
             .key(layout.log())
             .key(layout.meta())
             .arg(number)
+            .arg(from)
             .invoke_async(con)
             .await?;
         applied.push(*name);

@@ -58,6 +58,9 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// A state after `entries`. A node joined here has also answered its first probe (it is
+    /// `alive` and owns keys), as every node of a running cluster has: the tests of joining
+    /// itself use [`Scenario::when`], which applies exactly the entry it is given.
     pub fn given(entries: impl IntoIterator<Item = LogEntry>) -> Self {
         let mut s = Scenario {
             state: State::default(),
@@ -65,8 +68,17 @@ impl Scenario {
         };
         for e in entries {
             s.when(&e).expect("given entries apply");
+            if let Command::Join { node, .. } = &e.command {
+                s.answer(node.as_str());
+            }
         }
         s
+    }
+
+    /// The first successful probe of a joining node: it becomes `alive` (a `ready` event).
+    pub fn answer(&mut self, id: &str) -> Applied {
+        let epoch = self.state.node(&node(id)).expect("joined").epoch;
+        self.when(&probe(id, epoch, true)).expect("probe applies")
     }
 
     pub fn next_id(&mut self) -> EntryId {
