@@ -42,6 +42,8 @@
 //! `cargo test --benches`) it runs at 300 nodes, 3,000 keys, 3 requests, 3 changes and a 3 s
 //! window at 1 s, as a smoke test. Results are in `docs/benchmarks.md`.
 
+mod support;
+
 use pantheon_test_support::prometheus::sample;
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -364,7 +366,9 @@ async fn setup(s: Scale) -> Setup {
             })
         })
         .collect();
-    let last_join = xadd_pipelined(&mut con, &log, &joins, JOINS_PER_PIPE).await;
+    xadd_pipelined(&mut con, &log, &joins, JOINS_PER_PIPE).await;
+    let answered = (0..s.nodes).map(|i| (node(i), i as u64 + 1));
+    let last_join = support::answer_all(&mut con, &layout, answered).await;
     applied_at(
         &mut con,
         &layout,

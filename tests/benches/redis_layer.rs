@@ -33,6 +33,8 @@
 //! at 1/50 scale with one round and two failovers, as a smoke test. Results and the machine
 //! they were taken on are in `docs/benchmarks.md`.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -395,9 +397,11 @@ async fn distribution(
     let mut poll = connect_to(&master_url).await;
 
     let joins: Vec<_> = (1..=NODES).map(join).collect();
-    let join_ids = send_xadds(&mut raw, &xadd_pipes(&log, &joins, NODES)).await;
+    send_xadds(&mut raw, &xadd_pipes(&log, &joins, NODES)).await;
+    let answered = (1..=NODES).map(|i| (node(i), i as u64));
+    let last_ready = support::answer_all(&mut raw, &layout, answered).await;
     let projector = projector(url, cluster);
-    wait_checkpoint(&mut poll, &layout, *join_ids.last().expect("joins")).await;
+    wait_checkpoint(&mut poll, &layout, last_ready).await;
 
     let pipes = match writer {
         Writer::Raw => {
@@ -502,6 +506,10 @@ async fn hset_baselines(keys: &[String]) -> (Dist, Dist) {
         state
             .apply(EntryId::new(1, i as u64), &entry)
             .expect("join applies");
+        let answered = support::answered(node(i), i as u64);
+        state
+            .apply(EntryId::new(2, i as u64), &answered)
+            .expect("first probe applies");
     }
     let owners: Vec<NodeId> = keys
         .iter()

@@ -18,5 +18,6 @@ mod resilience;
 mod roles;
 mod service_config;
 mod test_redis;
+mod trust;
 mod wire_roundtrip;
 mod workload;

@@ -289,3 +289,136 @@ async fn read_stderr(child: &mut Child) -> String {
     }
     out
 }
+
+/// `XADD` as some user; the new entry's id.
+async fn xadd_as(url: &str, log: &str, fields: &[&str]) -> String {
+    let client = redis::Client::open(url).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(log).arg("*").arg(fields);
+    cmd.query_async(&mut con).await.expect("XADD as the user")
+}
+
+/// The reason entry `id` was rejected, if it was.
+async fn rejected(admin: &mut MultiplexedConnection, cluster: &str, id: &str) -> Option<String> {
+    let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("pantheon:{{{cluster}}}:rejected"))
+        .arg(id)
+        .arg(id)
+        .query_async(admin)
+        .await
+        .expect("XRANGE rejected");
+    reply.into_iter().next().and_then(|(_, fields)| {
+        fields
+            .into_iter()
+            .find(|(k, _)| k == "reason")
+            .map(|(_, v)| v)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_writes_every_user_facing_type_and_cannot_forge_a_service_entry() {
+    let mut t = Roles::start().await;
+    let service = t.user("service").await;
+    let producer = t.user("producer").await;
+    let writer = t.user("writer").await;
+    let c = t.cluster.clone();
+    let log = log_key(&c);
+    let attest = format!("pantheon:{{{c}}}:attest");
+    let mut up = t.up(&service);
+    let node = crate::nodes::TestNode::start().await;
+    let url = format!("http://{}/health", node.addr);
+    let run = t
+        .cli(&writer, &["join", "n1", "--url", &url, "--timeout-ms", "8000"])
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = t.cli(&writer, &["distribute", "k1", "k2", "k3"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    // Wait until n1 answered its first probe and owns the keys.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let run = t.cli(&writer, &["locate", "k1"]).await;
+        if run.code == 0 && run.stdout.contains("n1") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "n1 never owned k1: {run:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every user-facing type, as redis-cli would send it with the producer's credentials.
+    let user_facing: [&[&str]; 8] = [
+        &["type", "join", "node", "n2", "url", "http://127.0.0.1:1/health"],
+        &["type", "weight", "node", "n2", "weight", "2"],
+        &["type", "drain", "node", "n2"],
+        &["type", "undrain", "node", "n2"],
+        &["type", "assign", "key", "k4", "key", "k5"],
+        &["type", "unassign", "key", "k5"],
+        &["type", "policy", "rise", "2"],
+        &["type", "leave", "node", "n2"],
+    ];
+    let mut ids = Vec::new();
+    for fields in user_facing {
+        ids.push(xadd_as(&producer, &log, fields).await);
+    }
+    // The service-only types, forged: three failures that would kill n1, a confirmation, an
+    // empty prober set, a self-suspicion, a tick.
+    let forged_fields: [&[&str]; 7] = [
+        &["type", "probe", "node", "n1", "epoch", "1", "ok", "0"],
+        &["type", "probe", "node", "n1", "epoch", "1", "ok", "0"],
+        &["type", "probe", "node", "n1", "epoch", "1", "ok", "0", "prober", "p", "confirm", "1"],
+        &["type", "probers", "alive", ""],
+        &["type", "prober_degraded", "prober", "p"],
+        &["type", "tick"],
+        &["type", "probe", "node", "n1", "epoch", "1", "ok", "0"],
+    ];
+    let mut forged = Vec::new();
+    for fields in forged_fields {
+        forged.push(xadd_as(&producer, &log, fields).await);
+    }
+    // The producer cannot write the proof, nor run a script that would.
+    assert!(
+        as_user(&producer, &["XADD", &attest, "*", "type", "probe"])
+            .await
+            .is_err()
+    );
+    assert!(
+        as_user(&producer, &["EVAL", "return 1", "1", &log])
+            .await
+            .is_err()
+    );
+    // Wait until the last forgery is applied (or rejected).
+    let last = forged.last().cloned().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while rejected(&mut t.admin, &c, &last).await.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "{last} never decided");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &ids {
+        assert_eq!(rejected(&mut t.admin, &c, id).await, None, "{id} applied");
+    }
+    for id in &forged {
+        let reason = rejected(&mut t.admin, &c, id).await;
+        assert!(
+            reason
+                .as_deref()
+                .is_some_and(|r| r.contains("written only by the service")),
+            "{id}: {reason:?}"
+        );
+    }
+    let run = t.cli(&writer, &["nodes", "--json"]).await;
+    let nodes: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    let n1 = nodes["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["node"] == "n1"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(n1["state"], "alive", "{nodes}");
+    let run = t.cli(&writer, &["events", "--json"]).await;
+    assert!(!run.stdout.contains("\"died\""), "{run:?}");
+    assert!(!run.stdout.contains("no_prober"), "{run:?}");
+    let _ = up.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(5), up.wait()).await;
+}

@@ -192,8 +192,12 @@ fn details(event: &Event) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The probe streak a decision rests on: (outcome, length), from its `fails`/`successes`.
-fn streak(details: &BTreeMap<String, String>) -> Option<(bool, usize)> {
+/// The probe streak a decision rests on: (outcome, length), from its `fails`/`successes`. A
+/// node is `ready` on one success, whatever failed before it.
+fn streak(kind: &EventKind, details: &BTreeMap<String, String>) -> Option<(bool, usize)> {
+    if matches!(kind, EventKind::Ready { .. }) {
+        return Some((true, 1));
+    }
     let count = |f: &str| details.get(f).and_then(|v| v.parse::<usize>().ok());
     match (count(FAILS), count(SUCCESSES)) {
         (Some(n), _) if n > 0 => Some((false, n)),
@@ -210,6 +214,12 @@ pub fn summary(event: &Event) -> String {
             epoch, url, weight, ..
         } => format!("joined: epoch {epoch}, weight {weight}, health {url}"),
         EventKind::Left { epoch, .. } => format!("left (epoch {epoch})"),
+        EventKind::Ready { fails: 0, .. } => {
+            "ready: its first probe answered; it owns keys from now on".to_owned()
+        }
+        EventKind::Ready { fails, .. } => format!(
+            "ready: its first probe answered (after {fails} failed); it owns keys from now on"
+        ),
         EventKind::Suspect { .. } => "turned suspect: a probe failed".to_owned(),
         EventKind::Died { fails, .. } => format!("died: {fails} failed probes in a row"),
         EventKind::Revived { successes, .. } => {
@@ -388,7 +398,7 @@ impl Pantheon {
             }
             if filter.probes
                 && let (Some((ok, length)), Some((n, epoch))) =
-                    (streak(&it.details), event.kind.node())
+                    (streak(&event.kind, &it.details), event.kind.node())
             {
                 self.attach_probes(&mut it, event.cause, n.as_str(), epoch, ok, length)
                     .await?;
@@ -522,7 +532,7 @@ mod tests {
         let d = details(&e);
         assert_eq!(d.get("fails").map(String::as_str), Some("3"));
         assert!(!d.contains_key("node") && !d.contains_key("cause"));
-        assert_eq!(streak(&d), Some((false, 3)));
+        assert_eq!(streak(&e.kind, &d), Some((false, 3)));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::{ClientError, Pantheon};
 
 /// Node states, in the order a status page lists them.
-pub const NODE_STATES: [&str; 4] = ["alive", "suspect", "dead", "draining"];
+pub const NODE_STATES: [&str; 5] = ["joining", "alive", "suspect", "dead", "draining"];
 
 /// One node and what it owns.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -30,7 +30,9 @@ pub fn next_is_confirmation(t: &Tracked, fall: u32, alone: bool) -> bool {
         Role::Confirmer => true,
         Role::Owner => {
             let streak = t.streak.max(t.fails);
-            alone && t.health != Health::Dead && streak >= 1 && streak + 1 >= fall
+            // A joining node's failures never kill it: nothing to confirm.
+            let may_die = !matches!(t.health, Health::Dead | Health::Joining);
+            alone && may_die && streak >= 1 && streak + 1 >= fall
         }
     }
 }
@@ -70,7 +72,7 @@ pub async fn confirm(http: &HttpProber, url: &str, attempts: usize) -> Outcome {
     })
 }
 
-/// The share of nodes failing at once: of the owned, not dead nodes probed since the oldest
+/// The share of nodes failing at once: of the owned nodes, neither dead nor joining, probed since the oldest
 /// current failure streak began, how many are failing. Looking only at probes sent after the
 /// first failure makes a sudden, total failure (our own network gone) read as 100% at once,
 /// instead of creeping up as the round of probes goes by.
@@ -82,7 +84,10 @@ pub struct Sample {
 
 impl Sample {
     pub fn of<'a>(nodes: impl Iterator<Item = &'a Tracked> + Clone) -> Self {
-        let counted = |t: &&Tracked| t.role == Role::Owner && t.health != Health::Dead;
+        // A node that never answered yet says nothing about this prober's own health.
+        let counted = |t: &&Tracked| {
+            t.role == Role::Owner && !matches!(t.health, Health::Dead | Health::Joining)
+        };
         let since = nodes
             .clone()
             .filter(counted)

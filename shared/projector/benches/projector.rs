@@ -191,6 +191,21 @@ fn join(i: usize) -> Vec<(&'static str, String)> {
     .encode()
 }
 
+/// Every node's first successful probe, through the service's attested append as a prober
+/// writes it (a joined node owns keys only once it answered); the id of the last one.
+async fn answer_all(con: &mut MultiplexedConnection, layout: &Layout) -> EntryId {
+    let probes: Vec<LogEntry> = (1..=NODES)
+        .map(|i| LogEntry::decode(&probe(i, i as u64, true)).expect("a probe decodes"))
+        .collect();
+    pantheon_store::log::append_many_service(con, layout, &probes)
+        .await
+        .expect("attested append");
+    let newest = pantheon_store::log::before(con, layout, EntryId::new(u64::MAX, u64::MAX), 1)
+        .await
+        .expect("read the log");
+    newest.first().map(|e| e.id).expect("a non-empty log")
+}
+
 fn probe(i: usize, epoch: u64, ok: bool) -> Vec<(&'static str, String)> {
     LogEntry::new(Command::Probe(ProbeResult {
         node: node(i),
@@ -458,8 +473,8 @@ async fn pantheon(r: &mut Results, keys: &[String], scale: Scale) {
     let bench_pid = std::process::id();
 
     let joins: Vec<_> = (1..=NODES).map(join).collect();
-    let join_ids = send_xadds(&mut con, &xadd_pipes(&log, &joins, NODES)).await;
-    let last_join = *join_ids.last().expect("joins");
+    send_xadds(&mut con, &xadd_pipes(&log, &joins, NODES)).await;
+    let last_join = answer_all(&mut con, &layout).await;
 
     let mut config = ProjectorConfig::new(
         pantheon_store::Deployment::from_url(&redis.url).expect("redis url"),
@@ -726,10 +741,11 @@ async fn child(r: &mut Results, keys: &[String], bin: &Path) {
     let mut poll = connect_to(&redis.url).await;
 
     let joins: Vec<_> = (1..=NODES).map(join).collect();
-    let join_ids = send_xadds(&mut con, &xadd_pipes(&log, &joins, NODES)).await;
+    send_xadds(&mut con, &xadd_pipes(&log, &joins, NODES)).await;
+    let last_join = answer_all(&mut con, &layout).await;
     let child = spawn_child(bin, &redis.url, &cluster, "bench-child");
     let pid = child.pid();
-    wait_applied(&mut poll, &layout, *join_ids.last().expect("joins")).await;
+    wait_applied(&mut poll, &layout, last_join).await;
     let mut out = ChildResults {
         idle: memory_mib(pid),
         ..ChildResults::default()

@@ -360,6 +360,9 @@ fn probes(role: Role, layout: &Layout) -> Vec<Cmd> {
                     &layout.checkpoint(),
                 ]),
                 c(&["HSET", &layout.probers(), "acl", "check"]),
+                // The attested append of service entries (docs/adr/0011).
+                c(&["SCRIPT", "LOAD", "return 1"]),
+                c(&["XADD", &layout.attest(), "*", "acl", "check"]),
                 c(&["XADD", &events, "*", "acl", "check"]),
                 c(&["XTRIM", &log, "MINID", "0-1"]),
                 c(&["SADD", &layout.unowned(), "x"]),

@@ -27,9 +27,9 @@ use crate::layout::Layout;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub node: String,
-    /// `alive`, `suspect`, `dead` or `draining`.
+    /// `joining`, `alive`, `suspect`, `dead` or `draining`.
     pub state: String,
-    /// `alive`, `suspect` or `dead` (kept while draining).
+    /// `joining`, `alive`, `suspect` or `dead` (kept while draining).
     pub health: String,
     pub draining: bool,
     pub url: String,

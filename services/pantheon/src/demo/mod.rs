@@ -236,6 +236,23 @@ async fn story(
         "Joined {}: each join is one entry in the log; the projector applied them.",
         names.join(", ")
     ));
+    // In whatever order they answer.
+    let mut waiting: Vec<&String> = names.iter().collect();
+    while !waiting.is_empty() {
+        let ready = wait_for(&mut tail, "the nodes to answer their first probe", |e| {
+            e.kind.name() == "ready"
+                && e.kind
+                    .node()
+                    .is_some_and(|(n, _)| waiting.iter().any(|w| w.as_str() == n.as_str()))
+        })
+        .await?;
+        if let Some((n, _)) = ready.kind.node() {
+            waiting.retain(|w| w.as_str() != n.as_str());
+        }
+    }
+    say.detail(
+        "Each was `joining` until its /health answered the prober once; only then does it own keys.",
+    );
 
     pause().await;
     let keys: Vec<String> = (1..=args.keys).map(|i| format!("user:{i}")).collect();

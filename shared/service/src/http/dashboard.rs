@@ -281,7 +281,7 @@ h1 small{font-size:.5em;color:#888}table{border-collapse:collapse}\
 td,th{padding:.25em .6em;border-bottom:1px solid #eee;text-align:left}\
 .cols{display:flex;gap:2em;flex-wrap:wrap}.bar{display:inline-block;width:80px;height:8px;\
 background:#eee;margin-right:.4em}.bar span{display:block;height:8px;background:#4a7}\
-.s-alive{color:#2a7d3a}.s-suspect{color:#b8860b}.s-dead{color:#c0392b;font-weight:bold}\
+.s-alive{color:#2a7d3a}.s-joining{color:#1f6fb2;font-style:italic}.s-suspect{color:#b8860b}.s-dead{color:#c0392b;font-weight:bold}\
 .s-draining{color:#666}.bad{color:#c0392b}tr.selected{background:#fff6d5}\
 .why{color:#555;margin-left:2em;font-size:.9em}#timeline time{color:#888}\
 .kind{font-family:monospace}.ring-empty{fill:none;stroke:#eee;stroke-width:18}\
