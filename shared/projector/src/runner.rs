@@ -196,6 +196,8 @@ async fn renew_loop(mut con: Redis, lease: Lease, lost: CancellationToken, heart
                 lost.cancel();
                 return;
             }
+            // The handle already logged an outage or a slot migration, once.
+            Err(e) if e.is_outage() => debug!(error = %e, "lease renewal failed; will retry"),
             Err(e) => warn!(error = %e, "lease renewal failed; will retry"),
         }
     }
