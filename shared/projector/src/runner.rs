@@ -305,7 +305,9 @@ fn launch(
         // (TRYAGAIN, or ASK inside the transaction): wait with backoff and commit again, until
         // the migration completes or is rolled back. The handle logs the migration once.
         let result = loop {
-            let result = commit.commit(&mut con, &lease, &checkpoint, &expected).await;
+            let result = commit
+                .commit(&mut con, &lease, &checkpoint, &expected)
+                .await;
             match &result {
                 Err(e) if e.is_migrating() => {}
                 _ => break result,

@@ -678,9 +678,7 @@ impl ConnectionLike for PinnedConnection {
             let result = self.con.req_packed_command(cmd).await;
             self.owner
                 .observe(self.generation, result.as_ref().map(std::slice::from_ref));
-            self.owner
-                .through_migration(&self.addr, cmd, result)
-                .await
+            self.owner.through_migration(&self.addr, cmd, result).await
         })
     }
 

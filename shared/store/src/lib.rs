@@ -104,7 +104,10 @@ const SUMMARY_MAX: usize = 300;
 /// command (thousands of `ASK`s for a batch during a slot migration: a line of many
 /// kilobytes); this keeps the first failure and counts the others.
 pub fn summary(e: &redis::RedisError) -> String {
-    let errors = e.clone().into_server_errors().filter(|errors| errors.len() > 1);
+    let errors = e
+        .clone()
+        .into_server_errors()
+        .filter(|errors| errors.len() > 1);
     let text = match errors {
         None => e.to_string(),
         Some(errors) => {
@@ -127,7 +130,10 @@ pub fn summary(e: &redis::RedisError) -> String {
     };
     let mut line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if line.len() > SUMMARY_MAX {
-        let cut = (0..=SUMMARY_MAX).rev().find(|i| line.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=SUMMARY_MAX)
+            .rev()
+            .find(|i| line.is_char_boundary(*i))
+            .unwrap_or(0);
         line.truncate(cut);
         line.push_str("...");
     }

@@ -39,7 +39,11 @@ pub struct Migration {
 
 impl fmt::Display for Migration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "slot {} is migrating from {} to ", self.slot, self.source)?;
+        write!(
+            f,
+            "slot {} is migrating from {} to ",
+            self.slot, self.source
+        )?;
         match &self.destination {
             Some(d) => write!(f, "{d}"),
             None => f.write_str("another node"),

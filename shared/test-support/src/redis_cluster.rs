@@ -575,7 +575,10 @@ async fn migrate_keys(from: &str, to: &str, keys: &[Vec<u8>]) -> Result<(), Stri
     match reply {
         redis::Value::Okay => Ok(()),
         redis::Value::SimpleString(s) if s == "OK" => Ok(()),
-        other => Err(format!("MIGRATE of {} key(s) answered {other:?}", keys.len())),
+        other => Err(format!(
+            "MIGRATE of {} key(s) answered {other:?}",
+            keys.len()
+        )),
     }
 }
 

@@ -92,7 +92,10 @@ async fn a_half_finished_slot_migration_is_ridden_out_and_named() {
     let located = ctl(&["locate", "user:0"]).await;
     assert_eq!(located.code, 0, "{located:?}");
     assert!(located.stdout.contains("n1"), "{located:?}");
-    let owner = client.key_node("user:0").await.expect("read during the migration");
+    let owner = client
+        .key_node("user:0")
+        .await
+        .expect("read during the migration");
     assert_eq!(owner.as_ref().map(|n| n.as_str()), Some("n1"));
 
     // doctor names the migration and fails.
@@ -123,7 +126,10 @@ async fn a_half_finished_slot_migration_is_ridden_out_and_named() {
     for run in [&nodes, &located, &doctor] {
         assert!(long_lines(&run.stderr).is_empty(), "{run:?}");
     }
-    assert!(long_lines(&said).is_empty(), "long lines in up's log:\n{said}");
+    assert!(
+        long_lines(&said).is_empty(),
+        "long lines in up's log:\n{said}"
+    );
     let warns: Vec<&str> = said.lines().filter(|l| l.contains("WARN")).collect();
     assert_eq!(
         warns.len(),
