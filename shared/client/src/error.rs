@@ -32,7 +32,7 @@ pub enum ClientError {
     /// Bad options (cluster name, prefix, subscription settings).
     #[error("bad configuration: {0}")]
     Config(String),
-    #[error("redis: {0}")]
+    #[error("redis: {}", pantheon_store::summary(.0))]
     Redis(#[from] redis::RedisError),
     /// The master cannot be found or reached (the reason never holds a password).
     #[error("redis unavailable: {0}")]

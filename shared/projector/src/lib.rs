@@ -30,7 +30,9 @@ impl ProjectorError {
         match self {
             ProjectorError::Store(e)
             | ProjectorError::Commit(pantheon_store::CommitError::Store(e)) => e.is_outage(),
-            ProjectorError::Redis(e) => pantheon_store::handle::is_transient(e),
+            ProjectorError::Redis(e) => {
+                pantheon_store::handle::is_transient(e) || pantheon_store::migration::refused(e)
+            }
             _ => false,
         }
     }

@@ -192,6 +192,8 @@ async fn renew_loop(mut con: Redis, lease: Lease, lost: CancellationToken, heart
                 lost.cancel();
                 return;
             }
+            // The handle already logged an outage or a slot migration, once.
+            Err(e) if e.is_outage() => debug!(error = %e, "lease renewal failed; will retry"),
             Err(e) => warn!(error = %e, "lease renewal failed; will retry"),
         }
     }
@@ -265,12 +267,21 @@ enum Committed {
     Fenced,
 }
 
+/// What a commit task needs besides its batch: the leader's heartbeat (waiting out a slot
+/// migration is not a stall) and the tokens that end the wait.
+struct CommitContext {
+    heartbeat: Heartbeat,
+    shutdown: CancellationToken,
+    lost: CancellationToken,
+}
+
 fn launch(
     mut con: PinnedConnection,
     lease: &Lease,
     layout: &Layout,
     staged: crate::stage::Staged,
     expected: String,
+    context: CommitContext,
 ) -> InFlight {
     let (lease, checkpoint) = (lease.clone(), layout.checkpoint());
     let applied = staged.applied as u64;
@@ -284,10 +295,31 @@ fn launch(
     );
     let handle = tokio::spawn(async move {
         let started = Instant::now();
-        let result = staged
-            .batch
-            .commit_watched(&mut con, &lease, &checkpoint, &expected)
-            .await;
+        let commit = staged.batch.watched();
+        let mut refusals = 0u32;
+        // A half-finished slot migration refuses the commit without applying anything
+        // (TRYAGAIN, or ASK inside the transaction): wait with backoff and commit again, until
+        // the migration completes or is rolled back. The handle logs the migration once.
+        let result = loop {
+            let result = commit
+                .commit(&mut con, &lease, &checkpoint, &expected)
+                .await;
+            match &result {
+                Err(e) if e.is_migrating() => {}
+                _ => break result,
+            }
+            context.heartbeat.beat();
+            // Short enough that the lease renewer never sees a stalled leader.
+            let pause = pantheon_store::handle::backoff(refusals).min(lease.ttl() / 3);
+            refusals = refusals.saturating_add(1);
+            debug!(error = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(), retry_in = ?pause, "commit refused during a slot migration; waiting");
+            tokio::select! {
+                _ = context.shutdown.cancelled() => break result,
+                _ = context.lost.cancelled() => break result,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            context.heartbeat.beat();
+        };
         // Logged here, as soon as Redis answered, not when the leader collects the result:
         // that can be after a blocked read, and `took` would include the wait for entries.
         if result.is_ok() {
@@ -418,7 +450,12 @@ async fn lead(
                 let Some(commit_con) = committer.take() else {
                     return Err(ProjectorError::Task("commit connection missing".into()));
                 };
-                in_flight = Some(launch(commit_con, lease, layout, staged, expected));
+                let context = CommitContext {
+                    heartbeat: heartbeat.clone(),
+                    shutdown: shutdown.clone(),
+                    lost: lost.clone(),
+                };
+                in_flight = Some(launch(commit_con, lease, layout, staged, expected, context));
                 tokio::task::yield_now().await;
             }
             if entries.is_empty() || since_snapshot >= config.snapshot_every.max(1) {

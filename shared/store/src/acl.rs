@@ -206,7 +206,8 @@ pub fn rules(role: Role, layout: &Layout, deployment: &Deployment) -> Vec<String
 
 /// Keyless commands every role needs to reach the cluster's master: `PING` (the CLI's
 /// pre-flight; a `NOPERM` answer is accepted too), `SELECT` for a database other than 0,
-/// `ROLE`/`CLUSTER SLOTS` to find the master, `WAIT` for durable appends.
+/// `ROLE`/`CLUSTER SLOTS` to find the master (`CLUSTER NODES`, `ASKING` while its slot
+/// migrates), `WAIT` for durable appends.
 fn connection_rules(role: Role, deployment: &Deployment) -> Vec<String> {
     let mut out = vec!["+ping".to_owned()];
     if deployment.url.db != 0 {
@@ -218,6 +219,9 @@ fn connection_rules(role: Role, deployment: &Deployment) -> Vec<String> {
         Topology::Cluster { .. } => {
             out.push("+role".into());
             out.push("+cluster|slots".into());
+            // A half-finished slot migration: naming it, and following its ASK replies.
+            out.push("+cluster|nodes".into());
+            out.push("+asking".into());
         }
     }
     let appends = matches!(

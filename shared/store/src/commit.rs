@@ -76,6 +76,14 @@ pub enum CommitError {
     Store(#[from] StoreError),
 }
 
+impl CommitError {
+    /// True when a half-finished slot migration refused the commit: nothing was applied, and
+    /// the same commit may run again once the migration is over.
+    pub fn is_migrating(&self) -> bool {
+        matches!(self, CommitError::Store(e) if e.is_migrating())
+    }
+}
+
 /// A batch of operations to commit atomically.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -241,77 +249,15 @@ impl Batch {
         Ok(())
     }
 
-    /// Runs the batch as `MULTI`/`EXEC`, fenced with `WATCH` on the lease's fence counter and
-    /// the checkpoint: the same guarantee as [`Batch::commit`] at about half the Redis time
-    /// of the script (Redis runs plain commands from the client buffer; the script converts
-    /// every argument to a Lua string and back). `con` must be a connection no one else
-    /// uses: WATCH state belongs to the connection.
-    pub async fn commit_watched(
-        self,
-        con: &mut crate::PinnedConnection,
-        lease: &crate::lease::Lease,
-        checkpoint_key: &str,
-        expected_last: &str,
-    ) -> Result<(), CommitError> {
-        let store = |e: redis::RedisError| CommitError::Store(e.into());
-        let _: () = redis::cmd("WATCH")
-            .arg(lease.fence_key())
-            .arg(checkpoint_key)
-            .query_async(con)
-            .await
-            .map_err(store)?;
-        let (holder, last): (Option<String>, Option<String>) = redis::pipe()
-            .cmd("GET")
-            .arg(lease.key())
-            .cmd("HGET")
-            .arg(checkpoint_key)
-            .arg("last_id")
-            .query_async(con)
-            .await
-            .map_err(store)?;
-        let fail = if holder.as_deref() != Some(lease.token()) {
-            Some(CommitError::Fenced)
-        } else if last.as_deref().unwrap_or("") != expected_last {
-            Some(CommitError::Stale(format!(
-                "checkpoint is at {last:?}, expected {expected_last:?}"
-            )))
-        } else {
-            None
-        };
-        if let Some(fail) = fail {
-            let _: () = redis::cmd("UNWATCH")
-                .query_async(con)
-                .await
-                .map_err(store)?;
-            return Err(fail);
-        }
+    /// The batch as a `MULTI`/`EXEC` transaction fenced with `WATCH` (see [`Watched`]).
+    pub fn watched(self) -> Watched {
         let mut pipe = redis::pipe();
         pipe.atomic().ignore_errors();
         let names: Vec<&'static str> = self.ops.iter().map(|op| op.name).collect();
         for op in self.ops {
             pipe.add_command(op.cmd);
         }
-        let reply: redis::Value = pipe.query_async(con).await.map_err(store)?;
-        let results = match reply {
-            // EXEC aborted: the fence moved (a new leader) or the checkpoint did.
-            redis::Value::Nil => return Err(CommitError::Fenced),
-            redis::Value::Array(results) => results,
-            other => {
-                return Err(CommitError::Stale(format!(
-                    "unexpected EXEC reply {other:?}"
-                )));
-            }
-        };
-        for (name, result) in names.iter().zip(&results) {
-            if let redis::Value::ServerError(e) = result
-                && !name.starts_with('?')
-            {
-                return Err(CommitError::Stale(format!(
-                    "{name} failed inside the commit: {e:?}"
-                )));
-            }
-        }
-        Ok(())
+        Watched { pipe, names }
     }
 
     /// Runs the batch: applies everything if `token` holds the lease at `lease_key` and the
@@ -355,5 +301,82 @@ impl Batch {
                 }
             }
         }
+    }
+}
+
+/// A batch ready to commit as `MULTI`/`EXEC`, fenced with `WATCH` on the lease's fence counter
+/// and the checkpoint: the same guarantee as [`Batch::commit`] at about half the Redis time of
+/// the script (Redis runs plain commands from the client buffer; the script converts every
+/// argument to a Lua string and back). Built once, it can be committed again after a refusal
+/// that applied nothing (a slot migration in progress).
+#[derive(Debug)]
+pub struct Watched {
+    pipe: redis::Pipeline,
+    names: Vec<&'static str>,
+}
+
+impl Watched {
+    /// Commits if `lease` is held and the checkpoint's `last_id` is `expected_last`. `con`
+    /// must be a connection no one else uses: WATCH state belongs to the connection.
+    pub async fn commit(
+        &self,
+        con: &mut crate::PinnedConnection,
+        lease: &crate::lease::Lease,
+        checkpoint_key: &str,
+        expected_last: &str,
+    ) -> Result<(), CommitError> {
+        let store = |e: redis::RedisError| CommitError::Store(e.into());
+        let _: () = redis::cmd("WATCH")
+            .arg(lease.fence_key())
+            .arg(checkpoint_key)
+            .query_async(con)
+            .await
+            .map_err(store)?;
+        let (holder, last): (Option<String>, Option<String>) = redis::pipe()
+            .cmd("GET")
+            .arg(lease.key())
+            .cmd("HGET")
+            .arg(checkpoint_key)
+            .arg("last_id")
+            .query_async(con)
+            .await
+            .map_err(store)?;
+        let fail = if holder.as_deref() != Some(lease.token()) {
+            Some(CommitError::Fenced)
+        } else if last.as_deref().unwrap_or("") != expected_last {
+            Some(CommitError::Stale(format!(
+                "checkpoint is at {last:?}, expected {expected_last:?}"
+            )))
+        } else {
+            None
+        };
+        if let Some(fail) = fail {
+            let _: () = redis::cmd("UNWATCH")
+                .query_async(con)
+                .await
+                .map_err(store)?;
+            return Err(fail);
+        }
+        let reply: redis::Value = self.pipe.query_async(con).await.map_err(store)?;
+        let results = match reply {
+            // EXEC aborted: the fence moved (a new leader) or the checkpoint did.
+            redis::Value::Nil => return Err(CommitError::Fenced),
+            redis::Value::Array(results) => results,
+            other => {
+                return Err(CommitError::Stale(format!(
+                    "unexpected EXEC reply {other:?}"
+                )));
+            }
+        };
+        for (name, result) in self.names.iter().zip(&results) {
+            if let redis::Value::ServerError(e) = result
+                && !name.starts_with('?')
+            {
+                return Err(CommitError::Stale(format!(
+                    "{name} failed inside the commit: {e:?}"
+                )));
+            }
+        }
+        Ok(())
     }
 }

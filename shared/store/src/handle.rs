@@ -10,7 +10,10 @@
 //!
 //! Commands are never retried here: a command in flight when the master fails may or may
 //! not have run, and only its caller knows whether repeating it is safe (log writes carry a
-//! `cmd` id, commits are fenced and compare-and-set). Connections that keep per-connection
+//! `cmd` id, commits are fenced and compare-and-set). The one exception is a refusal by a
+//! half-finished slot migration (`ASK`, `TRYAGAIN`), which says the command did not run:
+//! single commands follow the `ASK`, scripts and transactions wait for up to
+//! [`COMMAND_TIMEOUT`] (see [`crate::migration`]). Connections that keep per-connection
 //! state (`WATCH` before a commit) or block (`XREAD ... BLOCK`) are [`PinnedConnection`]s:
 //! they never reconnect on their own, so a `WATCH` can never silently vanish under a
 //! `MULTI`/`EXEC`.
@@ -31,8 +34,11 @@ use tracing::{debug, info, warn};
 use crate::StoreError;
 use crate::connect::{COMMAND_TIMEOUT, CONNECT_TIMEOUT};
 use crate::deployment::Deployment;
+use crate::migration;
 use crate::resolve::{self, slot_of_cluster};
 use crate::url::HostPort;
+
+mod migrating;
 
 /// The first pause after a failed attempt; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -60,6 +66,8 @@ struct Inner {
     /// Serializes resolving, and holds what it learnt.
     link: tokio::sync::Mutex<Link>,
     generation: AtomicU64,
+    /// The node a half-finished slot migration's ASK replies name.
+    ask: migration::AskLink,
 }
 
 #[derive(Clone)]
@@ -232,6 +240,7 @@ impl Redis {
                 current: Mutex::new(None),
                 link: tokio::sync::Mutex::new(Link::default()),
                 generation: AtomicU64::new(0),
+                ask: migration::AskLink::default(),
             }),
         }
     }
@@ -421,6 +430,13 @@ impl Redis {
     }
 
     fn lost_as(&self, generation: u64, class: &'static str, detail: &str) {
+        // The MOVED that ends a slot migration this process saw is its expected end (logged
+        // once, as such), not a lost master.
+        let url = &self.inner.deployment.url;
+        let migrated = class == "moved" && migration::explains_move(url, self.inner.slot);
+        if migrated {
+            migration::ended(url, self.inner.slot, migration::addr_in(detail).as_ref());
+        }
         let mut current = self.lock_current();
         if current.as_ref().is_some_and(|c| c.generation == generation) {
             let lost = current.take();
@@ -429,6 +445,10 @@ impl Redis {
                 unshare(c.shared);
                 c.addr
             });
+            if migrated {
+                debug!(master = ?addr.map(|a| a.to_string()), error = %detail, "redis: the slot moved; resolving its master again");
+                return;
+            }
             warn!(
                 master = ?addr.map(|a| a.to_string()),
                 reason = class,
@@ -457,6 +477,7 @@ impl Redis {
             Ok(con) => Ok(PinnedConnection {
                 con,
                 generation: current.generation,
+                addr: current.addr,
                 owner: self.clone(),
             }),
             Err(e) => {
@@ -524,12 +545,24 @@ fn backoff_capped(failures: u32, cap: Duration) -> Duration {
 impl ConnectionLike for Redis {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let mut current = self.current().await.map_err(into_redis_error)?;
-            let result = current.con.req_packed_command(cmd).await;
-            self.observe(
-                current.generation,
-                result.as_ref().map(std::slice::from_ref),
-            );
+            let mut wait = MigrationWait::new();
+            let result = loop {
+                let mut current = self.current().await.map_err(into_redis_error)?;
+                let result = current.con.req_packed_command(cmd).await;
+                self.observe(
+                    current.generation,
+                    result.as_ref().map(std::slice::from_ref),
+                );
+                let result = self.through_migration(&current.addr, cmd, result).await;
+                let refused = match &result {
+                    Ok(v) => migration::refused_value(v),
+                    Err(e) => migration::refused(e),
+                };
+                // A script refused by a slot migration did not run: wait and send it again.
+                if !(refused && migration::is_script(cmd) && wait.pause().await) {
+                    break result;
+                }
+            };
             // A NOPERM names the user, the command and the key (Redis names none of them).
             if let Ok(value) = &result
                 && let Some(e) = crate::acl::name_denied(
@@ -551,9 +584,21 @@ impl ConnectionLike for Redis {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let mut current = self.current().await.map_err(into_redis_error)?;
-            let result = current.con.req_packed_commands(cmd, offset, count).await;
-            self.observe(current.generation, result.as_deref());
+            let mut wait = MigrationWait::new();
+            let result = loop {
+                let mut current = self.current().await.map_err(into_redis_error)?;
+                let result = current.con.req_packed_commands(cmd, offset, count).await;
+                self.observe(current.generation, result.as_deref());
+                let result = self
+                    .through_migration_pipeline(&current.addr, cmd, offset, result)
+                    .await;
+                // A transaction refused by a slot migration did not run (and carries no
+                // WATCH: that needs a PinnedConnection): wait and send it again.
+                let refused = result.as_ref().is_err_and(migration::refused);
+                if !(refused && cmd.is_transaction() && wait.pause().await) {
+                    break result;
+                }
+            };
             if let Ok(values) = &result
                 && let Some(e) = crate::acl::name_denied_in_pipeline(values, cmd, self.user())
             {
@@ -565,6 +610,34 @@ impl ConnectionLike for Redis {
 
     fn get_db(&self) -> i64 {
         self.inner.deployment.url.db
+    }
+}
+
+/// How a script or transaction on a [`Redis`] handle waits out a slot migration that refuses
+/// it: backoff with jitter, for at most [`COMMAND_TIMEOUT`] (as long as any command may
+/// take); after that the refusal is the caller's, whose own retry loop takes over.
+struct MigrationWait {
+    deadline: Instant,
+    refusals: u32,
+}
+
+impl MigrationWait {
+    fn new() -> Self {
+        Self {
+            deadline: Instant::now() + COMMAND_TIMEOUT,
+            refusals: 0,
+        }
+    }
+
+    /// Sleeps before the next attempt; false when the time is up.
+    async fn pause(&mut self) -> bool {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        tokio::time::sleep(backoff(self.refusals).min(left)).await;
+        self.refusals = self.refusals.saturating_add(1);
+        true
     }
 }
 
@@ -586,6 +659,8 @@ fn into_redis_error(e: StoreError) -> RedisError {
 pub struct PinnedConnection {
     con: MultiplexedConnection,
     generation: u64,
+    /// The master it was made to.
+    addr: HostPort,
     owner: Redis,
 }
 
@@ -603,7 +678,7 @@ impl ConnectionLike for PinnedConnection {
             let result = self.con.req_packed_command(cmd).await;
             self.owner
                 .observe(self.generation, result.as_ref().map(std::slice::from_ref));
-            result
+            self.owner.through_migration(&self.addr, cmd, result).await
         })
     }
 
@@ -616,7 +691,9 @@ impl ConnectionLike for PinnedConnection {
         Box::pin(async move {
             let result = self.con.req_packed_commands(cmd, offset, count).await;
             self.owner.observe(self.generation, result.as_deref());
-            result
+            self.owner
+                .through_migration_pipeline(&self.addr, cmd, offset, result)
+                .await
         })
     }
 

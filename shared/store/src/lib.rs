@@ -20,6 +20,7 @@
 //! * [`snapshot`] — the state as of a log id, the base of rebuilds;
 //! * [`probers`] — the prober replica registry;
 //! * [`migrate`] — versioned changes of the stored formats;
+//! * [`migration`] — a half-finished slot migration: following ASK, waiting, naming it;
 //! * [`keys`] — finding and deleting keys by pattern, whole namespaces;
 //! * [`server`] — commands to a whole server (stopping one Pantheon started).
 
@@ -39,6 +40,7 @@ pub mod layout;
 pub mod lease;
 pub mod log;
 pub mod migrate;
+pub mod migration;
 pub mod monitor;
 pub mod probers;
 pub mod readmodel;
@@ -50,7 +52,7 @@ pub mod stream;
 pub mod tls;
 pub mod url;
 
-pub use commit::{Batch, CommitError};
+pub use commit::{Batch, CommitError, Watched};
 pub use deployment::{Deployment, DeploymentError, Durability};
 pub use handle::{PinnedConnection, Redis};
 pub use layout::Layout;
@@ -63,7 +65,7 @@ pub use url::RedisUrl;
 pub enum StoreError {
     /// Not marked as the error's source: its text is already in the message, and a cause
     /// chain (`anyhow`'s `{:#}`) would print it twice.
-    #[error("redis: {0}")]
+    #[error("redis: {}", summary(.0))]
     Redis(redis::RedisError),
     #[error("unexpected reply from redis: {0}")]
     Reply(String),
@@ -84,10 +86,60 @@ impl StoreError {
     pub fn is_outage(&self) -> bool {
         match self {
             StoreError::Unavailable { .. } => true,
-            StoreError::Redis(e) => handle::is_transient(e),
+            StoreError::Redis(e) => handle::is_transient(e) || migration::refused(e),
             _ => false,
         }
     }
+
+    /// True when a half-finished slot migration refused the command (`ASK`, `TRYAGAIN`, or a
+    /// transaction aborted by them): nothing ran, and it may be sent again once the
+    /// migration is over.
+    pub fn is_migrating(&self) -> bool {
+        matches!(self, StoreError::Redis(e) if migration::refused(e))
+    }
+}
+
+/// Longest error text kept in a one-line summary.
+const SUMMARY_MAX: usize = 300;
+
+/// A Redis error as one short line. A failed pipeline or transaction lists every failed
+/// command (thousands of `ASK`s for a batch during a slot migration: a line of many
+/// kilobytes); this keeps the first failure and counts the others.
+pub fn summary(e: &redis::RedisError) -> String {
+    let errors = e
+        .clone()
+        .into_server_errors()
+        .filter(|errors| errors.len() > 1);
+    let text = match errors {
+        None => e.to_string(),
+        Some(errors) => {
+            let (index, first) = &errors[0];
+            let same = errors
+                .iter()
+                .filter(|(_, s)| s.code() == first.code())
+                .count();
+            let what = if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort) {
+                "transaction aborted"
+            } else {
+                "pipeline failed"
+            };
+            format!(
+                "{what}: {} commands failed ({same} with {}); the first, command {index}: {first}",
+                errors.len(),
+                first.code(),
+            )
+        }
+    };
+    let mut line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.len() > SUMMARY_MAX {
+        let cut = (0..=SUMMARY_MAX)
+            .rev()
+            .find(|i| line.is_char_boundary(*i))
+            .unwrap_or(0);
+        line.truncate(cut);
+        line.push_str("...");
+    }
+    line
 }
 
 impl From<redis::RedisError> for StoreError {

@@ -265,6 +265,20 @@ async fn cluster_slots(
         .ok_or_else(|| ResolveError::new(format!("{node}: unexpected CLUSTER SLOTS reply")))
 }
 
+/// `CLUSTER NODES` as `node` sees it (the only reply that shows slots being migrated).
+pub(crate) async fn cluster_nodes(
+    deployment: &Deployment,
+    node: &HostPort,
+) -> Result<String, ResolveError> {
+    let client = data_client(deployment, node)?;
+    let mut con = ask(&client, node).await?;
+    redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut con)
+        .await
+        .map_err(|e| ResolveError::redis(format!("{node}"), e))
+}
+
 /// Asks `node` which master serves `slot`; also returns every node it reports.
 async fn ask_cluster(
     deployment: &Deployment,

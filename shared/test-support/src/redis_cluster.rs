@@ -298,25 +298,73 @@ impl TestCluster {
         }
     }
 
+    /// Starts moving `slot` to the master at `to_addr` and stops midway, as an operator's
+    /// `redis-cli --cluster reshard` that was interrupted: `CLUSTER SETSLOT IMPORTING` on the
+    /// target, `MIGRATING` on the source, and `MIGRATE` of `keys` only (keys of that slot).
+    /// Returns the source's address. [`finish_migration`](Self::finish_migration) completes it.
+    ///
+    /// # Panics
+    /// When a step fails (e.g. `to_addr` already serves the slot, or a key is not on the
+    /// source).
+    pub async fn begin_migration(&self, slot: u16, to_addr: &str, keys: &[&str]) -> String {
+        assert!(slot < SLOTS, "slot {slot} out of range");
+        let from_addr = self.master_of_slot(slot).await;
+        assert_ne!(from_addr, to_addr, "{to_addr} already serves slot {slot}");
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+        if let Err(e) = begin(slot, &from_addr, to_addr, &keys).await {
+            panic!(
+                "starting to migrate slot {slot} from {from_addr} to {to_addr} failed: {e}\n{}",
+                self.describe()
+            );
+        }
+        from_addr
+    }
+
+    /// Completes a migration of `slot` to `to_addr` begun with
+    /// [`begin_migration`](Self::begin_migration): moves the remaining keys, then `CLUSTER
+    /// SETSLOT NODE` on the target, the source and the other masters; waits until every node
+    /// agrees that `to_addr` serves the slot.
+    ///
+    /// # Panics
+    /// When a step fails or the nodes do not agree within 30 s.
+    pub async fn finish_migration(&self, slot: u16, to_addr: &str) {
+        let from_addr = self.master_of_slot(slot).await;
+        if let Err(e) = self.finish(slot, &from_addr, to_addr).await {
+            panic!(
+                "finishing the migration of slot {slot} from {from_addr} to {to_addr} failed: \
+                 {e}\n{}",
+                self.describe()
+            );
+        }
+        let result = poll(SETTLE_TIMEOUT, || async {
+            self.settled().await?;
+            let owner = self.master_of_slot(slot).await;
+            if owner == to_addr {
+                Ok(())
+            } else {
+                Err(format!("slot {slot} still served by {owner}"))
+            }
+        })
+        .await;
+        if let Err(e) = result {
+            panic!(
+                "nodes did not agree that {to_addr} serves slot {slot}: {e}\n{}",
+                self.describe()
+            );
+        }
+    }
+
     async fn try_migrate(&self, slot: u16, from: &str, to: &str) -> Result<(), String> {
+        begin(slot, from, to, &[]).await?;
+        self.finish(slot, from, to).await
+    }
+
+    /// Moves the keys left in `slot` on `from` to `to`, then gives `to` the slot everywhere.
+    async fn finish(&self, slot: u16, from: &str, to: &str) -> Result<(), String> {
         let my_id = redis::cmd("CLUSTER").arg("MYID").clone();
-        let from_id: String = query(from, None, &my_id).await?;
         let to_id: String = query(to, None, &my_id).await?;
-        let (to_host, to_port) = to
-            .rsplit_once(':')
-            .ok_or_else(|| format!("bad address {to}"))?;
-        let setslot = |state: &str, id: &str| {
-            redis::cmd("CLUSTER")
-                .arg("SETSLOT")
-                .arg(slot)
-                .arg(state)
-                .arg(id)
-                .clone()
-        };
-        // Target first: between the two, a client sent ASK by the source must be accepted.
-        query::<()>(to, None, &setslot("IMPORTING", &from_id)).await?;
-        query::<()>(from, None, &setslot("MIGRATING", &to_id)).await?;
-        loop {
+        // Bounded: every round moves up to MIGRATE_BATCH keys out of the slot.
+        for _ in 0..1_000_000 / MIGRATE_BATCH {
             let keys: Vec<Vec<u8>> = query(
                 from,
                 None,
@@ -329,20 +377,11 @@ impl TestCluster {
             if keys.is_empty() {
                 break;
             }
-            let mut migrate = redis::cmd("MIGRATE");
-            migrate
-                .arg(to_host)
-                .arg(to_port)
-                .arg("")
-                .arg(0)
-                .arg(MIGRATE_TIMEOUT_MS)
-                .arg("KEYS")
-                .arg(&keys);
-            query::<redis::Value>(from, None, &migrate).await?;
+            migrate_keys(from, to, &keys).await?;
         }
         // Target, then source (which ends its MIGRATING state), then every other master, so
         // that the new owner's higher config epoch does not have to travel by gossip alone.
-        let node = setslot("NODE", &to_id);
+        let node = setslot(slot, "NODE", &to_id);
         query::<()>(to, None, &node).await?;
         query::<()>(from, None, &node).await?;
         let view = view_of(to).await?;
@@ -489,6 +528,57 @@ impl TestCluster {
             .map(Server::describe)
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// `CLUSTER SETSLOT <slot> <state> <id>`.
+fn setslot(slot: u16, state: &str, id: &str) -> redis::Cmd {
+    redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg(state)
+        .arg(id)
+        .clone()
+}
+
+/// Marks `slot` importing on `to` and migrating on `from`, then moves `keys` to `to`.
+async fn begin(slot: u16, from: &str, to: &str, keys: &[Vec<u8>]) -> Result<(), String> {
+    let my_id = redis::cmd("CLUSTER").arg("MYID").clone();
+    let from_id: String = query(from, None, &my_id).await?;
+    let to_id: String = query(to, None, &my_id).await?;
+    // Target first: between the two, a client sent ASK by the source must be accepted.
+    query::<()>(to, None, &setslot(slot, "IMPORTING", &from_id)).await?;
+    query::<()>(from, None, &setslot(slot, "MIGRATING", &to_id)).await?;
+    if !keys.is_empty() {
+        migrate_keys(from, to, keys).await?;
+    }
+    Ok(())
+}
+
+/// `MIGRATE` of `keys` from `from` to `to` (DUMP payloads: any key type, consumer groups too).
+async fn migrate_keys(from: &str, to: &str, keys: &[Vec<u8>]) -> Result<(), String> {
+    let (to_host, to_port) = to
+        .rsplit_once(':')
+        .ok_or_else(|| format!("bad address {to}"))?;
+    let mut migrate = redis::cmd("MIGRATE");
+    migrate
+        .arg(to_host)
+        .arg(to_port)
+        .arg("")
+        .arg(0)
+        .arg(MIGRATE_TIMEOUT_MS)
+        .arg("KEYS");
+    for key in keys {
+        migrate.arg(key.as_slice());
+    }
+    let reply: redis::Value = query(from, None, &migrate).await?;
+    match reply {
+        redis::Value::Okay => Ok(()),
+        redis::Value::SimpleString(s) if s == "OK" => Ok(()),
+        other => Err(format!(
+            "MIGRATE of {} key(s) answered {other:?}",
+            keys.len()
+        )),
     }
 }
 

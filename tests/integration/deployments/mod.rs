@@ -4,6 +4,7 @@
 //! The projector runs in-process on the deployment's URL; writes go through the Rust client
 //! or the real CLI binary.
 
+mod half_migrated;
 mod redis_cluster;
 mod secrets;
 mod sentinel;

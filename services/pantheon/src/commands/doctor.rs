@@ -1,6 +1,7 @@
 //! `pantheon doctor`: checks what an operator would look at first and exits 1 when any check
-//! fails: a projector leads and keeps up, a prober watches the nodes, and the log's clock
-//! follows Redis's (docs/adr/0009-a-clock-that-cannot-be-poisoned.md).
+//! fails: a projector leads and keeps up, a prober watches the nodes, the log's clock
+//! follows Redis's (docs/adr/0009-a-clock-that-cannot-be-poisoned.md), and no half-finished
+//! slot migration holds the cluster's writes back.
 
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
     let (cluster, status) = Cluster::projector_health(settings).await?;
     let p = &status.projector;
     let bound = settings.projector.clock_skew_bound_ms;
+    let slot = cluster.con.slot();
+    // A user that may not ask CLUSTER NODES cannot see a migration: say so, without failing.
+    let migration = cluster.con.migration().await;
     let checks = [
         Check {
             name: "projector",
@@ -63,6 +67,19 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
                 )
             }),
             detail: format!("newest id {} ms ahead of Redis's clock", p.log_ahead_ms),
+        },
+        Check {
+            name: "slot",
+            problem: migration.as_ref().ok().and_then(Option::as_ref).map(|m| {
+                format!(
+                    "{m}: transactions and scripts wait, so nothing is applied, until the \
+                     migration completes or is rolled back (CLUSTER SETSLOT {slot} NODE ...)"
+                )
+            }),
+            detail: match &migration {
+                Ok(_) => format!("slot {slot} is not migrating"),
+                Err(e) => format!("slot {slot}: could not ask for migrations ({e})"),
+            },
         },
     ];
     let failed = checks.iter().filter(|c| c.problem.is_some()).count();
