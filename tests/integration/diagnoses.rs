@@ -65,7 +65,10 @@ async fn during_clusterdown_a_command_prints_one_line_and_logs_only_when_asked()
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.lines().count() > 1, "{run:?}");
     assert!(run.stderr.contains("lost the master"), "{run:?}");
-    assert!(!run.stderr.contains('\x1b'), "colour codes in a pipe: {run:?}");
+    assert!(
+        !run.stderr.contains('\x1b'),
+        "colour codes in a pipe: {run:?}"
+    );
     assert!(
         run.stderr
             .lines()
@@ -92,10 +95,13 @@ async fn pantheon_up_is_suggested_only_for_a_local_redis_url() {
         ),
         (format!("redis+cluster://127.0.0.1:{port}"), "Cluster nodes"),
         // TEST-NET-1 (RFC 5737): routed nowhere, so the connection times out.
-        ("redis://192.0.2.1:6379".to_owned(), "this machine can reach"),
+        (
+            "redis://192.0.2.1:6379".to_owned(),
+            "this machine can reach",
+        ),
     ];
     for (url, next) in &not_local {
-        let run = pantheon_plain(dir.path(), &short, &["nodes", "--redis-url", url]).await;
+        let run = pantheon_plain(dir.path(), &short, &["nodes", "--redis-url", url.as_str()]).await;
         assert_eq!(run.code, 1, "{run:?}");
         assert_one_line(&run);
         assert!(run.stderr.contains("cannot reach Redis"), "{run:?}");

@@ -163,6 +163,9 @@ impl Cluster {
             // A user that may not read the schema version (one allowed only XADD) skips the
             // check: the projector still rejects entries of a schema version it does not know.
             Err(MigrateError::Store(StoreError::Redis(e))) if e.code() == Some("NOPERM") => {}
+            Err(MigrateError::Store(StoreError::Redis(e))) if classify(&e) == "cluster down" => {
+                return Err(cluster_down(&e).into());
+            }
             Err(e) => return Err(CliError::failed(e.to_string()).into()),
         }
         Ok(cluster)
@@ -188,9 +191,23 @@ impl Cluster {
     }
 }
 
+/// The one line for a `CLUSTERDOWN` reply: Redis Cluster answers, but refuses key commands
+/// until every slot is served again (a master without a replica died, or slots were removed).
+pub fn cluster_down(e: &redis::RedisError) -> CliError {
+    CliError::failed(format!(
+        "the Redis Cluster is down (CLUSTERDOWN): it refuses key commands until every slot is \
+         served again (a failed master without a replica to promote?): {e}"
+    ))
+}
+
 /// A client error with the right exit code: bad input is a usage error, a rejection and a
 /// wait timeout have their own codes.
 pub fn client_error(e: ClientError) -> anyhow::Error {
+    if let ClientError::Redis(r) = &e
+        && classify(r) == "cluster down"
+    {
+        return cluster_down(r).into();
+    }
     let code = match &e {
         ClientError::Invalid(_) | ClientError::Config(_) => error::USAGE,
         ClientError::Rejected { .. } => error::REJECTED,

@@ -344,11 +344,9 @@ impl Redis {
                         debug!(%reason, retry_in = ?delay, "redis: master still unavailable")
                     }
                     Some((since, logged)) => {
-                        // Only a reason someone must act on is news while down.
-                        if matches!(
-                            class,
-                            "tls" | "permission" | crate::sentinel_auth::CLASS
-                        ) {
+                        // Only a reason someone must act on is news while down (refused
+                        // credentials: once per process, by `crate::credentials`).
+                        if matches!(class, "tls" | "permission" | crate::sentinel_auth::CLASS) {
                             warn!(%reason, down_for = ?since.elapsed(), "redis: master still unavailable; retrying");
                         } else {
                             debug!(%reason, previously = logged, "redis: master still unavailable");

@@ -47,7 +47,10 @@ impl OneNodeCluster {
         let assigned: Result<(), String> = query(
             &addr,
             None,
-            redis::cmd("CLUSTER").arg("ADDSLOTSRANGE").arg("0").arg(&last),
+            redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg("0")
+                .arg(&last),
         )
         .await;
         if let Err(e) = assigned {

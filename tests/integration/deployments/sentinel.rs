@@ -436,12 +436,15 @@ async fn a_missing_or_wrong_sentinel_password_is_blamed_on_the_sentinel() {
     let dir = tempfile::tempdir().expect("temp dir");
     for (url, says) in [
         (&missing, "requires a password of its own"),
-        (&wrong_url, "refused the password given with ?sentinel_password="),
+        (
+            &wrong_url,
+            "refused the password given with ?sentinel_password=",
+        ),
     ] {
         let run = pantheon_plain(
             dir.path(),
             &[],
-            &["nodes", "--redis-url", url, "--cluster", "s"],
+            &["nodes", "--redis-url", url.as_str(), "--cluster", "s"],
         )
         .await;
         assert_eq!(run.code, 1, "{run:?}");
@@ -456,6 +459,9 @@ async fn a_missing_or_wrong_sentinel_password_is_blamed_on_the_sentinel() {
         .await
         .expect_err("a wrong sentinel password")
         .to_string();
-    assert!(e.contains(&format!("sentinel {addr} refused the password")), "{e}");
+    assert!(
+        e.contains(&format!("sentinel {addr} refused the password")),
+        "{e}"
+    );
     assert!(!e.contains(wrong), "{e}");
 }

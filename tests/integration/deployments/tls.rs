@@ -1,5 +1,7 @@
 //! `rediss://` with certificates generated at test time: a CA file, with and without client
-//! certificates; and the three usual failures, each named for what it is.
+//! certificates; the usual failures, each named for the side that refused (this client not
+//! trusting the server, or the server refusing our certificate); and a key that does not
+//! match its certificate, refused as configuration before any connection.
 
 use std::time::Duration;
 
@@ -138,7 +140,10 @@ async fn a_client_certificate_the_server_does_not_trust_is_the_servers_refusal()
         key_file: Some(tls.other_client_key_file().to_path_buf()),
     };
     let e = connect_error(&tls.url(), &foreign).await;
-    assert!(e.contains("server refused this client's certificate"), "{e}");
+    assert!(
+        e.contains("server refused this client's certificate"),
+        "{e}"
+    );
     assert!(!e.contains("this client does not trust"), "{e}");
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -154,7 +159,8 @@ async fn a_client_certificate_the_server_does_not_trust_is_the_servers_refusal()
     assert_eq!(run.code, 1, "{run:?}");
     assert_one_line(&run);
     assert!(
-        run.stderr.contains("server refused this client's certificate"),
+        run.stderr
+            .contains("server refused this client's certificate"),
         "{run:?}"
     );
 }
