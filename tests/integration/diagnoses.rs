@@ -10,10 +10,13 @@ use pantheon_test_support::cluster_down::OneNodeCluster;
 
 use crate::cli::{Run, command};
 
-/// The CLI as a person runs it: `RUST_LOG` unset (the helper in `cli` sets it).
+/// The CLI as a person runs it: `RUST_LOG` unset unless `env` sets it (the helper in `cli`
+/// sets it).
 pub(crate) async fn pantheon_plain(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
-    let mut cmd = command(dir, env, args);
-    cmd.env_remove("RUST_LOG").env_remove("NO_COLOR");
+    let mut cmd = command(dir, &[], args);
+    cmd.env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .envs(env.iter().copied());
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await
         .unwrap_or_else(|_| panic!("pantheon {args:?} did not finish within 60 s"))
