@@ -31,6 +31,10 @@ pub struct Cli {
     /// Configuration file (default ./pantheon.toml if present; also PANTHEON_CONFIG).
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Log what Pantheon does on stderr (its debug lines). Without it (or RUST_LOG), commands
+    /// other than `up` and `demo` print their output and at most one error line.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }

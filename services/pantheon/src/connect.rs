@@ -9,6 +9,7 @@ use pantheon_client::{ClientError, Pantheon};
 use pantheon_store::Layout;
 use pantheon_store::handle::classify;
 use pantheon_store::migrate::MigrateError;
+use pantheon_store::url::Topology;
 use pantheon_store::{Redis, StoreError};
 
 use crate::config::{Settings, mask_url};
@@ -64,20 +65,38 @@ fn is_unreachable(class: &str) -> bool {
     matches!(class, "refused" | "timeout" | "connection lost")
 }
 
-/// The one-line error for a Redis that does not answer.
+/// The one-line error for a Redis that does not answer, with the next step that fits the
+/// URL: `pantheon up` can start a redis-server only for a plain `redis://` URL on this
+/// machine, so only then is it suggested.
 pub fn unreachable(url: &str, why: &str) -> anyhow::Error {
-    CliError::failed(format!(
-        "cannot reach Redis at {} ({why}); start one (`pantheon up` starts a local \
-         redis-server if one is installed; or `docker compose up -d redis`, then \
-         --redis-url redis://127.0.0.1:6380), or point --redis-url / PANTHEON_REDIS_URL at \
-         yours",
-        mask_url(url)
-    ))
-    .into()
+    let masked = mask_url(url);
+    let next = match pantheon_store::RedisUrl::parse(url).map(|u| u.topology) {
+        Ok(Topology::Sentinel { .. }) => {
+            "check that the Sentinels named in the URL run and that this machine can reach \
+             them"
+        }
+        Ok(Topology::Cluster { .. }) => {
+            "check that the Redis Cluster nodes named in the URL run and that this machine can \
+             reach them"
+        }
+        _ if crate::local_redis::local_port(url).is_some() => {
+            "start one (`pantheon up` starts a local redis-server if one is installed; or \
+             `docker compose up -d redis`, then --redis-url redis://127.0.0.1:6380), or point \
+             --redis-url / PANTHEON_REDIS_URL at yours"
+        }
+        _ => {
+            "check that the server runs and that this machine can reach it (host, port, \
+             firewall), or point --redis-url / PANTHEON_REDIS_URL at another"
+        }
+    };
+    CliError::failed(format!("cannot reach Redis at {masked} ({why}); {next}")).into()
 }
 
-/// Checks that Redis answers, with the error every command gives when it does not.
+/// Checks that Redis answers, with the error every command gives when it does not. A
+/// configuration that cannot work (a TLS key that is not the certificate's, a bad URL) is a
+/// usage error found before any connection.
 pub async fn reachable(settings: &Settings) -> anyhow::Result<()> {
+    settings.deployment()?;
     match ping(settings, settings.connect_timeout()).await {
         Ok(()) => Ok(()),
         Err(PingError::Unreachable(why)) => Err(unreachable(&settings.redis_url, &why)),
@@ -144,6 +163,9 @@ impl Cluster {
             // A user that may not read the schema version (one allowed only XADD) skips the
             // check: the projector still rejects entries of a schema version it does not know.
             Err(MigrateError::Store(StoreError::Redis(e))) if e.code() == Some("NOPERM") => {}
+            Err(MigrateError::Store(StoreError::Redis(e))) if classify(&e) == "cluster down" => {
+                return Err(cluster_down(&e).into());
+            }
             Err(e) => return Err(CliError::failed(e.to_string()).into()),
         }
         Ok(cluster)
@@ -169,9 +191,23 @@ impl Cluster {
     }
 }
 
+/// The one line for a `CLUSTERDOWN` reply: Redis Cluster answers, but refuses key commands
+/// until every slot is served again (a master without a replica died, or slots were removed).
+pub fn cluster_down(e: &redis::RedisError) -> CliError {
+    CliError::failed(format!(
+        "the Redis Cluster is down (CLUSTERDOWN): it refuses key commands until every slot is \
+         served again (a failed master without a replica to promote?): {e}"
+    ))
+}
+
 /// A client error with the right exit code: bad input is a usage error, a rejection and a
 /// wait timeout have their own codes.
 pub fn client_error(e: ClientError) -> anyhow::Error {
+    if let ClientError::Redis(r) = &e
+        && classify(r) == "cluster down"
+    {
+        return cluster_down(r).into();
+    }
     let code = match &e {
         ClientError::Invalid(_) | ClientError::Config(_) => error::USAGE,
         ClientError::Rejected { .. } => error::REJECTED,

@@ -75,10 +75,7 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let level = match cli.command {
-        Command::Up(_) => "info",
-        _ => "warn",
-    };
+    let level = log_level(&cli);
     let (http_listen, log_format) = match &cli.command {
         Command::Up(up) => (up.listen.clone(), up.log_format.clone()),
         _ => (None, None),
@@ -100,6 +97,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     pantheon_service::init_logging_as(level, format);
     let loaded: Loaded = loaded?;
     commands::dispatch(cli.command, &loaded).await
+}
+
+/// The default log filter (`RUST_LOG` replaces it). A one-shot command logs nothing: its
+/// error is the one line `main` prints, and a log line before it (a `WARN` from the Redis
+/// layer noticing `CLUSTERDOWN`, say) would be a second, differently worded account of the
+/// same failure. The services narrate what they do; `--verbose` adds Pantheon's debug lines.
+fn log_level(cli: &Cli) -> &'static str {
+    match (&cli.command, cli.verbose) {
+        (_, true) => "info,pantheon=debug",
+        (Command::Up(_), false) => "info",
+        (Command::Demo(_), false) => "warn",
+        (_, false) => "off",
+    }
 }
 
 /// Shorthand for a usage error inside `anyhow` code.

@@ -52,9 +52,16 @@ pub async fn ensure(settings: &Settings, allow_start: bool) -> anyhow::Result<Op
         }
         Err(PingError::Unreachable(why)) => why,
     };
+    // How to get a local Redis helps only when the URL points at one; for Sentinel, Cluster
+    // or another machine it would send people the wrong way.
+    let how_to = if local_port(url).is_some() {
+        HOW_TO
+    } else {
+        "check that the Redis the URL names runs and that this machine can reach it"
+    };
     let cannot = |reason: &str| -> anyhow::Error {
         CliError::failed(format!(
-            "no Redis answers at {} ({why}) and {reason}; {HOW_TO}",
+            "no Redis answers at {} ({why}) and {reason}; {how_to}",
             mask_url(url)
         ))
         .into()
@@ -146,7 +153,7 @@ impl LocalRedis {
 }
 
 /// The port of a `redis://` URL on this machine without a password; `None` otherwise.
-fn local_port(url: &str) -> Option<u16> {
+pub(crate) fn local_port(url: &str) -> Option<u16> {
     let rest = url.strip_prefix("redis://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
     let host_port = match authority.rsplit_once('@') {

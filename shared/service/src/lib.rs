@@ -54,17 +54,31 @@ pub fn init_logging(default: &str) {
     init_logging_as(default, LogFormat::Text);
 }
 
-/// Logs to stderr in `format` (JSON: one object per line, for log shippers).
+/// Logs to stderr in `format` (JSON: one object per line, for log shippers). Text is
+/// coloured only when stderr is a terminal and `NO_COLOR` is not set.
 pub fn init_logging_as(default: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Whether log lines carry ANSI colour codes: only for a person at a terminal. In a file or a
+/// pipe (a log shipper, `grep`) the codes are noise. `NO_COLOR` set to anything but the empty
+/// string turns colour off (https://no-color.org).
+fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Starts the HTTP endpoint if `[http] listen` is set; `projector` says whether this process
@@ -289,4 +303,18 @@ fn one_line(e: &(impl std::fmt::Display + ?Sized)) -> String {
 /// Waits for `task` to end, at most `grace`; returns false if it had to be abandoned.
 pub async fn drain<F: std::future::Future>(task: F, grace: Duration) -> bool {
     tokio::time::timeout(grace, task).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
+    }
 }

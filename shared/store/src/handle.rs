@@ -333,6 +333,7 @@ impl Redis {
                         "redis: connected to the master"
                     ),
                 }
+                crate::credentials::accepted(&self.inner.deployment.url);
                 link.ever_up = true;
                 link.failures = 0;
                 link.retry_at = None;
@@ -340,6 +341,10 @@ impl Redis {
                 Ok(current)
             }
             Err((class, reason)) => {
+                if class == "authentication" {
+                    // Logged once per process, not per handle (see `crate::credentials`).
+                    crate::credentials::refused(&self.inner.deployment.url, &reason);
+                }
                 let delay = backoff_capped(link.failures, backoff_cap(class));
                 link.failures = link.failures.saturating_add(1);
                 link.retry_at = Some(Instant::now() + delay);
@@ -348,8 +353,9 @@ impl Redis {
                         debug!(%reason, retry_in = ?delay, "redis: master still unavailable")
                     }
                     Some((since, logged)) => {
-                        // Only a reason someone must act on is news while down.
-                        if matches!(class, "authentication" | "tls" | "permission") {
+                        // Only a reason someone must act on is news while down (refused
+                        // credentials: once per process, by `crate::credentials`).
+                        if matches!(class, "tls" | "permission" | crate::sentinel_auth::CLASS) {
                             warn!(%reason, down_for = ?since.elapsed(), "redis: master still unavailable; retrying");
                         } else {
                             debug!(%reason, previously = logged, "redis: master still unavailable");
@@ -375,10 +381,7 @@ impl Redis {
     async fn establish(&self, link: &mut Link) -> Result<Current, (&'static str, String)> {
         let master = resolve::master(&self.inner.deployment, self.inner.slot, &mut link.known)
             .await
-            .map_err(|e| {
-                let class = e.source.as_ref().map(classify).unwrap_or("not a master");
-                (class, e.reason)
-            })?;
+            .map_err(|e| (e.class(), e.reason))?;
         let (shared, con) = match shared_for(&self.inner.deployment, &master.addr) {
             Some(found) => found,
             None => {
@@ -481,6 +484,9 @@ impl Redis {
                 owner: self.clone(),
             }),
             Err(e) => {
+                if classify(&e) == "authentication" {
+                    crate::credentials::refused(&self.inner.deployment.url, &e.to_string());
+                }
                 self.lost(current.generation, &e);
                 Err(e.into())
             }

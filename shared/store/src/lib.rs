@@ -4,11 +4,13 @@
 //! * [`acl`] — the least-privilege Redis ACL rules of each role (`pantheon acl`);
 //! * [`layout`] — every key of a cluster, all under one hash tag `{cluster}`;
 //! * [`stream`] — reading stream replies as raw bytes (field names may repeat);
-//! * [`url`], [`deployment`], [`tls`] — which Redis (one server, Sentinel, Cluster; TLS),
-//!   parsed once, printed without passwords;
-//! * [`resolve`] — the master serving a cluster's hash slot;
+//! * [`url`], [`deployment`], [`tls`], [`tls_pair`] — which Redis (one server, Sentinel,
+//!   Cluster; TLS), parsed once, printed without passwords;
+//! * [`resolve`] — the master serving a cluster's hash slot ([`sentinel_auth`]: a Sentinel
+//!   refusing its own credentials, said as such);
 //! * [`handle`] — [`Redis`], the connection that follows that master through failovers;
 //! * [`connect`] — the timeouts of each kind of connection;
+//! * [`credentials`] — whether Redis refuses this process's credentials right now;
 //! * [`commit`] — the fenced, atomic commit of a batch (one Lua script);
 //! * [`readmodel`] — the read models' encoding, and loading a `State` back from them;
 //! * [`lease`] — the leader lease that fences commits;
@@ -28,6 +30,7 @@ pub mod acl;
 pub mod attest;
 pub mod commit;
 pub mod connect;
+pub mod credentials;
 pub mod deployment;
 pub mod discover;
 pub mod events;
@@ -46,10 +49,12 @@ pub mod probers;
 pub mod readmodel;
 pub mod rejected;
 pub mod resolve;
+pub mod sentinel_auth;
 pub mod server;
 pub mod snapshot;
 pub mod stream;
 pub mod tls;
+pub mod tls_pair;
 pub mod url;
 
 pub use commit::{Batch, CommitError, Watched};

@@ -49,6 +49,8 @@ pub struct ResolveError {
     pub reason: String,
     /// The underlying Redis error, when there was one (to classify it).
     pub source: Option<redis::RedisError>,
+    /// The class of the failure when the source's own would mislead (see [`Self::class`]).
+    pub class: Option<&'static str>,
 }
 
 impl ResolveError {
@@ -56,7 +58,17 @@ impl ResolveError {
         Self {
             reason,
             source: None,
+            class: None,
         }
+    }
+
+    /// What kind of failure this is (see [`crate::handle::classify`]); "sentinel
+    /// authentication" when a Sentinel refused the credentials for itself, which are not
+    /// the data nodes' user and password.
+    pub fn class(&self) -> &'static str {
+        self.class
+            .or_else(|| self.source.as_ref().map(crate::handle::classify))
+            .unwrap_or("not a master")
     }
     fn redis(context: String, e: redis::RedisError) -> Self {
         let reason = match crate::tls::explain(&format!("{e} {e:?}")) {
@@ -66,6 +78,7 @@ impl ResolveError {
         Self {
             reason,
             source: Some(e),
+            class: None,
         }
     }
 }
@@ -156,7 +169,9 @@ fn combine(mut errors: Vec<ResolveError>) -> ResolveError {
         return errors.remove(0);
     }
     let source = errors.iter().find_map(|e| e.source.clone());
+    let class = errors.iter().find_map(|e| e.class);
     ResolveError {
+        class,
         reason: errors
             .into_iter()
             .map(|e| e.reason)
@@ -234,13 +249,21 @@ async fn ask_sentinel(
     master: &str,
 ) -> Result<HostPort, ResolveError> {
     let client = sentinel_client(deployment, sentinel)?;
-    let mut con = ask(&client, sentinel).await?;
+    let mut con = ask(&client, sentinel)
+        .await
+        .map_err(|e| crate::sentinel_auth::refused(deployment, sentinel, e))?;
     let reply: Option<(String, u16)> = redis::cmd("SENTINEL")
         .arg("GET-MASTER-ADDR-BY-NAME")
         .arg(master)
         .query_async(&mut con)
         .await
-        .map_err(|e| ResolveError::redis(format!("sentinel {sentinel}"), e))?;
+        .map_err(|e| {
+            crate::sentinel_auth::refused(
+                deployment,
+                sentinel,
+                ResolveError::redis(format!("sentinel {sentinel}"), e),
+            )
+        })?;
     let (host, port) = reply.ok_or_else(|| {
         ResolveError::new(format!(
             "sentinel {sentinel} does not monitor a master named {master:?}"

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use redis::{ClientTlsConfig, TlsCertificates};
 use serde::{Deserialize, Serialize};
 
+use crate::tls_pair::PairError;
+
 /// `[tls]` settings: PEM files.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +32,8 @@ impl TlsFiles {
         self.ca_file.is_none() && self.cert_file.is_none() && self.key_file.is_none()
     }
 
-    /// Reads the files, with an error naming the setting and the file.
+    /// Reads the files, with an error naming the setting and the file; a client key that is
+    /// not the certificate's is refused here, before any connection.
     pub fn load(&self) -> Result<Option<TlsCertificates>, String> {
         if self.is_empty() {
             return Ok(None);
@@ -55,10 +58,25 @@ impl TlsFiles {
             .map(|p| read("ca_file", p))
             .transpose()?;
         let client_tls = match (&self.cert_file, &self.key_file) {
-            (Some(cert), Some(key)) => Some(ClientTlsConfig {
-                client_cert: read("cert_file", cert)?,
-                client_key: read("key_file", key)?,
-            }),
+            (Some(cert), Some(key)) => {
+                let client_cert = read("cert_file", cert)?;
+                let client_key = read("key_file", key)?;
+                crate::tls_pair::check(&client_cert, &client_key).map_err(|e| match e {
+                    PairError::Mismatch => format!(
+                        "tls.key_file {} does not match tls.cert_file {}",
+                        key.display(),
+                        cert.display()
+                    ),
+                    PairError::NoCertificate => format!("tls.cert_file {}: {e}", cert.display()),
+                    PairError::NoKey | PairError::BadKey(_) => {
+                        format!("tls.key_file {}: {e}", key.display())
+                    }
+                })?;
+                Some(ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                })
+            }
             (None, None) => None,
             (Some(_), None) => return Err("tls.cert_file is set but tls.key_file is not".into()),
             (None, Some(_)) => return Err("tls.key_file is set but tls.cert_file is not".into()),
@@ -72,8 +90,17 @@ impl TlsFiles {
 
 /// The cause of a TLS failure in plain words, when `error` (as text) is one; `None` for
 /// anything else.
+///
+/// Which side refused matters: rustls says `invalid peer certificate: ...` when this client
+/// does not accept the server's certificate, and `received fatal alert: ...` when the server
+/// sent an alert, i.e. the server refused something of ours (with a client certificate: that
+/// certificate). The alert is checked first: `UnknownCA` in an alert is the server not
+/// trusting our certificate, not us distrusting its.
 pub fn explain(error: &str) -> Option<&'static str> {
     let e = error.to_ascii_lowercase();
+    if let Some(alert) = received_alert(&e) {
+        return explain_alert(alert);
+    }
     if e.contains("unknownissuer") || e.contains("unknown issuer") || e.contains("unknownca") {
         Some(
             "the server's certificate is signed by a CA this client does not trust: set tls.ca_file (PANTHEON_TLS__CA_FILE) to the CA that signed it",
@@ -81,18 +108,6 @@ pub fn explain(error: &str) -> Option<&'static str> {
     } else if e.contains("notvalidforname") || e.contains("not valid for name") {
         Some(
             "the server's certificate does not name the host in the URL (hostname mismatch): use the name the certificate was issued for",
-        )
-    } else if e.contains("certificaterequired")
-        || e.contains("certificate required")
-        || e.contains("handshakefailure") && e.contains("alert")
-    {
-        Some(
-            "the server requires a client certificate: set tls.cert_file and tls.key_file (PANTHEON_TLS__CERT_FILE, PANTHEON_TLS__KEY_FILE)",
-        )
-    } else if e.contains("badcertificate") || e.contains("unknown_ca") || e.contains("decrypterror")
-    {
-        Some(
-            "the server rejected the client certificate: it is not signed by a CA the server trusts",
         )
     } else if e.contains("invalidcontenttype")
         || e.contains("corrupt message")
@@ -105,6 +120,40 @@ pub fn explain(error: &str) -> Option<&'static str> {
         Some("the server's certificate has expired")
     } else {
         None
+    }
+}
+
+/// The alert's name (lower case, rustls's `Debug` spelling) in `received fatal alert: X`.
+fn received_alert(lowercase: &str) -> Option<&str> {
+    let at = lowercase.find("received fatal alert: ")? + "received fatal alert: ".len();
+    lowercase[at..]
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .filter(|name| !name.is_empty())
+}
+
+/// What an alert from the server says about us.
+fn explain_alert(alert: &str) -> Option<&'static str> {
+    match alert {
+        // TLS 1.3 servers (Redis with `tls-auth-clients yes`) send `certificate_required`;
+        // older ones a bare `handshake_failure`.
+        "certificaterequired" | "handshakefailure" => Some(
+            "the server requires a client certificate: set tls.cert_file and tls.key_file (PANTHEON_TLS__CERT_FILE, PANTHEON_TLS__KEY_FILE)",
+        ),
+        "unknownca"
+        | "badcertificate"
+        | "certificateunknown"
+        | "unsupportedcertificate"
+        | "accessdenied" => Some(
+            "the server refused this client's certificate (tls.cert_file): it is not signed by a CA the server trusts (its tls-ca-cert-file)",
+        ),
+        "certificateexpired" | "certificaterevoked" => Some(
+            "the server refused this client's certificate (tls.cert_file): it has expired or was revoked",
+        ),
+        "decrypterror" => Some(
+            "the server refused this client's certificate (tls.cert_file): the signature made with tls.key_file does not verify",
+        ),
+        _ => None,
     }
 }
 
@@ -144,6 +193,14 @@ mod tests {
         assert!(
             explain("received fatal alert: CertificateRequired")
                 .is_some_and(|s| s.contains("cert_file"))
+        );
+        assert!(
+            explain("received fatal alert: UnknownCA")
+                .is_some_and(|s| s.contains("server refused this client's certificate"))
+        );
+        assert!(
+            explain("received fatal alert: BadCertificate")
+                .is_some_and(|s| s.contains("server refused this client's certificate"))
         );
         assert_eq!(explain("Connection refused (os error 111)"), None);
     }

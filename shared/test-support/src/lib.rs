@@ -29,6 +29,7 @@
 
 pub mod auth;
 pub mod baseline;
+pub mod cluster_down;
 pub mod process;
 pub mod prometheus;
 pub mod redis_cluster;

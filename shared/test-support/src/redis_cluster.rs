@@ -584,7 +584,7 @@ async fn migrate_keys(from: &str, to: &str, keys: &[Vec<u8>]) -> Result<(), Stri
 
 /// A free port for a cluster node: in 20000..45000 so that the bus port (port + 10000) is
 /// a valid port too, and with the bus port free as well.
-fn cluster_port() -> std::io::Result<u16> {
+pub(crate) fn cluster_port() -> std::io::Result<u16> {
     let random = RandomState::new();
     for attempt in 0u32..200 {
         let port = 20000 + (random.hash_one((attempt, Instant::now())) % 25000) as u16;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{projector, wait_applied};
 use crate::cli::pantheon;
+use crate::diagnoses::{assert_one_line, pantheon_plain};
 use crate::nodes::TestNode;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -416,4 +417,51 @@ async fn the_cli_follow_carries_on_after_a_failover() {
         "printed once, not again after the failover: {seen:?}"
     );
     follow.kill().await.ok();
+}
+
+/// A Sentinel with a password of its own, asked without it or with a wrong one: the one line
+/// says that the sentinel (by address) refused, and which URL parameter to fix; not that the
+/// data nodes' user was refused, and never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_wrong_sentinel_password_is_blamed_on_the_sentinel() {
+    let wrong = "Wr0ng-Sentinel-PW";
+    let sentinel = TestSentinel::start_with(pantheon_test_support::sentinel::Options {
+        sentinel_password: Some("Sentinel's own PW".into()),
+        ..Default::default()
+    })
+    .await;
+    let addr = sentinel.sentinel_addr();
+    let missing = sentinel.url_without_sentinel_password();
+    let wrong_url = format!("{missing}?sentinel_password={wrong}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (url, says) in [
+        (&missing, "requires a password of its own"),
+        (
+            &wrong_url,
+            "refused the password given with ?sentinel_password=",
+        ),
+    ] {
+        let run = pantheon_plain(
+            dir.path(),
+            &[],
+            &["nodes", "--redis-url", url.as_str(), "--cluster", "s"],
+        )
+        .await;
+        assert_eq!(run.code, 1, "{run:?}");
+        assert_one_line(&run);
+        assert!(run.stderr.contains(&format!("sentinel {addr}")), "{run:?}");
+        assert!(run.stderr.contains(says), "{run:?}");
+        assert!(!run.stderr.contains("user \"default\""), "{run:?}");
+        assert!(!run.stderr.contains(wrong) && !run.stderr.contains("own PW"));
+    }
+    // The client library says the same.
+    let e = Pantheon::connect(&wrong_url, "s")
+        .await
+        .expect_err("a wrong sentinel password")
+        .to_string();
+    assert!(
+        e.contains(&format!("sentinel {addr} refused the password")),
+        "{e}"
+    );
+    assert!(!e.contains(wrong), "{e}");
 }

@@ -1,5 +1,7 @@
 //! `rediss://` with certificates generated at test time: a CA file, with and without client
-//! certificates; and the three usual failures, each named for what it is.
+//! certificates; the usual failures, each named for the side that refused (this client not
+//! trusting the server, or the server refusing our certificate); and a key that does not
+//! match its certificate, refused as configuration before any connection.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use pantheon_test_support::tls::{TestTls, TlsOptions};
 
 use super::{spawn, wait_applied};
 use crate::cli::pantheon;
+use crate::diagnoses::{assert_one_line, pantheon_plain};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -119,4 +122,97 @@ async fn tls_failures_say_unknown_ca_hostname_mismatch_or_client_certificate_req
     .expect_err("tls files with redis://")
     .to_string();
     assert!(e.contains("use rediss://"), "{e}");
+}
+
+/// A client certificate signed by a CA the server does not trust: the server refuses it (an
+/// alert in the handshake), and the error says so instead of blaming this client's trust in
+/// the server's certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_the_server_does_not_trust_is_the_servers_refusal() {
+    let tls = TestTls::start_with(TlsOptions {
+        require_client_cert: true,
+        ..TlsOptions::default()
+    })
+    .await;
+    let foreign = TlsFiles {
+        ca_file: Some(tls.ca_file().to_path_buf()),
+        cert_file: Some(tls.other_client_cert_file().to_path_buf()),
+        key_file: Some(tls.other_client_key_file().to_path_buf()),
+    };
+    let e = connect_error(&tls.url(), &foreign).await;
+    assert!(
+        e.contains("server refused this client's certificate"),
+        "{e}"
+    );
+    assert!(!e.contains("this client does not trust"), "{e}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = tls.ca_file().display().to_string();
+    let cert = tls.other_client_cert_file().display().to_string();
+    let key = tls.other_client_key_file().display().to_string();
+    let env = [
+        ("PANTHEON_TLS__CA_FILE", ca.as_str()),
+        ("PANTHEON_TLS__CERT_FILE", cert.as_str()),
+        ("PANTHEON_TLS__KEY_FILE", key.as_str()),
+    ];
+    let run = pantheon_plain(dir.path(), &env, &["nodes", "--redis-url", &tls.url()]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_one_line(&run);
+    assert!(
+        run.stderr
+            .contains("server refused this client's certificate"),
+        "{run:?}"
+    );
+}
+
+/// A key file that is not the certificate's is a local configuration error: exit 64 naming
+/// both files, found before any connection (the same answer whether or not a server listens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_does_not_match_the_certificate_is_a_configuration_error() {
+    let tls = TestTls::start_with(TlsOptions {
+        require_client_cert: true,
+        ..TlsOptions::default()
+    })
+    .await;
+    let ca = tls.ca_file().display().to_string();
+    let cert = tls.client_cert_file().display().to_string();
+    let key = tls.other_client_key_file().display().to_string();
+    let sentence = format!("tls.key_file {key} does not match tls.cert_file {cert}");
+    let mismatched = TlsFiles {
+        ca_file: Some(tls.ca_file().to_path_buf()),
+        cert_file: Some(tls.client_cert_file().to_path_buf()),
+        key_file: Some(tls.other_client_key_file().to_path_buf()),
+    };
+    let e = Deployment::new(&tls.url(), &mismatched)
+        .expect_err("a key of another certificate")
+        .to_string();
+    assert!(e.contains(&sentence), "{e}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = [
+        ("PANTHEON_TLS__CA_FILE", ca.as_str()),
+        ("PANTHEON_TLS__CERT_FILE", cert.as_str()),
+        ("PANTHEON_TLS__KEY_FILE", key.as_str()),
+        ("PANTHEON_LOCAL_REDIS__START", "false"),
+    ];
+    let nowhere = format!(
+        "rediss://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    );
+    for args in [
+        vec!["nodes", "--redis-url", &tls.url()],
+        vec!["nodes", "--redis-url", &nowhere],
+        vec!["up", "--redis-url", &tls.url()],
+    ] {
+        let run = pantheon_plain(dir.path(), &env, &args).await;
+        assert_eq!(run.code, 64, "{args:?}: {run:?}");
+        assert!(run.stderr.contains(&sentence), "{args:?}: {run:?}");
+        assert!(!run.stderr.contains("cannot reach"), "{args:?}: {run:?}");
+        if args[0] == "nodes" {
+            assert_one_line(&run);
+        }
+    }
 }

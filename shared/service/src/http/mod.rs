@@ -115,8 +115,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// 200 when Redis answers and the projector (if this process runs one) leads or stands by;
-/// else 503 with the reason.
+/// 200 when Redis answers, takes this process's credentials, and the projector (if this
+/// process runs one) leads or stands by; else 503 with the reason.
 async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     match ready(&shared).await {
         Ok(what) => (StatusCode::OK, format!("ready: {what}\n")),
@@ -128,6 +128,11 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
 }
 
 async fn ready(shared: &Shared) -> Result<String, String> {
+    // The services' own connections know first when the user was deleted or its password
+    // changed (a connection of ours that stays authenticated would still answer PING).
+    if let Some(why) = pantheon_store::credentials::refusal(&shared.config.deployment.url) {
+        return Err(why);
+    }
     let client = shared
         .client()
         .await
