@@ -8,6 +8,7 @@ mod clock;
 mod cluster;
 mod consumers;
 mod deployments;
+mod empty_redis;
 mod fleet;
 mod migrations;
 mod nodes;

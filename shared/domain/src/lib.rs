@@ -21,6 +21,7 @@ pub mod keys;
 pub mod limits;
 pub mod placement;
 pub mod policy;
+pub mod restore;
 pub mod state;
 mod wire;
 

@@ -20,12 +20,15 @@
 //! * [`probers`] — the prober replica registry;
 //! * [`migrate`] — versioned changes of the stored formats;
 //! * [`keys`] — finding and deleting keys by pattern, whole namespaces;
+//! * [`reseed`] — putting a leader's state back into a Redis that came back empty;
+//! * [`destroy`] — deleting a cluster on purpose (`pantheon destroy`), so nobody re-seeds it;
 //! * [`server`] — commands to a whole server (stopping one Pantheon started).
 
 pub mod acl;
 pub mod commit;
 pub mod connect;
 pub mod deployment;
+pub mod destroy;
 pub mod discover;
 pub mod events;
 pub mod fleet;
@@ -41,6 +44,7 @@ pub mod monitor;
 pub mod probers;
 pub mod readmodel;
 pub mod rejected;
+pub mod reseed;
 pub mod resolve;
 pub mod server;
 pub mod snapshot;
