@@ -198,3 +198,90 @@ pub(crate) async fn report_lost(
     }
     ProjectorError::Lost(why)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ms: u64) -> EntryId {
+        EntryId { ms, seq: 0 }
+    }
+
+    fn holding(last: u64) -> Memory {
+        Memory {
+            held: Some(Held {
+                state: State::default(),
+                cp: Checkpoint {
+                    last_id: Some(id(last)),
+                    ..Checkpoint::default()
+                },
+            }),
+            seen: Some(id(last)),
+            reported: false,
+        }
+    }
+
+    fn emptied() -> Survey {
+        Survey::default()
+    }
+
+    #[test]
+    fn a_leader_holding_state_finds_an_emptied_redis_and_puts_it_back() {
+        assert_eq!(judge(&holding(100), &emptied()), Verdict::Emptied);
+        // Entries written to the empty Redis before the leader came back are newer.
+        let written_after = Survey {
+            log_first: Some(id(200)),
+            ..emptied()
+        };
+        assert_eq!(judge(&holding(100), &written_after), Verdict::Emptied);
+    }
+
+    #[test]
+    fn a_destroyed_cluster_is_never_put_back() {
+        let destroyed = Survey {
+            destroyed: Some("pantheon destroy".into()),
+            ..emptied()
+        };
+        assert!(matches!(
+            judge(&holding(100), &destroyed),
+            Verdict::Destroyed(_)
+        ));
+    }
+
+    #[test]
+    fn deleted_read_models_with_events_or_a_snapshot_left_are_rebuilt_from_the_log() {
+        let events = Survey {
+            events: 3,
+            ..emptied()
+        };
+        let snapshot = Survey {
+            snapshot: true,
+            ..emptied()
+        };
+        assert_eq!(judge(&holding(100), &events), Verdict::Rebuild);
+        assert_eq!(judge(&holding(100), &snapshot), Verdict::Rebuild);
+    }
+
+    #[test]
+    fn a_log_that_still_reaches_back_is_the_history_and_is_folded() {
+        let kept = Survey {
+            log_first: Some(id(50)),
+            ..emptied()
+        };
+        assert_eq!(judge(&holding(100), &kept), Verdict::New);
+    }
+
+    #[test]
+    fn a_standby_that_saw_the_cluster_but_holds_nothing_reports_the_loss() {
+        let standby = Memory {
+            seen: Some(id(100)),
+            ..Memory::default()
+        };
+        assert_eq!(judge(&standby, &emptied()), Verdict::Lost(id(100)));
+    }
+
+    #[test]
+    fn a_process_that_knows_nothing_starts_a_new_cluster() {
+        assert_eq!(judge(&Memory::default(), &emptied()), Verdict::New);
+    }
+}
