@@ -79,19 +79,16 @@ async fn append(
         } else {
             let mut pipe = redis::pipe();
             for e in chunk {
-                pipe.add_command(pantheon_store::log::xadd(layout, e)).ignore();
+                pipe.add_command(pantheon_store::log::xadd(layout, e))
+                    .ignore();
             }
             pipe.query_async::<()>(con).await.expect("XADD");
         }
     }
-    let last: Vec<pantheon_store::RawEntry> = pantheon_store::log::before(
-        con,
-        layout,
-        EntryId::new(u64::MAX, u64::MAX),
-        1,
-    )
-    .await
-    .expect("last entry");
+    let last: Vec<pantheon_store::RawEntry> =
+        pantheon_store::log::before(con, layout, EntryId::new(u64::MAX, u64::MAX), 1)
+            .await
+            .expect("last entry");
     last[0].id
 }
 
@@ -108,7 +105,10 @@ async fn applied(con: &mut MultiplexedConnection, layout: &Layout) -> Option<Ent
 async fn wait_applied(con: &mut MultiplexedConnection, layout: &Layout, id: EntryId) {
     let deadline = Instant::now() + WAIT;
     while applied(con, layout).await.is_none_or(|a| a < id) {
-        assert!(Instant::now() < deadline, "{id} not applied within {WAIT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{id} not applied within {WAIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -135,7 +135,13 @@ fn projector(redis_url: &str, cluster: &str) -> (ChildGuard, u32) {
 }
 
 /// One cluster's run: set-up, workload, projector; the projector's CPU for the probes.
-async fn run(redis: &TestRedis, cluster: &str, nodes: usize, probes: usize, attested: bool) -> Duration {
+async fn run(
+    redis: &TestRedis,
+    cluster: &str,
+    nodes: usize,
+    probes: usize,
+    attested: bool,
+) -> Duration {
     let mut con = redis.connection().await;
     let layout = Layout::new("pantheon", cluster);
     if !attested {

@@ -39,6 +39,19 @@ fn failed_probe(i: usize) -> LogEntry {
     }))
 }
 
+/// Node `n<i>`'s first successful probe: a joined node owns keys only once it answered.
+fn answered(i: usize) -> LogEntry {
+    LogEntry::new(Command::Probe(ProbeResult {
+        node: node(&format!("n{i}")),
+        epoch: i as u64 + 1,
+        ok: true,
+        status: Some(200),
+        latency_ms: 1,
+        error: None,
+        prober: Some("p1".into()),
+    }))
+}
+
 fn assign(from: usize, to: usize) -> LogEntry {
     LogEntry::new(Command::Assign {
         keys: (from..to).map(|k| format!("user:{k}")).collect(),
@@ -63,6 +76,7 @@ async fn a_burst_of_joins_and_deaths_is_rebalanced_per_commit_and_matches_a_rebu
     // Given 200 joins, keys, and 40 nodes failing three probes each, all in the log at once
     let mut c = TestCluster::start().await;
     let mut entries: Vec<LogEntry> = (0..200).map(join).collect();
+    entries.extend((0..200).map(answered));
     entries.push(assign(0, 3000));
     for _ in 0..3 {
         entries.extend((0..40).map(failed_probe));
@@ -110,6 +124,7 @@ async fn a_mass_death_past_the_panic_threshold_keeps_the_held_nodes_keys() {
     let mut c = TestCluster::start().await;
     let p = c.spawn_projector("p1");
     let mut entries: Vec<LogEntry> = (0..10).map(join).collect();
+    entries.extend((0..10).map(answered));
     entries.push(assign(0, 2000));
     // When seven of them fail at once (three failed probes each)
     for _ in 0..3 {
@@ -182,7 +197,9 @@ async fn a_damped_node_returns_on_a_quiet_cluster_through_the_leaders_tick() {
     }));
     // The prober set is known (none), so the leader's prober watchdog writes nothing.
     let probers = LogEntry::new(Command::Probers { alive: Vec::new() });
-    let mut entries = vec![policy, probers, join(0), join(1), join(2), assign(0, 300)];
+    let mut entries = vec![policy, probers, join(0), join(1), join(2)];
+    entries.extend((0..3).map(answered));
+    entries.push(assign(0, 300));
     // Two deaths of n0 within a half-life damp it; it is healthy again at the end.
     entries.extend([
         probe(0, false),

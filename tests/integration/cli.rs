@@ -200,6 +200,10 @@ async fn the_seed_story_through_the_cli_with_up_running() {
     ctl.run(&["join", "c", "--url", &c.url(), "--weight", "2", "--json"])
         .await
         .ok();
+    // Each owns keys once its health endpoint has answered (joining → alive).
+    for n in ["a", "b", "c"] {
+        ctl.wait_state(n, "alive").await;
+    }
 
     let keys: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
     let file = ctl.dir.path().join("keys.txt");
@@ -267,8 +271,12 @@ async fn the_seed_story_through_the_cli_with_up_running() {
         .json();
     let items = items.as_array().unwrap();
     let kinds: Vec<&str> = items.iter().filter_map(|i| i["type"].as_str()).collect();
-    assert_eq!(kinds, ["joined", "suspect", "died", "revived"], "{items:?}");
-    let died = &items[2];
+    assert_eq!(
+        kinds,
+        ["joined", "ready", "suspect", "died", "revived"],
+        "{items:?}"
+    );
+    let died = &items[3];
     assert_eq!(died["moved"]["total"], b_keys, "{died}");
     assert_eq!(died["probes"].as_array().unwrap().len(), 3, "{died}");
     assert!(

@@ -42,6 +42,16 @@ fn failed_probe(node: &str, epoch: u64) -> LogEntry {
     }))
 }
 
+/// The first successful probe of `node` (in `epoch`), as the prober appends it: a joined node
+/// owns keys only once it answered.
+async fn answer(c: &mut TestCluster, node: &str, epoch: u64) -> pantheon_client::EntryId {
+    let mut probe = failed_probe(node, epoch);
+    if let Command::Probe(p) = &mut probe.command {
+        p.ok = true;
+    }
+    c.xadd(&probe).await
+}
+
 async fn next_within(sub: &mut Subscription, within: Duration) -> Delivery {
     tokio::time::timeout(within, sub.next())
         .await
@@ -89,7 +99,11 @@ async fn writes_are_checked_then_applied_or_rejected_with_the_projectors_reason(
     assert!(applied.checkpoint >= id);
     let a = p.node_health("a").await.unwrap().expect("a joined");
     assert_eq!(a.url, "http://localhost:8080/health");
-    assert_eq!((a.state.as_str(), a.weight, a.epoch), ("alive", 1, 1));
+    assert_eq!((a.state.as_str(), a.weight, a.epoch), ("joining", 1, 1));
+    let answered = answer(&mut c, "a", 1).await;
+    p.wait_applied(answered, WAIT).await.unwrap();
+    let a = p.node_health("a").await.unwrap().expect("a joined");
+    assert_eq!(a.state, "alive");
 
     // Applied by rejecting: the reason is the projector's.
     let id = p.leave("ghost").await.unwrap();
@@ -170,7 +184,12 @@ async fn writes_are_checked_then_applied_or_rejected_with_the_projectors_reason(
         .query_async(&mut c.con)
         .await
         .unwrap();
-    let entries = stream::parse_entries(reply).unwrap();
+    // The client's writes; the probe the test wrote as the prober carries none.
+    let entries: Vec<_> = stream::parse_entries(reply)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.get("type") != Some("probe"))
+        .collect();
     let mut cmds: Vec<&str> = entries.iter().filter_map(|e| e.get("cmd")).collect();
     assert_eq!(cmds.len(), entries.len());
     assert!(cmds.iter().all(|c| c.starts_with("rs-")));
@@ -280,6 +299,7 @@ async fn the_seeds_story_three_nodes_keys_a_death_and_a_leave() {
         ))
         .await
         .unwrap();
+        answer(&mut c, n, i as u64 + 1).await;
     }
     let keys: Vec<String> = (0..25_000).map(|i| format!("user:{i}")).collect();
     let ids = p.distribute(keys.clone()).await.unwrap();
@@ -349,10 +369,11 @@ async fn locate_follows_weights_and_a_strategy_change() {
     let _projector = c.spawn_projector("p1");
     let p = client(&c).await;
     let nodes = ["a", "b", "c"];
-    for n in nodes {
+    for (i, n) in nodes.into_iter().enumerate() {
         p.join_url(n, &format!("http://{n}.local/health"), None)
             .await
             .unwrap();
+        answer(&mut c, n, i as u64 + 1).await;
     }
     let keys: Vec<String> = (0..3000).map(|i| format!("k{i}")).collect();
     let ids = p.distribute(keys.clone()).await.unwrap();

@@ -56,6 +56,13 @@ async fn a_poisoned_clock_is_reported_health_keeps_working_and_a_new_generation_
         .await;
     c.wait_applied(assigned, WAIT).await;
     let _prober = c.spawn_prober(c.prober_config("prober-1"));
+    // Both answer their first probe (joining → alive) and own keys.
+    for n in ["a", "b"] {
+        c.wait_event(WAIT, |e| {
+            e.kind.name() == "ready" && e.kind.node().is_some_and(|(id, _)| id.as_str() == n)
+        })
+        .await;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (url, name) = (c.redis.url.clone(), c.name.clone());
     let cli = |args: &[&str]| {
@@ -219,7 +226,18 @@ fn as_str(args: &[String]) -> Vec<&str> {
 async fn recover_clock_moves_unapplied_entries_to_the_new_log_in_order() {
     let mut c = TestCluster::start().await;
     let projector = c.spawn_projector("p");
-    let first = c.xadd(&join("a", "http://127.0.0.1:9/health")).await;
+    c.xadd(&join("a", "http://127.0.0.1:9/health")).await;
+    // Its first probe answered (written as the prober writes it): it owns keys.
+    let answered = LogEntry::new(Command::Probe(pantheon_domain::entry::ProbeResult {
+        node: NodeId::new("a").unwrap(),
+        epoch: 1,
+        ok: true,
+        status: Some(200),
+        latency_ms: 1,
+        error: None,
+        prober: None,
+    }));
+    let first = c.xadd(&answered).await;
     c.wait_applied(first, WAIT).await;
     projector.stop().await;
     // Written while no projector runs: not applied yet

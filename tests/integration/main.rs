@@ -9,6 +9,7 @@ mod cluster;
 mod consumers;
 mod deployments;
 mod diagnoses;
+mod empty_redis;
 mod fleet;
 mod migrations;
 mod nodes;

@@ -15,7 +15,18 @@ async fn migrations_apply_once_in_order_and_are_idempotent() {
     assert_eq!((first.from, first.to), (0, SCHEMA_VERSION));
     assert_eq!(
         first.applied,
-        ["0001_log_and_projector_group", "0002_schema_metadata"]
+        [
+            "0001_log_and_projector_group",
+            "0002_schema_metadata",
+            "0003_attested_service_entries"
+        ]
+    );
+    // A cluster no earlier release ran on has no entries written under the old rules.
+    assert_eq!(
+        pantheon_store::attest::legacy_until(&mut c.con, &c.layout)
+            .await
+            .unwrap(),
+        None
     );
     let groups: redis::Value = redis::cmd("XINFO")
         .arg("GROUPS")
@@ -40,7 +51,7 @@ async fn migrations_apply_once_in_order_and_are_idempotent() {
         .await
         .unwrap();
     let rerun = migrate::run(&mut c.con, &c.layout).await.unwrap();
-    assert_eq!(rerun.applied.len(), 2);
+    assert_eq!(rerun.applied.len(), 3);
     let meta_again: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(c.layout.meta())
         .query_async(&mut c.con)
@@ -96,4 +107,27 @@ async fn the_projector_migrates_when_it_takes_the_lead() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_a_cluster_an_earlier_release_ran_on_marks_its_log_as_legacy() {
+    let mut c = TestCluster::start().await;
+    // What the previous release left: schema 2 and a log with entries.
+    let () = redis::cmd("SET")
+        .arg(c.layout.schema())
+        .arg("2")
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    let old = c
+        .xadd_raw_at("*", &[("type", "leave"), ("node", "n1")])
+        .await;
+    let report = migrate::run(&mut c.con, &c.layout).await.unwrap();
+    assert_eq!(report.applied, ["0003_attested_service_entries"]);
+    assert_eq!(
+        pantheon_store::attest::legacy_until(&mut c.con, &c.layout)
+            .await
+            .unwrap(),
+        Some(old)
+    );
 }

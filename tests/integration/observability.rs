@@ -61,6 +61,19 @@ impl Observed {
             client.wait_applied(id, WAIT).await.unwrap();
             nodes.push(node);
         }
+        // Both answer their first probe (joining → alive) before the keys come.
+        let deadline = Instant::now() + WAIT;
+        for name in ["node-a", "node-b"] {
+            while client
+                .node_health(name)
+                .await
+                .unwrap()
+                .is_none_or(|n| n.state != "alive")
+            {
+                assert!(Instant::now() < deadline, "{name} never answered");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         client
             .distribute((0..200).map(|i| format!("user:{i}")))
             .await

@@ -50,6 +50,9 @@ async fn a_fleet_story_lands_in_events_and_read_models() {
     for (i, n) in ["a", "b", "c"].iter().enumerate() {
         c.xadd(&join(n, 9000 + i as u16)).await;
     }
+    for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        c.xadd(&probe(n, i as u64 + 1, true)).await;
+    }
     let keys: Vec<String> = (0..3000).map(|i| format!("user:{i}")).collect();
     c.xadd(&LogEntry::new(Command::Assign { keys: keys.clone() }))
         .await;
@@ -91,6 +94,9 @@ async fn a_fleet_story_lands_in_events_and_read_models() {
             "joined",
             "joined",
             "joined",
+            "ready",
+            "ready",
+            "ready",
             "assigned",
             "weight_changed",
             "drained",
@@ -198,7 +204,7 @@ async fn every_malformed_entry_is_rejected_with_a_reason_and_the_next_one_applie
                 (b"epoch", b"77"),
                 (b"ok", b"1"),
             ],
-            "no join has created yet",
+            "written only by the service",
         ),
     ];
     let mut oversized: Vec<(&[u8], &[u8])> = vec![(b"type", b"assign")];
@@ -302,6 +308,18 @@ async fn write_workload(c: &mut TestCluster, entries: &[(EntryId, workload::RawP
                 cmd.arg(k).arg(v);
             }
             cmd.ignore();
+            // The workload plays the prober too: its service entries carry the service's
+            // proof (the attested id, as the prober's append writes it; docs/adr/0011).
+            if let Some((_, kind)) = pairs.iter().find(|(k, _)| k == "type")
+                && pantheon_domain::entry::is_service_type(kind.as_bytes())
+            {
+                pipe.cmd("XADD")
+                    .arg(c.layout.attest())
+                    .arg(id.to_string())
+                    .arg("type")
+                    .arg(kind)
+                    .ignore();
+            }
             last = *id;
         }
         let () = pipe.query_async(&mut c.con).await.unwrap();
@@ -541,6 +559,13 @@ async fn a_damaged_keymap_is_detected_by_its_checksum_and_rebuilt() {
         .await;
     let p = c.spawn_projector("p1");
     c.wait_applied(last, WAIT).await;
+    // "fresh" answers its first probe, so some node owns the keys whatever the workload left.
+    let fresh = pantheon_store::readmodel::node(&mut c.con, &c.layout, &node("fresh"))
+        .await
+        .unwrap()
+        .expect("fresh joined");
+    let answered = c.xadd(&probe("fresh", fresh.epoch, true)).await;
+    c.wait_applied(answered, WAIT).await;
     p.stop().await;
     let before = read_models(&mut c.con, &c.layout).await;
     let key = before

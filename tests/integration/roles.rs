@@ -332,7 +332,10 @@ async fn a_producer_writes_every_user_facing_type_and_cannot_forge_a_service_ent
     let node = crate::nodes::TestNode::start().await;
     let url = format!("http://{}/health", node.addr);
     let run = t
-        .cli(&writer, &["join", "n1", "--url", &url, "--timeout-ms", "8000"])
+        .cli(
+            &writer,
+            &["join", "n1", "--url", &url, "--timeout-ms", "8000"],
+        )
         .await;
     assert_eq!(run.code, 0, "{run:?}");
     let run = t.cli(&writer, &["distribute", "k1", "k2", "k3"]).await;
@@ -344,13 +347,23 @@ async fn a_producer_writes_every_user_facing_type_and_cannot_forge_a_service_ent
         if run.code == 0 && run.stdout.contains("n1") {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "n1 never owned k1: {run:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "n1 never owned k1: {run:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // Every user-facing type, as redis-cli would send it with the producer's credentials.
     let user_facing: [&[&str]; 8] = [
-        &["type", "join", "node", "n2", "url", "http://127.0.0.1:1/health"],
+        &[
+            "type",
+            "join",
+            "node",
+            "n2",
+            "url",
+            "http://127.0.0.1:1/health",
+        ],
         &["type", "weight", "node", "n2", "weight", "2"],
         &["type", "drain", "node", "n2"],
         &["type", "undrain", "node", "n2"],
@@ -368,7 +381,9 @@ async fn a_producer_writes_every_user_facing_type_and_cannot_forge_a_service_ent
     let forged_fields: [&[&str]; 7] = [
         &["type", "probe", "node", "n1", "epoch", "1", "ok", "0"],
         &["type", "probe", "node", "n1", "epoch", "1", "ok", "0"],
-        &["type", "probe", "node", "n1", "epoch", "1", "ok", "0", "prober", "p", "confirm", "1"],
+        &[
+            "type", "probe", "node", "n1", "epoch", "1", "ok", "0", "prober", "p", "confirm", "1",
+        ],
         &["type", "probers", "alive", ""],
         &["type", "prober_degraded", "prober", "p"],
         &["type", "tick"],
@@ -393,7 +408,10 @@ async fn a_producer_writes_every_user_facing_type_and_cannot_forge_a_service_ent
     let last = forged.last().cloned().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while rejected(&mut t.admin, &c, &last).await.is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "{last} never decided");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{last} never decided"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for id in &ids {

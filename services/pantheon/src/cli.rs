@@ -88,6 +88,9 @@ pub enum Command {
     /// Move the log to a new generation after an entry id ran far ahead of Redis's clock
     /// (keeps all state; needs the operator role). See README, "Security".
     RecoverClock(RecoverClockArgs),
+    /// Delete every key of the cluster for good (needs --yes-i-am-sure; operator role). A
+    /// running projector then starts it empty instead of putting its state back.
+    Destroy(DestroyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +276,16 @@ pub struct RecoverClockArgs {
     /// `projector.clock_skew_bound_ms`.
     #[arg(long)]
     pub force: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Confirms the deletion; without it nothing is deleted (exit 64).
+    #[arg(long)]
+    pub yes_i_am_sure: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

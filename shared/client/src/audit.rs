@@ -289,6 +289,16 @@ pub fn summary(event: &Event) -> String {
             "the log moved to a new generation (old log, ending at {previous}, kept as \
              {archive}; {rebased} damping penalties moved back to the new start)"
         ),
+        EventKind::Restored {
+            previous,
+            nodes,
+            keys,
+            ..
+        } => format!(
+            "Redis came back empty: the projector leader restored {nodes} nodes and {keys} \
+             keys as they were after entry {previous}; entries written after it and not \
+             applied were lost"
+        ),
         _ => generic_summary(event),
     }
 }

@@ -76,6 +76,9 @@ pub enum Command {
     ClockSkew(crate::clock::ClockSkew),
     /// The first entry of a new log generation (written by `pantheon recover-clock`).
     Generation(crate::clock::Generation),
+    /// The first entry of a generation re-seeded into a Redis that came back empty (written by
+    /// the projector leader; see [`crate::restore`]).
+    Restored(crate::restore::Restored),
     /// Log time passes: written by the projector leader when Redis's clock has passed a
     /// damped node's reuse time and no entry has carried log time there (a quiet cluster
     /// writes nothing). Changes nothing but time.
@@ -106,7 +109,7 @@ pub enum DecodeError {
     #[error("field {0:?} appears more than once")]
     DuplicateField(&'static str),
     #[error(
-        "unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, probe, policy, probers, prober_degraded, prober_recovered, clock_skew, generation or tick)"
+        "unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, probe, policy, probers, prober_degraded, prober_recovered, clock_skew, generation, restored or tick)"
     )]
     UnknownType(String),
     #[error("unknown schema version {0:?} (this build reads version {SCHEMA_VERSION})")]
@@ -246,6 +249,7 @@ impl LogEntry {
             ),
             "clock_skew" => crate::clock::decode_clock_skew(&f)?,
             "generation" => crate::clock::decode_generation(&f)?,
+            "restored" => crate::restore::decode_restored(&f)?,
             other => return Err(DecodeError::UnknownType(clip(other))),
         };
         Ok(Self { cmd, command })
@@ -286,6 +290,7 @@ impl LogEntry {
             Command::ProberHealth(h) => h.encode(&mut out),
             Command::ClockSkew(c) => c.encode(&mut out),
             Command::Generation(g) => g.encode(&mut out),
+            Command::Restored(r) => r.encode(&mut out),
             Command::Policy(c) => {
                 if let Some(v) = c.fall {
                     out.push(("fall", v.to_string()));
@@ -321,8 +326,9 @@ impl LogEntry {
 /// (see [`crate::origin`]). Everything else is a user-facing request any producer may send.
 ///
 /// [`Origin`]: crate::origin::Origin
-pub const SERVICE_TYPES: [&str; 7] = [
+pub const SERVICE_TYPES: [&str; 8] = [
     "probe",
+    "restored",
     "probers",
     "prober_degraded",
     "prober_recovered",
@@ -359,6 +365,7 @@ impl Command {
             Command::ProberHealth(h) => h.kind(),
             Command::ClockSkew(_) => "clock_skew",
             Command::Generation(_) => "generation",
+            Command::Restored(_) => "restored",
         }
     }
 }

@@ -167,6 +167,17 @@ pub enum EventKind {
         archive: String,
         rebased: u32,
     },
+    /// Redis came back empty and the projector leader re-seeded it with the state it held:
+    /// `nodes` nodes and `keys` keys, folded up to `previous` (the last entry it applied in the
+    /// lost log). Entries written after that and never applied were lost with Redis. `archive`
+    /// holds the entries written to the empty Redis before the re-seed, if any (moved after
+    /// the marker and applied).
+    Restored {
+        previous: EntryId,
+        nodes: u64,
+        keys: u64,
+        archive: Option<String>,
+    },
 }
 
 /// An events-stream entry this build cannot read.
@@ -201,6 +212,7 @@ impl EventKind {
             EventKind::ProberRecovered { .. } => "prober_recovered",
             EventKind::ClockSkew { .. } => "clock_skew",
             EventKind::GenerationStarted { .. } => "generation_started",
+            EventKind::Restored { .. } => "restored",
         }
     }
 
@@ -363,6 +375,19 @@ impl Event {
                 out.push(("archive", archive.clone()));
                 out.push(("rebased", rebased.to_string()));
             }
+            EventKind::Restored {
+                previous,
+                nodes,
+                keys,
+                archive,
+            } => {
+                out.push(("previous", previous.to_string()));
+                out.push(("nodes", nodes.to_string()));
+                out.push(("keys", keys.to_string()));
+                if let Some(archive) = archive {
+                    out.push(("archive", archive.clone()));
+                }
+            }
             EventKind::Left { .. }
             | EventKind::Drained { .. }
             | EventKind::Undrained { .. }
@@ -378,6 +403,9 @@ impl Event {
         let e = |x: crate::DecodeError| EventDecodeError(x.to_string());
         let f = Fields::new(raw).map_err(e)?;
         let text = |name: &'static str| f.req(name).map_err(e);
+        let opt_text = |name: &'static str| -> Result<Option<String>, EventDecodeError> {
+            Ok(f.opt(name).map_err(e)?.map(str::to_owned))
+        };
         let num = |name: &'static str| -> Result<u64, EventDecodeError> {
             f.opt_num::<u64>(name)
                 .map_err(e)?
@@ -522,6 +550,12 @@ impl Event {
                 previous: id("previous")?,
                 archive: text("archive")?.to_owned(),
                 rebased: small("rebased")?,
+            },
+            "restored" => EventKind::Restored {
+                previous: id("previous")?,
+                nodes: num("nodes")?,
+                keys: num("keys")?,
+                archive: opt_text("archive")?,
             },
             other => return Err(EventDecodeError(format!("unknown event type {other:?}"))),
         };

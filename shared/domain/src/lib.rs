@@ -23,6 +23,7 @@ pub mod limits;
 pub mod origin;
 pub mod placement;
 pub mod policy;
+pub mod restore;
 pub mod state;
 mod wire;
 

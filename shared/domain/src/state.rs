@@ -433,6 +433,16 @@ impl State {
                 self.emit(&mut out, id, kind);
             }
             Command::Generation(g) => self.start_generation(id, g, &mut out),
+            // The state came back with the base snapshot; the marker only tells the story.
+            Command::Restored(r) => {
+                let kind = EventKind::Restored {
+                    previous: r.previous,
+                    nodes: r.nodes,
+                    keys: r.keys,
+                    archive: r.archive.clone(),
+                };
+                self.emit(&mut out, id, kind);
+            }
             // Only time passes: `undamp_due` below does the rest.
             Command::Tick => {}
         }
@@ -491,7 +501,7 @@ impl State {
             | Command::Tick => false,
             Command::ProberHealth(_) => false,
             // A generation can only undamp, which `undamp_due` reports on its own.
-            Command::ClockSkew(_) | Command::Generation(_) => false,
+            Command::ClockSkew(_) | Command::Generation(_) | Command::Restored(_) => false,
         }
     }
 

@@ -10,11 +10,13 @@
 //! * [`runner`] — the leader/standby loop (lease, read, fold, commit);
 //! * [`stage`] — turning fold results into commit operations;
 //! * [`rebuild`] — folding the log from scratch (or from a snapshot), verifying, swapping in;
-//! * [`retention`] — snapshots, log trimming below them, events trimming.
+//! * [`retention`] — snapshots, log trimming below them, events trimming;
+//! * `reseed` — a Redis that came back empty gets the leader's state back.
 
 pub mod config;
 pub mod generation;
 pub mod rebuild;
+mod reseed;
 pub mod retention;
 pub mod runner;
 mod skew;
@@ -64,4 +66,10 @@ pub enum ProjectorError {
     Config(String),
     #[error("snapshot unusable: {0}")]
     Snapshot(String),
+    /// Redis lost the cluster's data and this process holds no state to put back.
+    #[error("{0}")]
+    Lost(String),
+    /// A re-seed did not happen (another leader, a checkpoint that appeared); retried.
+    #[error("re-seed: {0}")]
+    Reseed(String),
 }

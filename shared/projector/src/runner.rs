@@ -10,14 +10,14 @@ use pantheon_store::group::{self, Group};
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::{self, Checkpoint};
 use pantheon_store::{
-    CommitError, Layout, PinnedConnection, RawEntry, Redis, StoreError, attest, events, log,
-    snapshot,
+    CommitError, Layout, PinnedConnection, RawEntry, Redis, StoreError, attest, log,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::ProjectorConfig;
+use crate::reseed::{Held, Memory, Verdict};
 use crate::stage::{fresh_checkpoint, stage_entries};
 use crate::{ProjectorError, rebuild, retention};
 
@@ -36,9 +36,11 @@ pub async fn run(
     // waiting out the TTL.
     let lease = Lease::new(layout.lease(), &config.instance, config.lease_ttl);
     let mut pause = Pause::default();
+    // Outlives leading terms: after Redis comes back empty, this is the state put back.
+    let mut memory = Memory::default();
     while !shutdown.is_cancelled() {
         let started = Instant::now();
-        match contend(&config, &layout, &redis, &lease, &shutdown).await {
+        match contend(&config, &layout, &redis, &lease, &shutdown, &mut memory).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => {
@@ -88,6 +90,7 @@ async fn contend(
     redis: &Redis,
     lease: &Lease,
     shutdown: &CancellationToken,
+    memory: &mut Memory,
 ) -> Result<(), ProjectorError> {
     let poll = config.lease_ttl / 5;
     let mut con = redis.clone();
@@ -100,7 +103,7 @@ async fn contend(
         if lease.acquire(con).await? {
             pantheon_metrics::process().set_role(pantheon_metrics::Role::Leading);
             info!(instance = %config.instance, token = lease.token(), "acquired the lease: leading");
-            let result = lead(config, layout, redis, con, lease, shutdown).await;
+            let result = lead(config, layout, redis, con, lease, shutdown, memory).await;
             // Only deletes the lease if it is still ours; a standby then takes over at once.
             let _ = lease.release(con).await;
             let _ = group::delete_consumer(con, &Group::projector(layout), &config.instance).await;
@@ -109,6 +112,12 @@ async fn contend(
                 Ok(()) => info!("lost the lease: standing by"),
                 Err(e) => return Err(e),
             }
+        } else {
+            // Another projector leads and commits past anything held here; remember how far
+            // the cluster got, so an emptied Redis is not taken for a new cluster.
+            memory.forget_state();
+            let seen = readmodel::checkpoint(con, layout).await?;
+            memory.saw(seen.last_id().ok().flatten());
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -205,12 +214,15 @@ async fn load_or_rebuild(
     config: &ProjectorConfig,
     layout: &Layout,
     con: &mut Redis,
+    redis: &Redis,
     lease: &Lease,
     heartbeat: &Heartbeat,
+    memory: &mut Memory,
 ) -> Result<(State, Checkpoint), ProjectorError> {
     match readmodel::load(con, layout).await {
         Ok(Some(loaded)) if loaded.state.checksum() == loaded.checkpoint.checksum => {
             info!(last_id = ?loaded.checkpoint.last_id, keys = loaded.state.keys().len(), "loaded state from the read models");
+            warn_if_moved_back(memory, loaded.checkpoint.last_id);
             return Ok((loaded.state, loaded.checkpoint));
         }
         Ok(Some(loaded)) => warn!(
@@ -220,17 +232,35 @@ async fn load_or_rebuild(
         ),
         Ok(None) => {
             // Nothing was ever committed (no events, no snapshot): fold the log from its start
-            // the normal way, emitting events. Otherwise the read models were deleted and are
-            // rebuilt without re-emitting events consumers already saw.
-            let events = events::len(con, layout).await?;
-            let snapshot = snapshot::exists(con, layout).await?;
-            if events == 0 && !snapshot {
-                info!("new cluster: folding the log from its start");
-                let state = State::default();
-                let cp = fresh_checkpoint(&state, None);
-                return Ok((state, cp));
+            // the normal way, emitting events — unless this process knows the cluster had a
+            // history that Redis lost (docs/adr/0012-redis-that-comes-back-empty.md).
+            // Otherwise the read models were deleted and are rebuilt without re-emitting
+            // events consumers already saw.
+            let survey = pantheon_store::reseed::survey(con, layout).await?;
+            match crate::reseed::judge(memory, &survey) {
+                Verdict::Rebuild => warn!("no checkpoint: rebuilding the read models from the log"),
+                Verdict::Emptied => {
+                    if let Some(restored) =
+                        crate::reseed::restore(redis, layout, lease, memory).await?
+                    {
+                        return Ok(restored);
+                    }
+                    return Ok(new_cluster("the cluster was destroyed: starting it empty"));
+                }
+                Verdict::Lost(last) => {
+                    return Err(crate::reseed::report_lost(con, layout, memory, last).await);
+                }
+                Verdict::Destroyed(by) => {
+                    memory.forget_all();
+                    info!(%by, "the cluster was destroyed (`pantheon destroy`): starting it empty");
+                    return Ok(new_cluster(
+                        "new cluster after a destroy: folding the log from its start",
+                    ));
+                }
+                Verdict::New => {
+                    return Ok(new_cluster("new cluster: folding the log from its start"));
+                }
             }
-            warn!("no checkpoint: rebuilding the read models from the log");
         }
         Err(StoreError::Damaged { key, reason }) => {
             warn!(%key, %reason, "read models damaged: rebuilding from the log");
@@ -239,6 +269,25 @@ async fn load_or_rebuild(
     }
     let rebuilt = rebuild::rebuild_live(con, layout, lease, &config.instance, heartbeat).await?;
     Ok(rebuilt)
+}
+
+fn new_cluster(why: &'static str) -> (State, Checkpoint) {
+    info!("{why}");
+    let state = State::default();
+    let cp = fresh_checkpoint(&state, None);
+    (state, cp)
+}
+
+/// A checkpoint below the one this process held is a consistent older history (Redis
+/// restarted from an older copy, or a lagging replica was promoted): the leader continues
+/// from it, and says what was rolled back. Not a re-seed: Redis did not lose everything.
+fn warn_if_moved_back(memory: &Memory, found: Option<EntryId>) {
+    // What Redis confirmed, not what was held: a commit lost in an outage is not a rollback.
+    if let (Some(held), Some(found)) = (memory.seen, found)
+        && found < held
+    {
+        warn!(%held, %found, "the checkpoint moved backwards (Redis restarted from an older copy, or a lagging replica took over): continuing from Redis's copy; entries after it that the log no longer holds are lost");
+    }
 }
 
 /// Reads the entries after `after` (contiguously: the log is read with XREAD from the
@@ -260,10 +309,12 @@ async fn read_batch(
 struct InFlight {
     handle: tokio::task::JoinHandle<(PinnedConnection, Result<(), CommitError>)>,
     applied: u64,
+    last_id: Option<EntryId>,
 }
 
 enum Committed {
-    Done(u64),
+    /// Entries applied, and the checkpoint Redis confirmed (`None` when nothing was in flight).
+    Done(u64, Option<EntryId>),
     Fenced,
 }
 
@@ -285,6 +336,7 @@ fn launch(
 ) -> InFlight {
     let (lease, checkpoint) = (lease.clone(), layout.checkpoint());
     let applied = staged.applied as u64;
+    let last_id = staged.checkpoint.last_id;
     let calls = staged.batch.calls();
     debug!(
         entries = staged.applied,
@@ -330,7 +382,11 @@ fn launch(
         }
         (con, result)
     });
-    InFlight { handle, applied }
+    InFlight {
+        handle,
+        applied,
+        last_id,
+    }
 }
 
 /// Waits for the commit in flight, if any, and puts its connection back in `slot`.
@@ -339,7 +395,7 @@ async fn finish(
     slot: &mut Option<PinnedConnection>,
 ) -> Result<Committed, ProjectorError> {
     let Some(f) = in_flight else {
-        return Ok(Committed::Done(0));
+        return Ok(Committed::Done(0, None));
     };
     let (con, result) = f
         .handle
@@ -347,7 +403,7 @@ async fn finish(
         .map_err(|e| ProjectorError::Task(e.to_string()))?;
     *slot = Some(con);
     match result {
-        Ok(()) => Ok(Committed::Done(f.applied)),
+        Ok(()) => Ok(Committed::Done(f.applied, f.last_id)),
         Err(CommitError::Fenced) => {
             warn!("commit fenced: another projector holds the lease");
             Ok(Committed::Fenced)
@@ -365,6 +421,7 @@ async fn lead(
     con: &mut Redis,
     lease: &Lease,
     shutdown: &CancellationToken,
+    memory: &mut Memory,
 ) -> Result<(), ProjectorError> {
     let heartbeat = Heartbeat::new();
     heartbeat.beat();
@@ -375,14 +432,22 @@ async fn lead(
         lost.clone(),
         heartbeat.clone(),
     ));
+    // The newest checkpoint Redis confirmed in this term.
+    let mut confirmed: Option<EntryId> = None;
     let result = async {
         let report = pantheon_store::migrate::run(con, layout).await?;
         if !report.applied.is_empty() {
             info!(from = report.from, to = report.to, steps = ?report.applied, "applied schema migrations");
         }
+        let (state, cp) =
+            load_or_rebuild(config, layout, con, redis, lease, &heartbeat, memory).await?;
+        memory.saw(cp.last_id);
+        // The state stays in `memory` when this term ends: if Redis comes back empty, it is
+        // what the next term puts back. `state` and `cp` always agree (see `cp` below).
+        let Held { state, cp } = memory.held.insert(Held { state, cp });
+        // After loading: a re-seed moves the log (and a group on it) to an archive key.
         let projector_group = Group::projector(layout);
         group::create(con, &projector_group, group::Start::Beginning).await?;
-        let (mut state, mut cp) = load_or_rebuild(config, layout, con, lease, &heartbeat).await?;
         group::set_id(con, &projector_group, cp.last_id).await?;
         // Read once per term: only the migration that introduced attestation sets it, and a
         // new log generation (which clears it) takes the lease from this leader first.
@@ -430,23 +495,28 @@ async fn lead(
             while !rest.is_empty() {
                 heartbeat.beat();
                 let (mut staged, consumed) = stage_entries(
-                    &mut state,
-                    &cp,
+                    state,
+                    cp,
                     layout,
                     rest,
                     rest_origins,
                     &config.instance,
                     &limits,
                 );
+                // Right after the fold, before anything can fail: the held state and its
+                // checkpoint must agree whenever this term ends.
+                let expected = cp.last_id_arg();
+                *cp = staged.checkpoint.clone();
                 rest = &rest[consumed..];
                 rest_origins = &rest_origins[consumed..];
                 retention::stage_events_trim(&mut staged.batch, layout, config);
                 match finish(in_flight.take(), &mut committer).await? {
                     Committed::Fenced => return Ok(()),
-                    Committed::Done(applied) => since_snapshot += applied,
+                    Committed::Done(applied, last) => {
+                        since_snapshot += applied;
+                        confirmed = confirmed.max(last);
+                    }
                 }
-                let expected = cp.last_id_arg();
-                cp = staged.checkpoint.clone();
                 let Some(commit_con) = committer.take() else {
                     return Err(ProjectorError::Task("commit connection missing".into()));
                 };
@@ -462,24 +532,28 @@ async fn lead(
                 // Idle, or about to snapshot: let the commit land first.
                 match finish(in_flight.take(), &mut committer).await? {
                     Committed::Fenced => return Ok(()),
-                    Committed::Done(applied) => since_snapshot += applied,
+                    Committed::Done(applied, last) => {
+                        since_snapshot += applied;
+                        confirmed = confirmed.max(last);
+                    }
                 }
             }
             if let Some(every) = config.prober_watchdog
                 && Instant::now() >= next_watch
             {
                 next_watch = Instant::now() + every;
-                let now = watch_probers(con, layout, &state, &mut reported_probers).await?;
-                crate::tick::tick_if_due(con, layout, &state, now, cp.last_id, &mut ticked).await?;
+                let now = watch_probers(con, layout, state, &mut reported_probers).await?;
+                crate::tick::tick_if_due(con, layout, state, now, cp.last_id, &mut ticked).await?;
             }
             if config.snapshot_every > 0 && since_snapshot >= config.snapshot_every && in_flight.is_none() {
                 heartbeat.beat();
-                retention::snapshot_and_trim(con, layout, lease, &state, &cp, config).await?;
+                retention::snapshot_and_trim(con, layout, lease, state, cp, config).await?;
                 since_snapshot = 0;
             }
         }
     }
     .await;
+    memory.saw(confirmed);
     lost.cancel();
     let _ = renewer.await;
     result

@@ -233,6 +233,14 @@ impl Batch {
         }
     }
 
+    /// Adds the calls to `pipe` as they are, for a caller that runs them inside its own
+    /// `MULTI`/`EXEC` with other commands (a re-seed, [`crate::reseed`]).
+    pub(crate) fn add_to(self, pipe: &mut redis::Pipeline) {
+        for op in self.ops {
+            pipe.add_command(op.cmd).ignore();
+        }
+    }
+
     /// Runs the operations as a plain pipeline: not atomic and not fenced. Only for writing a
     /// scratch namespace nobody reads (rebuilds), which is then swapped in by a fenced commit.
     pub async fn run_unfenced<C: redis::aio::ConnectionLike + Send>(

@@ -94,6 +94,16 @@ impl Layout {
     pub fn snapshot(&self) -> String {
         self.key("snapshot")
     }
+    /// String: written by `pantheon destroy` before it deletes the cluster's keys (with an
+    /// expiry), so a running leader forgets the state it holds instead of re-seeding it.
+    pub fn destroyed(&self) -> String {
+        self.key("destroyed")
+    }
+    /// String: written by a projector that found Redis emptied and holds no state to put
+    /// back, for `pantheon doctor`; removed by a re-seed or `pantheon destroy`.
+    pub fn lost(&self) -> String {
+        self.key("lost")
+    }
     /// String: the schema version of this cluster's keys.
     pub fn schema(&self) -> String {
         self.key("schema")

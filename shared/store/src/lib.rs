@@ -24,6 +24,8 @@
 //! * [`migrate`] — versioned changes of the stored formats;
 //! * [`migration`] — a half-finished slot migration: following ASK, waiting, naming it;
 //! * [`keys`] — finding and deleting keys by pattern, whole namespaces;
+//! * [`reseed`] — putting a leader's state back into a Redis that came back empty;
+//! * [`destroy`] — deleting a cluster on purpose (`pantheon destroy`), so nobody re-seeds it;
 //! * [`server`] — commands to a whole server (stopping one Pantheon started).
 
 pub mod acl;
@@ -32,6 +34,7 @@ pub mod commit;
 pub mod connect;
 pub mod credentials;
 pub mod deployment;
+pub mod destroy;
 pub mod discover;
 pub mod events;
 pub mod fleet;
@@ -48,6 +51,7 @@ pub mod monitor;
 pub mod probers;
 pub mod readmodel;
 pub mod rejected;
+pub mod reseed;
 pub mod resolve;
 pub mod sentinel_auth;
 pub mod server;

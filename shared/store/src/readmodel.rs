@@ -837,8 +837,9 @@ mod tests {
             t += 100;
             state.apply(EntryId::new(t, 0), e).unwrap();
         };
-        for n in ["a", "b", "c"] {
+        for (epoch, n) in ["a", "b", "c"].into_iter().enumerate() {
             apply(&mut state, &join(n));
+            apply(&mut state, &probe(n, epoch as u64 + 1, true));
         }
         // a dies twice quickly (damped), then b dies: 2 of 3 out > 50%, so b is held.
         for ok in [false, false, false, true, true, false, false, false] {

@@ -116,3 +116,28 @@ pub async fn assert_all_owned(client: &Pantheon, acked: &[(String, EntryId, Inst
         acked.len()
     );
 }
+
+/// The first successful probe of `node` (in `epoch`) on cluster `name` of the deployment at
+/// `url`, appended as the prober appends it (attested; docs/adr/0011) through a handle that
+/// follows the master: a joined node owns keys only once it answered. No prober runs in
+/// these tests.
+pub async fn answer(url: &str, name: &str, node: &str, epoch: u64) -> EntryId {
+    use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
+    let mut redis = pantheon_store::Redis::new(Deployment::from_url(url).expect("url"), name);
+    let probe = LogEntry::new(Command::Probe(ProbeResult {
+        node: pantheon_domain::NodeId::new(node).expect("node id"),
+        epoch,
+        ok: true,
+        status: Some(200),
+        latency_ms: 1,
+        error: None,
+        prober: None,
+    }));
+    pantheon_store::log::append_service(
+        &mut redis,
+        &pantheon_store::Layout::new("pantheon", name),
+        &probe,
+    )
+    .await
+    .expect("attested append")
+}

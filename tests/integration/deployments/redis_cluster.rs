@@ -26,12 +26,14 @@ async fn plain(addr: &str) -> redis::aio::MultiplexedConnection {
 }
 
 /// Joins one node and distributes `keys` keys, read back through the client.
-async fn story(client: &Pantheon, keys: usize) {
+async fn story(client: &Pantheon, url: &str, name: &str, keys: usize) {
     let id = client
         .join(JoinOp::new("n1", "http://127.0.0.1", 9, "health"))
         .await
         .expect("join");
     wait_applied(client, id, WAIT).await;
+    let answered = super::answer(url, name, "n1", 1).await;
+    wait_applied(client, answered, WAIT).await;
     let ids = client
         .distribute((0..keys).map(|i| format!("user:{i}")))
         .await
@@ -55,7 +57,7 @@ async fn each_shard_serves_its_own_pantheon_clusters_through_seed_urls() {
         let client = Pantheon::connect(&url, name)
             .await
             .expect("connect via seeds");
-        story(&client, 200).await;
+        story(&client, &url, name, 200).await;
         // The data lives on the master of the cluster's slot, nowhere else.
         let master = redis.master_of_slot(slot_of_cluster(name)).await;
         let owned: u64 = redis::cmd("HLEN")
@@ -87,7 +89,7 @@ async fn a_master_killed_during_writes_loses_no_acknowledged_write() {
     let slot = slot_of_cluster(&name);
     let _projector = projector(&url, &name, "p1");
     let client = Pantheon::connect(&url, &name).await.expect("connect");
-    story(&client, 10).await;
+    story(&client, &url, &name, 10).await;
 
     let stop = CancellationToken::new();
     let writer = tokio::spawn(write_keys(
@@ -146,7 +148,7 @@ async fn a_slot_migrated_to_another_master_is_followed() {
     let slot = slot_of_cluster(&name);
     let _projector = projector(&url, &name, "p1");
     let client = Pantheon::connect(&url, &name).await.expect("connect");
-    story(&client, 100).await;
+    story(&client, &url, &name, 100).await;
     let from = redis.master_of_slot(slot).await;
     let to = redis
         .masters()

@@ -70,6 +70,8 @@ async fn cli_writes_survive_a_planned_failover_and_a_kill_9_of_the_master() {
         .await
         .expect("join");
     wait_applied(&client, joined, WAIT).await;
+    let answered = super::answer(&url, name, "n1", 1).await;
+    wait_applied(&client, answered, WAIT).await;
     let stop = CancellationToken::new();
     let writer = tokio::spawn(cli_writes(url.clone(), name.into(), stop.clone()));
 
@@ -300,6 +302,8 @@ async fn with_two_replicas_writes_are_confirmed_again_without_the_dead_master() 
         .await
         .expect("join, confirmed by a replica");
     wait_applied(&client, joined, WAIT).await;
+    let answered = super::answer(&url, name, "n1", 1).await;
+    wait_applied(&client, answered, WAIT).await;
 
     let killed = sentinel.kill_master().await;
     sentinel.wait_new_master(&killed, WAIT).await;

@@ -63,7 +63,10 @@ async fn the_story_runs_over_tls_with_and_without_client_certificates() {
         wait_applied(&client, id, WAIT).await;
         let ids = client.distribute(["a", "b"]).await.expect("distribute");
         wait_applied(&client, ids[0], WAIT).await;
-        assert!(client.key_node("a").await.expect("read").is_some());
+        // No prober runs: n1 stays joining and the keys wait, unowned (read over TLS).
+        let n1 = client.node_health("n1").await.expect("read").expect("n1");
+        assert_eq!(n1.state, "joining");
+        assert!(client.key_node("a").await.expect("read").is_none());
 
         // The CLI reads the same settings from the documented environment variables.
         let dir = tempfile::tempdir().expect("temp dir");

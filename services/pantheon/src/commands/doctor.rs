@@ -1,7 +1,8 @@
 //! `pantheon doctor`: checks what an operator would look at first and exits 1 when any check
 //! fails: a projector leads and keeps up, a prober watches the nodes, the log's clock
-//! follows Redis's (docs/adr/0009-a-clock-that-cannot-be-poisoned.md), and no half-finished
-//! slot migration holds the cluster's writes back.
+//! follows Redis's (docs/adr/0009-a-clock-that-cannot-be-poisoned.md), no half-finished
+//! slot migration holds the cluster's writes back, and Redis did not lose the cluster's data
+//! with nobody holding it (docs/adr/0012-redis-that-comes-back-empty.md).
 
 use std::time::Duration;
 
@@ -29,7 +30,19 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
     let slot = cluster.con.slot();
     // A user that may not ask CLUSTER NODES cannot see a migration: say so, without failing.
     let migration = cluster.con.migration().await;
+    // Written by a projector that found the log and checkpoint gone, knew the cluster had
+    // applied entries, and held no state to put back.
+    let lost = pantheon_store::reseed::lost(&mut cluster.con.clone(), &cluster.layout).await?;
     let checks = [
+        Check {
+            name: "data",
+            detail: "no loss recorded".into(),
+            problem: lost.map(|why| {
+                format!(
+                    "{why}: nodes and keys are gone; start the projector that led the cluster                      if it still runs (it puts its state back), or run `pantheon destroy                      --yes-i-am-sure` to start the cluster empty"
+                )
+            }),
+        },
         Check {
             name: "projector",
             problem: (!p.lease_held).then(|| {

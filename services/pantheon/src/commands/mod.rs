@@ -4,6 +4,7 @@
 pub mod acl;
 pub mod audit;
 pub mod config;
+pub mod destroy;
 pub mod distribute;
 pub mod doctor;
 pub mod drain;
@@ -49,5 +50,6 @@ pub async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
         Command::Doctor(args) => doctor::run(args, settings).await,
         Command::Status(args) => status::run(args, settings).await,
         Command::RecoverClock(args) => recover_clock::run(args, settings).await,
+        Command::Destroy(args) => destroy::run(args, settings).await,
     }
 }
