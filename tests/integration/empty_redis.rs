@@ -107,6 +107,18 @@ async fn join_and_distribute(ctl: &Ctl, nodes: &[&TestNode], keys: &[String]) {
         let run = ctl.run(&["join", &id, "--url", &node.url()]).await;
         assert_eq!(run.code, 0, "{run:?}");
     }
+    // Each owns keys once it answered its first probe (joining → alive): wait for all, so
+    // the owners read next are final.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let run = ctl.run(&["nodes", "--json"]).await;
+        let alive = run.stdout.matches("\"state\": \"alive\"").count();
+        if alive == nodes.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes never all alive: {run:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut args = vec!["distribute"];
     args.extend(keys.iter().map(String::as_str));
     let run = ctl.run(&args).await;
