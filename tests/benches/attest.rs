@@ -6,7 +6,8 @@
 //! result changes its health, so every one is folded and committed):
 //!
 //! * **attested**: the probes appended through the service's attested append (the script the
-//!   prober uses), read back by the projector with one `XRANGE` of the attest stream per batch;
+//!   prober uses, in runs of up to 256 per attested range), read back by the projector with
+//!   the log (one `XREAD` of both streams);
 //! * **unproven**: the same probes appended with a plain `XADD` to a cluster whose
 //!   `legacy_until` lies after them, so the projector trusts them without reading any proof:
 //!   the cost of the fold without authentication.

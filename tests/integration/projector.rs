@@ -301,7 +301,9 @@ async fn a_different_entry_reusing_a_cmd_id_is_rejected_also_after_a_restart() {
 async fn write_workload(c: &mut TestCluster, entries: &[(EntryId, workload::RawPairs)]) -> EntryId {
     let mut last = EntryId::ZERO;
     for chunk in entries.chunks(500) {
+        // Atomic, as the attested append is: a reader never sees an entry without its proof.
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for (id, pairs) in chunk {
             let cmd = pipe.cmd("XADD").arg(c.layout.log()).arg(id.to_string());
             for (k, v) in pairs {

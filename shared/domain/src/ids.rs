@@ -79,6 +79,11 @@ pub struct EntryIdError(pub String);
 
 impl EntryId {
     pub const ZERO: EntryId = EntryId { ms: 0, seq: 0 };
+    /// The largest id a stream can hold.
+    pub const MAX: EntryId = EntryId {
+        ms: u64::MAX,
+        seq: u64::MAX,
+    };
 
     pub fn new(ms: u64, seq: u64) -> Self {
         Self { ms, seq }

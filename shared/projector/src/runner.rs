@@ -9,9 +9,7 @@ use pantheon_domain::{EntryId, State};
 use pantheon_store::group::{self, Group};
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::{self, Checkpoint};
-use pantheon_store::{
-    CommitError, Layout, PinnedConnection, RawEntry, Redis, StoreError, attest, log,
-};
+use pantheon_store::{CommitError, Layout, PinnedConnection, Redis, StoreError, attest, log};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -290,20 +288,6 @@ fn warn_if_moved_back(memory: &Memory, found: Option<EntryId>) {
     }
 }
 
-/// Reads the entries after `after` (contiguously: the log is read with XREAD from the
-/// checkpoint, not with XREADGROUP `>` — a paused ex-leader's blocked XREADGROUP can still be
-/// handed entries by Redis, which `>` would then never show the new leader; see
-/// docs/adr/0003-read-the-log-from-the-checkpoint.md).
-async fn read_batch(
-    reader: &mut PinnedConnection,
-    layout: &Layout,
-    config: &ProjectorConfig,
-    after: Option<EntryId>,
-    count: usize,
-) -> Result<Vec<RawEntry>, ProjectorError> {
-    Ok(log::read_after(reader, layout, after, count, config.block).await?)
-}
-
 /// A commit running in the background, with what it applies. It owns the committing
 /// connection (WATCH state is per connection) and hands it back when done.
 struct InFlight {
@@ -478,10 +462,13 @@ async fn lead(
             // does not pull a million keys into memory at once.
             let count = ((config.batch_max_args as f64 / fields_per_entry) as usize).clamp(1, config.batch_entries);
             let after = cp.last_id;
-            let entries = tokio::select! {
+            // Contiguously, with XREAD from the checkpoint, not XREADGROUP `>`: a paused
+            // ex-leader's blocked XREADGROUP can still be handed entries by Redis, which `>`
+            // would then never show the new leader (docs/adr/0003-read-the-log-from-the-checkpoint.md).
+            let (entries, origins) = tokio::select! {
                 _ = shutdown.cancelled() => return finish(in_flight.take(), &mut committer).await.map(|_| ()),
                 _ = lost.cancelled() => return Ok(()),
-                read = read_batch(&mut reader, layout, config, after, count) => read?,
+                read = attest::read_after(&mut reader, layout, after, count, config.block, legacy_until) => read?,
             };
             if !entries.is_empty() {
                 let fields: usize = entries.iter().map(|e| e.fields.len()).sum();
@@ -490,7 +477,6 @@ async fn lead(
                     skew.check(con, layout, &entries).await?;
                 }
             }
-            let origins = attest::origins(con, layout, &entries, legacy_until).await?;
             let (mut rest, mut rest_origins) = (&entries[..], &origins[..]);
             while !rest.is_empty() {
                 heartbeat.beat();

@@ -129,13 +129,6 @@ async fn prepare_and_exec(
         ),
     };
     let tail = stream::range(con, &log, after, Bound::Open, None).await?;
-    // Service entries of the tail keep their proof in the new log; the rest stay plain.
-    let attested = match (tail.first(), tail.last()) {
-        (Some(first), Some(last)) => {
-            crate::attest::attested(con, layout, first.id, last.id).await?
-        }
-        _ => Default::default(),
-    };
     let has_attestations = crate::keys::exists(con, &layout.attest()).await?;
 
     let marker = LogEntry::new(Command::Generation(Generation {
@@ -158,20 +151,8 @@ async fn prepare_and_exec(
         .arg(layout.meta())
         .arg(crate::attest::LEGACY_UNTIL)
         .ignore();
-    pipe.add_command(crate::attest::eval(layout, &marker.encode()));
-    for entry in &tail {
-        if attested.contains(&entry.id) {
-            pipe.add_command(crate::attest::eval(layout, &entry.fields))
-                .ignore();
-        } else {
-            let mut xadd = redis::cmd("XADD");
-            xadd.arg(&log).arg("*");
-            for (field, value) in &entry.fields {
-                xadd.arg(field).arg(value);
-            }
-            pipe.add_command(xadd).ignore();
-        }
-    }
+    pipe.add_command(crate::attest::eval(layout, [marker.encode().as_slice()]));
+    crate::attest::stage_reappend(con, layout, &mut pipe, &tail).await?;
     pipe.cmd("HSET")
         .arg(&checkpoint)
         .arg("last_id")

@@ -150,7 +150,7 @@ pub async fn append_service<C: ConnectionLike + Send>(
     layout: &Layout,
     entry: &LogEntry,
 ) -> Result<EntryId, StoreError> {
-    let id: String = crate::attest::eval(layout, &entry.encode())
+    let id: String = crate::attest::eval(layout, [entry.encode().as_slice()])
         .query_async(con)
         .await?;
     id.parse()
@@ -169,11 +169,7 @@ pub async fn append_many_service<C: ConnectionLike + Send>(
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    pipe.add_command(crate::attest::load()).ignore();
-    for entry in entries {
-        pipe.add_command(crate::attest::evalsha(layout, entry))
-            .ignore();
-    }
+    crate::attest::stage_append_many(&mut pipe, layout, entries);
     pipe.query_async::<()>(con).await?;
     Ok(())
 }

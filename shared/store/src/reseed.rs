@@ -202,12 +202,6 @@ async fn prepare_and_exec(
     let snapshot = serde_json::to_vec(&Snapshot::of(state, EntryId::ZERO))
         .map_err(|e| StoreError::Reply(format!("snapshot: {e}")))?;
 
-    let attested = match (tail.first(), tail.last()) {
-        (Some(first), Some(last)) => {
-            crate::attest::attested(con, layout, first.id, last.id).await?
-        }
-        _ => Default::default(),
-    };
     let mut pipe = redis::pipe();
     pipe.atomic();
     if let Some(archive) = &archive {
@@ -215,20 +209,8 @@ async fn prepare_and_exec(
     }
     // The marker is a service entry (docs/adr/0011); service entries of the tail keep their
     // proof in the new log.
-    pipe.add_command(crate::attest::eval(layout, &marker.encode()));
-    for entry in &tail {
-        if attested.contains(&entry.id) {
-            pipe.add_command(crate::attest::eval(layout, &entry.fields))
-                .ignore();
-            continue;
-        }
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(&log).arg("*");
-        for (field, value) in &entry.fields {
-            xadd.arg(field).arg(value);
-        }
-        pipe.add_command(xadd).ignore();
-    }
+    pipe.add_command(crate::attest::eval(layout, [marker.encode().as_slice()]));
+    crate::attest::stage_reappend(con, layout, &mut pipe, &tail).await?;
     pipe.cmd("SET")
         .arg(layout.snapshot())
         .arg(snapshot)

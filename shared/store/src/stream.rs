@@ -201,6 +201,65 @@ pub(crate) async fn read<C: ConnectionLike + Send>(
     parse_read(cmd.query_async(con).await?)
 }
 
+/// Up to `count` entries after `after` from each of two streams, read by one `XREAD`, so
+/// both replies show the same instant; waits up to `block` for the first entry in either.
+/// The streams must share a hash slot (one cluster's keys always do).
+pub(crate) async fn read_two<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: [&str; 2],
+    after: EntryId,
+    count: usize,
+    block: std::time::Duration,
+) -> Result<[Vec<RawEntry>; 2], StoreError> {
+    let after = after.to_string();
+    let reply: Value = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(millis(block))
+        .arg("STREAMS")
+        .arg(keys[0])
+        .arg(keys[1])
+        .arg(&after)
+        .arg(&after)
+        .query_async(con)
+        .await?;
+    let mut out = [Vec::new(), Vec::new()];
+    for (name, part) in streams_of(reply)? {
+        let Some(at) = keys.iter().position(|k| k.as_bytes() == name.as_slice()) else {
+            return Err(StoreError::Reply(format!(
+                "XREAD answered for a stream not asked for: {:?}",
+                String::from_utf8_lossy(&name)
+            )));
+        };
+        out[at] = parse_entries(part)?;
+    }
+    Ok(out)
+}
+
+/// The (stream name, entries) pairs of an XREAD reply, in RESP2 or RESP3 form.
+fn streams_of(v: Value) -> Result<Vec<(Vec<u8>, Value)>, StoreError> {
+    match v {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(streams) => streams
+            .into_iter()
+            .map(|s| match s {
+                Value::Array(kv) if kv.len() == 2 => {
+                    let mut kv = kv.into_iter();
+                    let key = bytes(kv.next().unwrap_or(Value::Nil))?;
+                    Ok((key, kv.next().unwrap_or(Value::Nil)))
+                }
+                other => Err(bad("expected [stream, entries]", &other)),
+            })
+            .collect(),
+        Value::Map(streams) => streams
+            .into_iter()
+            .map(|(k, entries)| Ok((bytes(k)?, entries)))
+            .collect(),
+        other => Err(bad("expected a stream list", &other)),
+    }
+}
+
 /// `XLEN key`.
 pub(crate) async fn len<C: ConnectionLike + Send>(
     con: &mut C,
