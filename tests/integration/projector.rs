@@ -668,3 +668,55 @@ async fn a_burst_of_joins_that_takes_longer_than_the_lease_to_fold_still_commits
         150
     );
 }
+
+/// A state that takes longer than the lease to load must still lead after a restart (at 5M
+/// keys the load took 28.5 s against the default 5 s lease, and the projector reloaded
+/// forever): the load keeps the lease. The state is grown until loading it takes at least
+/// three lease TTLs here, so the test means the same on a fast or a slow machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_that_loads_slower_than_the_lease_still_leads_after_a_restart() {
+    const TTL: Duration = Duration::from_millis(300);
+    const BATCH: usize = 10_000;
+    const MAX_KEYS: usize = 2_000_000;
+    let mut c = TestCluster::start().await;
+    let mut config = c.config("p1");
+    config.lease_ttl = TTL;
+    config.block = Duration::from_millis(50);
+    let p = c.spawn(config.clone());
+    c.xadd(&join("a", 9000)).await;
+    let answered = c.xadd(&probe("a", 1, true)).await;
+    c.wait_applied(answered, WAIT).await;
+    let mut keys = 0;
+    let load = loop {
+        let mut last = EntryId::ZERO;
+        for _ in 0..10 {
+            let batch = (keys..keys + BATCH)
+                .map(|i| format!("tenant:{i}"))
+                .collect();
+            last = c
+                .xadd(&LogEntry::new(Command::Assign { keys: batch }))
+                .await;
+            keys += BATCH;
+        }
+        c.wait_applied(last, Duration::from_secs(120)).await;
+        let started = std::time::Instant::now();
+        pantheon_store::readmodel::load(&mut c.con, &c.layout)
+            .await
+            .unwrap()
+            .expect("a state");
+        let load = started.elapsed();
+        if load >= TTL * 3 || keys >= MAX_KEYS {
+            break load;
+        }
+    };
+    assert!(
+        load >= TTL * 3,
+        "{keys} keys load in {load:?}: too fast to test"
+    );
+    p.stop().await;
+
+    let p = c.spawn(config);
+    let id = c.xadd(&join("b", 9001)).await;
+    c.wait_applied(id, load * 10 + WAIT).await;
+    p.stop().await;
+}

@@ -206,6 +206,34 @@ async fn renew_loop(mut con: Redis, lease: Lease, lost: CancellationToken, heart
     }
 }
 
+/// The longest a load of the state may keep the lease (see [`keep_lease_while`]).
+const LOAD_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// Runs `load` (the state's load or rebuild) while keeping the lease: a cluster of millions of
+/// keys takes longer than a lease TTL to load, in many Redis round trips the heartbeat cannot
+/// see, and a leader that let the lease lapse mid-load would reload forever. The heartbeat
+/// beats while the load is pending, up to `max`; a load that runs longer stops renewing, like
+/// any stall.
+async fn keep_lease_while<F: std::future::Future>(
+    heartbeat: &Heartbeat,
+    max: Duration,
+    load: F,
+) -> F::Output {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tokio::pin!(load);
+    loop {
+        tokio::select! {
+            out = &mut load => return out,
+            _ = tick.tick() => {
+                if started.elapsed() < max {
+                    heartbeat.beat();
+                }
+            }
+        }
+    }
+}
+
 /// The state and checkpoint to continue from: the read models if their checksum matches the
 /// checkpoint, else a rebuild from the log (and the latest snapshot).
 async fn load_or_rebuild(
@@ -423,8 +451,10 @@ async fn lead(
         if !report.applied.is_empty() {
             info!(from = report.from, to = report.to, steps = ?report.applied, "applied schema migrations");
         }
-        let (state, cp) =
-            load_or_rebuild(config, layout, con, redis, lease, &heartbeat, memory).await?;
+        let loading = Instant::now();
+        let load = load_or_rebuild(config, layout, con, redis, lease, &heartbeat, memory);
+        let (state, cp) = keep_lease_while(&heartbeat, LOAD_MAX, load).await?;
+        info!(keys = state.keys().len(), nodes = state.nodes().count(), load_ms = loading.elapsed().as_millis() as u64, "state loaded: leading");
         memory.saw(cp.last_id);
         // The state stays in `memory` when this term ends: if Redis comes back empty, it is
         // what the next term puts back. `state` and `cp` always agree (see `cp` below).
