@@ -193,7 +193,7 @@ impl Cluster {
 
 /// The one line for a `CLUSTERDOWN` reply: Redis Cluster answers, but refuses key commands
 /// until every slot is served again (a master without a replica died, or slots were removed).
-pub fn cluster_down(e: &redis::RedisError) -> CliError {
+pub fn cluster_down(e: &pantheon_store::RedisError) -> CliError {
     CliError::failed(format!(
         "the Redis Cluster is down (CLUSTERDOWN): it refuses key commands until every slot is \
          served again (a failed master without a replica to promote?): {e}"

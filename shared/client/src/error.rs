@@ -33,7 +33,7 @@ pub enum ClientError {
     #[error("bad configuration: {0}")]
     Config(String),
     #[error("redis: {}", pantheon_store::summary(.0))]
-    Redis(#[from] redis::RedisError),
+    Redis(#[from] pantheon_store::RedisError),
     /// The master cannot be found or reached (the reason never holds a password).
     #[error("redis unavailable: {0}")]
     Unavailable(String),
@@ -82,20 +82,4 @@ impl From<StoreError> for ClientError {
             StoreError::Damaged { key, reason } => ClientError::Damaged { key, reason },
         }
     }
-}
-
-/// Whether a failed command may succeed if sent again: the connection dropped or timed out,
-/// or the server asked to wait (LOADING, BUSY, TRYAGAIN).
-pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
-    use redis::RetryMethod;
-    pantheon_store::handle::is_transient(e)
-        || e.is_io_error()
-        || e.is_timeout()
-        || matches!(
-            e.retry_method(),
-            RetryMethod::Reconnect
-                | RetryMethod::ReconnectFromInitialConnections
-                | RetryMethod::RetryImmediately
-                | RetryMethod::WaitAndRetry
-        )
 }

@@ -28,8 +28,8 @@ use pantheon_store::group::{self, Group};
 use pantheon_store::{PinnedConnection, RawEntry, Redis};
 use tokio::time::Instant;
 
-use crate::error::is_transient;
 use crate::{ClientError, Pantheon};
+use pantheon_store::handle::may_succeed_again;
 
 /// Where a consumer group starts when [`Pantheon::subscribe`] creates it. An existing group
 /// keeps its own position.
@@ -317,7 +317,7 @@ impl Subscription {
             if r.code() == Some("NOGROUP") {
                 self.group_ready = false;
             }
-            if is_transient(r) {
+            if may_succeed_again(r) {
                 self.blocking = None;
             }
         }

@@ -8,8 +8,8 @@ use pantheon_domain::EntryId;
 use pantheon_store::{readmodel, rejected};
 use tokio::time::Instant;
 
-use crate::error::is_transient;
 use crate::{ClientError, Pantheon};
+use pantheon_store::handle::may_succeed_again;
 
 /// The first poll of the checkpoint comes this soon; later ones back off to
 /// [`MAX_POLL`].
@@ -71,7 +71,7 @@ impl Pantheon {
             match self.poll_applied(id).await {
                 Ok(Poll::Done(outcome)) => return outcome,
                 Ok(Poll::Behind(last)) => last_applied = last,
-                Err(ClientError::Redis(e)) if is_transient(&e) => {
+                Err(ClientError::Redis(e)) if may_succeed_again(&e) => {
                     tracing::debug!(error = %e, "polling the checkpoint failed; retrying");
                 }
                 Err(e) => return Err(e),

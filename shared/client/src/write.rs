@@ -12,8 +12,8 @@ use pantheon_domain::{EntryId, LogEntry};
 use pantheon_store::StoreError;
 use pantheon_store::log::{self, Replicated};
 
-use crate::error::is_transient;
 use crate::{ClientError, Pantheon};
+use pantheon_store::handle::may_succeed_again;
 
 /// The first retry waits this long; each further one twice as long.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
@@ -261,7 +261,7 @@ impl Pantheon {
                     });
                 }
                 Err(StoreError::Redis(e))
-                    if attempt < self.inner.write_retries && is_transient(&e) =>
+                    if attempt < self.inner.write_retries && may_succeed_again(&e) =>
                 {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "XADD failed; retrying");

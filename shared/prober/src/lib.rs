@@ -27,7 +27,7 @@ pub enum ProberError {
     #[error(transparent)]
     Store(#[from] pantheon_store::StoreError),
     #[error(transparent)]
-    Redis(#[from] redis::RedisError),
+    Redis(#[from] pantheon_store::RedisError),
     #[error(transparent)]
     Migrate(#[from] pantheon_store::migrate::MigrateError),
     #[error("bad configuration: {0}")]

@@ -55,7 +55,7 @@ pub enum ProjectorError {
     #[error(transparent)]
     Store(#[from] pantheon_store::StoreError),
     #[error(transparent)]
-    Redis(#[from] redis::RedisError),
+    Redis(#[from] pantheon_store::RedisError),
     #[error(transparent)]
     Commit(#[from] pantheon_store::CommitError),
     #[error(transparent)]

@@ -3,10 +3,10 @@
 //! with one fenced script. Readers never see a half-built read model.
 
 use pantheon_domain::{EntryId, State};
+use pantheon_store::ConnectionLike;
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::{self, Checkpoint};
 use pantheon_store::{Batch, Layout, StoreError, attest, keys, log, snapshot};
-use redis::aio::ConnectionLike;
 use tracing::info;
 
 use crate::ProjectorError;

@@ -4,11 +4,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pantheon_domain::State;
+use pantheon_store::ConnectionLike;
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::Checkpoint;
 use pantheon_store::snapshot::{self, Snapshot};
 use pantheon_store::{Batch, Layout, events, log};
-use redis::aio::ConnectionLike;
 use tracing::info;
 
 use crate::{ProjectorConfig, ProjectorError};

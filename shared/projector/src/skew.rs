@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use pantheon_domain::clock::ClockSkew;
 use pantheon_domain::{Command, EntryId, LogEntry};
+use pantheon_store::ConnectionLike;
 use pantheon_store::{Layout, RawEntry, log, server};
-use redis::aio::ConnectionLike;
 use tokio::time::Instant;
 use tracing::error;
 

@@ -5,8 +5,8 @@
 //! no applied entry has: one entry per due reuse time, replayed like any other.
 
 use pantheon_domain::{Command, EntryId, LogEntry, State};
+use pantheon_store::ConnectionLike;
 use pantheon_store::{Layout, log};
-use redis::aio::ConnectionLike;
 use tracing::debug;
 
 use crate::ProjectorError;

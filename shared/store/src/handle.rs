@@ -708,6 +708,22 @@ impl ConnectionLike for PinnedConnection {
     }
 }
 
+/// Whether a failed command may succeed if sent again: the connection dropped or timed out,
+/// or the server asked to wait (LOADING, BUSY, TRYAGAIN).
+pub fn may_succeed_again(e: &redis::RedisError) -> bool {
+    use redis::RetryMethod;
+    is_transient(e)
+        || e.is_io_error()
+        || e.is_timeout()
+        || matches!(
+            e.retry_method(),
+            RetryMethod::Reconnect
+                | RetryMethod::ReconnectFromInitialConnections
+                | RetryMethod::RetryImmediately
+                | RetryMethod::WaitAndRetry
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,9 +62,12 @@ pub mod tls_pair;
 pub mod url;
 
 pub use commit::{Batch, CommitError, Watched};
+// The Redis types callers name, so that only this crate depends on the `redis` crate.
 pub use deployment::{Deployment, DeploymentError, Durability};
 pub use handle::{PinnedConnection, Redis};
 pub use layout::Layout;
+pub use redis::RedisError;
+pub use redis::aio::ConnectionLike;
 pub use stream::RawEntry;
 pub use tls::TlsFiles;
 pub use url::RedisUrl;
