@@ -227,7 +227,7 @@ pub async fn origins<C: ConnectionLike + Send>(
 
 /// Up to `count` log entries after `after` (from the start when `None`), waiting up to
 /// `block` for the first one, with the origin of each. The log and its attest stream are
-/// read by one `XREAD` (a dedicated connection, as for [`crate::log::read_after`]), so when
+/// read by one `XREAD BLOCK` (pass a dedicated connection), so when
 /// entries are waiting the proof costs no round trip of its own: the script appends to both
 /// streams atomically, and every range ending after `after` before the one holding the last
 /// entry read ends at an entry read, so the `count` entries read lie in at most the first

@@ -1,13 +1,11 @@
 //! A cluster's log: the one place that writes `XADD` for an entry (waiting for replicas when
 //! the deployment asks for durability), reads it, and trims it.
 
-use std::time::Duration;
-
 use pantheon_domain::{EntryId, LogEntry};
 use redis::aio::ConnectionLike;
 
 use crate::deployment::Durability;
-use crate::stream::{self, After, Bound};
+use crate::stream::{self, Bound};
 use crate::{Batch, Layout, RawEntry, StoreError};
 
 /// What an append achieved.
@@ -172,19 +170,6 @@ pub async fn append_many_service<C: ConnectionLike + Send>(
     crate::attest::stage_append_many(&mut pipe, layout, entries);
     pipe.query_async::<()>(con).await?;
     Ok(())
-}
-
-/// Up to `count` entries after `after` (from the start when `None`), waiting up to `block`
-/// for the first one (`XREAD BLOCK`): pass a dedicated connection.
-pub async fn read_after<C: ConnectionLike + Send>(
-    con: &mut C,
-    layout: &Layout,
-    after: Option<EntryId>,
-    count: usize,
-    block: Duration,
-) -> Result<Vec<RawEntry>, StoreError> {
-    let after = After::Id(after.unwrap_or(EntryId::ZERO));
-    stream::read(con, &layout.log(), after, count, block).await
 }
 
 /// Up to `count` entries after `after` (from the start when `None`) up to and including
