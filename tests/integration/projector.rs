@@ -720,3 +720,50 @@ async fn a_state_that_loads_slower_than_the_lease_still_leads_after_a_restart() 
     c.wait_applied(id, load * 10 + WAIT).await;
     p.stop().await;
 }
+
+/// A standby follows the leader's commits (issue 19, docs/adr/0013): when the leader goes,
+/// the standby leads from its own state plus the log's tail, without loading the read models,
+/// and the state it leads from is exact (a rebuild from the log agrees).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_follows_the_leader_and_takes_over_warm() {
+    let mut c = TestCluster::start().await;
+    let mut config = c.config("p1");
+    config.lease_ttl = Duration::from_millis(500);
+    config.block = Duration::from_millis(50);
+    let p1 = c.spawn(config.clone());
+    c.xadd(&join("a", 9000)).await;
+    c.xadd(&probe("a", 1, true)).await;
+    let keys = (0..5_000).map(|i| format!("tenant:{i}")).collect();
+    let assigned = c.xadd(&LogEntry::new(Command::Assign { keys })).await;
+    c.wait_applied(assigned, WAIT).await;
+
+    config.instance = "p2".into();
+    let p2 = c.spawn(config);
+    let metrics = pantheon_metrics::process();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metrics.standby_warm.get() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the standby never held the leader's state"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Commits the standby follows (or folds as the tail when it takes over).
+    c.xadd(&join("b", 9001)).await;
+    let answered = c.xadd(&probe("b", 2, true)).await;
+    c.wait_applied(answered, WAIT).await;
+    p1.stop().await;
+
+    let after = c.xadd(&join("c", 9002)).await;
+    c.wait_applied(after, WAIT).await;
+    assert_eq!(
+        metrics.warm_takeovers(),
+        1,
+        "p2 took over without its warm state"
+    );
+    let verified = rebuild::verify(&mut c.con, &c.layout, |_| {})
+        .await
+        .unwrap();
+    assert!(verified.matches(), "{verified:?}");
+    p2.stop().await;
+}

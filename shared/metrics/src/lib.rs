@@ -36,6 +36,14 @@ pub struct ProbeLabels {
     pub kind: &'static str,
 }
 
+/// `pantheon_takeovers_total` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TakeoverLabels {
+    /// `warm` (the standby's state, caught up with the log's tail) or `loaded` (read models
+    /// loaded, or rebuilt from the log).
+    pub start: &'static str,
+}
+
 /// What this process's projector is doing, for `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -56,6 +64,10 @@ pub struct ProcessMetrics {
     pub probe_latency: Histogram,
     /// 1 while this process's projector leads.
     pub leader: Gauge,
+    /// Leading terms begun, by where their state came from.
+    pub takeovers: Family<TakeoverLabels, Counter>,
+    /// 1 while this process's standby holds the state at the leader's last commit.
+    pub standby_warm: Gauge,
     role: AtomicU8,
     /// Serving many clusters (`up --clusters`, docs/adr/0010): how many this process owns
     /// (runs the projector and prober of), and how many processes share them.
@@ -72,6 +84,8 @@ static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| ProcessMetrics {
     // 1 ms .. ~8 s: probe timeouts are configured in hundreds of milliseconds.
     probe_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
     leader: Gauge::default(),
+    takeovers: Family::default(),
+    standby_warm: Gauge::default(),
     role: AtomicU8::new(0),
     fleet_clusters_owned: Gauge::default(),
     fleet_processes: Gauge::default(),
@@ -110,6 +124,16 @@ impl ProcessMetrics {
             "pantheon_leader",
             "1 while this process's projector holds the lease",
             self.leader.clone(),
+        );
+        registry.register(
+            "pantheon_takeovers",
+            "Leading terms begun by this process's projector, by where the state came from",
+            self.takeovers.clone(),
+        );
+        registry.register(
+            "pantheon_standby_warm",
+            "1 while this process's standby projector holds the state at the leader's last commit",
+            self.standby_warm.clone(),
         );
         registry.register(
             "pantheon_fleet_clusters_owned",
@@ -160,6 +184,21 @@ impl ProcessMetrics {
         };
         self.probes.get_or_create(&labels).inc();
         self.probe_latency.observe(f64::from(latency_ms) / 1000.0);
+    }
+
+    /// A leading term began from the standby's warm state, or from a load.
+    pub fn took_over(&self, warm: bool) {
+        let start = if warm { "warm" } else { "loaded" };
+        self.takeovers
+            .get_or_create(&TakeoverLabels { start })
+            .inc();
+    }
+
+    /// Takeovers so far that began from a warm state.
+    pub fn warm_takeovers(&self) -> u64 {
+        self.takeovers
+            .get_or_create(&TakeoverLabels { start: "warm" })
+            .get()
     }
 
     pub fn set_role(&self, role: Role) {

@@ -11,7 +11,8 @@
 //! * [`stage`] — turning fold results into commit operations;
 //! * [`rebuild`] — folding the log from scratch (or from a snapshot), verifying, swapping in;
 //! * [`retention`] — snapshots, log trimming below them, events trimming;
-//! * `reseed` — a Redis that came back empty gets the leader's state back.
+//! * `reseed` — a Redis that came back empty gets the leader's state back;
+//! * `standby` — a standby keeps the state at the leader's last commit, to take over fast.
 
 pub mod config;
 pub mod generation;
@@ -21,6 +22,7 @@ pub mod retention;
 pub mod runner;
 mod skew;
 pub mod stage;
+mod standby;
 mod tick;
 
 pub use config::ProjectorConfig;

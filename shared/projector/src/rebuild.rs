@@ -49,20 +49,39 @@ pub async fn load_snapshot<C: ConnectionLike + Send>(
 
 /// Folds the log, from the snapshot (if any) up to and including `until` (or the end).
 /// `progress(entries)` is called after every page.
-///
-/// The next page is requested before the current one is folded, on a clone of `con`: the
-/// connection's driver parses the reply on another worker thread meanwhile, so reading and
-/// folding overlap instead of adding up.
 pub async fn fold_log<C: ConnectionLike + Clone + Send + 'static>(
     con: &mut C,
     layout: &Layout,
     until: Option<EntryId>,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<Folded, ProjectorError> {
-    let (mut state, mut last_id, from_snapshot) = match load_snapshot(con, layout).await? {
+    let (state, last_id, from_snapshot) = match load_snapshot(con, layout).await? {
         Some((state, id)) => (state, Some(id), Some(id)),
         None => (State::default(), None, None),
     };
+    let mut folded = Folded {
+        state,
+        last_id,
+        entries: 0,
+        from_snapshot,
+    };
+    fold_after(con, layout, &mut folded, until, progress).await?;
+    Ok(folded)
+}
+
+/// Folds the log entries after `folded.last_id` up to and including `until` (or the end) into
+/// `folded`. `progress(entries)` is called after every page.
+///
+/// The next page is requested before the current one is folded, on a clone of `con`: the
+/// connection's driver parses the reply on another worker thread meanwhile, so reading and
+/// folding overlap instead of adding up.
+pub(crate) async fn fold_after<C: ConnectionLike + Clone + Send + 'static>(
+    con: &mut C,
+    layout: &Layout,
+    folded: &mut Folded,
+    until: Option<EntryId>,
+    mut progress: impl FnMut(u64),
+) -> Result<(), ProjectorError> {
     let legacy_until = attest::legacy_until(con, layout).await?;
     let fetch = |after: Option<EntryId>, count: usize| {
         let (mut con, layout) = (con.clone(), layout.clone());
@@ -73,10 +92,10 @@ pub async fn fold_log<C: ConnectionLike + Clone + Send + 'static>(
         });
         (page, count)
     };
-    let mut entries = 0u64;
+    let state = &mut folded.state;
     // The first page is small whatever the log holds, so folding starts (and overlaps the
     // next read) at once; later pages are sized from the width of the previous one.
-    let mut next = Some(fetch(last_id, FIRST_PAGE));
+    let mut next = Some(fetch(folded.last_id, FIRST_PAGE));
     while let Some((pending, asked)) = next.take() {
         let (page, origins) = pending
             .await
@@ -93,23 +112,18 @@ pub async fn fold_log<C: ConnectionLike + Clone + Send + 'static>(
             // Keys move once per page, not once per change of members (the settled state is
             // the same however the log is cut).
             let _ = state.apply_raw_deferred(entry.id, &entry.fields, origin);
-            last_id = Some(entry.id);
+            folded.last_id = Some(entry.id);
             if i % 256 == 255 {
-                progress(entries + i as u64 + 1);
+                progress(folded.entries + i as u64 + 1);
                 // Long folds must not starve the lease renewal on a single-threaded runtime.
                 tokio::task::yield_now().await;
             }
         }
         state.settle();
-        entries += n as u64;
-        progress(entries);
+        folded.entries += n as u64;
+        progress(folded.entries);
     }
-    Ok(Folded {
-        state,
-        last_id,
-        entries,
-        from_snapshot,
-    })
+    Ok(())
 }
 
 /// All keys matching a pattern (SCAN, never KEYS).

@@ -3,8 +3,9 @@
 //! cluster, and putting its state back.
 //!
 //! The leader keeps the state it folded ([`Memory::held`]) when a leading term ends on an
-//! error (Redis restarting), and drops it as soon as it sees another projector hold the lease
-//! (its state is then older than what that one commits). At the start of a term, a cluster
+//! error (Redis restarting), and gives it up as soon as it sees another projector hold the
+//! lease (its state is then older than what that one commits; the standby may only follow it
+//! to that one's commits, see `crate::standby`). At the start of a term, a cluster
 //! with no checkpoint, no snapshot and no events whose log does not reach back to the held
 //! state's last entry was emptied under us: the held state goes back as a new generation
 //! ([`pantheon_store::reseed`]). A `destroy` tombstone means the emptying was wanted: the
@@ -42,12 +43,6 @@ pub(crate) struct Memory {
 }
 
 impl Memory {
-    /// Another projector leads (committing past anything held here), or the cluster was
-    /// destroyed: nothing held here may be put back.
-    pub(crate) fn forget_state(&mut self) {
-        self.held = None;
-    }
-
     /// The cluster was destroyed on purpose: it starts again as new.
     pub(crate) fn forget_all(&mut self) {
         *self = Self::default();

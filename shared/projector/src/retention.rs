@@ -33,6 +33,16 @@ pub fn stage_events_trim(batch: &mut Batch, layout: &Layout, config: &ProjectorC
     }
 }
 
+/// Runs `work` with [`tokio::task::block_in_place`] on a multi-threaded runtime (the tasks
+/// queued on this worker move to another meanwhile), inline on any other.
+pub(crate) fn cpu_heavy<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 /// Writes a snapshot of `state` at the committed checkpoint (fenced), then trims the log
 /// below it, keeping at least `log_min_age` of history.
 pub async fn snapshot_and_trim<C: ConnectionLike + Send>(
@@ -46,7 +56,9 @@ pub async fn snapshot_and_trim<C: ConnectionLike + Send>(
     let Some(last_id) = cp.last_id else {
         return Ok(());
     };
-    let json = serde_json::to_vec(&Snapshot::of(state, last_id))
+    // Seconds of CPU at millions of keys: off this worker, so the other tasks on it (the
+    // lease renewal; the prober, in a process that runs both) keep their timing.
+    let json = cpu_heavy(|| serde_json::to_vec(&Snapshot::of(state, last_id)))
         .map_err(|e| ProjectorError::Snapshot(e.to_string()))?;
     let mut keep_from = last_id;
     if let Some(age) = config.log_min_age {

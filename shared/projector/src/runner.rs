@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use crate::config::ProjectorConfig;
 use crate::reseed::{Held, Memory, Verdict};
 use crate::stage::{fresh_checkpoint, stage_entries};
+use crate::standby::Standby;
 use crate::{ProjectorError, rebuild, retention};
 
 /// Runs a projector until `shutdown` is cancelled. Errors are retried with a pause (Redis may
@@ -36,9 +37,14 @@ pub async fn run(
     let mut pause = Pause::default();
     // Outlives leading terms: after Redis comes back empty, this is the state put back.
     let mut memory = Memory::default();
+    let mut standby = Standby::default();
     while !shutdown.is_cancelled() {
         let started = Instant::now();
-        match contend(&config, &layout, &redis, &lease, &shutdown, &mut memory).await {
+        let terms = Terms {
+            memory: &mut memory,
+            standby: &mut standby,
+        };
+        match contend(&config, &layout, &redis, &lease, &shutdown, terms).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => {
@@ -81,6 +87,12 @@ impl Pause {
     }
 }
 
+/// What outlives a leading term: the state for a re-seed, and the standby's warm state.
+struct Terms<'a> {
+    memory: &'a mut Memory,
+    standby: &'a mut Standby,
+}
+
 /// Standby until the lease is free, then lead; repeat. Returns Ok on shutdown.
 async fn contend(
     config: &ProjectorConfig,
@@ -88,8 +100,9 @@ async fn contend(
     redis: &Redis,
     lease: &Lease,
     shutdown: &CancellationToken,
-    memory: &mut Memory,
+    terms: Terms<'_>,
 ) -> Result<(), ProjectorError> {
+    let Terms { memory, standby } = terms;
     let poll = config.lease_ttl / 5;
     let mut con = redis.clone();
     let con = &mut con;
@@ -101,7 +114,11 @@ async fn contend(
         if lease.acquire(con).await? {
             pantheon_metrics::process().set_role(pantheon_metrics::Role::Leading);
             info!(instance = %config.instance, token = lease.token(), "acquired the lease: leading");
-            let result = lead(config, layout, redis, con, lease, shutdown, memory).await;
+            let terms = Terms {
+                memory: &mut *memory,
+                standby: &mut *standby,
+            };
+            let result = lead(config, layout, redis, con, lease, shutdown, terms).await;
             // Only deletes the lease if it is still ours; a standby then takes over at once.
             let _ = lease.release(con).await;
             let _ = group::delete_consumer(con, &Group::projector(layout), &config.instance).await;
@@ -111,11 +128,13 @@ async fn contend(
                 Err(e) => return Err(e),
             }
         } else {
-            // Another projector leads and commits past anything held here; remember how far
-            // the cluster got, so an emptied Redis is not taken for a new cluster.
-            memory.forget_state();
-            let seen = readmodel::checkpoint(con, layout).await?;
-            memory.saw(seen.last_id().ok().flatten());
+            // Another projector leads and commits past anything held here: nothing held may be
+            // put back after Redis empties, but it may be followed to the leader's commits.
+            // Remember how far the cluster got, so an emptied Redis is not taken for a new
+            // cluster.
+            standby.adopt(memory.held.take());
+            let seen = standby.follow(con, layout).await?;
+            memory.saw(seen);
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -433,8 +452,9 @@ async fn lead(
     con: &mut Redis,
     lease: &Lease,
     shutdown: &CancellationToken,
-    memory: &mut Memory,
+    terms: Terms<'_>,
 ) -> Result<(), ProjectorError> {
+    let Terms { memory, standby } = terms;
     let heartbeat = Heartbeat::new();
     heartbeat.beat();
     let lost = CancellationToken::new();
@@ -451,10 +471,24 @@ async fn lead(
         if !report.applied.is_empty() {
             info!(from = report.from, to = report.to, steps = ?report.applied, "applied schema migrations");
         }
+        if !report.applied.is_empty() {
+            standby.forget();
+        }
         let loading = Instant::now();
-        let load = load_or_rebuild(config, layout, con, redis, lease, &heartbeat, memory);
-        let (state, cp) = keep_lease_while(&heartbeat, LOAD_MAX, load).await?;
-        info!(keys = state.keys().len(), nodes = state.nodes().count(), load_ms = loading.elapsed().as_millis() as u64, "state loaded: leading");
+        let (state, cp) = match keep_lease_while(&heartbeat, LOAD_MAX, standby.take(con, layout)).await? {
+            Some((held, tail)) => {
+                info!(keys = held.state.keys().len(), nodes = held.state.nodes().count(), tail_entries = tail, load_ms = loading.elapsed().as_millis() as u64, "took over with the standby's state: leading");
+                pantheon_metrics::process().took_over(true);
+                (held.state, held.cp)
+            }
+            None => {
+                let load = load_or_rebuild(config, layout, con, redis, lease, &heartbeat, memory);
+                let (state, cp) = keep_lease_while(&heartbeat, LOAD_MAX, load).await?;
+                info!(keys = state.keys().len(), nodes = state.nodes().count(), load_ms = loading.elapsed().as_millis() as u64, "state loaded: leading");
+                pantheon_metrics::process().took_over(false);
+                (state, cp)
+            }
+        };
         memory.saw(cp.last_id);
         // The state stays in `memory` when this term ends: if Redis comes back empty, it is
         // what the next term puts back. `state` and `cp` always agree (see `cp` below).
