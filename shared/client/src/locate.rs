@@ -160,6 +160,13 @@ impl Pantheon {
         self.check_ring(true).await
     }
 
+    /// The stored ring version (one `HGET`; 0 before the projector first wrote a ring),
+    /// without building the ring.
+    pub async fn ring_version(&self) -> Result<u64, ClientError> {
+        let mut con = self.con();
+        Ok(readmodel::ring_version(&mut con, &self.inner.layout).await?)
+    }
+
     async fn check_ring(&self, force: bool) -> Result<Arc<RingSnapshot>, ClientError> {
         let cache = &self.inner.ring;
         let _one_at_a_time = cache.refresh.lock().await;

@@ -183,6 +183,7 @@ pub struct ProberSettings {
     /// `"200-299"`, `"204"`.
     pub success_statuses: Vec<String>,
     pub max_in_flight: usize,
+    pub suspect_budget_percent: u32,
     pub max_body_bytes: usize,
     pub registration_ttl_ms: u64,
     pub deny: Vec<String>,
@@ -277,6 +278,7 @@ impl Default for ProberSettings {
                 .map(|(a, b)| format!("{a}-{b}"))
                 .collect(),
             max_in_flight: c.max_in_flight,
+            suspect_budget_percent: c.suspect_budget_percent,
             max_body_bytes: c.max_body_bytes,
             registration_ttl_ms: ms(c.registration_ttl),
             deny: c.deny.iter().map(ToString::to_string).collect(),
@@ -777,6 +779,7 @@ impl Settings {
             return Err(bad("prober.success_statuses", "must not be empty"));
         }
         c.max_in_flight = p.max_in_flight;
+        c.suspect_budget_percent = p.suspect_budget_percent;
         c.max_body_bytes = p.max_body_bytes;
         c.registration_ttl = positive("prober.registration_ttl_ms", p.registration_ttl_ms)?;
         c.deny = parse_nets("prober.deny", &p.deny)?;

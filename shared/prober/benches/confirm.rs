@@ -197,7 +197,9 @@ fn simulate(mode: Mode, nodes: usize, seconds: u64, seed: u64) -> SimResult {
             t.health = n.health.health;
             t.fails = n.health.fails;
         }
-        let next = at + jitter(&mut rng, t.cadence(&config), config.jitter).max(1);
+        // Random loss leaves few nodes suspect at once: re-probes stay at the full pace.
+        let fast = config.suspect_interval;
+        let next = at + jitter(&mut rng, t.cadence(&config, fast), config.jitter).max(1);
         queue.push(Reverse((next, i)));
     }
     SimResult {

@@ -30,6 +30,10 @@ pub struct ProberConfig {
     pub success_statuses: Vec<(u16, u16)>,
     /// Most probes in flight at once.
     pub max_in_flight: usize,
+    /// Bound on the extra probes of suspect (and just failed, or recovering) nodes, as a
+    /// percentage of the steady rate (owned nodes / `interval`): beyond it their re-probes
+    /// slow down, up to `interval` (Lifeguard's local-health multiplier). 0 turns it off.
+    pub suspect_budget_percent: u32,
     /// Most response-body bytes read (the rest is not read).
     pub max_body_bytes: usize,
     /// Replica registration TTL; a stopped replica's nodes move to others within 2 × this.
@@ -74,6 +78,7 @@ impl ProberConfig {
             timeout: Duration::from_millis(500),
             success_statuses: vec![(200, 299)],
             max_in_flight: 512,
+            suspect_budget_percent: 25,
             max_body_bytes: 64 * 1024,
             registration_ttl: Duration::from_secs(3),
             deny: AddressPolicy::default_deny(),
@@ -115,6 +120,11 @@ impl ProberConfig {
         if self.degraded_percent > 100 {
             return Err(
                 "degraded_percent must be within 0..=100 (0 turns self-suspicion off)".into(),
+            );
+        }
+        if self.suspect_budget_percent > 1000 {
+            return Err(
+                "suspect_budget_percent must be within 0..=1000 (0 turns the bound off)".into(),
             );
         }
         if self.lag_limit < Duration::from_millis(10) {

@@ -26,7 +26,7 @@ use crate::config::ProberConfig;
 use crate::confirm::{LocalHealth, Sample, awaits_confirmation, next_is_confirmation};
 use crate::http::{HttpProber, Outcome};
 use crate::registry::Ownership;
-use crate::schedule::{Role, Tracked, first_probe_window, jittered};
+use crate::schedule::{Role, Tracked, fast_interval, first_probe_window, jittered};
 
 /// Runs a prober replica until `shutdown` is cancelled, reconnecting to Redis as needed.
 pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<(), ProberError> {
@@ -110,11 +110,14 @@ struct Prober {
     fall: u32,
     /// Self-suspicion (Lifeguard's local health).
     local: LocalHealth,
+    /// The current pace of re-probes on the fast cadence ([`fast_interval`]).
+    fast: Duration,
 }
 
 impl Prober {
     fn new(config: ProberConfig, http: HttpProber, con: Redis) -> Self {
         let layout = config.layout();
+        let config_suspect = config.suspect_interval;
         Self {
             config,
             layout,
@@ -129,7 +132,38 @@ impl Prober {
             seen_checkpoint: None,
             fall: pantheon_domain::Policy::DEFAULT_FALL,
             local: LocalHealth::new(Instant::now()),
+            fast: config_suspect,
         }
+    }
+
+    /// Sets the pace of fast re-probes from how many owned nodes are on it now; logs when the
+    /// bound starts or stops slowing them.
+    fn repace(&mut self) {
+        let owned_n = self
+            .tracked
+            .values()
+            .filter(|t| t.role == Role::Owner)
+            .count();
+        let fast_n = self.tracked.values().filter(|t| t.is_fast()).count();
+        let fast = fast_interval(&self.config, fast_n, owned_n, self.local.is_degraded());
+        let bounded = |d: Duration| d > self.config.suspect_interval;
+        if bounded(fast) != bounded(self.fast) {
+            if bounded(fast) {
+                warn!(
+                    fast = fast_n,
+                    owned = owned_n,
+                    reprobe_ms = fast.as_millis() as u64,
+                    "many nodes need re-probes at once: slowing them to bound the probe rate"
+                );
+            } else {
+                info!(
+                    fast = fast_n,
+                    owned = owned_n,
+                    "re-probes back at full pace"
+                );
+            }
+        }
+        self.fast = fast;
     }
 
     fn schedule(&mut self, node: &NodeId, after: Duration) {
@@ -351,7 +385,7 @@ impl Prober {
             let Some(t) = self.tracked.get_mut(&f.node) else {
                 continue;
             };
-            let next = jittered(t.cadence(&self.config), self.config.jitter);
+            let next = jittered(t.cadence(&self.config, self.fast), self.config.jitter);
             let report = if t.role == Role::Confirmer {
                 !hold || f.outcome.ok
             } else {
@@ -466,6 +500,7 @@ impl Prober {
                 // fired late, or the loop was busy).
                 self.local.note_lag(now, now - next_refresh);
                 next_refresh = now + self.config.refresh;
+                self.repace();
                 // Lag and recovery need no failure to be noticed: while degraded, or lagging,
                 // look at our own health at every tick.
                 let lagging = self.local.lag(now) >= self.config.lag_limit;

@@ -87,19 +87,31 @@ impl Tracked {
         self.last_reported_failure = !ok;
     }
 
-    /// Base wait before the next probe.
-    pub fn cadence(&self, config: &ProberConfig) -> Duration {
+    /// Base wait before the next probe; `fast` is the current pace of the fast cadence (see
+    /// [`fast_interval`]).
+    pub fn cadence(&self, config: &ProberConfig, fast: Duration) -> Duration {
+        if self.is_fast() {
+            fast
+        } else if self.health == Health::Dead {
+            config.dead_interval
+        } else {
+            config.interval
+        }
+    }
+
+    /// Whether the node is on the fast cadence: suspect, just failed, dead but answering, or
+    /// awaiting this replica's confirmation.
+    pub fn is_fast(&self) -> bool {
         if self.role == Role::Confirmer {
-            return config.suspect_interval;
+            return true;
         }
         match (self.health, self.last_ok) {
             // Not owning keys yet, so nothing waits on a quick verdict: a node that never
             // answers is probed at the steady rate, not five times as often.
-            (Health::Joining, _) => config.interval,
-            (Health::Dead, Some(true)) => config.suspect_interval,
-            (Health::Dead, _) => config.dead_interval,
-            (Health::Suspect, _) | (_, Some(false)) => config.suspect_interval,
-            (Health::Alive, _) => config.interval,
+            (Health::Joining, _) => false,
+            (Health::Dead, last) => last == Some(true),
+            (Health::Suspect, _) | (_, Some(false)) => true,
+            (Health::Alive, _) => false,
         }
     }
 
@@ -129,6 +141,39 @@ pub fn first_probe_window(config: &ProberConfig, fresh: usize, owned: usize) -> 
     )
 }
 
+/// Fewest nodes that may be re-probed at the full `suspect_interval` pace, however small the
+/// share: a small cluster cannot overload anything, and must find deaths fast.
+const FAST_FLOOR: usize = 50;
+
+/// The wait between re-probes of nodes on the fast cadence (suspect, just failed, dead but
+/// answering) when `fast` of the `owned` nodes are on it: `suspect_interval` while their extra
+/// probes stay within `suspect_budget_percent` of the steady rate (`owned / interval`), or
+/// for up to [`FAST_FLOOR`] nodes; beyond that it stretches in proportion, up to `interval`,
+/// so the total probe rate stays bounded. While the prober suspects itself it is `interval`.
+///
+/// This is Lifeguard's local-health multiplier: many suspects at once more likely mean an
+/// overloaded node side, prober or network than many nodes dying, and re-probing them five
+/// times as often would feed the overload that made them suspect.
+pub fn fast_interval(config: &ProberConfig, fast: usize, owned: usize, degraded: bool) -> Duration {
+    let slowest = config.interval.max(config.suspect_interval);
+    if degraded {
+        return slowest;
+    }
+    if config.suspect_budget_percent == 0 {
+        return config.suspect_interval;
+    }
+    let pace = config.suspect_interval.as_secs_f64() / config.interval.as_secs_f64();
+    let budget = owned as f64 * f64::from(config.suspect_budget_percent) / 100.0 * pace;
+    let allowed = budget.max(FAST_FLOOR as f64);
+    if fast as f64 <= allowed {
+        return config.suspect_interval;
+    }
+    config
+        .suspect_interval
+        .mul_f64(fast as f64 / allowed)
+        .min(slowest)
+}
+
 /// `base` spread by ±`jitter` (a fraction), so probes of many nodes do not align.
 pub fn jittered(base: Duration, jitter: f64) -> Duration {
     if jitter <= 0.0 {
@@ -149,18 +194,68 @@ mod tests {
     #[test]
     fn cadence_follows_health_and_the_last_result() {
         let c = cfg();
+        let fast = c.suspect_interval;
         let mut t = Tracked::new(1, "http://h/".into(), Health::Alive, 0);
-        assert_eq!(t.cadence(&c), c.interval);
+        assert_eq!(t.cadence(&c, fast), c.interval);
         t.record(false);
-        assert_eq!(t.cadence(&c), c.suspect_interval, "right after a failure");
+        assert_eq!(
+            t.cadence(&c, fast),
+            c.suspect_interval,
+            "right after a failure"
+        );
         t.health = Health::Dead;
-        assert_eq!(t.cadence(&c), c.dead_interval);
+        assert_eq!(t.cadence(&c, fast), c.dead_interval);
         t.record(true);
         assert_eq!(
-            t.cadence(&c),
+            t.cadence(&c, fast),
             c.suspect_interval,
             "a dead node answering needs rise successes fast"
         );
+        t.health = Health::Suspect;
+        let slowed = Duration::from_millis(700);
+        assert_eq!(
+            t.cadence(&c, slowed),
+            slowed,
+            "the fast pace is the caller's"
+        );
+    }
+
+    #[test]
+    fn many_suspects_at_once_slow_their_re_probes_down_to_the_interval() {
+        let c = cfg();
+        // Few suspects, small or large cluster: the full pace.
+        assert_eq!(fast_interval(&c, 3, 3, false), c.suspect_interval);
+        assert_eq!(fast_interval(&c, 50, 60, false), c.suspect_interval);
+        assert_eq!(fast_interval(&c, 250, 5_000, false), c.suspect_interval);
+        // 650 of 5,000 suspect: 250 may go at 200 ms (25% of 5,000 probes/s), so 520 ms.
+        assert_eq!(
+            fast_interval(&c, 650, 5_000, false),
+            Duration::from_millis(520)
+        );
+        // Never slower than the steady interval, so the total rate stays at most
+        // owned / interval + the budget.
+        assert_eq!(fast_interval(&c, 4_000, 5_000, false), c.interval);
+        // A prober that suspects itself adds no re-probes at all.
+        assert_eq!(fast_interval(&c, 1, 5_000, true), c.interval);
+        // 0 turns the bound off.
+        let unbounded = ProberConfig {
+            suspect_budget_percent: 0,
+            ..cfg()
+        };
+        assert_eq!(
+            fast_interval(&unbounded, 4_000, 5_000, false),
+            c.suspect_interval
+        );
+        // The probe rate never exceeds the steady rate by more than the budget.
+        for suspects in (0..=5_000).step_by(250) {
+            let fast = fast_interval(&c, suspects, 5_000, false).as_secs_f64();
+            let rate =
+                (5_000 - suspects) as f64 / c.interval.as_secs_f64() + suspects as f64 / fast;
+            assert!(
+                rate <= 5_000.0 * 1.25 + 1.0,
+                "{suspects} suspects: {rate} probes/s"
+            );
+        }
     }
 
     #[test]

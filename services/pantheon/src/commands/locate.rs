@@ -1,5 +1,6 @@
-//! `pantheon locate <key>`: which node owns a key. For an assigned key, the committed owner;
-//! for any other key, the owner the ring gives it (computed locally, as clients do).
+//! `pantheon locate <key>`: which node owns a key. For an assigned key, the committed owner
+//! (from the key map, without building the ring); for any other key, the owner the ring gives
+//! it (computed locally, as clients do).
 
 use pantheon_store::readmodel;
 use serde_json::json;
@@ -18,15 +19,21 @@ pub async fn run(args: LocateArgs, settings: &Settings) -> anyhow::Result<()> {
     let unowned =
         readmodel::is_unowned(&mut cluster.con.clone(), &cluster.layout, &args.key).await?;
     let assigned = committed.is_some() || unowned;
-    let ring = cluster.client.refresh_ring().await.map_err(client_error)?;
-    let computed = ring.owner(&args.key).cloned();
-    let node = committed.clone().or(computed);
+    // An assigned key is answered from the key map: building the ring (millions of points at
+    // thousands of nodes) is only for keys the ring places.
+    let (node, ring_version) = if assigned {
+        let version = cluster.client.ring_version().await.map_err(client_error)?;
+        (committed, version)
+    } else {
+        let ring = cluster.client.refresh_ring().await.map_err(client_error)?;
+        (ring.owner(&args.key).cloned(), ring.version())
+    };
     if args.json {
         return crate::output::json(&json!({
             "key": args.key,
             "node": node.as_ref().map(ToString::to_string),
             "assigned": assigned,
-            "ring_version": ring.version(),
+            "ring_version": ring_version,
         }));
     }
     match (&node, assigned) {
@@ -34,7 +41,7 @@ pub async fn run(args: LocateArgs, settings: &Settings) -> anyhow::Result<()> {
         (Some(n), false) => crate::outln!(
             "{} → {n} (not assigned; where the ring places it, version {})",
             args.key,
-            ring.version()
+            ring_version
         ),
         (None, _) => crate::outln!(
             "{} has no owner: no node can own keys right now (none alive and undrained)",

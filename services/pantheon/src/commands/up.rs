@@ -33,13 +33,34 @@ pub fn spawn_services(
             .await
             .map_err(|e| anyhow::anyhow!("projector: {e}"))
     });
-    let t = shutdown.clone();
-    let q = tokio::spawn(async move {
-        pantheon_prober::run(prober, t)
-            .await
-            .map_err(|e| anyhow::anyhow!("prober: {e}"))
-    });
+    let q = spawn_prober(prober, shutdown.clone());
     (p, q)
+}
+
+/// Runs the prober on a runtime of its own, in its own thread: its timing (the probe cadence,
+/// and the timer lag that makes it suspect itself) must not depend on the projector's CPU work
+/// in the same process, such as folding or snapshotting millions of keys.
+fn spawn_prober(prober: pantheon_prober::ProberConfig, shutdown: CancellationToken) -> Task {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("pantheon-prober".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| anyhow::anyhow!("prober runtime: {e}"))
+                .and_then(|runtime| {
+                    runtime
+                        .block_on(pantheon_prober::run(prober, shutdown))
+                        .map_err(|e| anyhow::anyhow!("prober: {e}"))
+                });
+            let _ = tx.send(result);
+        });
+    tokio::spawn(async move {
+        thread.map_err(|e| anyhow::anyhow!("prober thread: {e}"))?;
+        rx.await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the prober thread ended without a result")))
+    })
 }
 
 fn joined(r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {

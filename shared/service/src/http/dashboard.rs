@@ -1,6 +1,7 @@
 //! `/`: the dashboard. Rendered on the server, so a plain load (scripts off, `curl`) shows
 //! the state; a few lines of inline script follow `/api/events` and swap in a fresh render
-//! of the page's live part after each event. `?node=ID` shows that node's audit.
+//! of the page's live part after each event. `?node=ID` shows that node's audit; the node
+//! table shows 200 rows at a time, `?page=N` (from 1) picks which.
 //! `/api/status` and `/api/audit` give the same data as JSON.
 
 use std::fmt::Write as _;
@@ -22,10 +23,25 @@ const TIMELINE_EVENTS: usize = 50;
 const NODE_AUDIT_EVENTS: usize = 2_000;
 /// Above this many ring members the ring is drawn per state, not per node.
 const RING_ARCS_MAX: usize = 360;
+/// Node rows per page: a 3,000-node table was 1.5 MB and took seconds to render.
+const NODES_PER_PAGE: usize = 200;
 
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
     node: Option<String>,
+    /// Which page of the node table (from 1); the selected node's page by default.
+    page: Option<usize>,
+}
+
+/// A share (0..=1) as a percentage with three significant digits, so one node of 3,000
+/// reads 0.0333%, not 0.0%.
+fn percent(share: f64) -> String {
+    let p = share * 100.0;
+    if p <= 0.0 || !p.is_finite() {
+        return "0%".to_owned();
+    }
+    let digits = (2 - p.log10().floor() as i32).clamp(1, 6) as usize;
+    format!("{p:.digits$}%")
 }
 
 fn escape(s: &str) -> String {
@@ -98,11 +114,16 @@ pub async fn page(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>)
         Ok(items) => items,
         Err(e) => return unavailable(e),
     };
-    Html(render_page(&status, &items, node.as_deref())).into_response()
+    Html(render_page(&status, &items, node.as_deref(), q.page)).into_response()
 }
 
 /// The whole page.
-pub fn render_page(status: &ClusterStatus, items: &[TimelineItem], node: Option<&str>) -> String {
+pub fn render_page(
+    status: &ClusterStatus,
+    items: &[TimelineItem],
+    node: Option<&str>,
+    page: Option<usize>,
+) -> String {
     let mut html = String::with_capacity(16 * 1024 + status.nodes.len() * 400);
     let title = format!("Pantheon · {}", escape(&status.cluster));
     let _ = write!(
@@ -112,13 +133,19 @@ pub fn render_page(status: &ClusterStatus, items: &[TimelineItem], node: Option<
          <title>{title}</title><style>{STYLE}</style></head><body>\
          <h1>{title} <small id=\"live-state\">static</small></h1><main id=\"live\">"
     );
-    render_live(&mut html, status, items, node);
+    render_live(&mut html, status, items, node, page);
     let _ = write!(html, "</main><script>{SCRIPT}</script></body></html>");
     html
 }
 
 /// The part the script swaps in after each event.
-fn render_live(html: &mut String, s: &ClusterStatus, items: &[TimelineItem], node: Option<&str>) {
+fn render_live(
+    html: &mut String,
+    s: &ClusterStatus,
+    items: &[TimelineItem],
+    node: Option<&str>,
+    page: Option<usize>,
+) {
     let p = &s.projector;
     let leader = match (&p.leader, p.lease_held) {
         (Some(l), true) => format!("{} (fence {})", escape(l), p.fence),
@@ -150,12 +177,23 @@ fn render_live(html: &mut String, s: &ClusterStatus, items: &[TimelineItem], nod
         p.lag_entries,
         p.lag_seconds,
     );
+    let pages = s.nodes.len().div_ceil(NODES_PER_PAGE).max(1);
+    let selected_page = node
+        .and_then(|n| s.nodes.iter().position(|x| x.record.node == n))
+        .map(|i| i / NODES_PER_PAGE + 1);
+    let page = page.or(selected_page).unwrap_or(1).clamp(1, pages);
+    let first = (page - 1) * NODES_PER_PAGE;
+    let rows = &s.nodes[first.min(s.nodes.len())..(first + NODES_PER_PAGE).min(s.nodes.len())];
+    html.push_str("<div class=\"cols\"><section><h2>Nodes</h2>");
+    if pages > 1 {
+        render_pager(html, page, pages, first, rows.len(), s.nodes.len());
+    }
     html.push_str(
-        "<div class=\"cols\"><section><h2>Nodes</h2><table id=\"nodes\"><thead><tr>\
+        "<table id=\"nodes\"><thead><tr>\
         <th>node</th><th>state</th><th>epoch</th><th>weight</th><th>keys</th>\
         <th>ring share</th><th>last change</th></tr></thead><tbody>",
     );
-    for n in &s.nodes {
+    for n in rows {
         let r = &n.record;
         let id = escape(&r.node);
         let share = n.ring_share * 100.0;
@@ -169,11 +207,12 @@ fn render_live(html: &mut String, s: &ClusterStatus, items: &[TimelineItem], nod
             "<tr id=\"node-{id}\" data-node=\"{id}\" data-state=\"{state}\"{selected}>\
              <td><a href=\"?node={id}\">{id}</a></td><td class=\"state s-{state}\">{state}</td>\
              <td>{}</td><td>{}</td><td class=\"keys\">{}</td>\
-             <td><div class=\"bar\"><span style=\"width:{share:.1}%\"></span></div>{share:.1}%</td>\
+             <td><div class=\"bar\"><span style=\"width:{share:.1}%\"></span></div>{}</td>\
              <td>{} <small>{}</small></td></tr>",
             r.epoch,
             r.weight,
             n.keys,
+            percent(n.ring_share),
             escape(&r.last),
             escape(&r.since),
             state = escape(&r.state),
@@ -196,6 +235,30 @@ fn render_live(html: &mut String, s: &ClusterStatus, items: &[TimelineItem], nod
     html.push_str("</section>");
 }
 
+/// "nodes 201–400 of 3000", with links to the neighbouring pages.
+fn render_pager(
+    html: &mut String,
+    page: usize,
+    pages: usize,
+    first: usize,
+    shown: usize,
+    total: usize,
+) {
+    let _ = write!(
+        html,
+        "<p id=\"pager\" data-page=\"{page}\" data-pages=\"{pages}\">nodes {}–{} of {total}",
+        first + 1,
+        first + shown
+    );
+    if page > 1 {
+        let _ = write!(html, " · <a href=\"?page={}\">‹ previous</a>", page - 1);
+    }
+    if page < pages {
+        let _ = write!(html, " · <a href=\"?page={}\">next ›</a>", page + 1);
+    }
+    html.push_str("</p>");
+}
+
 /// The ring as a donut: one arc per member, its length the member's share.
 fn render_ring(html: &mut String, s: &ClusterStatus) {
     let members: Vec<_> = s.nodes.iter().filter(|n| n.ring_share > 0.0).collect();
@@ -216,12 +279,12 @@ fn render_ring(html: &mut String, s: &ClusterStatus) {
         let _ = write!(
             html,
             "<circle r=\"90\" class=\"arc c{}\" stroke-dasharray=\"{len:.2} {:.2}\" \
-             stroke-dashoffset=\"{:.2}\"><title>{} {:.1}%</title></circle>",
+             stroke-dashoffset=\"{:.2}\"><title>{} {}</title></circle>",
             i % 8,
             circumference - len,
             -offset,
             escape(name),
-            share * 100.0
+            percent(*share)
         );
         offset += len;
     }
@@ -304,3 +367,18 @@ es.onopen=function(){tag.textContent='live';document.body.dataset.live='1';};
 es.onerror=function(){tag.textContent='reconnecting';};
 es.addEventListener('cluster',refresh);
 })();"#;
+
+#[cfg(test)]
+mod tests {
+    use super::percent;
+
+    #[test]
+    fn small_shares_keep_three_significant_digits() {
+        assert_eq!(percent(1.0 / 3000.0), "0.0333%");
+        assert_eq!(percent(1.0 / 30.0), "3.33%");
+        assert_eq!(percent(0.5), "50.0%");
+        assert_eq!(percent(1.0), "100.0%");
+        assert_eq!(percent(0.0), "0%");
+        assert_eq!(percent(1e-9), "0.000000%");
+    }
+}
