@@ -9,7 +9,7 @@ use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::event::EventKind;
 use pantheon_domain::health::ProbeError;
 use pantheon_domain::{EntryId, NodeId, State};
-use pantheon_projector::rebuild;
+use pantheon_projector::verify;
 
 use crate::cluster::{TestCluster, assert_sets_match_keymap, read_models};
 
@@ -111,9 +111,7 @@ async fn a_burst_of_joins_and_deaths_is_rebalanced_per_commit_and_matches_a_rebu
     for (key, owner) in state.keys().iter() {
         assert_eq!(keymap.get(key).copied(), owner.map(|o| o.as_str()), "{key}");
     }
-    let v = rebuild::verify(&mut c.con, &c.layout, |_| {})
-        .await
-        .unwrap();
+    let v = verify::verify(&mut c.con, &c.layout, |_| {}).await.unwrap();
     assert!(v.matches(), "{v:?}");
     assert_eq!(v.live_checksum, Some(state.checksum()));
 }
@@ -167,9 +165,7 @@ async fn a_mass_death_past_the_panic_threshold_keeps_the_held_nodes_keys() {
             "{name} still owns keys"
         );
     }
-    let v = rebuild::verify(&mut c.con, &c.layout, |_| {})
-        .await
-        .unwrap();
+    let v = verify::verify(&mut c.con, &c.layout, |_| {}).await.unwrap();
     assert!(v.matches(), "{v:?}");
 }
 

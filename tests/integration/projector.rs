@@ -8,7 +8,7 @@ use std::time::Duration;
 use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::event::EventKind;
 use pantheon_domain::{EntryId, NodeId};
-use pantheon_projector::rebuild;
+use pantheon_projector::{rebuild, verify};
 use pantheon_test_support::TestRedis;
 use rand::{Rng, SeedableRng};
 
@@ -506,9 +506,7 @@ async fn deleted_read_models_are_rebuilt_from_the_log() {
     let before = read_models(&mut c.con, &c.layout).await;
     let events_before = c.events().await.len();
 
-    let v = rebuild::verify(&mut c.con, &c.layout, |_| {})
-        .await
-        .unwrap();
+    let v = verify::verify(&mut c.con, &c.layout, |_| {}).await.unwrap();
     assert!(v.matches(), "{v:?}");
     assert_eq!(v.entries, 2000);
 
@@ -599,9 +597,7 @@ async fn a_damaged_keymap_is_detected_by_its_checksum_and_rebuilt() {
     let id = c.xadd(&join("late", 9999)).await;
     c.wait_applied(id, WAIT).await;
     p.stop().await;
-    let v = rebuild::verify(&mut c.con, &c.layout, |_| {})
-        .await
-        .unwrap();
+    let v = verify::verify(&mut c.con, &c.layout, |_| {}).await.unwrap();
     assert!(v.matches(), "{v:?}");
     assert_sets_match_keymap(&read_models(&mut c.con, &c.layout).await);
 }
@@ -627,9 +623,7 @@ async fn after_trimming_below_a_snapshot_a_rebuild_still_works() {
     assert!(log_len < 3000, "the log was not trimmed (XLEN {log_len})");
     let before = read_models(&mut c.con, &c.layout).await;
 
-    let v = rebuild::verify(&mut c.con, &c.layout, |_| {})
-        .await
-        .unwrap();
+    let v = verify::verify(&mut c.con, &c.layout, |_| {}).await.unwrap();
     assert!(v.matches(), "{v:?}");
     let _: () = redis::cmd("DEL")
         .arg(c.layout.checkpoint())
@@ -761,9 +755,66 @@ async fn a_standby_follows_the_leader_and_takes_over_warm() {
         1,
         "p2 took over without its warm state"
     );
-    let verified = rebuild::verify(&mut c.con, &c.layout, |_| {})
-        .await
-        .unwrap();
+    let verified = verify::verify(&mut c.con, &c.layout, |_| {}).await.unwrap();
     assert!(verified.matches(), "{verified:?}");
     p2.stop().await;
+}
+
+/// `rebuild --verify` compares the live read models themselves with a fold of the log, not
+/// only the checkpoint's checksum (issue 19: it streams them instead of writing a scratch
+/// copy): a key map entry or a node's key set changed behind the projector's back is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_read_models_changed_behind_the_projectors_back() {
+    let mut c = TestCluster::start().await;
+    let p = c.spawn_projector("p1");
+    c.xadd(&join("a", 9000)).await;
+    c.xadd(&join("b", 9001)).await;
+    c.xadd(&probe("a", 1, true)).await;
+    c.xadd(&probe("b", 2, true)).await;
+    let mut last = EntryId::ZERO;
+    for batch in 0..2 {
+        let keys = (0..10_000)
+            .map(|i| format!("tenant:{}", batch * 10_000 + i))
+            .collect();
+        last = c.xadd(&LogEntry::new(Command::Assign { keys })).await;
+    }
+    c.wait_applied(last, WAIT).await;
+    p.stop().await;
+    let clean = verify::verify(&mut c.con, &c.layout, |_| {}).await.unwrap();
+    assert!(clean.matches(), "{clean:?}");
+    assert!(clean.compared >= 20_000, "{clean:?}");
+
+    // One key handed to the other node in the key map only.
+    let owner: String = redis::cmd("HGET")
+        .arg(c.layout.keymap())
+        .arg("tenant:7")
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    let other = if owner == "a" { "b" } else { "a" };
+    let () = redis::cmd("HSET")
+        .arg(c.layout.keymap())
+        .arg("tenant:7")
+        .arg(other)
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    // And one key dropped from its owner's key set.
+    let () = redis::cmd("SREM")
+        .arg(c.layout.node_keys(&node(&owner)))
+        .arg("tenant:9")
+        .query_async(&mut c.con)
+        .await
+        .map(|_: i64| ())
+        .unwrap();
+    let v = verify::verify(&mut c.con, &c.layout, |_| {}).await.unwrap();
+    assert!(!v.matches(), "{v:?}");
+    assert_eq!(v.differences, 2, "{v:?}");
+    assert!(v.examples.iter().any(|e| e.contains("tenant:7")), "{v:?}");
+    assert!(
+        v.examples
+            .iter()
+            .any(|e| e.contains(&format!("node {owner}"))),
+        "{v:?}"
+    );
 }

@@ -13,6 +13,10 @@
 //!    stime from `/proc/<pid>/stat`), the probes the HTTP servers answered per second, and
 //!    that no node was reported failed. Twice: one listener per node (5,000 host:port pairs,
 //!    one kept-alive connection each, as with a real fleet), and 5,000 paths on 4 listeners.
+//! 4. **Overload** (issue 19): 2,000 nodes on one axum server whose capacity drops to half the
+//!    steady probe rate for 60 s, then returns: deaths (false ones: nodes that answered every
+//!    probe they got), suspect events, `prober_degraded` entries, and the time until no node
+//!    is suspect and the projector's lag is 0 (`overload` in `detection/overload.rs`).
 //!
 //! ```text
 //! cargo bench -p pantheon-prober --bench detection
@@ -22,11 +26,13 @@
 //! pantheon-prober-service` (or set `PANTHEON_PROBER_BIN` to a binary). Without it the prober
 //! runs in-process and only the whole bench process's CPU can be reported. Without `--bench`
 //! (as in `cargo test --benches`) a few trials and a 200-node scale run serve as a smoke
-//! test. `PANTHEON_BENCH_STEPS=refused,hang,scale` (any subset) runs only some steps; the
+//! test. `PANTHEON_BENCH_STEPS=refused,hang,scale,overload` (any subset) runs only some steps; the
 //! opt-in step `joins` times the projector folding 250–1,000 single `join` entries into the
 //! default ring and into rendezvous placement (why the scale step uses rendezvous).
 //! Results and the machine they were taken on are in `docs/benchmarks.md`.
 
+#[path = "detection/overload.rs"]
+mod overload;
 mod support;
 
 use std::collections::BTreeMap;
@@ -1294,6 +1300,22 @@ fn main() {
                 );
             }
             scale_report(&results);
+        }
+        if run("overload") {
+            let (nodes, warmup, window) = if full {
+                (2_000, Duration::from_secs(5), Duration::from_secs(60))
+            } else {
+                (100, Duration::from_secs(2), Duration::from_secs(5))
+            };
+            let mut runs = Vec::new();
+            for budget in [0, 25] {
+                eprintln!(
+                    "  overload: {nodes} nodes, {} s, budget {budget} ...",
+                    window.as_secs()
+                );
+                runs.push(overload::overload(nodes, warmup, window, budget).await);
+            }
+            overload::overload_report(&runs);
         }
         // Opt-in: it measures the projector, not the prober.
         if steps.split(',').any(|s| s.trim() == "joins") {

@@ -43,13 +43,13 @@ pub fn awaits_confirmation(health: Health, fails: u32, fall: u32) -> bool {
     health == Health::Suspect && fails >= 1 && fails + 1 >= fall
 }
 
-/// One confirmation: `attempts` probes at once, each on a new connection; the first success
-/// wins, else the first failure is the outcome.
-pub async fn confirm(http: &HttpProber, url: &str, attempts: usize) -> Outcome {
+/// One confirmation: `attempts` probes at once, each on a new connection, each given
+/// `timeout`; the first success wins, else the first failure is the outcome.
+pub async fn confirm(http: &HttpProber, url: &str, attempts: usize, timeout: Duration) -> Outcome {
     let mut set = JoinSet::new();
     for _ in 0..attempts.max(1) {
         let (http, url) = (http.clone(), url.to_owned());
-        set.spawn(async move { http.probe_fresh(&url).await });
+        set.spawn(async move { http.probe_fresh(&url, timeout).await });
     }
     let mut failure = None;
     while let Some(done) = set.join_next().await {

@@ -138,16 +138,25 @@ impl HttpProber {
 
     /// Probes one URL. Never fails: every problem is an outcome with an error kind.
     pub async fn probe(&self, url: &str) -> Outcome {
-        self.probe_with(&self.client, url).await
+        self.probe_with(&self.client, url, self.timeout).await
+    }
+
+    /// [`HttpProber::probe`] with a longer deadline than the configured `timeout` (at least
+    /// it): the prober's patience when many nodes look slow at once (Lifeguard).
+    pub async fn probe_within(&self, url: &str, timeout: Duration) -> Outcome {
+        let timeout = timeout.max(self.timeout);
+        self.probe_with(&self.client, url, timeout).await
     }
 
     /// Probes one URL on a new connection (none is kept for reuse), so a broken pooled
-    /// keep-alive connection cannot make the node look dead.
-    pub async fn probe_fresh(&self, url: &str) -> Outcome {
-        self.probe_with(&self.fresh, url).await
+    /// keep-alive connection cannot make the node look dead; `timeout` as in
+    /// [`HttpProber::probe_within`].
+    pub async fn probe_fresh(&self, url: &str, timeout: Duration) -> Outcome {
+        let timeout = timeout.max(self.timeout);
+        self.probe_with(&self.fresh, url, timeout).await
     }
 
-    async fn probe_with(&self, client: &Client, url: &str) -> Outcome {
+    async fn probe_with(&self, client: &Client, url: &str, timeout: Duration) -> Outcome {
         let start = Instant::now();
         let Ok(parsed) = Url::parse(url) else {
             return Self::failed(start, None, ProbeError::Protocol);
@@ -162,7 +171,7 @@ impl HttpProber {
         {
             return Self::failed(start, None, ProbeError::Policy);
         }
-        match tokio::time::timeout(self.timeout, self.fetch(client, parsed)).await {
+        match tokio::time::timeout(timeout, self.fetch(client, parsed, timeout)).await {
             Err(_) => Self::failed(start, None, ProbeError::Timeout),
             Ok(Err(kind)) => Self::failed(start, None, kind),
             Ok(Ok(status)) => {
@@ -180,8 +189,9 @@ impl HttpProber {
         }
     }
 
-    async fn fetch(&self, client: &Client, url: Url) -> Result<u16, ProbeError> {
-        let mut response = client.get(url).send().await.map_err(classify)?;
+    async fn fetch(&self, client: &Client, url: Url, timeout: Duration) -> Result<u16, ProbeError> {
+        let request = client.get(url).timeout(timeout);
+        let mut response = request.send().await.map_err(classify)?;
         let status = response.status().as_u16();
         // Read (part of) the body so a well-behaved node's connection can be reused; stop at
         // the cap so a node streaming garbage cannot make us read forever.

@@ -26,7 +26,9 @@ use crate::config::ProberConfig;
 use crate::confirm::{LocalHealth, Sample, awaits_confirmation, next_is_confirmation};
 use crate::http::{HttpProber, Outcome};
 use crate::registry::Ownership;
-use crate::schedule::{Role, Tracked, fast_interval, first_probe_window, jittered};
+use crate::schedule::{
+    Role, Tracked, fast_interval, first_probe_window, jittered, patient_timeout,
+};
 
 /// Runs a prober replica until `shutdown` is cancelled, reconnecting to Redis as needed.
 pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<(), ProberError> {
@@ -329,13 +331,14 @@ impl Prober {
                 continue;
             }
             let attempts = self.config.confirm_attempts;
+            let timeout = patient_timeout(&self.config, self.fast);
             self.in_flight.insert(node.clone(), epoch);
             let (http, tx, cancel) = (self.http.clone(), tx.clone(), cancel.clone());
             tracker.spawn(async move {
                 let started = Instant::now();
                 let outcome = tokio::select! {
-                    o = crate::confirm::confirm(&http, &url, attempts), if confirm => o,
-                    o = http.probe(&url), if !confirm => o,
+                    o = crate::confirm::confirm(&http, &url, attempts, timeout), if confirm => o,
+                    o = http.probe_within(&url, timeout), if !confirm => o,
                     _ = cancel.cancelled() => return,
                 };
                 drop(permit);

@@ -174,6 +174,17 @@ pub fn fast_interval(config: &ProberConfig, fast: usize, owned: usize, degraded:
         .min(slowest)
 }
 
+/// The probe deadline at the re-probe pace `fast`: `timeout`, stretched by the same factor as
+/// the re-probes (up to `interval ÷ suspect_interval`, 5 by default). Lifeguard scales its
+/// probe timeout with its local-health multiplier for the same reason: when many nodes look
+/// slow at once, the node side, the network or this prober is overloaded, and a slow answer
+/// is an answer; waiting longer also caps the probes in flight (`max_in_flight`), so the
+/// probe rate falls to what the other side can answer.
+pub fn patient_timeout(config: &ProberConfig, fast: Duration) -> Duration {
+    let factor = fast.as_secs_f64() / config.suspect_interval.as_secs_f64();
+    config.timeout.mul_f64(factor.max(1.0))
+}
+
 /// `base` spread by ±`jitter` (a fraction), so probes of many nodes do not align.
 pub fn jittered(base: Duration, jitter: f64) -> Duration {
     if jitter <= 0.0 {
@@ -218,6 +229,19 @@ mod tests {
             slowed,
             "the fast pace is the caller's"
         );
+    }
+
+    #[test]
+    fn the_timeout_stretches_with_the_re_probe_pace() {
+        let c = cfg();
+        assert_eq!(patient_timeout(&c, c.suspect_interval), c.timeout);
+        assert_eq!(
+            patient_timeout(&c, Duration::from_millis(520)),
+            c.timeout.mul_f64(2.6)
+        );
+        // At most interval ÷ suspect_interval (5) times the timeout.
+        let slowest = fast_interval(&c, 4_000, 5_000, false);
+        assert_eq!(patient_timeout(&c, slowest), c.timeout * 5);
     }
 
     #[test]

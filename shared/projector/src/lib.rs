@@ -9,7 +9,8 @@
 //! * [`config`] — settings and their defaults;
 //! * [`runner`] — the leader/standby loop (lease, read, fold, commit);
 //! * [`stage`] — turning fold results into commit operations;
-//! * [`rebuild`] — folding the log from scratch (or from a snapshot), verifying, swapping in;
+//! * [`rebuild`] — folding the log from scratch (or from a snapshot), swapping it in;
+//! * [`verify`] — comparing the live read models with a fold of the log (`rebuild --verify`);
 //! * [`retention`] — snapshots, log trimming below them, events trimming;
 //! * `reseed` — a Redis that came back empty gets the leader's state back;
 //! * `standby` — a standby keeps the state at the leader's last commit, to take over fast.
@@ -24,6 +25,7 @@ mod skew;
 pub mod stage;
 mod standby;
 mod tick;
+pub mod verify;
 
 pub use config::ProjectorConfig;
 pub use runner::run;

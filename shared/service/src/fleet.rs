@@ -61,6 +61,17 @@ impl FleetConfig {
             every: Duration::from_secs(1),
         }
     }
+
+    /// The timing every fleet process uses (ADR 0010), from the lifetime of its
+    /// registration (`ttl`, the lease TTL for processes that lead): a heartbeat every third
+    /// of it (at least 100 ms), and clusters matching a pattern found again every 5
+    /// heartbeats.
+    pub fn timed(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self.every = (ttl / 3).max(Duration::from_millis(100));
+        self.rediscover = self.every * 5;
+        self
+    }
 }
 
 /// The clusters of `clusters` that `me` owns among the `live` processes (weighted rendezvous
@@ -280,6 +291,18 @@ mod tests {
 
     fn names(n: usize, p: &str) -> Vec<String> {
         (0..n).map(|i| format!("{p}{i}")).collect()
+    }
+
+    #[test]
+    fn rediscovery_runs_every_five_heartbeats() {
+        let c = FleetConfig::new("p", "up", "pantheon", vec![]).timed(Duration::from_secs(5));
+        assert_eq!(c.ttl, Duration::from_secs(5));
+        assert_eq!(c.every, Duration::from_secs(5) / 3);
+        assert_eq!(c.rediscover, c.every * 5);
+        let fast =
+            FleetConfig::new("p", "up", "pantheon", vec![]).timed(Duration::from_millis(150));
+        assert_eq!(fast.every, Duration::from_millis(100), "at least 100 ms");
+        assert_eq!(fast.rediscover, Duration::from_millis(500));
     }
 
     #[test]

@@ -210,11 +210,9 @@ where
     if let Err(e) = start_http(settings, projector, &shutdown).await {
         return usage(&e);
     }
-    let mut fleet_config = fleet::FleetConfig::new(&id, role, &settings.prefix, clusters);
+    let mut fleet_config =
+        fleet::FleetConfig::new(&id, role, &settings.prefix, clusters).timed(ttl);
     fleet_config.patterns = patterns;
-    fleet_config.rediscover = (ttl / 3).max(Duration::from_millis(100)) * 5;
-    fleet_config.ttl = ttl;
-    fleet_config.every = (ttl / 3).max(Duration::from_millis(100));
     info!(id, role, "serving a share of the clusters");
     let work = move |cluster: String, token: CancellationToken| {
         let (config, run) = (config.clone(), run.clone());

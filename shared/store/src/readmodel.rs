@@ -389,8 +389,26 @@ where
     C: ConnectionLike + Send,
     T: redis::FromRedisValue,
 {
-    let mut cursor = 0u64;
     let mut out = Vec::new();
+    scan_pages(con, command, key, pattern, |page| out.extend(page)).await?;
+    Ok(out)
+}
+
+/// A `SCAN`-family iteration handed to `each` one page (about 10,000 elements) at a time, so
+/// a caller comparing millions of elements holds one page, not all of them. An element may
+/// come twice (Redis rehashing during the scan); one present throughout comes at least once.
+pub async fn scan_pages<C, T>(
+    con: &mut C,
+    command: &str,
+    key: Option<&str>,
+    pattern: Option<&str>,
+    mut each: impl FnMut(Vec<T>),
+) -> Result<(), StoreError>
+where
+    C: ConnectionLike + Send,
+    T: redis::FromRedisValue,
+{
+    let mut cursor = 0u64;
     loop {
         let mut cmd = redis::cmd(command);
         if let Some(key) = key {
@@ -401,12 +419,37 @@ where
             cmd.arg("MATCH").arg(pattern);
         }
         let (next, page): (u64, Vec<T>) = cmd.arg("COUNT").arg(10_000).query_async(con).await?;
-        out.extend(page);
+        each(page);
         if next == 0 {
-            return Ok(out);
+            return Ok(());
         }
         cursor = next;
     }
+}
+
+/// The sizes of the big read models: owned keys (`HLEN` of the key map), unowned keys, and
+/// each node's key set (`SCARD`), in one pipeline.
+pub async fn sizes<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    nodes: &[NodeId],
+) -> Result<(u64, u64, Vec<u64>), StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("HLEN").arg(layout.keymap());
+    pipe.cmd("SCARD").arg(layout.unowned());
+    for node in nodes {
+        pipe.cmd("SCARD").arg(layout.node_keys(node));
+    }
+    let mut counts: Vec<u64> = pipe.query_async(con).await?;
+    if counts.len() != nodes.len() + 2 {
+        return Err(StoreError::Reply(format!(
+            "{} sizes for {} read models",
+            counts.len(),
+            nodes.len() + 2
+        )));
+    }
+    let per_node = counts.split_off(2);
+    Ok((counts[0], counts[1], per_node))
 }
 
 async fn scan_hash<C: ConnectionLike + Send>(

@@ -8,8 +8,6 @@
 //! failing or lagging never touches another's: each has its own tasks and connections, only
 //! the runtime and the HTTP endpoint are shared.
 
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
 
 use super::up::{STOP_MARGIN, spawn_services, supervise};
@@ -42,14 +40,12 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
     }
     let base = settings.projector_config()?;
     let me = base.instance.clone();
-    let mut fleet_config =
-        pantheon_service::fleet::FleetConfig::new(&me, "up", &settings.prefix, clusters.clone());
     // A dead process's clusters are taken over when both its registration and its leases
     // have expired: give them the same lifetime, so failover takes about one lease TTL.
-    fleet_config.ttl = base.lease_ttl;
+    let mut fleet_config =
+        pantheon_service::fleet::FleetConfig::new(&me, "up", &settings.prefix, clusters.clone())
+            .timed(base.lease_ttl);
     fleet_config.patterns = settings.cluster_patterns()?;
-    fleet_config.rediscover = fleet_config.every * 5;
-    fleet_config.every = (base.lease_ttl / 3).max(Duration::from_millis(100));
     let redis = pantheon_store::Redis::new(settings.deployment()?, pantheon_store::fleet::TAG);
     eprintln!(
         "pantheon up: process {me:?} serving {} clusters{} on {}, sharing them with the other \
