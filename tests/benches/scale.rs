@@ -155,6 +155,16 @@ async fn wait_applied(con: &mut MultiplexedConnection, layout: &Layout, id: Entr
     }
 }
 
+/// Peak resident memory of this process (`VmHWM`), MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 async fn used_memory(con: &mut MultiplexedConnection) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("memory")
@@ -328,9 +338,14 @@ async fn main() {
             .unwrap();
         on_dead += n;
     }
+    let verify_started = Instant::now();
     let verified = pantheon_projector::verify::verify(&mut con, &layout, |_| {})
         .await
         .unwrap();
+    let verify_took = verify_started.elapsed();
+    // This process holds nothing else big: its peak RSS is the verify's.
+    let peak_mib = peak_rss_mib();
+    let redis_mib = used_memory(&mut con).await as f64 / 1048576.0;
     assert_eq!(owned, keys, "keys lost");
     assert_eq!(on_dead, 0, "keys left on dead nodes");
     assert!(verified.matches(), "{verified:?}");
@@ -340,6 +355,15 @@ async fn main() {
          agrees with the read models",
         dying.len(),
         failover.as_secs_f64()
+    ));
+    results.push(format!(
+        "verify (fold the log, stream the live read models against it) at {keys} keys: \
+         **{:.1} s** ({:.0} keys/s), peak RSS of this process **{peak_mib:.0} MiB** = \
+         {:.2}× Redis's used_memory ({redis_mib:.0} MiB); {} elements compared",
+        verify_took.as_secs_f64(),
+        keys as f64 / verify_took.as_secs_f64(),
+        peak_mib / redis_mib,
+        verified.compared
     ));
 
     // 5. cold restart at `big` keys
