@@ -547,7 +547,8 @@ async fn a_big_clusters_dashboard_pages_its_nodes_in_chromium() {
     )
     .await;
     let rows = "document.querySelectorAll('#nodes tbody tr').length";
-    assert_eq!(tab.eval(rows).await, json!(200));
+    // The pager comes before the table: wait for the whole table, not just the pager.
+    tab.wait_for(rows, json!(200)).await;
     let pager = tab
         .eval("document.querySelector('#pager').textContent")
         .await;
@@ -570,7 +571,7 @@ async fn a_big_clusters_dashboard_pages_its_nodes_in_chromium() {
         json!("2"),
     )
     .await;
-    assert_eq!(tab.eval(rows).await, json!(200));
+    tab.wait_for(rows, json!(200)).await;
     assert_eq!(
         tab.eval("document.querySelector('#nodes tbody tr').dataset.node")
             .await,
@@ -584,7 +585,7 @@ async fn a_big_clusters_dashboard_pages_its_nodes_in_chromium() {
             json!("3"),
         )
         .await;
-    assert_eq!(last_page.eval(rows).await, json!(50));
+    last_page.wait_for(rows, json!(50)).await;
     // A selected node opens on its own page.
     let mut selected = browser.open(&format!("http://{http}/?node=n321")).await;
     selected.call("Page.enable", json!({})).await;
@@ -594,10 +595,10 @@ async fn a_big_clusters_dashboard_pages_its_nodes_in_chromium() {
             json!("2"),
         )
         .await;
-    assert_eq!(
-        selected
-            .eval("document.querySelector('tr.selected').dataset.node")
-            .await,
-        json!("n321")
-    );
+    selected
+        .wait_for(
+            "document.querySelector('tr.selected') && document.querySelector('tr.selected').dataset.node",
+            json!("n321"),
+        )
+        .await;
 }
