@@ -14,6 +14,7 @@ mod fleet;
 mod migrations;
 mod nodes;
 mod observability;
+mod placement_vectors;
 mod prober;
 mod projector;
 mod resilience;

@@ -1,0 +1,33 @@
+"""Python client of Pantheon: which healthy node owns key K, and why.
+
+Writes append entries to a cluster's log exactly as the Rust client does, ``locate``
+computes owners locally with the Rust placement, reads come from the read models the
+projector commits, and ``subscribe`` follows the events stream through a consumer group.
+The asyncio client is :mod:`pantheon_client.aio`, with the same names.
+"""
+
+from .client import Pantheon
+from .errors import ConfigError, InvalidInput, PantheonError, Rejected, Unavailable
+from .events import Event, SubscribeOptions
+from .redis_url import RedisUrl, UrlError
+from .redis_url import parse as parse_redis_url
+from .resolve import Tls
+from .ring import RingSnapshot
+from .subscribe import Subscription
+
+__all__ = [
+    "ConfigError",
+    "Event",
+    "InvalidInput",
+    "Pantheon",
+    "PantheonError",
+    "RedisUrl",
+    "Rejected",
+    "RingSnapshot",
+    "SubscribeOptions",
+    "Subscription",
+    "Tls",
+    "Unavailable",
+    "UrlError",
+    "parse_redis_url",
+]

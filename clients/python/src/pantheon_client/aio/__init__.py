@@ -1,0 +1,8 @@
+"""The asyncio client: ``pantheon_client.aio.Pantheon`` has the synchronous client's
+methods, awaited (``await Pantheon.connect(...)``, ``async for event in sub``,
+``await event.ack()``)."""
+
+from .client import Pantheon
+from .subscribe import Subscription
+
+__all__ = ["Pantheon", "Subscription"]

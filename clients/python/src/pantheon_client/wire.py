@@ -1,0 +1,147 @@
+"""Log entries as the Rust client writes them (shared/client/src/write.rs): the fields of
+``LogEntry::encode`` in its order (``v``, ``type``, ``cmd``, then the command's fields), checked
+with the projector's rules first, so bad input fails here with the projector's message and
+nothing is sent.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+
+from .errors import InvalidInput
+from .health_url import address_url, clip, debug, url_field
+
+SCHEMA_VERSION = "1"
+MAX_NODE_ID_BYTES = 128
+MAX_KEY_BYTES = 1024
+MAX_BATCH_KEYS = 10_000
+MAX_WEIGHT = 100
+_NODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:@")
+
+Fields = list[tuple[str, str]]
+
+
+def new_cmd() -> str:
+    """A unique command id: a retried append carrying it is applied once."""
+    return "py-" + secrets.token_hex(16)
+
+
+def check_node(node: str) -> str:
+    """A node id: 1 to 128 bytes of ASCII letters, digits and ``. _ - : @``."""
+    if not node:
+        raise InvalidInput("bad node id: node id is empty")
+    n = len(node.encode())
+    if n > 2048:
+        raise InvalidInput(f'field "node" is {n} bytes, longer than the limit of 2048')
+    if n > MAX_NODE_ID_BYTES:
+        raise InvalidInput(
+            f"bad node id: node id is {n} bytes, longer than the limit of {MAX_NODE_ID_BYTES}"
+        )
+    for c in node:
+        if c not in _NODE_CHARS:
+            shown = "'\\''" if c == "'" else f"'{c}'"
+            raise InvalidInput(
+                f"bad node id: node id contains {shown}; allowed are ASCII letters, digits "
+                "and . _ - : @"
+            )
+    return node
+
+
+def check_weight(weight: int) -> str:
+    if isinstance(weight, bool) or not isinstance(weight, int):
+        raise InvalidInput(f'field "weight" must be a number, got {debug(clip(str(weight)))}')
+    if not 1 <= weight <= MAX_WEIGHT:
+        raise InvalidInput(f'field "weight" is {weight}, outside 1..={MAX_WEIGHT}')
+    return str(weight)
+
+
+def _head(kind: str) -> Fields:
+    return [("v", SCHEMA_VERSION), ("type", kind), ("cmd", new_cmd())]
+
+
+def join(
+    node: str,
+    *,
+    url: str | None = None,
+    address: str | None = None,
+    port: int | None = None,
+    path: str | None = None,
+    weight: int | None = None,
+) -> Fields:
+    """A ``join``: either ``url``, or ``address`` (scheme and host) + ``port`` + ``path``."""
+    check_node(node)
+    if url is not None and (address is not None or port is not None or path is not None):
+        raise InvalidInput('give either "url" or "address"/"port"/"path", not both')
+    if url is not None:
+        health = url_field(url)
+    elif address is not None:
+        if port is None:
+            raise InvalidInput('missing field "port"')
+        health = address_url(address, port, path or "")
+    else:
+        raise InvalidInput('missing field "url"')
+    fields = [*_head("join"), ("node", node), ("url", health)]
+    if weight is not None:
+        fields.append(("weight", check_weight(weight)))
+    return fields
+
+
+def node_command(kind: str, node: str) -> Fields:
+    """``leave``, ``drain`` or ``undrain``."""
+    return [*_head(kind), ("node", check_node(node))]
+
+
+def set_weight(node: str, weight: int) -> Fields:
+    return [*_head("weight"), ("node", check_node(node)), ("weight", check_weight(weight))]
+
+
+def check_keys(keys: Sequence[str]) -> list[bytes]:
+    """Every key as UTF-8 bytes, each 1 to 1,024 bytes."""
+    out = []
+    for key in keys:
+        if not isinstance(key, str):
+            raise InvalidInput(f"a key must be a str, got {type(key).__name__}")
+        try:
+            raw = key.encode()
+        except UnicodeEncodeError:
+            raise InvalidInput('field "key" is not valid UTF-8') from None
+        if not raw:
+            raise InvalidInput("key is empty")
+        if len(raw) > MAX_KEY_BYTES:
+            raise InvalidInput(
+                f'field "key" is {len(raw)} bytes, longer than the limit of {MAX_KEY_BYTES}'
+            )
+        out.append(raw)
+    return out
+
+
+def batches(keys: Sequence[bytes]) -> Iterable[Sequence[bytes]]:
+    """Key batches of at most 10,000 (one ``assign`` entry each)."""
+    for start in range(0, len(keys), MAX_BATCH_KEYS):
+        yield keys[start : start + MAX_BATCH_KEYS]
+
+
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def pack_xadd(stream: str, fields: Fields) -> bytes:
+    """``XADD <stream> * <fields>`` as one RESP command."""
+    parts = [b"XADD", stream.encode(), b"*"]
+    for k, v in fields:
+        parts.append(k.encode())
+        parts.append(v.encode())
+    return b"*%d\r\n" % len(parts) + b"".join(_bulk(p) for p in parts)
+
+
+def pack_key_batch(stream: str, kind: str, keys: Sequence[bytes]) -> bytes:
+    """``XADD <stream> * v 1 type <kind> cmd <id> key k1 key k2 ...`` as one RESP command,
+    built without a per-argument Python call (a batch has 10,000 keys)."""
+    head = [b"XADD", stream.encode(), b"*"]
+    for k, v in _head(kind):
+        head.append(k.encode())
+        head.append(v.encode())
+    count = len(head) + 2 * len(keys)
+    body = b"".join([b"$3\r\nkey\r\n$%d\r\n%s\r\n" % (len(k), k) for k in keys])
+    return b"*%d\r\n" % count + b"".join(_bulk(p) for p in head) + body
