@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 import redis
@@ -77,7 +77,7 @@ def test_writes_reads_locate_and_events(
 
 
 def test_unacked_events_come_back_to_the_same_consumer(redis_url: str, cluster: str) -> None:
-    r = redis.Redis.from_url(redis_url)
+    r: Any = redis.Redis.from_url(redis_url)
     ids = [r.xadd(f"pantheon:{{{cluster}}}:events", {"type": "died", "node": "n"}) for _ in "ab"]
     r.close()
 

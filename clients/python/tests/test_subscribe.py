@@ -5,7 +5,7 @@ arrive."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import redis
 from conftest import Cli, HealthNode
@@ -69,7 +69,7 @@ def test_stuck_events_are_claimed_then_dead_lettered(redis_url: str, cluster: st
         # The other two keep coming back without an ack until max_deliveries (3) is passed.
         again = drain(live, 1.5)
         assert [(e.id, e.deliveries) for e in again] == [(i, 3) for i in ids[1:]]
-        r = redis.Redis.from_url(redis_url)
+        r: Any = redis.Redis.from_url(redis_url)
         dead = r.xrange(f"pantheon:{{{cluster}}}:events:dead")
         pending = r.xpending(f"pantheon:{{{cluster}}}:events", "g")
         r.close()

@@ -23,7 +23,7 @@ def log_entries(url: str, cluster: str) -> list[list[tuple[bytes, bytes]]]:
 
 def raw_entries(url: str, cluster: str) -> list[list[tuple[bytes, bytes]]]:
     # XRANGE keeps repeated fields (`key`), so read the flat reply.
-    r = redis.Redis.from_url(url)
+    r: Any = redis.Redis.from_url(url)
     reply: Any = r.execute_command("XRANGE", f"pantheon:{{{cluster}}}:log", "-", "+")
     r.close()
     return [[(f[i], f[i + 1]) for i in range(0, len(f), 2)] for _, f in reply]

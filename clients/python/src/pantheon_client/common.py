@@ -174,12 +174,11 @@ def node_statuses(
 RAW_REPLY_COMMANDS = ("XREADGROUP", "XAUTOCLAIM", "XPENDING", "XRANGE", "XACK", "XADD")
 
 
-def raw_replies(client: Any) -> Any:
+def raw_replies(client: Any) -> None:
     """The client with redis-py's reply parsing off for the stream commands: the parsers here
     read the replies as Redis sends them, as the Rust client does."""
     for name in RAW_REPLY_COMMANDS:
         client.response_callbacks.pop(name, None)
-    return client
 
 
 def command(client: Any, *args: Any) -> Any:

@@ -9,6 +9,8 @@ import time
 from typing import Callable, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import resolve
 from .common import command, is_retryable, raw_replies
@@ -31,9 +33,13 @@ class Master:
 
     def _data_client(self, addr: HostPort) -> redis.Redis:
         client = redis.Redis(
-            host=addr.host, port=addr.port, **resolve.connection_kwargs(self.url, self.tls)
+            host=addr.host,
+            port=addr.port,
+            retry=Retry(NoBackoff(), 0),
+            **resolve.connection_kwargs(self.url, self.tls),
         )
-        return raw_replies(client)
+        raw_replies(client)
+        return client
 
     def _checked(self, addr: HostPort) -> redis.Redis:
         client = self._data_client(addr)
@@ -56,6 +62,7 @@ class Master:
                     ask = redis.Redis(
                         host=sentinel.host,
                         port=sentinel.port,
+                        retry=Retry(NoBackoff(), 0),
                         **resolve.connection_kwargs(
                             url, self.tls, data=False, timeout=resolve.ASK_TIMEOUT_S
                         ),

@@ -3,6 +3,7 @@ rules as the Rust ``SubscribeOptions``)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Callable
 
@@ -50,13 +51,13 @@ class SubscribeOptions:
         return max(int(self.block_s * 1000), 1)
 
 
-class Event:
+class EventBase:
     """One entry of the events stream, handed to one consumer of a group. It stays pending
-    until :meth:`ack` (or the asyncio client's ``await event.ack()``)."""
+    until acked."""
 
-    __slots__ = ("_ack", "deliveries", "fields", "id", "node", "type")
+    __slots__ = ("deliveries", "fields", "id", "node", "type")
 
-    def __init__(self, entry: RawEntry, deliveries: int, ack: Callable[[str], object]) -> None:
+    def __init__(self, entry: RawEntry, deliveries: int) -> None:
         self.id: str = entry.id
         """The entry's id in the events stream: unique and increasing (de-duplicate by it)."""
         self.fields: dict[str, str] = {
@@ -68,12 +69,37 @@ class Event:
         """The node of a node event, else ``None``."""
         self.deliveries = deliveries
         """How many times it has been delivered, this time included (1 = first time)."""
-        self._ack = ack
-
-    def ack(self):  # type: ignore[no-untyped-def]
-        """Acknowledges the event: it will not be delivered again. Returns whether it was
-        still pending (a coroutine returning it, in the asyncio client)."""
-        return self._ack(self.id)
 
     def __repr__(self) -> str:
-        return f"Event(id={self.id!r}, type={self.type!r}, node={self.node!r})"
+        return f"{type(self).__name__}(id={self.id!r}, type={self.type!r}, node={self.node!r})"
+
+
+class Event(EventBase):
+    """An event of the synchronous client's subscription."""
+
+    __slots__ = ("_ack",)
+
+    def __init__(self, entry: RawEntry, deliveries: int, ack: Callable[[str], bool]) -> None:
+        super().__init__(entry, deliveries)
+        self._ack = ack
+
+    def ack(self) -> bool:
+        """Acknowledges the event: it will not be delivered again. Returns whether it was
+        still pending."""
+        return self._ack(self.id)
+
+
+class AsyncEvent(EventBase):
+    """An event of the asyncio client's subscription: ``await event.ack()``."""
+
+    __slots__ = ("_ack",)
+
+    def __init__(
+        self, entry: RawEntry, deliveries: int, ack: Callable[[str], Awaitable[bool]]
+    ) -> None:
+        super().__init__(entry, deliveries)
+        self._ack = ack
+
+    async def ack(self) -> bool:
+        """Acknowledges the event; whether it was still pending."""
+        return await self._ack(self.id)

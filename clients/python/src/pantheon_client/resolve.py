@@ -45,7 +45,9 @@ def slot_of_cluster(cluster: str) -> int:
 def connection_kwargs(
     url: RedisUrl, tls: Tls, *, data: bool = True, timeout: float = SOCKET_TIMEOUT_S
 ) -> dict[str, Any]:
-    """Keyword arguments of ``redis.Redis`` for a data node (``data``) or a Sentinel."""
+    """Keyword arguments of ``redis.Redis`` for a data node (``data``) or a Sentinel.
+    redis-py's own retries are switched off by the callers: the connection retries once
+    the master has been resolved again, with its own bounded backoff."""
     kwargs: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": ASK_TIMEOUT_S,

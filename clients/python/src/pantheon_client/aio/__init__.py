@@ -2,7 +2,8 @@
 methods, awaited (``await Pantheon.connect(...)``, ``async for event in sub``,
 ``await event.ack()``)."""
 
+from ..events import AsyncEvent as Event
 from .client import Pantheon
 from .subscribe import Subscription
 
-__all__ = ["Pantheon", "Subscription"]
+__all__ = ["Event", "Pantheon", "Subscription"]

@@ -11,6 +11,8 @@ from typing import Callable, TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from .. import resolve
 from ..common import command, is_retryable, raw_replies
@@ -33,9 +35,13 @@ class Master:
 
     def _data_client(self, addr: HostPort) -> aioredis.Redis:
         client = aioredis.Redis(
-            host=addr.host, port=addr.port, **resolve.connection_kwargs(self.url, self.tls)
+            host=addr.host,
+            port=addr.port,
+            retry=Retry(NoBackoff(), 0),
+            **resolve.connection_kwargs(self.url, self.tls),
         )
-        return raw_replies(client)
+        raw_replies(client)
+        return client
 
     async def _checked(self, addr: HostPort) -> aioredis.Redis:
         client = self._data_client(addr)
@@ -58,6 +64,7 @@ class Master:
                     ask = aioredis.Redis(
                         host=sentinel.host,
                         port=sentinel.port,
+                        retry=Retry(NoBackoff(), 0),
                         **resolve.connection_kwargs(
                             url, self.tls, data=False, timeout=resolve.ASK_TIMEOUT_S
                         ),

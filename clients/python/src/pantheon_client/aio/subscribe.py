@@ -25,7 +25,8 @@ import redis
 import redis.asyncio as aioredis
 
 from ..common import Layout, RawEntry, command, parse_autoclaim, parse_read, pending_count
-from ..events import Event, SubscribeOptions
+from ..events import AsyncEvent as Event
+from ..events import SubscribeOptions
 from .connection import Master
 
 _ZERO = "0-0"
