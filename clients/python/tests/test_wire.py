@@ -76,6 +76,10 @@ WRITES: list[tuple[list[str], Any]] = [
         ["join", "n8", "--url", "https://h.example:8443"],
         lambda p: p.join("n8", "https://h.example:8443"),
     ),
+    (
+        ["join", "n9", "--url", "http://h:1/a^b|c[d]e'f;g=h@i!$&()*+,:~%41%zz/?^|[]`{}#^|[]{}'"],
+        lambda p: p.join("n9", "http://h:1/a^b|c[d]e'f;g=h@i!$&()*+,:~%41%zz/?^|[]`{}#^|[]{}'"),
+    ),
     (["leave", "n1"], lambda p: p.leave("n1")),
     (["drain", "a@b:c.d_e-f"], lambda p: p.drain("a@b:c.d_e-f")),
     (["undrain", "n2"], lambda p: p.undrain("n2")),

@@ -97,23 +97,22 @@ def set_weight(node: str, weight: int) -> Fields:
 
 
 def check_keys(keys: Sequence[str]) -> list[bytes]:
-    """Every key as UTF-8 bytes, each 1 to 1,024 bytes."""
-    out = []
-    for key in keys:
-        if not isinstance(key, str):
-            raise InvalidInput(f"a key must be a str, got {type(key).__name__}")
-        try:
-            raw = key.encode()
-        except UnicodeEncodeError:
-            raise InvalidInput('field "key" is not valid UTF-8') from None
-        if not raw:
-            raise InvalidInput("key is empty")
-        if len(raw) > MAX_KEY_BYTES:
-            raise InvalidInput(
-                f'field "key" is {len(raw)} bytes, longer than the limit of {MAX_KEY_BYTES}'
-            )
-        out.append(raw)
-    return out
+    """Every key as UTF-8 bytes, each 1 to 1,024 bytes. Done in bulk (list comprehension,
+    ``min``/``max``): a million keys are checked in a fraction of a second."""
+    try:
+        raw = [k.encode() for k in keys]
+    except AttributeError:
+        bad = next(k for k in keys if not isinstance(k, str))
+        raise InvalidInput(f"a key must be a str, got {type(bad).__name__}") from None
+    except UnicodeEncodeError:
+        raise InvalidInput('field "key" is not valid UTF-8') from None
+    lengths = list(map(len, raw))
+    if lengths and min(lengths) == 0:
+        raise InvalidInput("key is empty")
+    if lengths and max(lengths) > MAX_KEY_BYTES:
+        n = next(n for n in lengths if n > MAX_KEY_BYTES)
+        raise InvalidInput(f'field "key" is {n} bytes, longer than the limit of {MAX_KEY_BYTES}')
+    return raw
 
 
 def batches(keys: Sequence[bytes]) -> Iterable[Sequence[bytes]]:
@@ -135,13 +134,21 @@ def pack_xadd(stream: str, fields: Fields) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(_bulk(p) for p in parts)
 
 
+_KEY_HEADERS = [b"$3\r\nkey\r\n$%d\r\n" % n for n in range(MAX_KEY_BYTES + 1)]
+"""The RESP bytes before a key of each length: the field name ``key`` and the value's length."""
+
+
 def pack_key_batch(stream: str, kind: str, keys: Sequence[bytes]) -> bytes:
     """``XADD <stream> * v 1 type <kind> cmd <id> key k1 key k2 ...`` as one RESP command,
-    built without a per-argument Python call (a batch has 10,000 keys)."""
+    built with slice assignments and one join instead of a Python call per key (a batch has
+    10,000 keys)."""
     head = [b"XADD", stream.encode(), b"*"]
     for k, v in _head(kind):
         head.append(k.encode())
         head.append(v.encode())
-    count = len(head) + 2 * len(keys)
-    body = b"".join([b"$3\r\nkey\r\n$%d\r\n%s\r\n" % (len(k), k) for k in keys])
-    return b"*%d\r\n" % count + b"".join(_bulk(p) for p in head) + body
+    n = len(keys)
+    parts: list[bytes] = [b""] * (3 * n)
+    parts[0::3] = [_KEY_HEADERS[length] for length in map(len, keys)]
+    parts[1::3] = keys
+    parts[2::3] = [b"\r\n"] * n
+    return b"*%d\r\n" % (len(head) + 2 * n) + b"".join(_bulk(p) for p in head) + b"".join(parts)
