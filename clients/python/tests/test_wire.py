@@ -12,18 +12,13 @@ import redis
 from conftest import Cli
 
 from pantheon_client import InvalidInput, Pantheon
-
-
-def log_entries(url: str, cluster: str) -> list[list[tuple[bytes, bytes]]]:
-    r = redis.Redis.from_url(url)
-    reply: Any = r.xrange(f"pantheon:{{{cluster}}}:log")
-    r.close()
-    return [list(fields.items()) if isinstance(fields, dict) else fields for _, fields in reply]
+from pantheon_client.common import raw_replies
 
 
 def raw_entries(url: str, cluster: str) -> list[list[tuple[bytes, bytes]]]:
     # XRANGE keeps repeated fields (`key`), so read the flat reply.
     r: Any = redis.Redis.from_url(url)
+    raw_replies(r)
     reply: Any = r.execute_command("XRANGE", f"pantheon:{{{cluster}}}:log", "-", "+")
     r.close()
     return [[(f[i], f[i + 1]) for i in range(0, len(f), 2)] for _, f in reply]
@@ -91,9 +86,7 @@ WRITES: list[tuple[list[str], Any]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("args", "write"), WRITES, ids=lambda x: " ".join(x)[:40] if isinstance(x, list) else ""
-)
+@pytest.mark.parametrize(("args", "write"), WRITES, ids=case_id)
 def test_python_writes_the_entry_the_rust_client_writes(
     redis_url: str, cluster: str, cli: Cli, args: list[str], write: Any
 ) -> None:
@@ -143,9 +136,7 @@ BAD: list[tuple[list[str], Any]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("args", "write"), BAD, ids=lambda x: " ".join(x)[:40] if isinstance(x, list) else ""
-)
+@pytest.mark.parametrize(("args", "write"), BAD, ids=case_id)
 def test_bad_input_fails_with_the_rust_message_and_writes_nothing(
     redis_url: str, cluster: str, cli: Cli, args: list[str], write: Any
 ) -> None:

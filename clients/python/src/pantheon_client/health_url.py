@@ -160,7 +160,8 @@ def _host(text: str) -> str:
         )
     host = text.lower()
     if any(c in _FORBIDDEN_HOST or ord(c) < 0x20 or ord(c) == 0x7F for c in host):
-        raise _ParseError("invalid domain character")
+        # The url crate's IDNA step refuses URL-forbidden code points with this message.
+        raise _ParseError("invalid international domain name")
     if _ends_in_number(host):
         return _ipv4(host)
     return host
