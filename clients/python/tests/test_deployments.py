@@ -43,6 +43,14 @@ def servers() -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
             proc.wait(timeout=10)
 
 
+def cluster_ports() -> tuple[int, int]:
+    """A free port and a free cluster bus port for a Redis Cluster node."""
+    while True:
+        port, bus = free_port(), free_port()
+        if port != bus:
+            return port, bus
+
+
 def log_length(port: int, cluster: str) -> int:
     r: Any = redis.Redis(port=port)
     n = int(r.xlen(f"pantheon:{{{cluster}}}:log"))
@@ -75,11 +83,12 @@ def test_a_cluster_url_finds_the_master_of_the_slot(
     servers: tuple[str, list[subprocess.Popen[bytes]]], cluster: str
 ) -> None:
     tmp, procs = servers
-    port = free_port()
+    port, bus = cluster_ports()
     procs.append(
         start(
             [
                 *("--port", str(port), "--bind", "127.0.0.1", "--save", ""),
+                *("--cluster-port", str(bus)),
                 *("--cluster-enabled", "yes", "--cluster-config-file", f"{tmp}/nodes.conf"),
             ],
             tmp,
