@@ -213,7 +213,7 @@ fn placement_vectors_match_the_rust_placement() {
             .lines()
             .zip(expected.lines())
             .position(|(a, b)| a != b)
-            .map_or_else(|| found.lines().count().min(expected.lines().count()), |l| l);
+            .unwrap_or_else(|| found.lines().count().min(expected.lines().count()));
         panic!(
             "{} drifted from the Rust placement at line {}: file has {:?}, Rust gives {:?}. \
              If the placement changed on purpose, regenerate it with PANTHEON_WRITE_VECTORS=1 \

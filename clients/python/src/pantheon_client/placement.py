@@ -59,14 +59,15 @@ class Ring:
         # Members are sorted by id, so ordering ties by member index orders them by node id.
         points.sort()
         self._hashes = [h for h, _ in points]
-        self._owners = [self.members[m][0] for _, m in points]
+        # One more owner than points: a hash above the last point wraps to the first one,
+        # and the lookup needs no bounds check.
+        owners = [self.members[m][0] for _, m in points]
+        self._owners = owners + owners[:1]
 
     def owner(self, key: str) -> str | None:
-        owners = self._owners
-        if not owners:
+        if not self._hashes:
             return None
-        i = bisect_left(self._hashes, xxh3_64_intdigest(key.encode()))
-        return owners[i] if i < len(owners) else owners[0]
+        return self._owners[bisect_left(self._hashes, xxh3_64_intdigest(key.encode()))]
 
     def __len__(self) -> int:
         return len(self._hashes)
