@@ -49,6 +49,7 @@ class Pantheon:
         self._ring_refresh_s = ring_refresh_s
         self._ring: RingSnapshot | None = None
         self._ring_checked = 0.0
+        self._refresh = asyncio.Lock()
 
     @classmethod
     async def connect(
@@ -270,13 +271,20 @@ class Pantheon:
         return parse_version(await self._master.call(lambda r: r.hget(self.layout.ring, "version")))
 
     async def _check_ring(self) -> RingSnapshot:
-        cached = self._ring
-        if cached is not None and await self.ring_version() == cached.version:
-            self._ring_checked = time.monotonic()
-            return cached
-        ring = snapshot(await self._master.call(lambda r: r.hgetall(self.layout.ring)))
-        self._ring, self._ring_checked = ring, time.monotonic()
-        return ring
+        # One refresh at a time: callers waiting meanwhile use the ring it loaded.
+        checked_before = self._ring_checked
+        async with self._refresh:
+            cached = self._ring
+            if cached is not None and self._ring_checked != checked_before:
+                return cached
+            if cached is not None and await self.ring_version() == cached.version:
+                self._ring_checked = time.monotonic()
+                return cached
+            reply = await self._master.call(lambda r: r.hgetall(self.layout.ring))
+            # Hashing vnodes x weight points per member: off the event loop.
+            ring = await asyncio.to_thread(snapshot, reply)
+            self._ring, self._ring_checked = ring, time.monotonic()
+            return ring
 
     # -- events ------------------------------------------------------------------------------
 
