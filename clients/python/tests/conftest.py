@@ -55,6 +55,12 @@ def pantheon_bin() -> Path:
     return path
 
 
+def child_env() -> dict[str, str]:
+    """The environment for ``pantheon``: without ``PANTHEON_BIN``, which is this harness's,
+    since pantheon refuses ``PANTHEON_*`` variables that are not settings."""
+    return {k: v for k, v in os.environ.items() if k != "PANTHEON_BIN"}
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A redis-server of its own on a free port of 127.0.0.1, without persistence."""
@@ -118,6 +124,7 @@ class Cli:
             text=True,
             timeout=60,
             check=False,
+            env=child_env(),
         )
         assert "panicked" not in out.stderr, out.stderr
         if check and out.returncode != 0:
@@ -136,7 +143,7 @@ def cli(redis_url: str, cluster: str) -> Cli:
 @pytest.fixture
 def up(cli: Cli, tmp_path: Path) -> Iterator[Cli]:
     """``pantheon up`` (projector and prober) for the test's cluster, with quick probes."""
-    env = dict(os.environ)
+    env = child_env()
     env.update(
         PANTHEON_PROBER__INTERVAL_MS="200",
         PANTHEON_PROBER__SUSPECT_INTERVAL_MS="100",
