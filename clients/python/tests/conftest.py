@@ -1,8 +1,10 @@
 """Real servers for the tests: a redis-server started on a free port (never 6379) for the
 session, a real ``pantheon up`` per test that needs a projector, and real HTTP nodes.
 
-The ``pantheon`` binary is ``$PANTHEON_BIN``, else ``target/debug/pantheon`` of this
-repository (``cargo build -p pantheon``). Every wait has a deadline, so no test hangs.
+The ``pantheon`` binary is ``$PANTHEON_TEST_BIN``, else ``target/debug/pantheon`` of this
+repository (``cargo build -p pantheon``). (``PANTHEON_TEST_*`` variables are the test
+harnesses'; pantheon itself ignores them and refuses other ``PANTHEON_*`` names that are not
+settings.) Every wait has a deadline, so no test hangs.
 """
 
 from __future__ import annotations
@@ -46,19 +48,13 @@ def free_port() -> int:
 
 
 def pantheon_bin() -> Path:
-    path = Path(os.environ.get("PANTHEON_BIN") or REPO / "target" / "debug" / "pantheon")
+    path = Path(os.environ.get("PANTHEON_TEST_BIN") or REPO / "target" / "debug" / "pantheon")
     if not path.is_file():
         pytest.fail(
             f"no pantheon binary at {path}: build it with `cargo build -p pantheon` or set "
-            "PANTHEON_BIN"
+            "PANTHEON_TEST_BIN"
         )
     return path
-
-
-def child_env() -> dict[str, str]:
-    """The environment for ``pantheon``: without ``PANTHEON_BIN``, which is this harness's,
-    since pantheon refuses ``PANTHEON_*`` variables that are not settings."""
-    return {k: v for k, v in os.environ.items() if k != "PANTHEON_BIN"}
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +120,6 @@ class Cli:
             text=True,
             timeout=60,
             check=False,
-            env=child_env(),
         )
         assert "panicked" not in out.stderr, out.stderr
         if check and out.returncode != 0:
@@ -143,7 +138,7 @@ def cli(redis_url: str, cluster: str) -> Cli:
 @pytest.fixture
 def up(cli: Cli, tmp_path: Path) -> Iterator[Cli]:
     """``pantheon up`` (projector and prober) for the test's cluster, with quick probes."""
-    env = child_env()
+    env = dict(os.environ)
     env.update(
         PANTHEON_PROBER__INTERVAL_MS="200",
         PANTHEON_PROBER__SUSPECT_INTERVAL_MS="100",
