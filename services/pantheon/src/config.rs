@@ -6,7 +6,7 @@ use std::path::Path;
 
 pub use pantheon_config::{
     CONFIG_ENV, ClientSettings, ConfigError, DEFAULT_FILE, DurabilitySettings, ENV_PREFIX, Loaded,
-    LocalRedisSettings, Overrides, ProberSettings, ProjectorSettings, Settings, env_name, mask_url,
+    LocalRedisSettings, Overrides, Settings, env_name, mask_url,
 };
 
 use crate::error::CliError;

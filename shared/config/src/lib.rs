@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use ipnet::IpNet;
 use pantheon_prober::ProberConfig;
 use pantheon_projector::ProjectorConfig;
+use pantheon_store::setting::{InvalidSetting, opt_text, text};
 use pantheon_store::{Deployment, DeploymentError, Durability, TlsFiles};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -46,7 +46,7 @@ pub const CONFIG_ENV: &str = "PANTHEON_CONFIG";
 pub const ENV_PREFIX: &str = "PANTHEON_";
 
 /// The whole configuration, as written in `pantheon.toml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// The Redis holding the cluster.
@@ -68,8 +68,10 @@ pub struct Settings {
     pub durability: DurabilitySettings,
     pub client: ClientSettings,
     pub local_redis: LocalRedisSettings,
-    pub projector: ProjectorSettings,
-    pub prober: ProberSettings,
+    /// `[projector]`: declared, defaulted and checked by the projector library.
+    pub projector: ProjectorConfig,
+    /// `[prober]`: declared, defaulted and checked by the prober library.
+    pub prober: ProberConfig,
     /// The HTTP endpoint (health, readiness, metrics, dashboard); off unless `listen` is set.
     pub http: HttpSettings,
     pub log: LogSettings,
@@ -151,59 +153,8 @@ pub struct LocalRedisSettings {
     pub dir: String,
 }
 
-/// [`ProjectorConfig`] with human units; 0 switches an optional limit off.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProjectorSettings {
-    #[serde(deserialize_with = "opt_text", skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
-    pub lease_ttl_ms: u64,
-    pub batch_entries: usize,
-    pub batch_max_args: usize,
-    pub block_ms: u64,
-    pub snapshot_every: u64,
-    pub log_min_age_ms: u64,
-    pub events_max_len: u64,
-    pub events_max_age_ms: u64,
-    pub prober_watchdog_ms: u64,
-    pub clock_skew_bound_ms: u64,
-}
-
-/// [`ProberConfig`] with human units.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProberSettings {
-    #[serde(deserialize_with = "opt_text", skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    pub interval_ms: u64,
-    pub suspect_interval_ms: u64,
-    pub dead_interval_ms: u64,
-    pub jitter: f64,
-    pub timeout_ms: u64,
-    /// `"200-299"`, `"204"`.
-    pub success_statuses: Vec<String>,
-    pub max_in_flight: usize,
-    pub suspect_budget_percent: u32,
-    pub max_body_bytes: usize,
-    pub registration_ttl_ms: u64,
-    pub deny: Vec<String>,
-    pub allow: Vec<String>,
-    pub refresh_ms: u64,
-    pub grace_ms: u64,
-    /// Confirmed deaths and self-suspicion (ADR 0008).
-    pub confirm: bool,
-    pub confirm_attempts: usize,
-    pub degraded_percent: u32,
-    pub degraded_min_failing: usize,
-    pub lag_limit_ms: u64,
-}
-
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn opt_ms(d: Option<Duration>) -> u64 {
-    d.map_or(0, ms)
 }
 
 impl Default for Settings {
@@ -212,13 +163,13 @@ impl Default for Settings {
             redis_url: "redis://127.0.0.1:6379".into(),
             cluster: "default".into(),
             clusters: Vec::new(),
-            prefix: ProjectorConfig::new(Deployment::default(), "default").prefix,
+            prefix: ProjectorConfig::default().prefix,
             tls: TlsFiles::default(),
             durability: DurabilitySettings::default(),
             client: ClientSettings::default(),
             local_redis: LocalRedisSettings::default(),
-            projector: ProjectorSettings::default(),
-            prober: ProberSettings::default(),
+            projector: ProjectorConfig::default(),
+            prober: ProberConfig::default(),
             http: HttpSettings::default(),
             log: LogSettings::default(),
         }
@@ -239,57 +190,6 @@ impl Default for LocalRedisSettings {
         Self {
             start: true,
             dir: ".pantheon/redis".into(),
-        }
-    }
-}
-
-impl Default for ProjectorSettings {
-    fn default() -> Self {
-        let c = ProjectorConfig::new(Deployment::default(), "default");
-        Self {
-            instance: None,
-            lease_ttl_ms: ms(c.lease_ttl),
-            batch_entries: c.batch_entries,
-            batch_max_args: c.batch_max_args,
-            block_ms: ms(c.block),
-            snapshot_every: c.snapshot_every,
-            log_min_age_ms: opt_ms(c.log_min_age),
-            events_max_len: c.events_max_len.unwrap_or(0),
-            events_max_age_ms: opt_ms(c.events_max_age),
-            prober_watchdog_ms: opt_ms(c.prober_watchdog),
-            clock_skew_bound_ms: opt_ms(c.clock_skew_bound),
-        }
-    }
-}
-
-impl Default for ProberSettings {
-    fn default() -> Self {
-        let c = ProberConfig::new(Deployment::default(), "default");
-        Self {
-            id: None,
-            interval_ms: ms(c.interval),
-            suspect_interval_ms: ms(c.suspect_interval),
-            dead_interval_ms: ms(c.dead_interval),
-            jitter: c.jitter,
-            timeout_ms: ms(c.timeout),
-            success_statuses: c
-                .success_statuses
-                .iter()
-                .map(|(a, b)| format!("{a}-{b}"))
-                .collect(),
-            max_in_flight: c.max_in_flight,
-            suspect_budget_percent: c.suspect_budget_percent,
-            max_body_bytes: c.max_body_bytes,
-            registration_ttl_ms: ms(c.registration_ttl),
-            deny: c.deny.iter().map(ToString::to_string).collect(),
-            allow: c.allow.iter().map(ToString::to_string).collect(),
-            refresh_ms: ms(c.refresh),
-            grace_ms: ms(c.grace),
-            confirm: c.confirm,
-            confirm_attempts: c.confirm_attempts,
-            degraded_percent: c.degraded_percent,
-            degraded_min_failing: c.degraded_min_failing,
-            lag_limit_ms: ms(c.lag_limit),
         }
     }
 }
@@ -524,39 +424,6 @@ fn bad(path: &str, message: impl fmt::Display) -> ConfigError {
     ConfigError::new(format!("bad configuration: {}: {message}", key(path)))
 }
 
-fn parse_statuses(raw: &[String]) -> Result<Vec<(u16, u16)>, ConfigError> {
-    raw.iter()
-        .map(|s| {
-            let parse = |x: &str| x.trim().parse::<u16>().ok();
-            let range = match s.split_once('-') {
-                Some((a, b)) => parse(a).zip(parse(b)),
-                None => parse(s).map(|a| (a, a)),
-            };
-            range.ok_or_else(|| {
-                bad(
-                    "prober.success_statuses",
-                    format!("{s:?} is not a status or a range like \"200-299\""),
-                )
-            })
-        })
-        .collect()
-}
-
-fn parse_nets(path: &str, raw: &[String]) -> Result<Vec<IpNet>, ConfigError> {
-    raw.iter()
-        .map(|s| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    bad(
-                        path,
-                        format!("{s:?} is not an address or range like \"10.0.0.0/8\""),
-                    )
-                })
-        })
-        .collect()
-}
-
 fn positive(path: &str, v: u64) -> Result<Duration, ConfigError> {
     if v == 0 {
         return Err(bad(path, "must be at least 1"));
@@ -564,44 +431,18 @@ fn positive(path: &str, v: u64) -> Result<Duration, ConfigError> {
     Ok(Duration::from_millis(v))
 }
 
-/// Library field names that are spelled differently in the file (durations get `_ms`).
-const PROJECTOR_KEYS: &[(&str, &str)] = &[("lease_ttl", "lease_ttl_ms"), ("block", "block_ms")];
-const PROBER_KEYS: &[(&str, &str)] = &[
-    ("interval", "interval_ms"),
-    ("suspect_interval", "suspect_interval_ms"),
-    ("dead_interval", "dead_interval_ms"),
-    ("timeout", "timeout_ms"),
-    ("registration_ttl", "registration_ttl_ms"),
-    ("lag_limit", "lag_limit_ms"),
-    ("id", "id"),
-];
-
-/// Rewrites whole-word library field names in a validation message to the keys users write.
-fn key_names(message: &str, names: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(message.len() + 8);
-    let mut word = String::new();
-    let flush = |word: &mut String, out: &mut String| {
-        let renamed = names
-            .iter()
-            .find(|(lib, _)| lib == word)
-            .map_or(word.as_str(), |(_, key)| key);
-        out.push_str(renamed);
-        word.clear();
+/// A library's own check of its section, as one line naming the key both ways.
+fn invalid(section: &str, e: &InvalidSetting) -> ConfigError {
+    let path = match e.key {
+        // Checked by the library, but top-level keys.
+        "cluster" | "prefix" => e.key.to_owned(),
+        key => format!("{section}.{key}"),
     };
-    for c in message.chars() {
-        if c.is_ascii_alphanumeric() || c == '_' {
-            word.push(c);
-        } else {
-            flush(&mut word, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut word, &mut out);
-    out
-}
-
-fn optional(v: u64) -> Option<Duration> {
-    (v > 0).then(|| Duration::from_millis(v))
+    let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
+    ConfigError::new(format!(
+        "bad configuration: [{section}] {e} ({})",
+        env_name(&parts)
+    ))
 }
 
 impl Settings {
@@ -733,70 +574,21 @@ impl Settings {
 
     /// The projector's settings, validated.
     pub fn projector_config(&self) -> Result<ProjectorConfig, ConfigError> {
-        let p = &self.projector;
-        let mut c = ProjectorConfig::new(self.deployment()?, self.cluster.clone());
+        let mut c = self.projector.clone();
+        c.redis = self.deployment()?;
         c.prefix.clone_from(&self.prefix);
-        if let Some(instance) = &p.instance {
-            c.instance.clone_from(instance);
-        }
-        c.lease_ttl = positive("projector.lease_ttl_ms", p.lease_ttl_ms)?;
-        c.batch_entries = p.batch_entries;
-        c.batch_max_args = p.batch_max_args;
-        c.block = positive("projector.block_ms", p.block_ms)?;
-        c.snapshot_every = p.snapshot_every;
-        c.log_min_age = optional(p.log_min_age_ms);
-        c.events_max_len = (p.events_max_len > 0).then_some(p.events_max_len);
-        c.events_max_age = optional(p.events_max_age_ms);
-        c.prober_watchdog = optional(p.prober_watchdog_ms);
-        c.clock_skew_bound = optional(p.clock_skew_bound_ms);
-        c.validate().map_err(|e| {
-            ConfigError::new(format!(
-                "bad configuration: [projector] {}",
-                key_names(&e, PROJECTOR_KEYS)
-            ))
-        })?;
+        c.cluster.clone_from(&self.cluster);
+        c.validate().map_err(|e| invalid("projector", &e))?;
         Ok(c)
     }
 
     /// The prober's settings, validated.
     pub fn prober_config(&self) -> Result<ProberConfig, ConfigError> {
-        let p = &self.prober;
-        let mut c = ProberConfig::new(self.deployment()?, self.cluster.clone());
+        let mut c = self.prober.clone();
+        c.redis = self.deployment()?;
         c.prefix.clone_from(&self.prefix);
-        if let Some(id) = &p.id {
-            c.id.clone_from(id);
-        }
-        c.interval = positive("prober.interval_ms", p.interval_ms)?;
-        c.suspect_interval = positive("prober.suspect_interval_ms", p.suspect_interval_ms)?;
-        c.dead_interval = positive("prober.dead_interval_ms", p.dead_interval_ms)?;
-        if !p.jitter.is_finite() {
-            return Err(bad("prober.jitter", "must be a number within 0..=0.5"));
-        }
-        c.jitter = p.jitter;
-        c.timeout = positive("prober.timeout_ms", p.timeout_ms)?;
-        c.success_statuses = parse_statuses(&p.success_statuses)?;
-        if c.success_statuses.is_empty() {
-            return Err(bad("prober.success_statuses", "must not be empty"));
-        }
-        c.max_in_flight = p.max_in_flight;
-        c.suspect_budget_percent = p.suspect_budget_percent;
-        c.max_body_bytes = p.max_body_bytes;
-        c.registration_ttl = positive("prober.registration_ttl_ms", p.registration_ttl_ms)?;
-        c.deny = parse_nets("prober.deny", &p.deny)?;
-        c.allow = parse_nets("prober.allow", &p.allow)?;
-        c.refresh = positive("prober.refresh_ms", p.refresh_ms)?;
-        c.grace = Duration::from_millis(p.grace_ms);
-        c.confirm = p.confirm;
-        c.confirm_attempts = p.confirm_attempts;
-        c.degraded_percent = p.degraded_percent;
-        c.degraded_min_failing = p.degraded_min_failing;
-        c.lag_limit = Duration::from_millis(p.lag_limit_ms);
-        c.validate().map_err(|e| {
-            ConfigError::new(format!(
-                "bad configuration: [prober] {}",
-                key_names(&e, PROBER_KEYS)
-            ))
-        })?;
+        c.cluster.clone_from(&self.cluster);
+        c.validate().map_err(|e| invalid("prober", &e))?;
         Ok(c)
     }
 
@@ -818,12 +610,6 @@ pub fn mask_url(url: &str) -> String {
     pantheon_store::url::mask(url)
 }
 
-/// A string key that also takes a bare number or boolean (an environment variable such as
-/// `PANTHEON_CLUSTER=2024` arrives as a number).
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    d.deserialize_any(TextVisitor)
-}
-
 /// A list of names: a sequence, or one string separated by commas or spaces.
 fn names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -840,40 +626,6 @@ fn names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
             .collect(),
         Names::Many(v) => v,
     })
-}
-
-fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    d.deserialize_any(TextVisitor).map(Some)
-}
-
-struct TextVisitor;
-
-impl serde::de::Visitor<'_> for TextVisitor {
-    type Value = String;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(v.to_owned())
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
-        Ok(v.to_string())
-    }
 }
 
 #[cfg(test)]
@@ -913,7 +665,7 @@ mod tests {
             .merge(Toml::string(&s.to_toml()))
             .extract()
             .unwrap();
-        assert_eq!(back, s);
+        assert_eq!(back.to_toml(), s.to_toml());
     }
 
     #[test]
@@ -938,20 +690,29 @@ mod tests {
         assert!(bad.served_clusters().is_err());
     }
 
+    fn from_toml(text: &str) -> Settings {
+        Figment::new().merge(Toml::string(text)).extract().unwrap()
+    }
+
     #[test]
     fn the_clock_skew_bound_is_a_setting_and_zero_turns_it_off() {
-        let mut s = Settings::default();
+        let s = Settings::default();
         assert_eq!(
             s.projector_config().unwrap().clock_skew_bound,
             Some(Duration::from_secs(60))
         );
-        s.projector.clock_skew_bound_ms = 5_000;
+        let s = from_toml("[projector]\nclock_skew_bound_ms = 5000\n");
         assert_eq!(
             s.projector_config().unwrap().clock_skew_bound,
             Some(Duration::from_secs(5))
         );
-        s.projector.clock_skew_bound_ms = 0;
+        let s = from_toml("[projector]\nclock_skew_bound_ms = 0\n");
         assert_eq!(s.projector_config().unwrap().clock_skew_bound, None);
+        assert!(
+            s.to_toml().contains("clock_skew_bound_ms = 0"),
+            "{}",
+            s.to_toml()
+        );
     }
 
     #[test]
@@ -968,18 +729,6 @@ mod tests {
             .unwrap_err();
         let msg = describe(&e).to_string();
         assert!(msg.contains("prober.interval_ms"), "{msg}");
-    }
-
-    #[test]
-    fn library_messages_name_the_keys_users_write() {
-        assert_eq!(
-            key_names("block must be shorter than lease_ttl", PROJECTOR_KEYS),
-            "block_ms must be shorter than lease_ttl_ms"
-        );
-        assert_eq!(
-            key_names("interval 5ms is too short (at least 10ms)", PROBER_KEYS),
-            "interval_ms 5ms is too short (at least 10ms)"
-        );
     }
 
     #[test]
@@ -1037,51 +786,50 @@ mod tests {
 
     #[test]
     fn the_prober_config_names_the_keys_users_write() {
-        let mut s = Settings::default();
-        s.prober.id = Some("replica-1".into());
-        s.prober.interval_ms = 250;
+        let s = from_toml("[prober]\nid = \"replica-1\"\ninterval_ms = 250\n");
         let c = s.prober_config().unwrap();
         assert_eq!(c.id, "replica-1");
         assert_eq!(c.interval, Duration::from_millis(250));
 
-        s.prober.interval_ms = 0;
-        let e = s.prober_config().unwrap_err().to_string();
+        let e = from_toml("[prober]\ninterval_ms = 0\n")
+            .prober_config()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("PANTHEON_PROBER__INTERVAL_MS"), "{e}");
-        s.prober.interval_ms = 5;
-        let e = s.prober_config().unwrap_err().to_string();
-        assert!(e.contains("[prober] interval_ms"), "{e}");
-    }
-
-    #[test]
-    fn the_projector_config_follows_the_settings() {
-        let mut s = Settings {
-            cluster: "c1".into(),
-            ..Settings::default()
-        };
-        s.projector.instance = Some("p-1".into());
-        s.projector.lease_ttl_ms = 1200;
-        s.projector.prober_watchdog_ms = 0;
-        let c = s.projector_config().unwrap();
-        assert_eq!((c.cluster.as_str(), c.instance.as_str()), ("c1", "p-1"));
-        assert_eq!(c.lease_ttl, Duration::from_millis(1200));
-        assert_eq!(c.prober_watchdog, None);
-
-        s.projector.block_ms = 1200;
-        let e = s.projector_config().unwrap_err().to_string();
+        let e = from_toml("[prober]\ninterval_ms = 5\n")
+            .prober_config()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[prober] interval_ms 5ms is too short"), "{e}");
+        let e = Figment::new()
+            .merge(Toml::string("[prober]\nsuccess_statuses = [\"2xx\"]\n"))
+            .extract::<Settings>()
+            .unwrap_err();
+        let e = describe(&e).to_string();
         assert!(
-            e.contains("block_ms must be shorter than lease_ttl_ms"),
+            e.contains("prober.success_statuses") && e.contains("\"2xx\""),
             "{e}"
         );
     }
 
     #[test]
-    fn statuses_and_ranges_parse() {
-        assert_eq!(
-            parse_statuses(&["200-299".into(), "404".into()]).unwrap(),
-            vec![(200, 299), (404, 404)]
+    fn the_projector_config_follows_the_settings() {
+        let s = from_toml(
+            "cluster = \"c1\"\n[projector]\ninstance = \"p-1\"\nlease_ttl_ms = 1200\n\
+             prober_watchdog_ms = 0\n",
         );
-        assert!(parse_statuses(&["2xx".into()]).is_err());
-        assert!(parse_nets("prober.deny", &["10.0.0.0/8".into(), "::1".into()]).is_ok());
-        assert!(parse_nets("prober.deny", &["nope".into()]).is_err());
+        let c = s.projector_config().unwrap();
+        assert_eq!((c.cluster.as_str(), c.instance.as_str()), ("c1", "p-1"));
+        assert_eq!(c.lease_ttl, Duration::from_millis(1200));
+        assert_eq!(c.prober_watchdog, None);
+
+        let mut s = s;
+        s.projector.block = Duration::from_millis(1200);
+        let e = s.projector_config().unwrap_err().to_string();
+        assert!(
+            e.contains("block_ms must be shorter than lease_ttl_ms"),
+            "{e}"
+        );
+        assert!(e.contains("PANTHEON_PROJECTOR__BLOCK_MS"), "{e}");
     }
 }

@@ -32,4 +32,6 @@ pub enum ProberError {
     Migrate(#[from] pantheon_store::migrate::MigrateError),
     #[error("bad configuration: {0}")]
     Config(String),
+    #[error("bad configuration: [prober] {0}")]
+    Setting(#[from] pantheon_store::setting::InvalidSetting),
 }

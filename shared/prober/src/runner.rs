@@ -32,7 +32,7 @@ use crate::schedule::{
 
 /// Runs a prober replica until `shutdown` is cancelled, reconnecting to Redis as needed.
 pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<(), ProberError> {
-    config.validate().map_err(ProberError::Config)?;
+    config.validate()?;
     let http = match &config.http {
         Some(shared) => shared.clone(),
         None => HttpProber::new(&config).map_err(ProberError::Config)?,

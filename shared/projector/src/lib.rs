@@ -48,6 +48,7 @@ impl ProjectorError {
         matches!(
             self,
             ProjectorError::Config(_)
+                | ProjectorError::Setting(_)
                 | ProjectorError::Migrate(pantheon_store::migrate::MigrateError::TooNew { .. })
         )
     }
@@ -68,6 +69,8 @@ pub enum ProjectorError {
     Task(String),
     #[error("bad configuration: {0}")]
     Config(String),
+    #[error("bad configuration: [projector] {0}")]
+    Setting(#[from] pantheon_store::setting::InvalidSetting),
     #[error("snapshot unusable: {0}")]
     Snapshot(String),
     /// Redis lost the cluster's data and this process holds no state to put back.

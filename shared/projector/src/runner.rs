@@ -27,7 +27,7 @@ pub async fn run(
     config: ProjectorConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
-    config.validate().map_err(ProjectorError::Config)?;
+    config.validate()?;
     let layout = config.layout();
     let redis = Redis::new(config.redis.clone(), &config.cluster);
     // One token for the life of the process: after a Redis restart that kept the lease key

@@ -333,38 +333,24 @@ impl Watched {
         checkpoint_key: &str,
         expected_last: &str,
     ) -> Result<(), CommitError> {
+        crate::watch::fenced(con, lease, checkpoint_key, &[], async |con, seen| {
+            if !seen.holds(lease) {
+                return Err(CommitError::Fenced);
+            }
+            if seen.last_id() != expected_last {
+                return Err(CommitError::Stale(format!(
+                    "checkpoint is at {:?}, expected {expected_last:?}",
+                    seen.last
+                )));
+            }
+            self.exec(con).await
+        })
+        .await
+    }
+
+    /// Runs the transaction; `EXEC` answers nil when a watched key changed.
+    async fn exec(&self, con: &mut crate::PinnedConnection) -> Result<(), CommitError> {
         let store = |e: redis::RedisError| CommitError::Store(e.into());
-        let _: () = redis::cmd("WATCH")
-            .arg(lease.fence_key())
-            .arg(checkpoint_key)
-            .query_async(con)
-            .await
-            .map_err(store)?;
-        let (holder, last): (Option<String>, Option<String>) = redis::pipe()
-            .cmd("GET")
-            .arg(lease.key())
-            .cmd("HGET")
-            .arg(checkpoint_key)
-            .arg("last_id")
-            .query_async(con)
-            .await
-            .map_err(store)?;
-        let fail = if holder.as_deref() != Some(lease.token()) {
-            Some(CommitError::Fenced)
-        } else if last.as_deref().unwrap_or("") != expected_last {
-            Some(CommitError::Stale(format!(
-                "checkpoint is at {last:?}, expected {expected_last:?}"
-            )))
-        } else {
-            None
-        };
-        if let Some(fail) = fail {
-            let _: () = redis::cmd("UNWATCH")
-                .query_async(con)
-                .await
-                .map_err(store)?;
-            return Err(fail);
-        }
         let reply: redis::Value = self.pipe.query_async(con).await.map_err(store)?;
         let results = match reply {
             // EXEC aborted: the fence moved (a new leader) or the checkpoint did.

@@ -71,48 +71,29 @@ pub async fn switch(
     snapshot_json: &[u8],
 ) -> Result<Switched, SwitchError> {
     let (log, checkpoint) = (layout.log(), layout.checkpoint());
-    let _: () = redis::cmd("WATCH")
-        .arg(&log)
-        .arg(&checkpoint)
-        .arg(lease.fence_key())
-        .query_async(con)
-        .await
-        .map_err(StoreError::from)?;
-    let result = prepare_and_exec(con, layout, lease, expected_last, snapshot_json).await;
-    if result.is_err() {
-        // EXEC (or an early return) ends the WATCH; make sure it ends on every path.
-        let _: Result<(), _> = redis::cmd("UNWATCH").query_async(con).await;
-    }
-    result
+    crate::watch::fenced(con, lease, &checkpoint, &[&log], async |con, seen| {
+        if !seen.holds(lease) {
+            return Err(SwitchError::Fenced(seen.holder));
+        }
+        if seen.last_id() != expected_last {
+            return Err(SwitchError::Stale {
+                found: seen.last_id().to_owned(),
+                expected: expected_last.to_owned(),
+            });
+        }
+        prepare_and_exec(con, layout, expected_last, snapshot_json).await
+    })
+    .await
 }
 
+/// The switch itself, once the lease and the checkpoint are known to be as expected.
 async fn prepare_and_exec(
     con: &mut PinnedConnection,
     layout: &Layout,
-    lease: &Lease,
     expected_last: &str,
     snapshot_json: &[u8],
 ) -> Result<Switched, SwitchError> {
     let (log, checkpoint) = (layout.log(), layout.checkpoint());
-    let (holder, last): (Option<String>, Option<String>) = redis::pipe()
-        .cmd("GET")
-        .arg(lease.key())
-        .cmd("HGET")
-        .arg(&checkpoint)
-        .arg("last_id")
-        .query_async(con)
-        .await
-        .map_err(StoreError::from)?;
-    if holder.as_deref() != Some(lease.token()) {
-        return Err(SwitchError::Fenced(holder));
-    }
-    let found = last.unwrap_or_default();
-    if found != expected_last {
-        return Err(SwitchError::Stale {
-            found,
-            expected: expected_last.to_owned(),
-        });
-    }
     let newest = stream::rev_range(con, &log, Bound::Open, Bound::Open, Some(1)).await?;
     let Some(previous) = newest.first().map(|e| e.id) else {
         return Err(SwitchError::EmptyLog(log));

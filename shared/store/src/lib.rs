@@ -55,11 +55,13 @@ pub mod reseed;
 pub mod resolve;
 pub mod sentinel_auth;
 pub mod server;
+pub mod setting;
 pub mod snapshot;
 pub mod stream;
 pub mod tls;
 pub mod tls_pair;
 pub mod url;
+pub(crate) mod watch;
 
 pub use commit::{Batch, CommitError, Watched};
 // The Redis types callers name, so that only this crate depends on the `redis` crate.

@@ -132,20 +132,20 @@ pub async fn reseed(
     previous: EntryId,
     ring_version: u64,
 ) -> Result<Reseeded, ReseedError> {
-    let _: () = redis::cmd("WATCH")
-        .arg(layout.log())
-        .arg(layout.checkpoint())
-        .arg(lease.fence_key())
-        .arg(layout.destroyed())
-        .query_async(con)
-        .await
-        .map_err(StoreError::from)?;
-    let result = prepare_and_exec(con, layout, lease, state, previous, ring_version).await;
-    if result.is_err() {
-        // EXEC (or an early return) ends the WATCH; make sure it ends on every path.
-        let _: Result<(), _> = redis::cmd("UNWATCH").query_async(con).await;
-    }
-    result
+    let (log, destroyed) = (layout.log(), layout.destroyed());
+    crate::watch::fenced(
+        con,
+        lease,
+        &layout.checkpoint(),
+        &[&log, &destroyed],
+        async |con, seen| {
+            if !seen.holds(lease) {
+                return Err(ReseedError::Fenced(seen.holder));
+            }
+            prepare_and_exec(con, layout, lease, state, previous, ring_version).await
+        },
+    )
+    .await
 }
 
 async fn prepare_and_exec(
@@ -157,9 +157,7 @@ async fn prepare_and_exec(
     ring_version: u64,
 ) -> Result<Reseeded, ReseedError> {
     let (log, checkpoint_key) = (layout.log(), layout.checkpoint());
-    let (holder, checkpoint, destroyed): (Option<String>, bool, Option<String>) = redis::pipe()
-        .cmd("GET")
-        .arg(lease.key())
+    let (checkpoint, destroyed): (bool, Option<String>) = redis::pipe()
         .cmd("EXISTS")
         .arg(&checkpoint_key)
         .cmd("GET")
@@ -167,9 +165,6 @@ async fn prepare_and_exec(
         .query_async(con)
         .await
         .map_err(StoreError::from)?;
-    if holder.as_deref() != Some(lease.token()) {
-        return Err(ReseedError::Fenced(holder));
-    }
     if checkpoint {
         return Err(ReseedError::NotEmpty);
     }

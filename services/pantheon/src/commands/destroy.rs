@@ -23,7 +23,7 @@ pub async fn run(args: DestroyArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     // Unchecked: a cluster whose schema is newer than this binary can still be destroyed.
     let cluster = Cluster::connect_unchecked(settings).await?;
-    let ttl = Duration::from_millis(settings.projector.lease_ttl_ms.max(1000));
+    let ttl = settings.projector.lease_ttl.max(Duration::from_secs(1));
     let by = format!(
         "pantheon destroy at {} ms (unix)",
         std::time::SystemTime::now()

@@ -26,7 +26,11 @@ struct Check {
 pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
     let (cluster, status) = Cluster::projector_health(settings).await?;
     let p = &status.projector;
-    let bound = settings.projector.clock_skew_bound_ms;
+    let ahead = Duration::from_millis(p.log_ahead_ms);
+    let too_far = settings
+        .projector
+        .clock_skew_bound
+        .filter(|bound| ahead > *bound);
     let slot = cluster.con.slot();
     // A user that may not ask CLUSTER NODES cannot see a migration: say so, without failing.
     let migration = cluster.con.migration().await;
@@ -70,13 +74,13 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
         },
         Check {
             name: "clock",
-            problem: (bound > 0 && p.log_ahead_ms > bound).then(|| {
+            problem: too_far.map(|bound| {
                 format!(
                     "the log's newest id {} runs {} ahead of Redis's clock (bound {}): every \
                      new id is stuck there; run `pantheon recover-clock`",
                     p.log_last.as_deref().unwrap_or("?"),
-                    crate::output::duration(Duration::from_millis(p.log_ahead_ms)),
-                    crate::output::duration(Duration::from_millis(bound)),
+                    crate::output::duration(ahead),
+                    crate::output::duration(bound),
                 )
             }),
             detail: format!("newest id {} ms ahead of Redis's clock", p.log_ahead_ms),

@@ -15,17 +15,17 @@ use crate::error::CliError;
 pub async fn run(args: RecoverClockArgs, settings: &Settings) -> anyhow::Result<()> {
     let (cluster, status) = Cluster::projector_health(settings).await?;
     let ahead = status.projector.log_ahead_ms;
-    let bound = settings.projector.clock_skew_bound_ms;
-    if !args.force && (bound == 0 || ahead <= bound) {
+    let bound = settings.projector.clock_skew_bound;
+    if !args.force && bound.is_none_or(|bound| Duration::from_millis(ahead) <= bound) {
         return Err(CliError::failed(format!(
             "the log's clock is fine (its newest id is {} ahead of Redis's clock, bound {}): \
              nothing to recover; --force moves the log to a new generation anyway",
             crate::output::duration(Duration::from_millis(ahead)),
-            crate::output::duration(Duration::from_millis(bound)),
+            crate::output::duration(bound.unwrap_or_default()),
         ))
         .into());
     }
-    let ttl = Duration::from_millis(settings.projector.lease_ttl_ms.max(1000));
+    let ttl = settings.projector.lease_ttl.max(Duration::from_secs(1));
     let switched = pantheon_projector::generation::recover_clock(
         &cluster.con,
         &cluster.layout,

@@ -52,17 +52,17 @@ impl Narrator {
 fn demo_settings(settings: &Settings) -> Settings {
     let mut s = settings.clone();
     s.cluster = format!("demo-{}", std::process::id());
-    s.projector.instance = Some(format!("{}-projector", s.cluster));
-    s.projector.block_ms = 100;
-    s.projector.lease_ttl_ms = 2_000;
-    s.prober.id = Some(format!("{}-prober", s.cluster));
-    s.prober.interval_ms = 300;
-    s.prober.suspect_interval_ms = 100;
-    s.prober.dead_interval_ms = 300;
-    s.prober.timeout_ms = 300;
-    s.prober.registration_ttl_ms = 1_000;
-    s.prober.grace_ms = 300;
-    s.prober.refresh_ms = 50;
+    s.projector.instance = format!("{}-projector", s.cluster);
+    s.projector.block = Duration::from_millis(100);
+    s.projector.lease_ttl = Duration::from_secs(2);
+    s.prober.id = format!("{}-prober", s.cluster);
+    s.prober.interval = Duration::from_millis(300);
+    s.prober.suspect_interval = Duration::from_millis(100);
+    s.prober.dead_interval = Duration::from_millis(300);
+    s.prober.timeout = Duration::from_millis(300);
+    s.prober.registration_ttl = Duration::from_secs(1);
+    s.prober.grace = Duration::from_millis(300);
+    s.prober.refresh = Duration::from_millis(50);
     s
 }
 
