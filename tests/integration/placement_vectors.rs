@@ -121,20 +121,21 @@ impl SplitMix {
     }
 }
 
-/// Keys of the shapes real callers use, plus UTF-8, JSON-escaped characters and long keys.
+/// Keys of the shapes real callers use, plus UTF-8, JSON-escaped characters and, one in a
+/// hundred, a key of 1 to 1,024 bytes (xxh3 hashes short, medium and long inputs differently).
 fn key(i: usize, rng: &mut SplitMix) -> String {
     let r = rng.next();
-    match i % 8 {
-        0 | 1 | 2 => format!("user:{i}"),
-        3 => format!("tenant-{r:016x}"),
+    if i % 100 == 7 {
+        let len = 1 + (r % 1024) as usize;
+        let unit = format!("long-{i}-");
+        return unit.repeat(len / unit.len() + 1)[..len].to_owned();
+    }
+    match i % 7 {
+        0..=2 => format!("user:{i}"),
+        3 => format!("tenant-{:012x}", r >> 16),
         4 => format!("clé-{i}-ü✓-日本"),
         5 => format!("q\"\\\t/{}", r % 1_000_000),
-        6 => format!("{i}"),
-        _ => {
-            let len = 64 + (r % 900) as usize;
-            let unit = format!("long-{i}-");
-            unit.repeat(len / unit.len() + 1)[..len].to_owned()
-        }
+        _ => format!("{i}"),
     }
 }
 
