@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use pantheon_client::{ClientError, Pantheon};
 use pantheon_store::Layout;
-use pantheon_store::handle::classify;
 use pantheon_store::migrate::MigrateError;
 use pantheon_store::url::Topology;
-use pantheon_store::{Redis, StoreError};
+use pantheon_store::{Failure, Redis, StoreError};
 
 use crate::config::{Settings, mask_url};
 use crate::error::{self, CliError};
@@ -35,34 +34,22 @@ pub async fn ping(settings: &Settings, timeout: Duration) -> Result<(), PingErro
         Ok(()) => Ok(()),
         // Redis answered and accepted the credentials; this user may just not run PING
         // (a producer allowed only XADD). Reachable is all the pre-flight asks.
-        Err(StoreError::Redis(e)) if e.code() == Some("NOPERM") => Ok(()),
-        Err(StoreError::Unavailable {
-            class: "authentication",
-            reason,
-        }) => Err(PingError::Refused(format!(
-            "the credentials of Redis user {:?} were refused: {reason}",
-            redis.user()
-        ))),
-        Err(StoreError::Redis(e)) if classify(&e) == "authentication" => {
-            Err(PingError::Refused(format!(
-                "the credentials of Redis user {:?} were refused: {e}",
-                redis.user()
-            )))
+        Err(e) if e.is_permission_denied() => Ok(()),
+        Err(e) => {
+            let reason = match &e {
+                StoreError::Unavailable { reason, .. } => reason.clone(),
+                other => other.to_string(),
+            };
+            Err(match e.failure() {
+                Some(Failure::Authentication) => PingError::Refused(format!(
+                    "the credentials of Redis user {:?} were refused: {reason}",
+                    redis.user()
+                )),
+                Some(class) if class.is_unreachable() => PingError::Unreachable(reason),
+                _ => PingError::Refused(reason),
+            })
         }
-        Err(StoreError::Unavailable { class, reason }) if is_unreachable(class) => {
-            Err(PingError::Unreachable(reason))
-        }
-        Err(StoreError::Redis(e)) if is_unreachable(classify(&e)) => {
-            Err(PingError::Unreachable(e.to_string()))
-        }
-        Err(StoreError::Unavailable { reason, .. }) => Err(PingError::Refused(reason)),
-        Err(e) => Err(PingError::Refused(e.to_string())),
     }
-}
-
-/// Nothing answers there (as opposed to something answering badly: a password, TLS, ACL).
-fn is_unreachable(class: &str) -> bool {
-    matches!(class, "refused" | "timeout" | "connection lost")
 }
 
 /// The one-line error for a Redis that does not answer, with the next step that fits the
@@ -162,8 +149,10 @@ impl Cluster {
             Ok(_) => {}
             // A user that may not read the schema version (one allowed only XADD) skips the
             // check: the projector still rejects entries of a schema version it does not know.
-            Err(MigrateError::Store(StoreError::Redis(e))) if e.code() == Some("NOPERM") => {}
-            Err(MigrateError::Store(StoreError::Redis(e))) if classify(&e) == "cluster down" => {
+            Err(MigrateError::Store(e)) if e.is_permission_denied() => {}
+            Err(MigrateError::Store(StoreError::Redis(e)))
+                if Failure::of(&e) == Failure::ClusterDown =>
+            {
                 return Err(cluster_down(&e).into());
             }
             Err(e) => return Err(CliError::failed(e.to_string()).into()),
@@ -204,7 +193,7 @@ pub fn cluster_down(e: &pantheon_store::RedisError) -> CliError {
 /// wait timeout have their own codes.
 pub fn client_error(e: ClientError) -> anyhow::Error {
     if let ClientError::Redis(r) = &e
-        && classify(r) == "cluster down"
+        && Failure::of(r) == Failure::ClusterDown
     {
         return cluster_down(r).into();
     }

@@ -64,6 +64,19 @@ fn progress(last: &Option<EntryId>) -> String {
 }
 
 impl ClientError {
+    /// What kind of Redis failure this is, when Redis answered with an error.
+    pub fn failure(&self) -> Option<pantheon_store::Failure> {
+        match self {
+            ClientError::Redis(e) => Some(pantheon_store::Failure::of(e)),
+            _ => None,
+        }
+    }
+
+    /// True when Redis refused the command to this user (`NOPERM`): retrying cannot help.
+    pub fn is_permission_denied(&self) -> bool {
+        self.failure() == Some(pantheon_store::Failure::Permission)
+    }
+
     /// The projector's reason, when this is a rejection.
     pub fn rejection_reason(&self) -> Option<&str> {
         match self {

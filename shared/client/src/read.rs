@@ -1,7 +1,7 @@
 //! Reads of the read models the projector commits atomically: nodes, a node's keys, a key's
 //! owner. Large hashes and sets are read with HSCAN/SSCAN, never in one reply.
 
-use pantheon_domain::{DecodeError, NodeId};
+use pantheon_domain::{DecodeError, EntryId, Event, NodeId};
 use pantheon_store::readmodel::{self, NodeRecord};
 
 use crate::{ClientError, Pantheon};
@@ -67,5 +67,22 @@ impl Pantheon {
     /// ```
     pub async fn key_node(&self, key: &str) -> Result<Option<NodeId>, ClientError> {
         Ok(readmodel::key_owner(&mut self.con(), &self.inner.layout, key).await?)
+    }
+
+    /// The events caused by the given log entries, oldest first, found among the latest
+    /// `scan` events: what a write just applied did (its entries were just applied, so their
+    /// events are near the end of the stream).
+    pub async fn events_caused_by(
+        &self,
+        causes: &[EntryId],
+        scan: usize,
+    ) -> Result<Vec<Event>, ClientError> {
+        let latest =
+            pantheon_store::events::latest(&mut self.con(), &self.inner.layout, scan).await?;
+        Ok(latest
+            .into_iter()
+            .filter_map(|e| Event::decode(&e.fields).ok())
+            .filter(|e| causes.contains(&e.cause))
+            .collect())
     }
 }

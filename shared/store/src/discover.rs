@@ -17,7 +17,7 @@ pub async fn clusters(deployment: &Deployment, prefix: &str) -> Result<Vec<Strin
     let masters = resolve::masters(deployment)
         .await
         .map_err(|e| StoreError::Unavailable {
-            class: "resolve",
+            class: crate::Failure::Resolve,
             reason: e.reason,
         })?;
     let mut names = Vec::new();

@@ -27,13 +27,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::StoreError;
 use crate::connect::{COMMAND_TIMEOUT, CONNECT_TIMEOUT};
 use crate::deployment::Deployment;
+use crate::failure::Failure;
 use crate::migration;
 use crate::resolve::{self, slot_of_cluster};
 use crate::url::HostPort;
@@ -141,7 +142,7 @@ struct Link {
     retry_at: Option<Instant>,
     known: Vec<HostPort>,
     /// Since when the master is unavailable, and the class of the last reason logged.
-    down: Option<(Instant, &'static str)>,
+    down: Option<(Instant, Failure)>,
     ever_up: bool,
 }
 
@@ -154,64 +155,14 @@ impl fmt::Debug for Redis {
     }
 }
 
-/// What a failure says about the master, for logging and for deciding to resolve again.
-pub fn classify(e: &RedisError) -> &'static str {
-    if let Some(code) = e.code() {
-        let class = classify_code(code);
-        if class != "error" {
-            return class;
-        }
-    }
-    match e.kind() {
-        ErrorKind::AuthenticationFailed => "authentication",
-        _ if crate::tls::explain(&format!("{e} {e:?}")).is_some() => "tls",
-        _ if e.is_connection_refusal() => "refused",
-        _ if e.is_timeout() => "timeout",
-        _ if e.is_connection_dropped() || e.is_io_error() => "connection lost",
-        _ => "error",
-    }
-}
-
-/// The class of a Redis error code (`MOVED`, `READONLY`, ...).
-fn classify_code(code: &str) -> &'static str {
-    match code {
-        "MOVED" => "moved",
-        "ASK" | "TRYAGAIN" => "migrating",
-        "READONLY" => "read-only replica",
-        "MASTERDOWN" => "master down",
-        "CLUSTERDOWN" => "cluster down",
-        "LOADING" => "loading",
-        "NOPERM" => "permission",
-        "WRONGPASS" | "NOAUTH" => "authentication",
-        // A command blocked on a master that turned replica under it.
-        "UNBLOCKED" => "demoted",
-        _ => "error",
-    }
-}
-
-fn is_lost_class(class: &str) -> bool {
-    matches!(
-        class,
-        "moved"
-            | "read-only replica"
-            | "master down"
-            | "cluster down"
-            | "demoted"
-            | "refused"
-            | "timeout"
-            | "connection lost"
-    )
-}
-
-/// The class of the first error reply among `values` that says the master was lost: server
+/// The kind of the first error reply among `values` that says the master was lost: server
 /// errors of a pipeline come back as values, not as an `Err` of the connection.
-fn lost_in_replies<'a>(
-    values: impl IntoIterator<Item = &'a Value>,
-) -> Option<(&'static str, String)> {
+fn lost_in_replies<'a>(values: impl IntoIterator<Item = &'a Value>) -> Option<(Failure, String)> {
     values.into_iter().find_map(|v| match v {
         Value::ServerError(e) => {
-            let class = classify_code(e.code());
-            is_lost_class(class)
+            let class = Failure::of_code(e.code());
+            class
+                .is_master_lost()
                 .then(|| (class, format!("{} {}", e.code(), e.details().unwrap_or(""))))
         }
         _ => None,
@@ -220,13 +171,13 @@ fn lost_in_replies<'a>(
 
 /// True when the error means this connection no longer reaches the cluster's master.
 pub fn is_master_lost(e: &RedisError) -> bool {
-    is_lost_class(classify(e))
+    Failure::of(e).is_master_lost()
 }
 
 /// True when retrying the same command later may succeed (the master moved, is loading, a
 /// slot is migrating): what callers retry on.
 pub fn is_transient(e: &RedisError) -> bool {
-    is_master_lost(e) || matches!(classify(e), "migrating" | "loading")
+    Failure::of(e).is_transient()
 }
 
 impl Redis {
@@ -297,7 +248,7 @@ impl Redis {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(StoreError::Unavailable {
-                class: "timeout",
+                class: Failure::Timeout,
                 reason: format!(
                     "{} did not answer within {timeout:?}",
                     self.inner.deployment.url
@@ -341,7 +292,7 @@ impl Redis {
                 Ok(current)
             }
             Err((class, reason)) => {
-                if class == "authentication" {
+                if class == Failure::Authentication {
                     // Logged once per process, not per handle (see `crate::credentials`).
                     crate::credentials::refused(&self.inner.deployment.url, &reason);
                 }
@@ -355,10 +306,13 @@ impl Redis {
                     Some((since, logged)) => {
                         // Only a reason someone must act on is news while down (refused
                         // credentials: once per process, by `crate::credentials`).
-                        if matches!(class, "tls" | "permission" | crate::sentinel_auth::CLASS) {
+                        if matches!(
+                            class,
+                            Failure::Tls | Failure::Permission | Failure::SentinelAuthentication
+                        ) {
                             warn!(%reason, down_for = ?since.elapsed(), "redis: master still unavailable; retrying");
                         } else {
-                            debug!(%reason, previously = logged, "redis: master still unavailable");
+                            debug!(%reason, previously = %logged, "redis: master still unavailable");
                         }
                         link.down = Some((since, class));
                     }
@@ -378,7 +332,7 @@ impl Redis {
         }
     }
 
-    async fn establish(&self, link: &mut Link) -> Result<Current, (&'static str, String)> {
+    async fn establish(&self, link: &mut Link) -> Result<Current, (Failure, String)> {
         let master = resolve::master(&self.inner.deployment, self.inner.slot, &mut link.known)
             .await
             .map_err(|e| (e.class(), e.reason))?;
@@ -397,7 +351,7 @@ impl Redis {
                             Some(cause) => format!("{}: {cause} ({e})", master.addr),
                             None => format!("{}: {e}", master.addr),
                         };
-                        (classify(&e), reason)
+                        (Failure::of(&e), reason)
                     })?;
                 (share(&self.inner.deployment, &master.addr, &con), con)
             }
@@ -426,17 +380,17 @@ impl Redis {
     }
 
     fn lost(&self, generation: u64, error: &RedisError) {
-        let class = classify(error);
-        if is_lost_class(class) {
+        let class = Failure::of(error);
+        if class.is_master_lost() {
             self.lost_as(generation, class, &error.to_string());
         }
     }
 
-    fn lost_as(&self, generation: u64, class: &'static str, detail: &str) {
+    fn lost_as(&self, generation: u64, class: Failure, detail: &str) {
         // The MOVED that ends a slot migration this process saw is its expected end (logged
         // once, as such), not a lost master.
         let url = &self.inner.deployment.url;
-        let migrated = class == "moved" && migration::explains_move(url, self.inner.slot);
+        let migrated = class == Failure::Moved && migration::explains_move(url, self.inner.slot);
         if migrated {
             migration::ended(url, self.inner.slot, migration::addr_in(detail).as_ref());
         }
@@ -454,7 +408,7 @@ impl Redis {
             }
             warn!(
                 master = ?addr.map(|a| a.to_string()),
-                reason = class,
+                reason = %class,
                 error = %detail,
                 "redis: lost the master; resolving it again"
             );
@@ -484,7 +438,7 @@ impl Redis {
                 owner: self.clone(),
             }),
             Err(e) => {
-                if classify(&e) == "authentication" {
+                if Failure::of(&e) == Failure::Authentication {
                     crate::credentials::refused(&self.inner.deployment.url, &e.to_string());
                 }
                 self.lost(current.generation, &e);
@@ -531,11 +485,11 @@ pub fn retry_pause(failures: u32, outage: bool) -> Duration {
 }
 
 /// The cap of the backoff after a failure of `class` (see [`FAILOVER_BACKOFF`]).
-fn backoff_cap(class: &str) -> Duration {
-    match class {
-        "refused" | "moved" | "read-only replica" | "master down" | "cluster down" | "demoted"
-        | "not a master" | "connection lost" => FAILOVER_BACKOFF,
-        _ => MAX_BACKOFF,
+fn backoff_cap(class: Failure) -> Duration {
+    if class.is_failover() {
+        FAILOVER_BACKOFF
+    } else {
+        MAX_BACKOFF
     }
 }
 
@@ -744,12 +698,12 @@ mod tests {
     #[test]
     fn a_failover_in_progress_is_retried_sooner_than_other_outages() {
         for _ in 0..100 {
-            let refused = backoff_capped(30, backoff_cap("refused"));
+            let refused = backoff_capped(30, backoff_cap(Failure::Refused));
             assert!(
                 refused >= FAILOVER_BACKOFF / 2 && refused <= FAILOVER_BACKOFF,
                 "{refused:?}"
             );
-            let denied = backoff_capped(30, backoff_cap("authentication"));
+            let denied = backoff_capped(30, backoff_cap(Failure::Authentication));
             assert!(denied >= MAX_BACKOFF / 2, "{denied:?}");
         }
     }

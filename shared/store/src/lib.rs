@@ -37,6 +37,7 @@ pub mod deployment;
 pub mod destroy;
 pub mod discover;
 pub mod events;
+pub mod failure;
 pub mod fleet;
 pub mod generation;
 pub mod group;
@@ -66,6 +67,7 @@ pub(crate) mod watch;
 pub use commit::{Batch, CommitError, Watched};
 // The Redis types callers name, so that only this crate depends on the `redis` crate.
 pub use deployment::{Deployment, DeploymentError, Durability};
+pub use failure::Failure;
 pub use handle::{PinnedConnection, Redis};
 pub use layout::Layout;
 pub use redis::RedisError;
@@ -86,8 +88,8 @@ pub enum StoreError {
     /// The master cannot be found or reached (the reason names the cause, never a password).
     #[error("redis unavailable: {reason}")]
     Unavailable {
-        /// What kind of failure (see [`handle::classify`]): "refused", "timeout", "tls", ...
-        class: &'static str,
+        /// What kind of failure.
+        class: Failure,
         reason: String,
     },
     #[error("read model {key} is damaged: {reason}")]
@@ -110,6 +112,20 @@ impl StoreError {
     /// migration is over.
     pub fn is_migrating(&self) -> bool {
         matches!(self, StoreError::Redis(e) if migration::refused(e))
+    }
+
+    /// The kind of failure, when Redis failed or could not be reached.
+    pub fn failure(&self) -> Option<Failure> {
+        match self {
+            StoreError::Unavailable { class, .. } => Some(*class),
+            StoreError::Redis(e) => Some(Failure::of(e)),
+            _ => None,
+        }
+    }
+
+    /// True when Redis refused the command to this user (`NOPERM`): retrying cannot help.
+    pub fn is_permission_denied(&self) -> bool {
+        self.failure() == Some(Failure::Permission)
     }
 }
 

@@ -19,6 +19,7 @@ use redis::{
 };
 
 use crate::deployment::Deployment;
+use crate::failure::Failure;
 use crate::url::{HostPort, Topology};
 
 /// Number of hash slots in Redis Cluster.
@@ -50,7 +51,7 @@ pub struct ResolveError {
     /// The underlying Redis error, when there was one (to classify it).
     pub source: Option<redis::RedisError>,
     /// The class of the failure when the source's own would mislead (see [`Self::class`]).
-    pub class: Option<&'static str>,
+    pub class: Option<Failure>,
 }
 
 impl ResolveError {
@@ -62,13 +63,12 @@ impl ResolveError {
         }
     }
 
-    /// What kind of failure this is (see [`crate::handle::classify`]); "sentinel
-    /// authentication" when a Sentinel refused the credentials for itself, which are not
-    /// the data nodes' user and password.
-    pub fn class(&self) -> &'static str {
+    /// What kind of failure this is; [`Failure::SentinelAuthentication`] when a Sentinel
+    /// refused the credentials for itself, which are not the data nodes' user and password.
+    pub fn class(&self) -> Failure {
         self.class
-            .or_else(|| self.source.as_ref().map(crate::handle::classify))
-            .unwrap_or("not a master")
+            .or_else(|| self.source.as_ref().map(Failure::of))
+            .unwrap_or(Failure::NotAMaster)
     }
     fn redis(context: String, e: redis::RedisError) -> Self {
         let reason = match crate::tls::explain(&format!("{e} {e:?}")) {

@@ -7,12 +7,9 @@
 //! parameter to fix, never a password.
 
 use crate::deployment::Deployment;
-use crate::handle::classify;
+use crate::failure::Failure;
 use crate::resolve::ResolveError;
 use crate::url::HostPort;
-
-/// The class of a failure to authenticate with a Sentinel (see [`crate::handle::classify`]).
-pub const CLASS: &str = "sentinel authentication";
 
 /// `e` with a reason and class that blame the Sentinel's own credentials, when it is an
 /// authentication failure; `e` unchanged otherwise.
@@ -24,7 +21,7 @@ pub(crate) fn refused(
     let Some(source) = e
         .source
         .as_ref()
-        .filter(|s| classify(s) == "authentication")
+        .filter(|s| Failure::of(s) == Failure::Authentication)
     else {
         return e;
     };
@@ -48,6 +45,6 @@ pub(crate) fn refused(
     ResolveError {
         reason,
         source: e.source,
-        class: Some(CLASS),
+        class: Some(Failure::SentinelAuthentication),
     }
 }

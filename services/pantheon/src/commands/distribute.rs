@@ -124,7 +124,9 @@ pub async fn run(args: DistributeArgs, settings: &Settings) -> anyhow::Result<()
             .into());
         }
     }
-    let events = write::events_caused_by(&cluster, &ids, 4 * ids.len() + 100).await?;
+    let events = write::events_caused_by(&cluster, &ids, 4 * ids.len() + 100)
+        .await
+        .map_err(client_error)?;
     let added: u64 = events
         .iter()
         .map(|e| match e.kind {

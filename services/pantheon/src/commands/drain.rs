@@ -6,7 +6,7 @@ use serde_json::json;
 use super::write;
 use crate::cli::NodeArgs;
 use crate::config::Settings;
-use crate::connect::{Cluster, client_error};
+use crate::connect::Cluster;
 
 pub async fn run(args: NodeArgs, settings: &Settings, drain: bool) -> anyhow::Result<()> {
     let cluster = Cluster::connect(settings).await?;
@@ -24,7 +24,7 @@ pub async fn run(args: NodeArgs, settings: &Settings, drain: bool) -> anyhow::Re
         .client
         .node_health(&args.node)
         .await
-        .map_err(|e| write::after_append(&what, id, client_error(e)))?;
+        .map_err(|e| write::after_append(&what, id, e))?;
     let state = record.as_ref().map_or("unknown", |r| r.state.as_str());
     let message = if drain {
         format!(

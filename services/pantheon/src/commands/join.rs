@@ -7,7 +7,7 @@ use serde_json::json;
 use super::write;
 use crate::cli::JoinArgs;
 use crate::config::Settings;
-use crate::connect::{Cluster, client_error};
+use crate::connect::Cluster;
 
 pub async fn run(args: JoinArgs, settings: &Settings) -> anyhow::Result<()> {
     let cluster = Cluster::connect(settings).await?;
@@ -34,7 +34,7 @@ pub async fn run(args: JoinArgs, settings: &Settings) -> anyhow::Result<()> {
         .client
         .node_health(&args.node)
         .await
-        .map_err(|e| write::after_append(&what, id, client_error(e)))?;
+        .map_err(|e| write::after_append(&what, id, e))?;
     let message = match &record {
         // Nothing has probed the node yet: "alive" would be a guess (the address may not
         // even be allowed to be probed).

@@ -11,16 +11,12 @@ use crate::config::Settings;
 use crate::connect::{Cluster, client_error};
 use crate::error::{self, CliError};
 
-/// Whether an error is Redis refusing a command to this user (`NOPERM`).
-fn is_denied(e: &anyhow::Error) -> bool {
-    format!("{e:#}").contains("NOPERM")
-}
-
 /// An append that failed: on a missing permission, says that nothing was written (or which
 /// entries of a multi-entry write were, `written` in log order).
 pub fn append_error(written: &[EntryId], e: ClientError) -> anyhow::Error {
+    let denied = e.is_permission_denied();
     let e = client_error(e);
-    if !is_denied(&e) {
+    if !denied {
         return e;
     }
     let status = match written.last() {
@@ -40,8 +36,10 @@ pub fn append_error(written: &[EntryId], e: ClientError) -> anyhow::Error {
 
 /// A failure after entry `id` was appended: on a missing permission, says the entry is in
 /// the log (the projector applies it whatever this user may read).
-pub fn after_append(what: &str, id: EntryId, e: anyhow::Error) -> anyhow::Error {
-    if !is_denied(&e) {
+pub fn after_append(what: &str, id: EntryId, e: ClientError) -> anyhow::Error {
+    let denied = e.is_permission_denied();
+    let e = client_error(e);
+    if !denied {
         return e;
     }
     CliError::failed(format!(
@@ -95,7 +93,7 @@ pub async fn settle(
             )
             .into())
         }
-        Err(e) => Err(after_append(what, id, client_error(e))),
+        Err(e) => Err(after_append(what, id, e)),
     }
 }
 
@@ -123,14 +121,8 @@ pub async fn events_caused_by(
     cluster: &Cluster,
     causes: &[EntryId],
     scan: usize,
-) -> anyhow::Result<Vec<pantheon_domain::Event>> {
-    let latest =
-        pantheon_store::events::latest(&mut cluster.con.clone(), &cluster.layout, scan).await?;
-    Ok(latest
-        .into_iter()
-        .filter_map(|e| pantheon_domain::Event::decode(&e.fields).ok())
-        .filter(|e| causes.contains(&e.cause))
-        .collect())
+) -> Result<Vec<pantheon_domain::Event>, ClientError> {
+    cluster.client.events_caused_by(causes, scan).await
 }
 
 /// "N keys moved: a→b n, ..." for the rebalances among `events`, or `None`.
