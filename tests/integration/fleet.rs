@@ -520,10 +520,13 @@ async fn a_cluster_created_later_is_found_within_five_heartbeats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_dashboard_lists_the_clusters_served_and_shows_each() {
     let redis = pantheon_test_support::TestRedis::start().await;
-    let names = vec!["dash-a".to_owned(), "dash-b".to_owned()];
-    let fleet = Fleet::new(redis.url.clone(), names).await;
+    let fleet = Fleet::new(
+        redis.url.clone(),
+        ["dash-a", "dash-b"].map(String::from).into(),
+    )
+    .await;
+    let (mut process, http) = fleet.up_listening("up-dash", &fleet.names.join(",")).await;
     let ids = fleet.join_everywhere("n1").await;
-    let (mut process, http) = fleet.up_listening("up-dash", "dash-a,dash-b").await;
     fleet.wait_all(&ids, WAIT).await;
 
     // `/` lists the clusters served, not the `cluster` setting ("default").
@@ -546,7 +549,10 @@ async fn the_fleet_dashboard_lists_the_clusters_served_and_shows_each() {
     let (code, html) = get(http, "/?cluster=dash-b").await;
     assert_eq!(code, 200, "{html}");
     assert!(html.contains("<title>Pantheon · dash-b</title>"), "{html}");
-    assert!(html.contains("href=\"?cluster=dash-b&node=n1\""), "{html}");
+    assert!(
+        html.contains("href=\"?cluster=dash-b&amp;node=n1\""),
+        "{html}"
+    );
     let (code, body) = get(http, "/api/status?cluster=dash-a").await;
     assert_eq!(code, 200, "{body}");
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -53,6 +53,8 @@ impl Narrator {
 fn demo_settings(settings: &Settings) -> Settings {
     let mut s = settings.clone();
     s.cluster = format!("demo-{}", std::process::id());
+    // This one cluster only, whatever `clusters` the configuration serves.
+    s.clusters.clear();
     s.projector.instance = Some(format!("{}-projector", s.cluster));
     s.projector.block_ms = 100;
     s.projector.lease_ttl_ms = 2_000;
@@ -203,53 +205,39 @@ async fn story(
     let before = distribute_keys(cluster, args, say, &names).await?;
     let victim_index = 1;
     let name = names[victim_index].clone();
-    let victim = Victim {
+    let mut failure = Failure {
+        cluster,
+        say,
+        tail: &mut tail,
         sample: sample_key(cluster, say, &name).await?,
+        node: &mut demo_nodes[victim_index],
         name,
+        names: &names,
         keys_before: before,
     };
 
     pause().await;
-    let died = stop_node(
-        cluster,
-        say,
-        &mut tail,
-        &mut demo_nodes[victim_index],
-        &victim,
-        &names,
-    )
-    .await?;
-
+    let died = failure.stop().await?;
     pause().await;
-    restart_node(
-        cluster,
-        say,
-        &mut tail,
-        &mut demo_nodes[victim_index],
-        &victim,
-        &names,
-        &died,
-    )
-    .await?;
+    failure.restart(&died).await?;
 
     pause().await;
     show_audit(cluster, say).await
 }
 
-/// The node the story stops and restarts.
-struct Victim {
+/// The acts of one node's failure: it stops, turns suspect, dies, its keys move; it
+/// restarts, revives, its keys come back.
+struct Failure<'a> {
+    cluster: &'a Cluster,
+    say: &'a Narrator,
+    tail: &'a mut Tail,
+    node: &'a mut DemoNode,
     name: String,
     /// One of its keys, followed through the story.
     sample: Option<String>,
+    names: &'a [String],
     /// Keys per node before it stopped.
     keys_before: BTreeMap<String, u64>,
-}
-
-impl Victim {
-    /// Whether it owned keys before it stopped: then they move off it, and back.
-    fn owned_keys(&self) -> bool {
-        self.keys_before.get(&self.name).copied().unwrap_or(0) > 0
-    }
 }
 
 fn introduce(cluster: &Cluster, say: &Narrator) {
@@ -375,114 +363,113 @@ async fn sample_key(
     Ok(sample)
 }
 
-/// Stops the victim and follows it turning suspect, then dead, and its keys moving; returns
-/// the `died` event.
-async fn stop_node(
-    cluster: &Cluster,
-    say: &Narrator,
-    tail: &mut Tail,
-    node: &mut DemoNode,
-    victim: &Victim,
-    names: &[String],
-) -> anyhow::Result<Event> {
-    let name = &victim.name;
-    let stopped_ms = output::now_ms();
-    node.stop().await;
-    say.say(&format!(
-        "Stopped {name}: its port now refuses connections, as if the process had crashed."
-    ));
-    let suspect = wait_for(
-        tail,
-        &format!("{name} to turn suspect"),
-        is("suspect", name),
-    )
-    .await?;
-    say.say(&format!(
-        "{name} is suspect, {} after it stopped: one probe failed. It keeps its keys for now.",
-        since(stopped_ms, suspect.at())
-    ));
-    let died = wait_for(tail, &format!("{name} to die"), is("died", name)).await?;
-    let fails = match died.kind {
-        EventKind::Died { fails, .. } => fails,
-        _ => 0,
-    };
-    say.say(&format!(
-        "{name} died, {} after it stopped ({} after turning suspect): {fails} probes failed in a row.",
-        since(stopped_ms, died.at()),
-        since(suspect.at(), died.at())
-    ));
-    if victim.owned_keys() {
-        let moved = wait_for(tail, "the keys to move", rebalance_of(died.cause)).await?;
-        if let EventKind::Rebalanced { moved, flows } = &moved.kind {
-            say.detail(&format!(
-                "{} keys moved off {name}, in the same atomic commit: {}.",
-                count(*moved),
-                output::flows(flows)
-            ));
-        }
+impl Failure<'_> {
+    /// Whether it owned keys before it stopped: then they move off it, and back.
+    fn owned_keys(&self) -> bool {
+        self.keys_before.get(&self.name).copied().unwrap_or(0) > 0
     }
-    let during = owners(cluster, names).await?;
-    say.detail(&format!("Keys per node now: {}.", owners_text(&during)));
-    if let Some(k) = &victim.sample {
-        let now = cluster.client.key_node(k).await.map_err(client_error)?;
-        say.detail(&format!(
-            "{k} now belongs to {}.",
-            now.map_or_else(|| "nobody".to_owned(), |n| n.to_string())
-        ));
-    }
-    Ok(died)
-}
 
-/// Restarts the victim and follows it reviving and its keys coming back, as they were
-/// before it stopped.
-async fn restart_node(
-    cluster: &Cluster,
-    say: &Narrator,
-    tail: &mut Tail,
-    node: &mut DemoNode,
-    victim: &Victim,
-    names: &[String],
-    died: &Event,
-) -> anyhow::Result<()> {
-    let name = &victim.name;
-    let restarted_ms = output::now_ms();
-    node.restart().await?;
-    say.say(&format!("Restarted {name} on the same port."));
-    let revived = wait_for(tail, &format!("{name} to revive"), is("revived", name)).await?;
-    let successes = match revived.kind {
-        EventKind::Revived { successes, .. } => successes,
-        _ => 0,
-    };
-    say.say(&format!(
-        "{name} revived, {} after it restarted (it was dead for {}): {successes} probes succeeded in a row.",
-        since(restarted_ms, revived.at()),
-        since(died.at(), revived.at())
-    ));
-    if victim.owned_keys() {
-        let back = wait_for(tail, "the keys to return", rebalance_of(revived.cause)).await?;
-        if let EventKind::Rebalanced { moved, flows } = &back.kind {
-            say.detail(&format!(
-                "{} keys moved back: {}.",
+    /// Stops the node and follows it turning suspect, then dead, and its keys moving; returns
+    /// the `died` event.
+    async fn stop(&mut self) -> anyhow::Result<Event> {
+        let (cluster, say, name) = (self.cluster, self.say, &self.name);
+        let stopped_ms = output::now_ms();
+        self.node.stop().await;
+        say.say(&format!(
+            "Stopped {name}: its port now refuses connections, as if the process had crashed."
+        ));
+        let suspect = wait_for(
+            self.tail,
+            &format!("{name} to turn suspect"),
+            is("suspect", name),
+        )
+        .await?;
+        say.say(&format!(
+            "{name} is suspect, {} after it stopped: one probe failed. It keeps its keys for now.",
+            since(stopped_ms, suspect.at())
+        ));
+        let died = wait_for(self.tail, &format!("{name} to die"), is("died", name)).await?;
+        let fails = match died.kind {
+            EventKind::Died { fails, .. } => fails,
+            _ => 0,
+        };
+        say.say(&format!(
+            "{name} died, {} after it stopped ({} after turning suspect): {fails} probes failed in a row.",
+            since(stopped_ms, died.at()),
+            since(suspect.at(), died.at())
+        ));
+        let off = format!(" off {name}, in the same atomic commit");
+        self.follow_keys("the keys to move", died.cause, &off)
+            .await?;
+        let during = owners(cluster, self.names).await?;
+        say.detail(&format!("Keys per node now: {}.", owners_text(&during)));
+        self.say_sample_owner(|k, owner| format!("{k} now belongs to {owner}."))
+            .await?;
+        Ok(died)
+    }
+
+    /// Restarts the node and follows it reviving and its keys coming back, as they were
+    /// before it stopped.
+    async fn restart(&mut self, died: &Event) -> anyhow::Result<()> {
+        let (cluster, say, name) = (self.cluster, self.say, &self.name);
+        let restarted_ms = output::now_ms();
+        self.node.restart().await?;
+        say.say(&format!("Restarted {name} on the same port."));
+        let revived =
+            wait_for(self.tail, &format!("{name} to revive"), is("revived", name)).await?;
+        let successes = match revived.kind {
+            EventKind::Revived { successes, .. } => successes,
+            _ => 0,
+        };
+        say.say(&format!(
+            "{name} revived, {} after it restarted (it was dead for {}): {successes} probes succeeded in a row.",
+            since(restarted_ms, revived.at()),
+            since(died.at(), revived.at())
+        ));
+        self.follow_keys("the keys to return", revived.cause, " back")
+            .await?;
+        let after = owners(cluster, self.names).await?;
+        say.detail(&format!("Keys per node now: {}.", owners_text(&after)));
+        if after == self.keys_before {
+            say.detail(
+                "Exactly as before the failure: consistent hashing moves only the keys that must move.",
+            );
+        }
+        self.say_sample_owner(|k, owner| format!("{k} belongs to {owner} again."))
+            .await
+    }
+
+    /// When the node owned keys: waits for the rebalance `cause` led to and says how many
+    /// keys moved (`how`: " back", ...) and where.
+    async fn follow_keys(&mut self, what: &str, cause: EntryId, how: &str) -> anyhow::Result<()> {
+        if !self.owned_keys() {
+            return Ok(());
+        }
+        let rebalanced = wait_for(self.tail, what, rebalance_of(cause)).await?;
+        if let EventKind::Rebalanced { moved, flows } = &rebalanced.kind {
+            self.say.detail(&format!(
+                "{} keys moved{how}: {}.",
                 count(*moved),
                 output::flows(flows)
             ));
         }
+        Ok(())
     }
-    let after = owners(cluster, names).await?;
-    say.detail(&format!("Keys per node now: {}.", owners_text(&after)));
-    if after == victim.keys_before {
-        say.detail(
-            "Exactly as before the failure: consistent hashing moves only the keys that must move.",
-        );
+
+    /// Says who owns the followed key now, in `text(key, owner)`.
+    async fn say_sample_owner(&self, text: impl Fn(&str, &str) -> String) -> anyhow::Result<()> {
+        if let Some(k) = &self.sample {
+            let now = self
+                .cluster
+                .client
+                .key_node(k)
+                .await
+                .map_err(client_error)?;
+            let owner = now.map_or_else(|| "nobody".to_owned(), |n| n.to_string());
+            self.say.detail(&text(k, &owner));
+        }
+        Ok(())
     }
-    if let Some(k) = &victim.sample {
-        let now = cluster.client.key_node(k).await.map_err(client_error)?;
-        say.detail(&format!(
-            "{k} belongs to {} again.",
-            now.map_or_else(|| "nobody".to_owned(), |n| n.to_string())
-        ));
-    }
-    Ok(())
 }
 
 /// The audit timeline, from the events and the log.

@@ -164,20 +164,20 @@ struct Links {
 impl Links {
     fn new(cluster: Option<&str>) -> Self {
         let query = match cluster {
-            Some(c) => format!("?cluster={}&", escape(c)),
+            Some(c) => format!("?cluster={}&amp;", escape(c)),
             None => "?".to_owned(),
         };
         Self { query }
     }
 
-    /// `?[cluster=NAME&]key=value`
+    /// `?[cluster=NAME&]key=value`, escaped for an attribute.
     fn to(&self, key: &str, value: impl std::fmt::Display) -> String {
         format!("{}{key}={value}", self.query)
     }
 
     /// The page without a node or page picked.
     fn top(&self) -> &str {
-        self.query.trim_end_matches('&')
+        self.query.trim_end_matches("&amp;")
     }
 }
 
