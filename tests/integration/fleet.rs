@@ -4,7 +4,7 @@
 //! writes again; a fourth process takes its share; no entry is ever applied twice (two
 //! leaders would commit it twice: counted in the events); a cluster flooded with bad entries
 //! does not hold up the others; a pattern (`svc-*`) finds clusters on every shard, also ones
-//! created later.
+//! created later, within the documented interval; the dashboard lists the clusters served.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,18 +48,41 @@ impl Fleet {
 
     /// `up --clusters <list>` (names or patterns).
     fn up_serving(&self, id: &str, list: &str) -> Child {
+        self.up_with(id, list, &[])
+    }
+
+    /// `up --clusters <list> --listen 127.0.0.1:0`, and the address its HTTP endpoint took.
+    async fn up_listening(&self, id: &str, list: &str) -> (Child, std::net::SocketAddr) {
+        let child = self.up_with(id, list, &[("PANTHEON_HTTP__LISTEN", "127.0.0.1:0")]);
+        let log = self.dir.path().join(format!("{id}.log"));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(addr) = text
+                .split("HTTP endpoint on http://")
+                .nth(1)
+                .and_then(|rest| rest.split('/').next())
+            {
+                return (child, addr.parse().expect("address"));
+            }
+            assert!(Instant::now() < deadline, "no HTTP endpoint: {text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn up_with(&self, id: &str, list: &str, env: &[(&str, &str)]) -> Child {
         let log = std::fs::File::create(self.dir.path().join(format!("{id}.log"))).unwrap();
+        let ttl = LEASE_TTL_MS.to_string();
+        let mut vars = vec![
+            ("PANTHEON_PROJECTOR__INSTANCE", id),
+            ("PANTHEON_PROJECTOR__LEASE_TTL_MS", ttl.as_str()),
+            ("PANTHEON_PROJECTOR__BLOCK_MS", "100"),
+            ("PANTHEON_LOCAL_REDIS__START", "false"),
+        ];
+        vars.extend_from_slice(env);
         command(
             self.dir.path(),
-            &[
-                ("PANTHEON_PROJECTOR__INSTANCE", id),
-                (
-                    "PANTHEON_PROJECTOR__LEASE_TTL_MS",
-                    &LEASE_TTL_MS.to_string(),
-                ),
-                ("PANTHEON_PROJECTOR__BLOCK_MS", "100"),
-                ("PANTHEON_LOCAL_REDIS__START", "false"),
-            ],
+            &vars,
             &["up", "--clusters", list, "--redis-url", &self.url],
         )
         .env("RUST_LOG", "info")
@@ -434,6 +457,117 @@ async fn a_pattern_serves_every_matching_cluster_also_one_created_later() {
     // One that does not match is left alone.
     let status = other.status().await.unwrap();
     assert_eq!(status.projector.applied_last, None, "{status:?}");
+    let _ = process.start_kill();
+    let _ = process.wait().await;
+}
+
+/// GET `path` on `addr`: the status code and the body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("GET");
+    let code = r.status().as_u16();
+    (code, r.text().await.expect("body"))
+}
+
+/// `pantheon_fleet_clusters_owned` of the process at `addr`.
+async fn owned_clusters(addr: std::net::SocketAddr) -> Option<f64> {
+    let (_, text) = get(addr, "/metrics").await;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).ok()?;
+    pantheon_test_support::prometheus::sample(&scrape, "pantheon_fleet_clusters_owned", &[])
+}
+
+/// Polls until the process at `addr` owns `n` clusters; returns how long that took.
+async fn until_owned(addr: std::net::SocketAddr, n: f64) -> Duration {
+    let started = Instant::now();
+    while owned_clusters(addr).await != Some(n) {
+        assert!(started.elapsed() < WAIT, "never owned {n} clusters");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_created_later_is_found_within_five_heartbeats() {
+    let redis = pantheon_test_support::TestRedis::start().await;
+    let fleet = Fleet::new(redis.url.clone(), Vec::new()).await;
+    let (mut process, http) = fleet.up_listening("up-late", "late-*").await;
+    until_owned(http, 0.0).await;
+    let create = |name: &'static str| {
+        let url = redis.url.clone();
+        async move {
+            let c = Pantheon::connect(&url, name).await.unwrap();
+            c.join_url("n1", "http://127.0.0.1:9/health", None)
+                .await
+                .unwrap();
+        }
+    };
+    // The first is found by some search; the second, created right after, by the next one.
+    create("late-0").await;
+    until_owned(http, 1.0).await;
+    create("late-1").await;
+    let took = until_owned(http, 2.0).await;
+    // ADR 0010: a heartbeat every third of the lease TTL, a search every 5 heartbeats (the
+    // search waits for the heartbeat it falls in, hence one more).
+    let heartbeat = Duration::from_millis(LEASE_TTL_MS) / 3;
+    let bound = heartbeat * 6 + Duration::from_millis(500);
+    eprintln!("a cluster created later was found after {took:?} (bound {bound:?})");
+    assert!(took <= bound, "found after {took:?}, more than {bound:?}");
+    let _ = process.start_kill();
+    let _ = process.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_dashboard_lists_the_clusters_served_and_shows_each() {
+    let redis = pantheon_test_support::TestRedis::start().await;
+    let fleet = Fleet::new(
+        redis.url.clone(),
+        ["dash-a", "dash-b"].map(String::from).into(),
+    )
+    .await;
+    let (mut process, http) = fleet.up_listening("up-dash", &fleet.names.join(",")).await;
+    let ids = fleet.join_everywhere("n1").await;
+    fleet.wait_all(&ids, WAIT).await;
+
+    // `/` lists the clusters served, not the `cluster` setting ("default").
+    let (code, html) = get(http, "/").await;
+    assert_eq!(code, 200, "{html}");
+    assert!(
+        html.contains("<title>Pantheon · 2 clusters</title>"),
+        "{html}"
+    );
+    for c in ["dash-a", "dash-b"] {
+        assert!(html.contains(&format!("href=\"?cluster={c}\"")), "{html}");
+    }
+    assert!(!html.contains("default"), "{html}");
+    let (code, body) = get(http, "/api/clusters").await;
+    assert_eq!(code, 200, "{body}");
+    let listed: Vec<String> = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed, ["dash-a", "dash-b"]);
+
+    // `?cluster=` shows one of them; its links keep it.
+    let (code, html) = get(http, "/?cluster=dash-b").await;
+    assert_eq!(code, 200, "{html}");
+    assert!(html.contains("<title>Pantheon · dash-b</title>"), "{html}");
+    assert!(
+        html.contains("href=\"?cluster=dash-b&amp;node=n1\""),
+        "{html}"
+    );
+    let (code, body) = get(http, "/api/status?cluster=dash-a").await;
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["cluster"], "dash-a", "{status}");
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+
+    // Which cluster must be said, and only served ones are shown.
+    let (code, body) = get(http, "/api/status").await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = get(http, "/?cluster=other").await;
+    assert_eq!(code, 404, "{body}");
     let _ = process.start_kill();
     let _ = process.wait().await;
 }

@@ -30,7 +30,8 @@ async fn serve_http(cluster: &TestCluster) -> (SocketAddr, tokio_util::sync::Dro
         deployment: cluster.deployment(),
         cluster: cluster.name.clone(),
         prefix: "pantheon".into(),
-        projector: true,
+        fleet: None,
+        kind: pantheon_service::ProcessKind::Up,
     };
     let (http, _task) =
         pantheon_service::http::spawn("127.0.0.1:0".parse().unwrap(), config, stop.clone())

@@ -21,12 +21,10 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    pantheon_service::serve_service(
+    pantheon_service::binary::main(
         "pantheon-prober",
+        pantheon_service::ProcessKind::Prober,
         pantheon_config::load_service(std::env::args_os().skip(1)),
-        pantheon_config::Settings::prober_config,
-        false,
-        pantheon_prober::run,
     )
     .await
 }

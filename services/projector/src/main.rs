@@ -18,12 +18,10 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    pantheon_service::serve_service(
+    pantheon_service::binary::main(
         "pantheon-projector",
+        pantheon_service::ProcessKind::Projector,
         pantheon_config::load_service(std::env::args_os().skip(1)),
-        pantheon_config::Settings::projector_config,
-        true,
-        pantheon_projector::run,
     )
     .await
 }

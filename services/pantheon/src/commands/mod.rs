@@ -19,7 +19,6 @@ pub mod rebuild;
 pub mod recover_clock;
 pub mod status;
 pub mod up;
-mod up_fleet;
 pub mod weight;
 mod write;
 

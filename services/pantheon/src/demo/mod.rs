@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use pantheon_client::Pantheon;
 use pantheon_domain::policy::Policy;
 use pantheon_domain::{EntryId, Event, EventKind};
+use pantheon_service::{ProcessKind, Service};
 
 use crate::cli::DemoArgs;
-use crate::commands::{audit, nodes, up};
+use crate::commands::{audit, nodes};
 use crate::config::{Settings, mask_url};
 use crate::connect::{Cluster, client_error};
 use crate::error::CliError;
@@ -52,6 +53,8 @@ impl Narrator {
 fn demo_settings(settings: &Settings) -> Settings {
     let mut s = settings.clone();
     s.cluster = format!("demo-{}", std::process::id());
+    // This one cluster only, whatever `clusters` the configuration serves.
+    s.clusters.clear();
     s.projector.instance = format!("{}-projector", s.cluster);
     s.projector.block = Duration::from_millis(100);
     s.projector.lease_ttl = Duration::from_secs(2);
@@ -68,8 +71,8 @@ fn demo_settings(settings: &Settings) -> Settings {
 
 pub async fn run(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
     let s = demo_settings(settings);
-    let projector = s.projector_config()?;
-    let prober = s.prober_config()?;
+    // The projector and prober run as `pantheon up` runs them.
+    let service = Service::new(ProcessKind::Up, &s)?;
     let local = local_redis::ensure(&s, !args.no_local_redis).await?;
     let narrator = Narrator {
         started: Instant::now(),
@@ -79,7 +82,7 @@ pub async fn run(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
         // A leftover of an earlier demo with the same pid: start clean.
         delete_cluster(&cluster).await?;
         let shutdown = pantheon_service::shutdown_on_signals();
-        let (p, q) = up::spawn_services(projector, prober, &shutdown);
+        let services = tokio::spawn(service.run(shutdown.clone()));
         let mut demo_nodes = Vec::new();
         let story = tokio::select! {
             r = tokio::time::timeout(LIMIT, story(&cluster, &args, &narrator, &mut demo_nodes)) => {
@@ -90,7 +93,10 @@ pub async fn run(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
             _ = shutdown.cancelled() => Err(CliError::failed("interrupted").into()),
         };
         shutdown.cancel();
-        let services = up::supervise(p, q, &shutdown, Duration::from_millis(300)).await;
+        let services = match services.await {
+            Ok(r) => r.map_err(anyhow::Error::msg),
+            Err(e) => Err(anyhow::anyhow!("task failed: {e}")),
+        };
         for n in &mut demo_nodes {
             n.stop().await;
         }
@@ -182,15 +188,59 @@ async fn wait(client: &Pantheon, id: EntryId) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The story, act by act, with a pause between acts for the reader (the detection times
+/// shown are measured, not paced).
 async fn story(
     cluster: &Cluster,
     args: &DemoArgs,
     say: &Narrator,
     demo_nodes: &mut Vec<DemoNode>,
 ) -> anyhow::Result<()> {
-    let client = &cluster.client;
-    // A pause between acts, for the reader; the detection times shown are measured, not paced.
     let pause = || tokio::time::sleep(Duration::from_millis(args.pace_ms.min(5_000)));
+    introduce(cluster, say);
+    let mut tail = Tail::new(&cluster.con, &cluster.layout, Some(EntryId::ZERO)).await?;
+    let names = join_nodes(cluster, args, say, &mut tail, demo_nodes).await?;
+
+    pause().await;
+    let before = distribute_keys(cluster, args, say, &names).await?;
+    let victim_index = 1;
+    let name = names[victim_index].clone();
+    let mut failure = Failure {
+        cluster,
+        say,
+        tail: &mut tail,
+        sample: sample_key(cluster, say, &name).await?,
+        node: &mut demo_nodes[victim_index],
+        name,
+        names: &names,
+        keys_before: before,
+    };
+
+    pause().await;
+    let died = failure.stop().await?;
+    pause().await;
+    failure.restart(&died).await?;
+
+    pause().await;
+    show_audit(cluster, say).await
+}
+
+/// The acts of one node's failure: it stops, turns suspect, dies, its keys move; it
+/// restarts, revives, its keys come back.
+struct Failure<'a> {
+    cluster: &'a Cluster,
+    say: &'a Narrator,
+    tail: &'a mut Tail,
+    node: &'a mut DemoNode,
+    name: String,
+    /// One of its keys, followed through the story.
+    sample: Option<String>,
+    names: &'a [String],
+    /// Keys per node before it stopped.
+    keys_before: BTreeMap<String, u64>,
+}
+
+fn introduce(cluster: &Cluster, say: &Narrator) {
     say.say(&format!(
         "Pantheon demo on {}, in a cluster of its own, {:?} (deleted at the end).",
         mask_url(&cluster.url),
@@ -207,8 +257,18 @@ async fn story(
         "{rise} good ones in a row alive again.",
         rise = Policy::DEFAULT_RISE
     ));
-    let mut tail = Tail::new(&cluster.con, &cluster.layout, Some(EntryId::ZERO)).await?;
+}
 
+/// Starts the HTTP nodes, joins them, and waits until each answered its first probe;
+/// returns their names.
+async fn join_nodes(
+    cluster: &Cluster,
+    args: &DemoArgs,
+    say: &Narrator,
+    tail: &mut Tail,
+    demo_nodes: &mut Vec<DemoNode>,
+) -> anyhow::Result<Vec<String>> {
+    let client = &cluster.client;
     for i in 1..=args.nodes {
         demo_nodes.push(DemoNode::start(&format!("node-{i}")).await?);
     }
@@ -239,7 +299,7 @@ async fn story(
     // In whatever order they answer.
     let mut waiting: Vec<&String> = names.iter().collect();
     while !waiting.is_empty() {
-        let ready = wait_for(&mut tail, "the nodes to answer their first probe", |e| {
+        let ready = wait_for(tail, "the nodes to answer their first probe", |e| {
             e.kind.name() == "ready"
                 && e.kind
                     .node()
@@ -253,8 +313,17 @@ async fn story(
     say.detail(
         "Each was `joining` until its /health answered the prober once; only then does it own keys.",
     );
+    Ok(names)
+}
 
-    pause().await;
+/// Distributes the keys; returns how many each node owns.
+async fn distribute_keys(
+    cluster: &Cluster,
+    args: &DemoArgs,
+    say: &Narrator,
+    names: &[String],
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let client = &cluster.client;
     let keys: Vec<String> = (1..=args.keys).map(|i| format!("user:{i}")).collect();
     let ids = client
         .distribute(keys.iter().cloned())
@@ -263,18 +332,25 @@ async fn story(
     if let Some(id) = ids.last() {
         wait(client, *id).await?;
     }
-    let before = owners(cluster, &names).await?;
+    let before = owners(cluster, names).await?;
     say.say(&format!(
         "Distributed {} keys (user:1 … user:{}) over the ring. Keys per node: {}.",
         count(keys.len() as u64),
         args.keys,
         owners_text(&before)
     ));
+    Ok(before)
+}
 
-    let victim_index = 1;
-    let victim = names[victim_index].clone();
-    let sample = client
-        .node_keys(&victim)
+/// One key of `victim`, to follow through the story.
+async fn sample_key(
+    cluster: &Cluster,
+    say: &Narrator,
+    victim: &str,
+) -> anyhow::Result<Option<String>> {
+    let sample = cluster
+        .client
+        .node_keys(victim)
         .await
         .map_err(client_error)?
         .into_iter()
@@ -284,98 +360,120 @@ async fn story(
             "For example {k} belongs to {victim} (`pantheon locate {k}`)."
         ));
     }
+    Ok(sample)
+}
 
-    pause().await;
-    let stopped_ms = output::now_ms();
-    demo_nodes[victim_index].stop().await;
-    say.say(&format!(
-        "Stopped {victim}: its port now refuses connections, as if the process had crashed."
-    ));
-    let suspect = wait_for(
-        &mut tail,
-        &format!("{victim} to turn suspect"),
-        is("suspect", &victim),
-    )
-    .await?;
-    say.say(&format!(
-        "{victim} is suspect, {} after it stopped: one probe failed. It keeps its keys for now.",
-        since(stopped_ms, suspect.at())
-    ));
-    let died = wait_for(&mut tail, &format!("{victim} to die"), is("died", &victim)).await?;
-    let fails = match died.kind {
-        EventKind::Died { fails, .. } => fails,
-        _ => 0,
-    };
-    say.say(&format!(
-        "{victim} died, {} after it stopped ({} after turning suspect): {fails} probes failed in a row.",
-        since(stopped_ms, died.at()),
-        since(suspect.at(), died.at())
-    ));
-    if before.get(&victim).copied().unwrap_or(0) > 0 {
-        let moved = wait_for(&mut tail, "the keys to move", rebalance_of(died.cause)).await?;
-        if let EventKind::Rebalanced { moved, flows } = &moved.kind {
-            say.detail(&format!(
-                "{} keys moved off {victim}, in the same atomic commit: {}.",
+impl Failure<'_> {
+    /// Whether it owned keys before it stopped: then they move off it, and back.
+    fn owned_keys(&self) -> bool {
+        self.keys_before.get(&self.name).copied().unwrap_or(0) > 0
+    }
+
+    /// Stops the node and follows it turning suspect, then dead, and its keys moving; returns
+    /// the `died` event.
+    async fn stop(&mut self) -> anyhow::Result<Event> {
+        let (cluster, say, name) = (self.cluster, self.say, &self.name);
+        let stopped_ms = output::now_ms();
+        self.node.stop().await;
+        say.say(&format!(
+            "Stopped {name}: its port now refuses connections, as if the process had crashed."
+        ));
+        let suspect = wait_for(
+            self.tail,
+            &format!("{name} to turn suspect"),
+            is("suspect", name),
+        )
+        .await?;
+        say.say(&format!(
+            "{name} is suspect, {} after it stopped: one probe failed. It keeps its keys for now.",
+            since(stopped_ms, suspect.at())
+        ));
+        let died = wait_for(self.tail, &format!("{name} to die"), is("died", name)).await?;
+        let fails = match died.kind {
+            EventKind::Died { fails, .. } => fails,
+            _ => 0,
+        };
+        say.say(&format!(
+            "{name} died, {} after it stopped ({} after turning suspect): {fails} probes failed in a row.",
+            since(stopped_ms, died.at()),
+            since(suspect.at(), died.at())
+        ));
+        let off = format!(" off {name}, in the same atomic commit");
+        self.follow_keys("the keys to move", died.cause, &off)
+            .await?;
+        let during = owners(cluster, self.names).await?;
+        say.detail(&format!("Keys per node now: {}.", owners_text(&during)));
+        self.say_sample_owner(|k, owner| format!("{k} now belongs to {owner}."))
+            .await?;
+        Ok(died)
+    }
+
+    /// Restarts the node and follows it reviving and its keys coming back, as they were
+    /// before it stopped.
+    async fn restart(&mut self, died: &Event) -> anyhow::Result<()> {
+        let (cluster, say, name) = (self.cluster, self.say, &self.name);
+        let restarted_ms = output::now_ms();
+        self.node.restart().await?;
+        say.say(&format!("Restarted {name} on the same port."));
+        let revived =
+            wait_for(self.tail, &format!("{name} to revive"), is("revived", name)).await?;
+        let successes = match revived.kind {
+            EventKind::Revived { successes, .. } => successes,
+            _ => 0,
+        };
+        say.say(&format!(
+            "{name} revived, {} after it restarted (it was dead for {}): {successes} probes succeeded in a row.",
+            since(restarted_ms, revived.at()),
+            since(died.at(), revived.at())
+        ));
+        self.follow_keys("the keys to return", revived.cause, " back")
+            .await?;
+        let after = owners(cluster, self.names).await?;
+        say.detail(&format!("Keys per node now: {}.", owners_text(&after)));
+        if after == self.keys_before {
+            say.detail(
+                "Exactly as before the failure: consistent hashing moves only the keys that must move.",
+            );
+        }
+        self.say_sample_owner(|k, owner| format!("{k} belongs to {owner} again."))
+            .await
+    }
+
+    /// When the node owned keys: waits for the rebalance `cause` led to and says how many
+    /// keys moved (`how`: " back", ...) and where.
+    async fn follow_keys(&mut self, what: &str, cause: EntryId, how: &str) -> anyhow::Result<()> {
+        if !self.owned_keys() {
+            return Ok(());
+        }
+        let rebalanced = wait_for(self.tail, what, rebalance_of(cause)).await?;
+        if let EventKind::Rebalanced { moved, flows } = &rebalanced.kind {
+            self.say.detail(&format!(
+                "{} keys moved{how}: {}.",
                 count(*moved),
                 output::flows(flows)
             ));
         }
-    }
-    let during = owners(cluster, &names).await?;
-    say.detail(&format!("Keys per node now: {}.", owners_text(&during)));
-    if let Some(k) = &sample {
-        let now = client.key_node(k).await.map_err(client_error)?;
-        say.detail(&format!(
-            "{k} now belongs to {}.",
-            now.map_or_else(|| "nobody".to_owned(), |n| n.to_string())
-        ));
+        Ok(())
     }
 
-    pause().await;
-    let restarted_ms = output::now_ms();
-    demo_nodes[victim_index].restart().await?;
-    say.say(&format!("Restarted {victim} on the same port."));
-    let revived = wait_for(
-        &mut tail,
-        &format!("{victim} to revive"),
-        is("revived", &victim),
-    )
-    .await?;
-    let successes = match revived.kind {
-        EventKind::Revived { successes, .. } => successes,
-        _ => 0,
-    };
-    say.say(&format!(
-        "{victim} revived, {} after it restarted (it was dead for {}): {successes} probes succeeded in a row.",
-        since(restarted_ms, revived.at()),
-        since(died.at(), revived.at())
-    ));
-    if before.get(&victim).copied().unwrap_or(0) > 0 {
-        let back = wait_for(&mut tail, "the keys to return", rebalance_of(revived.cause)).await?;
-        if let EventKind::Rebalanced { moved, flows } = &back.kind {
-            say.detail(&format!(
-                "{} keys moved back: {}.",
-                count(*moved),
-                output::flows(flows)
-            ));
+    /// Says who owns the followed key now, in `text(key, owner)`.
+    async fn say_sample_owner(&self, text: impl Fn(&str, &str) -> String) -> anyhow::Result<()> {
+        if let Some(k) = &self.sample {
+            let now = self
+                .cluster
+                .client
+                .key_node(k)
+                .await
+                .map_err(client_error)?;
+            let owner = now.map_or_else(|| "nobody".to_owned(), |n| n.to_string());
+            self.say.detail(&text(k, &owner));
         }
+        Ok(())
     }
-    let after = owners(cluster, &names).await?;
-    say.detail(&format!("Keys per node now: {}.", owners_text(&after)));
-    if after == before {
-        say.detail(
-            "Exactly as before the failure: consistent hashing moves only the keys that must move.",
-        );
-    }
-    if let Some(k) = &sample {
-        let now = client.key_node(k).await.map_err(client_error)?;
-        say.detail(&format!(
-            "{k} belongs to {} again.",
-            now.map_or_else(|| "nobody".to_owned(), |n| n.to_string())
-        ));
-    }
+}
 
-    pause().await;
+/// The audit timeline, from the events and the log.
+async fn show_audit(cluster: &Cluster, say: &Narrator) -> anyhow::Result<()> {
     let items = audit::timeline(cluster, &pantheon_client::audit::AuditFilter::default()).await?;
     say.say(&format!(
         "The audit timeline, from the events and the log (`pantheon audit --cluster {}`; times UTC):",

@@ -2,7 +2,8 @@
 //! the state; a few lines of inline script follow `/api/events` and swap in a fresh render
 //! of the page's live part after each event. `?node=ID` shows that node's audit; the node
 //! table shows 200 rows at a time, `?page=N` (from 1) picks which.
-//! `/api/status` and `/api/audit` give the same data as JSON.
+//! `/api/status` and `/api/audit` give the same data as JSON. `?cluster=NAME` picks the
+//! cluster (needed in a fleet, whose `/` without it lists the clusters: `super::clusters`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ const NODES_PER_PAGE: usize = 200;
 
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
+    pub cluster: Option<String>,
     node: Option<String>,
     /// Which page of the node table (from 1); the selected node's page by default.
     page: Option<usize>,
@@ -44,7 +46,7 @@ fn percent(share: f64) -> String {
     format!("{p:.digits$}%")
 }
 
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -59,14 +61,17 @@ fn escape(s: &str) -> String {
     out
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Response {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
 }
 
-pub async fn status_json(State(shared): State<Arc<Shared>>) -> Response {
-    let client = match shared.client().await {
+pub async fn status_json(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let client = match shared.client_for(q.cluster.as_deref()).await {
         Ok(c) => c,
-        Err(e) => return unavailable(e),
+        Err(refused) => return refused,
     };
     match client.status().await {
         Ok(s) => Json(s).into_response(),
@@ -75,9 +80,9 @@ pub async fn status_json(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 pub async fn audit_json(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>) -> Response {
-    let client = match shared.client().await {
+    let client = match shared.client_for(q.cluster.as_deref()).await {
         Ok(c) => c,
-        Err(e) => return unavailable(e),
+        Err(refused) => return refused,
     };
     match client.timeline(&filter(q.node)).await {
         Ok(items) => Json(items).into_response(),
@@ -101,9 +106,12 @@ fn filter(node: Option<String>) -> AuditFilter {
 }
 
 pub async fn page(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>) -> Response {
-    let client = match shared.client().await {
+    if shared.config.fleet.is_some() && q.cluster.is_none() {
+        return super::clusters::index(&shared).await;
+    }
+    let client = match shared.client_for(q.cluster.as_deref()).await {
         Ok(c) => c,
-        Err(e) => return unavailable(e),
+        Err(refused) => return refused,
     };
     let status = match client.status().await {
         Ok(s) => s,
@@ -114,15 +122,24 @@ pub async fn page(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>)
         Ok(items) => items,
         Err(e) => return unavailable(e),
     };
-    Html(render_page(&status, &items, node.as_deref(), q.page)).into_response()
+    let picked = q.cluster.as_deref();
+    Html(render_page(
+        &status,
+        &items,
+        node.as_deref(),
+        q.page,
+        picked,
+    ))
+    .into_response()
 }
 
-/// The whole page.
+/// The whole page; `cluster` (when picked with `?cluster=`) is kept in its links.
 pub fn render_page(
     status: &ClusterStatus,
     items: &[TimelineItem],
     node: Option<&str>,
     page: Option<usize>,
+    cluster: Option<&str>,
 ) -> String {
     let mut html = String::with_capacity(16 * 1024 + status.nodes.len() * 400);
     let title = format!("Pantheon · {}", escape(&status.cluster));
@@ -133,9 +150,35 @@ pub fn render_page(
          <title>{title}</title><style>{STYLE}</style></head><body>\
          <h1>{title} <small id=\"live-state\">static</small></h1><main id=\"live\">"
     );
-    render_live(&mut html, status, items, node, page);
+    let links = Links::new(cluster);
+    render_live(&mut html, status, items, node, page, &links);
     let _ = write!(html, "</main><script>{SCRIPT}</script></body></html>");
     html
+}
+
+/// The start of the page's own links: `?` plus the picked cluster, if any.
+struct Links {
+    query: String,
+}
+
+impl Links {
+    fn new(cluster: Option<&str>) -> Self {
+        let query = match cluster {
+            Some(c) => format!("?cluster={}&amp;", escape(c)),
+            None => "?".to_owned(),
+        };
+        Self { query }
+    }
+
+    /// `?[cluster=NAME&]key=value`, escaped for an attribute.
+    fn to(&self, key: &str, value: impl std::fmt::Display) -> String {
+        format!("{}{key}={value}", self.query)
+    }
+
+    /// The page without a node or page picked.
+    fn top(&self) -> &str {
+        self.query.trim_end_matches("&amp;")
+    }
 }
 
 /// The part the script swaps in after each event.
@@ -145,6 +188,7 @@ fn render_live(
     items: &[TimelineItem],
     node: Option<&str>,
     page: Option<usize>,
+    links: &Links,
 ) {
     let p = &s.projector;
     let leader = match (&p.leader, p.lease_held) {
@@ -186,7 +230,7 @@ fn render_live(
     let rows = &s.nodes[first.min(s.nodes.len())..(first + NODES_PER_PAGE).min(s.nodes.len())];
     html.push_str("<div class=\"cols\"><section><h2>Nodes</h2>");
     if pages > 1 {
-        render_pager(html, page, pages, first, rows.len(), s.nodes.len());
+        render_pager(html, page, pages, first, rows.len(), s.nodes.len(), links);
     }
     html.push_str(
         "<table id=\"nodes\"><thead><tr>\
@@ -205,7 +249,7 @@ fn render_live(
         let _ = write!(
             html,
             "<tr id=\"node-{id}\" data-node=\"{id}\" data-state=\"{state}\"{selected}>\
-             <td><a href=\"?node={id}\">{id}</a></td><td class=\"state s-{state}\">{state}</td>\
+             <td><a href=\"{href}\">{id}</a></td><td class=\"state s-{state}\">{state}</td>\
              <td>{}</td><td>{}</td><td class=\"keys\">{}</td>\
              <td><div class=\"bar\"><span style=\"width:{share:.1}%\"></span></div>{}</td>\
              <td>{} <small>{}</small></td></tr>",
@@ -216,6 +260,7 @@ fn render_live(
             escape(&r.last),
             escape(&r.since),
             state = escape(&r.state),
+            href = links.to("node", &id),
         );
     }
     html.push_str("</tbody></table></section><section><h2>Ring</h2>");
@@ -225,8 +270,9 @@ fn render_live(
         Some(n) => {
             let _ = write!(
                 html,
-                "<section><h2>Audit of {} <small><a href=\"?\">all nodes</a></small></h2>",
-                escape(n)
+                "<section><h2>Audit of {} <small><a href=\"{}\">all nodes</a></small></h2>",
+                escape(n),
+                links.top()
             );
         }
         None => html.push_str("<section><h2>Recent events</h2>"),
@@ -243,6 +289,7 @@ fn render_pager(
     first: usize,
     shown: usize,
     total: usize,
+    links: &Links,
 ) {
     let _ = write!(
         html,
@@ -251,10 +298,18 @@ fn render_pager(
         first + shown
     );
     if page > 1 {
-        let _ = write!(html, " · <a href=\"?page={}\">‹ previous</a>", page - 1);
+        let _ = write!(
+            html,
+            " · <a href=\"{}\">‹ previous</a>",
+            links.to("page", page - 1)
+        );
     }
     if page < pages {
-        let _ = write!(html, " · <a href=\"?page={}\">next ›</a>", page + 1);
+        let _ = write!(
+            html,
+            " · <a href=\"{}\">next ›</a>",
+            links.to("page", page + 1)
+        );
     }
     html.push_str("</p>");
 }
@@ -339,7 +394,7 @@ fn render_timeline(html: &mut String, items: &[TimelineItem]) {
     html.push_str("</ol>");
 }
 
-const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
+pub(super) const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
 h1 small{font-size:.5em;color:#888}table{border-collapse:collapse}\
 td,th{padding:.25em .6em;border-bottom:1px solid #eee;text-align:left}\
 .cols{display:flex;gap:2em;flex-wrap:wrap}.bar{display:inline-block;width:80px;height:8px;\
@@ -351,7 +406,7 @@ background:#eee;margin-right:.4em}.bar span{display:block;height:8px;background:
 .arc{fill:none;stroke-width:18;transform:rotate(-90deg)}.c0{stroke:#4a7}.c1{stroke:#47a}\
 .c2{stroke:#a74}.c3{stroke:#7a4}.c4{stroke:#a47}.c5{stroke:#4aa}.c6{stroke:#aa4}.c7{stroke:#74a}";
 
-/// Follows `/api/events`; after each event (at most every 250 ms) fetches this page again
+/// Follows `/api/events` (of the cluster in the page's query); after each event (at most every 250 ms) fetches this page again
 /// and swaps in its live part.
 const SCRIPT: &str = r#"(function(){
 var live=document.getElementById('live'),tag=document.getElementById('live-state');
@@ -362,7 +417,7 @@ var doc=new DOMParser().parseFromString(t,'text/html');var next=doc.getElementBy
 if(next){live.innerHTML=next.innerHTML;updates++;document.body.dataset.updates=updates;}
 }).finally(function(){pending=false;});},250);}
 if(!window.EventSource)return;
-var es=new EventSource('api/events');
+var es=new EventSource('api/events'+location.search);
 es.onopen=function(){tag.textContent='live';document.body.dataset.live='1';};
 es.onerror=function(){tag.textContent='reconnecting';};
 es.addEventListener('cluster',refresh);

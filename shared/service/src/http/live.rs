@@ -1,11 +1,11 @@
-//! `/api/events`: server-sent events from the cluster's events stream, one per decided
+//! `/api/events` (`?cluster=NAME` in a fleet): server-sent events from the cluster's events stream, one per decided
 //! fact, so an open dashboard updates within a blocking read's time of the commit.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,19 +16,20 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Shared;
+use super::dashboard::PageQuery;
 
 /// How long one blocking read waits before checking that the browser is still there.
 const BLOCK: Duration = Duration::from_millis(1000);
 /// Events read per XREAD.
 const BATCH: usize = 100;
 
-pub async fn events(State(shared): State<Arc<Shared>>) -> Response {
+pub async fn events(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>) -> Response {
     let Ok(permit) = shared.live_streams.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many live streams\n").into_response();
     };
-    let client = match shared.client().await {
-        Ok(c) => c.clone(),
-        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    let client = match shared.client_for(q.cluster.as_deref()).await {
+        Ok(c) => c,
+        Err(refused) => return refused,
     };
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(16);
     tokio::spawn(async move {

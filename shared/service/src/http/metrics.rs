@@ -202,7 +202,7 @@ pub async fn render(shared: &Shared) -> String {
     let mut registry = Registry::default();
     pantheon_metrics::process().register(&mut registry);
     let status = match shared.client().await {
-        Ok(client) => read_cluster(client).await.map_err(|e| e.to_string()),
+        Ok(client) => read_cluster(&client).await.map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     match &status {

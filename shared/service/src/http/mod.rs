@@ -4,12 +4,15 @@
 //!
 //! It reads the cluster through the client library's queries ([`Pantheon::status`],
 //! [`Pantheon::timeline`]); the connection is made on first use, so `/healthz` answers while
-//! Redis is still down.
+//! Redis is still down. A process serving a share of many clusters lists them at `/` and
+//! `/api/clusters`; `?cluster=NAME` picks one for the pages and the JSON.
 
+mod clusters;
 mod dashboard;
 mod live;
 mod metrics;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use pantheon_client::Pantheon;
 use pantheon_metrics::Role;
@@ -25,27 +29,38 @@ use tokio::net::TcpListener;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::ProcessKind;
+use crate::fleet::Served;
+
 /// How long `/readyz` waits for Redis to answer a PING.
 const READY_PING_TIMEOUT: Duration = Duration::from_millis(500);
 /// Most open live-update streams (each holds one blocking Redis connection).
 const MAX_LIVE_STREAMS: usize = 64;
+/// Most clusters' clients kept at once: with a pattern such as `*` any name may be asked for.
+const MAX_CLIENTS: usize = 256;
 
-/// What the endpoint serves, and for which cluster.
+/// What the endpoint serves, and for which clusters.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub deployment: Deployment,
+    /// The cluster shown (the `cluster` setting); `/readyz` and `/metrics` read it.
     pub cluster: String,
     pub prefix: String,
-    /// Whether this process runs a projector: then `/readyz` also needs it leading or
-    /// standing by.
-    pub projector: bool,
+    /// Set when the process serves a share of many clusters: the dashboard lists these
+    /// instead of showing `cluster`.
+    pub fleet: Option<Served>,
+    /// What the process runs: with a projector, `/readyz` also needs it leading or standing
+    /// by.
+    pub kind: ProcessKind,
 }
 
 /// Shared by the handlers.
 #[derive(Debug)]
 pub struct Shared {
     config: HttpConfig,
-    client: OnceCell<Pantheon>,
+    /// Each cluster's client, connecting on first use (a std mutex: it is held only to find
+    /// the cell, never across an await).
+    clients: std::sync::Mutex<BTreeMap<String, Arc<OnceCell<Pantheon>>>>,
     live_streams: Arc<Semaphore>,
 }
 
@@ -53,23 +68,68 @@ impl Shared {
     pub fn new(config: HttpConfig) -> Arc<Self> {
         Arc::new(Self {
             config,
-            client: OnceCell::new(),
+            clients: std::sync::Mutex::new(BTreeMap::new()),
             live_streams: Arc::new(Semaphore::new(MAX_LIVE_STREAMS)),
         })
     }
 
-    /// The client, connecting on first use.
-    async fn client(&self) -> Result<&Pantheon, String> {
-        self.client
-            .get_or_try_init(|| async {
-                Pantheon::builder("", &self.config.cluster)
-                    .prefix(&self.config.prefix)
-                    .deployment(self.config.deployment.clone())
-                    .connect()
-                    .await
-            })
+    /// The client of the `cluster` setting, connecting on first use.
+    async fn client(&self) -> Result<Pantheon, String> {
+        self.client_of(&self.config.cluster).await
+    }
+
+    /// The client of `cluster`, connecting on first use.
+    async fn client_of(&self, cluster: &str) -> Result<Pantheon, String> {
+        let cell = {
+            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            if clients.len() >= MAX_CLIENTS && !clients.contains_key(cluster) {
+                clients.clear();
+            }
+            clients.entry(cluster.to_owned()).or_default().clone()
+        };
+        cell.get_or_try_init(|| async {
+            Pantheon::builder("", cluster)
+                .prefix(&self.config.prefix)
+                .deployment(self.config.deployment.clone())
+                .connect()
+                .await
+        })
+        .await
+        .cloned()
+        .map_err(|e| e.to_string())
+    }
+
+    /// The client of the cluster a request asks for with `?cluster=NAME`: one this process
+    /// serves. Without it, the `cluster` setting's, except in a fleet, which serves many.
+    async fn client_for(&self, asked: Option<&str>) -> Result<Pantheon, Response> {
+        let cluster = match (asked, &self.config.fleet) {
+            (None, None) => &self.config.cluster,
+            (None, Some(_)) => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "this process serves many clusters: name one with ?cluster=NAME \
+                     (/api/clusters lists them)\n",
+                )
+                    .into_response());
+            }
+            (Some(c), fleet) => {
+                let served = match fleet {
+                    Some(f) => f.includes(c),
+                    None => c == self.config.cluster,
+                };
+                if !served {
+                    return Err((
+                        StatusCode::NOT_FOUND,
+                        format!("cluster {c:?} is not served here\n"),
+                    )
+                        .into_response());
+                }
+                c
+            }
+        };
+        self.client_of(cluster)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response())
     }
 }
 
@@ -80,6 +140,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/", get(dashboard::page))
+        .route("/api/clusters", get(clusters::clusters_json))
         .route("/api/status", get(dashboard::status_json))
         .route("/api/audit", get(dashboard::audit_json))
         .route("/api/events", get(live::events))
@@ -148,7 +209,7 @@ async fn ready(shared: &Shared) -> Result<String, String> {
             "redis reachable, running {owned} clusters, {processes} processes share them"
         ));
     }
-    if !shared.config.projector {
+    if !shared.config.kind.runs_projector() {
         return Ok("redis reachable".to_owned());
     }
     match pantheon_metrics::process().role() {
