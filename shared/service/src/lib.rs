@@ -1,4 +1,11 @@
-//! Process plumbing shared by Pantheon's binaries: signals, logging, the HTTP endpoint.
+//! What Pantheon's service binaries (`pantheon up`, `pantheon-projector`, `pantheon-prober`)
+//! share:
+//!
+//! * [`http`] — the HTTP endpoint: `/healthz`, `/readyz`, `/metrics` and the live dashboard;
+//! * [`fleet`] — many clusters served by a fleet of processes, split by rendezvous hashing
+//!   (ADR 0010);
+//! * `lib.rs` — the generic service main (`serve_service`, `serve`: start, supervise, drain),
+//!   signals → a shutdown token, and logging set-up (text or JSON).
 
 pub mod fleet;
 pub mod http;
