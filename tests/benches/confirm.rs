@@ -1,4 +1,4 @@
-//! Confirmed deaths (issue 11 part 4, ADR 0008), measured:
+//! Confirmed deaths (ADR 0008), measured:
 //!
 //! 1. **False deaths, simulated through the real fold** (`sim`): healthy nodes whose probes
 //!    each fail independently with probability 5%, probed at the default cadences with the
@@ -28,13 +28,13 @@
 //!    which learns of the suspicion through the read model).
 //!
 //! ```text
-//! cargo bench -p pantheon-prober --bench confirm
-//! PANTHEON_BENCH_STEPS=sim cargo bench -p pantheon-prober --bench confirm
+//! cargo bench -p pantheon-tests --bench confirm
+//! PANTHEON_BENCH_STEPS=sim cargo bench -p pantheon-tests --bench confirm
 //! ```
 //!
 //! Detection latency of a stopped and a hung node (which confirmations must not slow down) is
 //! the `detection` bench (`PANTHEON_BENCH_STEPS=refused,hang`). Without `--bench` it runs
-//! small as a smoke test. Results in `docs/benchmarks.md`, "Confirmed deaths (part 4)".
+//! small as a smoke test. Results in `docs/benchmarks.md`, "Confirmed deaths".
 
 mod support;
 
@@ -44,7 +44,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{connect_to, follow};
+use support::stream::{connect_to, follow};
+use support::wall_ms;
 
 use axum::Router;
 use axum::extract::{Path, State as AxState};
@@ -515,12 +516,6 @@ impl Deaths {
             }
         });
     }
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn scale_step(full: bool) {
