@@ -687,7 +687,7 @@ async fn scale_step(full: bool) {
         .flatten()
     {
         let i: usize = node.as_str()[1..].parse().unwrap_or(usize::MAX);
-        if i % servers == 0 {
+        if i.is_multiple_of(servers) {
             *states
                 .entry(format!("{} (fails {})", record.health, record.fails.min(9)))
                 .or_default() += 1;

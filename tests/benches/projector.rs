@@ -39,9 +39,9 @@ use pantheon_test_support::baseline;
 use pantheon_test_support::process::{ChildGuard, cpu_time, memory_mib, release_binary};
 use redis::aio::MultiplexedConnection;
 use support::append::{send_xadds, xadd_pipes};
-use support::{answer_all, last_applied};
 use support::server::{info, info_field};
 use support::stream::connect_to;
+use support::{answer_all, last_applied};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -357,7 +357,10 @@ async fn baseline(r: &mut Results, keys: &[String]) {
     // A joined node owns keys once it answered a probe (docs/adr/0011).
     for i in 1..=NODES {
         state
-            .apply(EntryId::new(2, i as u64), &support::answered(node(i), i as u64))
+            .apply(
+                EntryId::new(2, i as u64),
+                &support::answered(node(i), i as u64),
+            )
             .expect("probe applies");
     }
     let owners: Vec<NodeId> = keys
