@@ -5,10 +5,14 @@
 test:
     cargo nextest run --workspace
 
-# Check formatting and lint with warnings as errors, as CI does.
-lint:
+# Check formatting, lint with warnings as errors, and check the alert rules, as CI does.
+lint: alerts
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Check the Prometheus alert rules (promtool: Debian package `prometheus`).
+alerts:
+    promtool check rules docs/prometheus-alerts.yaml
 
 # Format all code.
 fmt:
@@ -18,13 +22,13 @@ fmt:
 ci:
     bash .ci/run
 
-# All benchmarks: placement (criterion + report), projector, prober detection. Results and
-# machine details go in docs/benchmarks.md.
+# The main benchmarks: placement (criterion + report), projector, prober detection. The
+# others are listed in docs/benchmarks.md, with results and machine details.
 bench:
     cargo bench -p pantheon-domain --bench placement
     cargo run --release -p pantheon-domain --example placement_report
-    cargo bench -p pantheon-projector --bench projector
-    cargo bench -p pantheon-prober --bench detection
+    cargo bench -p pantheon-tests --bench projector
+    cargo bench -p pantheon-tests --bench detection
 
 # The one-command demo: real HTTP nodes, a death, its keys moving, a revival, the audit.
 demo:

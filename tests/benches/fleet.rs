@@ -24,6 +24,8 @@
 // A benchmark harness: a failed setup step should stop it with its reason.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,8 +37,11 @@ use pantheon_domain::entry::{Command, LogEntry};
 use pantheon_domain::{EntryId, NodeId};
 use pantheon_store::Layout;
 use pantheon_test_support::TestRedis;
-use pantheon_test_support::process::{ChildGuard, cpu_time, load_average, release_binary};
+use pantheon_test_support::process::{
+    ChildGuard, cpu_time, load_average, memory_mib, release_binary,
+};
 use redis::aio::MultiplexedConnection;
+use support::server::used_memory;
 
 struct Scale {
     clusters: usize,
@@ -143,32 +148,11 @@ async fn wait_applied(con: &mut MultiplexedConnection, clusters: &[String], ids:
     }
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 fn loopback_bytes() -> u64 {
     let dev = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
     dev.lines()
         .find(|l| l.trim_start().starts_with("lo:"))
         .and_then(|l| l.split(':').nth(1)?.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn used_memory(con: &mut MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(con)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
 
@@ -241,7 +225,7 @@ async fn main() {
         let (cores, redis_cores) = measure(&[process.pid()], redis_pid, s.window).await;
         let probes = (hits.load(Ordering::Relaxed) - hits0) as f64 / s.window.as_secs_f64();
         let lo = (loopback_bytes() - lo0) as f64 / s.window.as_secs_f64();
-        let rss = rss_mib(process.pid());
+        let rss = memory_mib(process.pid()).0;
         let mem = used_memory(&mut con).await;
         let line = format!(
             "{} clusters × {} nodes, one `up`: **{cores:.2} cores**, RSS **{rss:.0} MiB**; \

@@ -56,6 +56,7 @@ use pantheon_store::{Layout, readmodel};
 use pantheon_test_support::TestRedis;
 use pantheon_test_support::process::{ChildGuard, cpu_time, load_average, memory_mib};
 use redis::aio::MultiplexedConnection;
+use support::append::{xadd, xadd_pipelined};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -122,38 +123,6 @@ fn scale() -> Scale {
 
 fn node(i: usize) -> NodeId {
     NodeId::new(&format!("node-{i}")).expect("node id")
-}
-
-fn xadd_cmd(log: &str, entry: &LogEntry) -> redis::Cmd {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(log).arg("*");
-    for (k, v) in entry.encode() {
-        cmd.arg(k).arg(v);
-    }
-    cmd
-}
-
-async fn xadd(con: &mut MultiplexedConnection, log: &str, entry: &LogEntry) -> EntryId {
-    let id: String = xadd_cmd(log, entry).query_async(con).await.expect("XADD");
-    id.parse().expect("entry id")
-}
-
-async fn xadd_pipelined(
-    con: &mut MultiplexedConnection,
-    log: &str,
-    entries: &[LogEntry],
-    per_pipe: usize,
-) -> EntryId {
-    let mut last = EntryId::ZERO;
-    for chunk in entries.chunks(per_pipe) {
-        let mut pipe = redis::pipe();
-        for e in chunk {
-            pipe.add_command(xadd_cmd(log, e));
-        }
-        let ids: Vec<String> = pipe.query_async(con).await.expect("XADD pipeline");
-        last = ids.last().and_then(|s| s.parse().ok()).expect("entry id");
-    }
-    last
 }
 
 async fn last_applied(con: &mut MultiplexedConnection, layout: &Layout) -> Option<EntryId> {
@@ -776,7 +745,7 @@ fn row3(name: &str, (med, p90, max): (f64, f64, f64)) {
 async fn main() {
     let s = scale();
     println!(
-        "# Observability (issue 12){}",
+        "# Observability{}",
         if s.full { "" } else { " — smoke run" }
     );
     println!(

@@ -51,6 +51,9 @@ use pantheon_test_support::process::{cpu_time, load_average};
 use pantheon_test_support::redis_cluster::TestCluster;
 use pantheon_test_support::sentinel::TestSentinel;
 use redis::aio::MultiplexedConnection;
+use support::append::{send_xadds, xadd_pipes};
+use support::server::{info, info_field};
+use support::stream::connect_to;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -68,9 +71,9 @@ const ENTRIES_PER_PIPE: usize = 10;
 const BASELINE_PIPE_COMMANDS: usize = 10_000;
 /// Bound on any one distribution reaching the checkpoint.
 const APPLY_WAIT: Duration = Duration::from_secs(240);
-/// The single-server rate recorded before this change: the median of three runs of the
-/// projector bench's assign step (raw pipelined XADDs + projector), docs/benchmarks.md,
-/// "Projector (issue 3)", second session, commit edff505: 554,399 / 519,167 / 507,974.
+/// The single-server rate recorded before the Redis layer took deployments: the median of
+/// three runs of the projector bench's assign step (raw pipelined XADDs + projector) at
+/// commit edff505 (554,399 / 519,167 / 507,974 keys/s; docs/benchmarks.md, "Projector").
 const RECORDED_SINGLE: f64 = 519_167.0;
 
 /// Failover: the writer's pause between writes.
@@ -100,19 +103,6 @@ struct Scale {
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
 
-/// A plain connection without a response timeout (pipelines of 25 MB are big); the loops
-/// using it are bounded by their own deadlines.
-async fn connect_to(url: &str) -> MultiplexedConnection {
-    let client = redis::Client::open(url).expect("redis url");
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(None);
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
-}
-
 /// A short-lived connection to `addr` (`host:port`) with bounded connect and reply times.
 async fn quick(addr: &str) -> Option<MultiplexedConnection> {
     let client = redis::Client::open(format!("redis://{addr}")).ok()?;
@@ -123,20 +113,6 @@ async fn quick(addr: &str) -> Option<MultiplexedConnection> {
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .ok()
-}
-
-async fn info(con: &mut MultiplexedConnection, section: &str) -> String {
-    redis::cmd("INFO")
-        .arg(section)
-        .query_async(con)
-        .await
-        .expect("INFO")
-}
-
-fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
 }
 
 async fn server_pid(addr: &str) -> u32 {
@@ -162,31 +138,6 @@ fn join(i: usize) -> Vec<(&'static str, String)> {
 
 fn keys(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("user:{i}")).collect()
-}
-
-fn xadd_pipes(log: &str, entries: &[Vec<(&str, String)>], per_pipe: usize) -> Vec<redis::Pipeline> {
-    entries
-        .chunks(per_pipe)
-        .map(|chunk| {
-            let mut pipe = redis::pipe();
-            for e in chunk {
-                let cmd = pipe.cmd("XADD").arg(log).arg("*");
-                for (k, v) in e {
-                    cmd.arg(*k).arg(v);
-                }
-            }
-            pipe
-        })
-        .collect()
-}
-
-async fn send_xadds(con: &mut MultiplexedConnection, pipes: &[redis::Pipeline]) -> Vec<EntryId> {
-    let mut ids = Vec::new();
-    for pipe in pipes {
-        let got: Vec<String> = pipe.query_async(con).await.expect("XADD pipeline");
-        ids.extend(got.iter().map(|s| s.parse::<EntryId>().expect("entry id")));
-    }
-    ids
 }
 
 /// Polls the checkpoint every 2 ms (plain connection to the master) until it reaches `id`.

@@ -35,8 +35,9 @@ use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::{EntryId, NodeId};
 use pantheon_store::Layout;
 use pantheon_test_support::TestRedis;
-use pantheon_test_support::process::{ChildGuard, load_average, release_binary};
+use pantheon_test_support::process::{ChildGuard, load_average, memory_mib, release_binary};
 use redis::aio::MultiplexedConnection;
+use support::server::used_memory;
 
 mod support;
 
@@ -153,28 +154,6 @@ async fn wait_applied(con: &mut MultiplexedConnection, layout: &Layout, id: Entr
         assert!(started.elapsed() < STEP_MAX, "{id} not applied in time");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Peak resident memory of this process (`VmHWM`), MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
-async fn used_memory(con: &mut MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(con)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Appends `assign` entries for keys `from..to` (pipelined) and waits until applied.
@@ -344,7 +323,7 @@ async fn main() {
         .unwrap();
     let verify_took = verify_started.elapsed();
     // This process holds nothing else big: its peak RSS is the verify's.
-    let peak_mib = peak_rss_mib();
+    let peak_mib = memory_mib(std::process::id()).1;
     let redis_mib = used_memory(&mut con).await as f64 / 1048576.0;
     assert_eq!(owned, keys, "keys lost");
     assert_eq!(on_dead, 0, "keys left on dead nodes");

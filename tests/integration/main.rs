@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod clock;
 mod cluster;
+mod confirmed_deaths;
 mod consumers;
 mod deployments;
 mod diagnoses;

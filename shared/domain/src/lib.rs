@@ -1,10 +1,20 @@
 //! Pantheon's domain: everything that decides, nothing that does I/O.
 //!
-//! * [`entry`] — log entries (inputs) and their flat field/value wire format.
-//! * [`event`] — events (decided facts) and their wire format.
-//! * [`health`] — the per-node health state machine (joining, rise/fall thresholds, epochs).
-//! * [`origin`] — who provably wrote an entry: service entries need the service's proof.
-//! * [`placement`] — consistent-hash ring and weighted rendezvous hashing.
+//! * [`entry`] — log entries (inputs) and their flat field/value wire format;
+//! * [`event`] — events (decided facts) and their wire format;
+//! * `wire` — what the entry and event codecs share: checked field access and numbers;
+//! * [`limits`] — input limits the decoder enforces (also in the README's wire format);
+//! * [`ids`] — node ids and stream entry ids;
+//! * [`policy`] — the cluster policy: the values that change decisions, changed by log entries;
+//! * [`health`] — the per-node health state machine (joining, rise/fall thresholds, epochs);
+//! * [`confirm`] — confirmed deaths and prober self-suspicion (ADR 0008);
+//! * [`damping`] — flap damping, in the style of BGP route flap damping (ADR 0007);
+//! * [`origin`] — who provably wrote an entry: service entries need the service's proof;
+//! * [`cmds`] — client command ids: the window of recent ids that makes retries safe;
+//! * [`clock`] — the log's clock and how it is kept from being poisoned (ADR 0009);
+//! * [`placement`] — consistent-hash ring and weighted rendezvous hashing;
+//! * [`keys`] — the assigned keys and their owners, ordered by key hash (ADR 0002);
+//! * [`restore`] — what a Redis that came back empty gets back (ADR 0012);
 //! * [`state`] — the fold: `State::apply(entry_id, entry)` → events and read-model changes.
 //!
 //! There is no clock and no randomness here: time is the log entry id, hashing is xxh3-64 over

@@ -12,6 +12,11 @@
 //! * [`rebuild`] — folding the log from scratch (or from a snapshot), swapping it in;
 //! * [`verify`] — comparing the live read models with a fold of the log (`rebuild --verify`);
 //! * [`retention`] — snapshots, log trimming below them, events trimming;
+//! * [`generation`] — moving the log to a new generation after a poisoned clock
+//!   (`pantheon recover-clock`);
+//! * `skew` — noticing a poisoned log clock and reporting it as a `clock_skew` entry;
+//! * `tick` — a `tick` entry, so that log time reaches a damped node's reuse time on a quiet
+//!   cluster;
 //! * `reseed` — a Redis that came back empty gets the leader's state back;
 //! * `standby` — a standby keeps the state at the leader's last commit, to take over fast.
 

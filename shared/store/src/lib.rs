@@ -11,9 +11,11 @@
 //! * [`handle`] — [`Redis`], the connection that follows that master through failovers;
 //! * [`connect`] — the timeouts of each kind of connection;
 //! * [`credentials`] — whether Redis refuses this process's credentials right now;
-//! * [`commit`] — the fenced, atomic commit of a batch (one Lua script);
+//! * [`commit`] — the fenced, atomic commit of a batch (`MULTI`/`EXEC` under `WATCH`; a Lua
+//!   script for the rare commits, ADR 0001);
 //! * [`readmodel`] — the read models' encoding, and loading a `State` back from them;
 //! * [`lease`] — the leader lease that fences commits;
+//! * [`generation`] — moving a cluster's log to a new generation after a poisoned clock;
 //! * [`attest`] — the proof that an entry was appended by the service (and reading it back);
 //! * [`log`] — appending entries to the log (durably when asked), reading and trimming it;
 //! * [`events`] — reading, following and trimming the events stream;
@@ -21,6 +23,9 @@
 //! * [`group`] — consumer groups: the projector's, and subscriptions' (read, claim, ack);
 //! * [`snapshot`] — the state as of a log id, the base of rebuilds;
 //! * [`probers`] — the prober replica registry;
+//! * [`fleet`] — the registry of processes that share the leading of many clusters;
+//! * [`discover`] — finding the clusters that exist under a key prefix (`up --clusters '*'`);
+//! * [`monitor`] — reads for status pages, `/metrics` and `/readyz`: leader, lag, groups;
 //! * [`migrate`] — versioned changes of the stored formats;
 //! * [`migration`] — a half-finished slot migration: following ASK, waiting, naming it;
 //! * [`keys`] — finding and deleting keys by pattern, whole namespaces;

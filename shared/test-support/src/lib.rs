@@ -15,6 +15,17 @@
 //! If none works, it panics with a message saying how to get one. It is a test helper: a
 //! panic is the clearest way to fail the test that asked.
 //!
+//! The other deployments and helpers, for tests and benches:
+//!
+//! * [`auth`] — a Redis that requires a password (and the launchers' shared plumbing);
+//! * [`tls`] — a Redis speaking TLS only, with certificates made at test time;
+//! * [`redis_cluster`] — a Redis Cluster of three masters and three replicas;
+//! * [`cluster_down`] — a one-node Redis Cluster that can be made to answer `CLUSTERDOWN`;
+//! * [`sentinel`] — a master, a replica and a Sentinel, for failovers;
+//! * [`process`] — the real service binaries as child processes: build, stop, CPU, memory;
+//! * [`baseline`] — the raw pipelined `HSET` + `SADD` baselines of the distribution benches;
+//! * [`prometheus`] — reading a `/metrics` scrape with a Prometheus text-format parser.
+//!
 //! ```no_run
 //! # async fn example() {
 //! use pantheon_test_support::TestRedis;

@@ -343,7 +343,7 @@ impl TestSentinel {
     /// ping answered (`last-ping-sent` 0). Restarting an empty, unpersisted old master
     /// before that can get *it* promoted, and the other node then resyncs from it: all data
     /// lost (Redis's replication docs warn against auto-restarting such a master; seen in 3
-    /// of 7 immediate restarts, docs/benchmarks.md, "Redis layer", note 5).
+    /// of 7 immediate restarts, docs/benchmarks.md, "Redis layer").
     async fn check_failover_ended(&self, old: &str) -> Result<(), String> {
         let master = self.try_master_addr().await?;
         if master == old {

@@ -1,9 +1,15 @@
 //! Set-up shared by the benches (each bench uses part of it).
 #![allow(dead_code)]
 
+pub mod append;
+pub mod server;
+pub mod stream;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::{EntryId, NodeId};
-use pantheon_store::Layout;
+use pantheon_store::{Layout, readmodel};
 use redis::aio::ConnectionLike;
 
 /// Probe results per pipeline.
@@ -48,4 +54,22 @@ pub async fn last_id<C: ConnectionLike + Send>(con: &mut C, layout: &Layout) -> 
         .await
         .expect("read the log");
     newest.first().map(|e| e.id).expect("a non-empty log")
+}
+
+/// The last entry the projector applied (its checkpoint), if any.
+pub async fn last_applied<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Option<EntryId> {
+    readmodel::load_checkpoint(con, layout)
+        .await
+        .expect("checkpoint")
+        .and_then(|c| c.last_id)
+}
+
+/// Milliseconds since the Unix epoch: comparable with the time in a stream entry's id.
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

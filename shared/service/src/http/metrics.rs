@@ -4,7 +4,7 @@
 //!
 //! The read is [`Pantheon::status`](pantheon_client::Pantheon::status) without what only the
 //! dashboard's table needs (keys per node, one `SCARD` each; ring shares): at 10,000 nodes
-//! that roughly halves a scrape's CPU (docs/benchmarks.md, "Observability (issue 12)").
+//! that roughly halves a scrape's CPU (docs/benchmarks.md, "Observability").
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

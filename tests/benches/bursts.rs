@@ -1,4 +1,4 @@
-//! Correlated failures (issue 11), measured with a real projector, a real prober, real HTTP
+//! Correlated failures, measured with a real projector, a real prober, real HTTP
 //! servers on loopback and a `redis-server` started for the run:
 //!
 //! 1. **Join burst, fold only** (same run, side by side): folding N `join` entries with the
@@ -23,22 +23,24 @@
 //!    (waited for up to 3 minutes).
 //!
 //! ```text
-//! cargo bench -p pantheon-prober --bench bursts
-//! PANTHEON_BENCH_STEPS=flap_real cargo bench -p pantheon-prober --bench bursts
+//! cargo bench -p pantheon-tests --bench bursts
+//! PANTHEON_BENCH_STEPS=flap_real cargo bench -p pantheon-tests --bench bursts
 //! ```
 //!
 //! `PANTHEON_BENCH_STEPS` (comma-separated: `fold`, `flap`, `e2e`, `flap_real`) runs only
 //! those steps; unset, it runs all but `flap_real`. Without `--bench` (as in
 //! `cargo test --benches`) it runs at a small scale as a smoke test (`flap_real`: 20 s).
-//! Results and the machine are in `docs/benchmarks.md`, "Correlated failures (issue 11)".
+//! Results and the machine are in `docs/benchmarks.md`, "Correlated failures".
 
 mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{connect_to, follow};
+use std::time::{Duration, Instant};
+use support::append::xadd_pipelined;
+use support::stream::{connect_to, follow};
+use support::wall_ms;
 
 use axum::Router;
 use axum::extract::Path;
@@ -71,12 +73,6 @@ struct Plan {
     per_server: usize,
 }
 
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn node_id(i: usize) -> NodeId {
     NodeId::new(&format!("node-{i}")).expect("node id")
 }
@@ -87,15 +83,6 @@ fn join_entry(i: usize, url: String) -> LogEntry {
         url,
         weight: None,
     })
-}
-
-fn xadd_cmd(log: &str, entry: &LogEntry) -> redis::Cmd {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(log).arg("*");
-    for (k, v) in entry.encode() {
-        cmd.arg(k).arg(v);
-    }
-    cmd
 }
 
 async fn applied_within(
@@ -118,20 +105,6 @@ async fn applied_within(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-}
-
-/// XADDs `entries` back to back (pipelined); returns the last id.
-async fn xadd_all(con: &mut MultiplexedConnection, log: &str, entries: &[LogEntry]) -> EntryId {
-    let mut last = EntryId::ZERO;
-    for chunk in entries.chunks(JOINS_PER_PIPE) {
-        let mut pipe = redis::pipe();
-        for e in chunk {
-            pipe.add_command(xadd_cmd(log, e));
-        }
-        let ids: Vec<String> = pipe.query_async(con).await.expect("XADD");
-        last = ids.last().and_then(|s| s.parse().ok()).expect("entry id");
-    }
-    last
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -165,8 +138,15 @@ fn fold_rows(plan: Plan) -> Vec<FoldRow> {
         took: started.elapsed(),
     });
     for joins in [plan.rebuild_joins, plan.joins] {
+        // Each join, then the node's first successful probe: a joined node enters placement
+        // once it answered (docs/adr/0011; epochs count joins from 1).
         let entries: Vec<LogEntry> = (0..joins)
-            .map(|i| join_entry(i, format!("http://127.0.0.1:9/health/{i}")))
+            .flat_map(|i| {
+                [
+                    join_entry(i, format!("http://127.0.0.1:9/health/{i}")),
+                    probe_entry(node_id(i).as_str(), i as u64 + 1, true),
+                ]
+            })
             .collect();
         let started = Instant::now();
         let mut state = State::default();
@@ -488,7 +468,7 @@ impl Rig {
 
     /// XADDs `entries` and waits until the projector has applied them.
     async fn apply(&mut self, entries: &[LogEntry]) {
-        let last = xadd_all(&mut self.con, &self.log, entries).await;
+        let last = xadd_pipelined(&mut self.con, &self.log, entries, JOINS_PER_PIPE).await;
         assert!(
             applied_within(&mut self.con, &self.layout, last, WAIT).await,
             "entries not applied within {WAIT:?}"
@@ -514,7 +494,7 @@ async fn end_to_end(plan: Plan) -> (Option<Duration>, DeathResult) {
         .map(|i| join_entry(i, format!("http://127.0.0.1:9/health/{i}")))
         .collect();
     let started = Instant::now();
-    let last = xadd_all(con, &log, &burst).await;
+    let last = xadd_pipelined(con, &log, &burst, JOINS_PER_PIPE).await;
     let joins_took = applied_within(con, &layout, last, WAIT)
         .await
         .then(|| started.elapsed());

@@ -1,19 +1,23 @@
-//! Shared by the prober's benchmarks (`detection`, `bursts`, `confirm`): a Redis connection
-//! without a response timeout (blocking reads), and a task that follows a stream.
+//! A Redis connection without a response timeout (for blocking reads and long pipelines),
+//! and a task that follows a stream.
+
+use std::time::Duration;
 
 use pantheon_store::{RawEntry, stream};
 use redis::aio::MultiplexedConnection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A connection to `url` that may block (no response timeout).
+/// A connection to `url` that may block (no response timeout); connecting gives up after 5 s.
 pub async fn connect_to(url: &str) -> MultiplexedConnection {
-    let client = redis::Client::open(url).expect("redis client");
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let client = redis::Client::open(url).expect("redis url");
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(None);
     client
         .get_multiplexed_async_connection_with_config(&config)
         .await
-        .expect("redis connection")
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
 /// Follows stream `key` from `from` (`0-0`, or `$` for only new entries) until `stop`,

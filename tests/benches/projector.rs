@@ -1,4 +1,4 @@
-//! The projector's issue-3 targets, measured end to end against real `redis-server`s started
+//! The projector's throughput, latency and memory targets, measured end to end against real `redis-server`s started
 //! for the run (never the machine's shared Redis), and printed as one table:
 //!
 //! 1. assigning 1,000,000 keys on 10 nodes (100 `assign` entries of 10,000 keys), from the
@@ -11,7 +11,7 @@
 //!    and Redis's own `used_memory` for context.
 //!
 //! ```text
-//! cargo bench -p pantheon-projector --bench projector
+//! cargo bench -p pantheon-tests --bench projector
 //! ```
 //!
 //! Step 4 runs the service binary as a child process; the bench builds it first with
@@ -31,11 +31,17 @@ use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::{EntryId, NodeId, State};
 use pantheon_projector::stage::{fresh_checkpoint, stage_entries};
 use pantheon_projector::{ProjectorConfig, rebuild};
-use pantheon_store::{Layout, RawEntry, readmodel, stream};
+use pantheon_store::{Layout, RawEntry, stream};
+mod support;
+
 use pantheon_test_support::TestRedis;
 use pantheon_test_support::baseline;
 use pantheon_test_support::process::{ChildGuard, cpu_time, memory_mib, release_binary};
 use redis::aio::MultiplexedConnection;
+use support::append::{send_xadds, xadd_pipes};
+use support::server::{info, info_field};
+use support::stream::connect_to;
+use support::{answer_all, last_applied};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -168,16 +174,6 @@ fn init_tracing() {
 // ---------------------------------------------------------------------------------------------
 // Redis helpers.
 
-/// A connection without a response timeout: pipelines of 25 MB and fold pages are big.
-async fn connect_to(url: &str) -> MultiplexedConnection {
-    let client = redis::Client::open(url).expect("redis url");
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .expect("connect to redis")
-}
-
 fn node(i: usize) -> NodeId {
     NodeId::new(&format!("node-{i}")).expect("node id")
 }
@@ -189,21 +185,6 @@ fn join(i: usize) -> Vec<(&'static str, String)> {
         weight: None,
     })
     .encode()
-}
-
-/// Every node's first successful probe, through the service's attested append as a prober
-/// writes it (a joined node owns keys only once it answered); the id of the last one.
-async fn answer_all(con: &mut MultiplexedConnection, layout: &Layout) -> EntryId {
-    let probes: Vec<LogEntry> = (1..=NODES)
-        .map(|i| LogEntry::decode(&probe(i, i as u64, true)).expect("a probe decodes"))
-        .collect();
-    pantheon_store::log::append_many_service(con, layout, &probes)
-        .await
-        .expect("attested append");
-    let newest = pantheon_store::log::before(con, layout, EntryId::new(u64::MAX, u64::MAX), 1)
-        .await
-        .expect("read the log");
-    newest.first().map(|e| e.id).expect("a non-empty log")
 }
 
 fn probe(i: usize, epoch: u64, ok: bool) -> Vec<(&'static str, String)> {
@@ -229,38 +210,6 @@ fn assign_entries(keys: &[String]) -> Vec<Vec<(&'static str, String)>> {
         .collect()
 }
 
-fn xadd_pipes(log: &str, entries: &[Vec<(&str, String)>], per_pipe: usize) -> Vec<redis::Pipeline> {
-    entries
-        .chunks(per_pipe)
-        .map(|chunk| {
-            let mut pipe = redis::pipe();
-            for e in chunk {
-                let cmd = pipe.cmd("XADD").arg(log).arg("*");
-                for (k, v) in e {
-                    cmd.arg(*k).arg(v);
-                }
-            }
-            pipe
-        })
-        .collect()
-}
-
-async fn send_xadds(con: &mut MultiplexedConnection, pipes: &[redis::Pipeline]) -> Vec<EntryId> {
-    let mut ids = Vec::new();
-    for pipe in pipes {
-        let got: Vec<String> = pipe.query_async(con).await.expect("XADD pipeline");
-        ids.extend(got.iter().map(|s| s.parse::<EntryId>().expect("entry id")));
-    }
-    ids
-}
-
-async fn last_applied(con: &mut MultiplexedConnection, layout: &Layout) -> Option<EntryId> {
-    readmodel::load_checkpoint(con, layout)
-        .await
-        .expect("checkpoint")
-        .and_then(|c| c.last_id)
-}
-
 /// Polls the checkpoint every 2 ms until it reaches `id`.
 async fn wait_applied(con: &mut MultiplexedConnection, layout: &Layout, id: EntryId) {
     let deadline = Instant::now() + WAIT;
@@ -271,27 +220,6 @@ async fn wait_applied(con: &mut MultiplexedConnection, layout: &Layout, id: Entr
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-}
-
-async fn info(con: &mut MultiplexedConnection, section: &str) -> String {
-    redis::cmd("INFO")
-        .arg(section)
-        .query_async(con)
-        .await
-        .expect("INFO")
-}
-
-fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
-}
-
-async fn server_pid(con: &mut MultiplexedConnection) -> u32 {
-    let info = info(con, "server").await;
-    info_field(&info, "process_id")
-        .and_then(|p| p.parse().ok())
-        .expect("process_id in INFO server")
 }
 
 async fn reset_stats(con: &mut MultiplexedConnection) {
@@ -426,6 +354,15 @@ async fn baseline(r: &mut Results, keys: &[String]) {
             .apply(EntryId::new(1, i as u64), &entry)
             .expect("join applies");
     }
+    // A joined node owns keys once it answered a probe (docs/adr/0011).
+    for i in 1..=NODES {
+        state
+            .apply(
+                EntryId::new(2, i as u64),
+                &support::answered(node(i), i as u64),
+            )
+            .expect("probe applies");
+    }
     let owners: Vec<NodeId> = keys
         .iter()
         .map(|k| state.placement().owner(k).expect("an owner").clone())
@@ -469,12 +406,12 @@ async fn pantheon(r: &mut Results, keys: &[String], scale: Scale) {
     let log = layout.log();
     let mut con = connect_to(&redis.url).await;
     let mut poll = connect_to(&redis.url).await;
-    let redis_pid = server_pid(&mut con).await;
+    let redis_pid = pantheon_test_support::server_pid(&mut con).await;
     let bench_pid = std::process::id();
 
     let joins: Vec<_> = (1..=NODES).map(join).collect();
     send_xadds(&mut con, &xadd_pipes(&log, &joins, NODES)).await;
-    let last_join = answer_all(&mut con, &layout).await;
+    let last_join = answer_all(&mut con, &layout, (1..=NODES).map(|i| (node(i), i as u64))).await;
 
     let mut config = ProjectorConfig::new(
         pantheon_store::Deployment::from_url(&redis.url).expect("redis url"),
@@ -742,7 +679,7 @@ async fn child(r: &mut Results, keys: &[String], bin: &Path) {
 
     let joins: Vec<_> = (1..=NODES).map(join).collect();
     send_xadds(&mut con, &xadd_pipes(&log, &joins, NODES)).await;
-    let last_join = answer_all(&mut con, &layout).await;
+    let last_join = answer_all(&mut con, &layout, (1..=NODES).map(|i| (node(i), i as u64))).await;
     let child = spawn_child(bin, &redis.url, &cluster, "bench-child");
     let pid = child.pid();
     wait_applied(&mut poll, &layout, last_join).await;

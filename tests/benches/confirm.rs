@@ -1,4 +1,4 @@
-//! Confirmed deaths (issue 11 part 4, ADR 0008), measured:
+//! Confirmed deaths (ADR 0008), measured:
 //!
 //! 1. **False deaths, simulated through the real fold** (`sim`): healthy nodes whose probes
 //!    each fail independently with probability 5%, probed at the default cadences with the
@@ -28,13 +28,13 @@
 //!    which learns of the suspicion through the read model).
 //!
 //! ```text
-//! cargo bench -p pantheon-prober --bench confirm
-//! PANTHEON_BENCH_STEPS=sim cargo bench -p pantheon-prober --bench confirm
+//! cargo bench -p pantheon-tests --bench confirm
+//! PANTHEON_BENCH_STEPS=sim cargo bench -p pantheon-tests --bench confirm
 //! ```
 //!
 //! Detection latency of a stopped and a hung node (which confirmations must not slow down) is
 //! the `detection` bench (`PANTHEON_BENCH_STEPS=refused,hang`). Without `--bench` it runs
-//! small as a smoke test. Results in `docs/benchmarks.md`, "Confirmed deaths (part 4)".
+//! small as a smoke test. Results in `docs/benchmarks.md`, "Confirmed deaths".
 
 mod support;
 
@@ -44,7 +44,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{connect_to, follow};
+use support::stream::{connect_to, follow};
+use support::wall_ms;
 
 use axum::Router;
 use axum::extract::{Path, State as AxState};
@@ -517,12 +518,6 @@ impl Deaths {
     }
 }
 
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 async fn scale_step(full: bool) {
     use pantheon_test_support::process::{ChildGuard, cpu_time, release_binary};
     let (servers, per_server) = if full { (10usize, 1000usize) } else { (4, 50) };
@@ -692,7 +687,7 @@ async fn scale_step(full: bool) {
         .flatten()
     {
         let i: usize = node.as_str()[1..].parse().unwrap_or(usize::MAX);
-        if i % servers == 0 {
+        if i.is_multiple_of(servers) {
             *states
                 .entry(format!("{} (fails {})", record.health, record.fails.min(9)))
                 .or_default() += 1;

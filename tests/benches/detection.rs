@@ -1,4 +1,4 @@
-//! The prober's issue-4 targets, measured end to end with real HTTP servers on loopback, a
+//! The prober's detection targets, measured end to end with real HTTP servers on loopback, a
 //! real projector and real `redis-server`s started for the run (never the machine's shared
 //! Redis), printed as Markdown tables:
 //!
@@ -13,13 +13,13 @@
 //!    stime from `/proc/<pid>/stat`), the probes the HTTP servers answered per second, and
 //!    that no node was reported failed. Twice: one listener per node (5,000 host:port pairs,
 //!    one kept-alive connection each, as with a real fleet), and 5,000 paths on 4 listeners.
-//! 4. **Overload** (issue 19): 2,000 nodes on one axum server whose capacity drops to half the
+//! 4. **Overload** (ADR 0014): 2,000 nodes on one axum server whose capacity drops to half the
 //!    steady probe rate for 60 s, then returns: deaths (false ones: nodes that answered every
 //!    probe they got), suspect events, `prober_degraded` entries, and the time until no node
 //!    is suspect and the projector's lag is 0 (`overload` in `detection/overload.rs`).
 //!
 //! ```text
-//! cargo bench -p pantheon-prober --bench detection
+//! cargo bench -p pantheon-tests --bench detection
 //! ```
 //!
 //! The scale step builds the binary first with `cargo build --release -p
@@ -41,8 +41,10 @@ use std::path::Path as FsPath;
 use std::process::{Command as Process, Stdio};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{connect_to, follow};
+use std::time::{Duration, Instant};
+use support::append::{xadd, xadd_cmd};
+use support::stream::{connect_to, follow};
+use support::{last_applied, wall_ms};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -81,12 +83,6 @@ struct Plan {
     scale_warmup: Duration,
     scale_window: Duration,
     child: bool,
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn node_id(s: &str) -> NodeId {
@@ -172,27 +168,6 @@ impl Drop for HealthNode {
 // ---------------------------------------------------------------------------------------------
 // Redis helpers.
 
-fn xadd_cmd(log: &str, entry: &LogEntry) -> redis::Cmd {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(log).arg("*");
-    for (k, v) in entry.encode() {
-        cmd.arg(k).arg(v);
-    }
-    cmd
-}
-
-async fn xadd(con: &mut MultiplexedConnection, log: &str, entry: &LogEntry) -> EntryId {
-    let id: String = xadd_cmd(log, entry).query_async(con).await.expect("XADD");
-    id.parse().expect("entry id")
-}
-
-async fn last_applied(con: &mut MultiplexedConnection, layout: &Layout) -> Option<EntryId> {
-    readmodel::load_checkpoint(con, layout)
-        .await
-        .expect("checkpoint")
-        .and_then(|c| c.last_id)
-}
-
 async fn wait_applied(con: &mut MultiplexedConnection, layout: &Layout, id: EntryId) {
     assert!(
         applied_within(con, layout, id, WAIT).await,
@@ -225,18 +200,6 @@ async fn xrange(con: &mut MultiplexedConnection, key: &str) -> Vec<RawEntry> {
         .await
         .expect("XRANGE");
     stream::parse_entries(v).expect("stream entries")
-}
-
-async fn redis_pid(con: &mut MultiplexedConnection) -> u32 {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(con)
-        .await
-        .expect("INFO");
-    info.lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|s| s.trim().parse().ok())
-        .expect("process_id in INFO server")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -778,7 +741,7 @@ async fn scale(
     };
     let prober_started = Instant::now();
     let pid = prober.pid();
-    let redis_pid = redis_pid(&mut con).await;
+    let redis_pid = pantheon_test_support::server_pid(&mut con).await;
 
     // Warm-up: every node probed at least once.
     let mut first_probe_all = None;

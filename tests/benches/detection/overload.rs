@@ -1,4 +1,4 @@
-//! Step `overload` (issue 19): the node side answers only half the probes the prober sends
+//! Step `overload` (ADR 0014): the node side answers only half the probes the prober sends
 //! for a while, then recovers. A node side that cannot keep up must not get its nodes killed,
 //! and once it recovers the cluster must settle: no suspects, lag 0.
 //!
@@ -96,7 +96,7 @@ pub(crate) struct OverloadResult {
     settled_after: Option<Duration>,
 }
 
-/// One run; `budget` is `suspect_budget_percent` (0: the bound off, as before issue 19).
+/// One run; `budget` is `suspect_budget_percent` (0: the bound off).
 pub(crate) async fn overload(
     nodes: usize,
     warmup: Duration,
