@@ -185,35 +185,89 @@ pub enum EventKind {
 #[error("bad event: {0}")]
 pub struct EventDecodeError(pub String);
 
-impl EventKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            EventKind::Joined { .. } => "joined",
-            EventKind::Left { .. } => "left",
-            EventKind::Ready { .. } => "ready",
-            EventKind::Suspect { .. } => "suspect",
-            EventKind::Died { .. } => "died",
-            EventKind::Revived { .. } => "revived",
-            EventKind::Recovered { .. } => "recovered",
-            EventKind::Drained { .. } => "drained",
-            EventKind::Undrained { .. } => "undrained",
-            EventKind::WeightChanged { .. } => "weight_changed",
-            EventKind::Rebalanced { .. } => "rebalanced",
-            EventKind::Assigned { .. } => "assigned",
-            EventKind::Unassigned { .. } => "unassigned",
-            EventKind::PolicyChanged { .. } => "policy_changed",
-            EventKind::ProbersChanged { .. } => "probers_changed",
-            EventKind::NoProber => "no_prober",
-            EventKind::PanicStarted { .. } => "panic_started",
-            EventKind::PanicEnded { .. } => "panic_ended",
-            EventKind::Damped { .. } => "damped",
-            EventKind::Undamped { .. } => "undamped",
-            EventKind::ProberDegraded { .. } => "prober_degraded",
-            EventKind::ProberRecovered { .. } => "prober_recovered",
-            EventKind::ClockSkew { .. } => "clock_skew",
-            EventKind::GenerationStarted { .. } => "generation_started",
-            EventKind::Restored { .. } => "restored",
+/// One table for the event types: the `type` field's name of each [`EventKind`] variant.
+/// [`EventType`], [`EventKind::event_type`] and the name lookup are generated from it, so a
+/// variant cannot lack a name, and [`Event::decode`] matches on [`EventType`] exhaustively.
+macro_rules! event_types {
+    ($($variant:ident = $name:literal,)*) => {
+        /// The type of an event, as its `type` field names it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum EventType {
+            $($variant,)*
         }
+
+        impl EventType {
+            /// Every event type.
+            pub const ALL: &'static [EventType] = &[$(EventType::$variant,)*];
+
+            /// The `type` field's value.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(EventType::$variant => $name,)*
+                }
+            }
+        }
+
+        impl EventKind {
+            /// The type of this event.
+            pub fn event_type(&self) -> EventType {
+                match self {
+                    $(EventKind::$variant { .. } => EventType::$variant,)*
+                }
+            }
+        }
+    };
+}
+
+event_types! {
+    Joined = "joined",
+    Left = "left",
+    Ready = "ready",
+    Suspect = "suspect",
+    Died = "died",
+    Revived = "revived",
+    Recovered = "recovered",
+    Drained = "drained",
+    Undrained = "undrained",
+    WeightChanged = "weight_changed",
+    Rebalanced = "rebalanced",
+    Assigned = "assigned",
+    Unassigned = "unassigned",
+    PolicyChanged = "policy_changed",
+    ProbersChanged = "probers_changed",
+    NoProber = "no_prober",
+    PanicStarted = "panic_started",
+    PanicEnded = "panic_ended",
+    Damped = "damped",
+    Undamped = "undamped",
+    ProberDegraded = "prober_degraded",
+    ProberRecovered = "prober_recovered",
+    ClockSkew = "clock_skew",
+    GenerationStarted = "generation_started",
+    Restored = "restored",
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for EventType {
+    type Err = EventDecodeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventType::ALL
+            .iter()
+            .copied()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| EventDecodeError(format!("unknown event type {s:?}")))
+    }
+}
+
+impl EventKind {
+    /// The `type` field's value.
+    pub fn name(&self) -> &'static str {
+        self.event_type().name()
     }
 
     /// The node and epoch the event is about, if it is a node event.
@@ -400,166 +454,202 @@ impl Event {
     pub fn decode<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         raw: &[(K, V)],
     ) -> Result<Self, EventDecodeError> {
-        let e = |x: crate::DecodeError| EventDecodeError(x.to_string());
-        let f = Fields::new(raw).map_err(e)?;
-        let text = |name: &'static str| f.req(name).map_err(e);
-        let opt_text = |name: &'static str| -> Result<Option<String>, EventDecodeError> {
-            Ok(f.opt(name).map_err(e)?.map(str::to_owned))
-        };
-        let num = |name: &'static str| -> Result<u64, EventDecodeError> {
-            f.opt_num::<u64>(name)
-                .map_err(e)?
-                .ok_or_else(|| EventDecodeError(format!("missing {name}")))
-        };
-        let small = |name: &'static str| -> Result<u32, EventDecodeError> {
-            u32::try_from(num(name)?).map_err(|_| EventDecodeError(format!("{name} out of range")))
-        };
-        let node = || -> Result<NodeId, EventDecodeError> {
-            NodeId::new(text("node")?).map_err(|x| EventDecodeError(x.to_string()))
-        };
-        let id = |name: &'static str| -> Result<EntryId, EventDecodeError> {
-            text(name)?
-                .parse()
-                .map_err(|x: crate::ids::EntryIdError| EventDecodeError(x.to_string()))
-        };
-        let cause = id("cause")?;
-        // Fields added after the first release: events written before them lack them.
-        let or = |name: &'static str, default: u32| -> Result<u32, EventDecodeError> {
-            Ok(f.opt_num::<u32>(name).map_err(e)?.unwrap_or(default))
-        };
-        let kind = match text("type")? {
-            "joined" => EventKind::Joined {
-                node: node()?,
-                epoch: num("epoch")?,
-                url: text("url")?.to_owned(),
-                weight: small("weight")?,
+        let r = Reader::new(raw)?;
+        let cause = r.id("cause")?;
+        let kind = match r.text("type")?.parse::<EventType>()? {
+            EventType::Joined => EventKind::Joined {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                url: r.text("url")?.to_owned(),
+                weight: r.small("weight")?,
             },
-            "left" => EventKind::Left {
-                node: node()?,
-                epoch: num("epoch")?,
+            EventType::Left => EventKind::Left {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
             },
-            "ready" => EventKind::Ready {
-                node: node()?,
-                epoch: num("epoch")?,
-                fails: small("fails")?,
+            EventType::Ready => EventKind::Ready {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                fails: r.small("fails")?,
             },
-            "suspect" => EventKind::Suspect {
-                node: node()?,
-                epoch: num("epoch")?,
-                fails: small("fails")?,
+            EventType::Suspect => EventKind::Suspect {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                fails: r.small("fails")?,
             },
-            "died" => EventKind::Died {
-                node: node()?,
-                epoch: num("epoch")?,
-                fails: small("fails")?,
+            EventType::Died => EventKind::Died {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                fails: r.small("fails")?,
             },
-            "revived" => EventKind::Revived {
-                node: node()?,
-                epoch: num("epoch")?,
-                successes: small("successes")?,
+            EventType::Revived => EventKind::Revived {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                successes: r.small("successes")?,
             },
-            "recovered" => EventKind::Recovered {
-                node: node()?,
-                epoch: num("epoch")?,
-                successes: small("successes")?,
+            EventType::Recovered => EventKind::Recovered {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                successes: r.small("successes")?,
             },
-            "drained" => EventKind::Drained {
-                node: node()?,
-                epoch: num("epoch")?,
+            EventType::Drained => EventKind::Drained {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
             },
-            "undrained" => EventKind::Undrained {
-                node: node()?,
-                epoch: num("epoch")?,
+            EventType::Undrained => EventKind::Undrained {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
             },
-            "weight_changed" => EventKind::WeightChanged {
-                node: node()?,
-                epoch: num("epoch")?,
-                weight: small("weight")?,
-                previous: small("previous")?,
+            EventType::WeightChanged => EventKind::WeightChanged {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                weight: r.small("weight")?,
+                previous: r.small("previous")?,
             },
-            "rebalanced" => EventKind::Rebalanced {
-                moved: num("moved")?,
+            EventType::Rebalanced => EventKind::Rebalanced {
+                moved: r.num("moved")?,
                 // Written by the projector, one `from>to=n` per pair of nodes: a burst of
                 // deaths on a large fleet makes it longer than an input field may be.
-                flows: decode_flows(f.req_any_length("flows").map_err(e)?)?,
+                flows: decode_flows(r.f.req_any_length("flows").map_err(bad)?)?,
             },
-            "assigned" => EventKind::Assigned { keys: num("keys")? },
-            "unassigned" => EventKind::Unassigned { keys: num("keys")? },
-            "policy_changed" => EventKind::PolicyChanged {
-                policy: Policy {
-                    fall: small("fall")?,
-                    rise: small("rise")?,
-                    strategy: text("strategy")?
-                        .parse::<Strategy>()
-                        .map_err(EventDecodeError)?,
-                    vnodes: small("vnodes")?,
-                    panic: or("panic", Policy::DEFAULT_PANIC)?,
-                    damp_penalty: or("damp_penalty", Policy::DEFAULT_DAMP_PENALTY)?,
-                    damp_suppress: or("damp_suppress", Policy::DEFAULT_DAMP_SUPPRESS)?,
-                    damp_reuse: or("damp_reuse", Policy::DEFAULT_DAMP_REUSE)?,
-                    damp_half_life: or("damp_half_life", Policy::DEFAULT_DAMP_HALF_LIFE)?,
-                    damp_max_suppress: or("damp_max_suppress", Policy::DEFAULT_DAMP_MAX_SUPPRESS)?,
-                },
+            EventType::Assigned => EventKind::Assigned {
+                keys: r.num("keys")?,
             },
-            "damped" => EventKind::Damped {
-                node: node()?,
-                epoch: num("epoch")?,
-                penalty: small("penalty")?,
-                reuse_at: num("reuse_at")?,
+            EventType::Unassigned => EventKind::Unassigned {
+                keys: r.num("keys")?,
             },
-            "undamped" => EventKind::Undamped {
-                node: node()?,
-                epoch: num("epoch")?,
-                penalty: small("penalty")?,
+            EventType::PolicyChanged => EventKind::PolicyChanged {
+                policy: r.policy()?,
             },
-            "panic_started" => EventKind::PanicStarted {
-                node: node()?,
-                epoch: num("epoch")?,
-                dead: small("dead")?,
-                nodes: small("nodes")?,
-                panic: small("panic")?,
+            EventType::Damped => EventKind::Damped {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                penalty: r.small("penalty")?,
+                reuse_at: r.num("reuse_at")?,
             },
-            "panic_ended" => EventKind::PanicEnded {
-                dead: small("dead")?,
-                nodes: small("nodes")?,
+            EventType::Undamped => EventKind::Undamped {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                penalty: r.small("penalty")?,
             },
-            "probers_changed" => EventKind::ProbersChanged {
-                alive: text("alive")?
+            EventType::PanicStarted => EventKind::PanicStarted {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                dead: r.small("dead")?,
+                nodes: r.small("nodes")?,
+                panic: r.small("panic")?,
+            },
+            EventType::PanicEnded => EventKind::PanicEnded {
+                dead: r.small("dead")?,
+                nodes: r.small("nodes")?,
+            },
+            EventType::ProbersChanged => EventKind::ProbersChanged {
+                alive: r
+                    .text("alive")?
                     .split_whitespace()
                     .map(str::to_owned)
                     .collect(),
             },
-            "no_prober" => EventKind::NoProber,
-            "prober_degraded" => EventKind::ProberDegraded {
-                prober: text("prober")?.to_owned(),
-                failing: small("failing")?,
-                probed: small("probed")?,
-                lag_ms: small("lag_ms")?,
+            EventType::NoProber => EventKind::NoProber,
+            EventType::ProberDegraded => EventKind::ProberDegraded {
+                prober: r.text("prober")?.to_owned(),
+                failing: r.small("failing")?,
+                probed: r.small("probed")?,
+                lag_ms: r.small("lag_ms")?,
             },
-            "prober_recovered" => EventKind::ProberRecovered {
-                prober: text("prober")?.to_owned(),
-                failing: small("failing")?,
-                probed: small("probed")?,
-                lag_ms: small("lag_ms")?,
+            EventType::ProberRecovered => EventKind::ProberRecovered {
+                prober: r.text("prober")?.to_owned(),
+                failing: r.small("failing")?,
+                probed: r.small("probed")?,
+                lag_ms: r.small("lag_ms")?,
             },
-            "clock_skew" => EventKind::ClockSkew {
-                entry: id("entry")?,
-                skew_ms: num("skew_ms")?,
+            EventType::ClockSkew => EventKind::ClockSkew {
+                entry: r.id("entry")?,
+                skew_ms: r.num("skew_ms")?,
             },
-            "generation_started" => EventKind::GenerationStarted {
-                previous: id("previous")?,
-                archive: text("archive")?.to_owned(),
-                rebased: small("rebased")?,
+            EventType::GenerationStarted => EventKind::GenerationStarted {
+                previous: r.id("previous")?,
+                archive: r.text("archive")?.to_owned(),
+                rebased: r.small("rebased")?,
             },
-            "restored" => EventKind::Restored {
-                previous: id("previous")?,
-                nodes: num("nodes")?,
-                keys: num("keys")?,
-                archive: opt_text("archive")?,
+            EventType::Restored => EventKind::Restored {
+                previous: r.id("previous")?,
+                nodes: r.num("nodes")?,
+                keys: r.num("keys")?,
+                archive: r.opt_text("archive")?,
             },
-            other => return Err(EventDecodeError(format!("unknown event type {other:?}"))),
         };
         Ok(Event { cause, kind })
+    }
+}
+
+fn bad(e: crate::DecodeError) -> EventDecodeError {
+    EventDecodeError(e.to_string())
+}
+
+/// The fields of one events-stream entry, read as the event decoder needs them.
+struct Reader<'a> {
+    f: Fields<'a>,
+}
+
+impl<'a> Reader<'a> {
+    fn new<K: AsRef<[u8]>, V: AsRef<[u8]>>(raw: &'a [(K, V)]) -> Result<Self, EventDecodeError> {
+        Ok(Self {
+            f: Fields::new(raw).map_err(bad)?,
+        })
+    }
+
+    fn text(&self, name: &'static str) -> Result<&'a str, EventDecodeError> {
+        self.f.req(name).map_err(bad)
+    }
+
+    fn opt_text(&self, name: &'static str) -> Result<Option<String>, EventDecodeError> {
+        Ok(self.f.opt(name).map_err(bad)?.map(str::to_owned))
+    }
+
+    fn num(&self, name: &'static str) -> Result<u64, EventDecodeError> {
+        self.f
+            .opt_num::<u64>(name)
+            .map_err(bad)?
+            .ok_or_else(|| EventDecodeError(format!("missing {name}")))
+    }
+
+    fn small(&self, name: &'static str) -> Result<u32, EventDecodeError> {
+        u32::try_from(self.num(name)?).map_err(|_| EventDecodeError(format!("{name} out of range")))
+    }
+
+    /// A field added after the first release: events written before it lack it.
+    fn small_or(&self, name: &'static str, default: u32) -> Result<u32, EventDecodeError> {
+        Ok(self.f.opt_num::<u32>(name).map_err(bad)?.unwrap_or(default))
+    }
+
+    fn node(&self) -> Result<NodeId, EventDecodeError> {
+        NodeId::new(self.text("node")?).map_err(|x| EventDecodeError(x.to_string()))
+    }
+
+    fn id(&self, name: &'static str) -> Result<EntryId, EventDecodeError> {
+        self.text(name)?
+            .parse()
+            .map_err(|x: crate::ids::EntryIdError| EventDecodeError(x.to_string()))
+    }
+
+    fn policy(&self) -> Result<Policy, EventDecodeError> {
+        Ok(Policy {
+            fall: self.small("fall")?,
+            rise: self.small("rise")?,
+            strategy: self
+                .text("strategy")?
+                .parse::<Strategy>()
+                .map_err(EventDecodeError)?,
+            vnodes: self.small("vnodes")?,
+            panic: self.small_or("panic", Policy::DEFAULT_PANIC)?,
+            damp_penalty: self.small_or("damp_penalty", Policy::DEFAULT_DAMP_PENALTY)?,
+            damp_suppress: self.small_or("damp_suppress", Policy::DEFAULT_DAMP_SUPPRESS)?,
+            damp_reuse: self.small_or("damp_reuse", Policy::DEFAULT_DAMP_REUSE)?,
+            damp_half_life: self.small_or("damp_half_life", Policy::DEFAULT_DAMP_HALF_LIFE)?,
+            damp_max_suppress: self
+                .small_or("damp_max_suppress", Policy::DEFAULT_DAMP_MAX_SUPPRESS)?,
+        })
     }
 }
 
@@ -572,5 +662,23 @@ impl fmt::Display for Event {
             write!(f, "{k}={v}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn every_event_type_has_one_name_that_reads_back() {
+        let names: HashSet<&str> = EventType::ALL.iter().map(|t| t.name()).collect();
+        assert_eq!(names.len(), EventType::ALL.len());
+        for t in EventType::ALL {
+            assert_eq!(t.name().parse::<EventType>(), Ok(*t));
+        }
+        let e = "exploded".parse::<EventType>().unwrap_err();
+        assert_eq!(e.to_string(), "bad event: unknown event type \"exploded\"");
     }
 }

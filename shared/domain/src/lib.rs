@@ -15,6 +15,7 @@
 //! * [`placement`] — consistent-hash ring and weighted rendezvous hashing;
 //! * [`keys`] — the assigned keys and their owners, ordered by key hash (ADR 0002);
 //! * [`restore`] — what a Redis that came back empty gets back (ADR 0012);
+//! * [`last_change`] — a node's last transition (`joined`, `died`, ...), as `nodes` shows it;
 //! * [`state`] — the fold: `State::apply(entry_id, entry)` → events and read-model changes.
 //!
 //! There is no clock and no randomness here: time is the log entry id, hashing is xxh3-64 over
@@ -29,6 +30,7 @@ pub mod event;
 pub mod health;
 pub mod ids;
 pub mod keys;
+pub mod last_change;
 pub mod limits;
 pub mod origin;
 pub mod placement;

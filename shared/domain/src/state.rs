@@ -14,6 +14,7 @@ use crate::event::{Event, EventKind, Flow};
 use crate::health::{Health, NodeHealth, Transition};
 use crate::ids::{EntryId, NodeId};
 use crate::keys::Keys;
+use crate::last_change::LastChange;
 use crate::limits::{MAX_NODES, MAX_RING_POINTS};
 use crate::origin::Origin;
 use crate::placement::{self, Member, Placement};
@@ -31,7 +32,7 @@ pub struct Node {
     pub draining: bool,
     /// The entry that caused the last transition, and what it was (`joined`, `died`, ...).
     pub since: EntryId,
-    pub last: &'static str,
+    pub last: LastChange,
     /// Dead, but kept in placement with its keys by the panic threshold (see
     /// [`Policy::panic`]).
     pub held: bool,
@@ -41,26 +42,7 @@ pub struct Node {
     pub damped: bool,
 }
 
-/// Names a node's last transition can have (`Node::last`).
-pub const TRANSITIONS: [&str; 10] = [
-    "joined",
-    "ready",
-    "suspect",
-    "died",
-    "revived",
-    "recovered",
-    "drained",
-    "undrained",
-    "weight_changed",
-    "left",
-];
-
 impl Node {
-    /// The static name for a stored transition name, if it is one.
-    pub fn transition_name(name: &str) -> Option<&'static str> {
-        TRANSITIONS.iter().copied().find(|t| *t == name)
-    }
-
     /// Whether the node owns keys: alive or suspect, and not draining; or held by the panic
     /// threshold. A joining node owns nothing until its first probe answered.
     pub fn is_member(&self) -> bool {
@@ -385,7 +367,7 @@ impl State {
                 if n.weight != *weight {
                     let previous = std::mem::replace(&mut n.weight, *weight);
                     n.since = id;
-                    n.last = "weight_changed";
+                    n.last = LastChange::WeightChanged;
                     let epoch = n.epoch;
                     out.nodes_changed.push(node.clone());
                     let kind = EventKind::WeightChanged {
@@ -530,7 +512,7 @@ impl State {
                 changed.push(n.id.clone());
             } else if n.held {
                 held.push((n.since, n.id.clone()));
-            } else if dead && n.since == id && n.last == "died" {
+            } else if dead && n.since == id && n.last == LastChange::Died {
                 just_died.push(n.id.clone());
             } else if dead {
                 removed += 1;
@@ -687,7 +669,7 @@ impl State {
                 health,
                 draining: false,
                 since: id,
-                last: "joined",
+                last: LastChange::Joined,
                 held: false,
                 penalty,
                 damped,
@@ -720,7 +702,11 @@ impl State {
         }
         n.draining = draining;
         n.since = id;
-        n.last = if draining { "drained" } else { "undrained" };
+        n.last = if draining {
+            LastChange::Drained
+        } else {
+            LastChange::Undrained
+        };
         let epoch = n.epoch;
         out.nodes_changed.push(node.clone());
         let node = node.clone();
@@ -815,7 +801,7 @@ impl State {
             n.since = id;
             let (name, kind) = match t {
                 Transition::Ready => (
-                    "ready",
+                    LastChange::Ready,
                     EventKind::Ready {
                         node: node.clone(),
                         epoch,
@@ -823,7 +809,7 @@ impl State {
                     },
                 ),
                 Transition::Suspect => (
-                    "suspect",
+                    LastChange::Suspect,
                     EventKind::Suspect {
                         node: node.clone(),
                         epoch,
@@ -831,7 +817,7 @@ impl State {
                     },
                 ),
                 Transition::Died => (
-                    "died",
+                    LastChange::Died,
                     EventKind::Died {
                         node: node.clone(),
                         epoch,
@@ -839,7 +825,7 @@ impl State {
                     },
                 ),
                 Transition::Revived => (
-                    "revived",
+                    LastChange::Revived,
                     EventKind::Revived {
                         node: node.clone(),
                         epoch,
@@ -847,7 +833,7 @@ impl State {
                     },
                 ),
                 Transition::Recovered => (
-                    "recovered",
+                    LastChange::Recovered,
                     EventKind::Recovered {
                         node: node.clone(),
                         epoch,
@@ -1050,7 +1036,7 @@ impl State {
             h.update(&[0, u8::from(n.draining)]);
             h.update(&n.since.ms.to_le_bytes());
             h.update(&n.since.seq.to_le_bytes());
-            h.update(n.last.as_bytes());
+            h.update(n.last.as_str().as_bytes());
             h.update(&[0]);
             if n.held {
                 h.update(b"held\0");

@@ -8,6 +8,7 @@ use common::*;
 use pantheon_domain::entry::{Command, LogEntry};
 use pantheon_domain::event::{EventKind, Flow};
 use pantheon_domain::health::Health;
+use pantheon_domain::last_change::LastChange;
 use pantheon_domain::placement::Strategy;
 use pantheon_domain::policy::PolicyChange;
 use pantheon_domain::{EntryId, KeyChange, Origin, Rejection};
@@ -36,7 +37,10 @@ fn a_join_emits_joined_and_the_node_is_joining_until_its_first_probe_answers() {
         EventKind::Ready { fails: 4, .. }
     ));
     let n = s.state.node(&node("node-1")).unwrap();
-    assert_eq!((n.health.health, n.last), (Health::Alive, "ready"));
+    assert_eq!(
+        (n.health.health, n.last),
+        (Health::Alive, LastChange::Ready)
+    );
     assert_eq!(s.owner("user:1").as_deref(), Some("node-1"));
 }
 

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use pantheon_domain::cmds::RecordedCmd;
 use pantheon_domain::health::{Health, NodeHealth};
+use pantheon_domain::last_change::LastChange;
 use pantheon_domain::placement::{Member, Strategy};
 use pantheon_domain::{Applied, EntryId, KeyChange, Node, NodeId, Policy, State};
 use redis::aio::ConnectionLike;
@@ -70,7 +71,7 @@ impl NodeRecord {
             weight: n.weight,
             fails: n.health.fails,
             successes: n.health.successes,
-            last: n.last.to_owned(),
+            last: n.last.as_str().to_owned(),
             since: n.since.to_string(),
             since_ms: n.since.ms,
             held: n.held,
@@ -96,8 +97,7 @@ impl NodeRecord {
                 .since
                 .parse()
                 .map_err(|e: pantheon_domain::ids::EntryIdError| e.to_string())?,
-            last: Node::transition_name(&self.last)
-                .ok_or_else(|| format!("unknown transition {:?}", self.last))?,
+            last: self.last.parse::<LastChange>()?,
             held: self.held,
             penalty: pantheon_domain::damping::Penalty {
                 value: self.penalty,
