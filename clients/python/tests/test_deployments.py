@@ -112,7 +112,7 @@ def test_a_cluster_url_finds_the_master_of_the_slot(
 
 def test_nothing_listening_is_a_clear_error(cluster: str) -> None:
     port = free_port()
-    with pytest.raises(redis.ConnectionError):
+    with pytest.raises(Unavailable, match=f"redis://127.0.0.1:{port}: .*refused"):
         Pantheon.connect(f"redis://127.0.0.1:{port}", cluster, write_retries=0)
     with pytest.raises(Unavailable, match=f"no master found: 127.0.0.1:{port}"):
         Pantheon.connect(f"redis+cluster://127.0.0.1:{port}", cluster, write_retries=0)

@@ -26,7 +26,7 @@ from .common import (
     text,
 )
 from .connection import Master
-from .errors import PantheonError, Rejected
+from .errors import PantheonError, Rejected, Unavailable
 from .events import SubscribeOptions
 from .resolve import Tls
 from .ring import RingSnapshot, parse_version, snapshot
@@ -66,7 +66,13 @@ class Pantheon:
         check_name("prefix", prefix)
         url = urls.parse(redis_url)
         master = Master(url, tls or Tls(), cluster, write_retries)
-        master.call(lambda r: r.ping())
+        try:
+            master.call(lambda r: r.ping())
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            # Like the Rust client: a master that cannot be reached (refused, TLS, timeout)
+            # is `Unavailable`, with the URL (password masked) and the cause.
+            master.close()
+            raise Unavailable(f"{url}: {e}") from e
         return cls(master, Layout(prefix, cluster), cluster, ring_refresh_s)
 
     def close(self) -> None:

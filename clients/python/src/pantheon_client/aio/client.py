@@ -27,7 +27,7 @@ from ..common import (
     node_statuses,
     text,
 )
-from ..errors import PantheonError, Rejected
+from ..errors import PantheonError, Rejected, Unavailable
 from ..events import SubscribeOptions
 from ..resolve import Tls
 from ..ring import RingSnapshot, parse_version, snapshot
@@ -69,7 +69,13 @@ class Pantheon:
         check_name("prefix", prefix)
         url = urls.parse(redis_url)
         master = Master(url, tls or Tls(), cluster, write_retries)
-        await master.call(lambda r: r.ping())
+        try:
+            await master.call(lambda r: r.ping())
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            # Like the Rust client: a master that cannot be reached (refused, TLS, timeout)
+            # is `Unavailable`, with the URL (password masked) and the cause.
+            await master.close()
+            raise Unavailable(f"{url}: {e}") from e
         return cls(master, Layout(prefix, cluster), cluster, ring_refresh_s)
 
     async def close(self) -> None:
