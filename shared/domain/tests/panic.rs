@@ -203,7 +203,9 @@ proptest! {
                     _ => {}
                 }
             }
-            let counted = state.nodes().filter(|n| !n.draining).count();
+            // Joining nodes (never answered a probe) owned nothing: the threshold's base leaves
+            // them out, as the fold does.
+            let counted = state.nodes().filter(|n| !n.draining && !n.is_joining()).count();
             let allowed = state.policy().removable(counted).unwrap_or(usize::MAX);
             let removed = state.nodes().filter(|n| !n.draining && n.health.health == Health::Dead && !n.held).count();
             let held = state.nodes().filter(|n| n.held).count();
@@ -232,4 +234,25 @@ fn a_held_node_that_leaves_ends_the_panic() {
         Scenario::event_names(&applied),
         ["left", "panic_ended", "rebalanced"]
     );
+}
+
+/// Found by the property above on CI: a node that never answered a probe is not part of the
+/// threshold's base, so the only serving node's death is held, not let through.
+#[test]
+fn a_joining_node_does_not_make_room_for_a_death() {
+    let mut state = State::default();
+    let log = [
+        join("n0"),
+        join("n2"),
+        probe("n2", 2, true),
+        probe("n2", 2, false),
+        probe("n2", 2, false),
+        probe("n2", 2, false),
+    ];
+    for (i, entry) in log.iter().enumerate() {
+        let _ = state.apply(EntryId::new(1000 + i as u64, 0), entry);
+    }
+    let n2 = state.nodes().find(|n| n.id.as_str() == "n2").unwrap();
+    assert_eq!(n2.health.health, Health::Dead);
+    assert!(n2.held, "the only serving node keeps its keys");
 }
