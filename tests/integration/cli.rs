@@ -27,11 +27,11 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
     }
 
-    fn ok(self) -> Self {
+    pub(crate) fn ok(self) -> Self {
         assert_eq!(self.code, 0, "{self:?}");
         self
     }
@@ -73,14 +73,14 @@ pub(crate) async fn pantheon(dir: &Path, env: &[(&str, &str)], args: &[&str]) ->
 }
 
 /// Runs the CLI against one cluster of one Redis.
-struct Ctl {
-    dir: tempfile::TempDir,
-    url: String,
-    cluster: String,
+pub(crate) struct Ctl {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) url: String,
+    pub(crate) cluster: String,
 }
 
 impl Ctl {
-    fn new(url: &str, cluster: &str) -> Self {
+    pub(crate) fn new(url: &str, cluster: &str) -> Self {
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
             url: url.to_owned(),
@@ -94,13 +94,13 @@ impl Ctl {
         all
     }
 
-    async fn run(&self, args: &[&str]) -> Run {
+    pub(crate) async fn run(&self, args: &[&str]) -> Run {
         pantheon(self.dir.path(), &[], &self.global(args)).await
     }
 
     /// `pantheon up` as a child process, its stderr in a file, with quick probe cadences set
     /// through the environment (which also exercises the `PANTHEON_<SECTION>__<KEY>` layer).
-    fn up(&self) -> (Child, std::path::PathBuf) {
+    pub(crate) fn up(&self) -> (Child, std::path::PathBuf) {
         let log = self.dir.path().join("up.log");
         let file = std::fs::File::create(&log).expect("log file");
         let env = [
@@ -126,7 +126,7 @@ impl Ctl {
     }
 
     /// Polls `nodes --json` until `node` is in `state`.
-    async fn wait_state(&self, node: &str, state: &str) -> Value {
+    pub(crate) async fn wait_state(&self, node: &str, state: &str) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
             let nodes = self.nodes().await;

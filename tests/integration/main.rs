@@ -24,5 +24,6 @@ mod roles;
 mod service_config;
 mod test_redis;
 mod trust;
+mod watch;
 mod wire_roundtrip;
 mod workload;

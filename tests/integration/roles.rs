@@ -194,6 +194,7 @@ async fn each_role_does_its_job_and_nothing_else() {
         &["nodes", "--json"][..],
         &["locate", "k1"],
         &["keys", "n1"],
+        &["watch", "n1", "--lines", "1"],
         &["events"],
     ] {
         let run = t.cli(&reader, args).await;

@@ -64,6 +64,9 @@ pub enum Command {
     Locate(LocateArgs),
     /// The keys a node owns.
     Keys(KeysArgs),
+    /// Follow a node's ownership changes: a snapshot of its keys, then each acquire and
+    /// release with its token, in commit order (resumable with --from).
+    Watch(WatchArgs),
     /// Print events (joined, died, revived, rebalanced, ...); --follow waits for new ones.
     Events(EventsArgs),
     /// A failover timeline: when nodes turned suspect/dead/alive, the probes that caused
@@ -221,6 +224,22 @@ pub struct KeysArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Node id.
+    pub node: String,
+    /// Resume after this line (its `id`): nothing missed, nothing repeated. A snapshot
+    /// comes first instead when the feed no longer holds that line.
+    #[arg(long, value_name = "ID")]
+    pub from: Option<String>,
+    /// One JSON object per line: {"id", "op", "keys", "token", "peer", "cause"}.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many lines (default: follow until Ctrl-C).
+    #[arg(long, value_name = "N")]
+    pub lines: Option<u64>,
 }
 
 #[derive(Debug, Args)]

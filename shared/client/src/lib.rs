@@ -12,6 +12,7 @@
 //!   [`Pantheon::key_node`]) come from the read models the projector commits atomically;
 //! * [`Pantheon::locate`] computes the owner of any key locally from the ring definition,
 //!   with no round trip (the definition is refreshed when its version changes);
+//! * [`Pantheon::watch`] follows one node's ownership feed (snapshot, acquire, release);
 //! * [`Pantheon::subscribe`] reads the events stream through a consumer group, with explicit
 //!   ack, redelivery of stuck entries, dead-lettering and resume after a restart.
 //!
@@ -24,6 +25,7 @@
 //! * `read` — the read-model queries;
 //! * [`locate`] — the cached placement ([`RingSnapshot`]) behind [`Pantheon::locate`];
 //! * [`subscribe`] — [`Subscription`]: consumer groups, claims, dead letters;
+//! * [`watch`] — [`Watch`]: one node's ownership changes with their tokens, resumable;
 //! * [`audit`] — [`Pantheon::timeline`], the audit timeline behind every decision;
 //! * [`status`] — [`Pantheon::status`], the cluster status a status page or exporter shows.
 //!
@@ -47,6 +49,7 @@ mod read;
 pub mod status;
 pub mod subscribe;
 mod wait;
+pub mod watch;
 mod write;
 
 use std::fmt;
@@ -64,6 +67,7 @@ pub use pantheon_store::Layout;
 pub use pantheon_store::readmodel::NodeRecord;
 pub use subscribe::{Delivery, Payload, Start, SubscribeOptions, Subscription};
 pub use wait::Applied;
+pub use watch::{Watch, WatchLine, WatchOp};
 pub use write::JoinOp;
 
 /// The key prefix used unless [`PantheonBuilder::prefix`] says otherwise.

@@ -7,6 +7,7 @@
 //! small `HGET`); the full definition is fetched and the placement rebuilt only when the
 //! version changed.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub struct RingSnapshot {
     strategy: Strategy,
     vnodes: u32,
     placement: Box<dyn Placement>,
+    tokens: HashMap<NodeId, u64>,
 }
 
 impl fmt::Debug for RingSnapshot {
@@ -60,6 +62,19 @@ impl RingSnapshot {
     /// The owner of `key` in this version, or `None` when no node can own keys.
     pub fn owner(&self, key: &str) -> Option<&NodeId> {
         self.placement.owner(key)
+    }
+
+    /// The owner of `key` and the key's ownership token (docs/adr/0015): a newer owner of a
+    /// key always holds a larger token, so a worker can refuse a request whose token is
+    /// smaller than its own. The token is `None` only in a ring written before tokens.
+    pub fn owner_with_token(&self, key: &str) -> Option<(&NodeId, Option<u64>)> {
+        let owner = self.owner(key)?;
+        Some((owner, self.tokens.get(owner).copied()))
+    }
+
+    /// The token of the keys `node` owns in this version (`None`: not a member).
+    pub fn token(&self, node: &NodeId) -> Option<u64> {
+        self.tokens.get(node).copied()
     }
 }
 
@@ -127,6 +142,22 @@ impl Pantheon {
         Ok(self.ring().await?.owner(key).cloned())
     }
 
+    /// The owner of `key` and its ownership token, computed locally like
+    /// [`Pantheon::locate`] (see [`RingSnapshot::owner_with_token`]).
+    pub async fn locate_with_token(
+        &self,
+        key: &str,
+    ) -> Result<Option<(NodeId, Option<u64>)>, ClientError> {
+        let ring = self.ring().await?;
+        Ok(ring.owner_with_token(key).map(|(n, t)| (n.clone(), t)))
+    }
+
+    /// The token of the keys `node` owns now (one `HGET`; `None`: not a member).
+    pub async fn member_token(&self, node: &NodeId) -> Result<Option<u64>, ClientError> {
+        let mut con = self.con();
+        Ok(readmodel::member_token(&mut con, &self.inner.layout, node).await?)
+    }
+
     /// The cached ring, checked against the stored version if the refresh interval passed.
     /// Hold on to it to place many keys against one consistent version.
     ///
@@ -188,6 +219,7 @@ impl Pantheon {
             strategy,
             vnodes,
             members,
+            tokens,
         } = readmodel::ring(&mut con, layout).await?;
         // Hashing vnodes × weight points per member: keep it off the async workers.
         let placement =
@@ -199,6 +231,7 @@ impl Pantheon {
             strategy,
             vnodes,
             placement,
+            tokens,
         });
         cache.store(ring.clone());
         Ok(ring)
@@ -218,6 +251,7 @@ mod tests {
             strategy: Strategy::Ring,
             vnodes: 64,
             placement: placement::build(Strategy::Ring, 64, members),
+            tokens: HashMap::new(),
         };
         for i in 0..1000 {
             let k = format!("k{i}");

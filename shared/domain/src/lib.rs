@@ -16,6 +16,7 @@
 //! * [`keys`] — the assigned keys and their owners, ordered by key hash (ADR 0002);
 //! * [`restore`] — what a Redis that came back empty gets back (ADR 0012);
 //! * [`last_change`] — a node's last transition (`joined`, `died`, ...), as `nodes` shows it;
+//! * [`token`] — ownership tokens: larger for every newer owner of a key (ADR 0015);
 //! * [`state`] — the fold: `State::apply(entry_id, entry)` → events and read-model changes.
 //!
 //! There is no clock and no randomness here: time is the log entry id, hashing is xxh3-64 over
@@ -37,6 +38,7 @@ pub mod placement;
 pub mod policy;
 pub mod restore;
 pub mod state;
+pub mod token;
 mod wire;
 
 pub use entry::{Command, DecodeError, LogEntry};

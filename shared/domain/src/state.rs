@@ -19,6 +19,7 @@ use crate::limits::{MAX_NODES, MAX_RING_POINTS};
 use crate::origin::Origin;
 use crate::placement::{self, Member, Placement};
 use crate::policy::{Policy, PolicyChange};
+use crate::token::Tokens;
 
 /// A node as the fold knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub struct Node {
     /// placement even while healthy; see [`crate::damping`]).
     pub penalty: Penalty,
     pub damped: bool,
+    /// The token clock's value when the node last became a member (0: never); its keys'
+    /// token is the larger of this and the floor (see [`crate::token`]).
+    pub token: u64,
 }
 
 impl Node {
@@ -162,6 +166,7 @@ pub struct State {
     panicking: bool,
     /// Damped nodes by the log time (ms) their penalty reaches the reuse limit.
     damped_until: BTreeSet<(u64, NodeId)>,
+    tokens: Tokens,
 }
 
 impl std::fmt::Debug for State {
@@ -194,6 +199,7 @@ impl State {
             pending: None,
             panicking: false,
             damped_until: BTreeSet::new(),
+            tokens: Tokens::default(),
         }
     }
 
@@ -215,6 +221,34 @@ impl State {
 
     pub fn placement(&self) -> &dyn Placement {
         &*self.placement
+    }
+
+    /// The token clock and floor (see [`crate::token`]).
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// The token of the keys `node` owns; `None` when it owns none (not a member).
+    pub fn token_of(&self, node: &NodeId) -> Option<u64> {
+        self.nodes
+            .get(node)
+            .filter(|n| n.is_member())
+            .map(|n| self.tokens.of(n))
+    }
+
+    /// The owner of `key` and its token: the committed owner of an assigned key, else where
+    /// the placement puts it. `None` when no node can own keys.
+    pub fn owner_with_token(&self, key: &str) -> Option<(&NodeId, u64)> {
+        let owner = match self.keys.get(key) {
+            Some(owner) => owner?,
+            None => self.placement.owner(key)?,
+        };
+        Some((owner, self.token_of(owner)?))
+    }
+
+    /// Sets the token clock and floor when restoring a state (see [`State::restore`]).
+    pub fn restore_tokens(&mut self, clock: u64, floor: u64) {
+        self.tokens = Tokens::restore(clock, floor, self.nodes.values());
     }
 
     /// The live prober replicas as last reported (`None`: never reported).
@@ -327,6 +361,7 @@ impl State {
             check_damping(&change.applied_to(self.policy))?;
         }
         let mut out = Applied::default();
+        let settings = (self.policy.strategy, self.policy.vnodes);
         match &entry.command {
             Command::Join { node, url, weight } => {
                 let health = match origin {
@@ -434,6 +469,9 @@ impl State {
             self.apply_panic_threshold(id, &mut out);
             self.pending = Some(id);
         }
+        let settings_changed = settings != (self.policy.strategy, self.policy.vnodes);
+        self.tokens
+            .after_entry(id, &mut self.nodes, &out.nodes_changed, settings_changed);
         if let Some(cmd) = &entry.cmd {
             let record = RecordedCmd::new(id, entry);
             out.cmds_evicted.extend(self.cmds.remember(cmd, record));
@@ -626,6 +664,7 @@ impl State {
             .filter(|n| n.damped)
             .map(|n| (n.penalty.reuse_at(&policy), n.id.clone()))
             .collect();
+        state.tokens = Tokens::restore(0, 0, state.nodes.values());
         for (key, owner) in keys {
             state.keys.insert(&key, owner);
         }
@@ -673,6 +712,7 @@ impl State {
                 held: false,
                 penalty,
                 damped,
+                token: 0,
             },
         );
         out.nodes_changed.push(node.clone());
@@ -1047,6 +1087,10 @@ impl State {
                 h.update(&n.penalty.at.to_le_bytes());
                 h.update(&[u8::from(n.damped)]);
             }
+            if n.token != 0 {
+                h.update(b"token\0");
+                h.update(&n.token.to_le_bytes());
+            }
         }
         h.update(&(self.keys.len() as u64).to_le_bytes());
         h.update(&self.keys.digest().to_le_bytes());
@@ -1060,6 +1104,11 @@ impl State {
                     h.update(&[0]);
                 }
             }
+        }
+        if self.tokens.clock() != 0 {
+            h.update(b"tokens\0");
+            h.update(&self.tokens.clock().to_le_bytes());
+            h.update(&self.tokens.floor().to_le_bytes());
         }
         // The digests are left out: they are derived from the entries the ids name, and
         // states recorded before digests existed keep their checksums.

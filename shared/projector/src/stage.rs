@@ -3,7 +3,7 @@
 use pantheon_domain::event::EventKind;
 use pantheon_domain::{EntryId, Origin, Rejection, State};
 use pantheon_store::readmodel::{self, Checkpoint};
-use pantheon_store::{Batch, Layout, RawEntry, group};
+use pantheon_store::{Batch, Layout, RawEntry, feed, group};
 
 /// Most raw fields copied into a `rejected` entry (a 20,000-field entry is not copied whole).
 const MAX_REJECTED_FIELDS: usize = 64;
@@ -59,6 +59,8 @@ pub fn stage_entries(
     let (mut applied_n, mut events_n, mut rejected_n) = (0, 0, 0);
     let mut consumed = 0;
     let mut ring_dirty = false;
+    let mut ring_bumped = false;
+    let token_clock = state.tokens().clock();
     for (entry, origin) in entries.iter().zip(origins) {
         // Stop at the size limit, or after `max_fold` of folding: a burst of entries that each
         // rebuild a large ring (hundreds of joins) must not keep a batch uncommitted for so
@@ -79,6 +81,7 @@ pub fn stage_entries(
             Ok(applied) => {
                 pantheon_metrics::process().entry(Ok(()));
                 readmodel::stage_applied(&mut batch, layout, state, &applied);
+                feed::stage(&mut batch, layout, state, &applied, entry.id);
                 let policy_changed = applied.events.iter().any(|e| {
                     matches!(
                         e.kind,
@@ -89,6 +92,7 @@ pub fn stage_entries(
                 });
                 if applied.ring_changed {
                     cp.ring_version += 1;
+                    ring_bumped = true;
                 }
                 ring_dirty |= applied.ring_changed || policy_changed;
                 for event in &applied.events {
@@ -107,14 +111,29 @@ pub fn stage_entries(
     if cp.last_id.is_some() && !state.is_settled() {
         let settled = state.settle();
         readmodel::stage_applied(&mut batch, layout, state, &settled);
+        // The keys move for the latest entry that changed the members (the `rebalanced`
+        // event's cause).
+        let cause = settled.events.first().map(|e| e.cause);
+        if let Some(cause) = cause.or(cp.last_id) {
+            feed::stage(&mut batch, layout, state, &settled, cause);
+        }
         if settled.ring_changed {
             cp.ring_version += 1;
+            ring_bumped = true;
         }
         ring_dirty |= settled.ring_changed;
         for event in &settled.events {
             batch.xadd(&layout.events(), "*", &event.encode());
         }
         events_n += settled.events.len();
+    }
+    // Tokens changed (a node died and came back within the batch, say): the ring hash holds
+    // them, and clients cache it by version, so the version moves too.
+    if state.tokens().clock() != token_clock {
+        ring_dirty = true;
+        if !ring_bumped {
+            cp.ring_version += 1;
+        }
     }
     // The ring hash holds the whole member list: written once per batch, with the final
     // version, not once per entry (a burst of joins rewrote it hundreds of times).

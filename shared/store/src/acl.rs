@@ -118,6 +118,10 @@ const READ_COMMANDS: &[&str] = &[
     "xinfo|groups",
     // Server time, to judge which prober replicas' registrations are live.
     "time",
+    // A feed snapshot reads a node's key set and its feed's position in one transaction.
+    "multi",
+    "exec",
+    "discard",
 ];
 
 /// What the services and the operator need: every data command on the cluster's keys,

@@ -74,6 +74,10 @@ impl Layout {
     pub fn node_keys(&self, node: &NodeId) -> String {
         self.key(&format!("node:{node}:keys"))
     }
+    /// Stream: the node's ownership feed (see [`crate::feed`]).
+    pub fn node_feed(&self, node: &NodeId) -> String {
+        self.key(&format!("node:{node}:feed"))
+    }
     /// Set of assigned keys no node can own (no members).
     pub fn unowned(&self) -> String {
         self.key("unowned")

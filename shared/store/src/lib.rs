@@ -19,6 +19,7 @@
 //! * [`attest`] — the proof that an entry was appended by the service (and reading it back);
 //! * [`log`] — appending entries to the log (durably when asked), reading and trimming it;
 //! * [`events`] — reading, following and trimming the events stream;
+//! * [`feed`] — each node's ownership feed: appended with the commit, read with no gap;
 //! * [`rejected`] — looking up why an entry was rejected;
 //! * [`group`] — consumer groups: the projector's, and subscriptions' (read, claim, ack);
 //! * [`snapshot`] — the state as of a log id, the base of rebuilds;
@@ -43,6 +44,7 @@ pub mod destroy;
 pub mod discover;
 pub mod events;
 pub mod failure;
+pub mod feed;
 pub mod fleet;
 pub mod generation;
 pub mod group;

@@ -57,6 +57,11 @@ pub struct NodeRecord {
     pub penalty_at: u64,
     #[serde(default)]
     pub damped: bool,
+    /// The token clock's value when the node last became a member (0: never; absent in
+    /// records written before tokens). Its keys' token is the larger of this and the ring's
+    /// `token_floor` (docs/adr/0015).
+    #[serde(default)]
+    pub token: u64,
 }
 
 impl NodeRecord {
@@ -78,7 +83,13 @@ impl NodeRecord {
             penalty: n.penalty.value,
             penalty_at: n.penalty.at,
             damped: n.damped,
+            token: n.token,
         }
+    }
+
+    /// Parses a record read from the `nodes` hash; a damaged one names the node.
+    pub fn parse(node: &str, json: &str) -> Result<Self, StoreError> {
+        serde_json::from_str(json).map_err(|e| StoreError::Reply(format!("node {node}: {e}")))
     }
 
     pub fn to_node(&self) -> Result<Node, String> {
@@ -104,6 +115,7 @@ impl NodeRecord {
                 at: self.penalty_at,
             },
             damped: self.damped,
+            token: self.token,
         })
     }
 }
@@ -135,6 +147,20 @@ pub fn members_field(state: &State) -> String {
     parts.join(" ")
 }
 
+/// The ring hash's field with the token floor: every key's token is at least this.
+pub const TOKEN_FLOOR_FIELD: &str = "token_floor";
+
+/// Each member's token (the token of the keys it owns) as `id=token` pairs, sorted by id.
+pub fn tokens_field(state: &State) -> String {
+    let parts: Vec<String> = state
+        .placement()
+        .members()
+        .iter()
+        .filter_map(|m| Some(format!("{}={}", m.node, state.token_of(&m.node)?)))
+        .collect();
+    parts.join(" ")
+}
+
 /// Stages the ring definition.
 pub fn stage_ring(batch: &mut Batch, layout: &Layout, state: &State, version: u64) {
     let p = state.policy();
@@ -150,6 +176,9 @@ pub fn stage_ring(batch: &mut Batch, layout: &Layout, state: &State, version: u6
         ("damp_half_life", p.damp_half_life.to_string()),
         ("damp_max_suppress", p.damp_max_suppress.to_string()),
         ("members", members_field(state)),
+        ("tokens", tokens_field(state)),
+        ("token_clock", state.tokens().clock().to_string()),
+        (TOKEN_FLOOR_FIELD, state.tokens().floor().to_string()),
         ("version", version.to_string()),
     ];
     batch.hset(&layout.ring(), &fields);
@@ -543,12 +572,25 @@ pub async fn load<C: ConnectionLike + Send>(
         cmds.push((cmd, record));
     }
     let mut state = State::restore(policy, checkpoint.next_epoch, nodes, keys, cmds);
-    let probers: Option<String> = redis::cmd("HGET")
-        .arg(layout.ring())
-        .arg("probers")
-        .query_async(con)
-        .await?;
+    let (probers, clock, floor): (Option<String>, Option<String>, Option<String>) =
+        redis::cmd("HMGET")
+            .arg(layout.ring())
+            .arg("probers")
+            .arg("token_clock")
+            .arg(TOKEN_FLOOR_FIELD)
+            .query_async(con)
+            .await?;
     state.restore_probers(probers.map(|p| p.split_whitespace().map(str::to_owned).collect()));
+    // Absent in read models written before tokens (docs/adr/0015): they start at 0.
+    let number = |field: &str, v: Option<String>| -> Result<u64, StoreError> {
+        v.map_or(Ok(0), |v| {
+            v.parse()
+                .map_err(|_| damaged(&layout.ring(), format!("bad {field} {v:?}")))
+        })
+    };
+    let clock = number("token_clock", clock)?;
+    let floor = number(TOKEN_FLOOR_FIELD, floor)?;
+    state.restore_tokens(clock, floor);
     Ok(Some(Loaded { state, checkpoint }))
 }
 
@@ -729,6 +771,9 @@ pub struct RingDefinition {
     pub vnodes: u32,
     /// Sorted by id.
     pub members: Vec<Member>,
+    /// Each member's token (the token of the keys it owns); empty in rings written before
+    /// tokens.
+    pub tokens: HashMap<NodeId, u64>,
 }
 
 /// Reads the ring definition (one `HGETALL`).
@@ -749,7 +794,41 @@ pub async fn ring<C: ConnectionLike + Send>(
             .map_err(bad)?
             .unwrap_or(defaults.vnodes),
         members: parse_members(map.get("members").map_or("", String::as_str)).map_err(bad)?,
+        tokens: parse_tokens(map.get("tokens").map_or("", String::as_str)).map_err(bad)?,
     })
+}
+
+/// The token of the keys `node` owns, from the ring hash (`None`: not a member, or a ring
+/// written before tokens); one `HGET`, without building the ring.
+pub async fn member_token<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    node: &NodeId,
+) -> Result<Option<u64>, StoreError> {
+    let raw: Option<String> = redis::cmd("HGET")
+        .arg(layout.ring())
+        .arg("tokens")
+        .query_async(con)
+        .await?;
+    let tokens =
+        parse_tokens(raw.as_deref().unwrap_or("")).map_err(|e| damaged(&layout.ring(), e))?;
+    Ok(tokens.get(node).copied())
+}
+
+/// Parses `tokens` (`id=token id=token ...`, as [`tokens_field`] writes it).
+pub fn parse_tokens(raw: &str) -> Result<HashMap<NodeId, u64>, String> {
+    raw.split_whitespace()
+        .map(|part| {
+            let (id, t) = part
+                .rsplit_once('=')
+                .ok_or_else(|| format!("bad token {part:?}"))?;
+            let node = NodeId::new(id).map_err(|e| format!("token {part:?}: {e}"))?;
+            Ok((
+                node,
+                t.parse().map_err(|_| format!("bad token in {part:?}"))?,
+            ))
+        })
+        .collect()
 }
 
 fn field<T: std::str::FromStr>(

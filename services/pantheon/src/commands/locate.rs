@@ -21,12 +21,18 @@ pub async fn run(args: LocateArgs, settings: &Settings) -> anyhow::Result<()> {
     let assigned = committed.is_some() || unowned;
     // An assigned key is answered from the key map: building the ring (millions of points at
     // thousands of nodes) is only for keys the ring places.
-    let (node, ring_version) = if assigned {
+    let (node, ring_version, token) = if assigned {
         let version = cluster.client.ring_version().await.map_err(client_error)?;
-        (committed, version)
+        let token = match &committed {
+            Some(n) => cluster.client.member_token(n).await.map_err(client_error)?,
+            None => None,
+        };
+        (committed, version, token)
     } else {
         let ring = cluster.client.refresh_ring().await.map_err(client_error)?;
-        (ring.owner(&args.key).cloned(), ring.version())
+        let owner = ring.owner_with_token(&args.key);
+        let token = owner.and_then(|(_, t)| t);
+        (owner.map(|(n, _)| n.clone()), ring.version(), token)
     };
     if args.json {
         return crate::output::json(&json!({
@@ -34,14 +40,16 @@ pub async fn run(args: LocateArgs, settings: &Settings) -> anyhow::Result<()> {
             "node": node.as_ref().map(ToString::to_string),
             "assigned": assigned,
             "ring_version": ring_version,
+            "token": token,
         }));
     }
     match (&node, assigned) {
-        (Some(n), true) => crate::outln!("{} → {n} (assigned key)", args.key),
+        (Some(n), true) => crate::outln!("{} → {n} (assigned key{})", args.key, token_text(token)),
         (Some(n), false) => crate::outln!(
-            "{} → {n} (not assigned; where the ring places it, version {})",
+            "{} → {n} (not assigned; where the ring places it, version {}{})",
             args.key,
-            ring_version
+            ring_version,
+            token_text(token)
         ),
         (None, _) => crate::outln!(
             "{} has no owner: no node can own keys right now (none alive and undrained)",
@@ -49,4 +57,8 @@ pub async fn run(args: LocateArgs, settings: &Settings) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+fn token_text(token: Option<u64>) -> String {
+    token.map(|t| format!(", token {t}")).unwrap_or_default()
 }

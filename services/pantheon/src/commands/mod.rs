@@ -19,6 +19,7 @@ pub mod rebuild;
 pub mod recover_clock;
 pub mod status;
 pub mod up;
+pub mod watch;
 pub mod weight;
 mod write;
 
@@ -40,6 +41,7 @@ pub async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
         Command::Nodes(args) => nodes::run(args, settings).await,
         Command::Locate(args) => locate::run(args, settings).await,
         Command::Keys(args) => keys::run(args, settings).await,
+        Command::Watch(args) => watch::run(args, settings).await,
         Command::Events(args) => events::run(args, settings).await,
         Command::Audit(args) => audit::run(args, settings).await,
         Command::Rebuild(args) => rebuild::run(args, settings).await,
