@@ -2,18 +2,21 @@
 
 Writes append entries to a cluster's log exactly as the Rust client does, ``locate``
 computes owners locally with the Rust placement, reads come from the read models the
-projector commits, and ``subscribe`` follows the events stream through a consumer group.
+projector commits, ``subscribe`` follows the events stream through a consumer group, and
+``watch`` follows one node's ownership feed.
 The asyncio client is :mod:`pantheon_client.aio`, with the same names.
 """
 
 from .client import Pantheon
 from .errors import ConfigError, InvalidInput, PantheonError, Rejected, Unavailable
 from .events import Event, SubscribeOptions
+from .feed import WatchLine
 from .redis_url import RedisUrl, UrlError
 from .redis_url import parse as parse_redis_url
 from .resolve import Tls
 from .ring import RingSnapshot
 from .subscribe import Subscription
+from .watch import Watch
 
 __all__ = [
     "ConfigError",
@@ -29,5 +32,7 @@ __all__ = [
     "Tls",
     "Unavailable",
     "UrlError",
+    "Watch",
+    "WatchLine",
     "parse_redis_url",
 ]

@@ -45,6 +45,9 @@ class Layout:
     def node_keys(self, node: str) -> str:
         return f"{self.base}:node:{node}:keys"
 
+    def node_feed(self, node: str) -> str:
+        return f"{self.base}:node:{node}:feed"
+
 
 def entry_key(entry_id: str) -> tuple[int, int]:
     """A stream entry id ``<ms>-<seq>`` as a pair that orders like the stream."""
@@ -102,7 +105,7 @@ def decode_map(flat: Any) -> dict[str, str]:
     return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
 
 
-_RECORD_DEFAULTS = {"held": False, "penalty": 0, "penalty_at": 0, "damped": False}
+_RECORD_DEFAULTS = {"held": False, "penalty": 0, "penalty_at": 0, "damped": False, "token": 0}
 _RECORD_FIELDS = (
     "node",
     "state",
@@ -120,6 +123,7 @@ _RECORD_FIELDS = (
     "penalty",
     "penalty_at",
     "damped",
+    "token",
 )
 
 
@@ -151,6 +155,17 @@ def parse_members(raw: str) -> list[tuple[str, int]]:
     return out
 
 
+def parse_tokens(raw: str) -> dict[str, int]:
+    """The ring's ``tokens`` field: ``id=token id=token ...`` (each member's token)."""
+    out = {}
+    for part in raw.split():
+        node, sep, token = part.rpartition("=")
+        if not sep or not token.isdigit():
+            raise PantheonError(f"the ring definition has a bad token {part!r}")
+        out[node] = int(token)
+    return out
+
+
 def ring_shares(members: Iterable[tuple[str, int]]) -> dict[str, float]:
     members = list(members)
     total = sum(w for _, w in members)
@@ -171,7 +186,16 @@ def node_statuses(
     return out
 
 
-RAW_REPLY_COMMANDS = ("XREADGROUP", "XAUTOCLAIM", "XPENDING", "XRANGE", "XACK", "XADD")
+RAW_REPLY_COMMANDS = (
+    "XREADGROUP",
+    "XREAD",
+    "XAUTOCLAIM",
+    "XPENDING",
+    "XRANGE",
+    "XREVRANGE",
+    "XACK",
+    "XADD",
+)
 
 
 def raw_replies(client: Any) -> None:

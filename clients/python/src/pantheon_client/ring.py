@@ -6,16 +6,23 @@ is fetched and the placement rebuilt only when the version changed."""
 from __future__ import annotations
 
 from . import placement
-from .common import decode_map, parse_members, text
+from .common import decode_map, parse_members, parse_tokens, text
 from .errors import PantheonError
 
 
 class RingSnapshot:
     """One version of the ring definition, with its placement built."""
 
-    __slots__ = ("members", "owner", "strategy", "version", "vnodes")
+    __slots__ = ("members", "owner", "strategy", "tokens", "version", "vnodes")
 
-    def __init__(self, version: int, strategy: str, vnodes: int, members: list[tuple[str, int]]):
+    def __init__(
+        self,
+        version: int,
+        strategy: str,
+        vnodes: int,
+        members: list[tuple[str, int]],
+        tokens: dict[str, int] | None = None,
+    ):
         self.version = version
         """The ring version (0 before the projector first wrote a ring)."""
         self.strategy = strategy
@@ -25,6 +32,15 @@ class RingSnapshot:
         """The nodes that own keys (alive or suspect, not draining), sorted by id."""
         self.owner = built.owner
         """``owner(key)``: the owner of a key in this version, or ``None``."""
+        self.tokens = tokens or {}
+        """Each member's ownership token (empty in a ring written before tokens)."""
+
+    def owner_with_token(self, key: str) -> tuple[str, int | None] | None:
+        """The owner of ``key`` and the key's ownership token: a newer owner of a key always
+        holds a larger one (refuse a request whose token is smaller than yours). ``None``
+        when no node can own keys."""
+        owner = self.owner(key)
+        return None if owner is None else (owner, self.tokens.get(owner))
 
     def __repr__(self) -> str:
         return (
@@ -54,4 +70,10 @@ def snapshot(flat: object) -> RingSnapshot:
     strategy = fields.get("strategy", "ring")
     if strategy not in placement.STRATEGIES:
         raise PantheonError(f"the ring hash names an unknown strategy {strategy!r}")
-    return RingSnapshot(version, strategy, vnodes, parse_members(fields.get("members", "")))
+    return RingSnapshot(
+        version,
+        strategy,
+        vnodes,
+        parse_members(fields.get("members", "")),
+        parse_tokens(fields.get("tokens", "")),
+    )

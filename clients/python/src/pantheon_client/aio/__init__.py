@@ -5,5 +5,6 @@ methods, awaited (``await Pantheon.connect(...)``, ``async for event in sub``,
 from ..events import AsyncEvent as Event
 from .client import Pantheon
 from .subscribe import Subscription
+from .watch import Watch
 
-__all__ = ["Event", "Pantheon", "Subscription"]
+__all__ = ["Event", "Pantheon", "Subscription", "Watch"]

@@ -33,6 +33,7 @@ from ..resolve import Tls
 from ..ring import RingSnapshot, parse_version, snapshot
 from .connection import Master
 from .subscribe import Subscription
+from .watch import Watch
 
 _FIRST_POLL_S = 0.005
 _MAX_POLL_S = 0.1
@@ -262,6 +263,11 @@ class Pantheon:
             ring = await self._check_ring()
         return ring.owner(key)
 
+    async def locate_with_token(self, key: str) -> tuple[str, int | None] | None:
+        """The owner of ``key`` and its ownership token, computed locally like ``locate``
+        (see :meth:`RingSnapshot.owner_with_token`)."""
+        return (await self.ring()).owner_with_token(key)
+
     async def ring(self) -> RingSnapshot:
         """The cached ring, checked against the stored version if the interval passed; hold
         on to it to place many keys against one version."""
@@ -305,3 +311,10 @@ class Pantheon:
         if not group or not consumer:
             raise PantheonError("group and consumer names must not be empty")
         return await Subscription.open(self._master, self.layout, group, consumer, options)
+
+    async def watch(self, node: str, from_id: str | None = None) -> Watch:
+        """Follows ``node``'s ownership feed: a snapshot of the keys it owns first (unless
+        ``from_id`` resumes after a line's id), then each ``acquire`` and ``release`` in
+        commit order, with its token and peer. Folding the lines gives ``node_keys(node)``."""
+        wire.check_node(node)
+        return Watch(self._master, self.layout, node, from_id)
