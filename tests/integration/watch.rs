@@ -2,7 +2,7 @@
 //! and the real CLI: the feed folds to exactly `keys NODE` through joins, a death, a
 //! revival, a drain and a weight change; `--from` resumes with nothing missed or repeated;
 //! a position the feed no longer holds starts again from a snapshot; a key that changes
-//! owner gets a larger token.
+//! owner gets a larger token; `explain` tells the same story from the log.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -126,6 +126,37 @@ async fn feeds_fold_to_the_key_sets_and_newer_owners_hold_larger_tokens() {
         after_death["token"].as_u64().unwrap() > before["token"].as_u64().unwrap(),
         "the new owner's token is larger: {before} → {after_death}"
     );
+    // explain tells the same story from the log, for an assigned key and a ring-only one.
+    let explained = ctl.run(&["explain", &b_key, "--json"]).await.ok().json();
+    assert_eq!(explained["assigned"], true, "{explained}");
+    let history = explained["history"].as_array().unwrap();
+    let (last, before_last) = (&history[history.len() - 1], &history[history.len() - 2]);
+    assert_eq!(last["node"], after_death["node"], "{explained}");
+    assert_eq!(last["token"], after_death["token"], "{explained}");
+    assert_eq!(before_last["node"], "b", "{explained}");
+    let why = last["why"].as_str().unwrap();
+    assert!(why.starts_with("b died: "), "{explained}");
+    let ring_only = ctl
+        .run(&["explain", "never-assigned", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(ring_only["assigned"], false);
+    let placed = located(&ctl, "never-assigned").await;
+    let ring_history = ring_only["history"].as_array().unwrap();
+    assert_eq!(
+        ring_history.last().unwrap()["node"],
+        placed["node"],
+        "{ring_only}"
+    );
+    // The token it got then; the floor rose with b's death since, so its token now is larger.
+    let then = ring_history.last().unwrap()["token"].as_u64().unwrap();
+    assert!(
+        then <= placed["token"].as_u64().unwrap(),
+        "{ring_only} {placed}"
+    );
+    let text = ctl.run(&["explain", &b_key]).await.ok();
+    assert!(text.stdout.contains("b died: "), "{text:?}");
     b.restart().await;
     ctl.wait_state("b", "alive").await;
     ctl.run(&["drain", "c"]).await.ok();

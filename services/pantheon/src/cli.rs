@@ -64,6 +64,8 @@ pub enum Command {
     Locate(LocateArgs),
     /// The keys a node owns.
     Keys(KeysArgs),
+    /// The owners a key had over time, with their tokens, and why each change happened.
+    Explain(ExplainArgs),
     /// Follow a node's ownership changes: a snapshot of its keys, then each acquire and
     /// release with its token, in commit order (resumable with --from).
     Watch(WatchArgs),
@@ -222,6 +224,15 @@ pub struct KeysArgs {
     /// Node id.
     pub node: String,
     /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The key.
+    pub key: String,
+    /// Print JSON: {"key", "assigned", "history": [{"node", "token", "at_ms", "cause", "why"}]}.
     #[arg(long)]
     pub json: bool,
 }

@@ -12,6 +12,7 @@
 //!   [`Pantheon::key_node`]) come from the read models the projector commits atomically;
 //! * [`Pantheon::locate`] computes the owner of any key locally from the ring definition,
 //!   with no round trip (the definition is refreshed when its version changes);
+//! * [`Pantheon::explain`] tells the owners a key had over time, and why;
 //! * [`Pantheon::watch`] follows one node's ownership feed (snapshot, acquire, release);
 //! * [`Pantheon::subscribe`] reads the events stream through a consumer group, with explicit
 //!   ack, redelivery of stuck entries, dead-lettering and resume after a restart.
@@ -23,6 +24,7 @@
 //! * `write` — the write commands, client-side validation, retries with a command id;
 //! * `wait` — [`Pantheon::wait_applied`] and [`Applied`];
 //! * `read` — the read-model queries;
+//! * `explain` — [`Pantheon::explain`], a key's owners from the log;
 //! * [`locate`] — the cached placement ([`RingSnapshot`]) behind [`Pantheon::locate`];
 //! * [`subscribe`] — [`Subscription`]: consumer groups, claims, dead letters;
 //! * [`watch`] — [`Watch`]: one node's ownership changes with their tokens, resumable;
@@ -44,6 +46,7 @@
 
 pub mod audit;
 pub mod error;
+mod explain;
 pub mod locate;
 mod read;
 pub mod status;
@@ -61,6 +64,7 @@ use pantheon_store::{Deployment, Durability, Redis, TlsFiles};
 pub use error::ClientError;
 pub use locate::RingSnapshot;
 pub use pantheon_domain::event::Flow;
+pub use pantheon_domain::explain::{Explanation, Owned};
 pub use pantheon_domain::placement::{Member, Strategy};
 pub use pantheon_domain::{EntryId, Event, EventKind, NodeId};
 pub use pantheon_store::Layout;

@@ -16,6 +16,7 @@
 //! * [`keys`] — the assigned keys and their owners, ordered by key hash (ADR 0002);
 //! * [`restore`] — what a Redis that came back empty gets back (ADR 0012);
 //! * [`last_change`] — a node's last transition (`joined`, `died`, ...), as `nodes` shows it;
+//! * [`explain`] — the owners one key had over time and why, without building the ring;
 //! * [`token`] — ownership tokens: larger for every newer owner of a key (ADR 0015);
 //! * [`state`] — the fold: `State::apply(entry_id, entry)` → events and read-model changes.
 //!
@@ -28,6 +29,7 @@ pub mod confirm;
 pub mod damping;
 pub mod entry;
 pub mod event;
+pub mod explain;
 pub mod health;
 pub mod ids;
 pub mod keys;

@@ -66,6 +66,12 @@ pub struct Snapshot {
     pub cmds: Vec<(String, String)>,
     #[serde(default)]
     pub probers: Option<Vec<String>>,
+    /// The ownership token clock and floor (docs/adr/0015); absent (0) in snapshots taken
+    /// before tokens.
+    #[serde(default)]
+    pub token_clock: u64,
+    #[serde(default)]
+    pub token_floor: u64,
 }
 
 impl Snapshot {
@@ -95,6 +101,8 @@ impl Snapshot {
                 .map(|(c, record)| (c.to_owned(), record.to_string()))
                 .collect(),
             probers: state.probers().map(<[String]>::to_vec),
+            token_clock: state.tokens().clock(),
+            token_floor: state.tokens().floor(),
         }
     }
 
@@ -157,6 +165,7 @@ impl Snapshot {
         }
         let mut state = State::restore(policy, self.next_epoch, nodes, keys, cmds);
         state.restore_probers(self.probers.clone());
+        state.restore_tokens(self.token_clock, self.token_floor);
         let last_id: EntryId = self.last_id.parse().map_err(|_| "bad last_id".to_owned())?;
         let checksum = format!("{:016x}", state.checksum());
         if checksum != self.checksum {

@@ -9,6 +9,7 @@ pub mod distribute;
 pub mod doctor;
 pub mod drain;
 pub mod events;
+pub mod explain;
 pub mod join;
 pub mod keys;
 pub mod leave;
@@ -42,6 +43,7 @@ pub async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
         Command::Locate(args) => locate::run(args, settings).await,
         Command::Keys(args) => keys::run(args, settings).await,
         Command::Watch(args) => watch::run(args, settings).await,
+        Command::Explain(args) => explain::run(args, settings).await,
         Command::Events(args) => events::run(args, settings).await,
         Command::Audit(args) => audit::run(args, settings).await,
         Command::Rebuild(args) => rebuild::run(args, settings).await,

@@ -8,8 +8,8 @@ mod ring;
 use std::fmt;
 use std::str::FromStr;
 
-pub use rendezvous::Rendezvous;
-pub use ring::Ring;
+pub use rendezvous::{Rendezvous, score, weighted};
+pub use ring::{Ring, point_hash};
 
 use crate::NodeId;
 

@@ -23,7 +23,8 @@ pub fn score(key_hash: u64, node_seed: u64) -> u64 {
     xxh3_64_with_seed(&key_hash.to_le_bytes(), node_seed)
 }
 
-fn weighted(raw: u64, weight: u32) -> f64 {
+/// A raw score weighted for a member of `weight` (used when weights differ).
+pub fn weighted(raw: u64, weight: u32) -> f64 {
     let u = ((raw >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     -f64::from(weight) / u.ln()
 }

@@ -1,0 +1,48 @@
+//! [`Pantheon::explain`]: the owners a key had over time and why, from the log (after the
+//! latest snapshot, if the log was compacted), folded locally. See
+//! [`pantheon_domain::explain`].
+
+use pantheon_domain::LogEntry;
+use pantheon_domain::explain::{Explainer, Explanation};
+use pantheon_store::{attest, log, snapshot};
+
+use crate::{ClientError, Pantheon};
+
+/// Log entries read per round trip.
+const PAGE: usize = 2_000;
+
+impl Pantheon {
+    /// The owners `key` had over time — assigned or only placed by the ring — each with its
+    /// token, the log entry that made it the owner, and why, as a sentence.
+    pub async fn explain(&self, key: &str) -> Result<Explanation, ClientError> {
+        let layout = self.layout();
+        let mut con = self.con();
+        let (state, base) = match snapshot::load(&mut con, layout).await? {
+            Some(snap) => {
+                let (state, id) = snap.restore().map_err(ClientError::Config)?;
+                (state, Some(id))
+            }
+            None => (pantheon_domain::State::default(), None),
+        };
+        let mut explainer = Explainer::new(key, state, base);
+        let legacy_until = attest::legacy_until(&mut con, layout).await?;
+        let mut after = base;
+        loop {
+            let page = log::range(&mut con, layout, after, None, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            let origins = attest::origins(&mut con, layout, &page, legacy_until).await?;
+            for (raw, origin) in page.iter().zip(origins) {
+                // An entry that does not decode was rejected when it was applied: it changed
+                // nothing, here either.
+                if let Ok(entry) = LogEntry::decode(&raw.fields) {
+                    explainer.entry(raw.id, &entry, origin);
+                }
+            }
+            if page.len() < PAGE {
+                break;
+            }
+        }
+        Ok(explainer.finish())
+    }
+}
