@@ -2,7 +2,8 @@
 //! owner. Large hashes and sets are read with HSCAN/SSCAN, never in one reply.
 
 use pantheon_domain::{DecodeError, EntryId, Event, NodeId};
-use pantheon_store::readmodel::{self, NodeRecord};
+use pantheon_store::readmodel::{self, KeyTotals, NodeRecord};
+use pantheon_store::{RawEntry, events};
 
 use crate::{ClientError, Pantheon};
 
@@ -77,12 +78,33 @@ impl Pantheon {
         causes: &[EntryId],
         scan: usize,
     ) -> Result<Vec<Event>, ClientError> {
-        let latest =
-            pantheon_store::events::latest(&mut self.con(), &self.inner.layout, scan).await?;
+        let latest = self.latest_events(scan).await?;
         Ok(latest
             .into_iter()
             .filter_map(|e| Event::decode(&e.fields).ok())
             .filter(|e| causes.contains(&e.cause))
             .collect())
+    }
+
+    /// Keys owned by each node, in the order given (a node that owns none counts 0).
+    pub async fn node_key_counts(&self, nodes: &[NodeId]) -> Result<Vec<u64>, ClientError> {
+        Ok(readmodel::node_key_counts(&mut self.con(), &self.inner.layout, nodes).await?)
+    }
+
+    /// How many assigned keys have an owner, and how many no node can own right now.
+    pub async fn key_totals(&self) -> Result<KeyTotals, ClientError> {
+        Ok(readmodel::key_totals(&mut self.con(), &self.inner.layout).await?)
+    }
+
+    /// True when `key` is assigned but no node can own it right now (none alive and
+    /// undrained); [`Pantheon::key_node`] then says `None` too.
+    pub async fn is_unowned(&self, key: &str) -> Result<bool, ClientError> {
+        Ok(readmodel::is_unowned(&mut self.con(), &self.inner.layout, key).await?)
+    }
+
+    /// The last `limit` events, oldest first, as the stream holds them (decode each with
+    /// [`Event::decode`]).
+    pub async fn latest_events(&self, limit: usize) -> Result<Vec<RawEntry>, ClientError> {
+        Ok(events::latest(&mut self.con(), &self.inner.layout, limit).await?)
     }
 }
