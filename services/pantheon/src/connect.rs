@@ -99,9 +99,6 @@ pub async fn reachable(settings: &Settings) -> anyhow::Result<()> {
 #[derive(Clone)]
 pub struct Cluster {
     pub client: Pantheon,
-    /// For the store's reads the client library does not wrap (key counts, the log, ...);
-    /// follows the master through failovers.
-    pub con: Redis,
     pub layout: Layout,
     pub name: String,
     pub url: String,
@@ -144,15 +141,12 @@ impl Cluster {
     /// this binary knows.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
         let cluster = Self::connect_unchecked(settings).await?;
-        let mut con = cluster.con.clone();
-        match pantheon_store::migrate::check(&mut con, &cluster.layout).await {
+        match cluster.client.admin().check_schema().await {
             Ok(_) => {}
             // A user that may not read the schema version (one allowed only XADD) skips the
             // check: the projector still rejects entries of a schema version it does not know.
             Err(MigrateError::Store(e)) if e.is_permission_denied() => {}
-            Err(MigrateError::Store(StoreError::Redis(e)))
-                if Failure::of(&e) == Failure::ClusterDown =>
-            {
+            Err(MigrateError::Store(e)) if e.failure() == Some(Failure::ClusterDown) => {
                 return Err(cluster_down(&e).into());
             }
             Err(e) => return Err(CliError::failed(e.to_string()).into()),
@@ -169,10 +163,8 @@ impl Cluster {
             .connect()
             .await
             .map_err(client_error)?;
-        let con = client.redis().clone();
         Ok(Self {
             client,
-            con,
             layout: settings.layout(),
             name: settings.cluster.clone(),
             url: settings.redis_url.clone(),
@@ -182,7 +174,7 @@ impl Cluster {
 
 /// The one line for a `CLUSTERDOWN` reply: Redis Cluster answers, but refuses key commands
 /// until every slot is served again (a master without a replica died, or slots were removed).
-pub fn cluster_down(e: &pantheon_store::RedisError) -> CliError {
+pub fn cluster_down(e: &StoreError) -> CliError {
     CliError::failed(format!(
         "the Redis Cluster is down (CLUSTERDOWN): it refuses key commands until every slot is \
          served again (a failed master without a replica to promote?): {e}"
@@ -193,7 +185,7 @@ pub fn cluster_down(e: &pantheon_store::RedisError) -> CliError {
 /// wait timeout have their own codes.
 pub fn client_error(e: ClientError) -> anyhow::Error {
     if let ClientError::Redis(r) = &e
-        && Failure::of(r) == Failure::ClusterDown
+        && r.failure() == Some(Failure::ClusterDown)
     {
         return cluster_down(r).into();
     }

@@ -11,7 +11,6 @@
 //! * [`output`] — times, counts and tables for people, JSON for scripts;
 //! * [`stdout`] — delivering lines to stdout (flushed, read by a pipe's reader), closed
 //!   stdout detection;
-//! * [`tail`] — following the events stream (`XREAD BLOCK`);
 //! * [`commands`] — one module per command;
 //! * [`demo`] — the demo's HTTP nodes and its narrated story.
 //!
@@ -27,7 +26,6 @@ pub mod error;
 pub mod local_redis;
 pub mod output;
 pub mod stdout;
-pub mod tail;
 
 use std::process::ExitCode;
 

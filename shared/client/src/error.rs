@@ -32,8 +32,10 @@ pub enum ClientError {
     /// Bad options (cluster name, prefix, subscription settings).
     #[error("bad configuration: {0}")]
     Config(String),
-    #[error("redis: {}", pantheon_store::summary(.0))]
-    Redis(#[from] pantheon_store::RedisError),
+    /// Redis answered with an error, or the connection failed mid-command: the store's
+    /// error, whose [`StoreError::failure`] says what kind.
+    #[error(transparent)]
+    Redis(StoreError),
     /// The master cannot be found or reached (the reason never holds a password).
     #[error("redis unavailable: {0}")]
     Unavailable(String),
@@ -67,7 +69,7 @@ impl ClientError {
     /// What kind of Redis failure this is, when Redis answered with an error.
     pub fn failure(&self) -> Option<pantheon_store::Failure> {
         match self {
-            ClientError::Redis(e) => Some(pantheon_store::Failure::of(e)),
+            ClientError::Redis(e) => e.failure(),
             _ => None,
         }
     }
@@ -89,7 +91,7 @@ impl ClientError {
 impl From<StoreError> for ClientError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Redis(e) => ClientError::Redis(e),
+            e @ StoreError::Redis(_) => ClientError::Redis(e),
             StoreError::Unavailable { reason, .. } => ClientError::Unavailable(reason),
             StoreError::Reply(reason) => ClientError::Reply(reason),
             StoreError::Damaged { key, reason } => ClientError::Damaged { key, reason },

@@ -28,6 +28,8 @@
 //! * [`locate`] — the cached placement ([`RingSnapshot`]) behind [`Pantheon::locate`];
 //! * [`subscribe`] — [`Subscription`]: consumer groups, claims, dead letters;
 //! * [`watch`] — [`Watch`]: one node's ownership changes with their tokens, resumable;
+//! * [`tail`] — [`EventTail`], following the events stream without a group;
+//! * [`admin`] — [`Admin`], the operator's jobs: schema, permissions, slot, destroy;
 //! * [`audit`] — [`Pantheon::timeline`], the audit timeline behind every decision;
 //! * [`status`] — [`Pantheon::status`], the cluster status a status page or exporter shows.
 //!
@@ -44,6 +46,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod audit;
 pub mod error;
 mod explain;
@@ -51,6 +54,7 @@ pub mod locate;
 mod read;
 pub mod status;
 pub mod subscribe;
+pub mod tail;
 mod wait;
 pub mod watch;
 mod write;
@@ -61,15 +65,17 @@ use std::time::Duration;
 
 use pantheon_store::{Deployment, Durability, Redis, TlsFiles};
 
+pub use admin::Admin;
 pub use error::ClientError;
 pub use locate::RingSnapshot;
 pub use pantheon_domain::event::Flow;
 pub use pantheon_domain::explain::{Explanation, Owned};
 pub use pantheon_domain::placement::{Member, Strategy};
 pub use pantheon_domain::{EntryId, Event, EventKind, NodeId};
-pub use pantheon_store::Layout;
-pub use pantheon_store::readmodel::NodeRecord;
+pub use pantheon_store::readmodel::{KeyTotals, NodeRecord};
+pub use pantheon_store::{Layout, RawEntry};
 pub use subscribe::{Delivery, Payload, Start, SubscribeOptions, Subscription};
+pub use tail::EventTail;
 pub use wait::Applied;
 pub use watch::{Watch, WatchLine, WatchOp};
 pub use write::JoinOp;

@@ -2,7 +2,8 @@
 //! owner. Large hashes and sets are read with HSCAN/SSCAN, never in one reply.
 
 use pantheon_domain::{DecodeError, EntryId, Event, NodeId};
-use pantheon_store::readmodel::{self, NodeRecord};
+use pantheon_store::readmodel::{self, KeyTotals, NodeRecord};
+use pantheon_store::{RawEntry, events};
 
 use crate::{ClientError, Pantheon};
 
@@ -77,12 +78,63 @@ impl Pantheon {
         causes: &[EntryId],
         scan: usize,
     ) -> Result<Vec<Event>, ClientError> {
-        let latest =
-            pantheon_store::events::latest(&mut self.con(), &self.inner.layout, scan).await?;
+        let latest = self.latest_events(scan).await?;
         Ok(latest
             .into_iter()
             .filter_map(|e| Event::decode(&e.fields).ok())
             .filter(|e| causes.contains(&e.cause))
             .collect())
+    }
+
+    /// Keys owned by each node, in the order given (a node that owns none counts 0).
+    ///
+    /// ```no_run
+    /// # async fn example(p: pantheon_client::Pantheon) -> Result<(), Box<dyn std::error::Error>> {
+    /// let nodes = [pantheon_client::NodeId::new("node-1")?];
+    /// println!("node-1 owns {} keys", p.node_key_counts(&nodes).await?[0]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn node_key_counts(&self, nodes: &[NodeId]) -> Result<Vec<u64>, ClientError> {
+        Ok(readmodel::node_key_counts(&mut self.con(), &self.inner.layout, nodes).await?)
+    }
+
+    /// How many assigned keys have an owner, and how many no node can own right now.
+    ///
+    /// ```no_run
+    /// # async fn example(p: pantheon_client::Pantheon) -> Result<(), pantheon_client::ClientError> {
+    /// let totals = p.key_totals().await?;
+    /// println!("{} owned, {} without an owner", totals.owned, totals.unowned);
+    /// # Ok(()) }
+    /// ```
+    pub async fn key_totals(&self) -> Result<KeyTotals, ClientError> {
+        Ok(readmodel::key_totals(&mut self.con(), &self.inner.layout).await?)
+    }
+
+    /// True when `key` is assigned but no node can own it right now (none alive and
+    /// undrained); [`Pantheon::key_node`] then says `None` too.
+    ///
+    /// ```no_run
+    /// # async fn example(p: pantheon_client::Pantheon) -> Result<(), pantheon_client::ClientError> {
+    /// if p.is_unowned("user:1").await? {
+    ///     println!("user:1 waits for a node that can own it");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn is_unowned(&self, key: &str) -> Result<bool, ClientError> {
+        Ok(readmodel::is_unowned(&mut self.con(), &self.inner.layout, key).await?)
+    }
+
+    /// The last `limit` events, oldest first, as the stream holds them (decode each with
+    /// [`Event::decode`]).
+    ///
+    /// ```no_run
+    /// # async fn example(p: pantheon_client::Pantheon) -> Result<(), pantheon_client::ClientError> {
+    /// for entry in p.latest_events(10).await? {
+    ///     println!("{} {:?}", entry.id, pantheon_client::Event::decode(&entry.fields));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn latest_events(&self, limit: usize) -> Result<Vec<RawEntry>, ClientError> {
+        Ok(events::latest(&mut self.con(), &self.inner.layout, limit).await?)
     }
 }

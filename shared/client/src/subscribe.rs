@@ -29,7 +29,6 @@ use pantheon_store::{PinnedConnection, RawEntry, Redis};
 use tokio::time::Instant;
 
 use crate::{ClientError, Pantheon};
-use pantheon_store::handle::may_succeed_again;
 
 /// Where a consumer group starts when [`Pantheon::subscribe`] creates it. An existing group
 /// keeps its own position.
@@ -314,10 +313,10 @@ impl Subscription {
     /// entries, which hold anything the failed call had read.
     fn recover(&mut self, e: &ClientError) {
         if let ClientError::Redis(r) = e {
-            if r.code() == Some("NOGROUP") {
+            if r.is_missing_group() {
                 self.group_ready = false;
             }
-            if may_succeed_again(r) {
+            if r.may_succeed_again() {
                 self.blocking = None;
             }
         }

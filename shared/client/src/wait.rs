@@ -9,7 +9,6 @@ use pantheon_store::{readmodel, rejected};
 use tokio::time::Instant;
 
 use crate::{ClientError, Pantheon};
-use pantheon_store::handle::may_succeed_again;
 
 /// The first poll of the checkpoint comes this soon; later ones back off to
 /// [`MAX_POLL`].
@@ -71,7 +70,7 @@ impl Pantheon {
             match self.poll_applied(id).await {
                 Ok(Poll::Done(outcome)) => return outcome,
                 Ok(Poll::Behind(last)) => last_applied = last,
-                Err(ClientError::Redis(e)) if may_succeed_again(&e) => {
+                Err(ClientError::Redis(e)) if e.may_succeed_again() => {
                     tracing::debug!(error = %e, "polling the checkpoint failed; retrying");
                 }
                 Err(e) => return Err(e),

@@ -13,7 +13,6 @@ use pantheon_store::StoreError;
 use pantheon_store::log::{self, Replicated};
 
 use crate::{ClientError, Pantheon};
-use pantheon_store::handle::may_succeed_again;
 
 /// The first retry waits this long; each further one twice as long.
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
@@ -260,9 +259,7 @@ impl Pantheon {
                         waited: durability.timeout,
                     });
                 }
-                Err(StoreError::Redis(e))
-                    if attempt < self.inner.write_retries && may_succeed_again(&e) =>
-                {
+                Err(e) if attempt < self.inner.write_retries && e.may_succeed_again() => {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "XADD failed; retrying");
                     tokio::time::sleep(backoff).await;

@@ -508,9 +508,7 @@ impl Event {
             },
             EventType::Rebalanced => EventKind::Rebalanced {
                 moved: r.num("moved")?,
-                // Written by the projector, one `from>to=n` per pair of nodes: a burst of
-                // deaths on a large fleet makes it longer than an input field may be.
-                flows: decode_flows(r.f.req_any_length("flows").map_err(bad)?)?,
+                flows: r.flows()?,
             },
             EventType::Assigned => EventKind::Assigned {
                 keys: r.num("keys")?,
@@ -544,11 +542,7 @@ impl Event {
                 nodes: r.small("nodes")?,
             },
             EventType::ProbersChanged => EventKind::ProbersChanged {
-                alive: r
-                    .text("alive")?
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect(),
+                alive: r.words("alive")?,
             },
             EventType::NoProber => EventKind::NoProber,
             EventType::ProberDegraded => EventKind::ProberDegraded {
@@ -621,6 +615,21 @@ impl<'a> Reader<'a> {
     /// A field added after the first release: events written before it lack it.
     fn small_or(&self, name: &'static str, default: u32) -> Result<u32, EventDecodeError> {
         Ok(self.f.opt_num::<u32>(name).map_err(bad)?.unwrap_or(default))
+    }
+
+    /// A space-separated list.
+    fn words(&self, name: &'static str) -> Result<Vec<String>, EventDecodeError> {
+        Ok(self
+            .text(name)?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// A rebalance's key flows. Written by the projector, one `from>to=n` per pair of nodes:
+    /// a burst of deaths on a large fleet makes it longer than an input field may be.
+    fn flows(&self) -> Result<Vec<Flow>, EventDecodeError> {
+        decode_flows(self.f.req_any_length("flows").map_err(bad)?)
     }
 
     fn node(&self) -> Result<NodeId, EventDecodeError> {

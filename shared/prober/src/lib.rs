@@ -27,8 +27,6 @@ pub enum ProberError {
     #[error(transparent)]
     Store(#[from] pantheon_store::StoreError),
     #[error(transparent)]
-    Redis(#[from] pantheon_store::RedisError),
-    #[error(transparent)]
     Migrate(#[from] pantheon_store::migrate::MigrateError),
     #[error("bad configuration: {0}")]
     Config(String),

@@ -58,7 +58,6 @@ pub async fn run(config: ProberConfig, shutdown: CancellationToken) -> Result<()
                     | ProberError::Migrate(pantheon_store::migrate::MigrateError::Store(e)) => {
                         e.is_outage()
                     }
-                    ProberError::Redis(e) => pantheon_store::handle::is_transient(e),
                     _ => false,
                 };
                 if outage || last_error.as_deref() == Some(error.as_str()) {

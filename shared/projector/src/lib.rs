@@ -41,9 +41,6 @@ impl ProjectorError {
         match self {
             ProjectorError::Store(e)
             | ProjectorError::Commit(pantheon_store::CommitError::Store(e)) => e.is_outage(),
-            ProjectorError::Redis(e) => {
-                pantheon_store::handle::is_transient(e) || pantheon_store::migration::refused(e)
-            }
             _ => false,
         }
     }
@@ -64,8 +61,6 @@ impl ProjectorError {
 pub enum ProjectorError {
     #[error(transparent)]
     Store(#[from] pantheon_store::StoreError),
-    #[error(transparent)]
-    Redis(#[from] pantheon_store::RedisError),
     #[error(transparent)]
     Commit(#[from] pantheon_store::CommitError),
     #[error(transparent)]

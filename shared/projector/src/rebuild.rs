@@ -3,7 +3,7 @@
 //! with one fenced script. Readers never see a half-built read model.
 
 use pantheon_domain::{EntryId, State};
-use pantheon_store::ConnectionLike;
+use pantheon_store::Connection;
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::{self, Checkpoint};
 use pantheon_store::{Batch, Layout, StoreError, attest, keys, log, snapshot};
@@ -31,7 +31,7 @@ pub struct Folded {
 }
 
 /// Loads the snapshot, if any.
-pub async fn load_snapshot<C: ConnectionLike + Send>(
+pub async fn load_snapshot<C: Connection>(
     con: &mut C,
     layout: &Layout,
 ) -> Result<Option<(State, EntryId)>, ProjectorError> {
@@ -49,7 +49,7 @@ pub async fn load_snapshot<C: ConnectionLike + Send>(
 
 /// Folds the log, from the snapshot (if any) up to and including `until` (or the end).
 /// `progress(entries)` is called after every page.
-pub async fn fold_log<C: ConnectionLike + Clone + Send + 'static>(
+pub async fn fold_log<C: Connection + Clone + 'static>(
     con: &mut C,
     layout: &Layout,
     until: Option<EntryId>,
@@ -75,7 +75,7 @@ pub async fn fold_log<C: ConnectionLike + Clone + Send + 'static>(
 /// The next page is requested before the current one is folded, on a clone of `con`: the
 /// connection's driver parses the reply on another worker thread meanwhile, so reading and
 /// folding overlap instead of adding up.
-pub(crate) async fn fold_after<C: ConnectionLike + Clone + Send + 'static>(
+pub(crate) async fn fold_after<C: Connection + Clone + 'static>(
     con: &mut C,
     layout: &Layout,
     folded: &mut Folded,
@@ -127,7 +127,7 @@ pub(crate) async fn fold_after<C: ConnectionLike + Clone + Send + 'static>(
 }
 
 /// All keys matching a pattern (SCAN, never KEYS).
-pub async fn scan_keys<C: ConnectionLike + Send>(
+pub async fn scan_keys<C: Connection>(
     con: &mut C,
     pattern: &str,
 ) -> Result<Vec<String>, ProjectorError> {
@@ -136,7 +136,7 @@ pub async fn scan_keys<C: ConnectionLike + Send>(
 
 /// Writes every read model of `state` (and a checkpoint) into `scratch`, replacing what was
 /// there. Not atomic: nobody reads a scratch namespace.
-pub async fn write_scratch<C: ConnectionLike + Send>(
+pub async fn write_scratch<C: Connection>(
     con: &mut C,
     scratch: &Layout,
     state: &State,
@@ -152,7 +152,7 @@ pub async fn write_scratch<C: ConnectionLike + Send>(
 }
 
 /// Rebuilds the live read models from the log while holding the lease.
-pub(crate) async fn rebuild_live<C: ConnectionLike + Clone + Send + 'static>(
+pub(crate) async fn rebuild_live<C: Connection + Clone + 'static>(
     con: &mut C,
     layout: &Layout,
     lease: &Lease,

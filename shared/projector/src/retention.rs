@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pantheon_domain::State;
-use pantheon_store::ConnectionLike;
+use pantheon_store::Connection;
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::Checkpoint;
 use pantheon_store::snapshot::{self, Snapshot};
@@ -45,7 +45,7 @@ pub(crate) fn cpu_heavy<T>(work: impl FnOnce() -> T) -> T {
 
 /// Writes a snapshot of `state` at the committed checkpoint (fenced), then trims the log
 /// below it, keeping at least `log_min_age` of history.
-pub async fn snapshot_and_trim<C: ConnectionLike + Send>(
+pub async fn snapshot_and_trim<C: Connection>(
     con: &mut C,
     layout: &Layout,
     lease: &Lease,

@@ -443,6 +443,81 @@ async fn finish(
     }
 }
 
+/// What a term has committed: the newest checkpoint Redis confirmed, and the entries
+/// applied since the last snapshot.
+#[derive(Debug, Default)]
+struct Progress {
+    confirmed: Option<EntryId>,
+    since_snapshot: u64,
+}
+
+impl Progress {
+    /// Waits for the commit in flight (see [`finish`]) and counts it; false when it was
+    /// fenced, which ends the term.
+    async fn settle(
+        &mut self,
+        in_flight: Option<InFlight>,
+        slot: &mut Option<PinnedConnection>,
+    ) -> Result<bool, ProjectorError> {
+        match finish(in_flight, slot).await? {
+            Committed::Fenced => Ok(false),
+            Committed::Done(applied, last) => {
+                self.since_snapshot += applied;
+                self.confirmed = self.confirmed.max(last);
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// The start of a term: applies pending schema migrations, then takes the standby's warm
+/// state, or else loads (or rebuilds) it, renewing the lease meanwhile.
+async fn take_over(
+    config: &ProjectorConfig,
+    layout: &Layout,
+    redis: &Redis,
+    con: &mut Redis,
+    lease: &Lease,
+    heartbeat: &Heartbeat,
+    terms: Terms<'_>,
+) -> Result<(State, Checkpoint), ProjectorError> {
+    let Terms { memory, standby } = terms;
+    let report = pantheon_store::migrate::run(con, layout).await?;
+    if !report.applied.is_empty() {
+        info!(from = report.from, to = report.to, steps = ?report.applied, "applied schema migrations");
+        // The warm state was folded under the old formats.
+        standby.forget();
+    }
+    let loading = Instant::now();
+    Ok(
+        match keep_lease_while(heartbeat, LOAD_MAX, standby.take(con, layout)).await? {
+            Some((held, tail)) => {
+                info!(
+                    keys = held.state.keys().len(),
+                    nodes = held.state.nodes().count(),
+                    tail_entries = tail,
+                    load_ms = loading.elapsed().as_millis() as u64,
+                    "took over with the standby's state: leading"
+                );
+                pantheon_metrics::process().took_over(true);
+                (held.state, held.cp)
+            }
+            None => {
+                let load = load_or_rebuild(config, layout, con, redis, lease, heartbeat, memory);
+                let (state, cp) = keep_lease_while(heartbeat, LOAD_MAX, load).await?;
+                info!(
+                    keys = state.keys().len(),
+                    nodes = state.nodes().count(),
+                    load_ms = loading.elapsed().as_millis() as u64,
+                    "state loaded: leading"
+                );
+                pantheon_metrics::process().took_over(false);
+                (state, cp)
+            }
+        },
+    )
+}
+
 /// Leads until the lease is lost (Ok), shutdown (Ok) or an error (the caller re-contends and
 /// reloads the state, since a failed commit leaves the in-memory state ahead of Redis).
 async fn lead(
@@ -454,7 +529,6 @@ async fn lead(
     shutdown: &CancellationToken,
     terms: Terms<'_>,
 ) -> Result<(), ProjectorError> {
-    let Terms { memory, standby } = terms;
     let heartbeat = Heartbeat::new();
     heartbeat.beat();
     let lost = CancellationToken::new();
@@ -464,31 +538,10 @@ async fn lead(
         lost.clone(),
         heartbeat.clone(),
     ));
-    // The newest checkpoint Redis confirmed in this term.
-    let mut confirmed: Option<EntryId> = None;
+    let mut progress = Progress::default();
+    let Terms { memory, standby } = terms;
     let result = async {
-        let report = pantheon_store::migrate::run(con, layout).await?;
-        if !report.applied.is_empty() {
-            info!(from = report.from, to = report.to, steps = ?report.applied, "applied schema migrations");
-        }
-        if !report.applied.is_empty() {
-            standby.forget();
-        }
-        let loading = Instant::now();
-        let (state, cp) = match keep_lease_while(&heartbeat, LOAD_MAX, standby.take(con, layout)).await? {
-            Some((held, tail)) => {
-                info!(keys = held.state.keys().len(), nodes = held.state.nodes().count(), tail_entries = tail, load_ms = loading.elapsed().as_millis() as u64, "took over with the standby's state: leading");
-                pantheon_metrics::process().took_over(true);
-                (held.state, held.cp)
-            }
-            None => {
-                let load = load_or_rebuild(config, layout, con, redis, lease, &heartbeat, memory);
-                let (state, cp) = keep_lease_while(&heartbeat, LOAD_MAX, load).await?;
-                info!(keys = state.keys().len(), nodes = state.nodes().count(), load_ms = loading.elapsed().as_millis() as u64, "state loaded: leading");
-                pantheon_metrics::process().took_over(false);
-                (state, cp)
-            }
-        };
+        let (state, cp) = take_over(config, layout, redis, con, lease, &heartbeat, Terms { memory: &mut *memory, standby }).await?;
         memory.saw(cp.last_id);
         // The state stays in `memory` when this term ends: if Redis comes back empty, it is
         // what the next term puts back. `state` and `cp` always agree (see `cp` below).
@@ -501,7 +554,6 @@ async fn lead(
         // new log generation (which clears it) takes the lease from this leader first.
         let legacy_until = attest::legacy_until(con, layout).await?;
         let mut reader = redis.blocking().await?;
-        let mut since_snapshot = 0u64;
         // Give prober replicas starting alongside a time to register before judging them.
         let mut next_watch = Instant::now() + WATCHDOG_GRACE;
         let mut reported_probers: Option<Vec<String>> = None;
@@ -560,12 +612,8 @@ async fn lead(
                 rest = &rest[consumed..];
                 rest_origins = &rest_origins[consumed..];
                 retention::stage_events_trim(&mut staged.batch, layout, config);
-                match finish(in_flight.take(), &mut committer).await? {
-                    Committed::Fenced => return Ok(()),
-                    Committed::Done(applied, last) => {
-                        since_snapshot += applied;
-                        confirmed = confirmed.max(last);
-                    }
+                if !progress.settle(in_flight.take(), &mut committer).await? {
+                    return Ok(());
                 }
                 let Some(commit_con) = committer.take() else {
                     return Err(ProjectorError::Task("commit connection missing".into()));
@@ -578,14 +626,10 @@ async fn lead(
                 in_flight = Some(launch(commit_con, lease, layout, staged, expected, context));
                 tokio::task::yield_now().await;
             }
-            if entries.is_empty() || since_snapshot >= config.snapshot_every.max(1) {
+            if entries.is_empty() || progress.since_snapshot >= config.snapshot_every.max(1) {
                 // Idle, or about to snapshot: let the commit land first.
-                match finish(in_flight.take(), &mut committer).await? {
-                    Committed::Fenced => return Ok(()),
-                    Committed::Done(applied, last) => {
-                        since_snapshot += applied;
-                        confirmed = confirmed.max(last);
-                    }
+                if !progress.settle(in_flight.take(), &mut committer).await? {
+                    return Ok(());
                 }
             }
             if let Some(every) = config.prober_watchdog
@@ -595,15 +639,15 @@ async fn lead(
                 let now = watch_probers(con, layout, state, &mut reported_probers).await?;
                 crate::tick::tick_if_due(con, layout, state, now, cp.last_id, &mut ticked).await?;
             }
-            if config.snapshot_every > 0 && since_snapshot >= config.snapshot_every && in_flight.is_none() {
+            if config.snapshot_every > 0 && progress.since_snapshot >= config.snapshot_every && in_flight.is_none() {
                 heartbeat.beat();
                 retention::snapshot_and_trim(con, layout, lease, state, cp, config).await?;
-                since_snapshot = 0;
+                progress.since_snapshot = 0;
             }
         }
     }
     .await;
-    memory.saw(confirmed);
+    memory.saw(progress.confirmed);
     lost.cancel();
     let _ = renewer.await;
     result

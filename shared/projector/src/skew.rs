@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pantheon_domain::clock::ClockSkew;
 use pantheon_domain::{Command, EntryId, LogEntry};
-use pantheon_store::ConnectionLike;
+use pantheon_store::Connection;
 use pantheon_store::{Layout, RawEntry, log, server};
 use tokio::time::Instant;
 use tracing::error;
@@ -37,7 +37,7 @@ impl SkewWatch {
         }
     }
 
-    async fn server_now<C: ConnectionLike + Send>(
+    async fn server_now<C: Connection>(
         &mut self,
         con: &mut C,
         fresh: bool,
@@ -55,7 +55,7 @@ impl SkewWatch {
     }
 
     /// Checks a batch just read (ids ascending).
-    pub async fn check<C: ConnectionLike + Send>(
+    pub async fn check<C: Connection>(
         &mut self,
         con: &mut C,
         layout: &Layout,

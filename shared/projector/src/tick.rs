@@ -5,7 +5,7 @@
 //! no applied entry has: one entry per due reuse time, replayed like any other.
 
 use pantheon_domain::{Command, EntryId, LogEntry, State};
-use pantheon_store::ConnectionLike;
+use pantheon_store::Connection;
 use pantheon_store::{Layout, log};
 use tracing::debug;
 
@@ -13,7 +13,7 @@ use crate::ProjectorError;
 
 /// Appends a `tick` when the earliest reuse time is due by Redis's clock (`now`, ms) but not
 /// yet by the log's; `sent` remembers the reuse time already ticked for (until it is applied).
-pub(crate) async fn tick_if_due<C: ConnectionLike + Send>(
+pub(crate) async fn tick_if_due<C: Connection>(
     con: &mut C,
     layout: &Layout,
     state: &State,

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use pantheon_domain::{EntryId, NodeId, State};
 use pantheon_store::readmodel::{self, NodeRecord};
-use pantheon_store::{ConnectionLike, Layout};
+use pantheon_store::{Connection, Layout};
 
 use crate::ProjectorError;
 use crate::rebuild::{fold_after, fold_log};
@@ -68,7 +68,7 @@ impl Diff {
 
 /// Folds the log up to the live checkpoint and compares the live read models with it.
 /// `progress(entries)` is called while folding.
-pub async fn verify<C: ConnectionLike + Clone + Send + 'static>(
+pub async fn verify<C: Connection + Clone + 'static>(
     con: &mut C,
     layout: &Layout,
     progress: impl FnMut(u64),
@@ -105,7 +105,7 @@ pub async fn verify<C: ConnectionLike + Clone + Send + 'static>(
     }
 }
 
-async fn compare<C: ConnectionLike + Send>(
+async fn compare<C: Connection>(
     con: &mut C,
     layout: &Layout,
     state: &State,

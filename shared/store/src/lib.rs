@@ -9,6 +9,8 @@
 //! * [`resolve`] — the master serving a cluster's hash slot ([`sentinel_auth`]: a Sentinel
 //!   refusing its own credentials, said as such);
 //! * [`handle`] — [`Redis`], the connection that follows that master through failovers;
+//! * [`connection`] — [`Connection`], what the store's operations run on (so that callers
+//!   never name a `redis` type);
 //! * [`connect`] — the timeouts of each kind of connection;
 //! * [`credentials`] — whether Redis refuses this process's credentials right now;
 //! * [`commit`] — the fenced, atomic commit of a batch (`MULTI`/`EXEC` under `WATCH`; a Lua
@@ -38,6 +40,7 @@ pub mod acl;
 pub mod attest;
 pub mod commit;
 pub mod connect;
+pub mod connection;
 pub mod credentials;
 pub mod deployment;
 pub mod destroy;
@@ -72,13 +75,11 @@ pub mod url;
 pub(crate) mod watch;
 
 pub use commit::{Batch, CommitError, Watched};
-// The Redis types callers name, so that only this crate depends on the `redis` crate.
+pub use connection::Connection;
 pub use deployment::{Deployment, DeploymentError, Durability};
 pub use failure::Failure;
 pub use handle::{PinnedConnection, Redis};
 pub use layout::Layout;
-pub use redis::RedisError;
-pub use redis::aio::ConnectionLike;
 pub use stream::RawEntry;
 pub use tls::TlsFiles;
 pub use url::RedisUrl;
@@ -133,6 +134,24 @@ impl StoreError {
     /// True when Redis refused the command to this user (`NOPERM`): retrying cannot help.
     pub fn is_permission_denied(&self) -> bool {
         self.failure() == Some(Failure::Permission)
+    }
+
+    /// True when Redis failed in a way that retrying the same command later may fix (the
+    /// master moved, is loading, a slot is migrating); see [`handle::is_transient`].
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Redis(e) if handle::is_transient(e))
+    }
+
+    /// True when Redis failed in a way that sending the command again may fix (also a
+    /// dropped connection or a timeout); see [`handle::may_succeed_again`].
+    pub fn may_succeed_again(&self) -> bool {
+        matches!(self, StoreError::Redis(e) if handle::may_succeed_again(e))
+    }
+
+    /// True when Redis says the consumer group does not exist (`NOGROUP`): it was deleted,
+    /// or the stream with it.
+    pub fn is_missing_group(&self) -> bool {
+        matches!(self, StoreError::Redis(e) if e.code() == Some("NOGROUP"))
     }
 }
 

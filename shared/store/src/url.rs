@@ -134,20 +134,7 @@ impl RedisUrl {
                 mask(text)
             ))
         })?;
-        let (tls, kind) = match scheme.to_ascii_lowercase().as_str() {
-            "redis" => (false, "server"),
-            "rediss" => (true, "server"),
-            "redis+sentinel" => (false, "sentinel"),
-            "rediss+sentinel" => (true, "sentinel"),
-            "redis+cluster" => (false, "cluster"),
-            "rediss+cluster" => (true, "cluster"),
-            other => {
-                return Err(UrlError(format!(
-                    "unknown scheme {other:?}; use redis://, rediss://, redis+sentinel://, \
-                     redis+cluster:// (or their rediss+ forms)"
-                )));
-            }
-        };
+        let (tls, kind) = Kind::of_scheme(scheme)?;
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
             None => (rest, None),
@@ -160,86 +147,12 @@ impl RedisUrl {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        let (username, password) = match userinfo {
-            None => (None, None),
-            Some(u) => {
-                let (user, pass) = match u.split_once(':') {
-                    Some((user, pass)) => (user, Some(pass)),
-                    None => (u, None),
-                };
-                (
-                    non_empty(decode(user, "user")?),
-                    pass.map(|p| decode(p, "password"))
-                        .transpose()?
-                        .and_then(non_empty),
-                )
-            }
-        };
-        let default_port = if kind == "sentinel" {
-            DEFAULT_SENTINEL_PORT
-        } else {
-            DEFAULT_PORT
-        };
+        let (username, password) = credentials(userinfo)?;
         let hosts: Vec<HostPort> = hosts
             .split(',')
-            .map(|h| HostPort::parse(h, default_port))
+            .map(|h| HostPort::parse(h, kind.default_port()))
             .collect::<Result<_, _>>()?;
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let parse_db = |s: &str| {
-            s.parse::<i64>()
-                .ok()
-                .filter(|db| *db >= 0)
-                .ok_or_else(|| UrlError(format!("database {s:?} is not a number ≥ 0")))
-        };
-        let (topology, db) = match kind {
-            "server" => {
-                if hosts.len() != 1 {
-                    return Err(UrlError(
-                        "redis:// names one server; use redis+sentinel:// or redis+cluster:// \
-                         for several"
-                            .into(),
-                    ));
-                }
-                let db = match segments.as_slice() {
-                    [] => 0,
-                    [db] => parse_db(db)?,
-                    _ => return Err(UrlError(format!("unexpected path /{path}"))),
-                };
-                (Topology::Single(hosts[0].clone()), db)
-            }
-            "sentinel" => {
-                let (master, db) = match segments.as_slice() {
-                    [master] => (*master, 0),
-                    [master, db] => (*master, parse_db(db)?),
-                    _ => {
-                        return Err(UrlError(
-                            "a sentinel URL ends with /<master-name> (then optionally /<db>)"
-                                .into(),
-                        ));
-                    }
-                };
-                let master = decode(master, "master name")?;
-                (
-                    Topology::Sentinel {
-                        sentinels: hosts,
-                        master,
-                    },
-                    db,
-                )
-            }
-            _ => {
-                match segments.as_slice() {
-                    [] => {}
-                    ["0"] => {}
-                    _ => {
-                        return Err(UrlError(
-                            "Redis Cluster has only database 0: drop the path".into(),
-                        ));
-                    }
-                }
-                (Topology::Cluster { seeds: hosts }, 0)
-            }
-        };
+        let (topology, db) = kind.topology(hosts, path)?;
         let mut url = RedisUrl {
             tls,
             topology,
@@ -249,18 +162,24 @@ impl RedisUrl {
             sentinel_username: None,
             sentinel_password: None,
         };
+        url.set_parameters(query)?;
+        Ok(url)
+    }
+
+    /// Applies the query string's parameters (`a=1&b=2`): only Sentinel URLs take any.
+    fn set_parameters(&mut self, query: Option<&str>) -> Result<(), UrlError> {
         for pair in query
             .into_iter()
             .flat_map(|q| q.split('&'))
             .filter(|p| !p.is_empty())
         {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match (k, &url.topology) {
+            match (k, &self.topology) {
                 ("sentinel_username", Topology::Sentinel { .. }) => {
-                    url.sentinel_username = non_empty(decode(v, "sentinel_username")?)
+                    self.sentinel_username = non_empty(decode(v, "sentinel_username")?)
                 }
                 ("sentinel_password", Topology::Sentinel { .. }) => {
-                    url.sentinel_password = non_empty(decode(v, "sentinel_password")?)
+                    self.sentinel_password = non_empty(decode(v, "sentinel_password")?)
                 }
                 _ => {
                     return Err(UrlError(format!(
@@ -270,7 +189,7 @@ impl RedisUrl {
                 }
             }
         }
-        Ok(url)
+        Ok(())
     }
 
     /// The data nodes' password, if any.
@@ -311,6 +230,113 @@ impl Default for RedisUrl {
             sentinel_password: None,
         }
     }
+}
+
+/// The deployment a URL's scheme names, before its hosts and path are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Server,
+    Sentinel,
+    Cluster,
+}
+
+impl Kind {
+    /// Whether the scheme asks for TLS, and which deployment it names.
+    fn of_scheme(scheme: &str) -> Result<(bool, Self), UrlError> {
+        Ok(match scheme.to_ascii_lowercase().as_str() {
+            "redis" => (false, Self::Server),
+            "rediss" => (true, Self::Server),
+            "redis+sentinel" => (false, Self::Sentinel),
+            "rediss+sentinel" => (true, Self::Sentinel),
+            "redis+cluster" => (false, Self::Cluster),
+            "rediss+cluster" => (true, Self::Cluster),
+            other => {
+                return Err(UrlError(format!(
+                    "unknown scheme {other:?}; use redis://, rediss://, redis+sentinel://, \
+                     redis+cluster:// (or their rediss+ forms)"
+                )));
+            }
+        })
+    }
+
+    /// The port of a host named without one.
+    fn default_port(self) -> u16 {
+        match self {
+            Self::Sentinel => DEFAULT_SENTINEL_PORT,
+            Self::Server | Self::Cluster => DEFAULT_PORT,
+        }
+    }
+
+    /// The deployment and database from the hosts and the path (after the first `/`), which
+    /// means something different for each kind.
+    fn topology(self, hosts: Vec<HostPort>, path: &str) -> Result<(Topology, i64), UrlError> {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match self {
+            Self::Server => {
+                let [host] = <[HostPort; 1]>::try_from(hosts).map_err(|_| {
+                    UrlError(
+                        "redis:// names one server; use redis+sentinel:// or redis+cluster:// \
+                         for several"
+                            .into(),
+                    )
+                })?;
+                let db = match segments.as_slice() {
+                    [] => 0,
+                    [db] => parse_db(db)?,
+                    _ => return Err(UrlError(format!("unexpected path /{path}"))),
+                };
+                Ok((Topology::Single(host), db))
+            }
+            Self::Sentinel => {
+                let (master, db) = match segments.as_slice() {
+                    [master] => (*master, 0),
+                    [master, db] => (*master, parse_db(db)?),
+                    _ => {
+                        return Err(UrlError(
+                            "a sentinel URL ends with /<master-name> (then optionally /<db>)"
+                                .into(),
+                        ));
+                    }
+                };
+                let master = decode(master, "master name")?;
+                let topology = Topology::Sentinel {
+                    sentinels: hosts,
+                    master,
+                };
+                Ok((topology, db))
+            }
+            Self::Cluster => match segments.as_slice() {
+                [] | ["0"] => Ok((Topology::Cluster { seeds: hosts }, 0)),
+                _ => Err(UrlError(
+                    "Redis Cluster has only database 0: drop the path".into(),
+                )),
+            },
+        }
+    }
+}
+
+/// The user and password of `user[:password]`, percent-decoded; empty ones are none.
+fn credentials(userinfo: Option<&str>) -> Result<(Option<String>, Option<String>), UrlError> {
+    let Some(u) = userinfo else {
+        return Ok((None, None));
+    };
+    let (user, pass) = match u.split_once(':') {
+        Some((user, pass)) => (user, Some(pass)),
+        None => (u, None),
+    };
+    Ok((
+        non_empty(decode(user, "user")?),
+        pass.map(|p| decode(p, "password"))
+            .transpose()?
+            .and_then(non_empty),
+    ))
+}
+
+fn parse_db(s: &str) -> Result<i64, UrlError> {
+    s.parse::<i64>()
+        .ok()
+        .filter(|db| *db >= 0)
+        .ok_or_else(|| UrlError(format!("database {s:?} is not a number ≥ 0")))
 }
 
 fn decode(text: &str, what: &str) -> Result<String, UrlError> {

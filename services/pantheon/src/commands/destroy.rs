@@ -31,8 +31,10 @@ pub async fn run(args: DestroyArgs, settings: &Settings) -> anyhow::Result<()> {
             .map(|d| d.as_millis())
             .unwrap_or(0)
     );
-    let mut con = cluster.con.clone();
-    let done = pantheon_store::destroy::destroy(&mut con, &cluster.layout, &by, ttl)
+    let done = cluster
+        .client
+        .admin()
+        .destroy(&by, ttl)
         .await
         .map_err(|e| CliError::failed(format!("could not destroy the cluster: {e}")))?;
     if args.json {

@@ -134,8 +134,7 @@ pub async fn run(args: DistributeArgs, settings: &Settings) -> anyhow::Result<()
             _ => 0,
         })
         .sum();
-    let totals =
-        pantheon_store::readmodel::key_totals(&mut cluster.con.clone(), &cluster.layout).await?;
+    let totals = cluster.client.key_totals().await.map_err(client_error)?;
     let (total, unowned) = (totals.owned, totals.unowned);
     let mut message = format!(
         "distributed {} keys in {} log {}: {} newly assigned; the cluster has {} owned keys",

@@ -31,12 +31,13 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
         .projector
         .clock_skew_bound
         .filter(|bound| ahead > *bound);
-    let slot = cluster.con.slot();
+    let admin = cluster.client.admin();
+    let slot = admin.slot();
     // A user that may not ask CLUSTER NODES cannot see a migration: say so, without failing.
-    let migration = cluster.con.migration().await;
+    let migration = admin.slot_migration().await;
     // Written by a projector that found the log and checkpoint gone, knew the cluster had
     // applied entries, and held no state to put back.
-    let lost = pantheon_store::reseed::lost(&mut cluster.con.clone(), &cluster.layout).await?;
+    let lost = admin.lost().await?;
     let checks = [
         Check {
             name: "data",

@@ -6,9 +6,8 @@
 
 use std::time::Duration;
 
-use pantheon_client::{Delivery, Payload, Start, SubscribeOptions};
+use pantheon_client::{Delivery, Payload, RawEntry, Start, SubscribeOptions};
 use pantheon_domain::{EntryId, Event, EventKind};
-use pantheon_store::{RawEntry, events};
 use serde_json::{Map, Value, json};
 
 use crate::cli::EventsArgs;
@@ -16,7 +15,6 @@ use crate::config::Settings;
 use crate::connect::{Cluster, client_error};
 use crate::output;
 use crate::stdout::Stdout;
-use crate::tail::Tail;
 
 /// Without `--follow`, a group read ends after this long without a new event.
 const IDLE_END: Duration = Duration::from_millis(1500);
@@ -117,7 +115,11 @@ pub async fn run(args: EventsArgs, settings: &Settings) -> anyhow::Result<()> {
     if let (Some(group), Some(consumer)) = (&args.group, &args.consumer) {
         return grouped(&cluster, group, consumer, &args, &mut out).await;
     }
-    let latest = events::latest(&mut cluster.con.clone(), &cluster.layout, args.limit).await?;
+    let latest = cluster
+        .client
+        .latest_events(args.limit)
+        .await
+        .map_err(client_error)?;
     for entry in &latest {
         if out.deliver(&raw_text(entry, args.json)).await.is_err() {
             return Ok(());
@@ -128,7 +130,11 @@ pub async fn run(args: EventsArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     let shutdown = pantheon_service::shutdown_on_signals();
     let after = latest.last().map_or(EntryId::ZERO, |e| e.id);
-    let mut tail = Tail::new(&cluster.con, &cluster.layout, Some(after)).await?;
+    let mut tail = cluster
+        .client
+        .tail_events(Some(after))
+        .await
+        .map_err(client_error)?;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

@@ -2,7 +2,6 @@
 //! (from the key map, without building the ring); for any other key, the owner the ring gives
 //! it (computed locally, as clients do).
 
-use pantheon_store::readmodel;
 use serde_json::json;
 
 use crate::cli::LocateArgs;
@@ -16,8 +15,11 @@ pub async fn run(args: LocateArgs, settings: &Settings) -> anyhow::Result<()> {
         .key_node(&args.key)
         .await
         .map_err(client_error)?;
-    let unowned =
-        readmodel::is_unowned(&mut cluster.con.clone(), &cluster.layout, &args.key).await?;
+    let unowned = cluster
+        .client
+        .is_unowned(&args.key)
+        .await
+        .map_err(client_error)?;
     let assigned = committed.is_some() || unowned;
     // An assigned key is answered from the key map: building the ring (millions of points at
     // thousands of nodes) is only for keys the ring places.

@@ -9,8 +9,10 @@ use crate::error::CliError;
 
 pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
     let cluster = Cluster::connect_unchecked(settings).await?;
-    let mut con = cluster.con.clone();
-    let report = pantheon_store::migrate::run(&mut con, &cluster.layout)
+    let report = cluster
+        .client
+        .admin()
+        .migrate()
         .await
         .map_err(|e| CliError::failed(e.to_string()))?;
     if args.json {

@@ -4,7 +4,6 @@
 
 use pantheon_client::status::{ClusterStatus, NodeStatus};
 use pantheon_domain::NodeId;
-use pantheon_store::readmodel;
 use serde::Serialize;
 
 use crate::cli::ReadArgs;
@@ -42,7 +41,11 @@ pub async fn key_counts(cluster: &Cluster, nodes: &[String]) -> anyhow::Result<V
         .iter()
         .map(|n| NodeId::new(n).map_err(|e| anyhow::anyhow!("node {n:?} in the read model: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(readmodel::node_key_counts(&mut cluster.con.clone(), &cluster.layout, &ids).await?)
+    cluster
+        .client
+        .node_key_counts(&ids)
+        .await
+        .map_err(client_error)
 }
 
 pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::cli::RebuildArgs;
 use crate::config::Settings;
-use crate::connect::Cluster;
+use crate::connect::{Cluster, client_error};
 use crate::error::CliError;
 use crate::output::count;
 
@@ -19,8 +19,12 @@ pub async fn run(args: RebuildArgs, settings: &Settings) -> anyhow::Result<()> {
         ));
     }
     let cluster = Cluster::connect(settings).await?;
-    let mut con = cluster.con.clone();
-    let len = pantheon_store::log::len(&mut con, &cluster.layout).await?;
+    let len = cluster
+        .client
+        .admin()
+        .log_len()
+        .await
+        .map_err(client_error)?;
     let bar = ProgressBar::new(len);
     // Folding is the long part; the comparison that follows reads the read models page by page.
     if let Ok(style) = ProgressStyle::with_template(
@@ -30,6 +34,9 @@ pub async fn run(args: RebuildArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     let progress = bar.clone();
     let started = std::time::Instant::now();
+    // The fold is the projector's code, which the client library does not link: it runs
+    // here, on the client's connection.
+    let mut con = cluster.client.redis().clone();
     let v = pantheon_projector::verify::verify(&mut con, &cluster.layout, move |n| {
         progress.set_position(n);
     })

@@ -26,8 +26,10 @@ pub async fn run(args: RecoverClockArgs, settings: &Settings) -> anyhow::Result<
         .into());
     }
     let ttl = settings.projector.lease_ttl.max(Duration::from_secs(1));
+    // The generation switch is the projector's code (fenced like its commits), which the
+    // client library does not link: it runs here, on the client's connection.
     let switched = pantheon_projector::generation::recover_clock(
-        &cluster.con,
+        cluster.client.redis(),
         &cluster.layout,
         "recover-clock",
         ttl,

@@ -71,8 +71,10 @@ async fn serve(settings: &Settings, service: Service) -> anyhow::Result<()> {
 async fn check_permissions(settings: &Settings, service: &Service) -> anyhow::Result<()> {
     for name in service.named_clusters() {
         let cluster = Cluster::connect(&settings.for_cluster(&name)).await?;
-        let mut con = cluster.con.dedicated().await?;
-        pantheon_store::acl::check(&mut con, Role::Service, &cluster.layout, cluster.con.user())
+        cluster
+            .client
+            .admin()
+            .check_permissions(Role::Service)
             .await
             .map_err(|e| {
                 let what = match service.fleet() {

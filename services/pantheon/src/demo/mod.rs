@@ -12,7 +12,7 @@ pub mod node;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use pantheon_client::Pantheon;
+use pantheon_client::{EventTail, Pantheon};
 use pantheon_domain::policy::Policy;
 use pantheon_domain::{EntryId, Event, EventKind};
 use pantheon_service::{ProcessKind, Service};
@@ -24,7 +24,6 @@ use crate::connect::{Cluster, client_error};
 use crate::error::CliError;
 use crate::local_redis;
 use crate::output::{self, count};
-use crate::tail::Tail;
 
 use self::node::DemoNode;
 
@@ -127,12 +126,12 @@ pub async fn run(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
 
 /// Deletes every key of the demo's cluster (they all share its hash tag).
 async fn delete_cluster(cluster: &Cluster) -> anyhow::Result<u64> {
-    Ok(pantheon_store::keys::delete_cluster(&mut cluster.con.clone(), &cluster.layout).await?)
+    Ok(cluster.client.admin().delete_scratch_cluster().await?)
 }
 
 /// Reads events until one matches.
 async fn wait_for(
-    tail: &mut Tail,
+    tail: &mut EventTail,
     what: &str,
     pred: impl Fn(&Event) -> bool,
 ) -> anyhow::Result<Event> {
@@ -198,7 +197,7 @@ async fn story(
 ) -> anyhow::Result<()> {
     let pause = || tokio::time::sleep(Duration::from_millis(args.pace_ms.min(5_000)));
     introduce(cluster, say);
-    let mut tail = Tail::new(&cluster.con, &cluster.layout, Some(EntryId::ZERO)).await?;
+    let mut tail = cluster.client.tail_events(Some(EntryId::ZERO)).await?;
     let names = join_nodes(cluster, args, say, &mut tail, demo_nodes).await?;
 
     pause().await;
@@ -230,7 +229,7 @@ async fn story(
 struct Failure<'a> {
     cluster: &'a Cluster,
     say: &'a Narrator,
-    tail: &'a mut Tail,
+    tail: &'a mut EventTail,
     node: &'a mut DemoNode,
     name: String,
     /// One of its keys, followed through the story.
@@ -265,7 +264,7 @@ async fn join_nodes(
     cluster: &Cluster,
     args: &DemoArgs,
     say: &Narrator,
-    tail: &mut Tail,
+    tail: &mut EventTail,
     demo_nodes: &mut Vec<DemoNode>,
 ) -> anyhow::Result<Vec<String>> {
     let client = &cluster.client;

@@ -1,5 +1,6 @@
-//! Following the events stream with `XREAD BLOCK` on a dedicated connection (a blocking read
-//! must not stall other commands): `pantheon events --follow` and the demo's narration.
+//! [`EventTail`]: following the events stream with `XREAD BLOCK`, without a consumer group
+//! (`pantheon events --follow`, the demo's narration). The read blocks, so it runs on a
+//! connection of its own: a blocked read must not stall other commands.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -9,8 +10,11 @@ use pantheon_store::stream::After;
 use pantheon_store::{Layout, PinnedConnection, RawEntry, Redis, StoreError, events};
 use tokio::time::Instant;
 
-/// Reads the events stream from a position onwards, entry by entry.
-pub struct Tail {
+use crate::{ClientError, Pantheon};
+
+/// Reads the events stream from a position onwards, entry by entry; from
+/// [`Pantheon::tail_events`].
+pub struct EventTail {
     redis: Redis,
     /// Reopened (on the master of the moment) after a failure.
     con: Option<PinnedConnection>,
@@ -20,33 +24,44 @@ pub struct Tail {
     buffer: VecDeque<RawEntry>,
 }
 
-impl std::fmt::Debug for Tail {
+impl std::fmt::Debug for EventTail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tail")
+        f.debug_struct("EventTail")
             .field("stream", &self.layout.events())
             .field("last", &self.last)
             .finish_non_exhaustive()
     }
 }
 
-impl Tail {
-    /// Follows the events of `layout` after `after` (`None` = only events added from now on).
-    pub async fn new(
-        redis: &Redis,
-        layout: &Layout,
-        after: Option<EntryId>,
-    ) -> anyhow::Result<Self> {
-        Ok(Self {
+impl Pantheon {
+    /// Follows the events after `after` (`None`: only events added from now on), read
+    /// directly from the stream: nothing is acknowledged, nothing is redelivered. For
+    /// at-least-once delivery use [`Pantheon::subscribe`].
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # async fn example(p: pantheon_client::Pantheon) -> Result<(), pantheon_client::ClientError> {
+    /// let mut tail = p.tail_events(None).await?;
+    /// while let Some(entry) = tail.next(Duration::from_secs(5)).await? {
+    ///     println!("event {}", entry.id);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn tail_events(&self, after: Option<EntryId>) -> Result<EventTail, ClientError> {
+        let redis = self.redis();
+        Ok(EventTail {
             con: Some(redis.blocking().await?),
             redis: redis.clone(),
-            layout: layout.clone(),
+            layout: self.layout().clone(),
             last: after.map_or(After::Now, After::Id),
             buffer: VecDeque::new(),
         })
     }
+}
 
+impl EventTail {
     /// The next entry, waiting at most `within`; `None` when none came.
-    pub async fn next(&mut self, within: Duration) -> anyhow::Result<Option<RawEntry>> {
+    pub async fn next(&mut self, within: Duration) -> Result<Option<RawEntry>, ClientError> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(entry) = self.buffer.pop_front() {
@@ -77,7 +92,7 @@ impl Tail {
                 Ok(entries) => entries,
                 // The master failed over or the connection dropped: read again from the
                 // same position on the master of the moment (the handle backs off).
-                Err(StoreError::Redis(e)) if pantheon_store::handle::is_transient(&e) => {
+                Err(e) if e.is_transient() => {
                     self.con = None;
                     continue;
                 }
