@@ -259,15 +259,15 @@ pub fn render(html: &mut String, h: &History, now_ms: u64) {
         let last = s.values.last().copied().unwrap_or(0);
         let _ = write!(
             html,
-            "<li data-node=\"{id}\"><i class=\"swatch b{}\"></i>{id} {last} keys</li>",
+            "<li data-node=\"{id}\"><i class=\"swatch b{}\"></i>{id}: {last} keys now</li>",
             s.colour % super::dashboard::COLOURS,
             id = escape(&s.node),
         );
     }
     html.push_str("</ul>");
-    html.push_str("<p class=\"caption\">Keys each node owned since ");
+    html.push_str("<p class=\"caption\">From the events since ");
     clock::write_time(html, start, now_ms);
-    html.push_str(", from the events: moves are exact");
+    html.push_str(": moves are exact");
     if h.estimated {
         html.push_str("; a batch of new or removed keys is split by each node's share of the keys");
     }

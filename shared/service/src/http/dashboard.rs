@@ -395,10 +395,11 @@ fn render_ring(html: &mut String, s: &ClusterStatus) {
             members.len()
         );
     }
+    let n = members.len();
     let _ = write!(
         html,
-        "<text text-anchor=\"middle\" dy=\"5\">{} members</text></svg>",
-        members.len()
+        "<text text-anchor=\"middle\" dy=\"5\">{n} member{}</text></svg>",
+        if n == 1 { "" } else { "s" }
     );
     html.push_str("<ul class=\"legend\" id=\"ring-legend\">");
     let owned = s.owned_keys.max(1) as f64;
