@@ -153,6 +153,54 @@ fn keys_of(nodes: &Value, node: &str) -> u64 {
     node_view(nodes, node)["keys"].as_u64().unwrap_or(0)
 }
 
+/// Issue 21: the audit's times are UTC clock times under a date line, never raw entry ids as
+/// times, and no word comes twice in a row ("died died:").
+fn audit_reads_like_a_person_wrote_it(text: &str) {
+    let is_clock = |s: &str| {
+        s.len() == 12
+            && s.chars().enumerate().all(|(i, c)| match i {
+                2 | 5 => c == ':',
+                8 => c == '.',
+                _ => c.is_ascii_digit(),
+            })
+    };
+    let is_date = |s: &str| {
+        s.len() == 10
+            && s.chars().enumerate().all(|(i, c)| match i {
+                4 | 7 => c == '-',
+                _ => c.is_ascii_digit(),
+            })
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].ends_with("times are UTC"), "{text}");
+    assert!(is_date(lines[1]), "{text}");
+    let events: Vec<&str> = lines[1..lines.len() - 1]
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with(' ') && !is_date(l))
+        .collect();
+    assert!(events.len() >= 5, "{text}");
+    for line in &events {
+        assert!(line.get(..12).is_some_and(is_clock), "{line:?} in {text}");
+    }
+    let last = lines[lines.len() - 1];
+    assert!(
+        last.starts_with("latest event at ") && last.ends_with(" ago"),
+        "{text}"
+    );
+    let words: Vec<&str> = text
+        .split_whitespace()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+        .collect();
+    let doubled: Vec<String> = words
+        .windows(2)
+        .filter(|w| !w[0].is_empty() && w[0].chars().all(char::is_alphabetic))
+        .filter(|w| w[0].eq_ignore_ascii_case(w[1]))
+        .map(|w| w.join(" "))
+        .collect();
+    assert!(doubled.is_empty(), "doubled words {doubled:?} in {text}");
+}
+
 fn signal(child: &Child, sig: &str) {
     let pid = child.id().expect("child pid");
     let status = std::process::Command::new("kill")
@@ -264,6 +312,7 @@ async fn the_seed_story_through_the_cli_with_up_running() {
     ] {
         assert!(audit.stdout.contains(needle), "{needle} missing: {audit:?}");
     }
+    audit_reads_like_a_person_wrote_it(&audit.stdout);
     let items = ctl
         .run(&["audit", "--node", "b", "--json"])
         .await

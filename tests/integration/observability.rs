@@ -448,6 +448,33 @@ async fn the_dashboard_shows_a_node_die_live_in_chromium() {
         .await;
     let loaded = tab.eval("performance.timeOrigin").await;
 
+    // The ring is drawn as each member's share, in the shares the table gives.
+    let arcs = tab
+        .eval("Array.from(document.querySelectorAll('#ring .arc')).map(a => [a.dataset.node, Number(a.dataset.share)])")
+        .await;
+    assert_eq!(arcs, json!([["node-a", 0.5], ["node-b", 0.5]]), "{arcs}");
+    let legend = tab
+        .eval("Array.from(document.querySelectorAll('#ring-legend li')).map(li => li.textContent).join('|')")
+        .await;
+    let held_b = tab
+        .eval("Number(document.querySelector('#node-node-b .keys').textContent)")
+        .await
+        .as_u64()
+        .unwrap();
+    assert!(
+        held_b > 0 && held_b < 200,
+        "node-b owns {held_b} of 200 keys"
+    );
+    let share_b = format!("{:.1}%", held_b as f64 / 2.0);
+    assert_eq!(
+        legend,
+        json!(format!(
+            "node-a: 50.0% of the ring, {} keys ({:.1}%)|node-b: 50.0% of the ring, {held_b} keys ({share_b})",
+            200 - held_b,
+            (200 - held_b) as f64 / 2.0
+        )),
+    );
+
     // node-b stops: the page turns it dead without a reload.
     o.nodes[1].stop().await;
     let took = tab
@@ -474,6 +501,45 @@ async fn the_dashboard_shows_a_node_die_live_in_chromium() {
         json!(true),
     )
     .await;
+    // The live part is swapped in after each event: wait for the one showing the move too.
+    tab.wait_for(
+        "(document.querySelector('#keys-chart polyline[data-node=\"node-a\"]') || {dataset: {}}).dataset.last",
+        json!("200"),
+    )
+    .await;
+    check_reads_like_a_person_wrote_it(&mut tab).await;
+
+    // The chart of keys per node, drawn from the events: node-b held its keys until it died,
+    // then node-a held them all.
+    let series = |node: &str| {
+        format!(
+            "document.querySelector('#keys-chart polyline[data-node=\"{node}\"]').dataset.values.split(',').map(Number)"
+        )
+    };
+    let b: Vec<u64> = serde_json::from_value(tab.eval(&series("node-b")).await).unwrap();
+    let a: Vec<u64> = serde_json::from_value(tab.eval(&series("node-a")).await).unwrap();
+    assert_eq!(
+        b.iter().max(),
+        Some(&held_b),
+        "node-b's keys over time: {b:?}"
+    );
+    assert_eq!(b.last(), Some(&0), "node-b's keys over time: {b:?}");
+    assert!(
+        a.contains(&(200 - held_b)),
+        "node-a's keys over time: {a:?}"
+    );
+    assert_eq!(a.last(), Some(&200), "node-a's keys over time: {a:?}");
+    assert_eq!(a.first(), Some(&0), "before the keys came: {a:?}");
+    let arcs = tab
+        .eval("Array.from(document.querySelectorAll('#ring .arc')).map(a => [a.dataset.node, Number(a.dataset.share)])")
+        .await;
+    assert_eq!(arcs, json!([["node-a", 1]]), "{arcs}");
+    // The age of the death counts on without a new event.
+    tab.wait_for(
+        "/^\\d+ s ago$/.test(document.querySelector('#timeline li[data-type=\"died\"] .ago').textContent)",
+        json!(true),
+    )
+    .await;
     let shot = artifact("dashboard-node-dead.png");
     tab.screenshot(&shot).await;
     let png = std::fs::read(&shot).unwrap();
@@ -495,6 +561,88 @@ async fn the_dashboard_shows_a_node_die_live_in_chromium() {
         .eval("Array.from(document.querySelectorAll('#timeline .why')).map(d => d.textContent).join('|')")
         .await;
     assert!(why.as_str().is_some_and(|w| w.contains("refused")), "{why}");
+    // Each probe with its clock time: "probes: 14:06:45.805 refused in 0 ms; ...".
+    let why = why.as_str().unwrap();
+    let first = why
+        .split_once("probes: ")
+        .map(|(_, p)| p)
+        .unwrap_or_default();
+    assert!(
+        first.get(..12).is_some_and(is_clock) && first[12..].starts_with(" refused"),
+        "{why}"
+    );
+    check_reads_like_a_person_wrote_it(&mut tab).await;
+}
+
+/// `14:06:46.205`.
+fn is_clock(s: &str) -> bool {
+    s.len() == 12
+        && s.chars().enumerate().all(|(i, c)| match i {
+            2 | 5 => c == ':',
+            8 => c == '.',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Issue 21 ("Show it"): times on the page are UTC clock times with their age, never raw
+/// entry ids; no word is written twice in a row ("died died:").
+async fn check_reads_like_a_person_wrote_it(tab: &mut Tab) {
+    let note = tab
+        .eval("document.querySelector('.note').textContent")
+        .await;
+    assert!(
+        note.as_str()
+            .is_some_and(|n| n.starts_with("Times are UTC")),
+        "{note}"
+    );
+    // Every time reads 14:06:46.205 (a date before it only on another day), and says the
+    // same instant as its machine-readable UTC datetime.
+    let times = tab
+        .eval(
+            "Array.from(document.querySelectorAll('#live time')).map(t => [t.textContent, t.getAttribute('datetime')])",
+        )
+        .await;
+    let times = times.as_array().unwrap();
+    assert!(times.len() >= 4, "{times:?}");
+    for t in times {
+        let (shown, datetime) = (t[0].as_str().unwrap(), t[1].as_str().unwrap());
+        let clock = shown.rsplit(' ').next().unwrap();
+        assert!(is_clock(clock), "{shown:?} is not a clock time");
+        assert!(
+            datetime.ends_with(&format!("T{clock}Z")),
+            "{shown:?} is not {datetime}"
+        );
+    }
+    let ages = tab
+        .eval("Array.from(document.querySelectorAll('#live .ago')).map(a => a.textContent)")
+        .await;
+    let ages: Vec<String> = serde_json::from_value(ages).unwrap();
+    assert_eq!(ages.len(), times.len(), "each time has its age");
+    for age in &ages {
+        let ok = age == "just now"
+            || age
+                .strip_suffix(" ago")
+                .and_then(|a| a.split_once(' '))
+                .is_some_and(|(n, unit)| {
+                    n.parse::<u64>().is_ok() && ["s", "min", "h", "d"].contains(&unit)
+                });
+        assert!(ok, "{age:?} is not an age");
+    }
+    // No raw entry id (13-digit milliseconds, a dash, a sequence) is shown anywhere.
+    let ids = tab
+        .eval("document.body.innerText.match(/\\b\\d{13}-\\d+\\b/g)")
+        .await;
+    assert_eq!(ids, Value::Null, "raw entry ids on the page: {ids}");
+    // No word twice in a row ("died died:", "joined joined:").
+    let doubled = tab
+        .eval(
+            "(function(){var w=document.body.innerText.split(/\\s+/)\
+             .map(function(x){return x.replace(/^[^\\w]+|[^\\w]+$/g,'').toLowerCase();});\
+             var out=[];for(var i=1;i<w.length;i++){if(/^[a-z]+$/.test(w[i])&&w[i]===w[i-1])\
+             out.push(w.slice(Math.max(0,i-4),i+3).join(' '));}return out;})()",
+        )
+        .await;
+    assert_eq!(doubled, json!([]), "doubled words on the page");
 }
 
 /// A big cluster's dashboard pages through its nodes, 200 rows at a time, and shows small

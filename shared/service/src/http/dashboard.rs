@@ -4,6 +4,11 @@
 //! table shows 200 rows at a time, `?page=N` (from 1) picks which.
 //! `/api/status` and `/api/audit` give the same data as JSON. `?cluster=NAME` picks the
 //! cluster (needed in a fleet, whose `/` without it lists the clusters: `super::clusters`).
+//!
+//! It reads like a person wrote it: times are UTC clock times with their age ("3 s ago",
+//! kept current by the script), never raw entry ids; each event is one sentence, without
+//! its kind's name repeated before it; the ring is drawn as each member's share, with a
+//! legend; and a chart shows each node's keys over the recent events (`super::chart`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -16,10 +21,16 @@ use pantheon_client::audit::{AuditFilter, TimelineItem};
 use pantheon_client::status::ClusterStatus;
 use serde::Deserialize;
 
-use super::Shared;
+use super::{Shared, chart, clock};
 
 /// Events shown on the cluster page.
 const TIMELINE_EVENTS: usize = 50;
+/// Events the keys-per-node chart walks back through.
+const CHART_EVENTS: usize = 1_000;
+/// Legend rows under the ring; the rest are summed up in one line.
+const LEGEND_MAX: usize = 12;
+/// Colours for nodes (`c0`.. strokes, `b0`.. fills), by the node's place in the status.
+pub(super) const COLOURS: usize = 10;
 /// Events read for one node's audit.
 const NODE_AUDIT_EVENTS: usize = 2_000;
 /// Above this many ring members the ring is drawn per state, not per node.
@@ -122,36 +133,60 @@ pub async fn page(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>)
         Ok(items) => items,
         Err(e) => return unavailable(e),
     };
+    // The chart walks back through more events than the timeline shows, without probes.
+    let recent = match client.timeline(&chart_filter()).await {
+        Ok(recent) => recent,
+        Err(e) => return unavailable(e),
+    };
     let picked = q.cluster.as_deref();
-    Html(render_page(
-        &status,
-        &items,
-        node.as_deref(),
-        q.page,
-        picked,
-    ))
-    .into_response()
+    let view = View {
+        status: &status,
+        items: &items,
+        recent: &recent,
+        now_ms: clock::now_ms(),
+    };
+    Html(render_page(&view, node.as_deref(), q.page, picked)).into_response()
+}
+
+fn chart_filter() -> AuditFilter {
+    AuditFilter {
+        last: Some(CHART_EVENTS),
+        probes: false,
+        ..AuditFilter::default()
+    }
+}
+
+/// What one render of the page shows.
+pub struct View<'a> {
+    pub status: &'a ClusterStatus,
+    /// The timeline: the cluster's latest events, or the selected node's audit.
+    pub items: &'a [TimelineItem],
+    /// The cluster's latest events (up to [`CHART_EVENTS`]), for the chart.
+    pub recent: &'a [TimelineItem],
+    /// The time the page is rendered at; ages are counted from it.
+    pub now_ms: u64,
 }
 
 /// The whole page; `cluster` (when picked with `?cluster=`) is kept in its links.
 pub fn render_page(
-    status: &ClusterStatus,
-    items: &[TimelineItem],
+    view: &View<'_>,
     node: Option<&str>,
     page: Option<usize>,
     cluster: Option<&str>,
 ) -> String {
-    let mut html = String::with_capacity(16 * 1024 + status.nodes.len() * 400);
-    let title = format!("Pantheon · {}", escape(&status.cluster));
+    let mut html = String::with_capacity(16 * 1024 + view.status.nodes.len() * 400);
+    let title = format!("Pantheon · {}", escape(&view.status.cluster));
     let _ = write!(
         html,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{title}</title><style>{STYLE}</style></head><body>\
-         <h1>{title} <small id=\"live-state\">static</small></h1><main id=\"live\">"
+         <h1>{title} <small id=\"live-state\">static</small></h1>\
+         <main id=\"live\" data-now=\"{}\">",
+        view.now_ms
     );
     let links = Links::new(cluster);
-    render_live(&mut html, status, items, node, page, &links);
+    render_live(&mut html, view, node, page, &links);
     let _ = write!(html, "</main><script>{SCRIPT}</script></body></html>");
     html
 }
@@ -184,12 +219,13 @@ impl Links {
 /// The part the script swaps in after each event.
 fn render_live(
     html: &mut String,
-    s: &ClusterStatus,
-    items: &[TimelineItem],
+    view: &View<'_>,
     node: Option<&str>,
     page: Option<usize>,
     links: &Links,
 ) {
+    let s = view.status;
+    let now = view.now_ms;
     let p = &s.projector;
     let leader = match (&p.leader, p.lease_held) {
         (Some(l), true) => format!("{} (fence {})", escape(l), p.fence),
@@ -210,7 +246,8 @@ fn render_live(
         html,
         "<section class=\"summary\"><p>{} nodes: {} · {} keys owned, {} without an owner · \
          ring v{} ({}, {} vnodes)</p><p>leader {leader} · lag {} entries ({:.1} s) · \
-         probers: {probers}</p></section>",
+         probers: {probers}</p><p class=\"note\">Times are UTC, from the log's clock; \
+         this view is as of {}.</p></section>",
         s.nodes.len(),
         states.join(", "),
         s.owned_keys,
@@ -220,6 +257,7 @@ fn render_live(
         s.vnodes,
         p.lag_entries,
         p.lag_seconds,
+        clock::clock(now, now),
     );
     let pages = s.nodes.len().div_ceil(NODES_PER_PAGE).max(1);
     let selected_page = node
@@ -237,7 +275,7 @@ fn render_live(
         <th>node</th><th>state</th><th>epoch</th><th>weight</th><th>keys</th>\
         <th>ring share</th><th>last change</th></tr></thead><tbody>",
     );
-    for n in rows {
+    for (i, n) in rows.iter().enumerate() {
         let r = &n.record;
         let id = escape(&r.node);
         let share = n.ring_share * 100.0;
@@ -251,20 +289,25 @@ fn render_live(
             "<tr id=\"node-{id}\" data-node=\"{id}\" data-state=\"{state}\"{selected}>\
              <td><a href=\"{href}\">{id}</a></td><td class=\"state s-{state}\">{state}</td>\
              <td>{}</td><td>{}</td><td class=\"keys\">{}</td>\
-             <td><div class=\"bar\"><span style=\"width:{share:.1}%\"></span></div>{}</td>\
-             <td>{} <small>{}</small></td></tr>",
+             <td><div class=\"bar\"><span class=\"b{colour}\" style=\"width:{share:.1}%\">\
+             </span></div>{}</td><td class=\"last\">{} ",
             r.epoch,
             r.weight,
             n.keys,
             percent(n.ring_share),
-            escape(&r.last),
-            escape(&r.since),
+            escape(&r.last.replace('_', " ")),
             state = escape(&r.state),
             href = links.to("node", &id),
+            colour = (first + i) % COLOURS,
         );
+        clock::write_time(html, r.since_ms, now);
+        html.push_str("</td></tr>");
     }
     html.push_str("</tbody></table></section><section><h2>Ring</h2>");
     render_ring(html, s);
+    html.push_str("</section><section><h2>Keys per node</h2>");
+    let history = chart::history(s, view.recent, now);
+    chart::render(html, &history, now);
     html.push_str("</section></div>");
     match node {
         Some(n) => {
@@ -277,7 +320,7 @@ fn render_live(
         }
         None => html.push_str("<section><h2>Recent events</h2>"),
     }
-    render_timeline(html, items);
+    render_timeline(html, view.items, now);
     html.push_str("</section>");
 }
 
@@ -314,80 +357,141 @@ fn render_pager(
     html.push_str("</p>");
 }
 
-/// The ring as a donut: one arc per member, its length the member's share.
+/// The ring as a donut: one arc per member, its length the member's share, in the node's
+/// colour; a legend below names each member with its share of the ring and of the keys.
 fn render_ring(html: &mut String, s: &ClusterStatus) {
-    let members: Vec<_> = s.nodes.iter().filter(|n| n.ring_share > 0.0).collect();
+    // (colour, node, share): the colour is the node's place in the status, as in the chart.
+    let members: Vec<(usize, &str, f64, u64)> = s
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.ring_share > 0.0)
+        .map(|(i, n)| (i % COLOURS, n.record.node.as_str(), n.ring_share, n.keys))
+        .collect();
     html.push_str("<svg id=\"ring\" viewBox=\"-110 -110 220 220\" width=\"220\" height=\"220\">");
     html.push_str("<circle r=\"90\" class=\"ring-empty\"/>");
-    let arcs: Vec<(String, f64)> = if members.len() <= RING_ARCS_MAX {
-        members
-            .iter()
-            .map(|n| (n.record.node.clone(), n.ring_share))
-            .collect()
-    } else {
-        vec![(format!("{} members", members.len()), 1.0)]
-    };
     let circumference = 2.0 * std::f64::consts::PI * 90.0;
-    let mut offset = 0.0;
-    for (i, (name, share)) in arcs.iter().enumerate() {
-        let len = share * circumference;
+    if members.len() <= RING_ARCS_MAX {
+        let mut offset = 0.0;
+        for (colour, name, share, _) in &members {
+            let len = share * circumference;
+            let name = escape(name);
+            let _ = write!(
+                html,
+                "<circle r=\"90\" class=\"arc c{colour}\" data-node=\"{name}\" \
+                 data-share=\"{share}\" stroke-dasharray=\"{len:.2} {:.2}\" \
+                 stroke-dashoffset=\"{:.2}\"><title>{name}: {} of the ring</title></circle>",
+                circumference - len,
+                -offset,
+                percent(*share)
+            );
+            offset += len;
+        }
+    } else {
+        // Hundreds of slivers say nothing: one ring, and the table gives the shares.
         let _ = write!(
             html,
-            "<circle r=\"90\" class=\"arc c{}\" stroke-dasharray=\"{len:.2} {:.2}\" \
-             stroke-dashoffset=\"{:.2}\"><title>{} {}</title></circle>",
-            i % 8,
-            circumference - len,
-            -offset,
-            escape(name),
-            percent(*share)
+            "<circle r=\"90\" class=\"arc c0\"><title>{} members</title></circle>",
+            members.len()
         );
-        offset += len;
     }
+    let n = members.len();
     let _ = write!(
         html,
-        "<text text-anchor=\"middle\" dy=\"5\">{} members</text></svg>",
-        members.len()
+        "<text text-anchor=\"middle\" dy=\"5\">{n} member{}</text></svg>",
+        if n == 1 { "" } else { "s" }
     );
-}
-
-fn render_timeline(html: &mut String, items: &[TimelineItem]) {
-    html.push_str("<ol id=\"timeline\" reversed>");
-    for it in items.iter().rev() {
+    html.push_str("<ul class=\"legend\" id=\"ring-legend\">");
+    let owned = s.owned_keys.max(1) as f64;
+    for (colour, name, share, keys) in members.iter().take(LEGEND_MAX) {
+        let name = escape(name);
         let _ = write!(
             html,
-            "<li data-type=\"{kind}\"><time>{}</time> <b>{}</b> <span class=\"kind\">{kind}</span> {}",
-            it.event_id,
-            escape(it.node.as_deref().unwrap_or("-")),
-            escape(&it.summary),
-            kind = escape(&it.kind),
+            "<li data-node=\"{name}\" data-share=\"{share}\"><i class=\"swatch b{colour}\"></i>\
+             {name}: {} of the ring, {keys} keys ({})</li>",
+            percent(*share),
+            percent(*keys as f64 / owned)
         );
+    }
+    if members.len() > LEGEND_MAX {
+        let rest: f64 = members[LEGEND_MAX..].iter().map(|m| m.2).sum();
+        let _ = write!(
+            html,
+            "<li>{} more members: {} of the ring</li>",
+            members.len() - LEGEND_MAX,
+            percent(rest)
+        );
+    }
+    if members.is_empty() {
+        html.push_str("<li>no members: no node can own keys</li>");
+    }
+    html.push_str("</ul>");
+}
+
+/// "108 keys moved: node-b→node-a 108".
+fn moves_sentence(m: &pantheon_client::audit::Moves) -> String {
+    let flows: Vec<String> = m
+        .flows
+        .iter()
+        .map(|f| {
+            format!(
+                "{}→{} {}",
+                escape(f.from.as_deref().unwrap_or("(none)")),
+                escape(f.to.as_deref().unwrap_or("(none)")),
+                f.keys
+            )
+        })
+        .collect();
+    let keys = if m.total == 1 { "key" } else { "keys" };
+    format!("{} {keys} moved: {}", m.total, flows.join(", "))
+}
+
+/// One event a line: its time and age, the node, and the summary, which already starts with
+/// what happened ("died: 3 failed probes in a row"), so the kind is not written before it.
+fn render_timeline(html: &mut String, items: &[TimelineItem], now: u64) {
+    html.push_str("<ol id=\"timeline\" reversed>");
+    for it in items.iter().rev() {
+        let kind = escape(&it.kind);
+        let _ = write!(
+            html,
+            "<li data-type=\"{kind}\" data-id=\"{}\">",
+            escape(&it.event_id)
+        );
+        clock::write_time(html, it.at_ms, now);
+        if let Some(n) = &it.node {
+            let _ = write!(html, " <b>{}</b>", escape(n));
+        }
+        // A move on its own (not after a death or a join) is its own sentence.
+        let standalone_move = it.kind == "rebalanced" && it.moved.is_some();
+        let summary = match &it.moved {
+            Some(m) if standalone_move => moves_sentence(m),
+            _ => escape(&it.summary),
+        };
+        let _ = write!(html, " <span class=\"what k-{kind}\">{summary}</span>");
+        if let (Some(after), Some(previous)) = (it.after_ms, &it.after_kind) {
+            let _ = write!(
+                html,
+                " <small class=\"after\">{} after {}</small>",
+                clock::span(after),
+                escape(&previous.replace('_', " "))
+            );
+        }
         if !it.probes.is_empty() {
-            let probes: Vec<String> = it.probes.iter().map(|p| escape(&p.describe())).collect();
+            let probes: Vec<String> = it
+                .probes
+                .iter()
+                .map(|p| format!("{} {}", clock::clock(p.at_ms, now), escape(&p.describe())))
+                .collect();
             let _ = write!(
                 html,
                 "<div class=\"why\">probes: {}</div>",
                 probes.join("; ")
             );
         }
-        if let Some(m) = &it.moved {
-            let flows: Vec<String> = m
-                .flows
-                .iter()
-                .map(|f| {
-                    format!(
-                        "{}→{} {}",
-                        escape(f.from.as_deref().unwrap_or("(none)")),
-                        escape(f.to.as_deref().unwrap_or("(none)")),
-                        f.keys
-                    )
-                })
-                .collect();
-            let _ = write!(
-                html,
-                "<div class=\"why\">{} keys moved: {}</div>",
-                m.total,
-                flows.join(", ")
-            );
+        if let Some(m) = &it.moved
+            && !standalone_move
+        {
+            let _ = write!(html, "<div class=\"why\">{}</div>", moves_sentence(m));
         }
         html.push_str("</li>");
     }
@@ -395,26 +499,44 @@ fn render_timeline(html: &mut String, items: &[TimelineItem]) {
 }
 
 pub(super) const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
+.note,.caption,.ago,.after{color:#888}.caption{font-size:.9em;max-width:480px}\
+.legend{list-style:none;padding:0;margin:.5em 0}.legend li{margin:.1em 0}\
+.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.4em;vertical-align:-1px}\
+#keys-chart text,#ring text{font-size:10px;fill:#666}.axis{stroke:#ccc}\
+.series{fill:none;stroke-width:2}.k-died,.k-suspect{color:#c0392b}\
 h1 small{font-size:.5em;color:#888}table{border-collapse:collapse}\
 td,th{padding:.25em .6em;border-bottom:1px solid #eee;text-align:left}\
 .cols{display:flex;gap:2em;flex-wrap:wrap}.bar{display:inline-block;width:80px;height:8px;\
-background:#eee;margin-right:.4em}.bar span{display:block;height:8px;background:#4a7}\
+background:#eee;margin-right:.4em}.bar span{display:block;height:8px}\
 .s-alive{color:#2a7d3a}.s-joining{color:#1f6fb2;font-style:italic}.s-suspect{color:#b8860b}.s-dead{color:#c0392b;font-weight:bold}\
 .s-draining{color:#666}.bad{color:#c0392b}tr.selected{background:#fff6d5}\
-.why{color:#555;margin-left:2em;font-size:.9em}#timeline time{color:#888}\
-.kind{font-family:monospace}.ring-empty{fill:none;stroke:#eee;stroke-width:18}\
-.arc{fill:none;stroke-width:18;transform:rotate(-90deg)}.c0{stroke:#4a7}.c1{stroke:#47a}\
-.c2{stroke:#a74}.c3{stroke:#7a4}.c4{stroke:#a47}.c5{stroke:#4aa}.c6{stroke:#aa4}.c7{stroke:#74a}";
+.why{color:#555;margin-left:2em;font-size:.9em}#timeline time{color:#555}\
+.ring-empty{fill:none;stroke:#eee;stroke-width:18}\
+.arc{fill:none;stroke-width:18;transform:rotate(-90deg)}\
+.c0{stroke:#4a7}.c1{stroke:#47a}.c2{stroke:#a74}.c3{stroke:#7a4}.c4{stroke:#a47}\
+.c5{stroke:#4aa}.c6{stroke:#aa4}.c7{stroke:#74a}.c8{stroke:#888}.c9{stroke:#d62}\
+.b0{background:#4a7}.b1{background:#47a}.b2{background:#a74}.b3{background:#7a4}\
+.b4{background:#a47}.b5{background:#4aa}.b6{background:#aa4}.b7{background:#74a}\
+.b8{background:#888}.b9{background:#d62}";
 
 /// Follows `/api/events` (of the cluster in the page's query); after each event (at most every 250 ms) fetches this page again
-/// and swaps in its live part.
+/// and swaps in its live part. Every second it counts the "ago"s on, from the server's clock
+/// (`data-now` of the last render), in the words of `clock::ago`.
 const SCRIPT: &str = r#"(function(){
 var live=document.getElementById('live'),tag=document.getElementById('live-state');
-var pending=false,updates=0;
+var pending=false,updates=0,skew=0;
+function sync(){var n=Number(live.dataset.now);if(n)skew=n-Date.now();}
+function agoText(d){if(d<1000)return 'just now';var s=Math.floor(d/1000);
+if(s<60)return s+' s ago';if(s<3600)return Math.floor(s/60)+' min ago';
+if(s<86400)return Math.floor(s/3600)+' h ago';return Math.floor(s/86400)+' d ago';}
+function tick(){var now=Date.now()+skew;live.querySelectorAll('.ago').forEach(function(e){
+e.textContent=agoText(now-Number(e.dataset.ms));});}
+sync();setInterval(tick,1000);
 function refresh(){if(pending)return;pending=true;setTimeout(function(){
 fetch(location.href,{cache:'no-store'}).then(function(r){return r.text()}).then(function(t){
 var doc=new DOMParser().parseFromString(t,'text/html');var next=doc.getElementById('live');
-if(next){live.innerHTML=next.innerHTML;updates++;document.body.dataset.updates=updates;}
+if(next){live.innerHTML=next.innerHTML;live.dataset.now=next.dataset.now;sync();
+updates++;document.body.dataset.updates=updates;}
 }).finally(function(){pending=false;});},250);}
 if(!window.EventSource)return;
 var es=new EventSource('api/events'+location.search);

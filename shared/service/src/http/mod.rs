@@ -7,6 +7,8 @@
 //! Redis is still down. A process serving a share of many clusters lists them at `/` and
 //! `/api/clusters`; `?cluster=NAME` picks one for the pages and the JSON.
 
+mod chart;
+mod clock;
 mod clusters;
 mod dashboard;
 mod live;
