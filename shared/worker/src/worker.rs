@@ -215,8 +215,9 @@ impl Worker {
         self.finished().await
     }
 
-    /// Waits until following stops: after [`Worker::shutdown`] from another handle is not
-    /// possible, so in practice this returns only on an error (a failed callback).
+    /// Waits until following stops. [`Worker::shutdown`] consumes the worker, so this returns
+    /// only when the follow task ended by itself: on an error (a failed callback). Returns
+    /// `Ok` at once if it was already awaited.
     pub async fn finished(&mut self) -> Result<(), WorkerError> {
         match self.follow.take() {
             Some(task) => task.await.map_err(|e| WorkerError::Task(e.to_string()))?,
