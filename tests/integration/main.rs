@@ -26,4 +26,5 @@ mod test_redis;
 mod trust;
 mod watch;
 mod wire_roundtrip;
+mod worker;
 mod workload;

@@ -1,0 +1,317 @@
+//! [`Worker`]: starts the health endpoint, joins, and follows the node's feed in a task of
+//! its own, calling the application's [`Ownership`] callbacks and saving its position after
+//! each line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use pantheon_client::{EntryId, Pantheon, WatchLine, WatchOp};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::health::{self, Health};
+use crate::owned::{self, Step};
+use crate::state::{State, StateFile};
+use crate::{Ownership, WorkerError};
+
+/// How long [`WorkerBuilder::start`] waits for the join to be applied, by default.
+pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// One wait for a feed line; the loop then checks whether it should stop.
+const POLL: Duration = Duration::from_millis(500);
+/// Backoff after a failed feed read (Redis away): doubling up to the maximum.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The keys the worker owns and their tokens, shared with request handlers. Cheap to clone.
+///
+/// A std `RwLock`, not tokio's: it is never held across an `.await`, and readers
+/// (request handlers calling [`OwnedKeys::owns`]) are many.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedKeys(Arc<RwLock<HashMap<String, u64>>>);
+
+impl OwnedKeys {
+    /// The token with which this node owns `key`, or `None` if it does not own it. Refuse a
+    /// request for a key it does not own, or one carrying a smaller token than this (compare
+    /// with `<`: a key's token also grows when other keys move, see ADR 0015).
+    pub fn owns(&self, key: &str) -> Option<u64> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .copied()
+    }
+
+    /// A copy of every owned key with its token.
+    pub fn all(&self) -> BTreeMap<String, u64> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.iter().map(|(k, t)| (k.clone(), *t)).collect()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut HashMap<String, u64>)) {
+        f(&mut self.0.write().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+/// Options of a [`Worker`]; finish with [`WorkerBuilder::start`].
+#[derive(Debug, Clone)]
+pub struct WorkerBuilder {
+    client: Pantheon,
+    node: String,
+    state_file: PathBuf,
+    health: Health,
+    weight: Option<u32>,
+    join_timeout: Duration,
+}
+
+impl WorkerBuilder {
+    /// Who answers health checks (default: the library, on `127.0.0.1`, any free port).
+    pub fn health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// The node's share of keys relative to the others, `1..=100` (default: the cluster's 1).
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    /// How long to wait for the join to be applied (default 10 s).
+    pub fn join_timeout(mut self, timeout: Duration) -> Self {
+        self.join_timeout = timeout;
+        self
+    }
+
+    /// Loads the state file, starts the health endpoint, joins (unless the node is already
+    /// a member at the same URL: a re-join would start a new epoch and take its keys away
+    /// until the next probe), waits until the join is applied, then follows the feed from
+    /// the saved position in a task of its own.
+    pub async fn start<A: Ownership>(self, app: A) -> Result<Worker, WorkerError> {
+        let file = StateFile::new(&self.state_file, &self.node);
+        let state = file.load().await?;
+        let (stop, stopped) = watch::channel(false);
+        let endpoint = health::start(&self.health, stopped.clone()).await?;
+        let started = self.join(&endpoint.url).await;
+        if let Err(e) = started {
+            let _ = stop.send(true);
+            return Err(e);
+        }
+        let owned = OwnedKeys::default();
+        owned.update(|m| m.extend(state.owned.iter().map(|(k, t)| (k.clone(), *t))));
+        let follow = Follow {
+            client: self.client.clone(),
+            node: self.node.clone(),
+            file,
+            state,
+            owned: owned.clone(),
+            app,
+            stopped,
+        };
+        Ok(Worker {
+            client: self.client,
+            node: self.node,
+            health_url: endpoint.url,
+            owned,
+            stop,
+            follow: Some(tokio::spawn(follow.run())),
+            health: endpoint.task,
+            join_timeout: self.join_timeout,
+        })
+    }
+
+    async fn join(&self, url: &str) -> Result<(), WorkerError> {
+        if let Some(rec) = self.client.node_health(&self.node).await? {
+            let member = matches!(rec.state.as_str(), "alive" | "suspect" | "joining");
+            let same_weight = self.weight.is_none_or(|w| w == rec.weight);
+            if member && rec.url == url && same_weight {
+                tracing::info!(node = %self.node, "already a member at {url}; not joining again");
+                return Ok(());
+            }
+        }
+        let id = self.client.join_url(&self.node, url, self.weight).await?;
+        self.client.wait_applied(id, self.join_timeout).await?;
+        tracing::info!(node = %self.node, %url, "joined");
+        Ok(())
+    }
+}
+
+/// A running worker: its feed is followed in the background. Request handlers ask
+/// [`Worker::owns`] (or a clone of [`Worker::owned_keys`]).
+#[derive(Debug)]
+pub struct Worker {
+    client: Pantheon,
+    node: String,
+    health_url: String,
+    owned: OwnedKeys,
+    stop: watch::Sender<bool>,
+    follow: Option<JoinHandle<Result<(), WorkerError>>>,
+    health: Option<JoinHandle<()>>,
+    join_timeout: Duration,
+}
+
+impl Worker {
+    /// A worker for node `node` of the cluster `client` talks to, saving its position in
+    /// `state_file` (created if missing; keep it on local disk, one per node).
+    pub fn builder(client: Pantheon, node: &str, state_file: impl AsRef<Path>) -> WorkerBuilder {
+        WorkerBuilder {
+            client,
+            node: node.to_owned(),
+            state_file: state_file.as_ref().to_owned(),
+            health: Health::serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            weight: None,
+            join_timeout: DEFAULT_JOIN_TIMEOUT,
+        }
+    }
+
+    /// The node id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The health URL the node joined with.
+    pub fn health_url(&self) -> &str {
+        &self.health_url
+    }
+
+    /// The token with which this node owns `key`, or `None`; see [`OwnedKeys::owns`].
+    pub fn owns(&self, key: &str) -> Option<u64> {
+        self.owned.owns(key)
+    }
+
+    /// A handle on the owned keys for request handlers.
+    pub fn owned_keys(&self) -> OwnedKeys {
+        self.owned.clone()
+    }
+
+    /// Shutdown hook: the node leaves the cluster for good (waits until applied). The feed
+    /// keeps being followed, so `on_release` is called for its keys; stop with
+    /// [`Worker::shutdown`] once [`Worker::owned_keys`] is empty. (A graceful hand-off, the
+    /// new owner waiting for this release, is not part of this version.)
+    pub async fn leave(&self) -> Result<EntryId, WorkerError> {
+        let id = self.client.leave(&self.node).await?;
+        self.client.wait_applied(id, self.join_timeout).await?;
+        Ok(id)
+    }
+
+    /// Shutdown hook for maintenance: the node stays a member but its keys move away
+    /// (waits until applied); `undrain` with the client brings them back. Like
+    /// [`Worker::leave`], the releases arrive through the feed.
+    pub async fn drain(&self) -> Result<EntryId, WorkerError> {
+        let id = self.client.drain(&self.node).await?;
+        self.client.wait_applied(id, self.join_timeout).await?;
+        Ok(id)
+    }
+
+    /// Stops following (never in the middle of a callback) and stops the health endpoint.
+    /// Returns the follow task's error if it had stopped on one. Does not leave: the node
+    /// stays in the cluster, and a restart with the same state file resumes.
+    pub async fn shutdown(mut self) -> Result<(), WorkerError> {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.health.take() {
+            let _ = task.await;
+        }
+        self.finished().await
+    }
+
+    /// Waits until following stops. [`Worker::shutdown`] consumes the worker, so this returns
+    /// only when the follow task ended by itself: on an error (a failed callback). Returns
+    /// `Ok` at once if it was already awaited.
+    pub async fn finished(&mut self) -> Result<(), WorkerError> {
+        match self.follow.take() {
+            Some(task) => task.await.map_err(|e| WorkerError::Task(e.to_string()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+/// The follow loop's state, owned by its task.
+struct Follow<A> {
+    client: Pantheon,
+    node: String,
+    file: StateFile,
+    state: State,
+    owned: OwnedKeys,
+    app: A,
+    stopped: watch::Receiver<bool>,
+}
+
+impl<A: Ownership> Follow<A> {
+    async fn run(mut self) -> Result<(), WorkerError> {
+        let mut backoff = FIRST_BACKOFF;
+        'resume: loop {
+            let mut feed = self.client.watch(&self.node, self.state.position)?;
+            loop {
+                if *self.stopped.borrow() {
+                    return Ok(());
+                }
+                // Only the wait for a line is cut short by a stop, never a callback.
+                let line = tokio::select! {
+                    biased;
+                    _ = self.stopped.wait_for(|s| *s) => return Ok(()),
+                    line = feed.next_within(POLL) => line,
+                };
+                match line {
+                    Ok(Some(line)) => {
+                        backoff = FIRST_BACKOFF;
+                        self.deliver(line).await?;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(node = %self.node, error = %e, "reading the feed failed; retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue 'resume;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls the line's callbacks, then records the line as delivered: at least once.
+    async fn deliver(&mut self, line: WatchLine) -> Result<(), WorkerError> {
+        for step in owned::plan(&self.state.owned, &line) {
+            match step {
+                Step::Release { keys, token, to } => {
+                    // Refuse requests for these keys from now on, while the app lets go.
+                    self.owned.update(|m| {
+                        for k in &keys {
+                            m.remove(k);
+                        }
+                    });
+                    self.app
+                        .on_release(&keys, token, to.as_ref())
+                        .await
+                        .map_err(|source| WorkerError::Callback {
+                            callback: "on_release",
+                            source,
+                        })?;
+                }
+                Step::Acquire { keys, token, from } => {
+                    self.app
+                        .on_acquire(&keys, token, from.as_ref())
+                        .await
+                        .map_err(|source| WorkerError::Callback {
+                            callback: "on_acquire",
+                            source,
+                        })?;
+                    // Serve them only once the app is ready for them.
+                    self.owned
+                        .update(|m| m.extend(keys.iter().map(|k| (k.clone(), token))));
+                }
+            }
+        }
+        owned::fold(&mut self.state.owned, &line);
+        if line.op == WatchOp::Snapshot {
+            // Keys kept across the snapshot now carry its token.
+            let all = &self.state.owned;
+            self.owned.update(|m| {
+                m.clear();
+                m.extend(all.iter().map(|(k, t)| (k.clone(), *t)));
+            });
+        }
+        self.state.position = Some(line.id);
+        self.file.save(&self.state).await
+    }
+}
