@@ -362,107 +362,7 @@ impl State {
         }
         let mut out = Applied::default();
         let settings = (self.policy.strategy, self.policy.vnodes);
-        match &entry.command {
-            Command::Join { node, url, weight } => {
-                let health = match origin {
-                    Origin::Legacy => NodeHealth::default(),
-                    Origin::Service | Origin::Client => NodeHealth::joining(),
-                };
-                self.join(id, node, url, *weight, health, &mut out)?
-            }
-            Command::Leave { node } => {
-                let gone = self
-                    .nodes
-                    .remove(node)
-                    .ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
-                if gone.damped {
-                    let reuse_at = gone.penalty.reuse_at(&self.policy);
-                    self.damped_until.remove(&(reuse_at, node.clone()));
-                }
-                out.nodes_changed.push(node.clone());
-                self.emit(
-                    &mut out,
-                    id,
-                    EventKind::Left {
-                        node: node.clone(),
-                        epoch: gone.epoch,
-                    },
-                );
-            }
-            Command::Drain { node } => self.set_draining(id, node, true, &mut out)?,
-            Command::Undrain { node } => self.set_draining(id, node, false, &mut out)?,
-            Command::Weight { node, weight } => {
-                if self.nodes.contains_key(node) {
-                    self.check_ring_size(Some((node, *weight)), self.policy.vnodes)?;
-                }
-                let n = self
-                    .nodes
-                    .get_mut(node)
-                    .ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
-                if n.weight != *weight {
-                    let previous = std::mem::replace(&mut n.weight, *weight);
-                    n.since = id;
-                    n.last = LastChange::WeightChanged;
-                    let epoch = n.epoch;
-                    out.nodes_changed.push(node.clone());
-                    let kind = EventKind::WeightChanged {
-                        node: node.clone(),
-                        epoch,
-                        weight: *weight,
-                        previous,
-                    };
-                    self.emit(&mut out, id, kind);
-                }
-            }
-            Command::Assign { keys } => {
-                self.settle_into(&mut out);
-                self.assign(id, keys, &mut out)
-            }
-            Command::Unassign { keys } => self.unassign(id, keys, &mut out),
-            Command::Probe(p) => self.probe(id, p, crate::confirm::Check::Plain, &mut out)?,
-            Command::Policy(change) => {
-                self.check_ring_size(None, change.applied_to(self.policy).vnodes)?;
-                self.change_policy(id, change, &mut out)
-            }
-            Command::Probers { alive } => {
-                if self.probers.as_ref() != Some(alive) {
-                    self.probers = Some(alive.clone());
-                    let kind = if alive.is_empty() {
-                        EventKind::NoProber
-                    } else {
-                        EventKind::ProbersChanged {
-                            alive: alive.clone(),
-                        }
-                    };
-                    self.emit(&mut out, id, kind);
-                }
-            }
-            Command::Checked(c) => {
-                let check = self.check_of(c);
-                self.probe(id, &c.result, check, &mut out)?
-            }
-            Command::ProberHealth(h) => self.emit(&mut out, id, h.event()),
-            Command::ClockSkew(c) => {
-                let kind = EventKind::ClockSkew {
-                    entry: c.entry,
-                    skew_ms: c.skew_ms,
-                };
-                self.emit(&mut out, id, kind);
-            }
-            Command::Generation(g) => self.start_generation(id, g, &mut out),
-            // The state came back with the base snapshot; the marker only tells the story.
-            Command::Restored(r) => {
-                let kind = EventKind::Restored {
-                    previous: r.previous,
-                    nodes: r.nodes,
-                    keys: r.keys,
-                    archive: r.archive.clone(),
-                };
-                self.emit(&mut out, id, kind);
-            }
-            // Only time passes: `undamp_due` below does the rest.
-            Command::Tick => {}
-        }
+        self.command(id, &entry.command, origin, &mut out)?;
         // After the command, so a rejected entry changes nothing.
         let undamped = self.undamp_due(id, &mut out);
         if undamped || self.members_may_differ(&entry.command, &out) {
@@ -478,6 +378,129 @@ impl State {
             out.cmd_recorded = Some((cmd.clone(), record));
         }
         Ok(out)
+    }
+
+    /// What one command does to the nodes, keys and policy; on `Err` nothing changed.
+    fn command(
+        &mut self,
+        id: EntryId,
+        command: &Command,
+        origin: Origin,
+        out: &mut Applied,
+    ) -> Result<(), Rejection> {
+        match command {
+            Command::Join { node, url, weight } => {
+                let health = match origin {
+                    Origin::Legacy => NodeHealth::default(),
+                    Origin::Service | Origin::Client => NodeHealth::joining(),
+                };
+                self.join(id, node, url, *weight, health, out)?
+            }
+            Command::Leave { node } => self.leave(id, node, out)?,
+            Command::Drain { node } => self.set_draining(id, node, true, out)?,
+            Command::Undrain { node } => self.set_draining(id, node, false, out)?,
+            Command::Weight { node, weight } => self.set_weight(id, node, *weight, out)?,
+            Command::Assign { keys } => {
+                self.settle_into(out);
+                self.assign(id, keys, out)
+            }
+            Command::Unassign { keys } => self.unassign(id, keys, out),
+            Command::Probe(p) => self.probe(id, p, crate::confirm::Check::Plain, out)?,
+            Command::Policy(change) => {
+                self.check_ring_size(None, change.applied_to(self.policy).vnodes)?;
+                self.change_policy(id, change, out)
+            }
+            Command::Probers { alive } => self.set_probers(id, alive, out),
+            Command::Checked(c) => {
+                let check = self.check_of(c);
+                self.probe(id, &c.result, check, out)?
+            }
+            Command::ProberHealth(h) => self.emit(out, id, h.event()),
+            Command::ClockSkew(c) => {
+                let kind = EventKind::ClockSkew {
+                    entry: c.entry,
+                    skew_ms: c.skew_ms,
+                };
+                self.emit(out, id, kind);
+            }
+            Command::Generation(g) => self.start_generation(id, g, out),
+            // The state came back with the base snapshot; the marker only tells the story.
+            Command::Restored(r) => {
+                let kind = EventKind::Restored {
+                    previous: r.previous,
+                    nodes: r.nodes,
+                    keys: r.keys,
+                    archive: r.archive.clone(),
+                };
+                self.emit(out, id, kind);
+            }
+            // Only time passes: `undamp_due` (after every command) does the rest.
+            Command::Tick => {}
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, id: EntryId, node: &NodeId, out: &mut Applied) -> Result<(), Rejection> {
+        let gone = self
+            .nodes
+            .remove(node)
+            .ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
+        if gone.damped {
+            let reuse_at = gone.penalty.reuse_at(&self.policy);
+            self.damped_until.remove(&(reuse_at, node.clone()));
+        }
+        out.nodes_changed.push(node.clone());
+        let kind = EventKind::Left {
+            node: node.clone(),
+            epoch: gone.epoch,
+        };
+        self.emit(out, id, kind);
+        Ok(())
+    }
+
+    fn set_weight(
+        &mut self,
+        id: EntryId,
+        node: &NodeId,
+        weight: u32,
+        out: &mut Applied,
+    ) -> Result<(), Rejection> {
+        if self.nodes.contains_key(node) {
+            self.check_ring_size(Some((node, weight)), self.policy.vnodes)?;
+        }
+        let n = self
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| Rejection::UnknownNode(node.clone()))?;
+        if n.weight != weight {
+            let previous = std::mem::replace(&mut n.weight, weight);
+            n.since = id;
+            n.last = LastChange::WeightChanged;
+            let epoch = n.epoch;
+            out.nodes_changed.push(node.clone());
+            let kind = EventKind::WeightChanged {
+                node: node.clone(),
+                epoch,
+                weight,
+                previous,
+            };
+            self.emit(out, id, kind);
+        }
+        Ok(())
+    }
+
+    fn set_probers(&mut self, id: EntryId, alive: &[String], out: &mut Applied) {
+        if self.probers.as_deref() != Some(alive) {
+            self.probers = Some(alive.to_vec());
+            let kind = if alive.is_empty() {
+                EventKind::NoProber
+            } else {
+                EventKind::ProbersChanged {
+                    alive: alive.to_vec(),
+                }
+            };
+            self.emit(out, id, kind);
+        }
     }
 
     /// Moves the keys for every change of members since the last settle, in one rebalance
