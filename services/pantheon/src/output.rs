@@ -3,7 +3,7 @@
 //! Print with [`outln!`](crate::outln), not `println!`: `println!` panics when stdout is a
 //! closed pipe (`pantheon keys n1 | head`), and the CLI never panics.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// `println!` that ignores a closed stdout instead of panicking.
 #[macro_export]
@@ -23,39 +23,12 @@ macro_rules! out {
     }};
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use pantheon_service::http::clock::now_ms;
 
 /// `2025-05-01 12:00:00.123` (UTC).
 pub fn timestamp(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    use pantheon_service::http::clock::{date, time_of_day};
+    format!("{} {}", date(ms), time_of_day(ms))
 }
 
 /// `340 ms`, `1.2 s`, `3 min 5 s`, `2 h 10 min`, `3 d 4 h`.

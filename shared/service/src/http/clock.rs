@@ -15,7 +15,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's
-/// algorithm; the CLI's `output::timestamp` uses the same, this crate cannot reach it).
+/// algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -29,13 +29,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-fn date(ms: u64) -> String {
+/// `2026-12-03` (UTC).
+pub fn date(ms: u64) -> String {
     let (y, m, d) = civil_from_days((ms / DAY_MS) as i64);
     format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// `14:06:46.205` (UTC).
-fn time_of_day(ms: u64) -> String {
+pub fn time_of_day(ms: u64) -> String {
     let rem = ms % DAY_MS;
     format!(
         "{:02}:{:02}:{:02}.{:03}",

@@ -8,7 +8,7 @@
 //! `/api/clusters`; `?cluster=NAME` picks one for the pages and the JSON.
 
 mod chart;
-mod clock;
+pub mod clock;
 mod clusters;
 mod dashboard;
 mod live;
