@@ -1,7 +1,8 @@
 //! Sentinel (one master, one replica, one sentinel): the CLI writes through
 //! `redis+sentinel://` while Sentinel fails the master over (planned), then while the new
 //! master is killed with -9. Every write the CLI reported as applied (exit 0) is there at the
-//! end; a write it could not make durable exits non-zero, never 0.
+//! end; a write it could not make durable exits non-zero, never 0. Ownership tokens keep growing
+//! and a node's feed carries on across a failover.
 
 use std::time::Duration;
 
@@ -468,4 +469,88 @@ async fn a_missing_or_wrong_sentinel_password_is_blamed_on_the_sentinel() {
         "{e}"
     );
     assert!(!e.contains(wrong), "{e}");
+}
+
+/// Tokens keep growing across a Sentinel failover, and a node's feed carries on: the key a
+/// dead node held goes to the survivor with a token larger than any before, and the
+/// survivor's watch, opened before the failover, reads that acquire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_grow_and_feeds_carry_on_across_a_failover() {
+    let sentinel = TestSentinel::start().await;
+    let url = sentinel.url();
+    let name = "sentinel-tokens";
+    let _projector = projector(&url, name, "p1");
+    let mut config = pantheon_prober::ProberConfig::new(
+        pantheon_store::Deployment::from_url(&url).expect("url"),
+        name,
+    );
+    config.id = "q1".into();
+    config.registration_ttl = Duration::from_millis(1000);
+    config.grace = Duration::from_millis(500);
+    let token = CancellationToken::new();
+    let prober = tokio::spawn(pantheon_prober::run(config, token.clone()));
+    let client = Pantheon::connect(&url, name).await.expect("connect");
+    let mut n1 = TestNode::start().await;
+    let n2 = TestNode::start().await;
+    for (id, node) in [("n1", &n1), ("n2", &n2)] {
+        let joined = client.join_url(id, &node.url(), None).await.expect("join");
+        wait_applied(&client, joined, WAIT).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    for id in ["n1", "n2"] {
+        while client.node_health(id).await.expect("read").map(|r| r.state) != Some("alive".into()) {
+            assert!(Instant::now() < deadline, "{id} not alive");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let keys: Vec<String> = (0..100).map(|i| format!("t:{i}")).collect();
+    let ids = client.distribute(keys.clone()).await.expect("distribute");
+    wait_applied(&client, *ids.last().unwrap(), WAIT).await;
+    let ring = client.refresh_ring().await.expect("ring");
+    let before: Vec<(String, String, u64)> = keys
+        .iter()
+        .map(|k| {
+            let (n, t) = ring.owner_with_token(k).expect("owned");
+            (k.clone(), n.to_string(), t.expect("token"))
+        })
+        .collect();
+    let highest = before.iter().map(|(_, _, t)| *t).max().unwrap();
+    let moved_key = before
+        .iter()
+        .find(|(_, n, _)| n == "n1")
+        .expect("n1 owns a key")
+        .0
+        .clone();
+    let mut watch = client.watch("n2", None).expect("watch");
+    let snapshot = watch.next().await.expect("snapshot");
+    assert!(!snapshot.keys.contains(&moved_key));
+
+    let old = sentinel.master_addr().await;
+    let new = sentinel.failover().await;
+    assert_ne!(old, new);
+    n1.stop().await;
+
+    let deadline = Instant::now() + WAIT;
+    let acquired = loop {
+        assert!(Instant::now() < deadline, "n2 never acquired {moved_key}");
+        match watch.next_within(Duration::from_secs(1)).await {
+            Ok(Some(line)) if line.keys.contains(&moved_key) => break line,
+            Ok(_) => {}
+            // The connection was cut by the failover: call again.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(acquired.op, pantheon_client::WatchOp::Acquire);
+    assert_eq!(acquired.peer.as_ref().map(|p| p.as_str()), Some("n1"));
+    assert!(
+        acquired.token > highest,
+        "{} after {highest}",
+        acquired.token
+    );
+    let ring = client.refresh_ring().await.expect("ring");
+    let (owner, now) = ring.owner_with_token(&moved_key).expect("owned");
+    assert_eq!(owner.as_str(), "n2");
+    assert!(now.expect("token") >= acquired.token);
+    token.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), prober).await;
 }
