@@ -63,6 +63,29 @@ impl ChildProjector {
             .arg(self.pid().to_string())
             .status();
         assert!(status.is_ok_and(|s| s.success()), "kill -{sig} failed");
+        if sig == "STOP" {
+            self.wait_stopped();
+        }
+    }
+
+    /// `kill` returns once the signal is queued; on a loaded machine the process may still
+    /// run a moment (and commit) before it stops. Wait until the kernel reports it stopped
+    /// (`T` in /proc/<pid>/stat), at most 2 s.
+    fn wait_stopped(&self) {
+        let stat = format!("/proc/{}/stat", self.pid());
+        for _ in 0..200 {
+            let state = std::fs::read_to_string(&stat).unwrap_or_default();
+            // The state follows the command name, which is in parentheses.
+            if state
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('T'))
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("process {} did not stop within 2 s", self.pid());
     }
 }
 
