@@ -40,4 +40,30 @@ pub trait Ownership: Send + Sync + 'static {
         token: u64,
         to: Option<&NodeId>,
     ) -> impl Future<Output = Result<(), AppError>> + Send;
+
+    /// A planned hand-off asks this node to give `keys` to `to` (a drain, a leave, a join
+    /// taking a share; not a death). Return the state to carry over, one value per key it
+    /// has state for; keys without a value are handed over without state. The worker stores
+    /// the values, then releases the keys, and [`Ownership::on_release`] follows once the
+    /// release is committed. Keep serving the keys until then: the node still owns them.
+    /// The default carries no state.
+    fn on_handoff(
+        &self,
+        keys: &[String],
+        to: &NodeId,
+    ) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>, AppError>> + Send {
+        let _ = (keys, to);
+        async { Ok(Vec::new()) }
+    }
+
+    /// The state the previous owner `from` handed over for keys this node is acquiring.
+    /// Called just before the [`Ownership::on_acquire`] of those keys. The default drops it.
+    fn on_state(
+        &self,
+        state: Vec<(String, Vec<u8>)>,
+        from: &NodeId,
+    ) -> impl Future<Output = Result<(), AppError>> + Send {
+        let _ = (state, from);
+        async { Ok(()) }
+    }
 }
