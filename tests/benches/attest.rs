@@ -166,6 +166,7 @@ async fn run(
             node: node(i),
             url: format!("http://127.0.0.1:9/n{i}"),
             weight: None,
+            handoff: false,
         })
     }));
     append(&mut con, &layout, &setup, false).await;

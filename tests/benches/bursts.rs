@@ -82,6 +82,7 @@ fn join_entry(i: usize, url: String) -> LogEntry {
         node: node_id(i),
         url,
         weight: None,
+        handoff: false,
     })
 }
 
@@ -221,6 +222,7 @@ fn flap(minutes: u64, half_period: u64, damping: bool) -> FlapRow {
             node: NodeId::new(n).expect("node id"),
             url: format!("http://{n}.local/health"),
             weight: None,
+            handoff: false,
         });
         at(&mut state, i as u64 + 1, &join);
     }

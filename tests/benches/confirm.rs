@@ -137,6 +137,7 @@ fn simulate(mode: Mode, nodes: usize, seconds: u64, seed: u64) -> SimResult {
                 node: id.clone(),
                 url: format!("http://127.0.0.1:1/{id}"),
                 weight: None,
+                handoff: false,
             }),
         );
         let epoch = state.node(id).expect("joined").epoch;
@@ -371,6 +372,7 @@ async fn env(nodes: usize, confirm: bool) -> Env {
             node: NodeId::new(&format!("n{i}")).expect("id"),
             url: format!("http://{addr}/h/{i}"),
             weight: None,
+            handoff: false,
         })
     })) {
         let mut cmd = redis::cmd("XADD");
@@ -588,6 +590,7 @@ async fn scale_step(full: bool) {
                 node: NodeId::new(&format!("n{i}")).expect("id"),
                 url: format!("http://{}/h/{i}", addrs[i % servers]),
                 weight: None,
+                handoff: false,
             })
         }))
         .collect();
@@ -734,6 +737,7 @@ async fn replicas_step(full: bool) {
             node: NodeId::new(&node).expect("id"),
             url,
             weight: None,
+            handoff: false,
         }))
     };
     let fillers = Arc::<Fleet>::default();

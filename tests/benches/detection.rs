@@ -338,6 +338,7 @@ impl Env {
                 node: node_id(&format!("filler-{i}")),
                 url: node.url(),
                 weight: None,
+                handoff: false,
             });
             last = Some(xadd(&mut con, &layout.log(), &join).await);
             fillers.push(node);
@@ -382,6 +383,7 @@ async fn trial(
         node: node_id(&name),
         url: node.url(),
         weight: None,
+        handoff: false,
     });
     let id = xadd(&mut con, &log, &join).await;
     wait_applied(&mut con, &layout, id).await;
@@ -591,6 +593,7 @@ async fn join_all(
                 node: node_id(&format!("node-{}", c * JOINS_PER_PIPE + i)),
                 url: url.clone(),
                 weight: None,
+                handoff: false,
             });
             pipe.add_command(xadd_cmd(&log, &entry));
         }

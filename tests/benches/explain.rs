@@ -31,6 +31,7 @@ fn log() -> Vec<LogEntry> {
             node: node(i),
             url: format!("http://10.0.0.{i}:8080/health"),
             weight: None,
+            handoff: false,
         }));
         log.push(LogEntry::new(Command::Probe(ProbeResult {
             node: node(i),

@@ -108,6 +108,7 @@ async fn join_all(
                 node: NodeId::new(&format!("n{n}")).unwrap(),
                 url: format!("http://127.0.0.1:{port}/{c}/n{n}/health"),
                 weight: None,
+                handoff: false,
             });
             pipe.add_command(pantheon_store::log::xadd(&layout, &entry));
         }

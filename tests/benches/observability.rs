@@ -332,6 +332,7 @@ async fn setup(s: Scale) -> Setup {
                 node: node(i),
                 url: format!("http://127.0.0.1:9/health/{i}"),
                 weight: None,
+                handoff: false,
             })
         })
         .collect();

@@ -183,6 +183,7 @@ fn join(i: usize) -> Vec<(&'static str, String)> {
         node: node(i),
         url: format!("http://127.0.0.1:{}/health", 9000 + i),
         weight: None,
+        handoff: false,
     })
     .encode()
 }

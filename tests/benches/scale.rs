@@ -225,6 +225,7 @@ async fn main() {
             node: node(i),
             url: format!("http://127.0.0.1:9/n{i}/health"),
             weight: None,
+            handoff: false,
         });
         append(&mut con, &layout, &join).await;
     }

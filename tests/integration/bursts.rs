@@ -24,6 +24,7 @@ fn join(i: usize) -> LogEntry {
         node: node(&format!("n{i}")),
         url: format!("http://127.0.0.1:{}/health", 20_000 + i),
         weight: None,
+        handoff: false,
     })
 }
 

@@ -24,6 +24,7 @@ fn join(id: &str, url: &str) -> LogEntry {
         node: NodeId::new(id).unwrap(),
         url: url.to_owned(),
         weight: None,
+        handoff: false,
     })
 }
 

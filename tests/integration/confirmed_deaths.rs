@@ -101,6 +101,7 @@ impl Cluster {
             node: NodeId::new(node).unwrap(),
             url,
             weight: None,
+            handoff: false,
         });
         let mut cmd = redis::cmd("XADD");
         cmd.arg(self.layout.log()).arg("*");

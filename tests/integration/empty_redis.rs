@@ -271,6 +271,7 @@ async fn with_nobody_holding_the_state_doctor_fails_and_no_empty_history_starts(
             node: NodeId::new("n0").unwrap(),
             url: "http://127.0.0.1:9/health".into(),
             weight: None,
+            handoff: false,
         }))
         .await;
     c.wait_applied(joined, WAIT).await;

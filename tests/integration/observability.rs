@@ -667,6 +667,7 @@ async fn a_big_clusters_dashboard_pages_its_nodes_in_chromium() {
             node: node(i),
             url: format!("http://127.0.0.1:9/{i}"),
             weight: None,
+            handoff: false,
         }))
         .await;
     }

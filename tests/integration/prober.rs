@@ -22,6 +22,7 @@ async fn join(c: &mut TestCluster, id: &str, url: &str) -> pantheon_domain::Entr
         node: NodeId::new(id).unwrap(),
         url: url.to_owned(),
         weight: None,
+        handoff: false,
     });
     let at = c.xadd(&entry).await;
     c.wait_applied(at, WAIT).await;

@@ -26,6 +26,7 @@ fn join(id: &str, port: u16) -> LogEntry {
         node: node(id),
         url: format!("http://127.0.0.1:{port}/health"),
         weight: None,
+        handoff: false,
     })
 }
 

@@ -141,6 +141,7 @@ async fn the_projector_binary_leads_the_cluster_its_config_file_names() {
         node: NodeId::new("a").unwrap(),
         url: "http://127.0.0.1:9000/health".into(),
         weight: None,
+        handoff: false,
     });
     let id = c.xadd(&join).await;
     c.wait_applied(id, WAIT).await;

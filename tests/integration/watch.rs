@@ -24,6 +24,7 @@ fn fold(set: &mut BTreeSet<String>, line: &WatchLine) {
                 set.remove(k);
             }
         }
+        WatchOp::Handoff => {}
     }
 }
 

@@ -38,11 +38,13 @@ fn every_kind_of_entry() -> Vec<LogEntry> {
             node: node("node-1"),
             url: "http://127.0.0.1:8080/health".into(),
             weight: None,
+            handoff: false,
         }),
         LogEntry::new(Command::Join {
             node: node("worker_7.eu-west:8080@a"),
             url: "https://10.0.0.5:8443/healthz?deep=1".into(),
             weight: Some(3),
+            handoff: false,
         })
         .with_cmd("client-42/1"),
         LogEntry::new(Command::Leave {
@@ -230,6 +232,7 @@ async fn a_redis_cli_style_join_with_address_port_and_path_decodes() {
             node: node("node-1"),
             url: "http://10.0.0.5:8080/health".into(),
             weight: None,
+            handoff: false,
         })
     );
 }

@@ -50,6 +50,7 @@ pub mod admin;
 pub mod audit;
 pub mod error;
 mod explain;
+pub mod handoff;
 pub mod locate;
 mod read;
 pub mod status;

@@ -1,8 +1,9 @@
 //! [`Pantheon::watch`]: a node's ownership changes, in commit order, with nothing missed and
 //! nothing repeated: first a snapshot of the keys it owns (unless resuming), then each
 //! `acquire` and `release` as the projector commits it. Folding the lines (a snapshot
-//! replaces the set, an acquire adds, a release removes) always gives the node's key set as
-//! of the last line. See `pantheon_store::feed` for the feed and its retention.
+//! replaces the set, an acquire adds, a release removes, a `handoff` changes nothing: the
+//! node still owns those keys and is asked to release them) always gives the node's key set
+//! as of the last line. See `pantheon_store::feed` for the feed and its retention.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub enum WatchOp {
     Acquire,
     /// Keys the node lost in one commit.
     Release,
+    /// Keys the node still owns and is asked to release to `peer`: a planned move waits for
+    /// it (docs/adr/0016). The worker library answers with [`Pantheon::release`].
+    Handoff,
 }
 
 impl WatchOp {
@@ -36,6 +40,7 @@ impl WatchOp {
             WatchOp::Snapshot => "snapshot",
             WatchOp::Acquire => "acquire",
             WatchOp::Release => "release",
+            WatchOp::Handoff => "handoff",
         }
     }
 }
@@ -55,6 +60,9 @@ pub struct WatchLine {
     pub peer: Option<NodeId>,
     /// The log entry that caused the change (`None` for a snapshot).
     pub cause: Option<EntryId>,
+    /// An `acquire` of keys `peer` released with their state: read the values with
+    /// [`Pantheon::take_handoff_state`].
+    pub state: bool,
 }
 
 impl From<FeedEntry> for WatchLine {
@@ -64,11 +72,13 @@ impl From<FeedEntry> for WatchLine {
             op: match e.op {
                 FeedOp::Acquire => WatchOp::Acquire,
                 FeedOp::Release => WatchOp::Release,
+                FeedOp::Handoff => WatchOp::Handoff,
             },
             keys: e.keys,
             token: e.token,
             peer: e.peer,
             cause: e.cause,
+            state: e.state,
         }
     }
 }
@@ -150,6 +160,7 @@ impl Watch {
                     token: snap.token,
                     peer: None,
                     cause: None,
+                    state: false,
                 }));
             }
             Position::FromStart => {

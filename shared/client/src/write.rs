@@ -113,6 +113,27 @@ impl Pantheon {
         self.append(checked(&f)?).await
     }
 
+    /// [`Pantheon::join_url`] for a node that hands off: a planned move of its keys waits
+    /// until it released them (with their state), see `docs/adr/0016-planned-moves-hand-off.md`.
+    /// The worker library joins so; a node that joins so must answer its feed's `handoff`
+    /// lines with [`Pantheon::release`], or each planned move waits for the policy's
+    /// `handoff_timeout`.
+    pub async fn join_url_with_handoff(
+        &self,
+        id: &str,
+        url: &str,
+        weight: Option<u32>,
+    ) -> Result<EntryId, ClientError> {
+        let mut f = pairs("join");
+        f.push(("node", id.to_owned()));
+        f.push(("url", url.to_owned()));
+        if let Some(w) = weight {
+            f.push(("weight", w.to_string()));
+        }
+        f.push(("handoff", "1".to_owned()));
+        self.append(checked(&f)?).await
+    }
+
     /// Removes a node for good; its keys move to the remaining nodes.
     ///
     /// ```no_run
@@ -224,6 +245,11 @@ impl Pantheon {
         let mut f = pairs(kind);
         f.push(("node", node.to_owned()));
         self.append(checked(&f)?).await
+    }
+
+    /// [`Pantheon::append`] for the other modules of the client.
+    pub(crate) async fn append_entry(&self, entry: LogEntry) -> Result<EntryId, ClientError> {
+        self.append(entry).await
     }
 
     /// Appends a checked entry under a fresh command id (see [`Pantheon::append_all`]).

@@ -40,6 +40,9 @@ pub enum Command {
         node: NodeId,
         url: String,
         weight: Option<u32>,
+        /// The node releases keys before a planned move gives them to another node (field
+        /// `handoff 1`; the worker library joins so; see `docs/adr/0016-planned-moves-hand-off.md`).
+        handoff: bool,
     },
     Leave {
         node: NodeId,
@@ -79,6 +82,17 @@ pub enum Command {
     /// The first entry of a generation re-seeded into a Redis that came back empty (written by
     /// the projector leader; see [`crate::restore`]).
     Restored(crate::restore::Restored),
+    /// A node that hands off released these keys (after storing their state): the ones it
+    /// is still handing off move to their new owners (ADR 0016).
+    Released {
+        node: NodeId,
+        keys: Vec<String>,
+    },
+    /// The projector leader forces the hand-off of every key `node` is handing off: it did
+    /// not release them within the policy's `handoff_timeout`.
+    HandoffForced {
+        node: NodeId,
+    },
     /// Log time passes: written by the projector leader when Redis's clock has passed a
     /// damped node's reuse time and no entry has carried log time there (a quiet cluster
     /// writes nothing). Changes nothing but time.
@@ -109,7 +123,7 @@ pub enum DecodeError {
     #[error("field {0:?} appears more than once")]
     DuplicateField(&'static str),
     #[error(
-        "unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, probe, policy, probers, prober_degraded, prober_recovered, clock_skew, generation, restored or tick)"
+        "unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, released, probe, policy, probers, prober_degraded, prober_recovered, clock_skew, generation, restored, handoff_forced or tick)"
     )]
     UnknownType(String),
     #[error("unknown schema version {0:?} (this build reads version {SCHEMA_VERSION})")]
@@ -160,7 +174,7 @@ pub enum DecodeError {
     #[error("unknown placement strategy {0:?} (expected ring or rendezvous)")]
     BadStrategy(String),
     #[error(
-        "a policy entry must set at least one of fall, rise, strategy, vnodes, panic, damp_penalty, damp_suppress, damp_reuse, damp_half_life, damp_max_suppress"
+        "a policy entry must set at least one of fall, rise, strategy, vnodes, panic, damp_penalty, damp_suppress, damp_reuse, damp_half_life, damp_max_suppress, handoff_timeout"
     )]
     EmptyPolicy,
     #[error("bad node id: {0}")]
@@ -244,6 +258,17 @@ impl LogEntry {
                 f.only("tick", &allowed(&[]))?;
                 Command::Tick
             }
+            "released" => {
+                f.only("released", &allowed(&["node", "key"]))?;
+                Command::Released {
+                    node: node(&f)?,
+                    keys: decode_keys(&f)?,
+                }
+            }
+            "handoff_forced" => {
+                f.only("handoff_forced", &allowed(&["node"]))?;
+                Command::HandoffForced { node: node(&f)? }
+            }
             "prober_degraded" | "prober_recovered" => Command::ProberHealth(
                 crate::confirm::ProberHealth::decode(&f, kind == "prober_degraded")?,
             ),
@@ -265,15 +290,30 @@ impl LogEntry {
             out.push(("cmd", cmd.clone()));
         }
         match &self.command {
-            Command::Join { node, url, weight } => {
+            Command::Join {
+                node,
+                url,
+                weight,
+                handoff,
+            } => {
                 out.push(("node", node.to_string()));
                 out.push(("url", url.clone()));
                 if let Some(w) = weight {
                     out.push(("weight", w.to_string()));
                 }
+                if *handoff {
+                    out.push(("handoff", "1".to_owned()));
+                }
             }
-            Command::Leave { node } | Command::Drain { node } | Command::Undrain { node } => {
+            Command::Leave { node }
+            | Command::Drain { node }
+            | Command::Undrain { node }
+            | Command::HandoffForced { node } => {
                 out.push(("node", node.to_string()));
+            }
+            Command::Released { node, keys } => {
+                out.push(("node", node.to_string()));
+                out.extend(keys.iter().map(|k| ("key", k.clone())));
             }
             Command::Weight { node, weight } => {
                 out.push(("node", node.to_string()));
@@ -312,6 +352,9 @@ impl LogEntry {
                         out.push((name, v.to_string()));
                     }
                 }
+                if let Some(v) = c.handoff_timeout {
+                    out.push(("handoff_timeout", v.to_string()));
+                }
             }
             Command::Probers { alive } => {
                 out.push(("alive", alive.join(" ")));
@@ -326,8 +369,9 @@ impl LogEntry {
 /// (see [`crate::origin`]). Everything else is a user-facing request any producer may send.
 ///
 /// [`Origin`]: crate::origin::Origin
-pub const SERVICE_TYPES: [&str; 8] = [
+pub const SERVICE_TYPES: [&str; 9] = [
     "probe",
+    "handoff_forced",
     "restored",
     "probers",
     "prober_degraded",
@@ -366,6 +410,8 @@ impl Command {
             Command::ClockSkew(_) => "clock_skew",
             Command::Generation(_) => "generation",
             Command::Restored(_) => "restored",
+            Command::Released { .. } => "released",
+            Command::HandoffForced { .. } => "handoff_forced",
         }
     }
 }
@@ -531,10 +577,16 @@ fn check_address(address: &str) -> Result<(), DecodeError> {
 fn decode_join(f: &Fields<'_>) -> Result<Command, DecodeError> {
     f.only(
         "join",
-        &allowed(&["node", "url", "address", "port", "path", "weight"]),
+        &allowed(&[
+            "node", "url", "address", "port", "path", "weight", "handoff",
+        ]),
     )?;
     let node = node(f)?;
     let weight = f.opt_ranged("weight", 1, MAX_WEIGHT)?;
+    let handoff = match f.opt("handoff")? {
+        Some(v) => decode_bool("handoff", v)?,
+        None => false,
+    };
     let url = match (f.opt("url")?, f.opt("address")?) {
         (Some(_), Some(_)) => return Err(DecodeError::UrlAndAddress),
         (Some(url), None) => {
@@ -562,7 +614,12 @@ fn decode_join(f: &Fields<'_>) -> Result<Command, DecodeError> {
         }
         (None, None) => return Err(DecodeError::MissingField("url")),
     };
-    Ok(Command::Join { node, url, weight })
+    Ok(Command::Join {
+        node,
+        url,
+        weight,
+        handoff,
+    })
 }
 
 fn decode_bool(field: &'static str, v: &str) -> Result<bool, DecodeError> {
@@ -654,6 +711,7 @@ fn decode_policy(f: &Fields<'_>) -> Result<Command, DecodeError> {
             "damp_reuse",
             "damp_half_life",
             "damp_max_suppress",
+            "handoff_timeout",
         ]),
     )?;
     let change = PolicyChange {
@@ -673,6 +731,7 @@ fn decode_policy(f: &Fields<'_>) -> Result<Command, DecodeError> {
         damp_reuse: f.opt_ranged("damp_reuse", 1, 1_000_000)?,
         damp_half_life: f.opt_ranged("damp_half_life", 1, 86_400)?,
         damp_max_suppress: f.opt_ranged("damp_max_suppress", 1, 86_400)?,
+        handoff_timeout: f.opt_ranged("handoff_timeout", 0, 3_600_000)?,
     };
     if change == PolicyChange::default() {
         return Err(DecodeError::EmptyPolicy);

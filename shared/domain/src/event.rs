@@ -178,6 +178,27 @@ pub enum EventKind {
         keys: u64,
         archive: Option<String>,
     },
+    /// A planned move asks `node` (which hands off) to release `keys` assigned keys it owns;
+    /// it keeps them until it does (ADR 0016).
+    HandoffStarted {
+        node: NodeId,
+        epoch: u64,
+        keys: u64,
+    },
+    /// `node` released `keys` keys it was handing off, with their state; they moved in the
+    /// same commit (see the `rebalanced` event of the same cause).
+    HandedOff {
+        node: NodeId,
+        epoch: u64,
+        keys: u64,
+    },
+    /// `node` did not release `keys` keys within the policy's `handoff_timeout`: they moved
+    /// without its state, and its token for them is stale.
+    HandoffForced {
+        node: NodeId,
+        epoch: u64,
+        keys: u64,
+    },
 }
 
 /// An events-stream entry this build cannot read.
@@ -245,6 +266,9 @@ event_types! {
     ClockSkew = "clock_skew",
     GenerationStarted = "generation_started",
     Restored = "restored",
+    HandoffStarted = "handoff_started",
+    HandedOff = "handed_off",
+    HandoffForced = "handoff_forced",
 }
 
 impl fmt::Display for EventType {
@@ -285,7 +309,10 @@ impl EventKind {
             | EventKind::WeightChanged { node, epoch, .. }
             | EventKind::PanicStarted { node, epoch, .. }
             | EventKind::Damped { node, epoch, .. }
-            | EventKind::Undamped { node, epoch, .. } => Some((node, *epoch)),
+            | EventKind::Undamped { node, epoch, .. }
+            | EventKind::HandoffStarted { node, epoch, .. }
+            | EventKind::HandedOff { node, epoch, .. }
+            | EventKind::HandoffForced { node, epoch, .. } => Some((node, *epoch)),
             _ => None,
         }
     }
@@ -362,7 +389,11 @@ impl Event {
                 out.push(("moved", moved.to_string()));
                 out.push(("flows", encode_flows(flows)));
             }
-            EventKind::Assigned { keys } | EventKind::Unassigned { keys } => {
+            EventKind::Assigned { keys }
+            | EventKind::Unassigned { keys }
+            | EventKind::HandoffStarted { keys, .. }
+            | EventKind::HandedOff { keys, .. }
+            | EventKind::HandoffForced { keys, .. } => {
                 out.push(("keys", keys.to_string()));
             }
             EventKind::PolicyChanged { policy } => {
@@ -374,6 +405,7 @@ impl Event {
                 for (name, v) in policy.damping_fields() {
                     out.push((name, v.to_string()));
                 }
+                out.push(("handoff_timeout", policy.handoff_timeout.to_string()));
             }
             EventKind::Damped {
                 penalty, reuse_at, ..
@@ -572,6 +604,21 @@ impl Event {
                 keys: r.num("keys")?,
                 archive: r.opt_text("archive")?,
             },
+            EventType::HandoffStarted => EventKind::HandoffStarted {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                keys: r.num("keys")?,
+            },
+            EventType::HandedOff => EventKind::HandedOff {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                keys: r.num("keys")?,
+            },
+            EventType::HandoffForced => EventKind::HandoffForced {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                keys: r.num("keys")?,
+            },
         };
         Ok(Event { cause, kind })
     }
@@ -658,6 +705,7 @@ impl<'a> Reader<'a> {
             damp_half_life: self.small_or("damp_half_life", Policy::DEFAULT_DAMP_HALF_LIFE)?,
             damp_max_suppress: self
                 .small_or("damp_max_suppress", Policy::DEFAULT_DAMP_MAX_SUPPRESS)?,
+            handoff_timeout: self.small_or("handoff_timeout", Policy::DEFAULT_HANDOFF_TIMEOUT)?,
         })
     }
 }

@@ -85,22 +85,40 @@ impl Keys {
         owner: impl Fn(&str, u64) -> Option<&'p NodeId>,
         mut moved: impl FnMut(&str, Option<&NodeId>, Option<&NodeId>),
     ) {
-        let mut visit =
-            |(hash, key): &(u64, Box<str>), current: &mut Option<NodeId>, digest: &mut u64| {
-                let next = owner(key, *hash);
-                if current.as_ref() != next {
-                    *digest = digest
-                        .wrapping_sub(entry_digest(key, current.as_ref()))
-                        .wrapping_add(entry_digest(key, next));
-                    moved(key, current.as_ref(), next);
-                    *current = next.cloned();
-                }
-            };
+        self.reassign_with(
+            ranges,
+            |key, hash, current| {
+                let next = owner(key, hash);
+                (current != next).then_some(next)
+            },
+            |key, from, to| moved(key, from, to),
+        );
+    }
+
+    /// [`Keys::reassign`] where `decide(key, hash, current owner)` says what to do: `None`
+    /// keeps the owner, `Some(to)` makes `to` the owner (calling `moved` if it differs).
+    pub fn reassign_with<'p>(
+        &mut self,
+        ranges: Option<&[(u64, u64)]>,
+        mut decide: impl FnMut(&str, u64, Option<&NodeId>) -> Option<Option<&'p NodeId>>,
+        mut moved: impl FnMut(&str, Option<&NodeId>, Option<&NodeId>),
+    ) {
         let digest = &mut self.digest;
+        let mut visit = |(hash, key): &(u64, Box<str>), current: &mut Option<NodeId>| {
+            if let Some(next) = decide(key, *hash, current.as_ref())
+                && current.as_ref() != next
+            {
+                *digest = digest
+                    .wrapping_sub(entry_digest(key, current.as_ref()))
+                    .wrapping_add(entry_digest(key, next));
+                moved(key, current.as_ref(), next);
+                *current = next.cloned();
+            }
+        };
         match ranges {
             None => {
                 for (k, v) in self.map.iter_mut() {
-                    visit(k, v, digest);
+                    visit(k, v);
                 }
             }
             Some(ranges) => {
@@ -110,11 +128,51 @@ impl Keys {
                         if k.0 > hi {
                             break;
                         }
-                        visit(k, v, digest);
+                        visit(k, v);
                     }
                 }
             }
         }
+    }
+
+    /// [`Keys::reassign_with`] for the listed keys (by hash and key); keys not assigned are
+    /// skipped.
+    pub fn reassign_listed<'p>(
+        &mut self,
+        keys: &[(u64, Box<str>)],
+        mut decide: impl FnMut(&str, u64, Option<&NodeId>) -> Option<Option<&'p NodeId>>,
+    ) {
+        for k in keys {
+            let Some(current) = self.map.get_mut(k) else {
+                continue;
+            };
+            if let Some(next) = decide(&k.1, k.0, current.as_ref())
+                && current.as_ref() != next
+            {
+                self.digest = self
+                    .digest
+                    .wrapping_sub(entry_digest(&k.1, current.as_ref()))
+                    .wrapping_add(entry_digest(&k.1, next));
+                *current = next.cloned();
+            }
+        }
+    }
+
+    /// Sets an assigned key's owner; returns whether it changed (false also when the key is
+    /// not assigned).
+    pub fn set_owner(&mut self, key: &str, hash: u64, owner: Option<NodeId>) -> bool {
+        let Some(current) = self.map.get_mut(&(hash, Box::from(key))) else {
+            return false;
+        };
+        if *current == owner {
+            return false;
+        }
+        self.digest = self
+            .digest
+            .wrapping_sub(entry_digest(key, current.as_ref()))
+            .wrapping_add(entry_digest(key, owner.as_ref()));
+        *current = owner;
+        true
     }
 
     /// All keys with their owners, in hash order.

@@ -30,6 +30,7 @@ pub mod damping;
 pub mod entry;
 pub mod event;
 pub mod explain;
+pub mod handoff;
 pub mod health;
 pub mod ids;
 pub mod keys;

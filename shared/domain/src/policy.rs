@@ -28,6 +28,11 @@ pub struct Policy {
     pub damp_reuse: u32,
     pub damp_half_life: u32,
     pub damp_max_suppress: u32,
+    /// How long (ms of log time) a node that hands off (see
+    /// `docs/adr/0016-planned-moves-hand-off.md`) may take to release keys a planned move
+    /// gives to another node before the projector leader forces the move. 0 turns hand-offs
+    /// off: every move is immediate.
+    pub handoff_timeout: u32,
 }
 
 impl Policy {
@@ -64,6 +69,9 @@ impl Policy {
     pub const DEFAULT_DAMP_REUSE: u32 = 500;
     pub const DEFAULT_DAMP_HALF_LIFE: u32 = 30;
     pub const DEFAULT_DAMP_MAX_SUPPRESS: u32 = 120;
+    /// 10 s: a worker that keeps its state in memory releases within milliseconds; Akka's
+    /// 60 s default is the stall its users complain about (ADR 0016).
+    pub const DEFAULT_HANDOFF_TIMEOUT: u32 = 10_000;
 
     /// Whether the damping fields are all at their defaults (older builds had no damping
     /// fields; the checksum leaves defaults out).
@@ -103,6 +111,7 @@ impl Default for Policy {
             damp_reuse: Self::DEFAULT_DAMP_REUSE,
             damp_half_life: Self::DEFAULT_DAMP_HALF_LIFE,
             damp_max_suppress: Self::DEFAULT_DAMP_MAX_SUPPRESS,
+            handoff_timeout: Self::DEFAULT_HANDOFF_TIMEOUT,
         }
     }
 }
@@ -120,6 +129,7 @@ pub struct PolicyChange {
     pub damp_reuse: Option<u32>,
     pub damp_half_life: Option<u32>,
     pub damp_max_suppress: Option<u32>,
+    pub handoff_timeout: Option<u32>,
 }
 
 impl PolicyChange {
@@ -146,6 +156,7 @@ impl PolicyChange {
             damp_reuse: self.damp_reuse.unwrap_or(policy.damp_reuse),
             damp_half_life: self.damp_half_life.unwrap_or(policy.damp_half_life),
             damp_max_suppress: self.damp_max_suppress.unwrap_or(policy.damp_max_suppress),
+            handoff_timeout: self.handoff_timeout.unwrap_or(policy.handoff_timeout),
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::cmds::{CmdWindow, RecordedCmd};
 use crate::damping::Penalty;
 use crate::entry::{Command, DecodeError, LogEntry, ProbeResult};
 use crate::event::{Event, EventKind, Flow};
+use crate::handoff::Handing;
 use crate::health::{Health, NodeHealth, Transition};
 use crate::ids::{EntryId, NodeId};
 use crate::keys::Keys;
@@ -44,6 +45,9 @@ pub struct Node {
     /// The token clock's value when the node last became a member (0: never); its keys'
     /// token is the larger of this and the floor (see [`crate::token`]).
     pub token: u64,
+    /// Joined with `handoff`: a planned move waits until it released the keys (see
+    /// [`crate::handoff`]).
+    pub hands_off: bool,
 }
 
 impl Node {
@@ -93,6 +97,8 @@ pub enum Rejection {
     BadDamping { reuse: u32, suppress: u32 },
     #[error("cmd {cmd:?} was already used by entry {first} for a different entry")]
     CmdReused { cmd: String, first: EntryId },
+    #[error("{0:?} is not handing off {1} of the keys it released")]
+    NotHandingOff(NodeId, usize),
     #[error(
         "a {kind} entry is written only by the service, and this one was not appended by a \
          service process (a plain XADD cannot prove it; see docs/adr/0011-service-entries-and-joining.md)"
@@ -126,6 +132,25 @@ pub enum KeyChange {
     Removed {
         key: String,
         owner: Option<NodeId>,
+    },
+    /// A planned move asks `from` (a node that hands off) to release the key, which the
+    /// placement now gives to `to`; `from` still owns it (see [`crate::handoff`]).
+    HandoffAsked {
+        key: String,
+        from: NodeId,
+        to: Option<NodeId>,
+    },
+    /// `from` released the key it was handing off, with its state: it moved to `to`.
+    HandedOver {
+        key: String,
+        from: NodeId,
+        to: Option<NodeId>,
+    },
+    /// `owner` released a key it was no longer asked to hand off (the move was undone): it
+    /// still owns it, and its feed says so again (an `acquire` from nobody).
+    Kept {
+        key: String,
+        owner: NodeId,
     },
 }
 
@@ -167,6 +192,16 @@ pub struct State {
     /// Damped nodes by the log time (ms) their penalty reaches the reuse limit.
     damped_until: BTreeSet<(u64, NodeId)>,
     tokens: Tokens,
+    /// Assigned keys whose owner is handing them off (derived: owner, placement and node
+    /// states say so; rebuilt on restore).
+    handing: Handing,
+    /// Nodes joined with `handoff` (so the fold knows without a pass over the nodes whether
+    /// it must settle entry by entry).
+    handoff_nodes: usize,
+    /// Set by a release or forced hand-off that moved keys: the token floor rises with it.
+    handed_in_entry: bool,
+    /// Explain's fold: owners are computed per key elsewhere, the placement is never built.
+    placement_off: bool,
 }
 
 impl std::fmt::Debug for State {
@@ -200,7 +235,18 @@ impl State {
             panicking: false,
             damped_until: BTreeSet::new(),
             tokens: Tokens::default(),
+            handing: Handing::default(),
+            handoff_nodes: 0,
+            handed_in_entry: false,
+            placement_off: false,
         }
+    }
+
+    /// A state for folding without key placement (`explain`): members, health and tokens are
+    /// decided as usual, but settling never builds the placement.
+    pub fn without_placement(mut self) -> Self {
+        self.placement_off = true;
+        self
     }
 
     pub fn policy(&self) -> &Policy {
@@ -232,8 +278,36 @@ impl State {
     pub fn token_of(&self, node: &NodeId) -> Option<u64> {
         self.nodes
             .get(node)
-            .filter(|n| n.is_member())
+            .filter(|n| n.is_member() || self.handing.has(node))
             .map(|n| self.tokens.of(n))
+    }
+
+    /// The token `node`'s keys would have (whether it owns any or not); `None` when it is not
+    /// joined.
+    pub fn token_if_owner(&self, node: &NodeId) -> Option<u64> {
+        self.nodes.get(node).map(|n| self.tokens.of(n))
+    }
+
+    /// The assigned keys each node is handing off (see [`crate::handoff`]).
+    pub fn handing_off(&self) -> &Handing {
+        &self.handing
+    }
+
+    /// Whether a key owned by `node` waits for it to release it when a planned move gives it
+    /// to another node: it joined with `handoff`, is neither dead nor damped, and the policy's
+    /// `handoff_timeout` is above 0.
+    pub fn can_hand_off(&self, node: &NodeId) -> bool {
+        self.policy.handoff_timeout > 0
+            && self
+                .nodes
+                .get(node)
+                .is_some_and(|n| n.hands_off && !n.is_out_for_health() && !n.is_joining())
+    }
+
+    /// Whether keys can hand off at all: then the fold settles after every entry that may
+    /// change the members, so where the projector cuts its batches cannot change the outcome.
+    fn settles_each_entry(&self) -> bool {
+        self.handoff_nodes > 0 && self.policy.handoff_timeout > 0
     }
 
     /// The owner of `key` and its token: the committed owner of an assigned key, else where
@@ -362,6 +436,21 @@ impl State {
         }
         let mut out = Applied::default();
         let settings = (self.policy.strategy, self.policy.vnodes);
+        // An entry that may turn hand-offs on settles what came before it first: those
+        // entries were decided without hand-offs, whatever the cut.
+        let may_start_handoffs = match &entry.command {
+            Command::Join { handoff, .. } => *handoff,
+            Command::Policy(c) => c.handoff_timeout.is_some_and(|t| t > 0),
+            _ => false,
+        };
+        let settle_each = self.settles_each_entry() || may_start_handoffs;
+        if settle_each {
+            // Settle points must be entries of the log (see `handoff`): the entries before
+            // this one settle now. A rejected entry below leaves only this settle behind,
+            // which any cut of the batch would also have made before or at it.
+            self.settle_into(&mut out);
+        }
+        self.handed_in_entry = false;
         self.command(id, &entry.command, origin, &mut out)?;
         // After the command, so a rejected entry changes nothing.
         let undamped = self.undamp_due(id, &mut out);
@@ -369,7 +458,15 @@ impl State {
             self.apply_panic_threshold(id, &mut out);
             self.pending = Some(id);
         }
-        let settings_changed = settings != (self.policy.strategy, self.policy.vnodes);
+        // Also when this entry ended hand-offs (the last such node left, the timeout went to
+        // 0): what was handing off moves now, within this entry.
+        if settle_each || self.settles_each_entry() {
+            self.settle_into(&mut out);
+        }
+        // A key that left an owner handing it off (released, forced, or moved at once) raises
+        // the floor like a member that stopped being one: the owner was no member any more.
+        let settings_changed = settings != (self.policy.strategy, self.policy.vnodes)
+            || std::mem::take(&mut self.handed_in_entry);
         self.tokens
             .after_entry(id, &mut self.nodes, &out.nodes_changed, settings_changed);
         if let Some(cmd) = &entry.cmd {
@@ -389,12 +486,17 @@ impl State {
         out: &mut Applied,
     ) -> Result<(), Rejection> {
         match command {
-            Command::Join { node, url, weight } => {
+            Command::Join {
+                node,
+                url,
+                weight,
+                handoff,
+            } => {
                 let health = match origin {
                     Origin::Legacy => NodeHealth::default(),
                     Origin::Service | Origin::Client => NodeHealth::joining(),
                 };
-                self.join(id, node, url, *weight, health, out)?
+                self.join(id, node, url, (*weight, *handoff), health, out)?
             }
             Command::Leave { node } => self.leave(id, node, out)?,
             Command::Drain { node } => self.set_draining(id, node, true, out)?,
@@ -405,6 +507,14 @@ impl State {
                 self.assign(id, keys, out)
             }
             Command::Unassign { keys } => self.unassign(id, keys, out),
+            Command::Released { node, keys } => {
+                self.settle_into(out);
+                self.released(id, node, keys, out)?
+            }
+            Command::HandoffForced { node } => {
+                self.settle_into(out);
+                self.force_handoff(id, node, out)
+            }
             Command::Probe(p) => self.probe(id, p, crate::confirm::Check::Plain, out)?,
             Command::Policy(change) => {
                 self.check_ring_size(None, change.applied_to(self.policy).vnodes)?;
@@ -448,6 +558,14 @@ impl State {
         if gone.damped {
             let reuse_at = gone.penalty.reuse_at(&self.policy);
             self.damped_until.remove(&(reuse_at, node.clone()));
+        }
+        if gone.hands_off {
+            self.handoff_nodes -= 1;
+        }
+        // Its keys (handing off or not) move at the next settle: `can_hand_off` is false for
+        // a node that is not joined.
+        if self.handing.has(node) {
+            self.pending.get_or_insert(id);
         }
         out.nodes_changed.push(node.clone());
         let kind = EventKind::Left {
@@ -540,6 +658,8 @@ impl State {
             }),
             Command::Assign { .. }
             | Command::Unassign { .. }
+            | Command::Released { .. }
+            | Command::HandoffForced { .. }
             | Command::Probers { .. }
             | Command::Tick => false,
             Command::ProberHealth(_) => false,
@@ -688,9 +808,11 @@ impl State {
             .map(|n| (n.penalty.reuse_at(&policy), n.id.clone()))
             .collect();
         state.tokens = Tokens::restore(0, 0, state.nodes.values());
+        state.handoff_nodes = state.nodes.values().filter(|n| n.hands_off).count();
         for (key, owner) in keys {
             state.keys.insert(&key, owner);
         }
+        state.handing = Handing::derive(&state);
         cmds.sort_by_key(|(_, r)| r.id);
         for (cmd, record) in cmds {
             state.cmds.remember(&cmd, record);
@@ -703,7 +825,7 @@ impl State {
         id: EntryId,
         node: &NodeId,
         url: &str,
-        weight: Option<u32>,
+        (weight, hands_off): (Option<u32>, bool),
         health: NodeHealth,
         out: &mut Applied,
     ) -> Result<(), Rejection> {
@@ -717,10 +839,18 @@ impl State {
         // A join of a known node is a re-join (a restarted worker): new epoch, fresh health.
         // Its flap penalty stays: a worker in a crash loop that re-joins at every start is
         // exactly the node damping is for.
-        let (penalty, damped) = self
+        let (penalty, damped, handed_off) = self
             .nodes
             .get(node)
-            .map_or((Penalty::default(), false), |n| (n.penalty, n.damped));
+            .map_or((Penalty::default(), false, false), |n| {
+                (n.penalty, n.damped, n.hands_off)
+            });
+        self.handoff_nodes = self.handoff_nodes + usize::from(hands_off) - usize::from(handed_off);
+        // A re-join starts the node afresh (joining, owning nothing in placement): whatever
+        // it was handing off moves at the next settle.
+        if self.handing.has(node) {
+            self.pending.get_or_insert(id);
+        }
         self.nodes.insert(
             node.clone(),
             Node {
@@ -736,6 +866,7 @@ impl State {
                 penalty,
                 damped,
                 token: 0,
+                hands_off,
             },
         );
         out.nodes_changed.push(node.clone());
@@ -1017,8 +1148,12 @@ impl State {
     }
 
     /// Rebuilds the placement when members, weights or settings changed and moves exactly the
-    /// keys whose owner changed, emitting one `rebalanced` event with the flows.
+    /// keys whose owner changed, emitting one `rebalanced` event with the flows. A key whose
+    /// owner can hand off does not move: it starts (or goes on) handing off instead.
     fn rebalance(&mut self, id: EntryId, out: &mut Applied) {
+        if self.placement_off {
+            return;
+        }
         let members = self.wanted_members();
         let same_kind = self.placement.as_ring().is_some()
             == (self.policy.strategy == placement::Strategy::Ring);
@@ -1026,30 +1161,87 @@ impl State {
             .placement
             .as_ring()
             .is_none_or(|r| r.vnodes() == self.policy.vnodes);
-        if same_kind && same_vnodes && self.placement.members() == members.as_slice() {
+        let unchanged = same_kind && same_vnodes && self.placement.members() == members.as_slice();
+        if unchanged && self.handing.is_empty() {
             return;
         }
-        out.ring_changed = true;
-        let next: Box<dyn Placement> = match self.placement.as_ring() {
-            Some(ring) if same_kind && same_vnodes => Box::new(ring.updated(members)),
-            _ => placement::build(self.policy.strategy, self.policy.vnodes, members),
+        let next: Option<Box<dyn Placement>> = match self.placement.as_ring() {
+            _ if unchanged => None,
+            Some(ring) if same_kind && same_vnodes => Some(Box::new(ring.updated(members))),
+            _ => Some(placement::build(
+                self.policy.strategy,
+                self.policy.vnodes,
+                members,
+            )),
         };
-        let ranges = self.placement.changed_ranges(&*next);
+        let ranges = match &next {
+            Some(next) => self.placement.changed_ranges(&**next),
+            None => Some(Vec::new()),
+        };
+        let listed = self.handing.all();
+        let releasers: BTreeSet<NodeId> = self
+            .nodes
+            .keys()
+            .filter(|n| self.can_hand_off(n))
+            .cloned()
+            .collect();
+        let target: &dyn Placement = next.as_deref().unwrap_or(&*self.placement);
         let mut flows: BTreeMap<(Option<NodeId>, Option<NodeId>), u64> = BTreeMap::new();
+        let mut asked: BTreeMap<NodeId, u64> = BTreeMap::new();
         let changes = &mut out.key_changes;
-        self.keys.reassign(
-            ranges.as_deref(),
-            |key, hash| next.owner_of_hash(key, hash),
-            |key, from, to| {
-                *flows.entry((from.cloned(), to.cloned())).or_default() += 1;
-                changes.push(KeyChange::Moved {
-                    key: key.to_owned(),
-                    from: from.cloned(),
-                    to: to.cloned(),
-                });
-            },
-        );
-        self.placement = next;
+        let handing = &mut self.handing;
+        let mut moved_handing = false;
+        let mut decide = |key: &str, hash: u64, current: Option<&NodeId>| {
+            let to = target.owner_of_hash(key, hash);
+            if current == to {
+                if let Some(owner) = current {
+                    handing.remove(owner, hash, key);
+                }
+                return None;
+            }
+            if let Some(from) = current.filter(|c| releasers.contains(*c)) {
+                if handing.insert(from, hash, key) {
+                    *asked.entry(from.clone()).or_default() += 1;
+                    changes.push(KeyChange::HandoffAsked {
+                        key: key.to_owned(),
+                        from: from.clone(),
+                        to: to.cloned(),
+                    });
+                }
+                return None;
+            }
+            if let Some(from) = current {
+                moved_handing |= handing.remove(from, hash, key);
+            }
+            *flows.entry((current.cloned(), to.cloned())).or_default() += 1;
+            changes.push(KeyChange::Moved {
+                key: key.to_owned(),
+                from: current.cloned(),
+                to: to.cloned(),
+            });
+            Some(to)
+        };
+        self.keys
+            .reassign_with(ranges.as_deref(), &mut decide, |_, _, _| {});
+        self.keys.reassign_listed(&listed, &mut decide);
+        self.handed_in_entry |= moved_handing;
+        if let Some(next) = next {
+            self.placement = next;
+            out.ring_changed = true;
+        }
+        for (node, keys) in asked {
+            let epoch = self.nodes.get(&node).map_or(0, |n| n.epoch);
+            self.emit(out, id, EventKind::HandoffStarted { node, epoch, keys });
+        }
+        self.emit_flows(out, id, flows);
+    }
+
+    fn emit_flows(
+        &self,
+        out: &mut Applied,
+        id: EntryId,
+        flows: BTreeMap<(Option<NodeId>, Option<NodeId>), u64>,
+    ) {
         if !flows.is_empty() {
             let moved = flows.values().sum();
             let flows = flows
@@ -1058,6 +1250,107 @@ impl State {
                 .collect();
             self.emit(out, id, EventKind::Rebalanced { moved, flows });
         }
+    }
+
+    /// `node` released `keys`: those it is still handing off move to where the placement puts
+    /// them now, in this entry (release, then acquire: one commit). Keys it is no longer
+    /// handing off (the move was undone, or it was forced) are skipped: a late or repeated
+    /// release is harmless.
+    fn released(
+        &mut self,
+        id: EntryId,
+        node: &NodeId,
+        keys: &[String],
+        out: &mut Applied,
+    ) -> Result<(), Rejection> {
+        if !self.nodes.contains_key(node) {
+            return Err(Rejection::UnknownNode(node.clone()));
+        }
+        let mut listed: Vec<(u64, &str)> = Vec::new();
+        for key in keys {
+            let hash = placement::key_hash(key);
+            if self.handing.contains(node, hash, key) {
+                listed.push((hash, key));
+            } else if self.keys.get(key) == Some(Some(node)) {
+                // The worker stopped serving it to hand it over: give it back.
+                out.key_changes.push(KeyChange::Kept {
+                    key: key.clone(),
+                    owner: node.clone(),
+                });
+            }
+        }
+        let moved = self.hand_over(id, node, listed, true, out);
+        if moved > 0 {
+            let epoch = self.nodes[node].epoch;
+            let kind = EventKind::HandedOff {
+                node: node.clone(),
+                epoch,
+                keys: moved,
+            };
+            self.emit(out, id, kind);
+        }
+        Ok(())
+    }
+
+    /// The projector leader forces `node`'s hand-off: everything it is handing off moves now,
+    /// without state.
+    fn force_handoff(&mut self, id: EntryId, node: &NodeId, out: &mut Applied) {
+        let listed: Vec<(u64, String)> = self
+            .handing
+            .of(node)
+            .map(|(h, k)| (h, k.to_owned()))
+            .collect();
+        let listed = listed.iter().map(|(h, k)| (*h, k.as_str())).collect();
+        let moved = self.hand_over(id, node, listed, false, out);
+        if moved > 0 {
+            let epoch = self.nodes.get(node).map_or(0, |n| n.epoch);
+            let kind = EventKind::HandoffForced {
+                node: node.clone(),
+                epoch,
+                keys: moved,
+            };
+            self.emit(out, id, kind);
+        }
+    }
+
+    /// Moves `keys` (handing off from `from`) to their owners in the placement; returns how
+    /// many moved. `with_state`: the old owner stored their state (a release, not a force).
+    fn hand_over(
+        &mut self,
+        id: EntryId,
+        from: &NodeId,
+        keys: Vec<(u64, &str)>,
+        with_state: bool,
+        out: &mut Applied,
+    ) -> u64 {
+        let mut flows: BTreeMap<(Option<NodeId>, Option<NodeId>), u64> = BTreeMap::new();
+        for (hash, key) in keys {
+            let to = self.placement.owner_of_hash(key, hash).cloned();
+            self.handing.remove(from, hash, key);
+            if !self.keys.set_owner(key, hash, to.clone()) {
+                continue;
+            }
+            *flows.entry((Some(from.clone()), to.clone())).or_default() += 1;
+            let (key, from) = (key.to_owned(), from.clone());
+            out.key_changes.push(if with_state {
+                KeyChange::HandedOver { key, from, to }
+            } else {
+                KeyChange::Moved {
+                    key,
+                    from: Some(from),
+                    to,
+                }
+            });
+        }
+        let moved = flows.values().sum();
+        if moved > 0 {
+            self.handed_in_entry = true;
+            if !out.nodes_changed.contains(from) {
+                out.nodes_changed.push(from.clone());
+            }
+        }
+        self.emit_flows(out, id, flows);
+        moved
     }
 
     /// A checksum of the whole state, stable across runs, builds and platforms: xxh3-64 over
@@ -1083,6 +1376,10 @@ impl State {
             for (_, v) in p.damping_fields() {
                 h.update(&v.to_le_bytes());
             }
+        }
+        if p.handoff_timeout != Policy::DEFAULT_HANDOFF_TIMEOUT {
+            h.update(b"handoff_timeout\0");
+            h.update(&p.handoff_timeout.to_le_bytes());
         }
         h.update(&self.next_epoch.to_le_bytes());
         h.update(&(self.nodes.len() as u64).to_le_bytes());
@@ -1113,6 +1410,9 @@ impl State {
             if n.token != 0 {
                 h.update(b"token\0");
                 h.update(&n.token.to_le_bytes());
+            }
+            if n.hands_off {
+                h.update(b"handoff\0");
             }
         }
         h.update(&(self.keys.len() as u64).to_le_bytes());

@@ -32,7 +32,8 @@ fn join_in_the_go_librarys_shape_gives_one_health_url() {
         Command::Join {
             node: "node-1".parse().unwrap(),
             url: "http://localhost:8080/health".into(),
-            weight: None
+            weight: None,
+            handoff: false,
         }
     );
     let e = decode(&[

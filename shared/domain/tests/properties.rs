@@ -44,6 +44,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     .unwrap()
                     .to_string(),
                 weight,
+                handoff: false,
             }),
         node_id().prop_map(|node| Command::Leave { node }),
         node_id().prop_map(|node| Command::Drain { node }),

@@ -72,7 +72,9 @@ impl Role {
             Role::Producer => {
                 "append to the log only (writes with --no-wait, producers in any language)"
             }
-            Role::Writer => "append and wait for the outcome (write commands), read the result",
+            Role::Writer => {
+                "append and wait for the outcome (write commands), read the result, hand over key state (workers)"
+            }
             Role::Reader => {
                 "read nodes, keys, placement, events and the log (read commands, audit)"
             }
@@ -171,6 +173,11 @@ pub fn rules(role: Role, layout: &Layout, deployment: &Deployment) -> Vec<String
             let mut cmds: Vec<String> = READ_COMMANDS.iter().map(|c| format!("+{c}")).collect();
             cmds.sort();
             out.push(selector_owned(&cmds, &[read_key(all)]));
+            // A worker hands over its keys' state with them (docs/adr/0016).
+            out.push(selector(
+                &["+hset", "+hdel", "+pexpire"],
+                &[key(layout.node_handoff_pattern())],
+            ));
         }
         Role::Reader => {
             out.extend(READ_COMMANDS.iter().map(|c| format!("+{c}")));
@@ -323,7 +330,16 @@ fn probes(role: Role, layout: &Layout) -> Vec<Cmd> {
     ];
     match role {
         Role::Producer => vec![append],
-        Role::Writer => std::iter::once(append).chain(reads).collect(),
+        Role::Writer => std::iter::once(append)
+            .chain(reads)
+            .chain([c(&[
+                "HSET",
+                &layout
+                    .node_handoff(&pantheon_domain::NodeId::new("acl-check").expect("a valid id")),
+                "k",
+                "v",
+            ])])
+            .collect(),
         Role::Reader => reads.into(),
         Role::Consumer => vec![
             c(&["XGROUP", "CREATE", &events, "acl-check", "$", "MKSTREAM"]),

@@ -2,10 +2,13 @@
 //! it owns, appended by the same atomic commit that changes the read models, so the feed and
 //! `node:<id>:keys` never disagree. See `docs/adr/0015-ownership-tokens-and-feeds.md`.
 //!
-//! An entry has `op` (`acquire` or `release`), `keys` (a JSON array), `token` (the keys'
-//! token after the change: the node's own for `acquire`, the new owner's for `release`, the
-//! floor when no node owns them now), `peer` (the node they came from or went to; absent when
-//! none did) and `cause` (the log entry that moved them). One commit writes at most
+//! An entry has `op` (`acquire`, `release` or `handoff`), `keys` (a JSON array), `token` (the
+//! keys' token after the change: the node's own for `acquire` and `handoff`, the new owner's
+//! for `release`, the floor when no node owns them now), `peer` (the node they came from or
+//! went to; absent when none did) and `cause` (the log entry that moved them). A `handoff`
+//! entry asks the node to release keys it still owns to `peer` (docs/adr/0016); an `acquire`
+//! of keys a node released with their state has `state 1`: the values wait in the releasing
+//! node's hand-off hash ([`crate::handoff`]). One commit writes at most
 //! [`LINE_MAX_KEYS`] keys per entry, so an entry costs bytes in proportion to the keys that
 //! changed, never to the node's whole set.
 //!
@@ -39,6 +42,8 @@ pub const LEFT_FEED_TTL_MS: u64 = 24 * 3600 * 1000;
 pub enum FeedOp {
     Acquire,
     Release,
+    /// The node still owns the keys, and is asked to release them to `peer`.
+    Handoff,
 }
 
 impl FeedOp {
@@ -46,6 +51,7 @@ impl FeedOp {
         match self {
             FeedOp::Acquire => "acquire",
             FeedOp::Release => "release",
+            FeedOp::Handoff => "handoff",
         }
     }
 }
@@ -59,6 +65,9 @@ pub struct FeedEntry {
     pub token: u64,
     pub peer: Option<NodeId>,
     pub cause: Option<EntryId>,
+    /// An `acquire` of keys `peer` released with their state (read it from `peer`'s hand-off
+    /// hash).
+    pub state: bool,
 }
 
 impl FeedEntry {
@@ -68,6 +77,7 @@ impl FeedEntry {
         let op = match raw.get("op") {
             Some("acquire") => FeedOp::Acquire,
             Some("release") => FeedOp::Release,
+            Some("handoff") => FeedOp::Handoff,
             other => return Err(bad(&format!("unknown op {other:?}"))),
         };
         let keys: Vec<String> = serde_json::from_str(raw.get("keys").unwrap_or(""))
@@ -88,6 +98,7 @@ impl FeedEntry {
             token,
             peer,
             cause,
+            state: raw.get("state") == Some("1"),
         })
     }
 }
@@ -97,6 +108,7 @@ struct Line<'a> {
     node: &'a NodeId,
     op: FeedOp,
     peer: Option<&'a NodeId>,
+    state: bool,
     keys: Vec<&'a str>,
 }
 
@@ -104,21 +116,29 @@ struct Line<'a> {
 #[derive(Default)]
 struct Lines<'a> {
     lines: Vec<Line<'a>>,
-    index: HashMap<(&'a NodeId, FeedOp, Option<&'a NodeId>), usize>,
+    index: HashMap<(&'a NodeId, FeedOp, Option<&'a NodeId>, bool), usize>,
 }
 
 impl<'a> Lines<'a> {
-    fn add(&mut self, node: &'a NodeId, op: FeedOp, peer: Option<&'a NodeId>, key: &'a str) {
+    fn add(
+        &mut self,
+        (node, op, peer, state): (&'a NodeId, FeedOp, Option<&'a NodeId>, bool),
+        key: &'a str,
+    ) {
         let lines = &mut self.lines;
-        let at = *self.index.entry((node, op, peer)).or_insert_with(|| {
-            lines.push(Line {
-                node,
-                op,
-                peer,
-                keys: Vec::new(),
+        let at = *self
+            .index
+            .entry((node, op, peer, state))
+            .or_insert_with(|| {
+                lines.push(Line {
+                    node,
+                    op,
+                    peer,
+                    state,
+                    keys: Vec::new(),
+                });
+                lines.len() - 1
             });
-            lines.len() - 1
-        });
         lines[at].keys.push(key);
     }
 }
@@ -135,21 +155,30 @@ fn token_now(state: &State, owner: Option<&NodeId>) -> u64 {
 pub fn stage(batch: &mut Batch, layout: &Layout, state: &State, applied: &Applied, cause: EntryId) {
     let mut lines = Lines::default();
     for change in &applied.key_changes {
-        let (key, from, to) = match change {
-            KeyChange::Added { key, owner } => (key, None, owner.as_ref()),
-            KeyChange::Moved { key, from, to } => (key, from.as_ref(), to.as_ref()),
-            KeyChange::Removed { key, owner } => (key, owner.as_ref(), None),
+        let (key, from, to, state) = match change {
+            KeyChange::Added { key, owner } => (key, None, owner.as_ref(), false),
+            KeyChange::Moved { key, from, to } => (key, from.as_ref(), to.as_ref(), false),
+            KeyChange::HandedOver { key, from, to } => (key, Some(from), to.as_ref(), true),
+            KeyChange::Removed { key, owner } => (key, owner.as_ref(), None, false),
+            KeyChange::HandoffAsked { key, from, to } => {
+                lines.add((from, FeedOp::Handoff, to.as_ref(), false), key);
+                continue;
+            }
+            KeyChange::Kept { key, owner } => {
+                lines.add((owner, FeedOp::Acquire, None, false), key);
+                continue;
+            }
         };
         if let Some(from) = from {
-            lines.add(from, FeedOp::Release, to, key);
+            lines.add((from, FeedOp::Release, to, false), key);
         }
         if let Some(to) = to {
-            lines.add(to, FeedOp::Acquire, from, key);
+            lines.add((to, FeedOp::Acquire, from, state), key);
         }
     }
     for line in &lines.lines {
         let token = match line.op {
-            FeedOp::Acquire => token_now(state, Some(line.node)),
+            FeedOp::Acquire | FeedOp::Handoff => token_now(state, Some(line.node)),
             FeedOp::Release => token_now(state, line.peer),
         };
         let feed = layout.node_feed(line.node);
@@ -174,6 +203,9 @@ pub fn stage(batch: &mut Batch, layout: &Layout, state: &State, applied: &Applie
             ];
             if let Some(peer) = line.peer {
                 args.extend(["peer", peer.as_str()]);
+            }
+            if line.state {
+                args.extend(["state", "1"]);
             }
             batch.call("XADD", &[&feed], args);
         }

@@ -78,6 +78,11 @@ impl Layout {
     pub fn node_feed(&self, node: &NodeId) -> String {
         self.key(&format!("node:{node}:feed"))
     }
+    /// Hash: the state a node handed off with keys it released, key → value, until the new
+    /// owner takes it (see [`crate::handoff`]).
+    pub fn node_handoff(&self, node: &NodeId) -> String {
+        self.key(&format!("node:{node}:handoff"))
+    }
     /// Set of assigned keys no node can own (no members).
     pub fn unowned(&self) -> String {
         self.key("unowned")
@@ -127,6 +132,10 @@ impl Layout {
     /// Consumer group of the projector on the log.
     pub fn projector_group(&self) -> &'static str {
         "projector"
+    }
+    /// The per-node hand-off hashes (an ACL key pattern).
+    pub fn node_handoff_pattern(&self) -> String {
+        self.key("node:*:handoff")
     }
     /// Prefix of the per-node key sets, to find them all with SCAN.
     pub fn node_keys_pattern(&self) -> String {

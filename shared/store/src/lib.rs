@@ -52,6 +52,7 @@ pub mod fleet;
 pub mod generation;
 pub mod group;
 pub mod handle;
+pub mod handoff;
 pub mod keys;
 pub mod layout;
 pub mod lease;

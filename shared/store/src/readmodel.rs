@@ -62,6 +62,10 @@ pub struct NodeRecord {
     /// `token_floor` (docs/adr/0015).
     #[serde(default)]
     pub token: u64,
+    /// Joined with `handoff`: planned moves wait for it to release its keys (docs/adr/0016).
+    /// Absent (false) in records written before hand-offs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handoff: bool,
 }
 
 impl NodeRecord {
@@ -84,6 +88,7 @@ impl NodeRecord {
             penalty_at: n.penalty.at,
             damped: n.damped,
             token: n.token,
+            handoff: n.hands_off,
         }
     }
 
@@ -116,6 +121,7 @@ impl NodeRecord {
             },
             damped: self.damped,
             token: self.token,
+            hands_off: self.handoff,
         })
     }
 }
@@ -150,13 +156,12 @@ pub fn members_field(state: &State) -> String {
 /// The ring hash's field with the token floor: every key's token is at least this.
 pub const TOKEN_FLOOR_FIELD: &str = "token_floor";
 
-/// Each member's token (the token of the keys it owns) as `id=token` pairs, sorted by id.
+/// Each owner's token (the token of the keys it owns: members, and nodes still handing keys
+/// off) as `id=token` pairs, sorted by id.
 pub fn tokens_field(state: &State) -> String {
     let parts: Vec<String> = state
-        .placement()
-        .members()
-        .iter()
-        .filter_map(|m| Some(format!("{}={}", m.node, state.token_of(&m.node)?)))
+        .nodes()
+        .filter_map(|n| Some(format!("{}={}", n.id, state.token_of(&n.id)?)))
         .collect();
     parts.join(" ")
 }
@@ -175,6 +180,7 @@ pub fn stage_ring(batch: &mut Batch, layout: &Layout, state: &State, version: u6
         ("damp_reuse", p.damp_reuse.to_string()),
         ("damp_half_life", p.damp_half_life.to_string()),
         ("damp_max_suppress", p.damp_max_suppress.to_string()),
+        ("handoff_timeout", p.handoff_timeout.to_string()),
         ("members", members_field(state)),
         ("tokens", tokens_field(state)),
         ("token_clock", state.tokens().clock().to_string()),
@@ -243,7 +249,12 @@ pub fn stage_key_changes(batch: &mut Batch, layout: &Layout, changes: &[KeyChang
             KeyChange::Moved { key, from, to } => {
                 (key, Some(from.as_ref()), Some(to.as_ref()), true)
             }
+            KeyChange::HandedOver { key, from, to } => {
+                (key, Some(Some(from)), Some(to.as_ref()), true)
+            }
             KeyChange::Removed { key, owner } => (key, Some(owner.as_ref()), None, false),
+            // The owner keeps the key until it releases it: no read model changes.
+            KeyChange::HandoffAsked { .. } | KeyChange::Kept { .. } => continue,
         };
         if let Some(from) = from {
             rem.entry(from).or_default().push(key);
@@ -523,6 +534,7 @@ pub async fn load_policy<C: ConnectionLike + Send>(
         damp_reuse: newer("damp_reuse", Policy::DEFAULT_DAMP_REUSE)?,
         damp_half_life: newer("damp_half_life", Policy::DEFAULT_DAMP_HALF_LIFE)?,
         damp_max_suppress: newer("damp_max_suppress", Policy::DEFAULT_DAMP_MAX_SUPPRESS)?,
+        handoff_timeout: newer("handoff_timeout", Policy::DEFAULT_HANDOFF_TIMEOUT)?,
         strategy: map
             .get("strategy")
             .and_then(|s| s.parse::<Strategy>().ok())
@@ -940,6 +952,7 @@ mod tests {
                 node: NodeId::new(n).unwrap(),
                 url: format!("http://{n}.local/health"),
                 weight: None,
+                handoff: false,
             })
         };
         let probe = |n: &str, epoch: u64, ok: bool| {

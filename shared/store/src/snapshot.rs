@@ -72,6 +72,14 @@ pub struct Snapshot {
     pub token_clock: u64,
     #[serde(default)]
     pub token_floor: u64,
+    /// The hand-off timeout (ms; docs/adr/0016); absent in snapshots taken before hand-offs
+    /// (= the default).
+    #[serde(default = "default_handoff_timeout")]
+    pub handoff_timeout: u32,
+}
+
+fn default_handoff_timeout() -> u32 {
+    Policy::DEFAULT_HANDOFF_TIMEOUT
 }
 
 impl Snapshot {
@@ -103,6 +111,7 @@ impl Snapshot {
             probers: state.probers().map(<[String]>::to_vec),
             token_clock: state.tokens().clock(),
             token_floor: state.tokens().floor(),
+            handoff_timeout: p.handoff_timeout,
         }
     }
 
@@ -118,6 +127,7 @@ impl Snapshot {
             strategy,
             vnodes: self.vnodes,
             panic: self.panic,
+            handoff_timeout: self.handoff_timeout,
             ..Policy::default()
         };
         let policy = match self.damping.as_deref() {

@@ -70,4 +70,4 @@ pub use app::Ownership;
 pub use error::{AppError, WorkerError};
 pub use health::Health;
 pub use pantheon_client::{EntryId, NodeId, Pantheon};
-pub use worker::{DEFAULT_JOIN_TIMEOUT, OwnedKeys, Worker, WorkerBuilder};
+pub use worker::{DEFAULT_JOIN_TIMEOUT, OwnedKeys, Worker, WorkerBuilder, shutdown_signal};

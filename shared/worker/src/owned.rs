@@ -21,6 +21,11 @@ pub(crate) enum Step {
         token: u64,
         to: Option<NodeId>,
     },
+    /// Hand these owned keys over to `to`: store their state, then release them.
+    HandOff {
+        keys: Vec<String>,
+        to: Option<NodeId>,
+    },
 }
 
 /// The callbacks `line` means for a worker that owns `owned`. A snapshot is compared with
@@ -33,6 +38,17 @@ pub(crate) fn plan(owned: &Owned, line: &WatchLine) -> Vec<Step> {
             keys: line.keys.clone(),
             token: line.token,
             from: line.peer.clone(),
+        }],
+        // Only keys it holds: after a crash a hand-off line may name keys a snapshot since
+        // showed gone.
+        WatchOp::Handoff => vec![Step::HandOff {
+            keys: line
+                .keys
+                .iter()
+                .filter(|k| owned.contains_key(*k))
+                .cloned()
+                .collect(),
+            to: line.peer.clone(),
         }],
         WatchOp::Release => vec![Step::Release {
             keys: line.keys.clone(),
@@ -69,7 +85,9 @@ pub(crate) fn plan(owned: &Owned, line: &WatchLine) -> Vec<Step> {
     steps
         .into_iter()
         .filter(|s| match s {
-            Step::Acquire { keys, .. } | Step::Release { keys, .. } => !keys.is_empty(),
+            Step::Acquire { keys, .. }
+            | Step::Release { keys, .. }
+            | Step::HandOff { keys, .. } => !keys.is_empty(),
         })
         .collect()
 }
@@ -87,6 +105,8 @@ pub(crate) fn fold(owned: &mut Owned, line: &WatchLine) {
                 owned.remove(k);
             }
         }
+        // Still owned until the release line.
+        WatchOp::Handoff => {}
     }
 }
 
@@ -103,6 +123,7 @@ mod tests {
             token,
             peer: peer.map(|p| NodeId::new(p).expect("node id")),
             cause: None,
+            state: false,
         }
     }
 
@@ -177,5 +198,21 @@ mod tests {
         );
         fold(&mut held, &rel);
         assert_eq!(held, owned(&[("x", 11)]));
+    }
+
+    #[test]
+    fn a_handoff_names_only_held_keys_and_keeps_them_until_the_release() {
+        let held = owned(&[("a", 3), ("b", 3)]);
+        let ask = line(WatchOp::Handoff, &["a", "z"], 3, Some("n2"));
+        assert_eq!(
+            plan(&held, &ask),
+            vec![Step::HandOff {
+                keys: vec!["a".into()],
+                to: Some(NodeId::new("n2").expect("id"))
+            }]
+        );
+        let mut after = held.clone();
+        fold(&mut after, &ask);
+        assert_eq!(after, held);
     }
 }

@@ -4,10 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use pantheon_client::{EntryId, Pantheon, WatchLine, WatchOp};
+use pantheon_client::handoff::MAX_HANDOFF_BYTES;
+use pantheon_client::{EntryId, NodeId, Pantheon, WatchLine, WatchOp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -100,12 +102,14 @@ impl WorkerBuilder {
         }
         let owned = OwnedKeys::default();
         owned.update(|m| m.extend(state.owned.iter().map(|(k, t)| (k.clone(), *t))));
+        let held = Arc::new(AtomicUsize::new(state.owned.len()));
         let follow = Follow {
             client: self.client.clone(),
             node: self.node.clone(),
             file,
             state,
             owned: owned.clone(),
+            held: held.clone(),
             app,
             stopped,
         };
@@ -114,6 +118,7 @@ impl WorkerBuilder {
             node: self.node,
             health_url: endpoint.url,
             owned,
+            held,
             stop,
             follow: Some(tokio::spawn(follow.run())),
             health: endpoint.task,
@@ -125,12 +130,15 @@ impl WorkerBuilder {
         if let Some(rec) = self.client.node_health(&self.node).await? {
             let member = matches!(rec.state.as_str(), "alive" | "suspect" | "joining");
             let same_weight = self.weight.is_none_or(|w| w == rec.weight);
-            if member && rec.url == url && same_weight {
+            if member && rec.url == url && same_weight && rec.handoff {
                 tracing::info!(node = %self.node, "already a member at {url}; not joining again");
                 return Ok(());
             }
         }
-        let id = self.client.join_url(&self.node, url, self.weight).await?;
+        let id = self
+            .client
+            .join_url_with_handoff(&self.node, url, self.weight)
+            .await?;
         self.client.wait_applied(id, self.join_timeout).await?;
         tracing::info!(node = %self.node, %url, "joined");
         Ok(())
@@ -145,6 +153,8 @@ pub struct Worker {
     node: String,
     health_url: String,
     owned: OwnedKeys,
+    /// How many keys the node owns as its feed said last (handing off or not).
+    held: Arc<AtomicUsize>,
     stop: watch::Sender<bool>,
     follow: Option<JoinHandle<Result<(), WorkerError>>>,
     health: Option<JoinHandle<()>>,
@@ -185,19 +195,56 @@ impl Worker {
         self.owned.clone()
     }
 
-    /// Shutdown hook: the node leaves the cluster for good (waits until applied). The feed
-    /// keeps being followed, so `on_release` is called for its keys; stop with
-    /// [`Worker::shutdown`] once [`Worker::owned_keys`] is empty. (A graceful hand-off, the
-    /// new owner waiting for this release, is not part of this version.)
+    /// The graceful way out (for SIGTERM, see [`shutdown_signal`]): drains the node, hands
+    /// every key over with its state (the feed's `handoff` lines are answered by the follow
+    /// task, calling [`crate::Ownership::on_handoff`] then, once released,
+    /// `on_release`), leaves once it owns nothing, and stops. Bounded by `timeout`: past it
+    /// the node leaves anyway (keys still handing off then move without their state, as a
+    /// forced hand-off would). Started again with the same node id, a worker joins and gets
+    /// its share back through hand-offs from the others.
+    pub async fn graceful_shutdown(self, timeout: Duration) -> Result<(), WorkerError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let left = self.drain_and_leave(deadline).await;
+        let stopped = self.shutdown().await;
+        left.and(stopped)
+    }
+
+    async fn drain_and_leave(&self, deadline: tokio::time::Instant) -> Result<(), WorkerError> {
+        let remaining = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        let id = self.client.drain(&self.node).await?;
+        self.client.wait_applied(id, remaining()).await?;
+        while self.held.load(Ordering::Acquire) > 0 && !remaining().is_zero() {
+            tokio::time::sleep(Duration::from_millis(10).min(remaining())).await;
+        }
+        let held = self.held.load(Ordering::Acquire);
+        if held > 0 {
+            tracing::warn!(node = %self.node, held, "graceful shutdown timed out with keys still owned; leaving anyway");
+        }
+        let id = self.client.leave(&self.node).await?;
+        // Leaving is what matters most: give it a moment even past the deadline.
+        let wait = remaining().max(Duration::from_secs(2));
+        self.client.wait_applied(id, wait).await?;
+        Ok(())
+    }
+
+    /// How many keys the node owns as its feed said last, including keys it is handing off.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Shutdown hook: the node leaves the cluster for good (waits until applied); its keys
+    /// move at once, without hand-off (prefer [`Worker::graceful_shutdown`]). The feed keeps
+    /// being followed, so `on_release` is called for its keys; stop with
+    /// [`Worker::shutdown`] once [`Worker::owned_keys`] is empty.
     pub async fn leave(&self) -> Result<EntryId, WorkerError> {
         let id = self.client.leave(&self.node).await?;
         self.client.wait_applied(id, self.join_timeout).await?;
         Ok(id)
     }
 
-    /// Shutdown hook for maintenance: the node stays a member but its keys move away
-    /// (waits until applied); `undrain` with the client brings them back. Like
-    /// [`Worker::leave`], the releases arrive through the feed.
+    /// Shutdown hook for maintenance: the node stays joined but its keys move away, each
+    /// handed over with its state (waits until the drain is applied, not the hand-offs);
+    /// `undrain` with the client brings them back the same way.
     pub async fn drain(&self) -> Result<EntryId, WorkerError> {
         let id = self.client.drain(&self.node).await?;
         self.client.wait_applied(id, self.join_timeout).await?;
@@ -233,6 +280,7 @@ struct Follow<A> {
     file: StateFile,
     state: State,
     owned: OwnedKeys,
+    held: Arc<AtomicUsize>,
     app: A,
     stopped: watch::Receiver<bool>,
 }
@@ -255,7 +303,18 @@ impl<A: Ownership> Follow<A> {
                 match line {
                     Ok(Some(line)) => {
                         backoff = FIRST_BACKOFF;
-                        self.deliver(line).await?;
+                        match self.deliver(line).await {
+                            Ok(()) => {}
+                            // Redis away mid-line (a hand-off's state, a release): the line
+                            // was not recorded, so it is delivered again after a resume.
+                            Err(WorkerError::Client(e)) => {
+                                tracing::warn!(node = %self.node, error = %e, "a feed line's call to Pantheon failed; delivering it again in {backoff:?}");
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(MAX_BACKOFF);
+                                continue 'resume;
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -288,7 +347,18 @@ impl<A: Ownership> Follow<A> {
                             source,
                         })?;
                 }
+                Step::HandOff { keys, to } => self.hand_off(keys, to).await?,
                 Step::Acquire { keys, token, from } => {
+                    let handed_by = from.as_ref().filter(|_| line.state);
+                    if let Some(peer) = handed_by {
+                        let values = self.client.take_handoff_state(peer, &keys).await?;
+                        self.app.on_state(values, peer).await.map_err(|source| {
+                            WorkerError::Callback {
+                                callback: "on_state",
+                                source,
+                            }
+                        })?;
+                    }
                     self.app
                         .on_acquire(&keys, token, from.as_ref())
                         .await
@@ -299,6 +369,12 @@ impl<A: Ownership> Follow<A> {
                     // Serve them only once the app is ready for them.
                     self.owned
                         .update(|m| m.extend(keys.iter().map(|k| (k.clone(), token))));
+                    if let Some(peer) = handed_by
+                        && let Err(e) = self.client.forget_handoff_state(peer, &keys).await
+                    {
+                        // Not worth failing for: the values expire on their own.
+                        tracing::warn!(node = %self.node, error = %e, "could not delete handed-over state");
+                    }
                 }
             }
         }
@@ -312,6 +388,89 @@ impl<A: Ownership> Follow<A> {
             });
         }
         self.state.position = Some(line.id);
+        self.held.store(self.state.owned.len(), Ordering::Release);
         self.file.save(&self.state).await
+    }
+
+    /// Answers a `handoff` line: stop serving the keys (so no write lands after their state
+    /// is taken), take their state from the app, store it, then release them. The node still
+    /// owns them until the release commits; its `release` line follows (or, if the move was
+    /// undone meanwhile, an `acquire` that gives them back).
+    async fn hand_off(&mut self, keys: Vec<String>, to: Option<NodeId>) -> Result<(), WorkerError> {
+        self.owned.update(|m| {
+            for k in &keys {
+                m.remove(k);
+            }
+        });
+        if let Some(to) = &to {
+            let values =
+                self.app
+                    .on_handoff(&keys, to)
+                    .await
+                    .map_err(|source| WorkerError::Callback {
+                        callback: "on_handoff",
+                        source,
+                    })?;
+            for part in within_limits(&self.node, values, &keys) {
+                self.client.put_handoff_state(&self.node, &part).await?;
+            }
+        }
+        self.client.release(&self.node, &keys).await?;
+        Ok(())
+    }
+}
+
+/// The values of `keys` only, without any over the per-value limit (logged), in parts of at
+/// most [`MAX_HANDOFF_BYTES`].
+fn within_limits(
+    node: &str,
+    values: Vec<(String, Vec<u8>)>,
+    keys: &[String],
+) -> Vec<Vec<(String, Vec<u8>)>> {
+    use pantheon_client::handoff::MAX_HANDOFF_VALUE_BYTES;
+    let wanted: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
+    let mut parts: Vec<Vec<(String, Vec<u8>)>> = Vec::new();
+    let mut size = 0usize;
+    for (key, value) in values {
+        if !wanted.contains(key.as_str()) {
+            continue;
+        }
+        if value.len() > MAX_HANDOFF_VALUE_BYTES {
+            tracing::warn!(%node, %key, bytes = value.len(), "state over the hand-off limit of {MAX_HANDOFF_VALUE_BYTES} bytes: handed over without it");
+            continue;
+        }
+        if parts.is_empty() || size + value.len() > MAX_HANDOFF_BYTES {
+            parts.push(Vec::new());
+            size = 0;
+        }
+        size += value.len();
+        if let Some(part) = parts.last_mut() {
+            part.push((key, value));
+        }
+    }
+    parts
+}
+
+/// Resolves on SIGTERM or Ctrl-C: `tokio::select!` it with the application's work and call
+/// [`Worker::graceful_shutdown`].
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

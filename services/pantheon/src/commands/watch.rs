@@ -60,6 +60,7 @@ fn json_line(line: &WatchLine) -> serde_json::Value {
         "token": line.token,
         "peer": line.peer.as_ref().map(ToString::to_string),
         "cause": line.cause.map(|c| c.to_string()),
+        "state": line.state,
     })
 }
 
@@ -93,6 +94,16 @@ fn sentence(node: &str, line: &WatchLine) -> String {
                 line.token
             ),
             None => format!("{time}{node} lost {n} {keys}{list}; no node owns them now"),
+        },
+        WatchOp::Handoff => match &line.peer {
+            Some(peer) => format!(
+                "{time}{node} is asked to hand {n} {keys} over to {peer}{list}; it owns them until it releases them (token {})",
+                line.token
+            ),
+            None => format!(
+                "{time}{node} is asked to release {n} {keys}{list}; no node will own them (token {})",
+                line.token
+            ),
         },
     }
 }

@@ -13,6 +13,7 @@ pub fn join(id: &str) -> LogEntry {
         node: node(id),
         url: format!("http://{id}.local:8080/health"),
         weight: None,
+        handoff: false,
     })
 }
 
@@ -21,6 +22,7 @@ pub fn join_weighted(id: &str, weight: u32) -> LogEntry {
         node: node(id),
         url: format!("http://{id}.local:8080/health"),
         weight: Some(weight),
+        handoff: false,
     })
 }
 
