@@ -26,15 +26,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_pantheon-worker-under-test");
 
 /// One callback as the worker process printed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Call {
-    op: String,
-    keys: BTreeSet<String>,
-    token: u64,
-    peer: Option<String>,
+pub(crate) struct Call {
+    pub(crate) op: String,
+    pub(crate) keys: BTreeSet<String>,
+    pub(crate) token: u64,
+    pub(crate) peer: Option<String>,
 }
 
 impl Call {
-    fn parse(v: &Value) -> Option<Self> {
+    pub(crate) fn parse(v: &Value) -> Option<Self> {
         let op = v["op"].as_str()?;
         if op != "acquire" && op != "release" {
             return None;
@@ -53,14 +53,14 @@ impl Call {
 }
 
 /// A child process whose stdout lines are collected as they come.
-struct Lines {
-    child: Child,
+pub(crate) struct Lines {
+    pub(crate) child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     reader: JoinHandle<()>,
 }
 
 impl Lines {
-    fn spawn(mut cmd: Command) -> Self {
+    pub(crate) fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
@@ -83,7 +83,7 @@ impl Lines {
         }
     }
 
-    fn values(&self) -> Vec<Value> {
+    pub(crate) fn values(&self) -> Vec<Value> {
         self.lines
             .lock()
             .unwrap()
@@ -92,12 +92,12 @@ impl Lines {
             .collect()
     }
 
-    fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.values().iter().filter_map(Call::parse).collect()
     }
 
     /// SIGKILL, then every line it wrote before dying.
-    async fn kill9(mut self) -> Vec<Call> {
+    pub(crate) async fn kill9(mut self) -> Vec<Call> {
         self.child.start_kill().expect("kill -9");
         let _ = self.child.wait().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.reader).await;
@@ -105,7 +105,7 @@ impl Lines {
     }
 }
 
-fn worker(redis: &TestRedis, node: &str, state: &Path, port: u16) -> Lines {
+pub(crate) fn worker(redis: &TestRedis, node: &str, state: &Path, port: u16) -> Lines {
     let mut cmd = Command::new(BIN);
     cmd.args([
         &redis.url,
@@ -118,12 +118,12 @@ fn worker(redis: &TestRedis, node: &str, state: &Path, port: u16) -> Lines {
     Lines::spawn(cmd)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
 
-fn fold(set: &mut BTreeSet<String>, call: &Call) {
+pub(crate) fn fold(set: &mut BTreeSet<String>, call: &Call) {
     if call.op == "acquire" {
         set.extend(call.keys.iter().cloned());
     } else {
@@ -133,7 +133,7 @@ fn fold(set: &mut BTreeSet<String>, call: &Call) {
     }
 }
 
-fn folded(calls: &[Call]) -> BTreeSet<String> {
+pub(crate) fn folded(calls: &[Call]) -> BTreeSet<String> {
     let mut set = BTreeSet::new();
     for c in calls {
         fold(&mut set, c);
@@ -141,7 +141,7 @@ fn folded(calls: &[Call]) -> BTreeSet<String> {
     set
 }
 
-async fn keys_of(ctl: &Ctl, node: &str) -> BTreeSet<String> {
+pub(crate) async fn keys_of(ctl: &Ctl, node: &str) -> BTreeSet<String> {
     let run = ctl.run(&["keys", node, "--json"]).await.ok();
     run.json()["keys"]
         .as_array()
@@ -152,7 +152,7 @@ async fn keys_of(ctl: &Ctl, node: &str) -> BTreeSet<String> {
 }
 
 /// Polls until the callbacks fold to `keys NODE` (and that holds on a second look).
-async fn until_folds_to_keys(ctl: &Ctl, node: &str, calls: impl Fn() -> Vec<Call>) {
+pub(crate) async fn until_folds_to_keys(ctl: &Ctl, node: &str, calls: impl Fn() -> Vec<Call>) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let keys = keys_of(ctl, node).await;
@@ -169,7 +169,7 @@ async fn until_folds_to_keys(ctl: &Ctl, node: &str, calls: impl Fn() -> Vec<Call
 }
 
 /// The owned keys and position the worker saved.
-fn saved(path: &Path) -> (BTreeMap<String, u64>, Option<String>) {
+pub(crate) fn saved(path: &Path) -> (BTreeMap<String, u64>, Option<String>) {
     let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let owned = v["owned"]
         .as_object()

@@ -4,7 +4,10 @@
 //! for it, so [`KeyOwner`] ranks the members for that key alone (each member's rank hashed
 //! once) and the fold runs deferred (membership, health and tokens are decided per entry;
 //! the ring is never built). `assign` and `unassign` entries only say whether the key is
-//! assigned: they are not folded (placement depends on the members alone).
+//! assigned: they are not folded (placement depends on the members alone). An assigned key
+//! whose owner hands off stays with it until its release or a forced hand-off
+//! (docs/adr/0016), by the same rule as the fold's, applied after every entry as the fold
+//! does while hand-offs are possible.
 
 use std::collections::HashMap;
 
@@ -116,6 +119,9 @@ pub struct Explainer {
     owner: KeyOwner,
     state: State,
     assigned: bool,
+    /// The key's owner now (an assigned key's may differ from where the placement puts it
+    /// while it is handing off).
+    actual: Option<NodeId>,
     history: Vec<Owned>,
     entries: u64,
 }
@@ -124,16 +130,19 @@ impl Explainer {
     /// Starts from `state` (a snapshot's, or the empty state), as of `base` (`None`: the
     /// beginning of the log).
     pub fn new(key: &str, state: State, base: Option<EntryId>) -> Self {
+        let stored = state.keys().get(key).map(|o| o.cloned());
         let mut e = Self {
-            assigned: state.keys().get(key).is_some(),
+            assigned: stored.is_some(),
             key: key.to_owned(),
             owner: KeyOwner::new(key),
-            state,
+            state: state.without_placement(),
+            actual: None,
             history: Vec::new(),
             entries: 0,
         };
+        e.actual = stored.unwrap_or_else(|| e.owner.owner(&e.state));
         if let Some(base) = base {
-            let node = e.owner.owner(&e.state);
+            let node = e.actual.clone();
             if node.is_some() {
                 let token = node.as_ref().and_then(|n| e.state.token_of(n));
                 e.history.push(Owned {
@@ -166,12 +175,18 @@ impl Explainer {
         let Ok(applied) = self.state.apply_deferred_from(id, entry, origin) else {
             return;
         };
-        let node = self.owner.owner(&self.state);
+        let placed = self.owner.owner(&self.state);
+        let node = if self.assigned {
+            self.owner_after(&entry.command, placed)
+        } else {
+            placed
+        };
+        self.actual = node.clone();
         let current = self.history.last().map(|o| o.node.clone());
         if current.as_ref() == Some(&node) || (current.is_none() && node.is_none()) {
             return;
         }
-        let token = node.as_ref().and_then(|n| self.state.token_of(n));
+        let token = node.as_ref().and_then(|n| self.state.token_if_owner(n));
         let why = why(&applied.events, current.flatten().as_ref(), node.as_ref());
         self.history.push(Owned {
             node,
@@ -180,6 +195,25 @@ impl Explainer {
             cause: id,
             why,
         });
+    }
+
+    /// The assigned key's owner after `command`, where the placement now puts it at
+    /// `placed`: the fold's hand-off rule for one key.
+    fn owner_after(&self, command: &Command, placed: Option<NodeId>) -> Option<NodeId> {
+        let Some(owner) = self.actual.clone() else {
+            return placed;
+        };
+        if Some(&owner) == placed.as_ref() || !self.state.can_hand_off(&owner) {
+            return placed;
+        }
+        // Handing off: it moves only when its owner releases it or is forced to.
+        match command {
+            Command::Released { node, keys } if *node == owner && keys.contains(&self.key) => {
+                placed
+            }
+            Command::HandoffForced { node } if *node == owner => placed,
+            _ => Some(owner),
+        }
     }
 
     pub fn finish(self) -> Explanation {
@@ -251,6 +285,11 @@ fn describe(kind: &EventKind) -> String {
         EventKind::Damped { node, .. } => format!("{node} flapped and was damped"),
         EventKind::Undamped { node, .. } => format!("{node}'s damping ended"),
         EventKind::PolicyChanged { .. } => "the placement policy changed".to_owned(),
+        EventKind::HandedOff { node, .. } => format!("{node} handed it over with its state"),
+        EventKind::HandoffForced { node, .. } => {
+            format!("{node} did not release it within the hand-off timeout")
+        }
+        EventKind::HandoffStarted { node, .. } => format!("{node} was asked to hand it over"),
         other => format!("{} happened", other.name()),
     }
 }

@@ -358,3 +358,31 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// `explain`'s owner of an assigned key (one key, no placement built) is the fold's,
+    /// hand-offs, releases and forced moves included.
+    #[test]
+    fn explain_follows_hand_offs_as_the_fold_does(log in proptest::collection::vec(fleet_entry(), 0..80)) {
+        use pantheon_domain::explain::Explainer;
+        use pantheon_domain::Origin;
+        let keys: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
+        let mut full = vec![assign(keys.clone())];
+        full.extend(log);
+        let mut state = State::default();
+        let mut explainers: Vec<Explainer> = keys.iter().map(|k| Explainer::new(k, State::default(), None)).collect();
+        for (i, entry) in full.iter().enumerate() {
+            let _ = state.apply(id(i), entry);
+            for e in &mut explainers {
+                e.entry(id(i), entry, Origin::Service);
+            }
+        }
+        for (key, e) in keys.iter().zip(explainers) {
+            let fold = state.keys().get(key).and_then(|o| o.map(|n| n.to_string()));
+            let explained = e.finish().history.last().and_then(|o| o.node.as_ref().map(|n| n.to_string()));
+            prop_assert_eq!(fold, explained, "{}", key);
+        }
+    }
+}

@@ -17,11 +17,14 @@
 //! * `skew` — noticing a poisoned log clock and reporting it as a `clock_skew` entry;
 //! * `tick` — a `tick` entry, so that log time reaches a damped node's reuse time on a quiet
 //!   cluster;
+//! * `handoff` — a `handoff_forced` entry for a node that did not release its keys within
+//!   the policy's `handoff_timeout` (docs/adr/0016);
 //! * `reseed` — a Redis that came back empty gets the leader's state back;
 //! * `standby` — a standby keeps the state at the leader's last commit, to take over fast.
 
 pub mod config;
 pub mod generation;
+mod handoff;
 pub mod rebuild;
 mod reseed;
 pub mod retention;

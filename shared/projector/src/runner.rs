@@ -559,6 +559,7 @@ async fn lead(
         let mut reported_probers: Option<Vec<String>> = None;
         let mut skew = config.clock_skew_bound.map(crate::skew::SkewWatch::new);
         let mut ticked: Option<u64> = None;
+        let mut handoff_deadlines = crate::handoff::Deadlines::default();
         // At most one commit runs while the next batch is read and folded. `cp` is what the
         // staged batches assume; if a commit fails the next one is STALE and the leader reloads
         // from Redis, exactly as when the in-memory state runs ahead of a failed commit.
@@ -638,6 +639,7 @@ async fn lead(
                 next_watch = Instant::now() + every;
                 let now = watch_probers(con, layout, state, &mut reported_probers).await?;
                 crate::tick::tick_if_due(con, layout, state, now, cp.last_id, &mut ticked).await?;
+                crate::handoff::force_due(con, layout, state, now, &mut handoff_deadlines).await?;
             }
             if config.snapshot_every > 0 && progress.since_snapshot >= config.snapshot_every && in_flight.is_none() {
                 heartbeat.beat();

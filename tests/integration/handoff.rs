@@ -1,0 +1,293 @@
+//! Hand-offs of planned moves (docs/adr/0016) with real worker processes
+//! (`pantheon-worker-under-test`), `pantheon up`, real HTTP health endpoints and the CLI: a
+//! drain hands every key over with its state before the new owner acquires it; a worker that
+//! never releases is forced after the policy's `handoff_timeout`, its token stale; SIGTERM
+//! drains, hands off and leaves, and a restart under the same id gets its share back with
+//! state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use pantheon_store::Layout;
+use pantheon_test_support::TestRedis;
+use serde_json::Value;
+
+use crate::cli::Ctl;
+use crate::worker::{Call, Lines, folded, free_port, keys_of, until_folds_to_keys, worker};
+
+/// Every value a worker received as handed-over state: key → value.
+fn received(w: &Lines) -> BTreeMap<String, String> {
+    w.values()
+        .iter()
+        .filter(|v| v["op"] == "state")
+        .flat_map(|v| {
+            v["values"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn asked(w: &Lines) -> BTreeSet<String> {
+    w.values()
+        .iter()
+        .filter(|v| v["op"] == "handoff")
+        .flat_map(|v| {
+            v["keys"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(str::to_owned))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+async fn distribute(ctl: &Ctl, n: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..n).map(|i| format!("user:{i}")).collect();
+    let file = ctl.dir.path().join("keys.txt");
+    std::fs::write(&file, keys.join("\n")).unwrap();
+    ctl.run(&["distribute", "--file", file.to_str().unwrap()])
+        .await
+        .ok();
+    keys
+}
+
+async fn event_types(ctl: &Ctl) -> Vec<String> {
+    let run = ctl.run(&["events", "--json", "--limit", "1000"]).await.ok();
+    let text = run.stdout.clone();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["type"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn set_policy(redis: &TestRedis, fields: &[(&str, &str)]) {
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(Layout::new("pantheon", redis.namespace()).log())
+        .arg("*")
+        .arg("type")
+        .arg("policy");
+    for (k, v) in fields {
+        cmd.arg(*k).arg(*v);
+    }
+    let _: String = cmd.query_async(&mut con).await.unwrap();
+}
+
+async fn until(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_hands_every_key_over_with_its_state_before_the_new_owner_acquires_it() {
+    let redis = TestRedis::start().await;
+    let ctl = Ctl::new(&redis.url, redis.namespace());
+    let (_up, _log) = ctl.up();
+    let dir = ctl.dir.path();
+    let w1 = worker(&redis, "w1", &dir.join("w1.state"), free_port());
+    let w2 = worker(&redis, "w2", &dir.join("w2.state"), free_port());
+    ctl.wait_state("w1", "alive").await;
+    ctl.wait_state("w2", "alive").await;
+    distribute(&ctl, 300).await;
+    until_folds_to_keys(&ctl, "w1", || w1.calls()).await;
+    until_folds_to_keys(&ctl, "w2", || w2.calls()).await;
+    let had = keys_of(&ctl, "w1").await;
+    assert!(!had.is_empty(), "w1 owns some of 300 keys");
+    let w1_token = w1.calls().last().unwrap().token;
+
+    ctl.run(&["drain", "w1"]).await.ok();
+    until("w1 owns nothing", Duration::from_secs(15), async || {
+        keys_of(&ctl, "w1").await.is_empty()
+    })
+    .await;
+    until_folds_to_keys(&ctl, "w2", || w2.calls()).await;
+    until_folds_to_keys(&ctl, "w1", || w1.calls()).await;
+
+    // w1 was asked for exactly its keys, and w2 got each one's state from w1 before it
+    // acquired the key.
+    assert_eq!(asked(&w1), had);
+    let state = received(&w2);
+    let expected: BTreeMap<String, String> = had
+        .iter()
+        .map(|k| (k.clone(), format!("state-of-{k}@w1")))
+        .collect();
+    assert_eq!(state, expected);
+    let values = w2.values();
+    let state_at = values.iter().position(|v| v["op"] == "state").unwrap();
+    let acquired_at = values
+        .iter()
+        .position(|v| v["op"] == "acquire" && v["peer"] == "w1")
+        .unwrap();
+    assert!(
+        state_at < acquired_at,
+        "state comes before on_acquire: {values:?}"
+    );
+    let acquire = Call::parse(&values[acquired_at]).unwrap();
+    assert!(acquire.token > w1_token, "{} > {w1_token}", acquire.token);
+    // w1's release names w2, with w2's (larger) token.
+    let release = w1
+        .calls()
+        .into_iter()
+        .find(|c| c.op == "release" && c.peer.as_deref() == Some("w2"))
+        .expect("w1 released to w2");
+    assert_eq!(release.keys, had);
+    assert!(release.token > w1_token);
+    // The audit trail says so, and the values were taken (deleted) by the new owner.
+    let types = event_types(&ctl).await;
+    for t in ["handoff_started", "handed_off"] {
+        assert!(types.iter().any(|x| x == t), "{t} in {types:?}");
+    }
+    assert!(!types.iter().any(|x| x == "handoff_forced"), "{types:?}");
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let hash = Layout::new("pantheon", redis.namespace())
+        .node_handoff(&pantheon_client::NodeId::new("w1").unwrap());
+    until(
+        "w2 deleted the values it took",
+        Duration::from_secs(5),
+        async || {
+            let n: u64 = redis::cmd("HLEN")
+                .arg(&hash)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            n == 0
+        },
+    )
+    .await;
+    assert_eq!(folded(&w1.calls()), BTreeSet::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_never_releases_is_forced_after_the_timeout_and_its_token_is_stale() {
+    let redis = TestRedis::start().await;
+    let ctl = Ctl::new(&redis.url, redis.namespace());
+    let (_up, _log) = ctl.up();
+    set_policy(&redis, &[("handoff_timeout", "1500")]).await;
+    let dir = ctl.dir.path();
+    let mut stuck = tokio::process::Command::new(env!("CARGO_BIN_EXE_pantheon-worker-under-test"));
+    stuck
+        .args([
+            redis.url.as_str(),
+            redis.namespace(),
+            "w1",
+            dir.join("w1.state").to_str().unwrap(),
+            &free_port().to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .env("WORKER_NEVER_RELEASES", "1");
+    let w1 = Lines::spawn(stuck);
+    let w2 = worker(&redis, "w2", &dir.join("w2.state"), free_port());
+    ctl.wait_state("w1", "alive").await;
+    ctl.wait_state("w2", "alive").await;
+    distribute(&ctl, 200).await;
+    until_folds_to_keys(&ctl, "w1", || w1.calls()).await;
+    let had = keys_of(&ctl, "w1").await;
+    let w1_token = w1.calls().last().unwrap().token;
+    let drained = Instant::now();
+    ctl.run(&["drain", "w1"]).await.ok();
+    // It is asked, never answers; the keys stay with it until the timeout, then move.
+    until("w1 is asked", Duration::from_secs(5), async || {
+        !asked(&w1).is_empty()
+    })
+    .await;
+    assert_eq!(
+        keys_of(&ctl, "w1").await,
+        had,
+        "still w1's while it hands off"
+    );
+    let key = had.iter().next().unwrap().clone();
+    let located = ctl.run(&["locate", &key, "--json"]).await.ok().json();
+    assert_eq!(
+        located["node"], "w1",
+        "locate answers the old owner until the release"
+    );
+    until(
+        "the leader forces the move",
+        Duration::from_secs(15),
+        async || keys_of(&ctl, "w1").await.is_empty(),
+    )
+    .await;
+    let waited = drained.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "forced after the timeout: {waited:?}"
+    );
+    until_folds_to_keys(&ctl, "w2", || w2.calls()).await;
+    assert!(received(&w2).is_empty(), "a forced move carries no state");
+    let types = event_types(&ctl).await;
+    assert!(types.iter().any(|x| x == "handoff_forced"), "{types:?}");
+    // The new owner's token is larger than the one the stuck worker still holds: a write
+    // carrying w1's token is refused by anyone comparing with `<`.
+    let located = ctl.run(&["locate", &key, "--json"]).await.ok().json();
+    assert_eq!(located["node"], "w2");
+    assert!(located["token"].as_u64().unwrap() > w1_token, "{located}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_off_and_leaves_and_a_restart_gets_its_share_back_with_state() {
+    let redis = TestRedis::start().await;
+    let ctl = Ctl::new(&redis.url, redis.namespace());
+    let (_up, _log) = ctl.up();
+    let dir = ctl.dir.path();
+    let (port1, state1) = (free_port(), dir.join("w1.state"));
+    let mut w1 = worker(&redis, "w1", &state1, port1);
+    let w2 = worker(&redis, "w2", &dir.join("w2.state"), free_port());
+    ctl.wait_state("w1", "alive").await;
+    ctl.wait_state("w2", "alive").await;
+    distribute(&ctl, 200).await;
+    until_folds_to_keys(&ctl, "w1", || w1.calls()).await;
+    let had = keys_of(&ctl, "w1").await;
+
+    let pid = w1.child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(25), w1.child.wait())
+        .await
+        .expect("exits within its timeout")
+        .unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+    assert!(w1.values().iter().any(|v| v["stopped"] == "graceful"));
+    let nodes = ctl.run(&["nodes", "--json"]).await.ok().json();
+    assert!(!nodes.to_string().contains("\"w1\""), "w1 left: {nodes}");
+    until_folds_to_keys(&ctl, "w2", || w2.calls()).await;
+    let state = received(&w2);
+    for k in &had {
+        assert_eq!(
+            state.get(k).map(String::as_str),
+            Some(format!("state-of-{k}@w1").as_str())
+        );
+    }
+
+    // Started again under the same id, it rejoins and gets a share back from w2, with state.
+    let w1 = worker(&redis, "w1", &state1, port1);
+    ctl.wait_state("w1", "alive").await;
+    until("w1 owns keys again", Duration::from_secs(15), async || {
+        !keys_of(&ctl, "w1").await.is_empty()
+    })
+    .await;
+    until_folds_to_keys(&ctl, "w1", || w1.calls()).await;
+    let back = keys_of(&ctl, "w1").await;
+    let state = received(&w1);
+    for k in &back {
+        assert_eq!(
+            state.get(k).map(String::as_str),
+            Some(format!("state-of-{k}@w2").as_str())
+        );
+    }
+}
