@@ -12,6 +12,7 @@ mod deployments;
 mod diagnoses;
 mod empty_redis;
 mod fleet;
+mod kv;
 mod migrations;
 mod nodes;
 mod observability;

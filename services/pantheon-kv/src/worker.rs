@@ -1,0 +1,333 @@
+//! `pantheon-kv worker`: serves `/kv/{key}` and `/health` on one listener, joins the cluster
+//! with that health URL through [`pantheon_worker::Worker`] (the application answers health,
+//! [`Health::External`]), keeps the values of its keys in [`Values`], and refuses keys it does
+//! not own, or owns with a token that does not match the request's (the rule in the crate
+//! docs). On SIGTERM it leaves, waits for its keys to go, and stops.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use pantheon_worker::{Health, OwnedKeys, Pantheon, Worker};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::values::Values;
+use crate::{NODE_HEADER, TOKEN_HEADER};
+
+/// What a worker needs to run (the `worker` flags, resolved).
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub node: String,
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub weight: Option<u32>,
+    pub state_file: PathBuf,
+    pub max_value: usize,
+    pub leave_timeout: Duration,
+}
+
+/// A request token above the worker's own that was found to come from a rise of the token
+/// floor (not from a lost and regained key), and the node token it was checked against.
+#[derive(Debug, Clone, Copy)]
+struct Confirmed {
+    request: u64,
+    node_token: u64,
+}
+
+/// What the request handlers share.
+#[derive(Debug)]
+struct Shared {
+    node: String,
+    client: Pantheon,
+    values: Values,
+    /// Set once the worker has joined; until then nothing is owned.
+    owned: OnceLock<OwnedKeys>,
+    // std Mutex: held only to copy or set two numbers.
+    confirmed: Mutex<Option<Confirmed>>,
+}
+
+/// Why a request is refused (421), with the token this node holds the key with (0: none).
+#[derive(Debug)]
+struct Refusal {
+    mine: u64,
+    reason: String,
+}
+
+impl Shared {
+    fn owns(&self, key: &str) -> Option<u64> {
+        self.owned.get().and_then(|o| o.owns(key))
+    }
+
+    /// The token rule of the crate docs: `Ok(mine)` when this node may serve `key` for a
+    /// request carrying `request`.
+    async fn admit(&self, key: &str, request: Option<u64>) -> Result<u64, Refusal> {
+        let Some(mine) = self.owns(key) else {
+            return Err(Refusal {
+                mine: 0,
+                reason: format!("{} does not own this key", self.node),
+            });
+        };
+        let Some(req) = request else { return Ok(mine) };
+        if req == mine {
+            return Ok(mine);
+        }
+        if req < mine {
+            return Err(Refusal {
+                mine,
+                reason: format!(
+                    "the request's token {req} is older than this owner's {mine}: locate the key again"
+                ),
+            });
+        }
+        let known = *self
+            .confirmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if known.is_some_and(|c| req <= c.request && c.node_token <= mine) {
+            return Ok(mine);
+        }
+        let record = self
+            .client
+            .node_health(&self.node)
+            .await
+            .map_err(|e| Refusal {
+                mine,
+                reason: format!("cannot check this node's token: {e}"),
+            })?;
+        let member = record.filter(|r| matches!(r.state.as_str(), "alive" | "suspect") || r.held);
+        match member {
+            None => Err(Refusal {
+                mine,
+                reason: format!("stale owner: {} is no longer a member", self.node),
+            }),
+            Some(r) if r.token > mine => Err(Refusal {
+                mine,
+                reason: format!(
+                    "stale owner: {} became a member again (token {}) after it took this key \
+                     with {mine}, and has not read that from its feed yet",
+                    self.node, r.token
+                ),
+            }),
+            Some(r) => {
+                // Only the floor rose: remember it, so the next requests need no Redis read.
+                let mut known = self
+                    .confirmed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let request = match *known {
+                    Some(c) if c.node_token == r.token => c.request.max(req),
+                    _ => req,
+                };
+                *known = Some(Confirmed {
+                    request,
+                    node_token: r.token,
+                });
+                Ok(mine)
+            }
+        }
+    }
+
+    /// An answer with the node and token headers.
+    fn answer(&self, status: StatusCode, mine: u64, body: impl Into<Bytes>) -> Response {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&self.node) {
+            headers.insert(NODE_HEADER, v);
+        }
+        headers.insert(TOKEN_HEADER, HeaderValue::from(mine));
+        (status, headers, body.into()).into_response()
+    }
+
+    fn refuse(&self, r: Refusal) -> Response {
+        self.answer(StatusCode::MISDIRECTED_REQUEST, r.mine, r.reason)
+    }
+}
+
+/// The request's `X-Pantheon-Token`, if any (`Err`: present but not a number).
+fn request_token(headers: &HeaderMap) -> Result<Option<u64>, String> {
+    match headers.get(TOKEN_HEADER) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| format!("{TOKEN_HEADER} must be a number, got {v:?}")),
+    }
+}
+
+async fn get_value(
+    State(s): State<Arc<Shared>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let request = match request_token(&headers) {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let mine = match s.admit(&key, request).await {
+        Ok(mine) => mine,
+        Err(r) => return s.refuse(r),
+    };
+    let value = {
+        let inner = s.values.lock();
+        // Checked again under the lock the release takes: the key may have gone meanwhile.
+        if s.owns(&key) != Some(mine) {
+            None
+        } else {
+            Some(inner.get(&key))
+        }
+    };
+    match value {
+        None => s.refuse(Refusal {
+            mine: s.owns(&key).unwrap_or(0),
+            reason: "the key's ownership changed during the request".into(),
+        }),
+        Some(Some(v)) => s.answer(StatusCode::OK, mine, v),
+        Some(None) => s.answer(StatusCode::NOT_FOUND, mine, "no value"),
+    }
+}
+
+async fn put_value(
+    State(s): State<Arc<Shared>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match request_token(&headers) {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let mine = match s.admit(&key, request).await {
+        Ok(mine) => mine,
+        Err(r) => return s.refuse(r),
+    };
+    let stored = {
+        let mut inner = s.values.lock();
+        let still = s.owns(&key) == Some(mine);
+        if still {
+            inner.put(&key, body);
+        }
+        still
+    };
+    if stored {
+        s.answer(StatusCode::NO_CONTENT, mine, Bytes::new())
+    } else {
+        s.refuse(Refusal {
+            mine: s.owns(&key).unwrap_or(0),
+            reason: "the key's ownership changed during the request".into(),
+        })
+    }
+}
+
+fn app(shared: Arc<Shared>, max_value: usize) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/kv/{key}", get(get_value).put(put_value))
+        .layer(DefaultBodyLimit::max(max_value))
+        .with_state(shared)
+}
+
+/// Runs a worker until `shutdown` is cancelled, then leaves and stops.
+pub async fn run(
+    client: Pantheon,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let bound = listener.local_addr().context("the bound address")?;
+    let base = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    let health_url = format!("{}/health", base.trim_end_matches('/'));
+    let values = Values::new(config.max_value);
+    let shared = Arc::new(Shared {
+        node: config.node.clone(),
+        client: client.clone(),
+        values: values.clone(),
+        owned: OnceLock::new(),
+        confirmed: Mutex::new(None),
+    });
+    // Serve before joining: the first probe comes right after the join.
+    let stop_http = CancellationToken::new();
+    let server = tokio::spawn(
+        axum::serve(listener, app(shared.clone(), config.max_value))
+            .with_graceful_shutdown(stop_http.clone().cancelled_owned())
+            .into_future(),
+    );
+    let mut builder = Worker::builder(client, &config.node, &config.state_file)
+        .health(Health::external(&health_url));
+    if let Some(w) = config.weight {
+        builder = builder.weight(w);
+    }
+    let worker = tokio::select! {
+        w = builder.start(values.clone()) => w.with_context(|| format!("node {} could not join", config.node))?,
+        () = shutdown.cancelled() => {
+            stop_http.cancel();
+            return Ok(());
+        }
+    };
+    let _ = shared.owned.set(worker.owned_keys());
+    tracing::info!(node = %config.node, %health_url, "joined; serving /kv on {bound}");
+    println!("pantheon-kv worker {} serving on {base}", config.node);
+
+    let mut server = server;
+    let served = tokio::select! {
+        () = shutdown.cancelled() => None,
+        r = &mut server => Some(r),
+    };
+    if let Some(r) = served {
+        let _ = worker.shutdown().await;
+        r.context("the HTTP server task")?
+            .context("the HTTP server stopped")?;
+        anyhow::bail!("the HTTP server stopped");
+    }
+
+    let left = leave(&worker, config.leave_timeout).await;
+    stop_http.cancel();
+    if tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the HTTP server did not stop within 2 s");
+    }
+    worker.shutdown().await.context("stopping the worker")?;
+    left?;
+    tracing::info!(node = %config.node, "stopped");
+    Ok(())
+}
+
+/// Leaves the cluster and waits (up to `timeout`) until the feed released every key.
+async fn leave(worker: &Worker, timeout: Duration) -> anyhow::Result<()> {
+    let node = worker.node().to_owned();
+    tracing::info!(%node, keys = worker.owned_keys().all().len(), "leaving");
+    worker
+        .leave()
+        .await
+        .with_context(|| format!("node {node} could not leave"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = worker.owned_keys().all().len();
+        if left == 0 {
+            tracing::info!(%node, "left; every key released");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(%node, keys = left, "left, but {left} keys not released within {timeout:?}");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
