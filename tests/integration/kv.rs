@@ -181,7 +181,8 @@ async fn get(http: &reqwest::Client, base: &str, key: &str) -> Answer {
 /// `pantheon up`, `workers` started and alive, a router serving: the whole set-up.
 struct Setup {
     _redis: TestRedis,
-    ctl: Ctl,
+    /// Holds the directory of the logs and state files.
+    _ctl: Ctl,
     _up: Child,
     client: Pantheon,
     http: reqwest::Client,
@@ -209,7 +210,7 @@ async fn setup(workers: &[&str]) -> Setup {
     router.ready(&http).await;
     Setup {
         _redis: redis,
-        ctl,
+        _ctl: ctl,
         _up: up,
         client,
         http,
@@ -397,6 +398,16 @@ async fn kv_a_killed_worker_loses_its_values_the_router_keeps_answering_and_sigt
             assert_eq!(a.body, format!("value of {k}"));
         }
     }
+    // The death raised the token floor: the router now sends w3 a larger token than the one
+    // w3 took its own keys with, and w3 serves them (rule 4 of the crate docs: only the floor
+    // rose, w3 did not become a member again).
+    let w3 = pantheon_client::NodeId::new("w3").unwrap();
+    let routed = s.client.member_token(&w3).await.unwrap().unwrap();
+    let kept = on("w3");
+    assert!(!kept.is_empty(), "{owners:?}");
+    let a = s.get_until(&kept[0], StatusCode::OK).await;
+    assert!(a.token.unwrap() < routed, "{a:?}, routed with {routed}");
+
     // Written again, a lost key is served again.
     let k = &w1[0];
     assert_eq!(
