@@ -107,12 +107,13 @@
 //! On SIGTERM (or SIGINT) a worker leaves the cluster, waits until its keys are released
 //! (bounded by `--leave-timeout-ms`), stops and exits 0; a second signal exits at once (130).
 //!
-//! Modules: [`cli`] (flags), [`values`] (the value map and the ownership callbacks),
+//! Modules: [`cli`] (flags), [`rule`] (the token rule, pure), [`values`] (the value map and the ownership callbacks),
 //! [`worker`] (the worker's HTTP side and its shutdown), [`router`] (locating and
 //! forwarding with retries), [`run`] (configuration, connection, exit codes).
 
 pub mod cli;
 pub mod router;
+pub mod rule;
 pub mod run;
 pub mod values;
 pub mod worker;

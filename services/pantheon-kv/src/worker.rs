@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::rule::{self, Confirmed, First};
 use crate::values::Values;
 use crate::{NODE_HEADER, TOKEN_HEADER};
 
@@ -34,14 +35,6 @@ pub struct WorkerConfig {
     pub state_file: PathBuf,
     pub max_value: usize,
     pub leave_timeout: Duration,
-}
-
-/// A request token above the worker's own that was found to come from a rise of the token
-/// floor (not from a lost and regained key), and the node token it was checked against.
-#[derive(Debug, Clone, Copy)]
-struct Confirmed {
-    request: u64,
-    node_token: u64,
 }
 
 /// What the request handlers share.
@@ -68,34 +61,18 @@ impl Shared {
         self.owned.get().and_then(|o| o.owns(key))
     }
 
-    /// The token rule of the crate docs: `Ok(mine)` when this node may serve `key` for a
-    /// request carrying `request`.
+    /// The token rule of the crate docs ([`rule`]): `Ok(mine)` when this node may serve
+    /// `key` for a request carrying `request`.
     async fn admit(&self, key: &str, request: Option<u64>) -> Result<u64, Refusal> {
-        let Some(mine) = self.owns(key) else {
-            return Err(Refusal {
-                mine: 0,
-                reason: format!("{} does not own this key", self.node),
-            });
-        };
-        let Some(req) = request else { return Ok(mine) };
-        if req == mine {
-            return Ok(mine);
-        }
-        if req < mine {
-            return Err(Refusal {
-                mine,
-                reason: format!(
-                    "the request's token {req} is older than this owner's {mine}: locate the key again"
-                ),
-            });
-        }
         let known = *self
             .confirmed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if known.is_some_and(|c| req <= c.request && c.node_token <= mine) {
-            return Ok(mine);
-        }
+        let (mine, req) = match rule::first(&self.node, self.owns(key), request, known) {
+            First::Serve(mine) => return Ok(mine),
+            First::Refuse { mine, reason } => return Err(Refusal { mine, reason }),
+            First::CheckRecord { mine, req } => (mine, req),
+        };
         let record = self
             .client
             .node_health(&self.node)
@@ -104,37 +81,19 @@ impl Shared {
                 mine,
                 reason: format!("cannot check this node's token: {e}"),
             })?;
-        let member = record.filter(|r| matches!(r.state.as_str(), "alive" | "suspect") || r.held);
-        match member {
-            None => Err(Refusal {
-                mine,
-                reason: format!("stale owner: {} is no longer a member", self.node),
-            }),
-            Some(r) if r.token > mine => Err(Refusal {
-                mine,
-                reason: format!(
-                    "stale owner: {} became a member again (token {}) after it took this key \
-                     with {mine}, and has not read that from its feed yet",
-                    self.node, r.token
-                ),
-            }),
-            Some(r) => {
-                // Only the floor rose: remember it, so the next requests need no Redis read.
-                let mut known = self
-                    .confirmed
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                let request = match *known {
-                    Some(c) if c.node_token == r.token => c.request.max(req),
-                    _ => req,
-                };
-                *known = Some(Confirmed {
-                    request,
-                    node_token: r.token,
-                });
-                Ok(mine)
-            }
+        let member = record
+            .filter(|r| matches!(r.state.as_str(), "alive" | "suspect") || r.held)
+            .map(|r| r.token);
+        rule::after_record(&self.node, mine, member).map_err(|reason| Refusal { mine, reason })?;
+        if let Some(node_token) = member {
+            // Only the floor rose: remember it, so the next requests need no Redis read.
+            let mut known = self
+                .confirmed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *known = Some(rule::remember(*known, req, node_token));
         }
+        Ok(mine)
     }
 
     /// An answer with the node and token headers.
