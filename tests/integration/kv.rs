@@ -5,7 +5,7 @@
 //! own (421) or an older token, with its node and token headers; values over the limit are
 //! 413; after a kill -9 its keys move within detection time, their values are gone (a cache
 //! without replicas) and the router keeps answering; a SIGTERMed worker leaves and exits 0;
-//! bad flags exit 64.
+//! with no worker left the router answers 503 after its retry time; bad flags exit 64.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -437,6 +437,20 @@ async fn kv_a_killed_worker_loses_its_values_the_router_keeps_answering_and_sigt
         let a = s.get_until(&k, StatusCode::OK).await;
         assert_eq!(a.node.as_deref(), Some("w3"));
     }
+
+    // The last worker leaves too: the router retries for its 2 s, then answers 503 saying why.
+    let mut last = s.workers.remove("w3").unwrap();
+    last.signal("TERM");
+    assert_eq!(last.exit_code().await, 0, "{}", last.log());
+    let asked = Instant::now();
+    let a = get(&s.http, &s.router.url, &keys[0]).await;
+    let took = asked.elapsed();
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{a:?}");
+    assert!(a.body.contains("no node can own the key"), "{a:?}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "503 after {took:?}"
+    );
 }
 
 #[tokio::test]

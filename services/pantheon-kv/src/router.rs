@@ -160,7 +160,8 @@ impl Shared {
                     }
                 }
                 Ok(Located::Unassigned) if method == Method::Get => {
-                    return (StatusCode::NOT_FOUND, "no such key (never assigned)").into_response();
+                    return (StatusCode::NOT_FOUND, "no such key (never assigned)\n")
+                        .into_response();
                 }
                 Ok(Located::Unassigned) if !assigned => {
                     // The first PUT assigns the key (assigning an assigned key changes nothing,

@@ -106,8 +106,18 @@ impl Shared {
         (status, headers, body.into()).into_response()
     }
 
+    /// An answer whose body is a message for people, not a value.
+    fn message(&self, status: StatusCode, mine: u64, text: impl Into<String>) -> Response {
+        let mut resp = self.answer(status, mine, format!("{}\n", text.into()));
+        resp.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+
     fn refuse(&self, r: Refusal) -> Response {
-        self.answer(StatusCode::MISDIRECTED_REQUEST, r.mine, r.reason)
+        self.message(StatusCode::MISDIRECTED_REQUEST, r.mine, r.reason)
     }
 }
 
@@ -152,7 +162,7 @@ async fn get_value(
             reason: "the key's ownership changed during the request".into(),
         }),
         Some(Some(v)) => s.answer(StatusCode::OK, mine, v),
-        Some(None) => s.answer(StatusCode::NOT_FOUND, mine, "no value"),
+        Some(None) => s.message(StatusCode::NOT_FOUND, mine, "no value"),
     }
 }
 
