@@ -55,14 +55,14 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: SocketAddr,
     /// How the prober and the router reach this worker: scheme, host and port (default
-    /// http:// and the bound address). The node joins with <URL>/health.
+    /// http:// and the bound address). The node joins with URL/health.
     #[arg(long, value_name = "URL")]
     pub advertise: Option<String>,
     /// Share of keys relative to the other nodes, 1..=100 (default: the cluster's, 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub weight: Option<u32>,
     /// The worker library's state file: feed position and owned keys, no values (default
-    /// <temp dir>/pantheon-kv-<cluster>-<node>.json).
+    /// TMPDIR/pantheon-kv-CLUSTER-NODE.json).
     #[arg(long, value_name = "PATH")]
     pub state_file: Option<PathBuf>,
     /// The largest value accepted, in bytes; a larger PUT is answered 413.
