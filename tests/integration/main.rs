@@ -13,6 +13,7 @@ mod diagnoses;
 mod empty_redis;
 mod fleet;
 mod handoff;
+mod kv;
 mod migrations;
 mod nodes;
 mod observability;

@@ -1,0 +1,281 @@
+//! `pantheon-kv worker`: serves `/kv/{key}` and `/health` on one listener, joins the cluster
+//! with that health URL through [`pantheon_worker::Worker`] (the application answers health,
+//! [`Health::External`]), keeps the values of its keys in [`Values`], and refuses keys it does
+//! not own, or owns with a token that does not match the request's (the rule in the crate
+//! docs). On SIGTERM it drains, hands each key over with its value, leaves, and stops.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use pantheon_worker::{Health, OwnedKeys, Pantheon, Worker};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::rule::{self, Confirmed, First};
+use crate::values::Values;
+use crate::{NODE_HEADER, TOKEN_HEADER};
+
+/// What a worker needs to run (the `worker` flags, resolved).
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub node: String,
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub weight: Option<u32>,
+    pub state_file: PathBuf,
+    pub max_value: usize,
+    pub leave_timeout: Duration,
+}
+
+/// What the request handlers share.
+#[derive(Debug)]
+struct Shared {
+    node: String,
+    client: Pantheon,
+    values: Values,
+    /// Set once the worker has joined; until then nothing is owned.
+    owned: OnceLock<OwnedKeys>,
+    // std Mutex: held only to copy or set two numbers.
+    confirmed: Mutex<Option<Confirmed>>,
+}
+
+/// Why a request is refused (421), with the token this node holds the key with (0: none).
+#[derive(Debug)]
+struct Refusal {
+    mine: u64,
+    reason: String,
+}
+
+impl Shared {
+    fn owns(&self, key: &str) -> Option<u64> {
+        self.owned.get().and_then(|o| o.owns(key))
+    }
+
+    /// The token rule of the crate docs ([`rule`]): `Ok(mine)` when this node may serve
+    /// `key` for a request carrying `request`.
+    async fn admit(&self, key: &str, request: Option<u64>) -> Result<u64, Refusal> {
+        let known = *self
+            .confirmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (mine, req) = match rule::first(&self.node, self.owns(key), request, known) {
+            First::Serve(mine) => return Ok(mine),
+            First::Refuse { mine, reason } => return Err(Refusal { mine, reason }),
+            First::CheckRecord { mine, req } => (mine, req),
+        };
+        let record = self
+            .client
+            .node_health(&self.node)
+            .await
+            .map_err(|e| Refusal {
+                mine,
+                reason: format!("cannot check this node's token: {e}"),
+            })?;
+        let member = record
+            .filter(|r| matches!(r.state.as_str(), "alive" | "suspect") || r.held)
+            .map(|r| r.token);
+        rule::after_record(&self.node, mine, member).map_err(|reason| Refusal { mine, reason })?;
+        if let Some(node_token) = member {
+            // Only the floor rose: remember it, so the next requests need no Redis read.
+            let mut known = self
+                .confirmed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *known = Some(rule::remember(*known, req, node_token));
+        }
+        Ok(mine)
+    }
+
+    /// An answer with the node and token headers.
+    fn answer(&self, status: StatusCode, mine: u64, body: impl Into<Bytes>) -> Response {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&self.node) {
+            headers.insert(NODE_HEADER, v);
+        }
+        headers.insert(TOKEN_HEADER, HeaderValue::from(mine));
+        (status, headers, body.into()).into_response()
+    }
+
+    /// An answer whose body is a message for people, not a value.
+    fn message(&self, status: StatusCode, mine: u64, text: impl Into<String>) -> Response {
+        let mut resp = self.answer(status, mine, format!("{}\n", text.into()));
+        resp.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+
+    fn refuse(&self, r: Refusal) -> Response {
+        self.message(StatusCode::MISDIRECTED_REQUEST, r.mine, r.reason)
+    }
+}
+
+/// The request's `X-Pantheon-Token`, if any (`Err`: present but not a number).
+fn request_token(headers: &HeaderMap) -> Result<Option<u64>, String> {
+    match headers.get(TOKEN_HEADER) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| format!("{TOKEN_HEADER} must be a number, got {v:?}")),
+    }
+}
+
+async fn get_value(
+    State(s): State<Arc<Shared>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let request = match request_token(&headers) {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let mine = match s.admit(&key, request).await {
+        Ok(mine) => mine,
+        Err(r) => return s.refuse(r),
+    };
+    let value = {
+        let inner = s.values.lock();
+        // Checked again under the lock the release takes: the key may have gone meanwhile.
+        if s.owns(&key) != Some(mine) {
+            None
+        } else {
+            Some(inner.get(&key))
+        }
+    };
+    match value {
+        None => s.refuse(Refusal {
+            mine: s.owns(&key).unwrap_or(0),
+            reason: "the key's ownership changed during the request".into(),
+        }),
+        Some(Some(v)) => s.answer(StatusCode::OK, mine, v),
+        Some(None) => s.message(StatusCode::NOT_FOUND, mine, "no value"),
+    }
+}
+
+async fn put_value(
+    State(s): State<Arc<Shared>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match request_token(&headers) {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let mine = match s.admit(&key, request).await {
+        Ok(mine) => mine,
+        Err(r) => return s.refuse(r),
+    };
+    let stored = {
+        let mut inner = s.values.lock();
+        let still = s.owns(&key) == Some(mine);
+        if still {
+            inner.put(&key, body);
+        }
+        still
+    };
+    if stored {
+        s.answer(StatusCode::NO_CONTENT, mine, Bytes::new())
+    } else {
+        s.refuse(Refusal {
+            mine: s.owns(&key).unwrap_or(0),
+            reason: "the key's ownership changed during the request".into(),
+        })
+    }
+}
+
+fn app(shared: Arc<Shared>, max_value: usize) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/kv/{key}", get(get_value).put(put_value))
+        .layer(DefaultBodyLimit::max(max_value))
+        .with_state(shared)
+}
+
+/// Runs a worker until `shutdown` is cancelled, then hands its keys off, leaves and stops.
+pub async fn run(
+    client: Pantheon,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let bound = listener.local_addr().context("the bound address")?;
+    let base = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    let health_url = format!("{}/health", base.trim_end_matches('/'));
+    let values = Values::new(config.max_value);
+    let shared = Arc::new(Shared {
+        node: config.node.clone(),
+        client: client.clone(),
+        values: values.clone(),
+        owned: OnceLock::new(),
+        confirmed: Mutex::new(None),
+    });
+    // Serve before joining: the first probe comes right after the join.
+    let stop_http = CancellationToken::new();
+    let server = tokio::spawn(
+        axum::serve(listener, app(shared.clone(), config.max_value))
+            .with_graceful_shutdown(stop_http.clone().cancelled_owned())
+            .into_future(),
+    );
+    let mut builder = Worker::builder(client, &config.node, &config.state_file)
+        .health(Health::external(&health_url));
+    if let Some(w) = config.weight {
+        builder = builder.weight(w);
+    }
+    let worker = tokio::select! {
+        w = builder.start(values.clone()) => w.with_context(|| format!("node {} could not join", config.node))?,
+        () = shutdown.cancelled() => {
+            stop_http.cancel();
+            return Ok(());
+        }
+    };
+    let _ = shared.owned.set(worker.owned_keys());
+    tracing::info!(node = %config.node, %health_url, "joined; serving /kv on {bound}");
+    println!("pantheon-kv worker {} serving on {base}", config.node);
+
+    let mut server = server;
+    let served = tokio::select! {
+        () = shutdown.cancelled() => None,
+        r = &mut server => Some(r),
+    };
+    if let Some(r) = served {
+        let _ = worker.shutdown().await;
+        r.context("the HTTP server task")?
+            .context("the HTTP server stopped")?;
+        anyhow::bail!("the HTTP server stopped");
+    }
+
+    // Hand every key over with its value (drain, hand-offs, leave), still serving what it
+    // owns meanwhile; then stop serving.
+    let node = worker.node().to_owned();
+    tracing::info!(%node, keys = worker.held(), "handing off and leaving");
+    let handed = worker.graceful_shutdown(config.leave_timeout).await;
+    stop_http.cancel();
+    if tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the HTTP server did not stop within 2 s");
+    }
+    handed.with_context(|| format!("node {node} could not hand off and leave"))?;
+    tracing::info!(%node, "stopped");
+    Ok(())
+}

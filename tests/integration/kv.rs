@@ -1,0 +1,511 @@
+//! `pantheon-kv` end to end: real `pantheon-kv worker` and `router` processes
+//! (`pantheon-kv-under-test`) against `pantheon up` (projector and prober) on a Redis of the
+//! test's own, over real HTTP. Values go in and come out through the router across three
+//! workers; a never-assigned key is 404 without a worker; a worker refuses a key it does not
+//! own (421) or an older token, with its node and token headers; values over the limit are
+//! 413; after a kill -9 its keys move within detection time, their values are gone (a cache
+//! without replicas) and the router keeps answering; a SIGTERMed worker hands its values over, leaves and exits 0;
+//! with no worker left the router answers 503 after its retry time; bad flags exit 64.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use pantheon_client::Pantheon;
+use pantheon_test_support::TestRedis;
+use reqwest::StatusCode;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::cli::Ctl;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pantheon-kv-under-test");
+/// Every wait of these tests is bounded by this.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// `pantheon-kv` with a clean environment (no `PANTHEON_*` from the caller).
+fn kv(dir: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PANTHEON_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.current_dir(dir)
+        .env("RUST_LOG", "info")
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A running `pantheon-kv` process, its stderr in a file.
+struct Proc {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(ctl: &Ctl, name: &str, args: &[&str]) -> Self {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log = ctl.dir.path().join(format!("{name}.log"));
+        let mut all = args.to_vec();
+        all.extend([
+            "--listen",
+            &listen,
+            "--redis-url",
+            &ctl.url,
+            "--cluster",
+            &ctl.cluster,
+        ]);
+        let child = kv(ctl.dir.path(), &all)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .expect("spawn pantheon-kv");
+        Self {
+            child,
+            url: format!("http://{listen}"),
+            log,
+        }
+    }
+
+    fn worker(ctl: &Ctl, node: &str) -> Self {
+        let state = ctl.dir.path().join(format!("{node}.state"));
+        Self::spawn(
+            ctl,
+            node,
+            &[
+                "worker",
+                "--node",
+                node,
+                "--state-file",
+                state.to_str().unwrap(),
+            ],
+        )
+    }
+
+    fn router(ctl: &Ctl) -> Self {
+        Self::spawn(ctl, "router", &["router"])
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("pid");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{sig} failed");
+    }
+
+    async fn exit_code(&mut self) -> i32 {
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("did not exit within {WAIT:?}: {}", self.log()))
+            .expect("wait");
+        status.code().unwrap_or(-1)
+    }
+
+    /// Polls `/health` until it answers 200.
+    async fn ready(&self, http: &reqwest::Client) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let ok = http
+                .get(format!("{}/health", self.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not serving within {WAIT:?}: {}",
+                self.url,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// One answer: status, `X-Pantheon-Node`, `X-Pantheon-Token`, body.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    node: Option<String>,
+    token: Option<u64>,
+    body: String,
+}
+
+async fn call(req: reqwest::RequestBuilder) -> Answer {
+    let resp = tokio::time::timeout(WAIT, req.send())
+        .await
+        .expect("an answer within the wait")
+        .expect("the request");
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let node = header("x-pantheon-node");
+    let token = header("x-pantheon-token").map(|t| t.parse().expect("a numeric token"));
+    Answer {
+        status: resp.status(),
+        node,
+        token,
+        body: resp.text().await.unwrap(),
+    }
+}
+
+async fn put(http: &reqwest::Client, base: &str, key: &str, value: &str) -> Answer {
+    call(http.put(format!("{base}/kv/{key}")).body(value.to_owned())).await
+}
+
+async fn get(http: &reqwest::Client, base: &str, key: &str) -> Answer {
+    call(http.get(format!("{base}/kv/{key}"))).await
+}
+
+/// `pantheon up`, `workers` started and alive, a router serving: the whole set-up.
+struct Setup {
+    _redis: TestRedis,
+    /// Holds the directory of the logs and state files.
+    _ctl: Ctl,
+    _up: Child,
+    client: Pantheon,
+    http: reqwest::Client,
+    workers: BTreeMap<String, Proc>,
+    router: Proc,
+}
+
+async fn setup(workers: &[&str]) -> Setup {
+    let redis = TestRedis::start().await;
+    let ctl = Ctl::new(&redis.url, redis.namespace());
+    let (up, _log) = ctl.up();
+    let client = Pantheon::connect(&redis.url, redis.namespace())
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    let mut procs = BTreeMap::new();
+    for w in workers {
+        procs.insert((*w).to_owned(), Proc::worker(&ctl, w));
+    }
+    for (w, p) in &procs {
+        p.ready(&http).await;
+        ctl.wait_state(w, "alive").await;
+    }
+    let router = Proc::router(&ctl);
+    router.ready(&http).await;
+    Setup {
+        _redis: redis,
+        _ctl: ctl,
+        _up: up,
+        client,
+        http,
+        workers: procs,
+        router,
+    }
+}
+
+impl Setup {
+    /// PUTs `keys` through the router (each answered 204 by a worker) and returns their owners
+    /// as the answers named them.
+    async fn fill(&self, keys: &[String]) -> BTreeMap<String, String> {
+        let mut owners = BTreeMap::new();
+        for k in keys {
+            let a = put(&self.http, &self.router.url, k, &format!("value of {k}")).await;
+            assert_eq!(a.status, StatusCode::NO_CONTENT, "PUT {k}: {a:?}");
+            owners.insert(k.clone(), a.node.expect("the worker's node header"));
+        }
+        owners
+    }
+
+    /// Polls until no key is owned by `node` in the key map.
+    async fn until_none_owned_by(&self, node: &str, keys: &[String]) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut left = Vec::new();
+            for k in keys {
+                let owner = self.client.key_node(k).await.unwrap();
+                if owner.as_ref().is_none_or(|o| o.as_str() == node) {
+                    left.push(k.clone());
+                }
+            }
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "keys still on {node} (or unowned) after {WAIT:?}: {left:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// GETs `key` through the router until it answers `status` (a move may still be reaching
+    /// the new owner's feed; the router retries 421s itself, so this loops only on a 503).
+    async fn get_until(&self, key: &str, status: StatusCode) -> Answer {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let a = get(&self.http, &self.router.url, key).await;
+            if a.status == status {
+                return a;
+            }
+            assert!(
+                a.status == StatusCode::SERVICE_UNAVAILABLE && Instant::now() < deadline,
+                "GET {key}: wanted {status}, got {a:?}; router log: {}",
+                self.router.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn keys(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("user:{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_puts_and_gets_through_the_router_and_workers_refuse_what_they_do_not_own() {
+    let s = setup(&["w1", "w2", "w3"]).await;
+    let keys = keys(30);
+    let owners = s.fill(&keys).await;
+
+    // Every value comes back through the router from the owner the key map names, with its
+    // node and token headers.
+    for k in &keys {
+        let a = get(&s.http, &s.router.url, k).await;
+        assert_eq!(a.status, StatusCode::OK, "GET {k}: {a:?}");
+        assert_eq!(a.body, format!("value of {k}"));
+        let owner = s.client.key_node(k).await.unwrap().unwrap();
+        assert_eq!(a.node.as_deref(), Some(owner.as_str()), "{k}");
+        assert!(a.token.unwrap() > 0, "{k}: {a:?}");
+        assert_eq!(owners[k], owner.as_str());
+    }
+    let used: BTreeSet<&String> = owners.values().collect();
+    assert!(used.len() >= 2, "30 keys on one worker only: {owners:?}");
+
+    // A key never assigned: 404 from the router itself (no worker headers), still unassigned.
+    let a = get(&s.http, &s.router.url, "never:1").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{a:?}");
+    assert_eq!(a.node, None, "a worker was asked: {a:?}");
+    assert_eq!(s.client.key_node("never:1").await.unwrap(), None);
+    assert!(!s.client.is_unowned("never:1").await.unwrap());
+
+    // Directly to a worker that does not own the key: 421 with its node and token 0, for a
+    // GET and a PUT; the value at the owner is untouched.
+    let k = &keys[0];
+    let owner = &owners[k];
+    let other = s.workers.keys().find(|w| *w != owner).unwrap();
+    let other_url = &s.workers[other].url;
+    for a in [
+        get(&s.http, other_url, k).await,
+        put(&s.http, other_url, k, "misdirected").await,
+    ] {
+        assert_eq!(a.status, StatusCode::MISDIRECTED_REQUEST, "{a:?}");
+        assert_eq!(a.node.as_deref(), Some(other.as_str()));
+        assert_eq!(a.token, Some(0));
+    }
+    // The owner itself: served with the token it owns the key with; a request carrying an
+    // older token (a router behind) is refused.
+    let owner_url = &s.workers[owner].url;
+    let direct = get(&s.http, owner_url, k).await;
+    assert_eq!(direct.status, StatusCode::OK, "{direct:?}");
+    assert_eq!(direct.body, format!("value of {k}"));
+    let mine = direct.token.unwrap();
+    let with = |t: u64| {
+        s.http
+            .get(format!("{owner_url}/kv/{k}"))
+            .header("x-pantheon-token", t)
+    };
+    assert_eq!(call(with(mine)).await.status, StatusCode::OK);
+    let older = call(with(mine - 1)).await;
+    assert_eq!(older.status, StatusCode::MISDIRECTED_REQUEST, "{older:?}");
+    assert_eq!(older.token, Some(mine));
+
+    // Values above the limit (1 MiB): 413 from the router and from a worker.
+    let big = "x".repeat(1024 * 1024 + 1);
+    assert_eq!(
+        put(&s.http, &s.router.url, "big:1", &big).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(
+        put(&s.http, owner_url, k, &big).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    // A key that needs percent-encoding in the path, and an overwrite.
+    let odd = "dir%2Ffile%20name";
+    assert_eq!(
+        put(&s.http, &s.router.url, odd, "1").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        put(&s.http, &s.router.url, odd, "2").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let a = get(&s.http, &s.router.url, odd).await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "2"));
+    assert!(s.client.key_node("dir/file name").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_a_killed_worker_loses_its_values_the_router_keeps_answering_and_sigterm_leaves() {
+    let mut s = setup(&["w1", "w2", "w3"]).await;
+    let keys = keys(30);
+    let owners = s.fill(&keys).await;
+    let on = |w: &str| -> Vec<String> {
+        owners
+            .iter()
+            .filter(|(_, o)| o.as_str() == w)
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    let (w1, w2) = (on("w1"), on("w2"));
+    assert!(!w1.is_empty() && !w2.is_empty(), "{owners:?}");
+
+    // kill -9 w1: within detection time its keys belong to the others.
+    let started = Instant::now();
+    let mut victim = s.workers.remove("w1").unwrap();
+    victim.child.start_kill().unwrap();
+    let _ = victim.exit_code().await;
+    s.until_none_owned_by("w1", &keys).await;
+    eprintln!("w1's keys moved {:?} after its kill -9", started.elapsed());
+
+    // Its values are gone (no replicas): 404 from their new owners, which the router names.
+    // Every other value is still served, through the token floor's rise that the death caused.
+    for k in &keys {
+        if w1.contains(k) {
+            let a = s.get_until(k, StatusCode::NOT_FOUND).await;
+            assert_ne!(a.node.as_deref(), Some("w1"));
+            assert!(
+                a.node.is_some(),
+                "the router, not a worker, answered: {a:?}"
+            );
+        } else {
+            let a = s.get_until(k, StatusCode::OK).await;
+            assert_eq!(a.body, format!("value of {k}"));
+        }
+    }
+    // The death raised the token floor: the router now sends w3 a larger token than the one
+    // w3 took its own keys with, and w3 serves them (rule 4 of the crate docs: only the floor
+    // rose, w3 did not become a member again).
+    let w3 = pantheon_client::NodeId::new("w3").unwrap();
+    let routed = s.client.member_token(&w3).await.unwrap().unwrap();
+    let kept = on("w3");
+    assert!(!kept.is_empty(), "{owners:?}");
+    let a = s.get_until(&kept[0], StatusCode::OK).await;
+    assert!(a.token.unwrap() < routed, "{a:?}, routed with {routed}");
+
+    // Written again, a lost key is served again.
+    let k = &w1[0];
+    assert_eq!(
+        put(&s.http, &s.router.url, k, "again").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(s.get_until(k, StatusCode::OK).await.body, "again");
+
+    // SIGTERM w2: it hands its keys over with their values and leaves, exits 0; the router
+    // keeps answering.
+    let mut leaver = s.workers.remove("w2").unwrap();
+    leaver.signal("TERM");
+    assert_eq!(leaver.exit_code().await, 0, "{}", leaver.log());
+    assert!(
+        s.client.node_health("w2").await.unwrap().is_none(),
+        "w2 did not leave"
+    );
+    s.until_none_owned_by("w2", &keys).await;
+    for k in &keys {
+        assert_eq!(s.client.key_node(k).await.unwrap().unwrap().as_str(), "w3");
+    }
+    // The hand-off (docs/adr/0016) carried every value: w3 serves them.
+    for k in &w2 {
+        let a = s.get_until(k, StatusCode::OK).await;
+        assert_eq!(a.body, format!("value of {k}"));
+        assert_eq!(a.node.as_deref(), Some("w3"));
+    }
+    for k in on("w3") {
+        let a = s.get_until(&k, StatusCode::OK).await;
+        assert_eq!(a.node.as_deref(), Some("w3"));
+    }
+
+    // The last worker leaves too: the router retries for its 2 s, then answers 503 saying why.
+    let mut last = s.workers.remove("w3").unwrap();
+    last.signal("TERM");
+    assert_eq!(last.exit_code().await, 0, "{}", last.log());
+    let asked = Instant::now();
+    let a = get(&s.http, &s.router.url, &keys[0]).await;
+    let took = asked.elapsed();
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{a:?}");
+    assert!(a.body.contains("no node can own the key"), "{a:?}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "503 after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn kv_bad_flags_and_settings_exit_64_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &[(&str, &str)], &str); 6] = [
+        (
+            &["worker", "--node", "w", "--listen", "nonsense"],
+            &[],
+            "--listen",
+        ),
+        (&["worker", "--listen", "127.0.0.1:0"], &[], "--node"),
+        (
+            &["router", "--listen", "127.0.0.1:0", "--bogus"],
+            &[],
+            "--bogus",
+        ),
+        (
+            &["worker", "--node", "bad id", "--listen", "127.0.0.1:0"],
+            &[],
+            "--node",
+        ),
+        (
+            &[
+                "router",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-value-bytes",
+                "0",
+            ],
+            &[],
+            "--max-value-bytes",
+        ),
+        (
+            &["router", "--listen", "127.0.0.1:0"],
+            &[("PANTHEON_NO_SUCH_KEY", "1")],
+            "NO_SUCH_KEY",
+        ),
+    ];
+    for (args, env, says) in cases {
+        let out = tokio::time::timeout(
+            WAIT,
+            kv(dir.path(), args)
+                .envs(env.iter().copied())
+                .env("PANTHEON_REDIS_URL", "redis://127.0.0.1:1")
+                .output(),
+        )
+        .await
+        .expect("exits within the wait")
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
