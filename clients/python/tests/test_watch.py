@@ -101,3 +101,67 @@ def test_the_asyncio_watch_reads_the_same_lines(
         return any(n["node"] == "a" and n["state"] == "alive" for n in nodes)
 
     asyncio.run(run())
+
+
+def test_hand_off_lines_read_as_the_cli_reads_them(
+    up: Cli, redis_url: str, http_nodes: Callable[[], HealthNode]
+) -> None:
+    """A node joined with ``handoff`` is asked to release the keys a drain gives away (a
+    ``handoff`` line: still its keys), and once it releases them the new owner's ``acquire``
+    says ``state``: the same lines as ``pantheon watch --json``."""
+    import json
+
+    import redis
+
+    a, b = http_nodes(), http_nodes()
+    log = f"pantheon:{{{up.cluster}}}:log"
+    raw = redis.Redis.from_url(redis_url)
+
+    def xadd(*fields: tuple[str, str]) -> str:
+        flat = [x for kv in fields for x in kv]
+        added = raw.execute_command("XADD", log, "*", *flat)  # type: ignore[no-untyped-call]
+        return str(added.decode())
+
+    with Pantheon.connect(redis_url, up.cluster, ring_refresh_s=0) as p:
+        p.wait_applied(xadd(("type", "join"), ("node", "a"), ("url", a.url), ("handoff", "1")), 10)
+        p.wait_applied(p.join("b", b.url), 10)
+        wait_until("both alive", lambda: alive(p, "a", "b"))
+        p.wait_applied(p.distribute([f"k{i}" for i in range(100)])[-1], 10)
+        mine = p.node_keys("a")
+        assert mine
+
+        watch_a, watch_b = p.watch("a"), p.watch("b")
+        start_a, start_b = watch_a.next(timeout_s=5), watch_b.next(timeout_s=5)
+        assert start_a is not None and start_b is not None
+        p.wait_applied(xadd(("type", "drain"), ("node", "a")), 10)
+        asked = watch_a.next(timeout_s=5)
+        assert asked is not None and asked.op == "handoff" and asked.peer == "b"
+        assert set(asked.keys) == mine
+        assert p.node_keys("a") == mine, "still a's until it releases them"
+
+        p.wait_applied(
+            xadd(("type", "released"), ("node", "a"), *[("key", k) for k in sorted(mine)]), 10
+        )
+        assert p.node_keys("a") == set()
+        gone = watch_a.next(timeout_s=5)
+        assert gone is not None and gone.op == "release" and gone.peer == "b"
+        assert gone.token > asked.token
+        took = watch_b.next(timeout_s=5)
+        assert took is not None and took.op == "acquire" and took.peer == "a" and took.state
+        assert set(took.keys) == mine and took.token == gone.token
+
+        def cli_lines(node: str, after: str, n: int) -> list[dict[str, object]]:
+            out = up.run("watch", node, "--from", after, "--json", "--lines", str(n)).stdout
+            return [json.loads(line) for line in out.splitlines()]
+
+        for line, rust in zip([asked, gone], cli_lines("a", start_a.id, 2), strict=True):
+            assert (
+                rust["id"],
+                rust["op"],
+                rust["keys"],
+                rust["token"],
+                rust["peer"],
+                rust["state"],
+            ) == (line.id, line.op, line.keys, line.token, line.peer, line.state)
+        [rust] = cli_lines("b", start_b.id, 1)
+        assert (rust["op"], rust["keys"], rust["state"]) == ("acquire", took.keys, True)

@@ -105,7 +105,14 @@ def decode_map(flat: Any) -> dict[str, str]:
     return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
 
 
-_RECORD_DEFAULTS = {"held": False, "penalty": 0, "penalty_at": 0, "damped": False, "token": 0}
+_RECORD_DEFAULTS = {
+    "held": False,
+    "penalty": 0,
+    "penalty_at": 0,
+    "damped": False,
+    "token": 0,
+    "handoff": False,
+}
 _RECORD_FIELDS = (
     "node",
     "state",
@@ -124,6 +131,7 @@ _RECORD_FIELDS = (
     "penalty_at",
     "damped",
     "token",
+    "handoff",
 )
 
 
@@ -156,7 +164,8 @@ def parse_members(raw: str) -> list[tuple[str, int]]:
 
 
 def parse_tokens(raw: str) -> dict[str, int]:
-    """The ring's ``tokens`` field: ``id=token id=token ...`` (each member's token)."""
+    """The ring's ``tokens`` field: ``id=token id=token ...`` (each owner's token: members,
+    and nodes still handing keys off)."""
     out = {}
     for part in raw.split():
         node, sep, token = part.rpartition("=")

@@ -1,7 +1,9 @@
 """A node's ownership feed, as the Rust ``Watch`` (shared/client/src/watch.rs) reads it: a
-snapshot first (unless resuming), then each ``acquire`` and ``release`` in commit order, with
-nothing missed and nothing repeated. This module holds the decisions; :mod:`.watch` and
-:mod:`.aio.watch` do the reads.
+snapshot first (unless resuming), then each ``acquire``, ``release`` and ``handoff`` in
+commit order, with nothing missed and nothing repeated. A ``handoff`` line changes nothing
+the node owns: it is asked to release those keys to ``peer`` (ADR 0016); an ``acquire``
+with ``state`` true carries keys ``peer`` released with their state. This module holds the
+decisions; :mod:`.watch` and :mod:`.aio.watch` do the reads.
 
 A feed entry has ``op``, ``keys`` (a JSON array), ``token``, ``peer`` (absent: none) and
 ``cause``. Resuming reads ``XRANGE <from> +``: the entry resumed from must come back first,
@@ -30,8 +32,8 @@ WAIT_MS = 5000
 @dataclass(frozen=True)
 class WatchLine:
     """One change of a node's owned keys: ``op`` is ``snapshot`` (the whole set, replaces
-    what the reader had), ``acquire`` or ``release``. Resume after it with
-    ``watch(node, from_id=line.id)``."""
+    what the reader had), ``acquire``, ``release`` or ``handoff`` (still owned; asked to
+    release them to ``peer``). Resume after it with ``watch(node, from_id=line.id)``."""
 
     id: str
     op: str
@@ -39,6 +41,7 @@ class WatchLine:
     token: int
     peer: str | None = None
     cause: str | None = None
+    state: bool = False
 
 
 def decode(entry: RawEntry) -> WatchLine:
@@ -49,7 +52,7 @@ def decode(entry: RawEntry) -> WatchLine:
         return PantheonError(f"feed entry {entry.id}: {why}")
 
     op = f.get("op")
-    if op not in ("acquire", "release"):
+    if op not in ("acquire", "release", "handoff"):
         raise bad(f"unknown op {op!r}")
     try:
         keys = json.loads(f.get("keys", ""))
@@ -61,7 +64,9 @@ def decode(entry: RawEntry) -> WatchLine:
         token = int(f.get("token", ""))
     except ValueError:
         raise bad("token is not a number") from None
-    return WatchLine(entry.id, op, keys, token, f.get("peer"), f.get("cause"))
+    return WatchLine(
+        entry.id, op, keys, token, f.get("peer"), f.get("cause"), f.get("state") == "1"
+    )
 
 
 def snapshot_line(keys: Any, newest: Any, record: Any, floor: Any) -> WatchLine:
