@@ -68,7 +68,7 @@ pub struct WorkerArgs {
     /// The largest value accepted, in bytes; a larger PUT is answered 413.
     #[arg(long, value_name = "N", default_value_t = crate::DEFAULT_MAX_VALUE)]
     pub max_value_bytes: usize,
-    /// On SIGTERM: how long to wait for the keys to be released after leaving.
+    /// On SIGTERM: how long draining, handing every value over and leaving may take.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub leave_timeout_ms: u64,
 }

@@ -36,8 +36,8 @@
 //!   `<temp dir>/pantheon-kv-<cluster>-<node>.json`). Values are never written there;
 //! * `--max-value-bytes N` — the largest value accepted (default 1 MiB, [`DEFAULT_MAX_VALUE`]);
 //!   a larger `PUT` is answered 413;
-//! * `--leave-timeout-ms N` — on SIGTERM, how long to wait for the node's keys to be released
-//!   after the leave (default 10,000).
+//! * `--leave-timeout-ms N` — on SIGTERM, how long the drain, hand-off and leave may take
+//!   (default 10,000); past it the worker leaves anyway.
 //!
 //! `router`:
 //!
@@ -96,15 +96,16 @@
 //! # What is kept, what is lost
 //!
 //! Values live in the worker's memory only: at most `--max-value-bytes` each, no limit on the
-//! count (size the workers for the keys they own). A key released by a worker (it left, was
-//! drained, its keys moved to a new node) loses its value there. A planned hand-off will carry
-//! values to the new owner ([`values::Values`] implements `on_handoff`/`on_state`) once the
-//! hand-off protocol of issue 22 lands; until then a move empties the value.
+//! count (size the workers for the keys they own). A planned move (a drain, a SIGTERM, a worker
+//! joining and taking its share) hands each value over to the new owner
+//! (`docs/adr/0016-planned-moves-hand-off.md`; [`values::Values`] implements
+//! `on_handoff`/`on_state`): it is not lost. A forced hand-off (a worker that did not release
+//! within the cluster's `handoff_timeout`) moves keys without their values.
 //! **A worker killed with SIGKILL (or crashing) loses its values**: this is a cache without
 //! replicas. Its keys move to the others within detection time and read 404 until written
 //! again.
 //!
-//! On SIGTERM (or SIGINT) a worker leaves the cluster, waits until its keys are released
+//! On SIGTERM (or SIGINT) a worker drains, hands every value over, leaves the cluster
 //! (bounded by `--leave-timeout-ms`), stops and exits 0; a second signal exits at once (130).
 //!
 //! Modules: [`cli`] (flags), [`rule`] (the token rule, pure), [`values`] (the value map and the ownership callbacks),
