@@ -299,6 +299,16 @@ pub fn summary(event: &Event) -> String {
              keys as they were after entry {previous}; entries written after it and not \
              applied were lost"
         ),
+        EventKind::HandoffStarted { keys, .. } => format!(
+            "asked to hand {keys} keys over (a planned move); it owns them until it releases them"
+        ),
+        EventKind::HandedOff { keys, .. } => {
+            format!("handed {keys} keys over with their state; the new owners took them at once")
+        }
+        EventKind::HandoffForced { keys, .. } => format!(
+            "did not release {keys} keys within the hand-off timeout: they moved without their \
+             state, and its token for them is stale"
+        ),
         _ => generic_summary(event),
     }
 }

@@ -16,8 +16,13 @@
 //!   delivers that change again; make callbacks idempotent;
 //! * answers [`Worker::owns`]`(key)` with the token it owns the key with, so requests for
 //!   keys it does not own, or with an older token, can be refused;
-//! * offers the shutdown hooks [`Worker::leave`] and [`Worker::drain`] (graceful hand-off
-//!   comes later) and [`Worker::shutdown`].
+//! * joins with `handoff`, so planned moves wait for it: a feed `handoff` line calls
+//!   [`Ownership::on_handoff`] for the keys' state, stores it and releases the keys; the new
+//!   owner gets it through [`Ownership::on_state`] before `on_acquire`
+//!   (`docs/adr/0016-planned-moves-hand-off.md`);
+//! * offers [`Worker::graceful_shutdown`] (drain, hand everything off, leave; for SIGTERM see
+//!   [`shutdown_signal`]), the hooks [`Worker::leave`] and [`Worker::drain`], and
+//!   [`Worker::shutdown`].
 //!
 //! Modules: `app` (the [`Ownership`] trait), `owned` (the pure rules from feed line to
 //! callbacks), `state` (the state file), `health` (the endpoint), `worker` (the follow
@@ -53,9 +58,9 @@
 //!     Some(mine) if request_token >= mine => { /* serve it */ }
 //!     _ => { /* refuse: not the owner, or a request for an older owner */ }
 //! }
-//! // On shutdown: hand the keys back, then stop.
-//! worker.leave().await?;
-//! worker.shutdown().await?;
+//! // On SIGTERM: hand every key over with its state, leave, stop.
+//! pantheon_worker::shutdown_signal().await;
+//! worker.graceful_shutdown(std::time::Duration::from_secs(10)).await?;
 //! # Ok(()) }
 //! ```
 
