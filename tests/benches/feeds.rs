@@ -299,6 +299,7 @@ struct Phase {
 
 /// Runs `s.changes` changes, one per slot; with `calls`, waits in each slot until the
 /// callbacks of every feed entry it wrote arrived. Returns the causes of each change.
+#[allow(clippy::too_many_arguments)] // the phase's set-up, passed down as it is
 async fn run_changes(
     s: &Scale,
     con: &mut MultiplexedConnection,
