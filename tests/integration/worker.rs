@@ -168,16 +168,49 @@ pub(crate) async fn until_folds_to_keys(ctl: &Ctl, node: &str, calls: impl Fn() 
     }
 }
 
-/// The owned keys and position the worker saved.
+/// The owned keys and position the worker saved: its snapshot file with the records of its
+/// journal (`<path>.journal`, one JSON line per delivered feed line) folded in.
 pub(crate) fn saved(path: &Path) -> (BTreeMap<String, u64>, Option<String>) {
     let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let owned = v["owned"]
+    let mut owned: BTreeMap<String, u64> = v["owned"]
         .as_object()
         .unwrap()
         .iter()
         .map(|(k, t)| (k.clone(), t.as_u64().unwrap()))
         .collect();
-    (owned, v["position"].as_str().map(str::to_owned))
+    let mut position = v["position"].as_str().map(str::to_owned);
+    let mut seq = v["seq"].as_u64().unwrap_or(0);
+    let mut journal = path.as_os_str().to_owned();
+    journal.push(".journal");
+    let journal = std::fs::read_to_string(journal).unwrap_or_default();
+    // Complete lines only (a kill -9 may tear the last append).
+    let complete = journal.rsplit_once('\n').map_or("", |(lines, _)| lines);
+    for line in complete.lines() {
+        let Ok(r) = serde_json::from_str::<Value>(line) else {
+            break;
+        };
+        let n = r["seq"].as_u64().unwrap();
+        if n <= seq {
+            continue;
+        }
+        assert_eq!(n, seq + 1, "journal records follow each other: {line}");
+        seq = n;
+        let keys = r["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_owned());
+        let token = r["token"].as_u64().unwrap();
+        match r["op"].as_str().unwrap() {
+            "snapshot" => owned = keys.map(|k| (k, token)).collect(),
+            "acquire" => owned.extend(keys.map(|k| (k, token))),
+            _ => keys.for_each(|k| {
+                owned.remove(&k);
+            }),
+        }
+        position = r["position"].as_str().map(str::to_owned);
+    }
+    (owned, position)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -211,6 +211,12 @@ impl Watch {
         Ok(None)
     }
 
+    /// Lines already read and waiting: the next [`Watch::next_within`] returns one of them
+    /// without a round trip to Redis.
+    pub fn buffered(&self) -> usize {
+        self.ready.len()
+    }
+
     fn take(&mut self, entries: Vec<FeedEntry>) {
         if let Some(last) = entries.last() {
             self.position = Position::At(last.id);

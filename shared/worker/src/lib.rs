@@ -10,10 +10,12 @@
 //!   feed order. The first start acquires the whole owned set (`from = None`); a start
 //!   after the feed dropped the saved position compares a snapshot with what the worker held
 //!   and calls only the true changes (release first, then acquire);
-//! * saves the feed position and the owned keys with their tokens in a state file (written
-//!   atomically) *after* each line's callbacks returned, so a restart resumes with nothing
-//!   missed. Delivery is **at least once**: a crash after a callback but before the save
-//!   delivers that change again; make callbacks idempotent;
+//! * records the feed position and the owned keys with their tokens in a state file *after*
+//!   each line's callbacks returned, so a restart resumes with nothing missed: a snapshot
+//!   (written atomically) and a journal that gets one line per feed line, in proportion to the
+//!   keys that changed, synced to disk once per burst of lines. Delivery is **at least
+//!   once**: a crash after a callback but before its record delivers that change again (a
+//!   power loss, the lines since the last sync); make callbacks idempotent;
 //! * answers [`Worker::owns`]`(key)` with the token it owns the key with, so requests for
 //!   keys it does not own, or with an older token, can be refused;
 //! * joins with `handoff`, so planned moves wait for it: a feed `handoff` line calls

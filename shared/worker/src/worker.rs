@@ -1,5 +1,5 @@
 //! [`Worker`]: starts the health endpoint, joins, and follows the node's feed in a task of
-//! its own, calling the application's [`Ownership`] callbacks and saving its position after
+//! its own, calling the application's [`Ownership`] callbacks and recording its position after
 //! each line.
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,8 +20,10 @@ use crate::{Ownership, WorkerError};
 
 /// How long [`WorkerBuilder::start`] waits for the join to be applied, by default.
 pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// One wait for a feed line; the loop then checks whether it should stop.
-const POLL: Duration = Duration::from_millis(500);
+/// One wait for a feed line (a stop cuts it short). A wait that ends empty costs a round
+/// trip to read the feed again and a new blocking read: at 1,000 workers a 500 ms wait was
+/// 4,000 Redis commands a second while nothing changed (docs/benchmarks.md, issue 21).
+const POLL: Duration = Duration::from_secs(5);
 /// Backoff after a failed feed read (Redis away): doubling up to the maximum.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -91,7 +93,7 @@ impl WorkerBuilder {
     /// until the next probe), waits until the join is applied, then follows the feed from
     /// the saved position in a task of its own.
     pub async fn start<A: Ownership>(self, app: A) -> Result<Worker, WorkerError> {
-        let file = StateFile::new(&self.state_file, &self.node);
+        let mut file = StateFile::new(&self.state_file, &self.node);
         let state = file.load().await?;
         let (stop, stopped) = watch::channel(false);
         let endpoint = health::start(&self.health, stopped.clone()).await?;
@@ -292,13 +294,16 @@ impl<A: Ownership> Follow<A> {
             let mut feed = self.client.watch(&self.node, self.state.position)?;
             loop {
                 if *self.stopped.borrow() {
-                    return Ok(());
+                    return self.file.sync().await;
                 }
                 // Only the wait for a line is cut short by a stop, never a callback.
                 let line = tokio::select! {
                     biased;
-                    _ = self.stopped.wait_for(|s| *s) => return Ok(()),
-                    line = feed.next_within(POLL) => line,
+                    _ = self.stopped.wait_for(|s| *s) => None,
+                    line = feed.next_within(POLL) => Some(line),
+                };
+                let Some(line) = line else {
+                    return self.file.sync().await;
                 };
                 match line {
                     Ok(Some(line)) => {
@@ -314,6 +319,10 @@ impl<A: Ownership> Follow<A> {
                                 continue 'resume;
                             }
                             Err(e) => return Err(e),
+                        }
+                        // One disk sync per burst of lines, once none is waiting.
+                        if feed.buffered() == 0 {
+                            self.file.sync().await?;
                         }
                     }
                     Ok(None) => {}
@@ -389,7 +398,7 @@ impl<A: Ownership> Follow<A> {
         }
         self.state.position = Some(line.id);
         self.held.store(self.state.owned.len(), Ordering::Release);
-        self.file.save(&self.state).await
+        self.file.record(&line, &self.state).await
     }
 
     /// Answers a `handoff` line: stop serving the keys (so no write lands after their state
