@@ -672,6 +672,7 @@ async fn feed_bytes(s: &Scale) -> Bytes {
                 node: death_node(i),
                 url: format!("http://127.0.0.1:9/{i}/health"),
                 weight: None,
+                handoff: false,
             })
             .encode()
         })
