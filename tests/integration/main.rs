@@ -11,6 +11,7 @@ mod consumers;
 mod deployments;
 mod diagnoses;
 mod empty_redis;
+mod feed_paths;
 mod fleet;
 mod handoff;
 mod kv;

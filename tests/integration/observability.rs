@@ -256,6 +256,52 @@ async fn status_and_audit_as_json() {
     assert_eq!(code, 200);
     assert!(html.contains("id=\"node-node-a\""), "{html}");
     assert!(html.contains("id=\"ring\""), "{html}");
+    assert!(html.contains("id=\"explain-form\""), "{html}");
+
+    // The key box's answer as JSON: what `pantheon explain --json` prints.
+    let client = Pantheon::connect(&o.cluster.redis.url, &o.cluster.name)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while client.key_node("user:7").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "user:7 never placed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let want = pantheon_client::explanation_json(&client.explain("user:7").await.unwrap());
+    let (code, body) = o.get("/api/explain?key=user:7").await;
+    assert_eq!(code, 200, "{body}");
+    let got: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(got["assigned"], true, "{got}");
+    assert!(!got["history"].as_array().unwrap().is_empty(), "{got}");
+    // And in the page, with scripts off: `/?key=K`.
+    let (code, html) = o.get("/?key=user:7").await;
+    assert_eq!(code, 200, "{html}");
+    assert!(html.contains("<b>user:7</b> is assigned;"), "{html}");
+    let owner = got["history"].as_array().unwrap().last().unwrap()["node"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        html.contains(&format!("<b class=\"owner\">{owner}</b>")),
+        "{html}"
+    );
+    // No key, an empty one or one longer than the log accepts: a 400 that says why.
+    let long = "k".repeat(2_000);
+    for (path, why) in [
+        ("/api/explain".to_owned(), "type a key"),
+        ("/api/explain?key=".to_owned(), "type a key"),
+        (
+            format!("/api/explain?key={long}"),
+            "a key is at most 1024 bytes; this one has 2000",
+        ),
+        ("/?key=".to_owned(), "type a key"),
+        (format!("/?key={long}"), "a key is at most 1024 bytes"),
+    ] {
+        let (code, body) = o.get(&path).await;
+        assert_eq!(code, 400, "{path}: {body}");
+        assert!(body.contains(why), "{path}: {body}");
+    }
 }
 
 /// Chromium from Debian's package (`.ci/run` installs it).
@@ -475,6 +521,12 @@ async fn the_dashboard_shows_a_node_die_live_in_chromium() {
         )),
     );
 
+    // One of node-b's keys, for the key box once node-b has died.
+    let client = Pantheon::connect(&o.cluster.redis.url, &o.cluster.name)
+        .await
+        .unwrap();
+    let b_key = client.node_keys("node-b").await.unwrap()[0].clone();
+
     // node-b stops: the page turns it dead without a reload.
     o.nodes[1].stop().await;
     let took = tab
@@ -540,6 +592,12 @@ async fn the_dashboard_shows_a_node_die_live_in_chromium() {
         json!(true),
     )
     .await;
+    check_the_key_box_explains(&mut tab, &client, &b_key).await;
+    assert_eq!(
+        tab.eval("performance.timeOrigin").await,
+        loaded,
+        "the page reloaded"
+    );
     let shot = artifact("dashboard-node-dead.png");
     tab.screenshot(&shot).await;
     let png = std::fs::read(&shot).unwrap();
@@ -572,6 +630,113 @@ async fn the_dashboard_shows_a_node_die_live_in_chromium() {
         "{why}"
     );
     check_reads_like_a_person_wrote_it(&mut tab).await;
+}
+
+/// Types `key` into the key box and sends it: the box shows what `explain` answers (the key's
+/// owners over time: node-b, then node-a after node-b died), each with its token, UTC clock
+/// time and age, and the sentence saying why; and it stays when the live part is updated.
+/// An empty key first: the box says why it cannot answer.
+async fn check_the_key_box_explains(tab: &mut Tab, client: &Pantheon, key: &str) {
+    let send = |k: &str| {
+        format!(
+            "(function(){{document.getElementById('explain-key').value={};\
+             document.getElementById('explain-form').requestSubmit();return true;}})()",
+            json!(k)
+        )
+    };
+    tab.eval(&send("")).await;
+    tab.wait_for(
+        "document.getElementById('explain').dataset.state",
+        json!("refused"),
+    )
+    .await;
+    let error = tab
+        .eval("document.getElementById('explain-error').textContent")
+        .await;
+    assert!(
+        error.as_str().is_some_and(|e| e.contains("type a key")),
+        "{error}"
+    );
+    tab.eval(&send(key)).await;
+    tab.wait_for(
+        "document.getElementById('explain').dataset.state",
+        json!("explained"),
+    )
+    .await;
+    let shown = tab
+        .eval(
+            "Array.from(document.querySelectorAll('#explain-history li')).map(li => [\
+             li.dataset.node, Number(li.dataset.token), li.querySelector('time').textContent,\
+             li.querySelector('time').getAttribute('datetime'), li.querySelector('.ago').textContent,\
+             li.querySelector('.because').textContent])",
+        )
+        .await;
+    let shown = shown.as_array().unwrap().clone();
+    let want = client.explain(key).await.unwrap();
+    assert_eq!(shown.len(), want.history.len(), "{shown:?} vs {want:?}");
+    for (row, owner) in shown.iter().zip(&want.history) {
+        let node = owner.node.as_ref().map(ToString::to_string);
+        assert_eq!(row[0].as_str(), node.as_deref(), "{row}");
+        assert_eq!(row[1].as_u64(), owner.token, "{row}");
+        let (clock, datetime) = (row[2].as_str().unwrap(), row[3].as_str().unwrap());
+        assert!(is_clock(clock.rsplit(' ').next().unwrap()), "{row}");
+        assert_eq!(
+            datetime,
+            pantheon_service::http::clock::iso(owner.at_ms),
+            "{row}"
+        );
+        let age = row[4].as_str().unwrap();
+        assert!(age == "just now" || age.ends_with(" ago"), "{row}");
+        assert_eq!(row[5].as_str(), Some(owner.why.as_str()), "{row}");
+    }
+    // node-b owned it, then node-a, because node-b died.
+    let n = shown.len();
+    assert!(n >= 2, "{shown:?}");
+    assert_eq!(shown[n - 2][0], "node-b", "{shown:?}");
+    assert_eq!(shown[n - 1][0], "node-a", "{shown:?}");
+    let why = shown[n - 1][5].as_str().unwrap();
+    assert!(
+        why.starts_with("node-b died: ") && why.ends_with("placement moved it to node-a"),
+        "{why}"
+    );
+    assert!(
+        shown[n - 1][1].as_u64() > shown[n - 2][1].as_u64(),
+        "the new owner's token is larger: {shown:?}"
+    );
+    let head = tab
+        .eval("document.getElementById('explain-head').textContent")
+        .await;
+    assert!(
+        head.as_str()
+            .is_some_and(|h| h.starts_with(&format!("{key} is assigned; {n} owners over time"))),
+        "{head}"
+    );
+    // The key is in the address (a reload shows the same answer).
+    let search = tab.eval("location.search").await;
+    assert_eq!(
+        search,
+        json!(format!("?key={}", key.replace(':', "%3A"))),
+        "{search}"
+    );
+    // A live update (a new key's event) redraws the live part but leaves the box alone.
+    let updates = tab.eval("Number(document.body.dataset.updates || 0)").await;
+    let id = client.distribute(["user:fresh"]).await.unwrap()[0];
+    client.wait_applied(id, WAIT).await.unwrap();
+    tab.wait_for(
+        &format!("Number(document.body.dataset.updates || 0) > {updates}"),
+        json!(true),
+    )
+    .await;
+    let again = tab
+        .eval("Array.from(document.querySelectorAll('#explain-history li')).map(li => li.dataset.node)")
+        .await;
+    let nodes: Vec<Value> = shown.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(again, Value::Array(nodes));
+    assert_eq!(
+        tab.eval("document.getElementById('explain-key').value")
+            .await,
+        json!(key)
+    );
 }
 
 /// `14:06:46.205`.

@@ -46,3 +46,28 @@ impl Pantheon {
         Ok(explainer.finish())
     }
 }
+
+/// An explanation as JSON, the one shape `pantheon explain --json` prints and the dashboard's
+/// `/api/explain` serves: `{"key", "assigned", "history": [{"node", "token", "at_ms", "cause",
+/// "why"}]}`, oldest owner first (`node` and `token` are `null` while no node could own
+/// keys).
+pub fn explanation_json(x: &Explanation) -> serde_json::Value {
+    let history: Vec<serde_json::Value> = x
+        .history
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "node": o.node.as_ref().map(ToString::to_string),
+                "token": o.token,
+                "at_ms": o.at_ms,
+                "cause": o.cause.to_string(),
+                "why": o.why,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "key": x.key,
+        "assigned": x.assigned,
+        "history": history,
+    })
+}

@@ -68,6 +68,7 @@ use pantheon_store::{Deployment, Durability, Redis, TlsFiles};
 
 pub use admin::Admin;
 pub use error::ClientError;
+pub use explain::explanation_json;
 pub use locate::RingSnapshot;
 pub use pantheon_domain::event::Flow;
 pub use pantheon_domain::explain::{Explanation, Owned};

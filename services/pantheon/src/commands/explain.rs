@@ -2,8 +2,6 @@
 //! log entry that did it, and why — from the log, for assigned keys and keys only the ring
 //! places.
 
-use serde_json::json;
-
 use crate::cli::ExplainArgs;
 use crate::config::Settings;
 use crate::connect::{Cluster, client_error};
@@ -16,24 +14,7 @@ pub async fn run(args: ExplainArgs, settings: &Settings) -> anyhow::Result<()> {
         .await
         .map_err(client_error)?;
     if args.json {
-        let history: Vec<_> = x
-            .history
-            .iter()
-            .map(|o| {
-                json!({
-                    "node": o.node.as_ref().map(ToString::to_string),
-                    "token": o.token,
-                    "at_ms": o.at_ms,
-                    "cause": o.cause.to_string(),
-                    "why": o.why,
-                })
-            })
-            .collect();
-        return crate::output::json(&json!({
-            "key": x.key,
-            "assigned": x.assigned,
-            "history": history,
-        }));
+        return crate::output::json(&pantheon_client::explanation_json(&x));
     }
     let placed = if x.assigned {
         "assigned"

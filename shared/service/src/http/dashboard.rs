@@ -9,6 +9,8 @@
 //! kept current by the script), never raw entry ids; each event is one sentence, without
 //! its kind's name repeated before it; the ring is drawn as each member's share, with a
 //! legend; and a chart shows each node's keys over the recent events (`super::chart`).
+//! Above the live part, a key box answers `explain`: `?key=K` shows the key's owners over
+//! time and why (`super::explain`, which also serves `/api/explain`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use pantheon_client::audit::{AuditFilter, TimelineItem};
 use pantheon_client::status::ClusterStatus;
 use serde::Deserialize;
 
-use super::{Shared, chart, clock};
+use super::{Shared, chart, clock, explain};
 
 /// Events shown on the cluster page.
 const TIMELINE_EVENTS: usize = 50;
@@ -44,6 +46,8 @@ pub struct PageQuery {
     node: Option<String>,
     /// Which page of the node table (from 1); the selected node's page by default.
     page: Option<usize>,
+    /// The key the key box explains (`super::explain`).
+    pub key: Option<String>,
 }
 
 /// A share (0..=1) as a percentage with three significant digits, so one node of 3,000
@@ -138,14 +142,20 @@ pub async fn page(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>)
         Ok(recent) => recent,
         Err(e) => return unavailable(e),
     };
+    let answer = explain::Answer::of(&client, q.key.as_deref()).await;
     let picked = q.cluster.as_deref();
     let view = View {
         status: &status,
         items: &items,
         recent: &recent,
+        answer: &answer,
         now_ms: clock::now_ms(),
     };
-    Html(render_page(&view, node.as_deref(), q.page, picked)).into_response()
+    (
+        answer.status(),
+        Html(render_page(&view, node.as_deref(), q.page, picked)),
+    )
+        .into_response()
 }
 
 fn chart_filter() -> AuditFilter {
@@ -163,6 +173,8 @@ pub struct View<'a> {
     pub items: &'a [TimelineItem],
     /// The cluster's latest events (up to [`CHART_EVENTS`]), for the chart.
     pub recent: &'a [TimelineItem],
+    /// What the key box shows.
+    pub answer: &'a explain::Answer,
     /// The time the page is rendered at; ages are counted from it.
     pub now_ms: u64,
 }
@@ -181,10 +193,18 @@ pub fn render_page(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{title}</title><style>{STYLE}</style></head><body>\
-         <h1>{title} <small id=\"live-state\">static</small></h1>\
-         <main id=\"live\" data-now=\"{}\">",
-        view.now_ms
+         <h1>{title} <small id=\"live-state\">static</small></h1>",
     );
+    // The key box is not part of the live part: live updates leave what was typed alone.
+    let mut hidden = Vec::new();
+    if let Some(c) = cluster {
+        hidden.push(("cluster", c));
+    }
+    if let Some(n) = node {
+        hidden.push(("node", n));
+    }
+    explain::render(&mut html, view.answer, &hidden, view.now_ms);
+    let _ = write!(html, "<main id=\"live\" data-now=\"{}\">", view.now_ms);
     let links = Links::new(cluster);
     render_live(&mut html, view, node, page, &links);
     let _ = write!(html, "</main><script>{SCRIPT}</script></body></html>");
@@ -499,7 +519,7 @@ fn render_timeline(html: &mut String, items: &[TimelineItem], now: u64) {
 }
 
 pub(super) const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
-.note,.caption,.ago,.after{color:#888}.caption{font-size:.9em;max-width:480px}\
+.note,.caption,.ago,.after,.hint{color:#888}.caption{font-size:.9em;max-width:480px}\
 .legend{list-style:none;padding:0;margin:.5em 0}.legend li{margin:.1em 0}\
 .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.4em;vertical-align:-1px}\
 #keys-chart text,#ring text{font-size:10px;fill:#666}.axis{stroke:#ccc}\
@@ -517,11 +537,16 @@ background:#eee;margin-right:.4em}.bar span{display:block;height:8px}\
 .c5{stroke:#4aa}.c6{stroke:#aa4}.c7{stroke:#74a}.c8{stroke:#888}.c9{stroke:#d62}\
 .b0{background:#4a7}.b1{background:#47a}.b2{background:#a74}.b3{background:#7a4}\
 .b4{background:#a47}.b5{background:#4aa}.b6{background:#aa4}.b7{background:#74a}\
-.b8{background:#888}.b9{background:#d62}";
+.b8{background:#888}.b9{background:#d62}\
+#key-box{margin-bottom:1em}#explain-history .owner{font-weight:bold}#explain-history li.now{background:#fff6d5}\
+#explain[data-state=loading]{opacity:.5}";
 
 /// Follows `/api/events` (of the cluster in the page's query); after each event (at most every 250 ms) fetches this page again
-/// and swaps in its live part. Every second it counts the "ago"s on, from the server's clock
-/// (`data-now` of the last render), in the words of `clock::ago`.
+/// (without `key`: the key box is not redrawn, so no `explain` per event) and swaps in its
+/// live part. Every second it counts the "ago"s on, from the server's clock (`data-now` of
+/// the last render), in the words of `clock::ago`. The key box's form is sent without a
+/// reload: it fetches the page with `?key=K`, swaps in the box's answer and puts the key in
+/// the address, so a reload or a link shows the same answer.
 const SCRIPT: &str = r#"(function(){
 var live=document.getElementById('live'),tag=document.getElementById('live-state');
 var pending=false,updates=0,skew=0;
@@ -529,11 +554,20 @@ function sync(){var n=Number(live.dataset.now);if(n)skew=n-Date.now();}
 function agoText(d){if(d<1000)return 'just now';var s=Math.floor(d/1000);
 if(s<60)return s+' s ago';if(s<3600)return Math.floor(s/60)+' min ago';
 if(s<86400)return Math.floor(s/3600)+' h ago';return Math.floor(s/86400)+' d ago';}
-function tick(){var now=Date.now()+skew;live.querySelectorAll('.ago').forEach(function(e){
+function tick(){var now=Date.now()+skew;document.querySelectorAll('.ago').forEach(function(e){
 e.textContent=agoText(now-Number(e.dataset.ms));});}
 sync();setInterval(tick,1000);
+function liveUrl(){var u=new URL(location.href);u.searchParams.delete('key');return u.href;}
+var form=document.getElementById('explain-form'),box=document.getElementById('explain');
+if(form&&box&&window.fetch)form.addEventListener('submit',function(ev){ev.preventDefault();
+var q='?'+new URLSearchParams(new FormData(form)).toString();box.dataset.state='loading';
+fetch(q,{cache:'no-store'}).then(function(r){return r.text()}).then(function(t){
+var next=new DOMParser().parseFromString(t,'text/html').getElementById('explain');
+if(next){box.innerHTML=next.innerHTML;box.dataset.state=next.dataset.state;tick();
+history.replaceState(null,'',q);}
+}).catch(function(){box.dataset.state='failed';box.textContent='the dashboard did not answer';});});
 function refresh(){if(pending)return;pending=true;setTimeout(function(){
-fetch(location.href,{cache:'no-store'}).then(function(r){return r.text()}).then(function(t){
+fetch(liveUrl(),{cache:'no-store'}).then(function(r){return r.text()}).then(function(t){
 var doc=new DOMParser().parseFromString(t,'text/html');var next=doc.getElementById('live');
 if(next){live.innerHTML=next.innerHTML;live.dataset.now=next.dataset.now;sync();
 updates++;document.body.dataset.updates=updates;}

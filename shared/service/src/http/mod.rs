@@ -1,6 +1,7 @@
 //! The HTTP endpoint of `pantheon up` and the service binaries (off unless `[http] listen`
 //! / `--listen` is set): `/healthz`, `/readyz`, `/metrics`, and a read-only live dashboard
-//! at `/` with its JSON (`/api/status`, `/api/audit`) and server-sent events (`/api/events`).
+//! at `/` with its JSON (`/api/status`, `/api/audit`, `/api/explain?key=K`) and server-sent
+//! events (`/api/events`).
 //!
 //! It reads the cluster through the client library's queries ([`Pantheon::status`],
 //! [`Pantheon::timeline`]); the connection is made on first use, so `/healthz` answers while
@@ -11,6 +12,7 @@ mod chart;
 pub mod clock;
 mod clusters;
 mod dashboard;
+mod explain;
 mod live;
 mod metrics;
 
@@ -145,6 +147,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/clusters", get(clusters::clusters_json))
         .route("/api/status", get(dashboard::status_json))
         .route("/api/audit", get(dashboard::audit_json))
+        .route("/api/explain", get(explain::explain_json))
         .route("/api/events", get(live::events))
         .with_state(shared)
 }
