@@ -7,7 +7,8 @@
 //! `{"stopped":"graceful"}` when SIGTERM's graceful shutdown finished (exit 0).
 //!
 //! Usage: `pantheon-worker-under-test REDIS_URL CLUSTER NODE STATE_FILE HEALTH_PORT`.
-//! `WORKER_NEVER_RELEASES=1`: it never answers a hand-off (a stuck worker).
+//! `WORKER_NEVER_RELEASES=1`: it never answers a hand-off (a stuck worker);
+//! `WORKER_HANDOFF_DELAY_MS=N`: each hand-off takes N ms before it gives the state (a slow one).
 
 use std::io::Write;
 
@@ -18,6 +19,7 @@ use serde_json::json;
 struct Printer {
     node: String,
     never_releases: bool,
+    handoff_delay: std::time::Duration,
 }
 
 fn print(op: &str, keys: &[String], token: u64, peer: Option<&NodeId>) -> Result<(), AppError> {
@@ -61,6 +63,7 @@ impl Ownership for Printer {
             // A stuck worker: the projector leader must force the move.
             tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
         }
+        tokio::time::sleep(self.handoff_delay).await;
         Ok(keys
             .iter()
             .map(|k| {
@@ -94,6 +97,12 @@ async fn main() -> anyhow::Result<()> {
     let printer = Printer {
         node: node.clone(),
         never_releases: std::env::var("WORKER_NEVER_RELEASES").is_ok_and(|v| v == "1"),
+        handoff_delay: std::time::Duration::from_millis(
+            std::env::var("WORKER_HANDOFF_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        ),
     };
     let worker = Worker::builder(client, node, state)
         .health(Health::serve(([127, 0, 0, 1], port).into()))

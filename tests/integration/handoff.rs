@@ -257,10 +257,7 @@ async fn sigterm_hands_off_and_leaves_and_a_restart_gets_its_share_back_with_sta
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(25), w1.child.wait())
-        .await
-        .expect("exits within its timeout")
-        .unwrap();
+    let status = w1.exit(Duration::from_secs(25)).await;
     assert!(status.success(), "graceful shutdown exits 0: {status}");
     assert!(w1.values().iter().any(|v| v["stopped"] == "graceful"));
     let nodes = ctl.run(&["nodes", "--json"]).await.ok().json();
@@ -290,4 +287,173 @@ async fn sigterm_hands_off_and_leaves_and_a_restart_gets_its_share_back_with_sta
             Some(format!("state-of-{k}@w2").as_str())
         );
     }
+}
+
+/// Whether `node` is no longer in `nodes` (it left, so it owns nothing).
+async fn has_left(ctl: &Ctl, node: &str) -> bool {
+    let nodes = ctl.run(&["nodes", "--json"]).await.ok().json();
+    !nodes.to_string().contains(&format!("\"{node}\""))
+}
+
+/// Every `acquire` from a peer came with that peer's state for each of its keys (the
+/// `state` line just before it), in one worker process's output.
+fn every_move_carried_state(w: &Lines) -> usize {
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    let mut moved = 0;
+    for v in w.values() {
+        if v["op"] == "state" {
+            for (k, val) in v["values"].as_object().unwrap() {
+                last.insert(k.clone(), val.as_str().unwrap().to_owned());
+            }
+        } else if let Some(call) = Call::parse(&v)
+            && call.op == "acquire"
+            && let Some(peer) = &call.peer
+        {
+            for k in &call.keys {
+                assert_eq!(
+                    last.get(k).map(String::as_str),
+                    Some(format!("state-of-{k}@{peer}").as_str()),
+                    "{k} came from {peer} without its state"
+                );
+                moved += 1;
+            }
+        }
+    }
+    moved
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_hand_off_finishes_it_then_hands_off_the_rest_and_leaves() {
+    let redis = TestRedis::start().await;
+    let ctl = Ctl::new(&redis.url, redis.namespace());
+    let (_up, _log) = ctl.up();
+    let dir = ctl.dir.path();
+    let mut slow = tokio::process::Command::new(env!("CARGO_BIN_EXE_pantheon-worker-under-test"));
+    slow.args([
+        redis.url.as_str(),
+        redis.namespace(),
+        "w1",
+        dir.join("w1.state").to_str().unwrap(),
+        &free_port().to_string(),
+    ])
+    .env("RUST_LOG", "warn")
+    .env("WORKER_HANDOFF_DELAY_MS", "800");
+    let mut w1 = Lines::spawn(slow);
+    let w2 = worker(&redis, "w2", &dir.join("w2.state"), free_port());
+    ctl.wait_state("w1", "alive").await;
+    ctl.wait_state("w2", "alive").await;
+    distribute(&ctl, 300).await;
+    until_folds_to_keys(&ctl, "w1", || w1.calls()).await;
+    let had = keys_of(&ctl, "w1").await;
+
+    // w3 joins: w1 is asked to hand it a share, and is in the middle of it (800 ms) when
+    // SIGTERM arrives.
+    let w3 = worker(&redis, "w3", &dir.join("w3.state"), free_port());
+    until(
+        "w1 is handing off to w3",
+        Duration::from_secs(15),
+        async || !asked(&w1).is_empty(),
+    )
+    .await;
+    let pid = w1.child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = w1.exit(Duration::from_secs(25)).await;
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+    assert!(w1.values().iter().any(|v| v["stopped"] == "graceful"));
+    assert!(has_left(&ctl, "w1").await);
+    until_folds_to_keys(&ctl, "w2", || w2.calls()).await;
+    until_folds_to_keys(&ctl, "w3", || w3.calls()).await;
+    // Every key w1 had went to w2 or w3 with w1's state: the interrupted hand-off finished,
+    // the rest was handed off by the drain, nothing was forced.
+    let mut got = received(&w2);
+    got.extend(received(&w3));
+    for k in &had {
+        assert_eq!(
+            got.get(k).map(String::as_str),
+            Some(format!("state-of-{k}@w1").as_str()),
+            "{k}"
+        );
+    }
+    every_move_carried_state(&w2);
+    every_move_carried_state(&w3);
+    let types = event_types(&ctl).await;
+    assert!(!types.iter().any(|x| x == "handoff_forced"), "{types:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_moves_each_key_at_most_twice_and_every_move_carries_its_state() {
+    let redis = TestRedis::start().await;
+    let ctl = Ctl::new(&redis.url, redis.namespace());
+    let (_up, _log) = ctl.up();
+    let dir = ctl.dir.path();
+    let names = ["w1", "w2", "w3"];
+    let slots: Vec<(u16, std::path::PathBuf)> = names
+        .iter()
+        .map(|n| (free_port(), dir.join(format!("{n}.state"))))
+        .collect();
+    let mut running: Vec<Lines> = names
+        .iter()
+        .zip(&slots)
+        .map(|(n, (port, state))| worker(&redis, n, state, *port))
+        .collect();
+    for n in names {
+        ctl.wait_state(n, "alive").await;
+    }
+    let keys = distribute(&ctl, 300).await;
+    for (n, w) in names.iter().zip(&running) {
+        until_folds_to_keys(&ctl, n, || w.calls()).await;
+    }
+    let mut finished: Vec<Lines> = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let mut old = running.remove(i);
+        let pid = old.child.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let status = old.exit(Duration::from_secs(25)).await;
+        assert!(status.success(), "{n}: {status}");
+        assert!(has_left(&ctl, n).await, "{n} left");
+        finished.push(old);
+        let (port, state) = &slots[i];
+        running.insert(i, worker(&redis, n, state, *port));
+        ctl.wait_state(n, "alive").await;
+        until(
+            &format!("{n} owns keys again"),
+            Duration::from_secs(15),
+            async || !keys_of(&ctl, n).await.is_empty(),
+        )
+        .await;
+        for (m, w) in names.iter().zip(&running) {
+            until_folds_to_keys(&ctl, m, || w.calls()).await;
+        }
+    }
+    // Nothing lost: every key has an owner whose callbacks say so; every move carried its
+    // state; no key moved more than twice (away from its restarting owner, and back).
+    let mut owned = BTreeSet::new();
+    for (n, w) in names.iter().zip(&running) {
+        let mine = keys_of(&ctl, n).await;
+        assert_eq!(mine, folded(&w.calls()));
+        owned.extend(mine);
+    }
+    assert_eq!(owned, keys.iter().cloned().collect::<BTreeSet<_>>());
+    let mut moves: BTreeMap<String, usize> = BTreeMap::new();
+    for w in finished.iter().chain(&running) {
+        every_move_carried_state(w);
+        for c in w.calls() {
+            if c.op == "acquire" && c.peer.is_some() {
+                for k in c.keys {
+                    *moves.entry(k).or_default() += 1;
+                }
+            }
+        }
+    }
+    assert!(!moves.is_empty(), "the restarts moved keys");
+    let most = moves.values().max().copied().unwrap_or(0);
+    assert!(most <= 2, "a key moved {most} times: {moves:?}");
+    let types = event_types(&ctl).await;
+    assert!(!types.iter().any(|x| x == "handoff_forced"), "{types:?}");
 }

@@ -96,6 +96,16 @@ impl Lines {
         self.values().iter().filter_map(Call::parse).collect()
     }
 
+    /// Waits (up to `within`) for the process to exit and for its last lines to be read.
+    pub(crate) async fn exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("exits in time")
+            .expect("wait");
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.reader).await;
+        status
+    }
+
     /// SIGKILL, then every line it wrote before dying.
     pub(crate) async fn kill9(mut self) -> Vec<Call> {
         self.child.start_kill().expect("kill -9");
