@@ -64,7 +64,7 @@ pub struct NodeRecord {
     pub token: u64,
     /// Joined with `handoff`: planned moves wait for it to release its keys (docs/adr/0016).
     /// Absent (false) in records written before hand-offs.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub handoff: bool,
 }
 
