@@ -72,6 +72,8 @@ fn scale() -> Scale {
 struct Marks {
     asked: HashMap<String, Instant>,
     gaps: Vec<Duration>,
+    /// Keys acquired from another node without a value (a forced hand-off): must stay 0.
+    without_state: usize,
 }
 
 /// The application: a 1 KB value per owned key.
@@ -101,15 +103,18 @@ impl Ownership for Cache {
         _token: u64,
         from: Option<&NodeId>,
     ) -> Result<(), AppError> {
+        let mut missing = 0;
         {
             let mut values = self.values.lock().unwrap();
             for k in keys {
                 // New keys start with a value; handed-over ones came with theirs (on_state).
-                values
-                    .entry(k.clone())
-                    .or_insert_with(|| vec![b'x'; VALUE_BYTES]);
+                if !values.contains_key(k) {
+                    missing += usize::from(from.is_some());
+                    values.insert(k.clone(), vec![b'x'; VALUE_BYTES]);
+                }
             }
         }
+        self.marks.lock().unwrap().without_state += missing;
         if from.is_some() {
             let now = Instant::now();
             let mut marks = self.marks.lock().unwrap();
@@ -339,6 +344,8 @@ async fn run(s: &Scale) {
     let t = Instant::now();
     w1.graceful_shutdown(WAIT).await.unwrap();
     let took = t.elapsed();
+    // The new owner may still be reading its last acquire.
+    until("w2 holds every value", || c2.len() == s.drain_keys).await;
     let arrived = c2.len();
     let intact = c2
         .values
@@ -353,6 +360,9 @@ async fn run(s: &Scale) {
     );
     assert_eq!(arrived, s.drain_keys, "every value arrived");
     assert!(intact);
+    let without = marks.lock().unwrap().without_state;
+    println!("keys that moved without their value (forced): {without}");
+    assert_eq!(without, 0, "no hand-off was forced");
     w2.shutdown().await.unwrap();
     println!(
         "\nload average at the end {}; whole run {:.0} s",

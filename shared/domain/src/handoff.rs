@@ -17,11 +17,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::ids::NodeId;
 use crate::state::State;
 
-/// The assigned keys each node is handing off, by key hash and key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The assigned keys each node is handing off, by key hash and key, and since when (the
+/// log time its set last became non-empty; unknown after a restore).
+#[derive(Debug, Clone, Default)]
 pub struct Handing {
     by_node: BTreeMap<NodeId, BTreeSet<(u64, Box<str>)>>,
+    started: BTreeMap<NodeId, u64>,
 }
+
+/// Equal when the same keys are handing off (when each began is not part of the state).
+impl PartialEq for Handing {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_node == other.by_node
+    }
+}
+
+impl Eq for Handing {}
 
 impl Handing {
     /// The index of a restored state: every assigned key whose owner can hand off and is not
@@ -36,7 +47,7 @@ impl Handing {
                 && state.can_hand_off(owner)
                 && state.placement().owner(key) != Some(owner)
             {
-                handing.insert(owner, crate::placement::key_hash(key), key);
+                handing.insert(owner, crate::placement::key_hash(key), key, None);
             }
         }
         handing
@@ -57,12 +68,21 @@ impl Handing {
             .is_some_and(|keys| keys.contains(&(hash, Box::from(key))))
     }
 
-    /// Records that `node` hands off `key`; returns whether it was not recorded yet.
-    pub fn insert(&mut self, node: &NodeId, hash: u64, key: &str) -> bool {
-        self.by_node
-            .entry(node.clone())
-            .or_default()
-            .insert((hash, Box::from(key)))
+    /// Records that `node` hands off `key` (asked at log time `at_ms`, when known); returns
+    /// whether it was not recorded yet.
+    pub fn insert(&mut self, node: &NodeId, hash: u64, key: &str, at_ms: Option<u64>) -> bool {
+        let keys = self.by_node.entry(node.clone()).or_default();
+        if keys.is_empty()
+            && let Some(at) = at_ms
+        {
+            self.started.insert(node.clone(), at);
+        }
+        keys.insert((hash, Box::from(key)))
+    }
+
+    /// The log time (ms) `node` began handing off what it is handing off now, if known.
+    pub fn started(&self, node: &NodeId) -> Option<u64> {
+        self.started.get(node).copied()
     }
 
     /// Forgets that `node` hands off `key`; returns whether it did.
@@ -73,6 +93,7 @@ impl Handing {
         let was = keys.remove(&(hash, Box::from(key)));
         if keys.is_empty() {
             self.by_node.remove(node);
+            self.started.remove(node);
         }
         was
     }

@@ -1200,7 +1200,7 @@ impl State {
                 return None;
             }
             if let Some(from) = current.filter(|c| releasers.contains(*c)) {
-                if handing.insert(from, hash, key) {
+                if handing.insert(from, hash, key, Some(id.ms)) {
                     *asked.entry(from.clone()).or_default() += 1;
                     changes.push(KeyChange::HandoffAsked {
                         key: key.to_owned(),

@@ -386,3 +386,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_hand_off_knows_when_it_began_and_a_new_one_begins_afresh() {
+    let mut s = cluster();
+    s.when(&drain("a")).unwrap();
+    let first = s.state.handing_off().started(&node("a")).unwrap();
+    assert_eq!(first, s.clock, "began at the drain");
+    let keys = handing(&s, "a");
+    s.when(&released("a", &keys)).unwrap();
+    assert_eq!(s.state.handing_off().started(&node("a")), None);
+    s.when(&undrain("a")).unwrap();
+    // Now b and c hand a's share back: their hand-offs begin at the undrain.
+    let undrain_at = s.clock;
+    assert_eq!(s.state.handing_off().started(&node("b")), Some(undrain_at));
+    for n in ["b", "c"] {
+        let keys = handing(&s, n);
+        s.when(&released(n, &keys)).unwrap();
+    }
+    assert!(!owned_by(&s, "a").is_empty());
+    s.when(&drain("a")).unwrap();
+    assert!(s.state.handing_off().started(&node("a")).unwrap() > first);
+}

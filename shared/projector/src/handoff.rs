@@ -1,9 +1,10 @@
 //! Forcing hand-offs that take too long (docs/adr/0016). A node that hands off keeps the keys
 //! a planned move gives away until it releases them; if it has not within the policy's
-//! `handoff_timeout` (by Redis's clock, from when this leader first saw it handing off), the
+//! `handoff_timeout` (by Redis's clock, from the log time its current hand-off began), the
 //! leader appends `handoff_forced` and the fold moves them without their state. The deadline
-//! is not fold state: the entry is what replays. A new leader starts every deadline afresh,
-//! so a takeover can add up to one timeout.
+//! is not fold state: the entry is what replays. After a restore (a new leader that loaded
+//! the read models) the start is unknown: the deadline runs from when this leader first saw
+//! it, so a takeover can add up to one timeout.
 
 use std::collections::HashMap;
 
@@ -37,7 +38,10 @@ pub(crate) async fn force_due<C: Connection>(
     deadlines.since.retain(|n, _| handing.contains_key(n));
     deadlines.forced.retain(|n, _| handing.contains_key(n));
     for (node, keys) in handing {
-        let since = *deadlines.since.entry(node.clone()).or_insert(now);
+        let seen = *deadlines.since.entry(node.clone()).or_insert(now);
+        // A node that finished one hand-off and began another between two of these checks
+        // starts afresh: the fold knows when its current one began.
+        let since = state.handing_off().started(node).unwrap_or(seen);
         let last = deadlines.forced.get(node).copied().unwrap_or(since);
         if timeout == 0 || now < last.max(since) + timeout {
             continue;
