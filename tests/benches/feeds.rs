@@ -35,23 +35,21 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
-use axum::routing::get;
 use pantheon_client::Pantheon;
 use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::{EntryId, NodeId};
 use pantheon_store::stream;
 use pantheon_store::{Layout, RawEntry};
 use pantheon_test_support::TestRedis;
-use pantheon_test_support::process::{ChildGuard, cpu_time, load_average};
+use pantheon_test_support::process::{cpu_time, load_average};
 use pantheon_worker::{AppError, Health, Ownership, Worker};
 use redis::aio::MultiplexedConnection;
 use support::append::{send_xadds, xadd_pipes};
 use support::server::{info, info_field};
+use support::services::{health_server, service};
 use support::stream::connect_to;
 use support::{answer_all, last_applied};
 
@@ -122,37 +120,6 @@ fn node_name(i: usize) -> String {
 
 fn node(i: usize) -> NodeId {
     NodeId::new(&node_name(i)).unwrap()
-}
-
-/// A service binary as a child process, with only the settings given here.
-fn service(bin: &str, url: &str, cluster: &str, env: &[(&str, &str)]) -> ChildGuard {
-    let mut cmd = Process::new(bin);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PANTHEON_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("PANTHEON_REDIS_URL", url)
-        .env("PANTHEON_CLUSTER", cluster)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    ChildGuard(cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}")))
-}
-
-/// One axum server answering 200 on every path: every node's health endpoint.
-async fn health_server() -> u16 {
-    let app = Router::new().fallback(get(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    port
 }
 
 /// `used_cpu_sys + used_cpu_user` of the Redis server, in seconds.

@@ -23,17 +23,17 @@
 // A benchmark harness: a failed setup step should stop it with its reason.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::HashMap;
-use std::process::{Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::routing::get;
 use pantheon_client::Pantheon;
 use pantheon_test_support::TestRedis;
-use pantheon_test_support::process::{ChildGuard, load_average};
+use pantheon_test_support::process::load_average;
 use pantheon_worker::{AppError, Health, NodeId, Ownership, Worker};
+use support::services::{health_server, service};
 
 const PROJECTOR_BIN: &str = env!("CARGO_BIN_EXE_pantheon-projector-under-test");
 const PROBER_BIN: &str = env!("CARGO_BIN_EXE_pantheon-prober-under-test");
@@ -166,37 +166,6 @@ impl Ownership for Cache {
         self.values.lock().unwrap().extend(state);
         Ok(())
     }
-}
-
-/// A service binary as a child process, with only the settings given here.
-fn service(bin: &str, url: &str, cluster: &str, env: &[(&str, &str)]) -> ChildGuard {
-    let mut cmd = Process::new(bin);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PANTHEON_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("PANTHEON_REDIS_URL", url)
-        .env("PANTHEON_CLUSTER", cluster)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    ChildGuard(cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}")))
-}
-
-/// One axum server answering 200 on every path: both nodes' health endpoints.
-async fn health_server() -> u16 {
-    let app = Router::new().fallback(get(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    port
 }
 
 /// Polls `ok` every 5 ms until it holds (bounded by [`WAIT`]).

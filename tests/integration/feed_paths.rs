@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::cli::Ctl;
 use crate::nodes::TestNode;
+use crate::watch::fold;
 
 /// Longest wait for any one thing to happen.
 const WAIT: Duration = Duration::from_secs(30);
@@ -32,22 +33,6 @@ const WAIT: Duration = Duration::from_secs(30);
 const QUIET: Duration = Duration::from_secs(1);
 /// `XADD log 99999999999999-0 ...`: a producer that used its own clock (see `clock.rs`).
 const POISON: &str = "99999999999999-0";
-
-/// Applies a line to a key set the way the feed's readers must: a snapshot replaces, an
-/// acquire adds, a release removes.
-fn fold(set: &mut BTreeSet<String>, line: &WatchLine) {
-    match line.op {
-        WatchOp::Snapshot => *set = line.keys.iter().cloned().collect(),
-        WatchOp::Acquire => set.extend(line.keys.iter().cloned()),
-        WatchOp::Release => {
-            for k in &line.keys {
-                set.remove(k);
-            }
-        }
-        // Still owned: a hand-off only asks (none here: plain nodes).
-        WatchOp::Handoff => {}
-    }
-}
 
 /// One node's feed, followed from its snapshot, and the key set its lines fold to.
 struct Follower {

@@ -13,7 +13,9 @@ use pantheon_test_support::TestRedis;
 use serde_json::Value;
 
 use crate::cli::Ctl;
-use crate::worker::{Call, Lines, folded, free_port, keys_of, until_folds_to_keys, worker};
+use crate::worker::{
+    Call, Lines, folded, free_port, keys_of, until_folds_to_keys, worker, worker_with,
+};
 
 /// Every value a worker received as handed-over state: key → value.
 fn received(w: &Lines) -> BTreeMap<String, String> {
@@ -178,18 +180,13 @@ async fn a_worker_that_never_releases_is_forced_after_the_timeout_and_its_token_
     let (_up, _log) = ctl.up();
     set_policy(&redis, &[("handoff_timeout", "1500")]).await;
     let dir = ctl.dir.path();
-    let mut stuck = tokio::process::Command::new(env!("CARGO_BIN_EXE_pantheon-worker-under-test"));
-    stuck
-        .args([
-            redis.url.as_str(),
-            redis.namespace(),
-            "w1",
-            dir.join("w1.state").to_str().unwrap(),
-            &free_port().to_string(),
-        ])
-        .env("RUST_LOG", "warn")
-        .env("WORKER_NEVER_RELEASES", "1");
-    let w1 = Lines::spawn(stuck);
+    let w1 = worker_with(
+        &redis,
+        "w1",
+        &dir.join("w1.state"),
+        free_port(),
+        &[("WORKER_NEVER_RELEASES", "1")],
+    );
     let w2 = worker(&redis, "w2", &dir.join("w2.state"), free_port());
     ctl.wait_state("w1", "alive").await;
     ctl.wait_state("w2", "alive").await;
@@ -252,12 +249,7 @@ async fn sigterm_hands_off_and_leaves_and_a_restart_gets_its_share_back_with_sta
     until_folds_to_keys(&ctl, "w1", || w1.calls()).await;
     let had = keys_of(&ctl, "w1").await;
 
-    let pid = w1.child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let status = w1.exit(Duration::from_secs(25)).await;
+    let status = w1.terminate(Duration::from_secs(25)).await;
     assert!(status.success(), "graceful shutdown exits 0: {status}");
     assert!(w1.values().iter().any(|v| v["stopped"] == "graceful"));
     let nodes = ctl.run(&["nodes", "--json"]).await.ok().json();
@@ -328,17 +320,13 @@ async fn sigterm_during_a_hand_off_finishes_it_then_hands_off_the_rest_and_leave
     let ctl = Ctl::new(&redis.url, redis.namespace());
     let (_up, _log) = ctl.up();
     let dir = ctl.dir.path();
-    let mut slow = tokio::process::Command::new(env!("CARGO_BIN_EXE_pantheon-worker-under-test"));
-    slow.args([
-        redis.url.as_str(),
-        redis.namespace(),
+    let mut w1 = worker_with(
+        &redis,
         "w1",
-        dir.join("w1.state").to_str().unwrap(),
-        &free_port().to_string(),
-    ])
-    .env("RUST_LOG", "warn")
-    .env("WORKER_HANDOFF_DELAY_MS", "800");
-    let mut w1 = Lines::spawn(slow);
+        &dir.join("w1.state"),
+        free_port(),
+        &[("WORKER_HANDOFF_DELAY_MS", "800")],
+    );
     let w2 = worker(&redis, "w2", &dir.join("w2.state"), free_port());
     ctl.wait_state("w1", "alive").await;
     ctl.wait_state("w2", "alive").await;
@@ -355,12 +343,7 @@ async fn sigterm_during_a_hand_off_finishes_it_then_hands_off_the_rest_and_leave
         async || !asked(&w1).is_empty(),
     )
     .await;
-    let pid = w1.child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let status = w1.exit(Duration::from_secs(25)).await;
+    let status = w1.terminate(Duration::from_secs(25)).await;
     assert!(status.success(), "graceful shutdown exits 0: {status}");
     assert!(w1.values().iter().any(|v| v["stopped"] == "graceful"));
     assert!(has_left(&ctl, "w1").await);
@@ -409,12 +392,7 @@ async fn a_rolling_restart_moves_each_key_at_most_twice_and_every_move_carries_i
     let mut finished: Vec<Lines> = Vec::new();
     for (i, n) in names.iter().enumerate() {
         let mut old = running.remove(i);
-        let pid = old.child.id().unwrap().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        let status = old.exit(Duration::from_secs(25)).await;
+        let status = old.terminate(Duration::from_secs(25)).await;
         assert!(status.success(), "{n}: {status}");
         assert!(has_left(&ctl, n).await, "{n} left");
         finished.push(old);

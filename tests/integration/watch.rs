@@ -14,8 +14,9 @@ use serde_json::Value;
 use crate::cli::Ctl;
 use crate::nodes::TestNode;
 
-/// Applies lines to a key set the way the feed's readers must.
-fn fold(set: &mut BTreeSet<String>, line: &WatchLine) {
+/// Applies lines to a key set the way the feed's readers must: a snapshot replaces, an
+/// acquire adds, a release removes, a hand-off changes nothing (the node still owns them).
+pub(crate) fn fold(set: &mut BTreeSet<String>, line: &WatchLine) {
     match line.op {
         WatchOp::Snapshot => *set = line.keys.iter().cloned().collect(),
         WatchOp::Acquire => set.extend(line.keys.iter().cloned()),

@@ -106,6 +106,16 @@ impl Lines {
         status
     }
 
+    /// SIGTERM, then [`Lines::exit`].
+    pub(crate) async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("still running").to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        self.exit(within).await
+    }
+
     /// SIGKILL, then every line it wrote before dying.
     pub(crate) async fn kill9(mut self) -> Vec<Call> {
         self.child.start_kill().expect("kill -9");
@@ -116,6 +126,17 @@ impl Lines {
 }
 
 pub(crate) fn worker(redis: &TestRedis, node: &str, state: &Path, port: u16) -> Lines {
+    worker_with(redis, node, state, port, &[])
+}
+
+/// [`worker`] with extra environment (`WORKER_NEVER_RELEASES`, `WORKER_HANDOFF_DELAY_MS`).
+pub(crate) fn worker_with(
+    redis: &TestRedis,
+    node: &str,
+    state: &Path,
+    port: u16,
+    env: &[(&str, &str)],
+) -> Lines {
     let mut cmd = Command::new(BIN);
     cmd.args([
         &redis.url,
@@ -124,7 +145,8 @@ pub(crate) fn worker(redis: &TestRedis, node: &str, state: &Path, port: u16) -> 
         state.to_str().unwrap(),
         &port.to_string(),
     ])
-    .env("RUST_LOG", "warn");
+    .env("RUST_LOG", "warn")
+    .envs(env.iter().copied());
     Lines::spawn(cmd)
 }
 

@@ -65,6 +65,25 @@ fn checked(fields: &[(&'static str, String)]) -> Result<LogEntry, ClientError> {
     Ok(LogEntry::decode(fields)?)
 }
 
+/// A `join` by full health URL, with `handoff 1` when the node hands off.
+fn join_url_fields(
+    id: &str,
+    url: &str,
+    weight: Option<u32>,
+    handoff: bool,
+) -> Vec<(&'static str, String)> {
+    let mut f = pairs("join");
+    f.push(("node", id.to_owned()));
+    f.push(("url", url.to_owned()));
+    if let Some(w) = weight {
+        f.push(("weight", w.to_string()));
+    }
+    if handoff {
+        f.push(("handoff", "1".to_owned()));
+    }
+    f
+}
+
 fn new_cmd() -> String {
     format!("rs-{:032x}", rand::random::<u128>())
 }
@@ -104,13 +123,8 @@ impl Pantheon {
         url: &str,
         weight: Option<u32>,
     ) -> Result<EntryId, ClientError> {
-        let mut f = pairs("join");
-        f.push(("node", id.to_owned()));
-        f.push(("url", url.to_owned()));
-        if let Some(w) = weight {
-            f.push(("weight", w.to_string()));
-        }
-        self.append(checked(&f)?).await
+        self.append(checked(&join_url_fields(id, url, weight, false))?)
+            .await
     }
 
     /// [`Pantheon::join_url`] for a node that hands off: a planned move of its keys waits
@@ -124,14 +138,8 @@ impl Pantheon {
         url: &str,
         weight: Option<u32>,
     ) -> Result<EntryId, ClientError> {
-        let mut f = pairs("join");
-        f.push(("node", id.to_owned()));
-        f.push(("url", url.to_owned()));
-        if let Some(w) = weight {
-            f.push(("weight", w.to_string()));
-        }
-        f.push(("handoff", "1".to_owned()));
-        self.append(checked(&f)?).await
+        self.append(checked(&join_url_fields(id, url, weight, true))?)
+            .await
     }
 
     /// Removes a node for good; its keys move to the remaining nodes.

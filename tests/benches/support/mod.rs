@@ -3,6 +3,7 @@
 
 pub mod append;
 pub mod server;
+pub mod services;
 pub mod stream;
 
 use std::time::{SystemTime, UNIX_EPOCH};
