@@ -1,6 +1,6 @@
 //! `pantheon-kv router`: forwards each `/kv/{key}` request to the key's owner, as the key map
-//! says (the committed owner of an assigned key, [`Pantheon::key_node`]), with the owner's
-//! token ([`Pantheon::member_token`]) in `X-Pantheon-Token`. The first `PUT` of a key assigns
+//! says (the committed owner of an assigned key and its token, read in one round trip with
+//! [`Pantheon::key_node_with_token`]), with the token in `X-Pantheon-Token`. The first `PUT` of a key assigns
 //! it. Through a hand-off gap (a 421, a refused connection, a key without an owner) it locates
 //! again and retries with backoff, up to `--retry-ms`, then answers 503 saying why.
 
@@ -67,11 +67,8 @@ enum Method {
 
 impl Shared {
     async fn locate(&self, key: &str) -> Result<Located, pantheon_client::ClientError> {
-        match self.client.key_node(key).await? {
-            Some(node) => {
-                let token = self.client.member_token(&node).await?;
-                Ok(Located::Owner { node, token })
-            }
+        match self.client.key_node_with_token(key).await? {
+            Some((node, token)) => Ok(Located::Owner { node, token }),
             None if self.client.is_unowned(key).await? => Ok(Located::Unowned),
             None => Ok(Located::Unassigned),
         }

@@ -70,6 +70,15 @@ impl Pantheon {
         Ok(readmodel::key_owner(&mut self.con(), &self.inner.layout, key).await?)
     }
 
+    /// [`Pantheon::key_node`] with the owner's token ([`Pantheon::member_token`]), in one
+    /// round trip: what a router sends with each request.
+    pub async fn key_node_with_token(
+        &self,
+        key: &str,
+    ) -> Result<Option<(NodeId, Option<u64>)>, ClientError> {
+        Ok(readmodel::key_owner_with_token(&mut self.con(), &self.inner.layout, key).await?)
+    }
+
     /// The events caused by the given log entries, oldest first, found among the latest
     /// `scan` events: what a write just applied did (its entries were just applied, so their
     /// events are near the end of the stream).

@@ -711,6 +711,34 @@ pub async fn key_owner<C: ConnectionLike + Send>(
         .transpose()
 }
 
+/// The committed owner of an assigned key and the token its keys have, in one round trip
+/// (`None` when the key is not assigned or unowned; the token is `None` when the ring does
+/// not list the owner).
+pub async fn key_owner_with_token<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    key: &str,
+) -> Result<Option<(NodeId, Option<u64>)>, StoreError> {
+    let map = layout.keymap();
+    let (node, tokens): (Option<String>, Option<String>) = redis::pipe()
+        .cmd("HGET")
+        .arg(&map)
+        .arg(key)
+        .cmd("HGET")
+        .arg(layout.ring())
+        .arg("tokens")
+        .query_async(con)
+        .await?;
+    let Some(node) = node else {
+        return Ok(None);
+    };
+    let node = NodeId::new(&node).map_err(|e| damaged(&map, format!("key {key:?}: {e}")))?;
+    let tokens =
+        parse_tokens(tokens.as_deref().unwrap_or("")).map_err(|e| damaged(&layout.ring(), e))?;
+    let token = tokens.get(&node).copied();
+    Ok(Some((node, token)))
+}
+
 /// Whether `key` is assigned but owned by no node (no node can own keys).
 pub async fn is_unowned<C: ConnectionLike + Send>(
     con: &mut C,
