@@ -435,3 +435,54 @@ async fn a_rolling_restart_moves_each_key_at_most_twice_and_every_move_carries_i
     let types = event_types(&ctl).await;
     assert!(!types.iter().any(|x| x == "handoff_forced"), "{types:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_over_state_is_bounded_and_expires_within_an_hour() {
+    use pantheon_client::handoff::{HANDOFF_TTL_MS, MAX_HANDOFF_BYTES, MAX_HANDOFF_VALUE_BYTES};
+    let redis = TestRedis::start().await;
+    let client = pantheon_client::Pantheon::connect(&redis.url, redis.namespace())
+        .await
+        .unwrap();
+    client
+        .put_handoff_state("w1", &[("k".to_owned(), b"v".to_vec())])
+        .await
+        .unwrap();
+    let hash = Layout::new("pantheon", redis.namespace())
+        .node_handoff(&pantheon_client::NodeId::new("w1").unwrap());
+    let raw = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut con = raw.get_multiplexed_async_connection().await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&hash)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        pttl > 0 && pttl as u64 <= HANDOFF_TTL_MS && HANDOFF_TTL_MS - (pttl as u64) < 60_000,
+        "PTTL {pttl}"
+    );
+    assert_eq!(HANDOFF_TTL_MS, 3_600_000);
+    // Over the limits: refused before anything is written, naming the limit.
+    let big = vec![0u8; MAX_HANDOFF_VALUE_BYTES + 1];
+    let e = client
+        .put_handoff_state("w1", &[("big".to_owned(), big)])
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(&MAX_HANDOFF_VALUE_BYTES.to_string()),
+        "{e}"
+    );
+    let many: Vec<(String, Vec<u8>)> = (0..=MAX_HANDOFF_BYTES / MAX_HANDOFF_VALUE_BYTES)
+        .map(|i| (format!("k{i}"), vec![0u8; MAX_HANDOFF_VALUE_BYTES]))
+        .collect();
+    let e = client.put_handoff_state("w1", &many).await.unwrap_err();
+    assert!(
+        e.to_string().contains(&MAX_HANDOFF_BYTES.to_string()),
+        "{e}"
+    );
+    let n: u64 = redis::cmd("HLEN")
+        .arg(&hash)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "nothing of the refused calls was written");
+}

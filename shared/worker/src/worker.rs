@@ -483,3 +483,38 @@ pub async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pantheon_client::handoff::MAX_HANDOFF_VALUE_BYTES;
+
+    #[test]
+    fn handed_over_state_keeps_only_the_keys_asked_drops_oversize_values_and_splits_at_the_limit() {
+        let keys: Vec<String> = (0..70).map(|i| format!("k{i}")).collect();
+        let mut values: Vec<(String, Vec<u8>)> = keys
+            .iter()
+            .map(|k| (k.clone(), vec![0u8; MAX_HANDOFF_VALUE_BYTES]))
+            .collect();
+        values.push(("not-asked".to_owned(), vec![1]));
+        values.push(("k0".to_owned(), vec![0u8; MAX_HANDOFF_VALUE_BYTES + 1]));
+        let parts = within_limits("w1", values, &keys);
+        let sizes: Vec<usize> = parts
+            .iter()
+            .map(|p| p.iter().map(|(_, v)| v.len()).sum())
+            .collect();
+        assert!(sizes.iter().all(|s| *s <= MAX_HANDOFF_BYTES), "{sizes:?}");
+        assert_eq!(parts.len(), 2, "70 MiB in parts of at most 64 MiB");
+        let kept: usize = parts.iter().map(Vec::len).sum();
+        assert_eq!(
+            kept, 70,
+            "the oversize value and the key not asked for are left out"
+        );
+        assert!(
+            parts
+                .iter()
+                .flatten()
+                .all(|(k, v)| k != "not-asked" && v.len() <= MAX_HANDOFF_VALUE_BYTES)
+        );
+    }
+}
