@@ -41,6 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use pantheon_client::Pantheon;
 use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::{EntryId, NodeId};
+use pantheon_store::feed::FeedEntry;
 use pantheon_store::stream;
 use pantheon_store::{Layout, RawEntry};
 use pantheon_test_support::TestRedis;
@@ -364,9 +365,9 @@ async fn match_calls(
             let op = if c.acquire { "acquire" } else { "release" };
             let found = feed[at..].iter().position(|e| {
                 e.get("op") == Some(op)
-                    && serde_json::from_str::<Vec<String>>(e.get("keys").unwrap_or("[]"))
+                    && FeedEntry::decode(e)
                         .ok()
-                        .and_then(|k| k.into_iter().next())
+                        .and_then(|f| f.keys.into_iter().next())
                         .as_deref()
                         == Some(c.first.as_str())
             });
@@ -612,7 +613,10 @@ struct Bytes {
     entries: usize,
     feeds: usize,
     written: usize,
-    keys_json: usize,
+    /// Bytes of the key list fields (name and value).
+    key_field: usize,
+    /// Entries whose keys were front-coded (`pkeys`) rather than a JSON array.
+    prefixed: usize,
     moved: usize,
     acquired: usize,
     key_chars: usize,
@@ -709,9 +713,14 @@ async fn feed_bytes(s: &Scale) -> Bytes {
         for e in &written {
             out.entries += 1;
             out.written += entry_bytes(e);
-            let json = e.get("keys").unwrap_or("[]");
-            out.keys_json += json.len();
-            let keys: Vec<String> = serde_json::from_str(json).unwrap();
+            let (field, list) = if let Some(p) = e.get("pkeys") {
+                out.prefixed += 1;
+                ("pkeys", p)
+            } else {
+                ("keys", e.get("keys").unwrap_or("[]"))
+            };
+            out.key_field += field.len() + list.len();
+            let keys = FeedEntry::decode(e).unwrap().keys;
             if i == 0 && e.get("op") == Some("release") {
                 out.moved += keys.len();
                 out.key_chars += keys.iter().map(String::len).sum::<usize>();
@@ -729,8 +738,7 @@ fn bytes_report(b: &Bytes) {
     let mean = b.key_chars as f64 / b.moved.max(1) as f64;
     let bound = 2.0 * b.moved as f64 * mean;
     let excess = b.written as f64 - bound;
-    let quoting = b.keys_json as f64 - bound;
-    let other = b.written as f64 - b.keys_json as f64;
+    let other = b.written as f64 - b.key_field as f64;
     println!(
         "\n### Feed bytes of one death ({} nodes, {} keys)\n",
         b.nodes, b.keys
@@ -752,11 +760,14 @@ fn bytes_report(b: &Bytes) {
         b.memory_after as i64 - b.memory_before as i64,
     );
     println!(
-        "\nOf the bytes written: key text {bound:.0} B, JSON quotes and commas {quoting:.0} B \
-         ({:.2} B per key written), the other fields (op, token, cause, peer and the field names) \
+        "\nOf the bytes written: the key lists {} B ({:.2} B per key written; {} of {} entries \
+         front-coded), the other fields (op, token, cause, peer and the field names) \
          {other:.0} B ({:.0} B per entry). Acquired by the other nodes: {} keys. Death applied \
          {:.0} ms after the probes were appended.",
-        quoting / (2.0 * b.moved.max(1) as f64),
+        b.key_field,
+        b.key_field as f64 / (2.0 * b.moved.max(1) as f64),
+        b.prefixed,
+        b.entries,
         other / b.entries.max(1) as f64,
         b.acquired,
         b.commit.as_secs_f64() * 1e3,

@@ -85,6 +85,21 @@ async fn set_policy(redis: &TestRedis, fields: &[(&str, &str)]) {
     let _: String = cmd.query_async(&mut con).await.unwrap();
 }
 
+/// How many keys `node` is asked to hand off, as `pantheon nodes --json` says.
+async fn handing(ctl: &Ctl, node: &str) -> u64 {
+    let nodes = ctl.run(&["nodes", "--json"]).await.ok().json();
+    let record = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == node)
+        .unwrap_or_else(|| panic!("{node} in {nodes}"))
+        .clone();
+    record["handing"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{record}"))
+}
+
 async fn until(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !ok().await {
@@ -212,6 +227,15 @@ async fn a_worker_that_never_releases_is_forced_after_the_timeout_and_its_token_
         located["node"], "w1",
         "locate answers the old owner until the release"
     );
+    // `nodes` counts what w1 still has to hand off, and the read models agree with the fold.
+    assert_eq!(handing(&ctl, "w1").await, had.len() as u64);
+    assert_eq!(handing(&ctl, "w2").await, 0);
+    let text = ctl.run(&["nodes"]).await.ok().stdout;
+    assert!(
+        text.contains(&format!("({} handing off)", had.len())),
+        "{text}"
+    );
+    ctl.run(&["rebuild", "--verify"]).await.ok();
     until(
         "the leader forces the move",
         Duration::from_secs(15),
@@ -219,6 +243,7 @@ async fn a_worker_that_never_releases_is_forced_after_the_timeout_and_its_token_
     )
     .await;
     let waited = drained.elapsed();
+    assert_eq!(handing(&ctl, "w1").await, 0, "nothing left to hand off");
     assert!(
         waited >= Duration::from_millis(1500),
         "forced after the timeout: {waited:?}"

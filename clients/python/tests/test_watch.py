@@ -59,6 +59,15 @@ def test_the_feed_folds_to_node_keys_with_the_tokens_of_the_cli(
         assert owned == p.node_keys("a")
         moved = [line for line in lines if line.op == "acquire"]
         assert moved and all(line.peer == "b" for line in moved)
+        # Keys with common prefixes are stored front-coded (`pkeys`), and read back whole.
+        import redis
+
+        raw = redis.Redis.from_url(redis_url)
+        feed = f"pantheon:{{{up.cluster}}}:node:a:feed"
+        found = raw.xrange(feed, lines[0].id, lines[0].id)
+        assert found is not None
+        stored = found[0][1]
+        assert stored is not None and b"pkeys" in stored and b"keys" not in stored
         assert all(line.token > first.token for line in moved)
         b_key = sorted(b_keys)[0]
         after = p.locate_with_token(b_key)

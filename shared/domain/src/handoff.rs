@@ -98,6 +98,11 @@ impl Handing {
         was
     }
 
+    /// How many keys `node` is handing off.
+    pub fn count(&self, node: &NodeId) -> usize {
+        self.by_node.get(node).map_or(0, |keys| keys.len())
+    }
+
     /// The keys `node` is handing off, in hash order.
     pub fn of(&self, node: &NodeId) -> impl Iterator<Item = (u64, &str)> {
         self.by_node

@@ -182,7 +182,7 @@ async fn compare<C: Connection>(
         let fold = NodeId::new(&record.node)
             .ok()
             .and_then(|id| state.node(&id))
-            .map(NodeRecord::from_node);
+            .map(|n| NodeRecord::of(state, n));
         diff.check(fold.as_ref() == Some(&record), || {
             format!("node {}: its record differs from the fold's", record.node)
         });

@@ -2,7 +2,8 @@
 //! it owns, appended by the same atomic commit that changes the read models, so the feed and
 //! `node:<id>:keys` never disagree. See `docs/adr/0015-ownership-tokens-and-feeds.md`.
 //!
-//! An entry has `op` (`acquire`, `release` or `handoff`), `keys` (a JSON array), `token` (the
+//! An entry has `op` (`acquire`, `release` or `handoff`), its keys (`pkeys`, sorted and
+//! front-coded, or `keys`, a JSON array, whichever is shorter: [`key_list`]), `token` (the
 //! keys' token after the change: the node's own for `acquire` and `handoff`, the new owner's
 //! for `release`, the floor when no node owns them now), `peer` (the node they came from or
 //! went to; absent when none did) and `cause` (the log entry that moved them). A `handoff`
@@ -29,6 +30,8 @@ use crate::StoreError;
 use crate::commit::Batch;
 use crate::layout::Layout;
 use crate::stream::{self, After, Bound, RawEntry};
+
+pub mod key_list;
 
 /// Entries each feed keeps (approximately: `MAXLEN ~`).
 pub const FEED_MAX_LEN: u64 = 1000;
@@ -80,8 +83,14 @@ impl FeedEntry {
             Some("handoff") => FeedOp::Handoff,
             other => return Err(bad(&format!("unknown op {other:?}"))),
         };
-        let keys: Vec<String> = serde_json::from_str(raw.get("keys").unwrap_or(""))
-            .map_err(|e| bad(&format!("keys: {e}")))?;
+        let keys: Vec<String> = match (raw.get("pkeys"), raw.get("keys")) {
+            (Some(prefixed), _) => {
+                key_list::decode_prefixed(prefixed).map_err(|e| bad(&format!("pkeys: {e}")))?
+            }
+            (None, json) => {
+                serde_json::from_str(json.unwrap_or("")).map_err(|e| bad(&format!("keys: {e}")))?
+            }
+        };
         let token = raw
             .get("token")
             .and_then(|t| t.parse().ok())
@@ -183,7 +192,7 @@ pub fn stage(batch: &mut Batch, layout: &Layout, state: &State, applied: &Applie
         };
         let feed = layout.node_feed(line.node);
         for chunk in line.keys.chunks(LINE_MAX_KEYS) {
-            let keys = serde_json::to_string(chunk).unwrap_or_else(|_| "[]".to_owned());
+            let keys = key_list::encode(chunk);
             let max_len = FEED_MAX_LEN.to_string();
             let token = token.to_string();
             let cause = cause.to_string();
@@ -194,8 +203,8 @@ pub fn stage(batch: &mut Batch, layout: &Layout, state: &State, applied: &Applie
                 "*",
                 "op",
                 line.op.as_str(),
-                "keys",
-                &keys,
+                keys.field(),
+                keys.value(),
                 "token",
                 &token,
                 "cause",

@@ -66,6 +66,10 @@ pub struct NodeRecord {
     /// Absent (false) in records written before hand-offs.
     #[serde(default)]
     pub handoff: bool,
+    /// Keys it was asked to hand off and has not released yet (0 in snapshots, where it is
+    /// derived again on restore, and in records written before it existed).
+    #[serde(default)]
+    pub handing: u64,
 }
 
 impl NodeRecord {
@@ -89,6 +93,15 @@ impl NodeRecord {
             damped: n.damped,
             token: n.token,
             handoff: n.hands_off,
+            handing: 0,
+        }
+    }
+
+    /// The record of `n` in the read models: with the keys it is handing off now.
+    pub fn of(state: &State, n: &Node) -> Self {
+        Self {
+            handing: state.handing_off().count(&n.id) as u64,
+            ..Self::from_node(n)
         }
     }
 
@@ -215,10 +228,10 @@ pub fn stage_checkpoint(
 
 /// Stages the read-model changes of one applied entry (events are staged by the caller).
 pub fn stage_applied(batch: &mut Batch, layout: &Layout, state: &State, applied: &Applied) {
-    for id in &applied.nodes_changed {
+    for id in records_to_write(state, applied) {
         match state.node(id) {
             Some(n) => {
-                let json = serde_json::to_string(&NodeRecord::from_node(n)).unwrap_or_default();
+                let json = serde_json::to_string(&NodeRecord::of(state, n)).unwrap_or_default();
                 batch.hset(&layout.nodes(), &[(id.as_str(), json)]);
             }
             None => {
@@ -234,6 +247,31 @@ pub fn stage_applied(batch: &mut Batch, layout: &Layout, state: &State, applied:
     if !applied.cmds_evicted.is_empty() {
         batch.call_chunked("HDEL", &layout.cmds(), &[], &applied.cmds_evicted);
     }
+}
+
+/// The nodes whose record changed in `applied`: those the fold names, and the nodes that hand
+/// off whose keys moved (their `handing` count may have changed with no other change).
+fn records_to_write<'a>(state: &State, applied: &'a Applied) -> Vec<&'a NodeId> {
+    let mut ids: Vec<&NodeId> = applied.nodes_changed.iter().collect();
+    for change in &applied.key_changes {
+        let from = match change {
+            KeyChange::HandoffAsked { from, .. } | KeyChange::HandedOver { from, .. } => from,
+            KeyChange::Moved {
+                from: Some(from), ..
+            }
+            | KeyChange::Removed {
+                owner: Some(from), ..
+            }
+            | KeyChange::Kept { owner: from, .. } => from,
+            KeyChange::Added { .. } | KeyChange::Moved { .. } | KeyChange::Removed { .. } => {
+                continue;
+            }
+        };
+        if !ids.contains(&from) && state.node(from).is_some_and(|n| n.hands_off) {
+            ids.push(from);
+        }
+    }
+    ids
 }
 
 /// Groups key changes into few large calls. Within one applied entry every key changes at
@@ -289,7 +327,7 @@ pub fn stage_full(batch: &mut Batch, layout: &Layout, state: &State) {
         .map(|n| {
             (
                 n.id.to_string(),
-                serde_json::to_string(&NodeRecord::from_node(n)).unwrap_or_default(),
+                serde_json::to_string(&NodeRecord::of(state, n)).unwrap_or_default(),
             )
         })
         .collect();

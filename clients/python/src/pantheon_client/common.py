@@ -112,6 +112,7 @@ _RECORD_DEFAULTS = {
     "damped": False,
     "token": 0,
     "handoff": False,
+    "handing": 0,
 }
 _RECORD_FIELDS = (
     "node",
@@ -132,6 +133,7 @@ _RECORD_FIELDS = (
     "damped",
     "token",
     "handoff",
+    "handing",
 )
 
 

@@ -5,10 +5,11 @@ the node owns: it is asked to release those keys to ``peer`` (ADR 0016); an ``ac
 with ``state`` true carries keys ``peer`` released with their state. This module holds the
 decisions; :mod:`.watch` and :mod:`.aio.watch` do the reads.
 
-A feed entry has ``op``, ``keys`` (a JSON array), ``token``, ``peer`` (absent: none) and
-``cause``. Resuming reads ``XRANGE <from> +``: the entry resumed from must come back first,
-or the feed no longer holds it (trimmed, expired) and the reader starts again from a
-snapshot. See docs/adr/0015-ownership-tokens-and-feeds.md.
+A feed entry has ``op``, its keys (``pkeys``, sorted and front-coded, or ``keys``, a JSON
+array: see :func:`decode_prefixed`), ``token``, ``peer`` (absent: none) and ``cause``.
+Resuming reads ``XRANGE <from> +``: the entry resumed from must come back first, or the feed
+no longer holds it (trimmed, expired) and the reader starts again from a snapshot. See
+docs/adr/0015-ownership-tokens-and-feeds.md.
 """
 
 from __future__ import annotations
@@ -54,12 +55,18 @@ def decode(entry: RawEntry) -> WatchLine:
     op = f.get("op")
     if op not in ("acquire", "release", "handoff"):
         raise bad(f"unknown op {op!r}")
-    try:
-        keys = json.loads(f.get("keys", ""))
-    except ValueError as e:
-        raise bad(f"keys: {e}") from None
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise bad("keys is not a list of strings")
+    if "pkeys" in f:
+        try:
+            keys = decode_prefixed(f["pkeys"])
+        except ValueError as e:
+            raise bad(f"pkeys: {e}") from None
+    else:
+        try:
+            keys = json.loads(f.get("keys", ""))
+        except ValueError as e:
+            raise bad(f"keys: {e}") from None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise bad("keys is not a list of strings")
     try:
         token = int(f.get("token", ""))
     except ValueError:
@@ -67,6 +74,44 @@ def decode(entry: RawEntry) -> WatchLine:
     return WatchLine(
         entry.id, op, keys, token, f.get("peer"), f.get("cause"), f.get("state") == "1"
     )
+
+
+def decode_prefixed(value: str) -> list[str]:
+    """A ``pkeys`` value: the keys sorted, each as ``<shared>:<length>:<suffix>``, where
+    ``shared`` is how many bytes it has in common with the key before it and ``length`` the
+    byte length of the rest (shared/store/src/feed/key_list.rs writes it). Raises
+    ``ValueError`` saying where it stops making sense."""
+    data = value.encode()
+    keys: list[bytes] = []
+    at = 0
+
+    def number(start: int) -> tuple[int, int]:
+        end = start
+        while end < len(data) and 48 <= data[end] <= 57:
+            end += 1
+        if end == start or end >= len(data) or data[end] != ord(":"):
+            raise ValueError(f"expected a number and ':' at byte {start}")
+        return int(data[start:end]), end + 1
+
+    while at < len(data):
+        shared, at = number(at)
+        length, at = number(at)
+        previous = keys[-1] if keys else b""
+        if shared > len(previous):
+            raise ValueError(
+                f"key {len(keys) + 1} shares {shared} bytes with a key of {len(previous)}"
+            )
+        if at + length > len(data):
+            raise ValueError(f"key {len(keys) + 1} runs past the end")
+        key = previous[:shared] + data[at : at + length]
+        if not key:
+            raise ValueError(f"key {len(keys) + 1} is empty")
+        keys.append(key)
+        at += length
+    try:
+        return [k.decode() for k in keys]
+    except UnicodeDecodeError:
+        raise ValueError("a key is not UTF-8") from None
 
 
 def snapshot_line(keys: Any, newest: Any, record: Any, floor: Any) -> WatchLine:

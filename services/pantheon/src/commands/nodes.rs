@@ -73,7 +73,11 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
                 r.state.clone(),
                 r.epoch.to_string(),
                 r.weight.to_string(),
-                count(n.keys),
+                if r.handing > 0 {
+                    format!("{} ({} handing off)", count(n.keys), count(r.handing))
+                } else {
+                    count(n.keys)
+                },
                 format!("{:.1}%", n.ring_share * 100.0),
                 format!(
                     "{} {} ago",
