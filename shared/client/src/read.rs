@@ -79,6 +79,13 @@ impl Pantheon {
         Ok(readmodel::key_owner_with_token(&mut self.con(), &self.inner.layout, key).await?)
     }
 
+    /// For an assigned key, its owner with the owner's token (`None` inside: no node can own
+    /// it now) and the ring version, in one round trip; `None` for a key that is not
+    /// assigned (only the ring places it: [`Pantheon::locate`]).
+    pub async fn assigned_key(&self, key: &str) -> Result<Option<crate::AssignedKey>, ClientError> {
+        Ok(readmodel::assigned_key(&mut self.con(), &self.inner.layout, key).await?)
+    }
+
     /// The events caused by the given log entries, oldest first, found among the latest
     /// `scan` events: what a write just applied did (its entries were just applied, so their
     /// events are near the end of the stream).

@@ -10,26 +10,17 @@ use crate::connect::{Cluster, client_error};
 
 pub async fn run(args: LocateArgs, settings: &Settings) -> anyhow::Result<()> {
     let cluster = Cluster::connect(settings).await?;
-    let committed = cluster
+    let found = cluster
         .client
-        .key_node(&args.key)
+        .assigned_key(&args.key)
         .await
         .map_err(client_error)?;
-    let unowned = cluster
-        .client
-        .is_unowned(&args.key)
-        .await
-        .map_err(client_error)?;
-    let assigned = committed.is_some() || unowned;
-    // An assigned key is answered from the key map: building the ring (millions of points at
-    // thousands of nodes) is only for keys the ring places.
-    let (node, ring_version, token) = if assigned {
-        let version = cluster.client.ring_version().await.map_err(client_error)?;
-        let token = match &committed {
-            Some(n) => cluster.client.member_token(n).await.map_err(client_error)?,
-            None => None,
-        };
-        (committed, version, token)
+    let assigned = found.is_some();
+    // An assigned key is answered from the key map in one round trip: building the ring
+    // (millions of points at thousands of nodes) is only for keys the ring places.
+    let (node, ring_version, token) = if let Some(found) = found {
+        let (node, token) = found.owner.map_or((None, None), |(n, t)| (Some(n), t));
+        (node, found.ring_version, token)
     } else {
         let ring = cluster.client.refresh_ring().await.map_err(client_error)?;
         let owner = ring.owner_with_token(&args.key);
