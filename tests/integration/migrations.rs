@@ -125,7 +125,10 @@ async fn upgrading_a_cluster_an_earlier_release_ran_on_marks_its_log_as_legacy()
         .xadd_raw_at("*", &[("type", "leave"), ("node", "n1")])
         .await;
     let report = migrate::run(&mut c.con, &c.layout).await.unwrap();
-    assert_eq!(report.applied, ["0003_attested_service_entries"]);
+    assert_eq!(
+        report.applied,
+        ["0003_attested_service_entries", "0004_chunked_snapshots"]
+    );
     assert_eq!(
         pantheon_store::attest::legacy_until(&mut c.con, &c.layout)
             .await
