@@ -439,3 +439,166 @@ async fn chunks_without_a_manifest_change_nothing_and_the_next_write_deletes_the
         .unwrap();
     assert_eq!((restored.checksum(), id), (second.checksum(), third_id));
 }
+
+/// Not a check, a measurement (docs/benchmarks.md, "Restart and takeover at millions of
+/// keys"): Redis's own time per command (`SLOWLOG`) when a snapshot of
+/// `PANTHEON_BENCH_KEYS` keys (default 1,000,000) is written the way it was before chunks
+/// (one `SET` inside the fenced Lua commit) and in chunks, and the load time of each.
+/// `cargo nextest run -p pantheon-tests --test integration --run-ignored only --no-capture snapshot_write_timing`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, minutes in a debug build"]
+async fn snapshot_write_timing() {
+    use std::time::Instant;
+    let keys: usize = std::env::var("PANTHEON_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut c = TestCluster::start().await;
+    let (state, last_id) = state_with(keys);
+    let json = serde_json::to_vec(&Snapshot::of(&state, last_id)).unwrap();
+    let lease = lead(&mut c, last_id).await;
+    let slowlog = async |c: &mut TestCluster| -> Vec<(String, u64)> {
+        let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
+            .arg("GET")
+            .arg(-1)
+            .query_async(&mut c.con)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SLOWLOG")
+            .arg("RESET")
+            .query_async(&mut c.con)
+            .await
+            .unwrap();
+        entries
+            .into_iter()
+            .filter_map(|e| match e {
+                redis::Value::Array(f) => match (&f[2], &f[3]) {
+                    (redis::Value::Int(us), redis::Value::Array(args)) => match &args[0] {
+                        redis::Value::BulkString(name) => {
+                            Some((String::from_utf8_lossy(name).into_owned(), *us as u64))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(0)
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-max-len")
+        .arg(10_000)
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    slowlog(&mut c).await;
+    let report = |what: &str, log: &[(String, u64)], took: Duration| {
+        let longest = log
+            .iter()
+            .max_by_key(|(_, us)| *us)
+            .cloned()
+            .unwrap_or_default();
+        let total: u64 = log.iter().map(|(_, us)| us).sum();
+        println!(
+            "{what}: {:.1} ms wall, {} commands, Redis busy {:.1} ms, longest {} {:.1} ms",
+            took.as_secs_f64() * 1e3,
+            log.len(),
+            total as f64 / 1e3,
+            longest.0,
+            longest.1 as f64 / 1e3,
+        );
+    };
+
+    // Before chunks: the whole JSON as one argument of the fenced commit.
+    let started = Instant::now();
+    let mut batch = Batch::new();
+    batch.call("SET", &[&c.layout.snapshot()], [&json]);
+    batch
+        .commit(
+            &mut c.con,
+            lease.key(),
+            &c.layout.checkpoint(),
+            lease.token(),
+            &last_id.to_string(),
+        )
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    println!("{keys} keys: snapshot {} bytes", json.len());
+    report("one string", &slowlog(&mut c).await, took);
+    let started = Instant::now();
+    snapshot::load(&mut c.con, &c.layout)
+        .await
+        .unwrap()
+        .unwrap();
+    println!("  load {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+    slowlog(&mut c).await;
+
+    // In chunks.
+    let started = Instant::now();
+    let prepared = snapshot::prepare(&mut c.con, &c.layout, last_id, &json, snapshot::CHUNK_BYTES)
+        .await
+        .unwrap();
+    let chunks_took = started.elapsed();
+    let chunks_log = slowlog(&mut c).await;
+    let started = Instant::now();
+    let mut batch = Batch::new();
+    snapshot::stage_write(&mut batch, &c.layout, &prepared);
+    batch
+        .commit(
+            &mut c.con,
+            lease.key(),
+            &c.layout.checkpoint(),
+            lease.token(),
+            &last_id.to_string(),
+        )
+        .await
+        .unwrap();
+    let commit_took = started.elapsed();
+    println!("  {} chunks", prepared.manifest().chunks);
+    report("chunks (SET each, SCAN)", &chunks_log, chunks_took);
+    report("manifest commit", &slowlog(&mut c).await, commit_took);
+    let started = Instant::now();
+    snapshot::load(&mut c.con, &c.layout)
+        .await
+        .unwrap()
+        .unwrap();
+    println!("  load {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+    slowlog(&mut c).await;
+
+    // The next one replaces those chunks.
+    let started = Instant::now();
+    let next = snapshot::prepare(&mut c.con, &c.layout, last_id, &json, snapshot::CHUNK_BYTES)
+        .await
+        .unwrap();
+    let chunks_took = started.elapsed();
+    let chunks_log = slowlog(&mut c).await;
+    let started = Instant::now();
+    let mut batch = Batch::new();
+    snapshot::stage_write(&mut batch, &c.layout, &next);
+    batch
+        .commit(
+            &mut c.con,
+            lease.key(),
+            &c.layout.checkpoint(),
+            lease.token(),
+            &last_id.to_string(),
+        )
+        .await
+        .unwrap();
+    let commit_took = started.elapsed();
+    report("next chunks", &chunks_log, chunks_took);
+    report(
+        &format!("manifest commit unlinking {} chunks", next.stale().len()),
+        &slowlog(&mut c).await,
+        commit_took,
+    );
+}

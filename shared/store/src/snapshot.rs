@@ -24,7 +24,7 @@ use crate::{Batch, Layout, StoreError};
 /// 20 M-key state (past Redis's 512 MB limit on one string) is still a few dozen chunks.
 pub const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
-/// Most keys per `DEL` staged in the commit.
+/// Most keys per `UNLINK` staged in the commit.
 const DELETE_PER_CALL: usize = 100;
 
 /// How often a load starts again when a newer snapshot replaced the one it was reading (and
@@ -291,7 +291,8 @@ pub fn stage_write(batch: &mut Batch, layout: &Layout, prepared: &Prepared) {
     batch.call("SET", &[&layout.snapshot()], [manifest]);
     for keys in prepared.stale.chunks(DELETE_PER_CALL) {
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        batch.call("DEL", &keys, std::iter::empty::<&[u8]>());
+        // UNLINK: the memory of megabytes of chunks is freed off Redis's main thread.
+        batch.call("UNLINK", &keys, std::iter::empty::<&[u8]>());
     }
 }
 
