@@ -25,6 +25,7 @@ mod resilience;
 mod revoked_user;
 mod roles;
 mod service_config;
+mod snapshots;
 mod test_redis;
 mod trust;
 mod watch;

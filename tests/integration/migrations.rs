@@ -18,7 +18,8 @@ async fn migrations_apply_once_in_order_and_are_idempotent() {
         [
             "0001_log_and_projector_group",
             "0002_schema_metadata",
-            "0003_attested_service_entries"
+            "0003_attested_service_entries",
+            "0004_chunked_snapshots"
         ]
     );
     // A cluster no earlier release ran on has no entries written under the old rules.
@@ -41,6 +42,7 @@ async fn migrations_apply_once_in_order_and_are_idempotent() {
         .await
         .unwrap();
     assert_eq!(meta.get("wire_version").map(String::as_str), Some("1"));
+    assert_eq!(meta.get("snapshot_format").map(String::as_str), Some("2"));
     let again = migrate::run(&mut c.con, &c.layout).await.unwrap();
     assert!(again.applied.is_empty());
     // Re-running a step on a migrated cluster changes nothing either (each step is idempotent).
@@ -51,7 +53,7 @@ async fn migrations_apply_once_in_order_and_are_idempotent() {
         .await
         .unwrap();
     let rerun = migrate::run(&mut c.con, &c.layout).await.unwrap();
-    assert_eq!(rerun.applied.len(), 3);
+    assert_eq!(rerun.applied.len(), migrate::MIGRATIONS.len());
     let meta_again: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(c.layout.meta())
         .query_async(&mut c.con)
@@ -123,7 +125,10 @@ async fn upgrading_a_cluster_an_earlier_release_ran_on_marks_its_log_as_legacy()
         .xadd_raw_at("*", &[("type", "leave"), ("node", "n1")])
         .await;
     let report = migrate::run(&mut c.con, &c.layout).await.unwrap();
-    assert_eq!(report.applied, ["0003_attested_service_entries"]);
+    assert_eq!(
+        report.applied,
+        ["0003_attested_service_entries", "0004_chunked_snapshots"]
+    );
     assert_eq!(
         pantheon_store::attest::legacy_until(&mut c.con, &c.layout)
             .await

@@ -299,7 +299,10 @@ async fn a_different_entry_reusing_a_cmd_id_is_rejected_also_after_a_restart() {
     projector.stop().await;
 }
 
-async fn write_workload(c: &mut TestCluster, entries: &[(EntryId, workload::RawPairs)]) -> EntryId {
+pub(crate) async fn write_workload(
+    c: &mut TestCluster,
+    entries: &[(EntryId, workload::RawPairs)],
+) -> EntryId {
     let mut last = EntryId::ZERO;
     for chunk in entries.chunks(500) {
         // Atomic, as the attested append is: a reader never sees an entry without its proof.

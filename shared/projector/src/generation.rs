@@ -12,7 +12,7 @@ use std::time::Duration;
 use pantheon_domain::EntryId;
 use pantheon_store::generation::{SwitchError, Switched, switch};
 use pantheon_store::lease::Lease;
-use pantheon_store::snapshot::Snapshot;
+use pantheon_store::snapshot::{self, Snapshot};
 use pantheon_store::{Layout, Redis, readmodel};
 use tracing::info;
 
@@ -68,18 +68,36 @@ async fn switch_with_lease(
     // The new generation's base: the state as of the checkpoint, before every new id.
     let json = serde_json::to_vec(&Snapshot::of(&loaded.state, EntryId::ZERO))
         .map_err(|e| ProjectorError::Snapshot(e.to_string()))?;
+    // Its chunks are written once, whatever the number of attempts (docs/adr/0017).
+    let prepared = snapshot::prepare(
+        &mut con,
+        layout,
+        EntryId::ZERO,
+        &json,
+        snapshot::CHUNK_BYTES,
+    )
+    .await?;
     let expected = loaded.checkpoint.last_id_arg();
     let mut pinned = redis.dedicated().await?;
+    let mut refused = None;
     for _ in 0..ATTEMPTS {
-        match switch(&mut pinned, layout, lease, &expected, &json).await {
+        match switch(&mut pinned, layout, lease, &expected, &prepared).await {
             Err(SwitchError::Raced) => continue,
             Err(SwitchError::Store(e)) => return Err(e.into()),
-            Err(e) => return Err(ProjectorError::Config(e.to_string())),
+            Err(e) => {
+                refused = Some(ProjectorError::Config(e.to_string()));
+                break;
+            }
             Ok(switched) => return Ok(switched),
         }
     }
-    Err(ProjectorError::Config(format!(
-        "producers appended to the log during each of {ATTEMPTS} attempts: try again when \
-         it is quieter"
-    )))
+    // Nothing was committed: no manifest names these chunks (the next snapshot's commit
+    // deletes them if this fails).
+    let _ = snapshot::discard(&mut con, layout, &prepared).await;
+    Err(refused.unwrap_or_else(|| {
+        ProjectorError::Config(format!(
+            "producers appended to the log during each of {ATTEMPTS} attempts: try again \
+             when it is quieter"
+        ))
+    }))
 }

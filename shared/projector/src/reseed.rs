@@ -16,6 +16,7 @@ use pantheon_domain::{EntryId, State};
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::Checkpoint;
 use pantheon_store::reseed::{self, ReseedError, Survey};
+use pantheon_store::snapshot::{self, Snapshot};
 use pantheon_store::{Layout, Redis};
 use tracing::{error, info, warn};
 
@@ -120,27 +121,38 @@ pub(crate) async fn restore(
         return Err(ProjectorError::Task("restore without a held state".into()));
     };
     let previous = held.cp.last_id.unwrap_or(EntryId::ZERO);
+    // The new generation's base, its chunks written once for every attempt (docs/adr/0017).
+    let json = crate::retention::cpu_heavy(|| {
+        serde_json::to_vec(&Snapshot::of(&held.state, EntryId::ZERO))
+    })
+    .map_err(|e| ProjectorError::Snapshot(e.to_string()))?;
+    let mut con = redis.clone();
+    let prepared = snapshot::prepare(
+        &mut con,
+        layout,
+        EntryId::ZERO,
+        &json,
+        snapshot::CHUNK_BYTES,
+    )
+    .await?;
+    drop(json);
     let mut pinned = redis.dedicated().await?;
     for _ in 0..ATTEMPTS {
         let ring_version = held.cp.ring_version.saturating_add(1);
-        match reseed::reseed(
+        let refused = match reseed::reseed(
             &mut pinned,
             layout,
             lease,
             &held.state,
+            &prepared,
             previous,
             ring_version,
         )
         .await
         {
             Err(ReseedError::Raced) => continue,
-            Err(ReseedError::Destroyed(by)) => {
-                info!(%by, "the cluster was destroyed while re-seeding: forgetting its state");
-                memory.forget_all();
-                return Ok(None);
-            }
             Err(ReseedError::Store(e)) => return Err(e.into()),
-            Err(e) => return Err(ProjectorError::Reseed(e.to_string())),
+            Err(refused) => refused,
             Ok(done) => {
                 error!(
                     previous = %previous,
@@ -161,8 +173,20 @@ pub(crate) async fn restore(
                 };
                 return Ok(Some((held.state, done.checkpoint)));
             }
-        }
+        };
+        // Refused, so nothing was written: no manifest names the chunks (the next snapshot's
+        // commit deletes them if this fails; `pantheon destroy` has already run its sweep).
+        let _ = snapshot::discard(&mut con, layout, &prepared).await;
+        return match refused {
+            ReseedError::Destroyed(by) => {
+                info!(%by, "the cluster was destroyed while re-seeding: forgetting its state");
+                memory.forget_all();
+                Ok(None)
+            }
+            e => Err(ProjectorError::Reseed(e.to_string())),
+        };
     }
+    let _ = snapshot::discard(&mut con, layout, &prepared).await;
     Err(ProjectorError::Reseed(format!(
         "producers appended to the log during each of {ATTEMPTS} attempts"
     )))

@@ -8,7 +8,7 @@ use pantheon_store::Connection;
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::Checkpoint;
 use pantheon_store::snapshot::{self, Snapshot};
-use pantheon_store::{Batch, Layout, events, log};
+use pantheon_store::{Batch, CommitError, Layout, events, log};
 use tracing::info;
 
 use crate::{ProjectorConfig, ProjectorError};
@@ -64,11 +64,16 @@ pub async fn snapshot_and_trim<C: Connection>(
     if let Some(age) = config.log_min_age {
         keep_from = keep_from.min(pantheon_domain::EntryId::new(ms_ago(age), 0));
     }
+    // The chunks go first, one bounded write each (docs/adr/0017): the commit below carries
+    // only the manifest, so neither Redis nor this task is held by one huge value.
+    let started = std::time::Instant::now();
+    let prepared = snapshot::prepare(con, layout, last_id, &json, snapshot::CHUNK_BYTES).await?;
+    let chunks_written = started.elapsed();
     let mut batch = Batch::new();
-    snapshot::stage_write(&mut batch, layout, &json);
+    snapshot::stage_write(&mut batch, layout, &prepared);
     // Entries at or after keep_from stay: everything after the snapshot survives.
     log::stage_trim_below(&mut batch, layout, keep_from);
-    batch
+    let committed = batch
         .commit(
             con,
             lease.key(),
@@ -76,7 +81,22 @@ pub async fn snapshot_and_trim<C: Connection>(
             lease.token(),
             &cp.last_id_arg(),
         )
-        .await?;
-    info!(%last_id, bytes = json.len(), trimmed_below = %keep_from, "wrote a snapshot");
+        .await;
+    if let Err(e @ (CommitError::Fenced | CommitError::Stale(_))) = committed {
+        // Refused: no manifest names these chunks. If this fails too, the next snapshot's
+        // commit deletes them.
+        let _ = snapshot::discard(con, layout, &prepared).await;
+        return Err(e.into());
+    }
+    committed?;
+    info!(
+        %last_id,
+        bytes = json.len(),
+        chunks = prepared.manifest().chunks,
+        chunks_ms = chunks_written.as_millis() as u64,
+        stale_chunks = prepared.stale().len(),
+        trimmed_below = %keep_from,
+        "wrote a snapshot"
+    );
     Ok(())
 }

@@ -13,8 +13,9 @@ use pantheon_domain::clock::Generation;
 use pantheon_domain::{Command, EntryId, LogEntry};
 
 use crate::lease::Lease;
+use crate::snapshot::Prepared;
 use crate::stream::{self, Bound};
-use crate::{Layout, PinnedConnection, StoreError};
+use crate::{Batch, Layout, PinnedConnection, StoreError};
 
 /// What a switch did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,15 +61,16 @@ pub fn archive_attest_key(archive: &str) -> String {
 }
 
 /// Switches the log of `layout` to a new generation, if `lease` is held and the checkpoint is
-/// at `expected_last` ("" = nothing applied). `snapshot_json` is the state as of the
-/// checkpoint, serialized as a [`crate::snapshot::Snapshot`] whose `last_id` is `0-0`.
+/// at `expected_last` ("" = nothing applied). `snapshot` is the state as of the checkpoint,
+/// a [`crate::snapshot::Snapshot`] whose `last_id` is `0-0`, with its chunks written
+/// ([`crate::snapshot::prepare`]); its manifest is committed with the switch.
 /// `con` must be used by no one else (WATCH state is per connection).
 pub async fn switch(
     con: &mut PinnedConnection,
     layout: &Layout,
     lease: &Lease,
     expected_last: &str,
-    snapshot_json: &[u8],
+    snapshot: &Prepared,
 ) -> Result<Switched, SwitchError> {
     let (log, checkpoint) = (layout.log(), layout.checkpoint());
     crate::watch::fenced(con, lease, &checkpoint, &[&log], async |con, seen| {
@@ -81,7 +83,7 @@ pub async fn switch(
                 expected: expected_last.to_owned(),
             });
         }
-        prepare_and_exec(con, layout, expected_last, snapshot_json).await
+        prepare_and_exec(con, layout, expected_last, snapshot).await
     })
     .await
 }
@@ -91,7 +93,7 @@ async fn prepare_and_exec(
     con: &mut PinnedConnection,
     layout: &Layout,
     expected_last: &str,
-    snapshot_json: &[u8],
+    snapshot: &Prepared,
 ) -> Result<Switched, SwitchError> {
     let (log, checkpoint) = (layout.log(), layout.checkpoint());
     let newest = stream::rev_range(con, &log, Bound::Open, Bound::Open, Some(1)).await?;
@@ -139,10 +141,9 @@ async fn prepare_and_exec(
         .arg("last_id")
         .arg("")
         .ignore();
-    pipe.cmd("SET")
-        .arg(layout.snapshot())
-        .arg(snapshot_json)
-        .ignore();
+    let mut manifest = Batch::new();
+    crate::snapshot::stage_write(&mut manifest, layout, snapshot);
+    manifest.add_to(&mut pipe);
     // EXEC answers nil when a watched key changed: nothing ran.
     let reply: Option<(String,)> = pipe.query_async(con).await.map_err(StoreError::from)?;
     let Some((marker,)) = reply else {

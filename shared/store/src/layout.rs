@@ -99,9 +99,18 @@ impl Layout {
     pub fn lease(&self) -> String {
         self.key("lease")
     }
-    /// String: a serialized state as of a log id; the log is trimmed only below it.
+    /// String: the snapshot's manifest (docs/adr/0017; before it, the whole serialized
+    /// state). The log is trimmed only below the snapshot's log id.
     pub fn snapshot(&self) -> String {
         self.key("snapshot")
+    }
+    /// String: piece `n` (from 0) of the snapshot written as `id` (see [`crate::snapshot`]).
+    pub fn snapshot_chunk(&self, id: &str, n: u32) -> String {
+        self.key(&format!("snapshot:{id}:{n}"))
+    }
+    /// Every snapshot piece, of any write, for SCAN (the manifest itself does not match).
+    pub fn snapshot_chunks_pattern(&self) -> String {
+        self.key("snapshot:*")
     }
     /// String: written by `pantheon destroy` before it deletes the cluster's keys (with an
     /// expiry), so a running leader forgets the state it holds instead of re-seeding it.
@@ -161,6 +170,7 @@ mod tests {
             l.keymap(),
             l.node_keys(&n),
             l.scratch("rebuild").keymap(),
+            l.snapshot_chunk("1-0.00ff", 3),
         ] {
             assert!(k.starts_with("pantheon:{prod}:"), "{k}");
         }

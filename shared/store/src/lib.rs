@@ -24,7 +24,7 @@
 //! * [`feed`] — each node's ownership feed: appended with the commit, read with no gap;
 //! * [`rejected`] — looking up why an entry was rejected;
 //! * [`group`] — consumer groups: the projector's, and subscriptions' (read, claim, ack);
-//! * [`snapshot`] — the state as of a log id, the base of rebuilds;
+//! * [`snapshot`] — the state as of a log id, the base of rebuilds (chunks under a manifest);
 //! * [`probers`] — the prober replica registry;
 //! * [`fleet`] — the registry of processes that share the leading of many clusters;
 //! * [`discover`] — finding the clusters that exist under a key prefix (`up --clusters '*'`);

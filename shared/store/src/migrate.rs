@@ -23,6 +23,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_attested_service_entries",
         include_str!("../../../migrations/0003_attested_service_entries.lua"),
     ),
+    (
+        "0004_chunked_snapshots",
+        include_str!("../../../migrations/0004_chunked_snapshots.lua"),
+    ),
 ];
 
 /// The schema version this binary writes and reads.

@@ -21,7 +21,7 @@ use redis::aio::ConnectionLike;
 
 use crate::lease::Lease;
 use crate::readmodel::{self, Checkpoint};
-use crate::snapshot::Snapshot;
+use crate::snapshot::Prepared;
 use crate::stream::{self, Bound};
 use crate::{Batch, Layout, PinnedConnection, StoreError};
 
@@ -122,13 +122,17 @@ pub enum ReseedError {
 }
 
 /// Writes `state`, folded up to `previous`, back into the emptied cluster of `layout` as a new
-/// generation (see the module docs). `ring_version` should be above the one clients may have
-/// cached. `con` must be used by no one else (WATCH state is per connection).
+/// generation (see the module docs). `snapshot` is `state` as a
+/// [`crate::snapshot::Snapshot`] whose `last_id` is `0-0`, with its chunks written
+/// ([`crate::snapshot::prepare`], once for every attempt); its manifest is committed here.
+/// `ring_version` should be above the one clients may have cached. `con` must be used by no
+/// one else (WATCH state is per connection).
 pub async fn reseed(
     con: &mut PinnedConnection,
     layout: &Layout,
     lease: &Lease,
     state: &State,
+    snapshot: &Prepared,
     previous: EntryId,
     ring_version: u64,
 ) -> Result<Reseeded, ReseedError> {
@@ -142,7 +146,7 @@ pub async fn reseed(
             if !seen.holds(lease) {
                 return Err(ReseedError::Fenced(seen.holder));
             }
-            prepare_and_exec(con, layout, lease, state, previous, ring_version).await
+            prepare_and_exec(con, layout, lease, state, snapshot, previous, ring_version).await
         },
     )
     .await
@@ -153,6 +157,7 @@ async fn prepare_and_exec(
     layout: &Layout,
     lease: &Lease,
     state: &State,
+    snapshot: &Prepared,
     previous: EntryId,
     ring_version: u64,
 ) -> Result<Reseeded, ReseedError> {
@@ -194,8 +199,6 @@ async fn prepare_and_exec(
         next_epoch: state.next_epoch(),
         ring_version,
     };
-    let snapshot = serde_json::to_vec(&Snapshot::of(state, EntryId::ZERO))
-        .map_err(|e| StoreError::Reply(format!("snapshot: {e}")))?;
 
     let mut pipe = redis::pipe();
     pipe.atomic();
@@ -206,11 +209,8 @@ async fn prepare_and_exec(
     // proof in the new log.
     pipe.add_command(crate::attest::eval(layout, [marker.encode().as_slice()]));
     crate::attest::stage_reappend(con, layout, &mut pipe, &tail).await?;
-    pipe.cmd("SET")
-        .arg(layout.snapshot())
-        .arg(snapshot)
-        .ignore();
     let mut models = Batch::new();
+    crate::snapshot::stage_write(&mut models, layout, snapshot);
     readmodel::stage_full(&mut models, layout, state);
     readmodel::stage_ring(&mut models, layout, state, ring_version);
     readmodel::stage_checkpoint(&mut models, layout, state, &cp, lease.token());
