@@ -583,7 +583,11 @@ async fn kv_a_worker_paused_past_its_death_refuses_the_new_token_and_the_new_own
     assert_eq!(a.status, StatusCode::NO_CONTENT, "{a:?}");
     assert_eq!(a.node.as_deref(), Some(owner.as_str()));
     let a = call(direct(&s.http, &nw.url, &k, new, None)).await;
-    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "after"), "{a:?}");
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (StatusCode::OK, "after"),
+        "{a:?}"
+    );
     assert_eq!(a.token, Some(new));
     for req in [
         direct(&s.http, &nw.url, &k, old, None),
@@ -663,7 +667,11 @@ async fn kv_a_forced_hand_off_moves_the_key_without_its_value_and_the_old_owner_
     }
     // The new owner has the key with its larger token and the value written to it.
     let a = call(direct(&s.http, &nw.url, &k, new, None)).await;
-    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "new"), "{a:?}");
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (StatusCode::OK, "new"),
+        "{a:?}"
+    );
     assert_eq!(a.token, Some(new));
     assert_eq!(s.get_until(&k, StatusCode::OK).await.body, "new");
 }
