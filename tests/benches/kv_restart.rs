@@ -605,8 +605,7 @@ async fn run_mode(s: &Scale, mode: Mode) -> Report {
 
     let from = wall_ms();
     let mut restarts = Vec::new();
-    for i in 0..NODES.len() {
-        let node = NODES[i];
+    for (i, node) in NODES.iter().copied().enumerate() {
         let signalled = Instant::now();
         c.workers[i].signal(match mode {
             Mode::Handoff => "TERM",

@@ -5,7 +5,10 @@
 //! own (421) or an older token, with its node and token headers; values over the limit are
 //! 413; after a kill -9 its keys move within detection time, their values are gone (a cache
 //! without replicas) and the router keeps answering; a SIGTERMed worker hands its values over, leaves and exits 0;
-//! with no worker left the router answers 503 after its retry time; bad flags exit 64.
+//! with no worker left the router answers 503 after its retry time; bad flags exit 64; a
+//! worker paused (SIGSTOP) past its death, or through a forced hand-off, refuses late requests
+//! for the moved key once resumed (421), whatever token they carry, and the new owner refuses
+//! the old token.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
