@@ -62,7 +62,7 @@ async fn distribute(ctl: &Ctl, n: usize) -> Vec<String> {
     keys
 }
 
-async fn event_types(ctl: &Ctl) -> Vec<String> {
+pub(crate) async fn event_types(ctl: &Ctl) -> Vec<String> {
     let run = ctl.run(&["events", "--json", "--limit", "1000"]).await.ok();
     let text = run.stdout.clone();
     text.lines()
@@ -71,7 +71,7 @@ async fn event_types(ctl: &Ctl) -> Vec<String> {
         .collect()
 }
 
-async fn set_policy(redis: &TestRedis, fields: &[(&str, &str)]) {
+pub(crate) async fn set_policy(redis: &TestRedis, fields: &[(&str, &str)]) {
     let client = redis::Client::open(redis.url.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let mut cmd = redis::cmd("XADD");

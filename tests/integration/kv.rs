@@ -5,7 +5,10 @@
 //! own (421) or an older token, with its node and token headers; values over the limit are
 //! 413; after a kill -9 its keys move within detection time, their values are gone (a cache
 //! without replicas) and the router keeps answering; a SIGTERMed worker hands its values over, leaves and exits 0;
-//! with no worker left the router answers 503 after its retry time; bad flags exit 64.
+//! with no worker left the router answers 503 after its retry time; bad flags exit 64; a
+//! worker paused (SIGSTOP) past its death, or through a forced hand-off, refuses late requests
+//! for the moved key once resumed (421), whatever token they carry, and the new owner refuses
+//! the old token.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -180,9 +183,9 @@ async fn get(http: &reqwest::Client, base: &str, key: &str) -> Answer {
 
 /// `pantheon up`, `workers` started and alive, a router serving: the whole set-up.
 struct Setup {
-    _redis: TestRedis,
+    redis: TestRedis,
     /// Holds the directory of the logs and state files.
-    _ctl: Ctl,
+    ctl: Ctl,
     _up: Child,
     client: Pantheon,
     http: reqwest::Client,
@@ -209,8 +212,8 @@ async fn setup(workers: &[&str]) -> Setup {
     let router = Proc::router(&ctl);
     router.ready(&http).await;
     Setup {
-        _redis: redis,
-        _ctl: ctl,
+        redis,
+        ctl,
         _up: up,
         client,
         http,
@@ -508,4 +511,170 @@ async fn kv_bad_flags_and_settings_exit_64_with_one_clear_line() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+/// The first of `keys` that `node` owns, as the answers to the PUTs said.
+fn owned_by(owners: &BTreeMap<String, String>, node: &str) -> String {
+    owners
+        .iter()
+        .find(|(_, o)| o.as_str() == node)
+        .map(|(k, _)| k.clone())
+        .unwrap_or_else(|| panic!("{node} owns none of the keys: {owners:?}"))
+}
+
+/// A request straight to a worker, carrying `token` as the router would.
+fn direct(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    token: u64,
+    put: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let url = format!("{base}/kv/{key}");
+    let req = match put {
+        Some(body) => http.put(url).body(body.to_owned()),
+        None => http.get(url),
+    };
+    req.header("x-pantheon-token", token)
+}
+
+/// A 421 from `node`, whatever the worker has read of its feed by then: still holding the key
+/// with `old` (its feed not read yet) it must say that it is a stale owner (rule 4) or that
+/// its feed is behind (rule 5); having read it, it no longer owns the key (token 0).
+fn refused_by_a_former_owner(a: &Answer, node: &str, old: u64) {
+    assert_eq!(a.status, StatusCode::MISDIRECTED_REQUEST, "{a:?}");
+    assert_eq!(a.node.as_deref(), Some(node), "{a:?}");
+    match a.token {
+        Some(t) if t == old => assert!(
+            a.body.contains("stale owner") || a.body.contains("feed behind"),
+            "{a:?}"
+        ),
+        Some(0) => assert!(a.body.contains("does not own"), "{a:?}"),
+        _ => panic!("neither its old token {old} nor 0: {a:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_a_worker_paused_past_its_death_refuses_the_new_token_and_the_new_owner_the_old() {
+    let s = setup(&["w1", "w2", "w3"]).await;
+    let keys = keys(30);
+    let owners = s.fill(&keys).await;
+    let k = owned_by(&owners, "w1");
+    let w1 = &s.workers["w1"];
+
+    // Before the pause w1 owns k, with the token it answers with.
+    let before = get(&s.http, &w1.url, &k).await;
+    assert_eq!(before.status, StatusCode::OK, "{before:?}");
+    assert_eq!(before.body, format!("value of {k}"));
+    let old = before.token.unwrap();
+    assert!(old > 0);
+    let (owner, _) = s.client.key_node_with_token(&k).await.unwrap().unwrap();
+    assert_eq!(owner.as_str(), "w1");
+
+    // Paused: the prober declares it dead and its keys move.
+    w1.signal("STOP");
+    s.ctl.wait_state("w1", "dead").await;
+    s.until_none_owned_by("w1", &keys).await;
+    let (owner, new) = s.client.key_node_with_token(&k).await.unwrap().unwrap();
+    let new = new.unwrap();
+    assert!(new > old, "a new owner holds a larger token: {new} > {old}");
+    let nw = &s.workers[owner.as_str()];
+
+    // The new owner serves k with the new token once written again (w1's value died with it)
+    // and refuses the old token, naming its own.
+    let a = put(&s.http, &s.router.url, &k, "after").await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{a:?}");
+    assert_eq!(a.node.as_deref(), Some(owner.as_str()));
+    let a = call(direct(&s.http, &nw.url, &k, new, None)).await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (StatusCode::OK, "after"),
+        "{a:?}"
+    );
+    assert_eq!(a.token, Some(new));
+    for req in [
+        direct(&s.http, &nw.url, &k, old, None),
+        direct(&s.http, &nw.url, &k, old, Some("late")),
+    ] {
+        let a = call(req).await;
+        assert_eq!(a.status, StatusCode::MISDIRECTED_REQUEST, "{a:?}");
+        assert_eq!(a.token, Some(new), "{a:?}");
+    }
+
+    // Requests carrying the new owner's token reach w1 while it is still stopped (they wait
+    // in its accept queue) and are answered once it resumes, before or after its feed
+    // reader catches up: refused either way.
+    let pending = [
+        tokio::spawn(call(direct(&s.http, &w1.url, &k, new, None))),
+        tokio::spawn(call(direct(&s.http, &w1.url, &k, new, Some("late")))),
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w1.signal("CONT");
+    for p in pending {
+        let a = p.await.unwrap();
+        eprintln!("w1 after SIGCONT: {a:?}");
+        refused_by_a_former_owner(&a, "w1", old);
+    }
+    // The late write landed nowhere that serves: the value is the new owner's.
+    let a = s.get_until(&k, StatusCode::OK).await;
+    assert_eq!(a.body, "after", "{a:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_a_forced_hand_off_moves_the_key_without_its_value_and_the_old_owner_refuses_a_late_write()
+ {
+    let s = setup(&["w1", "w2", "w3"]).await;
+    // A short hand-off timeout; a high fall threshold, so that the stopped worker is forced
+    // out by the timeout long before the prober could declare it dead.
+    crate::handoff::set_policy(&s.redis, &[("handoff_timeout", "300"), ("fall", "30")]).await;
+    let keys = keys(30);
+    let owners = s.fill(&keys).await;
+    let k = owned_by(&owners, "w1");
+    let w1 = &s.workers["w1"];
+    let before = get(&s.http, &w1.url, &k).await;
+    assert_eq!(before.status, StatusCode::OK, "{before:?}");
+    let old = before.token.unwrap();
+
+    // Stopped before its drain, it cannot release: the hand-off can only be forced.
+    w1.signal("STOP");
+    s.ctl.run(&["drain", "w1"]).await.ok();
+    s.until_none_owned_by("w1", &keys).await;
+    let types = crate::handoff::event_types(&s.ctl).await;
+    assert!(types.iter().any(|t| t == "handoff_forced"), "{types:?}");
+    assert!(!types.iter().any(|t| t == "died"), "{types:?}");
+    let (owner, new) = s.client.key_node_with_token(&k).await.unwrap().unwrap();
+    let new = new.unwrap();
+    assert!(new > old, "{new} > {old}");
+    let nw = &s.workers[owner.as_str()];
+
+    // Moved without its value: the new owner has none, until it is written again.
+    let a = call(direct(&s.http, &nw.url, &k, new, None)).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{a:?}");
+    assert_eq!(a.token, Some(new));
+    let a = put(&s.http, &s.router.url, &k, "new").await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{a:?}");
+    assert_eq!(a.node.as_deref(), Some(owner.as_str()));
+
+    // A late write and read carrying w1's old token reach it while it is stopped and are
+    // answered once it resumes, before or after its feed reader catches up: refused.
+    let pending = [
+        tokio::spawn(call(direct(&s.http, &w1.url, &k, old, Some("late")))),
+        tokio::spawn(call(direct(&s.http, &w1.url, &k, old, None))),
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w1.signal("CONT");
+    for p in pending {
+        let a = p.await.unwrap();
+        eprintln!("w1 after SIGCONT: {a:?}");
+        refused_by_a_former_owner(&a, "w1", old);
+    }
+    // The new owner has the key with its larger token and the value written to it.
+    let a = call(direct(&s.http, &nw.url, &k, new, None)).await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (StatusCode::OK, "new"),
+        "{a:?}"
+    );
+    assert_eq!(a.token, Some(new));
+    assert_eq!(s.get_until(&k, StatusCode::OK).await.body, "new");
 }

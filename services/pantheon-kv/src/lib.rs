@@ -68,12 +68,13 @@
 //! A worker serves a request for `key` only if it owns the key *now*, as its feed says
 //! ([`pantheon_worker::Worker::owns`] gives the token `mine` it acquired the key with), and
 //! the request's `X-Pantheon-Token` (the token the router located the owner with, `req`)
-//! does not say that either side is out of date:
+//! does not say that either side is out of date, and only on a feed read to the end moments
+//! ago:
 //!
 //! 1. not owned → **421** (`not the owner`);
 //! 2. `req < mine` → **421**: the router located with a view older than this owner's, and
 //!    locates again (ADR 0015: refuse a smaller token);
-//! 3. `req == mine`, or no token (a direct client) → served;
+//! 3. `req == mine`, or no token (a direct client) → served (rule 5 permitting);
 //! 4. `req > mine` → the router has seen a newer token for this node than the one it holds
 //!    the key with. Either the cluster's token floor rose (another node died or left: ADR
 //!    0015, a key's token grows when *other* keys move; nothing changed here), or this node
@@ -82,16 +83,23 @@
 //!    back became a member again, so its node token (its record's `token`) is then larger
 //!    than `mine`. The worker reads its record (one Redis read, then remembered for that
 //!    `req`): not a member, or a node token above `mine` → **421** (`stale owner`); else the
-//!    floor explains it → served.
+//!    floor explains it → served;
+//! 5. and only on a **current feed**: when the worker has not read its feed to the end within
+//!    the last 500 ms ([`FEED_FRESH`]; on a quiet feed one Redis read per 500 ms checks that
+//!    no line waits, [`pantheon_worker::OwnedKeys::current_within`]) → **421** (`feed
+//!    behind`). A worker that was paused (SIGSTOP, a stalled machine) or cut off from Redis
+//!    long enough to be declared dead, or to have its hand-off forced, may still list a key
+//!    that moved away, with the very token a late request carries; it refuses until its feed
+//!    reader has caught up, within milliseconds once it runs and reaches Redis.
 //!
 //! Reads and writes follow the same rule. The check and the read or write of the value happen
 //! under one lock with the value map, and releasing keys takes that lock too, so a value is
 //! never written for a key that was just released.
 //!
-//! Limit: a node that kept its membership, lost a key and got it back (a join then a death of
-//! the node that took it) while its feed reader was stuck keeps `mine` and a node token below
-//! it; rule 4 cannot see that without the worker's feed position (not offered by the worker
-//! library yet). Its feed reader catches up within milliseconds unless Redis is out of reach.
+//! A node that kept its membership, lost a key and got it back (a join then a death of the
+//! node that took it) while its feed reader was stuck keeps `mine` and a node token below it:
+//! rule 4 cannot see that, rule 5 refuses it unless the feed was read to the end within
+//! [`FEED_FRESH`].
 //!
 //! # What is kept, what is lost
 //!
@@ -132,3 +140,7 @@ pub const TOKEN_HEADER: &str = "x-pantheon-token";
 pub const DEFAULT_MAX_VALUE: usize = 1024 * 1024;
 /// How long the router retries one request through a hand-off gap, by default.
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(2);
+/// A worker serves only if it has read its feed to the end within this (rule 5 of the crate
+/// docs): shorter than the quickest move of a silent node's keys (its death detection, about
+/// 1.5 s with the fastest prober settings; the policy's `handoff_timeout`, 10 s by default).
+pub const FEED_FRESH: Duration = Duration::from_millis(500);

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::rule::{self, Confirmed, First};
 use crate::values::Values;
-use crate::{NODE_HEADER, TOKEN_HEADER};
+use crate::{FEED_FRESH, NODE_HEADER, TOKEN_HEADER};
 
 /// What a worker needs to run (the `worker` flags, resolved).
 #[derive(Debug, Clone)]
@@ -60,9 +60,31 @@ impl Shared {
         self.owned.get().and_then(|o| o.owns(key))
     }
 
-    /// The token rule of the crate docs ([`rule`]): `Ok(mine)` when this node may serve
-    /// `key` for a request carrying `request`.
+    /// The token rule of the crate docs ([`rule`]), on a current feed: `Ok(mine)` when this
+    /// node may serve `key` for a request carrying `request`.
     async fn admit(&self, key: &str, request: Option<u64>) -> Result<u64, Refusal> {
+        let mine = self.by_token(key, request).await?;
+        // Last, so that refusals cost no read: a worker that was paused or cut off from Redis
+        // may hold a key that a death or a forced hand-off moved meanwhile, with the very
+        // token the request carries.
+        let owned = self.owned.get().ok_or_else(|| Refusal {
+            mine: 0,
+            reason: format!("{} has not joined yet", self.node),
+        })?;
+        let behind = |reason: String| Refusal { mine, reason };
+        match owned.current_within(FEED_FRESH).await {
+            Ok(true) => Ok(mine),
+            Ok(false) => Err(behind(format!(
+                "feed behind: {} has not read its feed within {FEED_FRESH:?} (paused, or cut \
+                 off from Redis), so the key may have moved; locate it again",
+                self.node
+            ))),
+            Err(e) => Err(behind(format!("cannot check this node's feed: {e}"))),
+        }
+    }
+
+    /// Rules 1 to 4 of the crate docs.
+    async fn by_token(&self, key: &str, request: Option<u64>) -> Result<u64, Refusal> {
         let known = *self
             .confirmed
             .lock()

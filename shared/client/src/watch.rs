@@ -130,6 +130,18 @@ impl Pantheon {
             blocking: None,
         })
     }
+
+    /// Whether `node`'s feed holds a line after `at`, or no longer holds `at` itself (trimmed,
+    /// expired): one `XRANGE`. A follower that has delivered every line up to `at` knows from
+    /// a `false` that it has missed no change committed before this call.
+    pub async fn feed_has_after(&self, node: &str, at: EntryId) -> Result<bool, ClientError> {
+        let node = NodeId::new(node).map_err(|e| ClientError::Config(e.to_string()))?;
+        let mut con = self.con();
+        match feed::read_after(&mut con, self.layout(), &node, at, 1).await? {
+            FeedRead::After(entries) => Ok(!entries.is_empty()),
+            FeedRead::Gone => Ok(true),
+        }
+    }
 }
 
 impl Watch {

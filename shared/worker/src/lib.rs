@@ -17,7 +17,10 @@
 //!   once**: a crash after a callback but before its record delivers that change again (a
 //!   power loss, the lines since the last sync); make callbacks idempotent;
 //! * answers [`Worker::owns`]`(key)` with the token it owns the key with, so requests for
-//!   keys it does not own, or with an older token, can be refused;
+//!   keys it does not own, or with an older token, can be refused; and
+//!   [`OwnedKeys::current_within`] whether that answer misses no move committed more than a
+//!   moment ago (a process that was paused, or cut off from Redis, may still list keys a
+//!   death or a forced hand-off moved away);
 //! * joins with `handoff`, so planned moves wait for it: a feed `handoff` line calls
 //!   [`Ownership::on_handoff`] for the keys' state, stores it and releases the keys; the new
 //!   owner gets it through [`Ownership::on_state`] before `on_acquire`

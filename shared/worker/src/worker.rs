@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use pantheon_client::handoff::MAX_HANDOFF_BYTES;
 use pantheon_client::{EntryId, NodeId, Pantheon, WatchLine, WatchOp};
@@ -28,19 +28,63 @@ const POLL: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// The keys the worker owns and their tokens, shared with request handlers. Cheap to clone.
+/// The keys the worker owns and their tokens, shared with request handlers, and how current
+/// that knowledge is. Cheap to clone.
 ///
-/// A std `RwLock`, not tokio's: it is never held across an `.await`, and readers
-/// (request handlers calling [`OwnedKeys::owns`]) are many.
-#[derive(Debug, Clone, Default)]
-pub struct OwnedKeys(Arc<RwLock<HashMap<String, u64>>>);
+/// std locks, not tokio's: they are never held across an `.await`, and readers (request
+/// handlers calling [`OwnedKeys::owns`]) are many.
+#[derive(Debug, Clone)]
+pub struct OwnedKeys {
+    keys: Arc<RwLock<HashMap<String, u64>>>,
+    feed: Arc<FeedMark>,
+}
+
+/// How far the feed has been delivered, and since when that is known to be all of it.
+#[derive(Debug)]
+struct FeedMark {
+    client: Pantheon,
+    node: String,
+    /// The last line whose callbacks returned (and whose keys [`OwnedKeys::owns`] reflects).
+    delivered: Mutex<Option<EntryId>>,
+    /// Every line committed before this instant has been read (and delivered, or is being
+    /// delivered now).
+    current_at: Mutex<Option<Instant>>,
+}
+
+impl FeedMark {
+    fn mark_current(&self, at: Instant) {
+        let mut current = self
+            .current_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if current.is_none_or(|c| c < at) {
+            *current = Some(at);
+        }
+    }
+}
 
 impl OwnedKeys {
+    fn new(client: Pantheon, node: &str, position: Option<EntryId>) -> Self {
+        Self {
+            keys: Arc::default(),
+            feed: Arc::new(FeedMark {
+                client,
+                node: node.to_owned(),
+                delivered: Mutex::new(position),
+                current_at: Mutex::new(None),
+            }),
+        }
+    }
+
     /// The token with which this node owns `key`, or `None` if it does not own it. Refuse a
     /// request for a key it does not own, or one carrying a smaller token than this (compare
     /// with `<`: a key's token also grows when other keys move, see ADR 0015).
+    ///
+    /// This is what the feed said as far as it was read: check [`OwnedKeys::current_within`]
+    /// too, or a worker that was paused or cut off from Redis serves keys that moved away
+    /// meanwhile.
     pub fn owns(&self, key: &str) -> Option<u64> {
-        self.0
+        self.keys
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
@@ -49,12 +93,61 @@ impl OwnedKeys {
 
     /// A copy of every owned key with its token.
     pub fn all(&self) -> BTreeMap<String, u64> {
-        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let map = self.keys.read().unwrap_or_else(PoisonError::into_inner);
         map.iter().map(|(k, t)| (k.clone(), *t)).collect()
     }
 
+    /// Whether every feed line committed before some moment less than `max` ago has been
+    /// read, so that [`OwnedKeys::owns`] misses no move committed before then. The feed
+    /// reader's own reads say so while lines come; on a quiet feed (the reader then waits up
+    /// to 5 s for a line) one Redis read checks that no line waits after the last one
+    /// delivered, and that answer serves the callers of the next `max` too. `false` after the
+    /// process was paused (SIGSTOP, a stalled machine) or while Redis is out of reach, until
+    /// the reader catches up: a death or a forced hand-off may have moved keys meanwhile, so
+    /// refuse requests then. `max` must be shorter than the time the cluster takes to move
+    /// keys away from a node that does not answer (its death detection, the policy's
+    /// `handoff_timeout`).
+    pub async fn current_within(&self, max: Duration) -> Result<bool, WorkerError> {
+        let asked = Instant::now();
+        let known = *self
+            .feed
+            .current_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if known.is_some_and(|t| asked.saturating_duration_since(t) < max) {
+            return Ok(true);
+        }
+        let delivered = *self
+            .feed
+            .delivered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(delivered) = delivered else {
+            return Ok(false);
+        };
+        if self
+            .feed
+            .client
+            .feed_has_after(&self.feed.node, delivered)
+            .await?
+        {
+            return Ok(false);
+        }
+        // Nothing after the last line delivered, read after `asked`: current as of `asked`.
+        self.feed.mark_current(asked);
+        Ok(true)
+    }
+
     fn update(&self, f: impl FnOnce(&mut HashMap<String, u64>)) {
-        f(&mut self.0.write().unwrap_or_else(PoisonError::into_inner));
+        f(&mut self.keys.write().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn delivered(&self, id: EntryId) {
+        *self
+            .feed
+            .delivered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(id);
     }
 }
 
@@ -102,7 +195,7 @@ impl WorkerBuilder {
             let _ = stop.send(true);
             return Err(e);
         }
-        let owned = OwnedKeys::default();
+        let owned = OwnedKeys::new(self.client.clone(), &self.node, state.position);
         owned.update(|m| m.extend(state.owned.iter().map(|(k, t)| (k.clone(), *t))));
         let held = Arc::new(AtomicUsize::new(state.owned.len()));
         let follow = Follow {
@@ -296,6 +389,9 @@ impl<A: Ownership> Follow<A> {
                 if *self.stopped.borrow() {
                     return self.file.sync().await;
                 }
+                // With nothing buffered the read below goes to Redis: once it returns, every
+                // line committed before `reading` has been read.
+                let reading = (feed.buffered() == 0).then(Instant::now);
                 // Only the wait for a line is cut short by a stop, never a callback.
                 let line = tokio::select! {
                     biased;
@@ -305,6 +401,9 @@ impl<A: Ownership> Follow<A> {
                 let Some(line) = line else {
                     return self.file.sync().await;
                 };
+                if let (Some(at), Ok(_)) = (reading, &line) {
+                    self.owned.feed.mark_current(at);
+                }
                 match line {
                     Ok(Some(line)) => {
                         backoff = FIRST_BACKOFF;
@@ -397,6 +496,7 @@ impl<A: Ownership> Follow<A> {
             });
         }
         self.state.position = Some(line.id);
+        self.owned.delivered(line.id);
         self.held.store(self.state.owned.len(), Ordering::Release);
         self.file.record(&line, &self.state).await
     }
