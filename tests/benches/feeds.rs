@@ -34,12 +34,13 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pantheon_client::Pantheon;
 use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
+use pantheon_domain::policy::PolicyChange;
 use pantheon_domain::{EntryId, NodeId};
 use pantheon_store::feed::FeedEntry;
 use pantheon_store::stream;
@@ -276,7 +277,7 @@ async fn run_changes(
     n: usize,
     tag: &str,
     calls: Option<(&Mutex<Vec<Call>>, &mut usize)>,
-    causes: &mut HashMap<EntryId, &'static str>,
+    causes: &mut BTreeMap<EntryId, &'static str>,
 ) -> Phase {
     let mut phase = Phase::default();
     let mut calls = calls;
@@ -351,7 +352,7 @@ async fn match_calls(
     layout: &Layout,
     n: usize,
     calls: &[Call],
-    causes: &HashMap<EntryId, &'static str>,
+    causes: &BTreeMap<EntryId, &'static str>,
     out: &mut Latency,
 ) {
     let mut per_node: Vec<Vec<&Call>> = vec![Vec::new(); n];
@@ -379,7 +380,9 @@ async fn match_calls(
             at += found + 1;
             let latency = c.at_us as f64 / 1e3 - entry.id.ms as f64;
             let cause: Option<EntryId> = entry.get("cause").and_then(|c| c.parse().ok());
-            match cause.and_then(|c| causes.get(&c)) {
+            // A planned move hands off: the keys move at the worker's `released` entry, after
+            // the change that asked for it, so its entries count for the latest change before.
+            match cause.and_then(|c| causes.range(..=c).next_back().map(|(_, k)| k)) {
                 Some(kind) => out.by_kind.entry(kind).or_default().push(latency),
                 None => out.warmup.push(latency),
             }
@@ -470,7 +473,7 @@ async fn latency(s: &Scale, n: usize, health_port: u16) -> Latency {
     out.setup = started.elapsed();
     eprintln!("{n} workers: set up in {:?}", out.setup);
 
-    let mut causes = HashMap::new();
+    let mut causes = BTreeMap::new();
     out.idle_with = idle_cpu(&mut con).await;
     let cpu0 = (
         cpu_time(std::process::id()),
@@ -496,6 +499,16 @@ async fn latency(s: &Scale, n: usize, health_port: u16) -> Latency {
 
     // The same changes with nobody following: the workers stop (their nodes stay alive).
     futures_util::future::join_all(workers.into_iter().map(Worker::shutdown)).await;
+    // Nobody answers hand-offs now: every move is immediate, as the keys moved above.
+    let no_handoffs = LogEntry::new(Command::Policy(PolicyChange {
+        handoff_timeout: Some(0),
+        ..PolicyChange::default()
+    }));
+    let id: String = pantheon_store::log::xadd(&layout, &no_handoffs)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    wait_applied(&mut con, &layout, id.parse().unwrap()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     out.idle_without = idle_cpu(&mut con).await;
     out.without = run_changes(s, &mut con, &layout, &client, n, "b", None, &mut causes).await;
