@@ -12,7 +12,7 @@ use std::time::Duration;
 use pantheon_domain::EntryId;
 use pantheon_store::generation::{SwitchError, Switched, switch};
 use pantheon_store::lease::Lease;
-use pantheon_store::snapshot::{self, Snapshot};
+use pantheon_store::snapshot;
 use pantheon_store::{Layout, Redis, readmodel};
 use tracing::info;
 
@@ -66,17 +66,9 @@ async fn switch_with_lease(
         ));
     }
     // The new generation's base: the state as of the checkpoint, before every new id.
-    let json = serde_json::to_vec(&Snapshot::of(&loaded.state, EntryId::ZERO))
-        .map_err(|e| ProjectorError::Snapshot(e.to_string()))?;
     // Its chunks are written once, whatever the number of attempts (docs/adr/0017).
-    let prepared = snapshot::prepare(
-        &mut con,
-        layout,
-        EntryId::ZERO,
-        &json,
-        snapshot::CHUNK_BYTES,
-    )
-    .await?;
+    let prepared =
+        crate::retention::write_chunks(&mut con, layout, &loaded.state, EntryId::ZERO).await?;
     let expected = loaded.checkpoint.last_id_arg();
     let mut pinned = redis.dedicated().await?;
     let mut refused = None;

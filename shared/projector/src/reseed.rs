@@ -16,7 +16,7 @@ use pantheon_domain::{EntryId, State};
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::Checkpoint;
 use pantheon_store::reseed::{self, ReseedError, Survey};
-use pantheon_store::snapshot::{self, Snapshot};
+use pantheon_store::snapshot;
 use pantheon_store::{Layout, Redis};
 use tracing::{error, info, warn};
 
@@ -122,20 +122,9 @@ pub(crate) async fn restore(
     };
     let previous = held.cp.last_id.unwrap_or(EntryId::ZERO);
     // The new generation's base, its chunks written once for every attempt (docs/adr/0017).
-    let json = crate::retention::cpu_heavy(|| {
-        serde_json::to_vec(&Snapshot::of(&held.state, EntryId::ZERO))
-    })
-    .map_err(|e| ProjectorError::Snapshot(e.to_string()))?;
     let mut con = redis.clone();
-    let prepared = snapshot::prepare(
-        &mut con,
-        layout,
-        EntryId::ZERO,
-        &json,
-        snapshot::CHUNK_BYTES,
-    )
-    .await?;
-    drop(json);
+    let prepared =
+        crate::retention::write_chunks(&mut con, layout, &held.state, EntryId::ZERO).await?;
     let mut pinned = redis.dedicated().await?;
     for _ in 0..ATTEMPTS {
         let ring_version = held.cp.ring_version.saturating_add(1);

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pantheon_domain::State;
+use pantheon_domain::{EntryId, State};
 use pantheon_store::Connection;
 use pantheon_store::lease::Lease;
 use pantheon_store::readmodel::Checkpoint;
@@ -43,6 +43,22 @@ pub(crate) fn cpu_heavy<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Serializes `state` as the snapshot at `last_id` and writes its chunks, one bounded write
+/// each (docs/adr/0017), so the commit that makes it current carries only the manifest.
+/// Serializing takes seconds of CPU at millions of keys: it runs off this worker, so the
+/// other tasks on it (the lease renewal; the prober, in a process that runs both) keep
+/// their timing.
+pub(crate) async fn write_chunks<C: Connection>(
+    con: &mut C,
+    layout: &Layout,
+    state: &State,
+    last_id: EntryId,
+) -> Result<snapshot::Prepared, ProjectorError> {
+    let json = cpu_heavy(|| serde_json::to_vec(&Snapshot::of(state, last_id)))
+        .map_err(|e| ProjectorError::Snapshot(e.to_string()))?;
+    Ok(snapshot::prepare(con, layout, last_id, &json, snapshot::CHUNK_BYTES).await?)
+}
+
 /// Writes a snapshot of `state` at the committed checkpoint (fenced), then trims the log
 /// below it, keeping at least `log_min_age` of history.
 pub async fn snapshot_and_trim<C: Connection>(
@@ -56,18 +72,14 @@ pub async fn snapshot_and_trim<C: Connection>(
     let Some(last_id) = cp.last_id else {
         return Ok(());
     };
-    // Seconds of CPU at millions of keys: off this worker, so the other tasks on it (the
-    // lease renewal; the prober, in a process that runs both) keep their timing.
-    let json = cpu_heavy(|| serde_json::to_vec(&Snapshot::of(state, last_id)))
-        .map_err(|e| ProjectorError::Snapshot(e.to_string()))?;
     let mut keep_from = last_id;
     if let Some(age) = config.log_min_age {
         keep_from = keep_from.min(pantheon_domain::EntryId::new(ms_ago(age), 0));
     }
-    // The chunks go first, one bounded write each (docs/adr/0017): the commit below carries
-    // only the manifest, so neither Redis nor this task is held by one huge value.
+    // The chunks go first: the commit below carries only the manifest, so neither Redis nor
+    // this task is held by one huge value.
     let started = std::time::Instant::now();
-    let prepared = snapshot::prepare(con, layout, last_id, &json, snapshot::CHUNK_BYTES).await?;
+    let prepared = write_chunks(con, layout, state, last_id).await?;
     let chunks_written = started.elapsed();
     let mut batch = Batch::new();
     snapshot::stage_write(&mut batch, layout, &prepared);
@@ -91,7 +103,7 @@ pub async fn snapshot_and_trim<C: Connection>(
     committed?;
     info!(
         %last_id,
-        bytes = json.len(),
+        bytes = prepared.manifest().bytes,
         chunks = prepared.manifest().chunks,
         chunks_ms = chunks_written.as_millis() as u64,
         stale_chunks = prepared.stale().len(),
