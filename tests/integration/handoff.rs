@@ -162,6 +162,17 @@ async fn a_drain_hands_every_key_over_with_its_state_before_the_new_owner_acquir
         .expect("w1 released to w2");
     assert_eq!(release.keys, had);
     assert!(release.token > w1_token);
+    // explain tells the same story from the log, with the token w2 acquired it with: a
+    // release raises the token floor, which only the whole state's fold can see.
+    let key = had.iter().next().unwrap();
+    let explained = ctl.run(&["explain", key, "--json"]).await.ok().json();
+    let history = explained["history"].as_array().unwrap();
+    let last = &history[history.len() - 1];
+    assert_eq!(last["node"], "w2", "{explained}");
+    assert_eq!(last["token"], acquire.token, "{explained}");
+    assert_eq!(history[history.len() - 2]["node"], "w1", "{explained}");
+    let why = last["why"].as_str().unwrap();
+    assert!(why.starts_with("w1 handed it over"), "{explained}");
     // The audit trail says so, and the values were taken (deleted) by the new owner.
     let types = event_types(&ctl).await;
     for t in ["handoff_started", "handed_off"] {

@@ -2,8 +2,8 @@
 //! latest snapshot, if the log was compacted), folded locally. See
 //! [`pantheon_domain::explain`].
 
-use pantheon_domain::LogEntry;
 use pantheon_domain::explain::{Explainer, Explanation};
+use pantheon_domain::{EntryId, LogEntry};
 use pantheon_store::{attest, log, snapshot};
 
 use crate::{ClientError, Pantheon};
@@ -15,6 +15,21 @@ impl Pantheon {
     /// The owners `key` had over time — assigned or only placed by the ring — each with its
     /// token, the log entry that made it the owner, and why, as a sentence.
     pub async fn explain(&self, key: &str) -> Result<Explanation, ClientError> {
+        let explained = self.explain_with(key, Explainer::new).await?;
+        if !explained.needs_full_fold() {
+            return Ok(explained.finish());
+        }
+        // Keys could hand off: only the whole state gives exact tokens (see
+        // `pantheon_domain::explain`).
+        Ok(self.explain_with(key, Explainer::full).await?.finish())
+    }
+
+    /// Folds the log after the latest snapshot into the explainer `start` makes.
+    async fn explain_with(
+        &self,
+        key: &str,
+        start: fn(&str, pantheon_domain::State, Option<EntryId>) -> Explainer,
+    ) -> Result<Explainer, ClientError> {
         let layout = self.layout();
         let mut con = self.con();
         let (state, base) = match snapshot::load(&mut con, layout).await? {
@@ -24,7 +39,7 @@ impl Pantheon {
             }
             None => (pantheon_domain::State::default(), None),
         };
-        let mut explainer = Explainer::new(key, state, base);
+        let mut explainer = start(key, state, base);
         let legacy_until = attest::legacy_until(&mut con, layout).await?;
         let mut after = base;
         loop {
@@ -43,7 +58,7 @@ impl Pantheon {
                 break;
             }
         }
-        Ok(explainer.finish())
+        Ok(explainer)
     }
 }
 

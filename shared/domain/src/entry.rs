@@ -93,6 +93,18 @@ pub enum Command {
     HandoffForced {
         node: NodeId,
     },
+    /// Nodes' loads as their health answers gave them (`X-Pantheon-Load`), written by a
+    /// prober: each node with the text it sent. The fold refuses a text that is not a load
+    /// with a `load_refused` event and keeps the rest (see [`crate::load`]).
+    Loads {
+        reports: Vec<(NodeId, String)>,
+    },
+    /// A worker's hottest keys with their loads in thousandths (the worker library reports
+    /// its top keys per interval; at most [`crate::load::MAX_KEY_LOADS`]).
+    KeyLoads {
+        node: NodeId,
+        keys: Vec<(String, u64)>,
+    },
     /// Log time passes: written by the projector leader when Redis's clock has passed a
     /// damped node's reuse time and no entry has carried log time there (a quiet cluster
     /// writes nothing). Changes nothing but time.
@@ -123,7 +135,7 @@ pub enum DecodeError {
     #[error("field {0:?} appears more than once")]
     DuplicateField(&'static str),
     #[error(
-        "unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, released, probe, policy, probers, prober_degraded, prober_recovered, clock_skew, generation, restored, handoff_forced or tick)"
+        "unknown entry type {0:?} (expected join, leave, drain, undrain, weight, assign, unassign, released, probe, policy, probers, prober_degraded, prober_recovered, clock_skew, generation, restored, handoff_forced, loads, key_loads or tick)"
     )]
     UnknownType(String),
     #[error("unknown schema version {0:?} (this build reads version {SCHEMA_VERSION})")]
@@ -174,11 +186,15 @@ pub enum DecodeError {
     #[error("unknown placement strategy {0:?} (expected ring or rendezvous)")]
     BadStrategy(String),
     #[error(
-        "a policy entry must set at least one of fall, rise, strategy, vnodes, panic, damp_penalty, damp_suppress, damp_reuse, damp_half_life, damp_max_suppress, handoff_timeout"
+        "a policy entry must set at least one of fall, rise, strategy, vnodes, panic, damp_penalty, damp_suppress, damp_reuse, damp_half_life, damp_max_suppress, handoff_timeout, load_epsilon"
     )]
     EmptyPolicy,
     #[error("bad node id: {0}")]
     BadNodeId(#[from] NodeIdError),
+    #[error("each \"node\" (or \"key\") must be followed by its \"load\"")]
+    UnpairedLoad,
+    #[error("{0}")]
+    BadLoad(crate::load::LoadError),
 }
 
 const COMMON: [&str; 3] = ["v", "type", "cmd"];
@@ -269,6 +285,8 @@ impl LogEntry {
                 f.only("handoff_forced", &allowed(&["node"]))?;
                 Command::HandoffForced { node: node(&f)? }
             }
+            "loads" => decode_loads(&f)?,
+            "key_loads" => decode_key_loads(&f)?,
             "prober_degraded" | "prober_recovered" => Command::ProberHealth(
                 crate::confirm::ProberHealth::decode(&f, kind == "prober_degraded")?,
             ),
@@ -355,9 +373,25 @@ impl LogEntry {
                 if let Some(v) = c.handoff_timeout {
                     out.push(("handoff_timeout", v.to_string()));
                 }
+                if let Some(v) = c.load_epsilon {
+                    out.push(("load_epsilon", v.to_string()));
+                }
             }
             Command::Probers { alive } => {
                 out.push(("alive", alive.join(" ")));
+            }
+            Command::Loads { reports } => {
+                for (node, load) in reports {
+                    out.push(("node", node.to_string()));
+                    out.push(("load", load.clone()));
+                }
+            }
+            Command::KeyLoads { node, keys } => {
+                out.push(("node", node.to_string()));
+                for (key, load) in keys {
+                    out.push(("key", key.clone()));
+                    out.push(("load", crate::load::format_load(*load)));
+                }
             }
             Command::Tick => {}
         }
@@ -369,8 +403,9 @@ impl LogEntry {
 /// (see [`crate::origin`]). Everything else is a user-facing request any producer may send.
 ///
 /// [`Origin`]: crate::origin::Origin
-pub const SERVICE_TYPES: [&str; 9] = [
+pub const SERVICE_TYPES: [&str; 10] = [
     "probe",
+    "loads",
     "handoff_forced",
     "restored",
     "probers",
@@ -412,6 +447,8 @@ impl Command {
             Command::Restored(_) => "restored",
             Command::Released { .. } => "released",
             Command::HandoffForced { .. } => "handoff_forced",
+            Command::Loads { .. } => "loads",
+            Command::KeyLoads { .. } => "key_loads",
         }
     }
 }
@@ -442,6 +479,79 @@ fn encode_probe(p: &ProbeResult, out: &mut Vec<(&'static str, String)>) {
     if let Some(prober) = &p.prober {
         out.push(("prober", prober.clone()));
     }
+}
+
+/// `node n1 load 12.5 node n2 load 3 …`: pairs in order. The load texts stay as sent (the
+/// fold refuses bad ones per node); each is at most 64 bytes.
+fn decode_loads(f: &Fields<'_>) -> Result<Command, DecodeError> {
+    f.only("loads", &allowed(&["node", "load"]))?;
+    let mut reports = Vec::new();
+    let mut pending: Option<NodeId> = None;
+    for &(k, v) in f.pairs() {
+        match (k, pending.take()) {
+            ("node", None) => pending = Some(NodeId::new(v)?),
+            ("load", Some(node)) => {
+                if v.len() > MAX_LOAD_TEXT_BYTES {
+                    return Err(DecodeError::TooLong {
+                        field: "load",
+                        len: v.len(),
+                        max: MAX_LOAD_TEXT_BYTES,
+                    });
+                }
+                reports.push((node, v.to_owned()));
+            }
+            ("node" | "load", _) => return Err(DecodeError::UnpairedLoad),
+            _ => {}
+        }
+    }
+    if pending.is_some() {
+        return Err(DecodeError::UnpairedLoad);
+    }
+    if reports.is_empty() {
+        return Err(DecodeError::MissingField("node"));
+    }
+    Ok(Command::Loads { reports })
+}
+
+/// `node n1 key k1 load 12.5 key k2 load 3 …`: the key/load pairs in order.
+fn decode_key_loads(f: &Fields<'_>) -> Result<Command, DecodeError> {
+    f.only("key_loads", &allowed(&["node", "key", "load"]))?;
+    let node = node(f)?;
+    let mut keys = Vec::new();
+    let mut pending: Option<&str> = None;
+    for &(k, v) in f.pairs() {
+        match (k, pending.take()) {
+            ("key", None) => {
+                if v.is_empty() {
+                    return Err(DecodeError::EmptyKey);
+                }
+                if v.len() > MAX_KEY_BYTES {
+                    return Err(DecodeError::TooLong {
+                        field: "key",
+                        len: v.len(),
+                        max: MAX_KEY_BYTES,
+                    });
+                }
+                pending = Some(v);
+            }
+            ("load", Some(key)) => {
+                let load = crate::load::parse_load(v).map_err(DecodeError::BadLoad)?;
+                keys.push((key.to_owned(), load));
+            }
+            ("key" | "load", _) => return Err(DecodeError::UnpairedLoad),
+            _ => {}
+        }
+    }
+    if pending.is_some() {
+        return Err(DecodeError::UnpairedLoad);
+    }
+    if keys.len() > crate::load::MAX_KEY_LOADS {
+        return Err(DecodeError::TooManyKeys {
+            count: keys.len(),
+            max: crate::load::MAX_KEY_LOADS,
+        });
+    }
+    Ok(Command::KeyLoads { node, keys })
 }
 
 fn node(f: &Fields<'_>) -> Result<NodeId, DecodeError> {
@@ -712,6 +822,7 @@ fn decode_policy(f: &Fields<'_>) -> Result<Command, DecodeError> {
             "damp_half_life",
             "damp_max_suppress",
             "handoff_timeout",
+            "load_epsilon",
         ]),
     )?;
     let change = PolicyChange {
@@ -732,6 +843,7 @@ fn decode_policy(f: &Fields<'_>) -> Result<Command, DecodeError> {
         damp_half_life: f.opt_ranged("damp_half_life", 1, 86_400)?,
         damp_max_suppress: f.opt_ranged("damp_max_suppress", 1, 86_400)?,
         handoff_timeout: f.opt_ranged("handoff_timeout", 0, 3_600_000)?,
+        load_epsilon: f.opt_ranged("load_epsilon", 0, crate::policy::Policy::MAX_LOAD_EPSILON)?,
     };
     if change == PolicyChange::default() {
         return Err(DecodeError::EmptyPolicy);

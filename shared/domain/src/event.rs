@@ -199,6 +199,21 @@ pub enum EventKind {
         epoch: u64,
         keys: u64,
     },
+    /// A `loads` entry gave `node` a load that is not one (garbage, negative, absurd): it was
+    /// refused, and nothing moved for it.
+    LoadRefused {
+        node: NodeId,
+        epoch: u64,
+        reason: String,
+    },
+    /// A round of load-aware placement (ADR 0018) moved `moved` hot keys off nodes above
+    /// `(1 + ε) × mean` and changed the read replicas of `replicas` keys; `busiest` is the
+    /// busiest node's load over the mean before the round, in percent.
+    LoadBalanced {
+        moved: u64,
+        replicas: u64,
+        busiest: u64,
+    },
 }
 
 /// An events-stream entry this build cannot read.
@@ -269,6 +284,8 @@ event_types! {
     HandoffStarted = "handoff_started",
     HandedOff = "handed_off",
     HandoffForced = "handoff_forced",
+    LoadRefused = "load_refused",
+    LoadBalanced = "load_balanced",
 }
 
 impl fmt::Display for EventType {
@@ -312,7 +329,8 @@ impl EventKind {
             | EventKind::Undamped { node, epoch, .. }
             | EventKind::HandoffStarted { node, epoch, .. }
             | EventKind::HandedOff { node, epoch, .. }
-            | EventKind::HandoffForced { node, epoch, .. } => Some((node, *epoch)),
+            | EventKind::HandoffForced { node, epoch, .. }
+            | EventKind::LoadRefused { node, epoch, .. } => Some((node, *epoch)),
             _ => None,
         }
     }
@@ -406,6 +424,9 @@ impl Event {
                     out.push((name, v.to_string()));
                 }
                 out.push(("handoff_timeout", policy.handoff_timeout.to_string()));
+                if policy.load_epsilon != Policy::DEFAULT_LOAD_EPSILON {
+                    out.push(("load_epsilon", policy.load_epsilon.to_string()));
+                }
             }
             EventKind::Damped {
                 penalty, reuse_at, ..
@@ -447,6 +468,18 @@ impl Event {
                 out.push(("failing", failing.to_string()));
                 out.push(("probed", probed.to_string()));
                 out.push(("lag_ms", lag_ms.to_string()));
+            }
+            EventKind::LoadRefused { reason, .. } => {
+                out.push(("reason", reason.clone()));
+            }
+            EventKind::LoadBalanced {
+                moved,
+                replicas,
+                busiest,
+            } => {
+                out.push(("moved", moved.to_string()));
+                out.push(("replicas", replicas.to_string()));
+                out.push(("busiest", busiest.to_string()));
             }
             EventKind::ClockSkew { entry, skew_ms } => {
                 out.push(("entry", entry.to_string()));
@@ -619,6 +652,16 @@ impl Event {
                 epoch: r.num("epoch")?,
                 keys: r.num("keys")?,
             },
+            EventType::LoadRefused => EventKind::LoadRefused {
+                node: r.node()?,
+                epoch: r.num("epoch")?,
+                reason: r.text("reason")?.to_owned(),
+            },
+            EventType::LoadBalanced => EventKind::LoadBalanced {
+                moved: r.num("moved")?,
+                replicas: r.num("replicas")?,
+                busiest: r.num("busiest")?,
+            },
         };
         Ok(Event { cause, kind })
     }
@@ -706,6 +749,7 @@ impl<'a> Reader<'a> {
             damp_max_suppress: self
                 .small_or("damp_max_suppress", Policy::DEFAULT_DAMP_MAX_SUPPRESS)?,
             handoff_timeout: self.small_or("handoff_timeout", Policy::DEFAULT_HANDOFF_TIMEOUT)?,
+            load_epsilon: self.small_or("load_epsilon", Policy::DEFAULT_LOAD_EPSILON)?,
         })
     }
 }

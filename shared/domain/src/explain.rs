@@ -8,6 +8,14 @@
 //! whose owner hands off stays with it until its release or a forced hand-off
 //! (docs/adr/0016), by the same rule as the fold's, applied after every entry as the fold
 //! does while hand-offs are possible.
+//!
+//! Tokens are the one thing one key cannot follow alone once keys hand off: a release or a
+//! forced hand-off that moves *any* key raises every key's token floor (`crate::token`), and
+//! whether it moved any depends on all keys. Load-aware placement (ADR 0018) decides on all
+//! hot keys at once, too. So an [`Explainer`] that saw hand-offs or load placement become
+//! possible says so ([`Explainer::needs_full_fold`]), and the caller explains again with
+//! [`Explainer::full`], which folds the whole state (placement and key map, settled after
+//! every entry, as the fold does while hand-offs are possible): the cost of a replay.
 
 use std::collections::HashMap;
 
@@ -118,6 +126,11 @@ pub struct Explainer {
     key: String,
     owner: KeyOwner,
     state: State,
+    /// Folds the whole state (see the module docs); otherwise members only.
+    full: bool,
+    /// The members-only fold saw a state in which keys could hand off or move for load: its
+    /// owners and tokens may be wrong from then on.
+    saw_hand_offs: bool,
     assigned: bool,
     /// The key's owner now (an assigned key's may differ from where the placement puts it
     /// while it is handing off).
@@ -130,17 +143,33 @@ impl Explainer {
     /// Starts from `state` (a snapshot's, or the empty state), as of `base` (`None`: the
     /// beginning of the log).
     pub fn new(key: &str, state: State, base: Option<EntryId>) -> Self {
+        Self::start(key, state.without_placement(), base, false)
+    }
+
+    /// Like [`Explainer::new`], folding the whole state: exact tokens when keys hand off, at
+    /// the cost of a replay (the placement is rebuilt at every change of members).
+    pub fn full(key: &str, state: State, base: Option<EntryId>) -> Self {
+        Self::start(key, state, base, true)
+    }
+
+    fn start(key: &str, state: State, base: Option<EntryId>, full: bool) -> Self {
         let stored = state.keys().get(key).map(|o| o.cloned());
         let mut e = Self {
             assigned: stored.is_some(),
             key: key.to_owned(),
             owner: KeyOwner::new(key),
-            state: state.without_placement(),
+            saw_hand_offs: state.owners_beyond_members(),
+            state,
+            full,
             actual: None,
             history: Vec::new(),
             entries: 0,
         };
-        e.actual = stored.unwrap_or_else(|| e.owner.owner(&e.state));
+        e.actual = if full {
+            e.full_owner()
+        } else {
+            stored.unwrap_or_else(|| e.owner.owner(&e.state))
+        };
         if let Some(base) = base {
             let node = e.actual.clone();
             if node.is_some() {
@@ -158,9 +187,18 @@ impl Explainer {
         e
     }
 
+    /// Whether this members-only explanation may show too small tokens, because keys could
+    /// hand off: explain again with [`Explainer::full`].
+    pub fn needs_full_fold(&self) -> bool {
+        !self.full && self.saw_hand_offs
+    }
+
     /// Folds one decoded log entry written by `origin`.
     pub fn entry(&mut self, id: EntryId, entry: &LogEntry, origin: Origin) {
         self.entries += 1;
+        if self.full {
+            return self.entry_full(id, entry, origin);
+        }
         match &entry.command {
             Command::Assign { keys } => {
                 self.assigned |= keys.contains(&self.key);
@@ -175,6 +213,7 @@ impl Explainer {
         let Ok(applied) = self.state.apply_deferred_from(id, entry, origin) else {
             return;
         };
+        self.saw_hand_offs |= self.state.owners_beyond_members();
         let placed = self.owner.owner(&self.state);
         let node = if self.assigned {
             self.owner_after(&entry.command, placed)
@@ -182,12 +221,39 @@ impl Explainer {
             placed
         };
         self.actual = node.clone();
+        let token = node.as_ref().and_then(|n| self.state.token_if_owner(n));
+        self.record(id, &applied.events, node, token);
+    }
+
+    /// [`Explainer::entry`] of the whole state: applied and settled, as the fold does while
+    /// keys can hand off.
+    fn entry_full(&mut self, id: EntryId, entry: &LogEntry, origin: Origin) {
+        let Ok(applied) = self.state.apply_from(id, entry, origin) else {
+            return;
+        };
+        self.assigned = self.state.keys().get(&self.key).is_some();
+        let node = self.full_owner();
+        let token = node.as_ref().and_then(|n| self.state.token_if_owner(n));
+        self.actual = node.clone();
+        self.record(id, &applied.events, node, token);
+    }
+
+    /// The key's owner in the whole state: the committed owner of an assigned key, else where
+    /// the placement puts it.
+    fn full_owner(&self) -> Option<NodeId> {
+        match self.state.keys().get(&self.key) {
+            Some(owner) => owner.cloned(),
+            None => self.state.placement().owner(&self.key).cloned(),
+        }
+    }
+
+    /// Adds `node` to the history when it is a new owner (`events`: what entry `id` did).
+    fn record(&mut self, id: EntryId, events: &[Event], node: Option<NodeId>, token: Option<u64>) {
         let current = self.history.last().map(|o| o.node.clone());
         if current.as_ref() == Some(&node) || (current.is_none() && node.is_none()) {
             return;
         }
-        let token = node.as_ref().and_then(|n| self.state.token_if_owner(n));
-        let why = why(&applied.events, current.flatten().as_ref(), node.as_ref());
+        let why = why(events, current.flatten().as_ref(), node.as_ref());
         self.history.push(Owned {
             node,
             token,
@@ -290,6 +356,9 @@ fn describe(kind: &EventKind) -> String {
             format!("{node} did not release it within the hand-off timeout")
         }
         EventKind::HandoffStarted { node, .. } => format!("{node} was asked to hand it over"),
+        EventKind::LoadBalanced { busiest, .. } => format!(
+            "moved for load: the busiest node was at {busiest}% of the mean, above the policy's band"
+        ),
         other => format!("{} happened", other.name()),
     }
 }

@@ -45,7 +45,7 @@ impl Handing {
         for (key, owner) in state.keys().iter() {
             if let Some(owner) = owner
                 && state.can_hand_off(owner)
-                && state.placement().owner(key) != Some(owner)
+                && state.target_owner(key, crate::placement::key_hash(key)) != Some(owner)
             {
                 handing.insert(owner, crate::placement::key_hash(key), key, None);
             }

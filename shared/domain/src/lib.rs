@@ -15,6 +15,7 @@
 //! * [`placement`] — consistent-hash ring and weighted rendezvous hashing;
 //! * [`keys`] — the assigned keys and their owners, ordered by key hash (ADR 0002);
 //! * [`restore`] — what a Redis that came back empty gets back (ADR 0012);
+//! * [`load`] — load reports and load-aware placement of hot keys (ADR 0018);
 //! * [`last_change`] — a node's last transition (`joined`, `died`, ...), as `nodes` shows it;
 //! * [`explain`] — the owners one key had over time and why, without building the ring;
 //! * [`token`] — ownership tokens: larger for every newer owner of a key (ADR 0015);
@@ -36,6 +37,7 @@ pub mod ids;
 pub mod keys;
 pub mod last_change;
 pub mod limits;
+pub mod load;
 pub mod origin;
 pub mod placement;
 pub mod policy;

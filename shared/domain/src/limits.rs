@@ -24,3 +24,6 @@ pub const CMD_DEDUP_WINDOW: usize = 10_000;
 /// Most points a ring may have (total weight of joined nodes × vnodes): 16,777,216 points
 /// are about 270 MB of ring in the projector and in every client that locates keys itself.
 pub const MAX_RING_POINTS: u64 = 1 << 24;
+
+/// Longest load text a `loads` entry may carry per node (a number needs far less).
+pub const MAX_LOAD_TEXT_BYTES: usize = 64;

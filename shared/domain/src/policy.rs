@@ -33,6 +33,10 @@ pub struct Policy {
     /// gives to another node before the projector leader forces the move. 0 turns hand-offs
     /// off: every move is immediate.
     pub handoff_timeout: u32,
+    /// Load-aware placement (`docs/adr/0018-load-aware-placement.md`): keep every node's
+    /// reported load at or below `(1 + load_epsilon / 100) × mean` by moving hot keys and
+    /// giving them read replicas. 0 (the default) turns it off: placement counts keys only.
+    pub load_epsilon: u32,
 }
 
 impl Policy {
@@ -72,6 +76,10 @@ impl Policy {
     /// 10 s: a worker that keeps its state in memory releases within milliseconds; Akka's
     /// 60 s default is the stall its users complain about (ADR 0016).
     pub const DEFAULT_HANDOFF_TIMEOUT: u32 = 10_000;
+    /// Off: load-aware placement is asked for, never assumed.
+    pub const DEFAULT_LOAD_EPSILON: u32 = 0;
+    /// The largest `load_epsilon` (percent).
+    pub const MAX_LOAD_EPSILON: u32 = 100;
 
     /// Whether the damping fields are all at their defaults (older builds had no damping
     /// fields; the checksum leaves defaults out).
@@ -112,6 +120,7 @@ impl Default for Policy {
             damp_half_life: Self::DEFAULT_DAMP_HALF_LIFE,
             damp_max_suppress: Self::DEFAULT_DAMP_MAX_SUPPRESS,
             handoff_timeout: Self::DEFAULT_HANDOFF_TIMEOUT,
+            load_epsilon: Self::DEFAULT_LOAD_EPSILON,
         }
     }
 }
@@ -130,6 +139,7 @@ pub struct PolicyChange {
     pub damp_half_life: Option<u32>,
     pub damp_max_suppress: Option<u32>,
     pub handoff_timeout: Option<u32>,
+    pub load_epsilon: Option<u32>,
 }
 
 impl PolicyChange {
@@ -157,6 +167,7 @@ impl PolicyChange {
             damp_half_life: self.damp_half_life.unwrap_or(policy.damp_half_life),
             damp_max_suppress: self.damp_max_suppress.unwrap_or(policy.damp_max_suppress),
             handoff_timeout: self.handoff_timeout.unwrap_or(policy.handoff_timeout),
+            load_epsilon: self.load_epsilon.unwrap_or(policy.load_epsilon),
         }
     }
 }

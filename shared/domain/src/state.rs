@@ -17,10 +17,13 @@ use crate::ids::{EntryId, NodeId};
 use crate::keys::Keys;
 use crate::last_change::LastChange;
 use crate::limits::{MAX_NODES, MAX_RING_POINTS};
+use crate::load::{Loads, Plan};
 use crate::origin::Origin;
 use crate::placement::{self, Member, Placement};
 use crate::policy::{Policy, PolicyChange};
 use crate::token::Tokens;
+
+mod loads;
 
 /// A node as the fold knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +174,14 @@ pub struct Applied {
     /// window (the read model of the window must follow).
     pub cmd_recorded: Option<(String, RecordedCmd)>,
     pub cmds_evicted: Vec<String>,
+    /// Keys whose read replicas changed (load-aware placement, ADR 0018).
+    pub replicas_changed: Vec<String>,
+    /// Load read models to write again (ADR 0018): nodes whose reported hot keys changed,
+    /// keys whose load move or replicas changed, and whether the round time or the nodes
+    /// settling after a round changed.
+    pub key_loads_changed: Vec<NodeId>,
+    pub plan_changed: Vec<String>,
+    pub load_meta_changed: bool,
 }
 
 /// The whole decided state of one cluster.
@@ -202,6 +213,11 @@ pub struct State {
     handed_in_entry: bool,
     /// Explain's fold: owners are computed per key elsewhere, the placement is never built.
     placement_off: bool,
+    /// Reported node and hot-key loads, and where load-aware placement put hot keys.
+    loads: Loads,
+    plan: Plan,
+    /// Keys a load round moved, for the rebalance that follows it in the same entry.
+    load_listed: Vec<(u64, Box<str>)>,
 }
 
 impl std::fmt::Debug for State {
@@ -239,6 +255,9 @@ impl State {
             handoff_nodes: 0,
             handed_in_entry: false,
             placement_off: false,
+            loads: Loads::default(),
+            plan: Plan::default(),
+            load_listed: Vec::new(),
         }
     }
 
@@ -310,6 +329,19 @@ impl State {
         self.handoff_nodes > 0 && self.policy.handoff_timeout > 0
     }
 
+    /// Whether keys can hand off in this state: some node joined with `handoff` and the
+    /// policy's `handoff_timeout` is above 0.
+    pub fn hand_offs_possible(&self) -> bool {
+        self.settles_each_entry()
+    }
+
+    /// Whether a key's owner (or its token) may depend on more than the members: keys can
+    /// hand off, or load-aware placement is on or has moved keys. `explain` then folds the
+    /// whole state.
+    pub fn owners_beyond_members(&self) -> bool {
+        self.hand_offs_possible() || self.policy.load_epsilon > 0 || !self.plan.is_empty()
+    }
+
     /// The owner of `key` and its token: the committed owner of an assigned key, else where
     /// the placement puts it. `None` when no node can own keys.
     pub fn owner_with_token(&self, key: &str) -> Option<(&NodeId, u64)> {
@@ -323,6 +355,29 @@ impl State {
     /// Sets the token clock and floor when restoring a state (see [`State::restore`]).
     pub fn restore_tokens(&mut self, clock: u64, floor: u64) {
         self.tokens = Tokens::restore(clock, floor, self.nodes.values());
+    }
+
+    /// Sets the loads and the load plan when restoring a state (see [`State::restore`]).
+    pub fn restore_loads(&mut self, loads: Loads, plan: Plan) {
+        self.loads = loads;
+        self.plan = plan;
+        self.handing = Handing::derive(self);
+    }
+
+    /// The loads reported so far (ADR 0018).
+    pub fn loads(&self) -> &Loads {
+        &self.loads
+    }
+
+    /// Where load-aware placement put hot keys: owners it moved and read replicas.
+    pub fn load_plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Where `key` should be owned now: where load-aware placement moved it (while that node
+    /// is a member), else where the placement puts it.
+    pub fn target_owner(&self, key: &str, hash: u64) -> Option<&NodeId> {
+        target_in(&*self.placement, &self.plan, key, hash)
     }
 
     /// The live prober replicas as last reported (`None`: never reported).
@@ -469,6 +524,7 @@ impl State {
             || std::mem::take(&mut self.handed_in_entry);
         self.tokens
             .after_entry(id, &mut self.nodes, &out.nodes_changed, settings_changed);
+        self.collect_load_changes(&mut out);
         if let Some(cmd) = &entry.cmd {
             let record = RecordedCmd::new(id, entry);
             out.cmds_evicted.extend(self.cmds.remember(cmd, record));
@@ -546,6 +602,11 @@ impl State {
             }
             // Only time passes: `undamp_due` (after every command) does the rest.
             Command::Tick => {}
+            Command::Loads { reports } => self.loads_reported(id, reports, out),
+            Command::KeyLoads { node, keys } => {
+                self.settle_into(out);
+                self.key_loads_reported(node, keys, out)?
+            }
         }
         Ok(())
     }
@@ -562,6 +623,8 @@ impl State {
         if gone.hands_off {
             self.handoff_nodes -= 1;
         }
+        self.loads.forget_node(node);
+        self.collect_load_changes(out);
         // Its keys (handing off or not) move at the next settle: `can_hand_off` is false for
         // a node that is not joined.
         if self.handing.has(node) {
@@ -638,6 +701,7 @@ impl State {
         if let Some(cause) = self.pending.take() {
             self.rebalance(cause, out);
         }
+        self.collect_load_changes(out);
     }
 
     /// Whether an applied entry can have changed the placement's members or settings. Cheap
@@ -662,6 +726,8 @@ impl State {
             | Command::HandoffForced { .. }
             | Command::Probers { .. }
             | Command::Tick => false,
+            // A load round moves keys itself, within the entry (see `load_round`).
+            Command::Loads { .. } | Command::KeyLoads { .. } => false,
             Command::ProberHealth(_) => false,
             // A generation can only undamp, which `undamp_due` reports on its own.
             Command::ClockSkew(_) | Command::Generation(_) | Command::Restored(_) => false,
@@ -940,6 +1006,10 @@ impl State {
         for key in keys {
             if let Some(owner) = self.keys.remove(key) {
                 removed += 1;
+                self.plan.forget_move(key);
+                if self.plan.drop_key(key) {
+                    out.replicas_changed.push(key.clone());
+                }
                 out.key_changes.push(KeyChange::Removed {
                     key: key.clone(),
                     owner,
@@ -1162,7 +1232,7 @@ impl State {
             .as_ring()
             .is_none_or(|r| r.vnodes() == self.policy.vnodes);
         let unchanged = same_kind && same_vnodes && self.placement.members() == members.as_slice();
-        if unchanged && self.handing.is_empty() {
+        if unchanged && self.handing.is_empty() && self.load_listed.is_empty() {
             return;
         }
         let next: Option<Box<dyn Placement>> = match self.placement.as_ring() {
@@ -1178,7 +1248,6 @@ impl State {
             Some(next) => self.placement.changed_ranges(&**next),
             None => Some(Vec::new()),
         };
-        let listed = self.handing.all();
         let releasers: BTreeSet<NodeId> = self
             .nodes
             .keys()
@@ -1186,13 +1255,40 @@ impl State {
             .cloned()
             .collect();
         let target: &dyn Placement = next.as_deref().unwrap_or(&*self.placement);
+        // Keys a load round moved, and keys whose load move or replicas pointed at a node
+        // that is no member any more.
+        let mut load_listed: BTreeSet<(u64, Box<str>)> =
+            std::mem::take(&mut self.load_listed).into_iter().collect();
+        if !self.plan.is_empty() {
+            let members = target.members();
+            let gone = |n: &NodeId| members.binary_search_by(|m| m.node.cmp(n)).is_err();
+            let (unmoved, dropped) = self.plan.drop_nodes(gone);
+            load_listed.extend(
+                unmoved
+                    .into_iter()
+                    .map(|k| (placement::key_hash(&k), k.into())),
+            );
+            for (key, node) in dropped {
+                self.loads.drop_holder(&key, &node);
+                out.replicas_changed.push(key);
+            }
+            out.replicas_changed.dedup();
+        }
+        let mut listed = self.handing.all();
+        if !load_listed.is_empty() {
+            listed.extend(load_listed.iter().cloned());
+            listed.sort();
+            listed.dedup();
+        }
         let mut flows: BTreeMap<(Option<NodeId>, Option<NodeId>), u64> = BTreeMap::new();
         let mut asked: BTreeMap<NodeId, u64> = BTreeMap::new();
         let changes = &mut out.key_changes;
         let handing = &mut self.handing;
         let mut moved_handing = false;
+        let mut moved_for_load = false;
+        let plan = &self.plan;
         let mut decide = |key: &str, hash: u64, current: Option<&NodeId>| {
-            let to = target.owner_of_hash(key, hash);
+            let to = target_in(target, plan, key, hash);
             if current == to {
                 if let Some(owner) = current {
                     handing.remove(owner, hash, key);
@@ -1213,6 +1309,7 @@ impl State {
             if let Some(from) = current {
                 moved_handing |= handing.remove(from, hash, key);
             }
+            moved_for_load |= !load_listed.is_empty() && load_listed.contains(&(hash, key.into()));
             *flows.entry((current.cloned(), to.cloned())).or_default() += 1;
             changes.push(KeyChange::Moved {
                 key: key.to_owned(),
@@ -1224,7 +1321,9 @@ impl State {
         self.keys
             .reassign_with(ranges.as_deref(), &mut decide, |_, _, _| {});
         self.keys.reassign_listed(&listed, &mut decide);
-        self.handed_in_entry |= moved_handing;
+        // A key moved for load leaves an owner that stays a member: the floor rises as for a
+        // release, so its new owner's token is larger.
+        self.handed_in_entry |= moved_handing || moved_for_load;
         if let Some(next) = next {
             self.placement = next;
             out.ring_changed = true;
@@ -1325,7 +1424,7 @@ impl State {
     ) -> u64 {
         let mut flows: BTreeMap<(Option<NodeId>, Option<NodeId>), u64> = BTreeMap::new();
         for (hash, key) in keys {
-            let to = self.placement.owner_of_hash(key, hash).cloned();
+            let to = self.target_owner(key, hash).cloned();
             self.handing.remove(from, hash, key);
             if !self.keys.set_owner(key, hash, to.clone()) {
                 continue;
@@ -1380,6 +1479,10 @@ impl State {
         if p.handoff_timeout != Policy::DEFAULT_HANDOFF_TIMEOUT {
             h.update(b"handoff_timeout\0");
             h.update(&p.handoff_timeout.to_le_bytes());
+        }
+        if p.load_epsilon != Policy::DEFAULT_LOAD_EPSILON {
+            h.update(b"load_epsilon\0");
+            h.update(&p.load_epsilon.to_le_bytes());
         }
         h.update(&self.next_epoch.to_le_bytes());
         h.update(&(self.nodes.len() as u64).to_le_bytes());
@@ -1442,6 +1545,27 @@ impl State {
             h.update(&id.ms.to_le_bytes());
             h.update(&id.seq.to_le_bytes());
         }
+        if !self.loads.is_empty() || !self.plan.is_empty() {
+            h.update(b"loads\0");
+            self.loads.hash_into(&mut h);
+            self.plan.hash_into(&mut h);
+        }
         h.digest()
     }
+}
+
+/// [`State::target_owner`] against a given placement (a rebalance decides against the next
+/// one before it replaces the current).
+fn target_in<'a>(
+    placement: &'a dyn Placement,
+    plan: &'a Plan,
+    key: &str,
+    hash: u64,
+) -> Option<&'a NodeId> {
+    plan.moved_to(key)
+        .filter(|n| {
+            let members = placement.members();
+            members.binary_search_by(|m| m.node.cmp(n)).is_ok()
+        })
+        .or_else(|| placement.owner_of_hash(key, hash))
 }

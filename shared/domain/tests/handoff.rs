@@ -274,6 +274,9 @@ fn fleet_entry() -> impl Strategy<Value = LogEntry> {
     ]
 }
 
+/// One owner in a key's history: node, token, the entry that made it the owner.
+type Owner = (Option<String>, Option<u64>, EntryId);
+
 fn id(i: usize) -> EntryId {
     EntryId::new(1000 + i as u64, 0)
 }
@@ -383,6 +386,70 @@ proptest! {
             let fold = state.keys().get(key).and_then(|o| o.map(|n| n.to_string()));
             let explained = e.finish().history.last().and_then(|o| o.node.as_ref().map(|n| n.to_string()));
             prop_assert_eq!(fold, explained, "{}", key);
+        }
+    }
+
+    /// `explain`'s history of a key (owners, tokens and causes) is the fold's, read after
+    /// every entry: always for the full explanation, and for the members-only one whenever
+    /// it does not ask for the full one. Tokens are where the two differ: a release of other
+    /// keys raises this key's floor.
+    #[test]
+    fn explained_tokens_are_the_folds(
+        log in proptest::collection::vec(fleet_entry(), 0..80),
+        plain in any::<bool>(),
+    ) {
+        use pantheon_domain::explain::Explainer;
+        use pantheon_domain::Origin;
+        // Without hand-off joins the members-only explanation must be exact by itself.
+        let log: Vec<LogEntry> = if plain {
+            log.into_iter()
+                .map(|e| match e.command {
+                    Command::Join { node, url, weight, .. } => {
+                        LogEntry::new(Command::Join { node, url, weight, handoff: false })
+                    }
+                    _ => e,
+                })
+                .collect()
+        } else {
+            log
+        };
+        let keys: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
+        let mut full_log = vec![assign(keys[..4].to_vec())];
+        full_log.extend(log);
+        let mut state = State::default();
+        let mut folded: Vec<Vec<Owner>> = vec![Vec::new(); keys.len()];
+        let mut fast: Vec<Explainer> = keys.iter().map(|k| Explainer::new(k, State::default(), None)).collect();
+        let mut full: Vec<Explainer> = keys.iter().map(|k| Explainer::full(k, State::default(), None)).collect();
+        for (i, entry) in full_log.iter().enumerate() {
+            let _ = state.apply(id(i), entry);
+            for (k, key) in keys.iter().enumerate() {
+                let owner = match state.keys().get(key) {
+                    Some(o) => o.cloned(),
+                    None => state.placement().owner(key).cloned(),
+                };
+                let token = owner.as_ref().and_then(|n| state.token_if_owner(n));
+                let owner = owner.map(|n| n.to_string());
+                let last = folded[k].last().map(|h| h.0.clone());
+                if last.as_ref() != Some(&owner) && !(last.is_none() && owner.is_none()) {
+                    folded[k].push((owner, token, id(i)));
+                }
+            }
+            for e in fast.iter_mut().chain(full.iter_mut()) {
+                e.entry(id(i), entry, Origin::Service);
+            }
+        }
+        let history = |e: Explainer| -> Vec<Owner> {
+            e.finish().history.into_iter().map(|o| (o.node.map(|n| n.to_string()), o.token, o.cause)).collect()
+        };
+        for ((key, want), (fast, full)) in keys.iter().zip(&folded).zip(fast.into_iter().zip(full)) {
+            prop_assert!(!full.needs_full_fold());
+            if plain {
+                prop_assert!(!fast.needs_full_fold(), "{}: no node hands off", key);
+            }
+            if !fast.needs_full_fold() {
+                prop_assert_eq!(&history(fast), want, "{} (members only)", key);
+            }
+            prop_assert_eq!(&history(full), want, "{} (full)", key);
         }
     }
 }

@@ -69,6 +69,7 @@ pub async fn confirm(http: &HttpProber, url: &str, attempts: usize, timeout: Dur
         status: None,
         latency_ms: 0,
         error: Some(ProbeError::Protocol),
+        load: None,
     })
 }
 

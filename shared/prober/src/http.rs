@@ -21,6 +21,9 @@ pub struct Outcome {
     pub status: Option<u16>,
     pub latency_ms: u32,
     pub error: Option<ProbeError>,
+    /// The answer's `X-Pantheon-Load` header, as sent (at most 64 bytes; see
+    /// [`crate::load_reports`]); `None` when it sent none.
+    pub load: Option<String>,
 }
 
 /// The resolver refused every address of a name.
@@ -133,6 +136,7 @@ impl HttpProber {
             status,
             latency_ms: elapsed_ms(start),
             error: Some(kind),
+            load: None,
         }
     }
 
@@ -174,7 +178,7 @@ impl HttpProber {
         match tokio::time::timeout(timeout, self.fetch(client, parsed, timeout)).await {
             Err(_) => Self::failed(start, None, ProbeError::Timeout),
             Ok(Err(kind)) => Self::failed(start, None, kind),
-            Ok(Ok(status)) => {
+            Ok(Ok((status, load))) => {
                 let ok = self
                     .success
                     .iter()
@@ -184,15 +188,25 @@ impl HttpProber {
                     status: Some(status),
                     latency_ms: elapsed_ms(start),
                     error: (!ok).then_some(ProbeError::Status),
+                    load,
                 }
             }
         }
     }
 
-    async fn fetch(&self, client: &Client, url: Url, timeout: Duration) -> Result<u16, ProbeError> {
+    async fn fetch(
+        &self,
+        client: &Client,
+        url: Url,
+        timeout: Duration,
+    ) -> Result<(u16, Option<String>), ProbeError> {
         let request = client.get(url).timeout(timeout);
         let mut response = request.send().await.map_err(classify)?;
         let status = response.status().as_u16();
+        let load = response
+            .headers()
+            .get(crate::load_reports::HEADER)
+            .map(|v| crate::load_reports::header_text(v.as_bytes()));
         // Read (part of) the body so a well-behaved node's connection can be reused; stop at
         // the cap so a node streaming garbage cannot make us read forever.
         let mut read = 0usize;
@@ -203,7 +217,7 @@ impl HttpProber {
                 Err(e) => return Err(classify(e)),
             }
         }
-        Ok(status)
+        Ok((status, load))
     }
 }
 

@@ -14,6 +14,7 @@ pub mod address_policy;
 pub mod config;
 pub mod confirm;
 pub mod http;
+pub mod load_reports;
 pub mod registry;
 pub mod runner;
 pub mod schedule;

@@ -25,6 +25,7 @@ use crate::ProberError;
 use crate::config::ProberConfig;
 use crate::confirm::{LocalHealth, Sample, awaits_confirmation, next_is_confirmation};
 use crate::http::{HttpProber, Outcome};
+use crate::load_reports::LoadReports;
 use crate::registry::Ownership;
 use crate::schedule::{
     Role, Tracked, fast_interval, first_probe_window, jittered, patient_timeout,
@@ -113,6 +114,8 @@ struct Prober {
     local: LocalHealth,
     /// The current pace of re-probes on the fast cadence ([`fast_interval`]).
     fast: Duration,
+    /// Loads from the nodes' health answers, written every few seconds (ADR 0018).
+    loads: LoadReports,
 }
 
 impl Prober {
@@ -134,6 +137,7 @@ impl Prober {
             fall: pantheon_domain::Policy::DEFAULT_FALL,
             local: LocalHealth::new(Instant::now()),
             fast: config_suspect,
+            loads: LoadReports::default(),
         }
     }
 
@@ -253,6 +257,8 @@ impl Prober {
             .collect();
         self.tracked
             .retain(|n, t| keep.get(n).is_some_and(|role| *role == t.role));
+        let loads = &mut self.loads;
+        loads.retain(|n| keep.get(n).is_some_and(|role| *role == Role::Owner));
         for (node, record) in confirming {
             let health = record.health.parse().unwrap_or(Health::Suspect);
             match self.tracked.get_mut(&node) {
@@ -375,6 +381,7 @@ impl Prober {
                 continue;
             }
             t.observe(f.outcome.ok, f.started);
+            self.loads.observe(&f.node, f.outcome.load.as_deref());
             any_failure |= !f.outcome.ok;
             done.push(f);
         }
@@ -468,14 +475,20 @@ impl Prober {
         let beat_every = self.config.registration_ttl / 3;
         let mut next_beat = Instant::now() + beat_every;
         let mut next_refresh = Instant::now() + self.config.refresh;
+        let mut next_loads = Instant::now() + crate::load_reports::INTERVAL;
         let result: Result<(), ProberError> = loop {
             self.launch_due(&semaphore, &tracker, &tx, &cancel_probes);
             let next_due = self.queue.peek().map(|Reverse((t, _, _))| *t);
-            let wake = [Some(next_beat), Some(next_refresh), next_due]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(next_refresh);
+            let wake = [
+                Some(next_beat),
+                Some(next_refresh),
+                Some(next_loads),
+                next_due,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_refresh);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
@@ -495,6 +508,15 @@ impl Prober {
                 next_beat = now + beat_every;
                 if let Err(e) = self.heartbeat().await {
                     break Err(e);
+                }
+            }
+            if now >= next_loads {
+                next_loads = now + crate::load_reports::INTERVAL;
+                let entries = self.loads.due(now);
+                if let Err(e) =
+                    log::append_many_service(&mut self.con, &self.layout, &entries).await
+                {
+                    break Err(e.into());
                 }
             }
             if now >= next_refresh {

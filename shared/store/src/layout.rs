@@ -62,6 +62,12 @@ impl Layout {
     pub fn nodes(&self) -> String {
         self.key("nodes")
     }
+    /// Hash: load-aware placement (ADR 0018): `k:<node>` → the node's reported hot keys,
+    /// `p:<key>` → where load placement put a hot key, `meta` → round time and settling
+    /// nodes.
+    pub fn loads(&self) -> String {
+        self.key("loads")
+    }
     /// Hash: the ring definition (strategy, vnodes, members, version) and health policy.
     pub fn ring(&self) -> String {
         self.key("ring")

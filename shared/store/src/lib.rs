@@ -56,6 +56,7 @@ pub mod handoff;
 pub mod keys;
 pub mod layout;
 pub mod lease;
+pub mod loads;
 pub mod log;
 pub mod migrate;
 pub mod migration;

@@ -70,6 +70,10 @@ pub struct NodeRecord {
     /// derived again on restore, and in records written before it existed).
     #[serde(default)]
     pub handing: u64,
+    /// The node's reported load (ADR 0018), smoothed, in thousandths of its unit; absent
+    /// until it reports one (and in snapshots, which keep loads apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<u64>,
 }
 
 impl NodeRecord {
@@ -94,6 +98,7 @@ impl NodeRecord {
             token: n.token,
             handoff: n.hands_off,
             handing: 0,
+            load: None,
         }
     }
 
@@ -101,6 +106,7 @@ impl NodeRecord {
     pub fn of(state: &State, n: &Node) -> Self {
         Self {
             handing: state.handing_off().count(&n.id) as u64,
+            load: state.loads().node(&n.id),
             ..Self::from_node(n)
         }
     }
@@ -194,6 +200,7 @@ pub fn stage_ring(batch: &mut Batch, layout: &Layout, state: &State, version: u6
         ("damp_half_life", p.damp_half_life.to_string()),
         ("damp_max_suppress", p.damp_max_suppress.to_string()),
         ("handoff_timeout", p.handoff_timeout.to_string()),
+        ("load_epsilon", p.load_epsilon.to_string()),
         ("members", members_field(state)),
         ("tokens", tokens_field(state)),
         ("token_clock", state.tokens().clock().to_string()),
@@ -241,6 +248,7 @@ pub fn stage_applied(batch: &mut Batch, layout: &Layout, state: &State, applied:
         }
     }
     stage_key_changes(batch, layout, &applied.key_changes);
+    crate::loads::stage_applied(batch, layout, state, applied);
     if let Some((cmd, record)) = &applied.cmd_recorded {
         batch.hset(&layout.cmds(), &[(cmd.as_str(), record.to_string())]);
     }
@@ -343,6 +351,7 @@ pub fn stage_full(batch: &mut Batch, layout: &Layout, state: &State) {
         })
         .collect();
     stage_key_changes(batch, layout, &changes);
+    crate::loads::stage_all(batch, layout, state);
     let cmds: Vec<(String, String)> = state
         .recent_cmds()
         .map(|(c, record)| (c.to_owned(), record.to_string()))
@@ -573,6 +582,7 @@ pub async fn load_policy<C: ConnectionLike + Send>(
         damp_half_life: newer("damp_half_life", Policy::DEFAULT_DAMP_HALF_LIFE)?,
         damp_max_suppress: newer("damp_max_suppress", Policy::DEFAULT_DAMP_MAX_SUPPRESS)?,
         handoff_timeout: newer("handoff_timeout", Policy::DEFAULT_HANDOFF_TIMEOUT)?,
+        load_epsilon: newer("load_epsilon", Policy::DEFAULT_LOAD_EPSILON)?,
         strategy: map
             .get("strategy")
             .and_then(|s| s.parse::<Strategy>().ok())
@@ -592,9 +602,13 @@ pub async fn load<C: ConnectionLike + Send>(
     let policy = load_policy(con, layout).await?;
     let nodes_key = layout.nodes();
     let mut nodes = Vec::new();
+    let mut node_loads = BTreeMap::new();
     for (id, json) in scan_hash(con, &nodes_key).await? {
         let record: NodeRecord = serde_json::from_str(&json)
             .map_err(|e| damaged(&nodes_key, format!("node {id}: {e}")))?;
+        if let Some(load) = record.load {
+            node_loads.insert(record.node.clone(), load);
+        }
         nodes.push(
             record
                 .to_node()
@@ -641,6 +655,11 @@ pub async fn load<C: ConnectionLike + Send>(
     let clock = number("token_clock", clock)?;
     let floor = number(TOKEN_FLOOR_FIELD, floor)?;
     state.restore_tokens(clock, floor);
+    let parts = crate::loads::load(con, layout, node_loads).await?;
+    if !parts.is_empty() {
+        let (loads, plan) = parts.restore().map_err(|e| damaged(&layout.loads(), e))?;
+        state.restore_loads(loads, plan);
+    }
     Ok(Some(Loaded { state, checkpoint }))
 }
 

@@ -345,6 +345,16 @@ pub struct Snapshot {
     /// (= the default).
     #[serde(default = "default_handoff_timeout")]
     pub handoff_timeout: u32,
+    /// `load_epsilon` (ADR 0018); absent in snapshots taken before load placement (= 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub load_epsilon: u32,
+    /// Reported loads and the load plan; absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loads: Option<crate::loads::LoadParts>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 fn default_handoff_timeout() -> u32 {
@@ -381,6 +391,8 @@ impl Snapshot {
             token_clock: state.tokens().clock(),
             token_floor: state.tokens().floor(),
             handoff_timeout: p.handoff_timeout,
+            load_epsilon: p.load_epsilon,
+            loads: Some(crate::loads::LoadParts::of(state)).filter(|l| !l.is_empty()),
         }
     }
 
@@ -397,6 +409,7 @@ impl Snapshot {
             vnodes: self.vnodes,
             panic: self.panic,
             handoff_timeout: self.handoff_timeout,
+            load_epsilon: self.load_epsilon,
             ..Policy::default()
         };
         let policy = match self.damping.as_deref() {
@@ -445,6 +458,10 @@ impl Snapshot {
         let mut state = State::restore(policy, self.next_epoch, nodes, keys, cmds);
         state.restore_probers(self.probers.clone());
         state.restore_tokens(self.token_clock, self.token_floor);
+        if let Some(parts) = &self.loads {
+            let (loads, plan) = parts.restore()?;
+            state.restore_loads(loads, plan);
+        }
         let last_id: EntryId = self.last_id.parse().map_err(|_| "bad last_id".to_owned())?;
         let checksum = format!("{:016x}", state.checksum());
         if checksum != self.checksum {

@@ -63,12 +63,15 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
         return Ok(());
     }
     let now = output::now_ms();
+    // Load (ADR 0018) is a column only once some node reports one.
+    let loads: Vec<u64> = summary.nodes.iter().filter_map(|n| n.record.load).collect();
+    let mean_load = (!loads.is_empty()).then(|| loads.iter().sum::<u64>() / loads.len() as u64);
     let rows: Vec<Vec<String>> = summary
         .nodes
         .iter()
         .map(|n| {
             let r = &n.record;
-            vec![
+            let mut row = vec![
                 r.node.clone(),
                 r.state.clone(),
                 r.epoch.to_string(),
@@ -85,25 +88,27 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
                     output::duration(output::between(r.since_ms, now))
                 ),
                 r.url.clone(),
-            ]
+            ];
+            if let Some(mean) = mean_load {
+                row.insert(6, load_cell(r.load, mean));
+            }
+            row
         })
         .collect();
-    crate::outln!(
-        "{}",
-        output::table(
-            &[
-                "NODE",
-                "STATE",
-                "EPOCH",
-                "WEIGHT",
-                "KEYS",
-                "SHARE",
-                "LAST CHANGE",
-                "HEALTH URL"
-            ],
-            &rows
-        )
-    );
+    let mut header = vec![
+        "NODE",
+        "STATE",
+        "EPOCH",
+        "WEIGHT",
+        "KEYS",
+        "SHARE",
+        "LAST CHANGE",
+        "HEALTH URL",
+    ];
+    if mean_load.is_some() {
+        header.insert(6, "LOAD");
+    }
+    crate::outln!("{}", output::table(&header, &rows));
     let mut footer = format!(
         "{} nodes, {} owned keys",
         summary.nodes.len(),
@@ -133,4 +138,18 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// A node's reported load and its share of the mean: `12.5 (1.08× mean)`; `-` without a
+/// report.
+fn load_cell(load: Option<u64>, mean: u64) -> String {
+    match load {
+        None => "-".to_owned(),
+        Some(load) if mean == 0 => pantheon_domain::load::format_load(load),
+        Some(load) => format!(
+            "{} ({:.2}× mean)",
+            pantheon_domain::load::format_load(load),
+            load as f64 / mean as f64
+        ),
+    }
 }

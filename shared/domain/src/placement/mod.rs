@@ -37,6 +37,11 @@ pub trait Placement: Send + Sync {
 
     fn members(&self) -> &[Member];
 
+    /// Up to `limit` members in the key's placement order, its owner first: on a ring the
+    /// members of the points clockwise from the key; with rendezvous hashing the members by
+    /// falling score. Load-aware placement moves a hot key to the first of them with room.
+    fn order_of_hash(&self, key: &str, hash: u64, limit: usize) -> Vec<NodeId>;
+
     /// The hash ranges whose owner may differ between `self` and `next`, as inclusive
     /// `(start, end)` pairs over key hashes. `None` means "cannot tell, check every key"
     /// (rendezvous hashing after a join: every key compares against the new node).

@@ -77,6 +77,31 @@ impl Placement for Rendezvous {
         &self.members
     }
 
+    fn order_of_hash(&self, _key: &str, hash: u64, limit: usize) -> Vec<NodeId> {
+        // Falling score, ties to the smaller id (members are sorted by id; the sort is
+        // stable), as `owner_of_hash` decides the first.
+        let mut ranked: Vec<(usize, f64, u64)> = self
+            .seeds
+            .iter()
+            .zip(&self.members)
+            .enumerate()
+            .map(|(i, (&seed, m))| {
+                let s = score(hash, seed);
+                (i, weighted(s, m.weight), s)
+            })
+            .collect();
+        if self.equal_weights {
+            ranked.sort_by_key(|r| std::cmp::Reverse(r.2));
+        } else {
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        }
+        ranked
+            .into_iter()
+            .take(limit)
+            .map(|(i, _, _)| self.members[i].node.clone())
+            .collect()
+    }
+
     fn changed_ranges(&self, _next: &dyn Placement) -> Option<Vec<(u64, u64)>> {
         None
     }

@@ -220,6 +220,23 @@ impl Placement for Ring {
         self.owner_at(hash)
     }
 
+    fn order_of_hash(&self, _key: &str, hash: u64, limit: usize) -> Vec<NodeId> {
+        let limit = limit.min(self.members.len());
+        let mut seen = vec![false; self.members.len()];
+        let mut order = Vec::with_capacity(limit);
+        let start = self.points.partition_point(|p| p.hash < hash);
+        for i in 0..self.points.len() {
+            if order.len() == limit {
+                break;
+            }
+            let member = self.points[(start + i) % self.points.len()].member as usize;
+            if !std::mem::replace(&mut seen[member], true) {
+                order.push(self.members[member].node.clone());
+            }
+        }
+        order
+    }
+
     fn members(&self) -> &[Member] {
         &self.members
     }

@@ -1,0 +1,223 @@
+//! Load-aware placement (ADR 0018) through the fold: a load that is not one is refused with a
+//! reason and moves nothing; a hot key on an overloaded node moves (with a larger token) or
+//! gains read replicas, and loses them when it cools; rounds are rate-limited and wait for
+//! fresh reports; the same log gives the same placement; the placement order's first node is
+//! the placement's owner.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use pantheon_domain::entry::{Command, LogEntry};
+use pantheon_domain::event::EventKind;
+use pantheon_domain::load::{ROUND_MS, format_load};
+use pantheon_domain::placement::{self, Member, Strategy, key_hash};
+use pantheon_domain::policy::PolicyChange;
+
+const NODES: [&str; 4] = ["a", "b", "c", "d"];
+
+fn epsilon(e: u32) -> LogEntry {
+    LogEntry::new(Command::Policy(PolicyChange {
+        load_epsilon: Some(e),
+        ..PolicyChange::default()
+    }))
+}
+
+fn loads(reports: &[(&str, &str)]) -> LogEntry {
+    LogEntry::new(Command::Loads {
+        reports: reports
+            .iter()
+            .map(|(n, l)| (node(n), (*l).to_owned()))
+            .collect(),
+    })
+}
+
+fn key_loads(n: &str, keys: &[(&str, u64)]) -> LogEntry {
+    LogEntry::new(Command::KeyLoads {
+        node: node(n),
+        keys: keys
+            .iter()
+            .map(|(k, l)| ((*k).to_owned(), l * 1000))
+            .collect(),
+    })
+}
+
+/// Four nodes, 200 assigned keys, load placement on with ε = 10%.
+fn cluster() -> Scenario {
+    let mut entries: Vec<LogEntry> = NODES.iter().map(|n| join(n)).collect();
+    entries.push(assign(keys(200)));
+    entries.push(epsilon(10));
+    Scenario::given(entries)
+}
+
+/// Reports that `owner` carries a hot key of `hot` on top of a base of 100 per node.
+fn report_hot(s: &mut Scenario, key: &str, hot: u64) -> pantheon_domain::Applied {
+    let owner = s.owner(key).unwrap();
+    s.when(&key_loads(&owner, &[(key, hot)])).unwrap();
+    let reports: Vec<(String, String)> = NODES
+        .iter()
+        .map(|n| {
+            let l = if *n == owner { 100 + hot } else { 100 };
+            ((*n).to_owned(), l.to_string())
+        })
+        .collect();
+    let reports: Vec<(&str, &str)> = reports
+        .iter()
+        .map(|(n, l)| (n.as_str(), l.as_str()))
+        .collect();
+    s.clock += ROUND_MS;
+    s.when(&loads(&reports)).unwrap()
+}
+
+#[test]
+fn a_load_that_is_not_one_is_refused_with_a_reason_and_nothing_moves() {
+    let mut s = cluster();
+    for garbage in ["fast", "-3", "NaN", "1e13", ""] {
+        let applied = s.when(&loads(&[("a", garbage)])).unwrap();
+        let refused: Vec<&EventKind> = applied
+            .events
+            .iter()
+            .map(|e| &e.kind)
+            .filter(|k| matches!(k, EventKind::LoadRefused { .. }))
+            .collect();
+        assert_eq!(refused.len(), 1, "{garbage:?}: {:?}", applied.events);
+        if let EventKind::LoadRefused {
+            node: n, reason, ..
+        } = refused[0]
+        {
+            assert_eq!(n, &node("a"));
+            assert!(reason.starts_with("load "), "{reason}");
+        }
+        assert!(applied.key_changes.is_empty());
+        assert_eq!(s.state.loads().node(&node("a")), None);
+    }
+    // A decoder refuses a key load that is not one: the whole entry is rejected.
+    let bad = LogEntry::decode(&[
+        ("type", "key_loads"),
+        ("node", "a"),
+        ("key", "user:1"),
+        ("load", "lots"),
+    ]);
+    assert!(bad.is_err());
+}
+
+#[test]
+fn a_hot_key_gains_read_replicas_and_loses_them_when_it_cools() {
+    let mut s = cluster();
+    let key = "user:7";
+    let owner = s.owner(key).unwrap();
+    let token_before = s.state.owner_with_token(key).unwrap().1;
+    // The hot key alone is 3× a node's base load: more than a node's fair share.
+    let applied = report_hot(&mut s, key, 300);
+    assert!(
+        applied
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::LoadBalanced { .. })),
+        "{:?}",
+        applied.events
+    );
+    let replicas = s.state.load_plan().replicas_of(key).to_vec();
+    let moved = s.state.load_plan().moved_to(key).cloned();
+    assert!(
+        !replicas.is_empty() || moved.is_some(),
+        "the hot key got help: {:?}",
+        s.state.load_plan()
+    );
+    assert!(applied.replicas_changed.contains(&key.to_owned()) || moved.is_some());
+    if let Some(to) = moved {
+        assert_ne!(to.as_str(), owner);
+        assert!(s.state.owner_with_token(key).unwrap().1 > token_before);
+    }
+    // It cools: after enough rounds with fresh reports its replicas go, one per round.
+    for _ in 0..10 {
+        report_hot(&mut s, key, 1);
+    }
+    assert!(
+        s.state.load_plan().replicas_of(key).is_empty(),
+        "{:?}",
+        s.state.load_plan()
+    );
+}
+
+#[test]
+fn rounds_are_rate_limited_and_the_policy_off_moves_nothing() {
+    let mut s = cluster();
+    report_hot(&mut s, "user:7", 300);
+    let round = s.state.load_plan().last_round_ms().unwrap();
+    // A second report within the round interval runs no round.
+    let applied = s.when(&loads(&[("a", "900"), ("b", "1")])).unwrap();
+    assert_eq!(s.state.load_plan().last_round_ms(), Some(round));
+    assert!(applied.key_changes.is_empty());
+
+    let mut off = Scenario::given(
+        NODES
+            .iter()
+            .map(|n| join(n))
+            .chain([assign(keys(200))])
+            .collect::<Vec<_>>(),
+    );
+    let owners: Vec<Option<String>> = keys(200).iter().map(|k| off.owner(k)).collect();
+    report_hot(&mut off, "user:7", 300);
+    report_hot(&mut off, "user:7", 300);
+    assert!(off.state.load_plan().is_empty());
+    let after: Vec<Option<String>> = keys(200).iter().map(|k| off.owner(k)).collect();
+    assert_eq!(
+        owners, after,
+        "with load_epsilon 0 placement counts keys only"
+    );
+    assert!(off.state.loads().node(&node("a")).is_some());
+}
+
+#[test]
+fn the_same_log_gives_the_same_placement() {
+    let build = || {
+        let mut s = cluster();
+        for i in 0..6 {
+            report_hot(&mut s, &format!("user:{}", i * 13), 150 + i * 40);
+        }
+        s
+    };
+    let (a, b) = (build(), build());
+    assert_eq!(a.state.checksum(), b.state.checksum());
+    assert_eq!(a.state.load_plan(), b.state.load_plan());
+    assert!(!a.state.load_plan().is_empty());
+}
+
+#[test]
+fn the_placement_order_starts_with_the_owner_for_both_strategies() {
+    let members: Vec<Member> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|n| Member {
+            node: node(n),
+            weight: 1 + (n.len() as u32 % 2),
+        })
+        .collect();
+    for strategy in [Strategy::Ring, Strategy::Rendezvous] {
+        let p = placement::build(strategy, 64, members.clone());
+        for i in 0..500 {
+            let key = format!("k{i}");
+            let order = p.order_of_hash(&key, key_hash(&key), usize::MAX);
+            assert_eq!(order.len(), 5, "{strategy:?}");
+            assert_eq!(Some(&order[0]), p.owner(&key), "{strategy:?} {key}");
+            let mut sorted = order.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 5, "each member once");
+        }
+    }
+}
+
+#[test]
+fn loads_survive_the_wire() {
+    let e = key_loads("a", &[("user:1", 12), ("user:2", 3)]);
+    let decoded = LogEntry::decode(&e.encode()).unwrap();
+    assert_eq!(decoded, e);
+    let l = loads(&[("a", "12.5"), ("b", "garbage")]);
+    assert_eq!(LogEntry::decode(&l.encode()).unwrap(), l);
+    assert_eq!(format_load(12_500), "12.5");
+    // A `loads` entry is the service's: nobody else may write it.
+    assert!(l.command.is_service_only());
+    assert!(!e.command.is_service_only());
+}

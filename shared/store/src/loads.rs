@@ -1,0 +1,367 @@
+//! The read model of load-aware placement (ADR 0018), in the `loads` hash:
+//!
+//! * `k:<node>` → JSON `[[key, load], …]`: the hot keys `node` reported and still holds,
+//!   with their smoothed loads in thousandths;
+//! * `p:<key>` → JSON `{"to": node|null, "replicas": [node, …]}`: where load placement moved
+//!   a hot key (`to`), and its read replicas;
+//! * `meta` → JSON `{"round": ms|null, "settling": [node, …]}`.
+//!
+//! Node loads live in the node records (`load`). The projector restores the whole
+//! [`Loads`] and [`Plan`] from these, so a restart decides exactly as the fold did.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use pantheon_domain::load::{Loads, Plan};
+use pantheon_domain::{Applied, NodeId, State};
+use redis::aio::ConnectionLike;
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+use crate::commit::Batch;
+use crate::layout::Layout;
+
+/// Where load placement put one hot key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPlan {
+    pub to: Option<String>,
+    pub replicas: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Meta {
+    round: Option<u64>,
+    settling: Vec<String>,
+}
+
+/// The parts of [`Loads`] and [`Plan`] a snapshot keeps (the same as the read model's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadParts {
+    pub nodes: BTreeMap<String, u64>,
+    pub keys: BTreeMap<String, Vec<(String, u64)>>,
+    pub plan: BTreeMap<String, KeyPlan>,
+    pub round: Option<u64>,
+    pub settling: Vec<String>,
+}
+
+impl LoadParts {
+    pub fn of(state: &State) -> Self {
+        let loads = state.loads();
+        let (nodes, _, settling) = loads.parts();
+        let mut keys: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        for node in nodes
+            .keys()
+            .chain(loads.keys().flat_map(|(_, by)| by.keys()))
+        {
+            let of = loads.keys_of(node);
+            if !of.is_empty() {
+                keys.insert(
+                    node.to_string(),
+                    of.into_iter().map(|(k, l)| (k.to_owned(), l)).collect(),
+                );
+            }
+        }
+        let plan = state.load_plan();
+        let mut by_key: BTreeMap<String, KeyPlan> = BTreeMap::new();
+        for (key, to) in plan.moved() {
+            by_key.entry(key.to_owned()).or_default().to = Some(to.to_string());
+        }
+        for (key, replicas) in plan.replicas() {
+            by_key.entry(key.to_owned()).or_default().replicas =
+                replicas.iter().map(ToString::to_string).collect();
+        }
+        Self {
+            nodes: nodes.iter().map(|(n, l)| (n.to_string(), *l)).collect(),
+            keys,
+            plan: by_key,
+            round: plan.last_round_ms(),
+            settling: settling.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The loads and plan these parts describe.
+    pub fn restore(&self) -> Result<(Loads, Plan), String> {
+        let node = |n: &str| NodeId::new(n).map_err(|e| format!("load of node {n:?}: {e}"));
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|(n, l)| Ok((node(n)?, *l)))
+            .collect::<Result<BTreeMap<_, _>, String>>()?;
+        let mut keys: BTreeMap<String, BTreeMap<NodeId, u64>> = BTreeMap::new();
+        for (n, list) in &self.keys {
+            let n = node(n)?;
+            for (key, load) in list {
+                keys.entry(key.clone())
+                    .or_default()
+                    .insert(n.clone(), *load);
+            }
+        }
+        let settling = self
+            .settling
+            .iter()
+            .map(|n| node(n))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        let mut moved = BTreeMap::new();
+        let mut replicas = BTreeMap::new();
+        for (key, p) in &self.plan {
+            if let Some(to) = &p.to {
+                moved.insert(key.clone(), node(to)?);
+            }
+            if !p.replicas.is_empty() {
+                let r = p
+                    .replicas
+                    .iter()
+                    .map(|n| node(n))
+                    .collect::<Result<_, _>>()?;
+                replicas.insert(key.clone(), r);
+            }
+        }
+        Ok((
+            Loads::restore(nodes, keys, settling),
+            Plan::restore(moved, replicas, self.round),
+        ))
+    }
+}
+
+fn key_plan(state: &State, key: &str) -> Option<KeyPlan> {
+    let plan = state.load_plan();
+    let p = KeyPlan {
+        to: plan.moved_to(key).map(ToString::to_string),
+        replicas: plan
+            .replicas_of(key)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    };
+    (p != KeyPlan::default()).then_some(p)
+}
+
+/// Stages what `applied` changed of the load read model.
+pub fn stage_applied(batch: &mut Batch, layout: &Layout, state: &State, applied: &Applied) {
+    let hash = layout.loads();
+    let mut set: Vec<(String, String)> = Vec::new();
+    let mut del: Vec<String> = Vec::new();
+    for node in &applied.key_loads_changed {
+        let keys = state.loads().keys_of(node);
+        let field = format!("k:{node}");
+        if keys.is_empty() {
+            del.push(field);
+        } else {
+            set.push((field, serde_json::to_string(&keys).unwrap_or_default()));
+        }
+    }
+    for key in &applied.plan_changed {
+        let field = format!("p:{key}");
+        match key_plan(state, key) {
+            Some(p) => set.push((field, serde_json::to_string(&p).unwrap_or_default())),
+            None => del.push(field),
+        }
+    }
+    if applied.load_meta_changed {
+        let (_, _, settling) = state.loads().parts();
+        let meta = Meta {
+            round: state.load_plan().last_round_ms(),
+            settling: settling.iter().map(ToString::to_string).collect(),
+        };
+        set.push((
+            "meta".to_owned(),
+            serde_json::to_string(&meta).unwrap_or_default(),
+        ));
+    }
+    if !set.is_empty() {
+        batch.hset(&hash, &set);
+    }
+    if !del.is_empty() {
+        batch.call_chunked("HDEL", &hash, &[], &del);
+    }
+}
+
+/// Stages the whole load read model of `state` (a rebuild or a re-seed).
+pub fn stage_all(batch: &mut Batch, layout: &Layout, state: &State) {
+    let hash = layout.loads();
+    batch.call("DEL", &[&hash], std::iter::empty::<&str>());
+    let parts = LoadParts::of(state);
+    let mut set: Vec<(String, String)> = Vec::new();
+    for (node, keys) in &parts.keys {
+        set.push((
+            format!("k:{node}"),
+            serde_json::to_string(keys).unwrap_or_default(),
+        ));
+    }
+    for (key, p) in &parts.plan {
+        set.push((
+            format!("p:{key}"),
+            serde_json::to_string(p).unwrap_or_default(),
+        ));
+    }
+    if parts.round.is_some() || !parts.settling.is_empty() {
+        let meta = Meta {
+            round: parts.round,
+            settling: parts.settling.clone(),
+        };
+        set.push((
+            "meta".to_owned(),
+            serde_json::to_string(&meta).unwrap_or_default(),
+        ));
+    }
+    if !set.is_empty() {
+        batch.hset(&hash, &set);
+    }
+}
+
+/// Reads the load read model back; node loads come from the node records (`node_loads`).
+pub async fn load<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    node_loads: BTreeMap<String, u64>,
+) -> Result<LoadParts, StoreError> {
+    let hash = layout.loads();
+    let all: HashMap<String, String> = redis::cmd("HGETALL").arg(&hash).query_async(con).await?;
+    let damaged = |field: &str, e: serde_json::Error| StoreError::Damaged {
+        key: hash.clone(),
+        reason: format!("{field}: {e}"),
+    };
+    let mut parts = LoadParts {
+        nodes: node_loads,
+        ..LoadParts::default()
+    };
+    for (field, value) in &all {
+        if let Some(node) = field.strip_prefix("k:") {
+            let keys = serde_json::from_str(value).map_err(|e| damaged(field, e))?;
+            parts.keys.insert(node.to_owned(), keys);
+        } else if let Some(key) = field.strip_prefix("p:") {
+            let p = serde_json::from_str(value).map_err(|e| damaged(field, e))?;
+            parts.plan.insert(key.to_owned(), p);
+        } else if field == "meta" {
+            let meta: Meta = serde_json::from_str(value).map_err(|e| damaged(field, e))?;
+            parts.round = meta.round;
+            parts.settling = meta.settling;
+        }
+    }
+    Ok(parts)
+}
+
+/// One hot key's plan (`locate` names its replicas).
+pub async fn key_plan_of<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    key: &str,
+) -> Result<Option<KeyPlan>, StoreError> {
+    let hash = layout.loads();
+    let json: Option<String> = redis::cmd("HGET")
+        .arg(&hash)
+        .arg(format!("p:{key}"))
+        .query_async(con)
+        .await?;
+    json.map(|j| {
+        serde_json::from_str(&j).map_err(|e| StoreError::Damaged {
+            key: hash.clone(),
+            reason: format!("p:{key}: {e}"),
+        })
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
+    use pantheon_domain::policy::PolicyChange;
+    use pantheon_domain::{EntryId, NodeId, State};
+
+    use crate::snapshot::Snapshot;
+
+    fn node(n: &str) -> NodeId {
+        NodeId::new(n).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A state whose load placement moved or replicated a hot key.
+    fn balanced() -> State {
+        let mut state = State::default();
+        let mut t = 1_700_000_000_000u64;
+        let mut apply = |state: &mut State, c: Command| {
+            t += 3_000;
+            state
+                .apply(EntryId::new(t, 0), &LogEntry::new(c))
+                .unwrap_or_else(|e| panic!("{e}"));
+        };
+        for (i, n) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            apply(
+                &mut state,
+                Command::Join {
+                    node: node(n),
+                    url: format!("http://{n}.local/health"),
+                    weight: None,
+                    handoff: false,
+                },
+            );
+            apply(
+                &mut state,
+                Command::Probe(ProbeResult {
+                    node: node(n),
+                    epoch: i as u64 + 1,
+                    ok: true,
+                    status: Some(200),
+                    latency_ms: 1,
+                    error: None,
+                    prober: None,
+                }),
+            );
+        }
+        let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+        apply(&mut state, Command::Assign { keys });
+        apply(
+            &mut state,
+            Command::Policy(PolicyChange {
+                load_epsilon: Some(10),
+                ..PolicyChange::default()
+            }),
+        );
+        let owner = state
+            .keys()
+            .get("k1")
+            .flatten()
+            .cloned()
+            .unwrap_or_else(|| node("a"));
+        apply(
+            &mut state,
+            Command::KeyLoads {
+                node: owner.clone(),
+                keys: vec![("k1".into(), 300_000)],
+            },
+        );
+        let reports = ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|n| {
+                let load = if node(n) == owner { "400" } else { "100" };
+                (node(n), load.to_owned())
+            })
+            .collect();
+        apply(&mut state, Command::Loads { reports });
+        state
+    }
+
+    #[test]
+    fn a_snapshot_keeps_loads_and_the_plan() {
+        let state = balanced();
+        assert!(!state.load_plan().is_empty(), "{:?}", state.load_plan());
+        let json = serde_json::to_string(&Snapshot::of(&state, EntryId::new(1, 0)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let back: Snapshot = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        // `restore` checks the checksum, which covers loads and the plan.
+        let (restored, _) = back.restore().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(restored.load_plan(), state.load_plan());
+        assert_eq!(restored.loads(), state.loads());
+        assert_eq!(restored.policy().load_epsilon, 10);
+    }
+
+    #[test]
+    fn a_snapshot_without_loads_has_no_loads_field() {
+        let json = serde_json::to_string(&Snapshot::of(&State::default(), EntryId::new(1, 0)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!json.contains("\"loads\""), "{json}");
+        assert!(!json.contains("load_epsilon"), "{json}");
+    }
+}
