@@ -678,3 +678,99 @@ async fn kv_a_forced_hand_off_moves_the_key_without_its_value_and_the_old_owner_
     assert_eq!(a.token, Some(new));
     assert_eq!(s.get_until(&k, StatusCode::OK).await.body, "new");
 }
+
+/// Load-aware placement end to end (docs/adr/0018): real kv workers count their requests,
+/// send their rate in `X-Pantheon-Load` (the prober writes it to the log) and their hottest
+/// keys as `key_loads`; with `load_epsilon` set, a key taking all the reads gets read
+/// replicas on the other workers. Prints how long that took (target: ≤ 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_load_reports_reach_the_log_and_a_hot_key_gets_read_replicas() {
+    let s = setup(&["w1", "w2", "w3"]).await;
+    let keys = keys(30);
+    let owners = s.fill(&keys).await;
+    crate::handoff::set_policy(&s.redis, &[("load_epsilon", "10")]).await;
+    let hot = &keys[7];
+    let owner = owners[hot].clone();
+    let layout = pantheon_store::Layout::new("pantheon", s.redis.namespace());
+    let redis = redis::Client::open(s.redis.url.as_str()).unwrap();
+    let mut con = redis.get_multiplexed_async_connection().await.unwrap();
+
+    // Read the hot key through the router, as fast as it answers, until the plan gives it
+    // replicas (bounded by WAIT).
+    let started = Instant::now();
+    let mut reads = 0u64;
+    let plan = loop {
+        for _ in 0..20 {
+            let a = get(&s.http, &s.router.url, hot).await;
+            assert_eq!(a.status, StatusCode::OK, "{a:?}");
+            reads += 1;
+        }
+        let plan: Option<String> = redis::cmd("HGET")
+            .arg(layout.loads())
+            .arg(format!("p:{hot}"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if let Some(plan) = plan {
+            break serde_json::from_str::<serde_json::Value>(&plan).unwrap();
+        }
+        if started.elapsed() >= WAIT {
+            let all: BTreeMap<String, String> = redis::cmd("HGETALL")
+                .arg(layout.loads())
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            let nodes = s.ctl.run(&["nodes", "--json"]).await.stdout;
+            let events = s.ctl.run(&["events", "--json"]).await.stdout;
+            panic!(
+                "no replicas for {hot} (on {owner}) after {WAIT:?} and {reads} reads; loads: {all:?}; nodes: {nodes}; events: {events}"
+            );
+        }
+    };
+    let took = started.elapsed();
+    println!("{hot} got read replicas {took:?} after its reads began ({reads} reads): {plan}");
+    let replicas: BTreeSet<&str> = plan["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(!replicas.is_empty(), "{plan}");
+    assert!(
+        !replicas.contains(owner.as_str()),
+        "the owner is no replica: {plan}"
+    );
+    assert!(
+        plan["to"].is_null(),
+        "a replica was enough, the owner stayed: {plan}"
+    );
+
+    // The owner's load and its hot key are on record: the node record (from the prober's
+    // `loads` entry) and the `loads` hash (from the worker's `key_loads` entry).
+    let nodes = s.ctl.run(&["nodes", "--json"]).await.ok().json();
+    let records = nodes["nodes"].as_array().unwrap();
+    let load_of = |n: &str| {
+        records
+            .iter()
+            .find(|r| r["node"] == n)
+            .map(|r| r["load"].clone())
+    };
+    assert!(
+        load_of(&owner).is_some_and(|l| l.as_u64().is_some_and(|l| l > 0)),
+        "{nodes}"
+    );
+    let reported: Option<String> = redis::cmd("HGET")
+        .arg(layout.loads())
+        .arg(format!("k:{owner}"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let reported = reported.expect("the owner's hot keys are on record");
+    assert!(reported.contains(hot.as_str()), "{reported}");
+    // The text table shows the load column.
+    let table = s.ctl.run(&["nodes"]).await.ok().stdout;
+    assert!(
+        table.contains("LOAD") && table.contains("× mean"),
+        "{table}"
+    );
+}

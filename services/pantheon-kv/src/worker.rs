@@ -16,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use pantheon_worker::{Health, OwnedKeys, Pantheon, Worker};
+use pantheon_worker::{Health, LoadMeter, OwnedKeys, Pantheon, Worker};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,9 @@ struct Shared {
     owned: OnceLock<OwnedKeys>,
     // std Mutex: held only to copy or set two numbers.
     confirmed: Mutex<Option<Confirmed>>,
+    /// Requests per key: the hottest go to the log, the node's rate to the prober in
+    /// `X-Pantheon-Load` (docs/adr/0018).
+    meter: LoadMeter,
 }
 
 /// Why a request is refused (421), with the token this node holds the key with (0: none).
@@ -160,6 +163,7 @@ async fn get_value(
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    s.meter.hit(&key);
     let request = match request_token(&headers) {
         Ok(t) => t,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
@@ -193,6 +197,7 @@ async fn put_value(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    s.meter.hit(&key);
     let request = match request_token(&headers) {
         Ok(t) => t,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
@@ -219,9 +224,18 @@ async fn put_value(
     }
 }
 
+/// 200 while the process runs, with this node's request rate for the prober.
+async fn health(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(pantheon_worker::load::HEADER, s.meter.header_value())],
+        "ok",
+    )
+        .into_response()
+}
+
 fn app(shared: Arc<Shared>, max_value: usize) -> Router {
     Router::new()
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health))
         .route("/kv/{key}", get(get_value).put(put_value))
         .layer(DefaultBodyLimit::max(max_value))
         .with_state(shared)
@@ -249,6 +263,7 @@ pub async fn run(
         values: values.clone(),
         owned: OnceLock::new(),
         confirmed: Mutex::new(None),
+        meter: LoadMeter::new(),
     });
     // Serve before joining: the first probe comes right after the join.
     let stop_http = CancellationToken::new();
@@ -258,7 +273,8 @@ pub async fn run(
             .into_future(),
     );
     let mut builder = Worker::builder(client, &config.node, &config.state_file)
-        .health(Health::external(&health_url));
+        .health(Health::external(&health_url))
+        .load_meter(shared.meter.clone());
     if let Some(w) = config.weight {
         builder = builder.weight(w);
     }

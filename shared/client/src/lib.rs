@@ -51,6 +51,7 @@ pub mod audit;
 pub mod error;
 mod explain;
 pub mod handoff;
+pub mod loads;
 pub mod locate;
 mod read;
 pub mod status;

@@ -12,14 +12,18 @@
 //!    `(1 + ε/2) × mean` with it (ring order first), until the node is at or below the mean
 //!    (so it leaves the band with room to spare, and noise does not bring it back);
 //! 3. leaves alone every node that took part in a move until it reports its load again, so
-//!    a round never acts on figures that do not show its own last moves yet (no oscillation).
+//!    a round never acts on figures that do not show its own last moves yet (no oscillation);
+//!    and a node sheds keys only when it was above the band at the round before too, so one
+//!    noisy report moves nothing.
 //!
 //! Only assigned keys move (their owner is a record the fold keeps); a move goes through the
 //! hand-off protocol like any planned move. Cold keys — those no worker reports among its
 //! hottest — never move for load: a node's load that its hot keys do not explain stays there.
 //!
-//! Loads are integers: thousandths of the reporter's unit ("milli"), smoothed per report as
-//! `(old + new) / 2`, so a single outlier moves a figure only halfway.
+//! Loads are integers: thousandths of the reporter's unit ("milli"). A node's load is taken
+//! as reported (its own rate over its interval, written by the prober only beyond a dead
+//! band); a hot key's is smoothed per report as `(old + new) / 2`, so a single outlier moves
+//! it only halfway.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -105,10 +109,12 @@ impl<T: Ord> PartialEq for Touched<T> {
 
 impl<T: Ord> Eq for Touched<T> {}
 
-/// [`Loads::parts`]: node loads, each hot key's loads by node, and the nodes settling.
+/// [`Loads::parts`]: node loads, each hot key's loads by node, the nodes settling, and the
+/// nodes above the band at the last round.
 pub type LoadsParts<'a> = (
     &'a BTreeMap<NodeId, u64>,
     &'a BTreeMap<String, BTreeMap<NodeId, u64>>,
+    &'a BTreeSet<NodeId>,
     &'a BTreeSet<NodeId>,
 );
 
@@ -122,6 +128,9 @@ pub struct Loads {
     reported: BTreeMap<NodeId, BTreeSet<String>>,
     /// Nodes that took part in a round's move and have not reported their load since.
     settling: BTreeSet<NodeId>,
+    /// Nodes that were above the band at the last round (hysteresis: a node sheds keys only
+    /// when it is above it at two rounds in a row).
+    above: BTreeSet<NodeId>,
     /// Nodes whose hot keys changed (their read-model field is written again).
     touched: Touched<NodeId>,
 }
@@ -154,15 +163,13 @@ impl Loads {
         self.nodes.is_empty() && self.keys.is_empty()
     }
 
-    /// `node` reported `load`; returns whether the smoothed figure changed. The first report
-    /// after a round moved keys to or from the node starts its figure afresh: the old one
-    /// describes keys it no longer has (or lacks keys it has now).
+    /// `node` reported `load`; returns whether its figure changed. A node's load is taken as
+    /// reported, not smoothed: it is already the node's rate over its own interval, and the
+    /// prober writes it only when it moved beyond a dead band, so a smoothed figure would
+    /// stop short of a steady load.
     pub fn report_node(&mut self, node: &NodeId, load: u64) -> bool {
-        let fresh = self.settling.remove(node);
-        let old = self.nodes.get(node).copied();
-        let new = if fresh { load } else { smooth(old, load) };
-        self.nodes.insert(node.clone(), new);
-        old != Some(new)
+        self.settling.remove(node);
+        self.nodes.insert(node.clone(), load) != Some(load)
     }
 
     /// `node` reported its hottest keys (`keys`: those it holds, with their loads). Keys it
@@ -215,6 +222,7 @@ impl Loads {
         self.touched.0.insert(node.clone());
         self.nodes.remove(node);
         self.settling.remove(node);
+        self.above.remove(node);
         for key in self.reported.remove(node).unwrap_or_default() {
             if let Some(by) = self.keys.get_mut(&key) {
                 by.remove(node);
@@ -261,17 +269,19 @@ impl Loads {
                 h.update(&load.to_le_bytes());
             }
         }
-        h.update(&(self.settling.len() as u64).to_le_bytes());
-        for node in &self.settling {
-            h.update(node.as_str().as_bytes());
-            h.update(&[0]);
+        for set in [&self.settling, &self.above] {
+            h.update(&(set.len() as u64).to_le_bytes());
+            for node in set {
+                h.update(node.as_str().as_bytes());
+                h.update(&[0]);
+            }
         }
     }
 
     /// The parts [`Loads::restore`] takes back: node loads, hot keys by node and the nodes
     /// settling.
     pub fn parts(&self) -> LoadsParts<'_> {
-        (&self.nodes, &self.keys, &self.settling)
+        (&self.nodes, &self.keys, &self.settling, &self.above)
     }
 
     /// Restores loads from their parts (a snapshot).
@@ -279,6 +289,7 @@ impl Loads {
         nodes: BTreeMap<NodeId, u64>,
         keys: BTreeMap<String, BTreeMap<NodeId, u64>>,
         settling: BTreeSet<NodeId>,
+        above: BTreeSet<NodeId>,
     ) -> Self {
         let mut reported: BTreeMap<NodeId, BTreeSet<String>> = BTreeMap::new();
         for (key, by) in &keys {
@@ -294,6 +305,7 @@ impl Loads {
             keys,
             reported,
             settling,
+            above,
             touched: Touched::default(),
         }
     }
@@ -502,11 +514,16 @@ impl Plan {
             };
             let mut holders = vec![owner];
             holders.extend(self.replicas_of(key).iter().cloned());
-            let load: u64 = by
+            // Holders split a key's reads evenly, so any holder's share times their number
+            // estimates the whole; the largest share does so even when some holder left the
+            // key out of its top keys.
+            let share = by
                 .iter()
                 .filter(|(n, _)| holders.contains(n))
                 .map(|(_, l)| *l)
-                .sum();
+                .max()
+                .unwrap_or(0);
+            let load = share.saturating_mul(holders.len() as u64);
             if load > 0 {
                 hot.push((load, key.clone(), holders));
             }
@@ -532,13 +549,22 @@ impl Plan {
             if grow {
                 let add = (wanted - count) as usize;
                 let share = *load / wanted;
+                // A new holder must stay within the band, or at least end less busy than the
+                // busiest holder does after the split (node and key loads are measured apart,
+                // so a key that is all of a node's load may not fit the band exactly).
+                let busiest_after = holders
+                    .iter()
+                    .filter_map(|n| expected.get(n))
+                    .max()
+                    .map_or(0, |e| e.saturating_sub(*load / count - share));
+                let room = target.max(busiest_after);
                 let picked: Vec<NodeId> = (input.order)(key)
                     .into_iter()
                     .filter(|n| !holders.contains(n) && !settling.contains(n))
                     .filter(|n| {
                         expected
                             .get(n)
-                            .is_some_and(|e| e.saturating_add(share) <= target)
+                            .is_some_and(|e| e.saturating_add(share) <= room)
                     })
                     .take(add.min(budget))
                     .collect();
@@ -584,11 +610,19 @@ impl Plan {
         }
 
         // Overloaded nodes, busiest first.
+        // Hysteresis: a node sheds keys only when it was above the band at the last round too
+        // (one noisy report moves nothing).
+        let above: BTreeSet<NodeId> = expected
+            .iter()
+            .filter(|(_, e)| **e > upper)
+            .map(|(n, _)| n.clone())
+            .collect();
         let mut over: Vec<(u64, NodeId)> = expected
             .iter()
-            .filter(|(n, e)| **e > upper && !settling.contains(*n))
+            .filter(|(n, e)| **e > upper && !settling.contains(*n) && loads.above.contains(*n))
             .map(|(n, e)| (*e, n.clone()))
             .collect();
+        loads.above = above;
         over.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         for (_, from) in over {
             // Its pieces of hot keys, largest first.

@@ -4,7 +4,7 @@
 //!   with their smoothed loads in thousandths;
 //! * `p:<key>` → JSON `{"to": node|null, "replicas": [node, …]}`: where load placement moved
 //!   a hot key (`to`), and its read replicas;
-//! * `meta` → JSON `{"round": ms|null, "settling": [node, …]}`.
+//! * `meta` → JSON `{"round": ms|null, "settling": [node, …], "above": [node, …]}`.
 //!
 //! Node loads live in the node records (`load`). The projector restores the whole
 //! [`Loads`] and [`Plan`] from these, so a restart decides exactly as the fold did.
@@ -31,6 +31,8 @@ pub struct KeyPlan {
 struct Meta {
     round: Option<u64>,
     settling: Vec<String>,
+    #[serde(default)]
+    above: Vec<String>,
 }
 
 /// The parts of [`Loads`] and [`Plan`] a snapshot keeps (the same as the read model's).
@@ -41,12 +43,14 @@ pub struct LoadParts {
     pub plan: BTreeMap<String, KeyPlan>,
     pub round: Option<u64>,
     pub settling: Vec<String>,
+    #[serde(default)]
+    pub above: Vec<String>,
 }
 
 impl LoadParts {
     pub fn of(state: &State) -> Self {
         let loads = state.loads();
-        let (nodes, _, settling) = loads.parts();
+        let (nodes, _, settling, above) = loads.parts();
         let mut keys: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
         for node in nodes
             .keys()
@@ -75,6 +79,7 @@ impl LoadParts {
             plan: by_key,
             round: plan.last_round_ms(),
             settling: settling.iter().map(ToString::to_string).collect(),
+            above: above.iter().map(ToString::to_string).collect(),
         }
     }
 
@@ -104,6 +109,11 @@ impl LoadParts {
             .iter()
             .map(|n| node(n))
             .collect::<Result<BTreeSet<_>, _>>()?;
+        let above = self
+            .above
+            .iter()
+            .map(|n| node(n))
+            .collect::<Result<BTreeSet<_>, _>>()?;
         let mut moved = BTreeMap::new();
         let mut replicas = BTreeMap::new();
         for (key, p) in &self.plan {
@@ -120,7 +130,7 @@ impl LoadParts {
             }
         }
         Ok((
-            Loads::restore(nodes, keys, settling),
+            Loads::restore(nodes, keys, settling, above),
             Plan::restore(moved, replicas, self.round),
         ))
     }
@@ -161,10 +171,11 @@ pub fn stage_applied(batch: &mut Batch, layout: &Layout, state: &State, applied:
         }
     }
     if applied.load_meta_changed {
-        let (_, _, settling) = state.loads().parts();
+        let (_, _, settling, above) = state.loads().parts();
         let meta = Meta {
             round: state.load_plan().last_round_ms(),
             settling: settling.iter().map(ToString::to_string).collect(),
+            above: above.iter().map(ToString::to_string).collect(),
         };
         set.push((
             "meta".to_owned(),
@@ -197,10 +208,11 @@ pub fn stage_all(batch: &mut Batch, layout: &Layout, state: &State) {
             serde_json::to_string(p).unwrap_or_default(),
         ));
     }
-    if parts.round.is_some() || !parts.settling.is_empty() {
+    if parts.round.is_some() || !parts.settling.is_empty() || !parts.above.is_empty() {
         let meta = Meta {
             round: parts.round,
             settling: parts.settling.clone(),
+            above: parts.above.clone(),
         };
         set.push((
             "meta".to_owned(),
@@ -239,6 +251,7 @@ pub async fn load<C: ConnectionLike + Send>(
             let meta: Meta = serde_json::from_str(value).map_err(|e| damaged(field, e))?;
             parts.round = meta.round;
             parts.settling = meta.settling;
+            parts.above = meta.above;
         }
     }
     Ok(parts)

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -53,6 +54,7 @@ pub(crate) struct Endpoint {
 /// Starts the endpoint for `health`; it stops when `stop` turns true.
 pub(crate) async fn start(
     health: &Health,
+    meter: Option<crate::LoadMeter>,
     stop: watch::Receiver<bool>,
 ) -> Result<Endpoint, WorkerError> {
     let (listen, advertise) = match health {
@@ -79,7 +81,18 @@ pub(crate) async fn start(
     let base = advertise
         .clone()
         .unwrap_or_else(|| format!("http://{bound}"));
-    let app = Router::new().route("/health", get(|| async { "ok" }));
+    let app = Router::new().route(
+        "/health",
+        get(move || {
+            let load = meter.as_ref().map(crate::LoadMeter::header_value);
+            async move {
+                match load {
+                    Some(load) => ([(crate::load::HEADER, load)], "ok").into_response(),
+                    None => "ok".into_response(),
+                }
+            }
+        }),
+    );
     let task = tokio::spawn(async move {
         let mut stop = stop;
         let shutdown = async move {

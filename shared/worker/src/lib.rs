@@ -72,6 +72,7 @@
 mod app;
 pub mod error;
 mod health;
+pub mod load;
 mod owned;
 mod state;
 mod worker;
@@ -79,5 +80,6 @@ mod worker;
 pub use app::Ownership;
 pub use error::{AppError, WorkerError};
 pub use health::Health;
+pub use load::LoadMeter;
 pub use pantheon_client::{EntryId, NodeId, Pantheon};
 pub use worker::{DEFAULT_JOIN_TIMEOUT, OwnedKeys, Worker, WorkerBuilder, shutdown_signal};

@@ -13,6 +13,7 @@ use pantheon_client::{EntryId, NodeId, Pantheon, WatchLine, WatchOp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::LoadMeter;
 use crate::health::{self, Health};
 use crate::owned::{self, Step};
 use crate::state::{State, StateFile};
@@ -160,9 +161,19 @@ pub struct WorkerBuilder {
     health: Health,
     weight: Option<u32>,
     join_timeout: Duration,
+    meter: Option<LoadMeter>,
 }
 
 impl WorkerBuilder {
+    /// Reports load (docs/adr/0018): the hottest keys the application counts with
+    /// [`LoadMeter::hit`] go to the log every 2 s, and the library's health answers carry
+    /// the node's rate in `X-Pantheon-Load` (an application that answers health itself sets
+    /// that header from [`LoadMeter::header_value`]).
+    pub fn load_meter(mut self, meter: LoadMeter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
     /// Who answers health checks (default: the library, on `127.0.0.1`, any free port).
     pub fn health(mut self, health: Health) -> Self {
         self.health = health;
@@ -189,11 +200,19 @@ impl WorkerBuilder {
         let mut file = StateFile::new(&self.state_file, &self.node);
         let state = file.load().await?;
         let (stop, stopped) = watch::channel(false);
-        let endpoint = health::start(&self.health, stopped.clone()).await?;
+        let endpoint = health::start(&self.health, self.meter.clone(), stopped.clone()).await?;
         let started = self.join(&endpoint.url).await;
         if let Err(e) = started {
             let _ = stop.send(true);
             return Err(e);
+        }
+        if let Some(meter) = self.meter.clone() {
+            tokio::spawn(crate::load::report(
+                self.client.clone(),
+                self.node.clone(),
+                meter,
+                stopped.clone(),
+            ));
         }
         let owned = OwnedKeys::new(self.client.clone(), &self.node, state.position);
         owned.update(|m| m.extend(state.owned.iter().map(|(k, t)| (k.clone(), *t))));
@@ -267,6 +286,7 @@ impl Worker {
             health: Health::serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             weight: None,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
+            meter: None,
         }
     }
 
