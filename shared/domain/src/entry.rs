@@ -521,19 +521,7 @@ fn decode_key_loads(f: &Fields<'_>) -> Result<Command, DecodeError> {
     let mut pending: Option<&str> = None;
     for &(k, v) in f.pairs() {
         match (k, pending.take()) {
-            ("key", None) => {
-                if v.is_empty() {
-                    return Err(DecodeError::EmptyKey);
-                }
-                if v.len() > MAX_KEY_BYTES {
-                    return Err(DecodeError::TooLong {
-                        field: "key",
-                        len: v.len(),
-                        max: MAX_KEY_BYTES,
-                    });
-                }
-                pending = Some(v);
-            }
+            ("key", None) => pending = Some(check_key(v)?),
             ("load", Some(key)) => {
                 let load = crate::load::parse_load(v).map_err(DecodeError::BadLoad)?;
                 keys.push((key.to_owned(), load));
@@ -558,23 +546,28 @@ fn node(f: &Fields<'_>) -> Result<NodeId, DecodeError> {
     Ok(NodeId::new(f.req("node")?)?)
 }
 
+/// A `key` field's value: 1 to [`MAX_KEY_BYTES`] bytes.
+fn check_key(v: &str) -> Result<&str, DecodeError> {
+    if v.is_empty() {
+        return Err(DecodeError::EmptyKey);
+    }
+    if v.len() > MAX_KEY_BYTES {
+        return Err(DecodeError::TooLong {
+            field: "key",
+            len: v.len(),
+            max: MAX_KEY_BYTES,
+        });
+    }
+    Ok(v)
+}
+
 fn decode_keys(f: &Fields<'_>) -> Result<Vec<String>, DecodeError> {
     let mut keys = Vec::new();
     for &(k, v) in f.pairs() {
         if k != "key" {
             continue;
         }
-        if v.is_empty() {
-            return Err(DecodeError::EmptyKey);
-        }
-        if v.len() > MAX_KEY_BYTES {
-            return Err(DecodeError::TooLong {
-                field: "key",
-                len: v.len(),
-                max: MAX_KEY_BYTES,
-            });
-        }
-        keys.push(v.to_owned());
+        keys.push(check_key(v)?.to_owned());
     }
     if keys.is_empty() {
         return Err(DecodeError::EmptyBatch);

@@ -141,22 +141,9 @@ impl Loads {
         self.nodes.get(node).copied()
     }
 
-    pub fn nodes(&self) -> impl Iterator<Item = (&NodeId, u64)> {
-        self.nodes.iter().map(|(n, l)| (n, *l))
-    }
-
-    /// A hot key's load: the sum of what its holders reported.
-    pub fn key(&self, key: &str) -> u64 {
-        self.keys.get(key).map_or(0, |by| by.values().sum())
-    }
-
     /// The hot keys with the load each node reported for them.
     pub fn keys(&self) -> impl Iterator<Item = (&str, &BTreeMap<NodeId, u64>)> {
         self.keys.iter().map(|(k, by)| (k.as_str(), by))
-    }
-
-    pub fn settling(&self) -> impl Iterator<Item = &NodeId> {
-        self.settling.iter()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -352,7 +339,7 @@ impl RoundOutcome {
 
 /// The most a holder of a hot key should serve of it: the mean node load over
 /// [`REPLICA_DIVISOR`] (small pieces pack well).
-pub fn replica_cap(mean: u64) -> u64 {
+fn replica_cap(mean: u64) -> u64 {
     (mean / REPLICA_DIVISOR).max(1)
 }
 

@@ -605,7 +605,7 @@ impl State {
             Command::Loads { reports } => self.loads_reported(id, reports, out),
             Command::KeyLoads { node, keys } => {
                 self.settle_into(out);
-                self.key_loads_reported(node, keys, out)?
+                self.key_loads_reported(node, keys)?
             }
         }
         Ok(())
@@ -624,7 +624,6 @@ impl State {
             self.handoff_nodes -= 1;
         }
         self.loads.forget_node(node);
-        self.collect_load_changes(out);
         // Its keys (handing off or not) move at the next settle: `can_hand_off` is false for
         // a node that is not joined.
         if self.handing.has(node) {

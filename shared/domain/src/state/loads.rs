@@ -43,7 +43,6 @@ impl State {
         if self.policy.load_epsilon > 0 && !self.placement_off && self.plan.round_due(id.ms) {
             self.load_round(id, out);
         }
-        self.collect_load_changes(out);
     }
 
     /// A worker's `key_loads` entry: the loads of its hottest keys. Keys it does not hold
@@ -52,7 +51,6 @@ impl State {
         &mut self,
         node: &NodeId,
         keys: &[(String, u64)],
-        out: &mut Applied,
     ) -> Result<(), Rejection> {
         if !self.nodes.contains_key(node) {
             return Err(Rejection::UnknownNode(node.clone()));
@@ -65,7 +63,6 @@ impl State {
             .cloned()
             .collect();
         self.loads.report_keys(node, &held);
-        self.collect_load_changes(out);
         Ok(())
     }
 
