@@ -101,9 +101,14 @@ impl Ctl {
     /// `pantheon up` as a child process, its stderr in a file, with quick probe cadences set
     /// through the environment (which also exercises the `PANTHEON_<SECTION>__<KEY>` layer).
     pub(crate) fn up(&self) -> (Child, std::path::PathBuf) {
+        self.up_with(&[])
+    }
+
+    /// [`Ctl::up`] with more settings in its environment.
+    pub(crate) fn up_with(&self, more: &[(&str, &str)]) -> (Child, std::path::PathBuf) {
         let log = self.dir.path().join("up.log");
         let file = std::fs::File::create(&log).expect("log file");
-        let env = [
+        let mut env = vec![
             ("PANTHEON_PROBER__INTERVAL_MS", "200"),
             ("PANTHEON_PROBER__SUSPECT_INTERVAL_MS", "100"),
             ("PANTHEON_PROBER__DEAD_INTERVAL_MS", "200"),
@@ -112,6 +117,7 @@ impl Ctl {
             ("PANTHEON_PROJECTOR__BLOCK_MS", "100"),
             ("PANTHEON_LOCAL_REDIS__START", "false"),
         ];
+        env.extend_from_slice(more);
         let child = command(self.dir.path(), &env, &self.global(&["up"]))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

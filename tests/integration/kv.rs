@@ -150,6 +150,8 @@ struct Answer {
     status: StatusCode,
     node: Option<String>,
     token: Option<u64>,
+    /// A read replica's answer names the owner its copy came from.
+    replica_of: Option<String>,
     body: String,
 }
 
@@ -165,10 +167,12 @@ async fn call(req: reqwest::RequestBuilder) -> Answer {
     };
     let node = header("x-pantheon-node");
     let token = header("x-pantheon-token").map(|t| t.parse().expect("a numeric token"));
+    let replica_of = header("x-pantheon-replica-of");
     Answer {
         status: resp.status(),
         node,
         token,
+        replica_of,
         body: resp.text().await.unwrap(),
     }
 }
@@ -191,12 +195,15 @@ struct Setup {
     http: reqwest::Client,
     workers: BTreeMap<String, Proc>,
     router: Proc,
+    /// `pantheon up`'s HTTP endpoint (`/metrics`).
+    up_url: String,
 }
 
 async fn setup(workers: &[&str]) -> Setup {
     let redis = TestRedis::start().await;
     let ctl = Ctl::new(&redis.url, redis.namespace());
-    let (up, _log) = ctl.up();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (up, _log) = ctl.up_with(&[("PANTHEON_HTTP__LISTEN", &listen)]);
     let client = Pantheon::connect(&redis.url, redis.namespace())
         .await
         .unwrap();
@@ -219,6 +226,7 @@ async fn setup(workers: &[&str]) -> Setup {
         http,
         workers: procs,
         router,
+        up_url: format!("http://{listen}"),
     }
 }
 
@@ -695,24 +703,25 @@ async fn kv_load_reports_reach_the_log_and_a_hot_key_gets_read_replicas() {
     let redis = redis::Client::open(s.redis.url.as_str()).unwrap();
     let mut con = redis.get_multiplexed_async_connection().await.unwrap();
 
-    // Read the hot key through the router, as fast as it answers, until the plan gives it
-    // replicas (bounded by WAIT).
+    // Read the hot key through the router, as fast as it answers, until more than one node
+    // serves its reads (bounded by WAIT).
     let started = Instant::now();
     let mut reads = 0u64;
-    let plan = loop {
+    let served_by = loop {
+        let mut served_by = BTreeSet::new();
         for _ in 0..20 {
             let a = get(&s.http, &s.router.url, hot).await;
             assert_eq!(a.status, StatusCode::OK, "{a:?}");
+            assert_eq!(a.body, format!("value of {hot}"), "{a:?}");
+            let node = a.node.clone().expect("the worker's node header");
+            if node != owner {
+                assert_eq!(a.replica_of.as_deref(), Some(owner.as_str()), "{a:?}");
+            }
+            served_by.insert(node);
             reads += 1;
         }
-        let plan: Option<String> = redis::cmd("HGET")
-            .arg(layout.loads())
-            .arg(format!("p:{hot}"))
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        if let Some(plan) = plan {
-            break serde_json::from_str::<serde_json::Value>(&plan).unwrap();
+        if served_by.len() >= 2 {
+            break served_by;
         }
         if started.elapsed() >= WAIT {
             let all: BTreeMap<String, String> = redis::cmd("HGETALL")
@@ -723,12 +732,19 @@ async fn kv_load_reports_reach_the_log_and_a_hot_key_gets_read_replicas() {
             let nodes = s.ctl.run(&["nodes", "--json"]).await.stdout;
             let events = s.ctl.run(&["events", "--json"]).await.stdout;
             panic!(
-                "no replicas for {hot} (on {owner}) after {WAIT:?} and {reads} reads; loads: {all:?}; nodes: {nodes}; events: {events}"
+                "{hot} (on {owner}) still served by {served_by:?} only after {WAIT:?} and {reads} reads; loads: {all:?}; nodes: {nodes}; events: {events}"
             );
         }
     };
     let took = started.elapsed();
-    println!("{hot} got read replicas {took:?} after its reads began ({reads} reads): {plan}");
+    println!("{hot} served by {served_by:?} {took:?} after its reads began ({reads} reads)");
+    let plan: Option<String> = redis::cmd("HGET")
+        .arg(layout.loads())
+        .arg(format!("p:{hot}"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&plan.expect("a plan")).unwrap();
     let replicas: BTreeSet<&str> = plan["replicas"]
         .as_array()
         .unwrap()
@@ -744,6 +760,99 @@ async fn kv_load_reports_reach_the_log_and_a_hot_key_gets_read_replicas() {
         plan["to"].is_null(),
         "a replica was enough, the owner stayed: {plan}"
     );
+
+    // Every way to ask names the same replicas: the client, `locate` and `explain`.
+    let from_client: BTreeSet<String> = s
+        .client
+        .replicas(hot)
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let named = |v: &serde_json::Value| -> BTreeSet<String> {
+        v["replicas"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no replicas in {v}"))
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let located = s.ctl.run(&["locate", hot, "--json"]).await.ok().json();
+    let explained = s.ctl.run(&["explain", hot, "--json"]).await.ok().json();
+    // The plan may have changed between the reads: compare the ones read last with a fresh
+    // plan if they differ.
+    let now = s.client.replicas(hot).await.unwrap();
+    let now: BTreeSet<String> = now.iter().map(ToString::to_string).collect();
+    assert!(!now.is_empty());
+    assert_eq!(named(&located), now, "{located}");
+    assert_eq!(named(&explained), now, "{explained}");
+    assert!(!from_client.is_empty());
+    let text = s.ctl.run(&["locate", hot]).await.ok().stdout;
+    assert!(text.contains("read replicas: "), "{text}");
+
+    // A write goes to the owner; the replicas' copies follow within about a second.
+    let a = put(&s.http, &s.router.url, hot, "new value").await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{a:?}");
+    assert_eq!(a.node.as_deref(), Some(owner.as_str()), "{a:?}");
+    let written = Instant::now();
+    loop {
+        let mut old = Vec::new();
+        for _ in 0..12 {
+            let a = get(&s.http, &s.router.url, hot).await;
+            assert_eq!(a.status, StatusCode::OK, "{a:?}");
+            if a.body != "new value" {
+                old.push(a);
+            }
+        }
+        if old.is_empty() {
+            break;
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(3),
+            "replicas still answer the old value 3 s after the write: {old:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "all holders answer the new value {:?} after the write",
+        written.elapsed()
+    );
+
+    // `/metrics` exports the nodes' loads and counts the replica changes.
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.up_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let sample = |name: &str, labels: &[(&str, &str)]| {
+        pantheon_test_support::prometheus::sample(&scrape, name, labels)
+    };
+    assert!(
+        sample("pantheon_node_load", &[("node", owner.as_str())]).is_some_and(|l| l > 0.0),
+        "{text}"
+    );
+    assert!(
+        sample("pantheon_moves_total", &[("cause", "load_replica")]).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+
+    // A node that is no replica of a key refuses a replica read of it (421).
+    let cold = &keys[0];
+    let (other, proc) = s.workers.iter().find(|(w, _)| **w != owners[cold]).unwrap();
+    let a = call(
+        s.http
+            .get(format!("{}/kv/{cold}", proc.url))
+            .header("x-pantheon-read", "replica"),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::MISDIRECTED_REQUEST, "{other}: {a:?}");
+    assert!(a.body.contains("is not a read replica"), "{a:?}");
 
     // The owner's load and its hot key are on record: the node record (from the prober's
     // `loads` entry) and the `loads` hash (from the worker's `key_loads` entry).

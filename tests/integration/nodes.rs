@@ -1,15 +1,16 @@
 //! Real HTTP worker nodes on loopback whose health endpoint can be told to answer 200, answer
 //! 500, answer slowly, hang (accept and never answer), stop (port closed: refused) and come
-//! back on the same port.
+//! back on the same port, and can report a load (`X-Pantheon-Load`, docs/adr/0018).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -29,6 +30,8 @@ struct Shared {
     mode: AtomicU8,
     slow_ms: AtomicU64,
     hits: AtomicU64,
+    /// The `X-Pantheon-Load` header of its answers, if any.
+    load: Mutex<Option<String>>,
 }
 
 pub struct TestNode {
@@ -37,7 +40,16 @@ pub struct TestNode {
     stop: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
-async fn health(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
+async fn health(State(s): State<Arc<Shared>>) -> Response {
+    let load = s.load.lock().unwrap().clone();
+    let answer = answer(&s).await;
+    match load {
+        Some(load) => ([("x-pantheon-load", load)], answer).into_response(),
+        None => answer.into_response(),
+    }
+}
+
+async fn answer(s: &Shared) -> (StatusCode, &'static str) {
     s.hits.fetch_add(1, Ordering::Relaxed);
     match s.mode.load(Ordering::Relaxed) {
         1 => (StatusCode::INTERNAL_SERVER_ERROR, "broken"),
@@ -88,6 +100,11 @@ impl TestNode {
     pub fn set_slow(&self, ms: u64) {
         self.shared.slow_ms.store(ms, Ordering::Relaxed);
         self.set(Mode::Slow);
+    }
+
+    /// Sends `X-Pantheon-Load: load` with every answer from now on.
+    pub fn set_load(&self, load: &str) {
+        *self.shared.load.lock().unwrap() = Some(load.to_owned());
     }
 
     pub fn hits(&self) -> u64 {

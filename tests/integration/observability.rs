@@ -480,6 +480,20 @@ async fn the_dashboard_shows_a_node_die_live_in_chromium() {
         return;
     };
     let mut o = Observed::start().await;
+    // The nodes report loads (docs/adr/0018): the table shows them beside the keys, and
+    // `/metrics` exports them.
+    o.nodes[0].set_load("30");
+    o.nodes[1].set_load("10");
+    let scrape = o
+        .metrics_until("the nodes' loads", |s| {
+            sample(s, "pantheon_node_load", &[("node", "node-a")]) == Some(30.0)
+                && sample(s, "pantheon_node_load", &[("node", "node-b")]) == Some(10.0)
+        })
+        .await;
+    assert_eq!(
+        sample(&scrape, "pantheon_load_busiest_ratio", &[]),
+        Some(1.5)
+    );
     let browser = Browser::start(&bin).await;
     let mut tab = browser.open(&o.url("/")).await;
     tab.call("Page.enable", json!({})).await;
@@ -492,6 +506,10 @@ async fn the_dashboard_shows_a_node_die_live_in_chromium() {
     .await;
     tab.wait_for("document.body.dataset.live || ''", json!("1"))
         .await;
+    let loads = tab
+        .eval("Array.from(document.querySelectorAll('#nodes tbody .load')).map(c => c.textContent).join('|')")
+        .await;
+    assert_eq!(loads, json!("30 (1.50× mean)|10 (0.50× mean)"), "{loads}");
     let loaded = tab.eval("performance.timeOrigin").await;
 
     // The ring is drawn as each member's share, in the shares the table gives.

@@ -129,6 +129,11 @@ class Cli:
     def json(self, *args: str) -> Any:
         return json.loads(self.run(*args, "--json").stdout)
 
+    def node_records(self) -> list[dict[str, Any]]:
+        """``pantheon nodes --json``'s nodes as the clients' ``nodes()`` gives them: the CLI
+        leaves ``load`` out for a node that never reported one, the clients give ``None``."""
+        return [{"load": None, **n} for n in self.json("nodes")["nodes"]]
+
 
 @pytest.fixture
 def cli(redis_url: str, cluster: str) -> Cli:
@@ -175,16 +180,21 @@ def up(cli: Cli, tmp_path: Path) -> Iterator[Cli]:
 
 
 class HealthNode:
-    """A real HTTP node answering ``GET /health`` with 200 (or 503 once failing)."""
+    """A real HTTP node answering ``GET /health`` with 200 (or 503 once failing), with an
+    ``X-Pantheon-Load: <load>`` header while ``load`` is set (ADR 0018)."""
 
     def __init__(self) -> None:
         node = self
         self.healthy = True
+        self.load: str | None = None
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 status = 200 if node.healthy and self.path == "/health" else 503
                 self.send_response(status)
+                load = node.load
+                if load is not None:
+                    self.send_header("X-Pantheon-Load", load)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")

@@ -60,7 +60,7 @@ def test_writes_reads_locate_and_events(
             await p.wait_applied(ids[-1], 10)
             assert await p.key_node("k1") == "a" == await p.locate("k1")
             assert len(await p.node_keys("a")) == 12_000
-            assert await p.nodes() == up.json("nodes")["nodes"]
+            assert await p.nodes() == up.node_records()
             with pytest.raises(Rejected, match="nobody"):
                 await p.wait_applied(await p.drain("nobody"), 10)
 

@@ -60,8 +60,7 @@ def test_locate_and_nodes_agree_with_the_cli(
         wait_until("all alive", lambda: all(n["state"] == "alive" for n in p.nodes()))
         p.wait_applied(p.distribute([f"k{i}" for i in range(300)])[-1], 10)
 
-        cli_nodes = up.json("nodes")
-        assert p.nodes() == cli_nodes["nodes"]
+        assert p.nodes() == up.node_records()
         assert [n["node"] for n in p.nodes()] == ["n0", "n1", "n2"]
         # Assigned keys and keys never assigned: the CLI answers the first from the key map
         # and the second from the ring, Python from its cached ring for both.

@@ -57,7 +57,20 @@
 //!   learns of it from its feed.
 //! * `GET /kv/{key}` → 200 with the value, or 404. The router answers 404 itself, without
 //!   asking a worker, for a key that was never assigned.
-//! * `GET /health` → 200 (the worker's is what the prober probes).
+//! * `GET /health` → 200 (the worker's is what the prober probes). A worker's answer carries
+//!   `X-Pantheon-Load`: its requests per second (docs/adr/0018).
+//!
+//! # Hot keys: read replicas
+//!
+//! With load-aware placement on (the policy's `load_epsilon`, docs/adr/0018), a key whose
+//! reads alone outweigh a node's fair share gets read replicas. The router then sends its
+//! `GET`s to the owner and each replica in turn, with `X-Pantheon-Read: replica` to a replica.
+//! A replica answers from its copy of the owner's value (fetched with the owner's token, then
+//! kept for 1 s: [`pantheon_worker::Replicas`]), with `X-Pantheon-Replica-Of` (the owner) and
+//! `X-Pantheon-Age-Ms` (the copy's age). A node that is no replica of the key, or cannot
+//! reach the owner, answers 421 and the router asks the owner. What replicas give: a value at
+//! most about a second older than the owner's. What they do not: read-your-writes (a `PUT`
+//! goes to the owner, and a replica may answer the older value for up to a second).
 //!
 //! Keys are path segments: percent-encode them (`user%2F1` for `user/1`). Every worker answer
 //! carries `X-Pantheon-Node` (the worker's id) and `X-Pantheon-Token` (the token it owns the
@@ -136,6 +149,13 @@ pub const NODE_HEADER: &str = "x-pantheon-node";
 /// The ownership token: on a request, the one the router located the owner with; on a worker
 /// answer, the one the worker owns the key with (`0`: it does not own it).
 pub const TOKEN_HEADER: &str = "x-pantheon-token";
+/// On a `GET`, `replica` asks a hot key's read replica for its copy (the router sends a share
+/// of a hot key's reads so, docs/adr/0018).
+pub const READ_HEADER: &str = "x-pantheon-read";
+/// On a replica's answer: the owner its copy came from.
+pub const REPLICA_OF_HEADER: &str = "x-pantheon-replica-of";
+/// On a replica's answer: how old its copy is, in milliseconds.
+pub const AGE_MS_HEADER: &str = "x-pantheon-age-ms";
 /// The largest value, by default: 1 MiB.
 pub const DEFAULT_MAX_VALUE: usize = 1024 * 1024;
 /// How long the router retries one request through a hand-off gap, by default.

@@ -3,9 +3,14 @@
 //! [`Pantheon::key_node_with_token`]), with the token in `X-Pantheon-Token`. The first `PUT` of a key assigns
 //! it. Through a hand-off gap (a 421, a refused connection, a key without an owner) it locates
 //! again and retries with backoff, up to `--retry-ms`, then answers 503 saying why.
+//!
+//! A hot key's reads are spread over its owner and its read replicas (docs/adr/0018), in
+//! turn; a replica that cannot answer (it is no replica any more, or cannot reach the owner)
+//! is passed over for the owner in the same attempt. Writes always go to the owner.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -22,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{NODE_HEADER, TOKEN_HEADER};
+use crate::{AGE_MS_HEADER, NODE_HEADER, READ_HEADER, REPLICA_OF_HEADER, TOKEN_HEADER};
 
 /// First pause between attempts; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
@@ -44,6 +49,8 @@ struct Shared {
     retry: Duration,
     // std Mutex: held only to read or change the map, never across an await.
     bases: Mutex<HashMap<NodeId, String>>,
+    /// Turns of hot keys' reads: which holder (the owner, then each replica) is next.
+    turn: AtomicUsize,
 }
 
 /// Where a key is, as the key map says.
@@ -52,6 +59,7 @@ enum Located {
     Owner {
         node: NodeId,
         token: Option<u64>,
+        replicas: Vec<NodeId>,
     },
     /// Assigned, but no node can own it right now.
     Unowned,
@@ -63,12 +71,18 @@ enum Located {
 enum Method {
     Get,
     Put,
+    /// A read a hot key's replica answers from its copy.
+    ReplicaGet,
 }
 
 impl Shared {
     async fn locate(&self, key: &str) -> Result<Located, pantheon_client::ClientError> {
-        match self.client.key_node_with_token(key).await? {
-            Some((node, token)) => Ok(Located::Owner { node, token }),
+        match self.client.key_route(key).await? {
+            Some(r) => Ok(Located::Owner {
+                node: r.owner,
+                token: r.token,
+                replicas: r.replicas,
+            }),
             None if self.client.is_unowned(key).await? => Ok(Located::Unowned),
             None => Ok(Located::Unassigned),
         }
@@ -124,6 +138,7 @@ impl Shared {
         let mut req = match method {
             Method::Get => self.http.get(&url),
             Method::Put => self.http.put(&url).body(body.clone()),
+            Method::ReplicaGet => self.http.get(&url).header(READ_HEADER, "replica"),
         };
         if let Some(t) = token {
             req = req.header(TOKEN_HEADER, t);
@@ -146,7 +161,16 @@ impl Shared {
         loop {
             attempts += 1;
             match self.locate(key).await {
-                Ok(Located::Owner { node, token }) => {
+                Ok(Located::Owner {
+                    node,
+                    token,
+                    replicas,
+                }) => {
+                    if method == Method::Get
+                        && let Some(answer) = self.from_replica(&replicas, key).await
+                    {
+                        return answer;
+                    }
                     match self.send(&node, token, method, key, &body).await {
                         Ok(resp) if resp.status() == StatusCode::MISDIRECTED_REQUEST => {
                             let text = resp.text().await.unwrap_or_default();
@@ -192,6 +216,35 @@ impl Shared {
         }
     }
 
+    /// A replica's answer to a read of a hot key, when it is a replica's turn and it answers
+    /// with the value (or that there is none); `None`: the owner's turn, or the replica could
+    /// not answer (it is logged, and the owner is asked).
+    async fn from_replica(&self, replicas: &[NodeId], key: &str) -> Option<Response> {
+        if replicas.is_empty() {
+            return None;
+        }
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed) % (replicas.len() + 1);
+        let replica = replicas.get(turn.checked_sub(1)?)?;
+        match self
+            .send(replica, None, Method::ReplicaGet, key, &Bytes::new())
+            .await
+        {
+            Ok(resp) if matches!(resp.status(), StatusCode::OK | StatusCode::NOT_FOUND) => {
+                Some(relay(resp).await)
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                tracing::debug!(key, %replica, %status, "replica passed over: {}", text.trim());
+                None
+            }
+            Err(e) => {
+                tracing::debug!(key, %replica, "replica passed over: {e}");
+                None
+            }
+        }
+    }
+
     async fn assign(&self, key: &str, deadline: Instant) -> Result<(), String> {
         let ids = self
             .client
@@ -221,11 +274,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     line
 }
 
-/// The owner's answer as the router's: status, the node and token headers, the body.
+/// The worker's answer as the router's: status, the node, token and replica headers, the body.
 async fn relay(resp: reqwest::Response) -> Response {
     let status = resp.status();
     let mut headers = HeaderMap::new();
-    for name in [NODE_HEADER, TOKEN_HEADER] {
+    for name in [NODE_HEADER, TOKEN_HEADER, REPLICA_OF_HEADER, AGE_MS_HEADER] {
         if let Some(v) = resp.headers().get(name) {
             headers.insert(name, v.clone());
         }
@@ -276,6 +329,7 @@ pub async fn run(
         http,
         retry: config.retry,
         bases: Mutex::new(HashMap::new()),
+        turn: AtomicUsize::new(0),
     });
     tracing::info!("routing /kv on {bound}");
     println!("pantheon-kv router serving on http://{bound}");

@@ -16,13 +16,18 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use pantheon_worker::{Health, LoadMeter, OwnedKeys, Pantheon, Worker};
+use pantheon_worker::{Health, LoadMeter, NodeId, OwnedKeys, Pantheon, Replicas, Worker};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::rule::{self, Confirmed, First};
 use crate::values::Values;
-use crate::{FEED_FRESH, NODE_HEADER, TOKEN_HEADER};
+use crate::{AGE_MS_HEADER, FEED_FRESH, NODE_HEADER, READ_HEADER, REPLICA_OF_HEADER, TOKEN_HEADER};
+
+/// How long a replica waits for the owner's value before it refuses the read (the router then
+/// asks the owner itself).
+const REPLICA_FETCH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a worker needs to run (the `worker` flags, resolved).
 #[derive(Debug, Clone)]
@@ -49,6 +54,10 @@ struct Shared {
     /// Requests per key: the hottest go to the log, the node's rate to the prober in
     /// `X-Pantheon-Load` (docs/adr/0018).
     meter: LoadMeter,
+    /// The copies of hot keys this node is a read replica of.
+    replicas: Replicas<Bytes>,
+    /// Fetches those copies from their owners.
+    http: reqwest::Client,
 }
 
 /// Why a request is refused (421), with the token this node holds the key with (0: none).
@@ -143,6 +152,76 @@ impl Shared {
     fn refuse(&self, r: Refusal) -> Response {
         self.message(StatusCode::MISDIRECTED_REQUEST, r.mine, r.reason)
     }
+
+    /// A read of `key` answered as its read replica (the crate docs, "Hot keys"): 421 when
+    /// this node is none, or cannot get the value from the owner.
+    async fn replica_read(&self, key: &str) -> Response {
+        let read = self
+            .replicas
+            .read(key, |owner, token| self.fetch_from(owner, token, key))
+            .await;
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => {
+                return self.refuse(Refusal {
+                    mine: 0,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let mut resp = match read.value {
+            Some(v) => self.answer(StatusCode::OK, 0, v),
+            None => self.message(StatusCode::NOT_FOUND, 0, "no value"),
+        };
+        let headers = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(read.owner.as_str()) {
+            headers.insert(REPLICA_OF_HEADER, v);
+        }
+        let age_ms = u64::try_from(read.age.as_millis()).unwrap_or(u64::MAX);
+        headers.insert(AGE_MS_HEADER, HeaderValue::from(age_ms));
+        resp
+    }
+
+    /// The owner's value of `key`, asked with the owner's token.
+    async fn fetch_from(
+        &self,
+        owner: NodeId,
+        token: Option<u64>,
+        key: &str,
+    ) -> Result<Option<Bytes>, String> {
+        let record = self
+            .client
+            .node_health(owner.as_str())
+            .await
+            .map_err(|e| format!("reading {owner}'s record: {e}"))?
+            .ok_or_else(|| format!("{owner} has no record (it left)"))?;
+        let base = record.url.strip_suffix("/health").unwrap_or(&record.url);
+        let url = format!("{base}/kv/{}", utf8_percent_encode(key, NON_ALPHANUMERIC));
+        let mut req = self.http.get(&url);
+        if let Some(t) = token {
+            req = req.header(TOKEN_HEADER, t);
+        }
+        let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+        match resp.status() {
+            StatusCode::OK => resp
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| format!("{url}: {e}")),
+            StatusCode::NOT_FOUND => Ok(None),
+            status => {
+                let text = resp.text().await.unwrap_or_default();
+                Err(format!("{owner} answered {status}: {}", text.trim()))
+            }
+        }
+    }
+}
+
+/// Whether the request asks for a read replica's answer (`X-Pantheon-Read: replica`).
+fn wants_replica(headers: &HeaderMap) -> bool {
+    headers
+        .get(READ_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"replica"))
 }
 
 /// The request's `X-Pantheon-Token`, if any (`Err`: present but not a number).
@@ -168,6 +247,9 @@ async fn get_value(
         Ok(t) => t,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
+    if wants_replica(&headers) && s.owns(&key).is_none() {
+        return s.replica_read(&key).await;
+    }
     let mine = match s.admit(&key, request).await {
         Ok(mine) => mine,
         Err(r) => return s.refuse(r),
@@ -257,6 +339,11 @@ pub async fn run(
         .unwrap_or_else(|| format!("http://{bound}"));
     let health_url = format!("{}/health", base.trim_end_matches('/'));
     let values = Values::new(config.max_value);
+    let node = NodeId::new(&config.node).with_context(|| format!("node id {:?}", config.node))?;
+    let http = reqwest::Client::builder()
+        .timeout(REPLICA_FETCH_TIMEOUT)
+        .build()
+        .context("the HTTP client")?;
     let shared = Arc::new(Shared {
         node: config.node.clone(),
         client: client.clone(),
@@ -264,6 +351,8 @@ pub async fn run(
         owned: OnceLock::new(),
         confirmed: Mutex::new(None),
         meter: LoadMeter::new(),
+        replicas: Replicas::new(client.clone(), node),
+        http,
     });
     // Serve before joining: the first probe comes right after the join.
     let stop_http = CancellationToken::new();

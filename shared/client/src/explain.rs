@@ -64,8 +64,8 @@ impl Pantheon {
 
 /// An explanation as JSON, the one shape `pantheon explain --json` prints and the dashboard's
 /// `/api/explain` serves: `{"key", "assigned", "history": [{"node", "token", "at_ms", "cause",
-/// "why"}]}`, oldest owner first (`node` and `token` are `null` while no node could own
-/// keys).
+/// "why"}], "replicas": [node, …]}`, oldest owner first (`node` and `token` are `null` while no
+/// node could own keys; `replicas` are the key's read replicas now, docs/adr/0018).
 pub fn explanation_json(x: &Explanation) -> serde_json::Value {
     let history: Vec<serde_json::Value> = x
         .history
@@ -84,5 +84,6 @@ pub fn explanation_json(x: &Explanation) -> serde_json::Value {
         "key": x.key,
         "assigned": x.assigned,
         "history": history,
+        "replicas": x.replicas.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })
 }

@@ -75,7 +75,7 @@ pub use pantheon_domain::event::Flow;
 pub use pantheon_domain::explain::{Explanation, Owned};
 pub use pantheon_domain::placement::{Member, Strategy};
 pub use pantheon_domain::{EntryId, Event, EventKind, NodeId};
-pub use pantheon_store::readmodel::{AssignedKey, KeyTotals, NodeRecord};
+pub use pantheon_store::readmodel::{AssignedKey, KeyRoute, KeyTotals, NodeRecord};
 pub use pantheon_store::{Layout, RawEntry};
 pub use subscribe::{Delivery, Payload, Start, SubscribeOptions, Subscription};
 pub use tail::EventTail;

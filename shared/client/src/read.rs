@@ -79,6 +79,18 @@ impl Pantheon {
         Ok(readmodel::key_owner_with_token(&mut self.con(), &self.inner.layout, key).await?)
     }
 
+    /// [`Pantheon::key_node_with_token`] with the key's read replicas (docs/adr/0018), in one
+    /// round trip: a router may send reads to any of them, writes to the owner.
+    pub async fn key_route(&self, key: &str) -> Result<Option<crate::KeyRoute>, ClientError> {
+        Ok(readmodel::key_route(&mut self.con(), &self.inner.layout, key).await?)
+    }
+
+    /// A hot key's read replicas (docs/adr/0018): nodes that serve reads of a cached value of
+    /// it besides its owner. Empty for a key without.
+    pub async fn replicas(&self, key: &str) -> Result<Vec<NodeId>, ClientError> {
+        Ok(pantheon_store::loads::replicas_of(&mut self.con(), &self.inner.layout, key).await?)
+    }
+
     /// For an assigned key, its owner with the owner's token (`None` inside: no node can own
     /// it now) and the ring version, in one round trip; `None` for a key that is not
     /// assigned (only the ring places it: [`Pantheon::locate`]).

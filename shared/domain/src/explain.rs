@@ -45,6 +45,9 @@ pub struct Explanation {
     /// Whether the key is assigned (distributed) now; otherwise only the ring places it.
     pub assigned: bool,
     pub history: Vec<Owned>,
+    /// Its read replicas at the end of the log (ADR 0018): known only to a full fold, which
+    /// runs whenever load placement could have given it any.
+    pub replicas: Vec<NodeId>,
     /// Log entries read.
     pub entries: u64,
 }
@@ -283,10 +286,12 @@ impl Explainer {
     }
 
     pub fn finish(self) -> Explanation {
+        let replicas = self.state.load_plan().replicas_of(&self.key).to_vec();
         Explanation {
             key: self.key,
             assigned: self.assigned,
             history: self.history,
+            replicas,
             entries: self.entries,
         }
     }

@@ -5,12 +5,13 @@
 //! registers them next to the cluster gauges it reads from Redis at scrape time.
 //!
 //! Every label has a small fixed set of values (an outcome, an error kind, a rejection
-//! reason): no node ids, no keys.
+//! reason, a cause of moves): no node ids, no keys.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use pantheon_domain::Rejection;
+use pantheon_domain::event::EventKind;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -44,6 +45,17 @@ pub struct TakeoverLabels {
     pub start: &'static str,
 }
 
+/// `pantheon_moves_total` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MoveLabels {
+    /// Why keys moved, by the event that says so: `rebalance` (every owner change of
+    /// assigned keys, whatever the cause), `handoff` (released with their state),
+    /// `handoff_forced` (moved without it), `load` (hot keys load placement sent to another
+    /// owner; they move through a hand-off), `load_replica` (hot keys whose read replicas
+    /// changed).
+    pub cause: &'static str,
+}
+
 /// What this process's projector is doing, for `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -66,6 +78,8 @@ pub struct ProcessMetrics {
     pub leader: Gauge,
     /// Leading terms begun, by where their state came from.
     pub takeovers: Family<TakeoverLabels, Counter>,
+    /// Keys moved (or asked to), by cause: [`MoveLabels`].
+    pub moves: Family<MoveLabels, Counter>,
     /// 1 while this process's standby holds the state at the leader's last commit.
     pub standby_warm: Gauge,
     role: AtomicU8,
@@ -85,6 +99,7 @@ static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| ProcessMetrics {
     probe_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
     leader: Gauge::default(),
     takeovers: Family::default(),
+    moves: Family::default(),
     standby_warm: Gauge::default(),
     role: AtomicU8::new(0),
     fleet_clusters_owned: Gauge::default(),
@@ -131,6 +146,11 @@ impl ProcessMetrics {
             self.takeovers.clone(),
         );
         registry.register(
+            "pantheon_moves",
+            "Keys moved by this process's projector, by cause (rebalance counts every owner change)",
+            self.moves.clone(),
+        );
+        registry.register(
             "pantheon_standby_warm",
             "1 while this process's standby projector holds the state at the leader's last commit",
             self.standby_warm.clone(),
@@ -174,6 +194,27 @@ impl ProcessMetrics {
             },
         };
         self.entries.get_or_create(&labels).inc();
+    }
+
+    /// Counts the keys an event says moved ([`MoveLabels`]).
+    pub fn event(&self, kind: &EventKind) {
+        let count = |cause: &'static str, n: u64| {
+            if n > 0 {
+                self.moves.get_or_create(&MoveLabels { cause }).inc_by(n);
+            }
+        };
+        match kind {
+            EventKind::Rebalanced { moved, .. } => count("rebalance", *moved),
+            EventKind::HandedOff { keys, .. } => count("handoff", *keys),
+            EventKind::HandoffForced { keys, .. } => count("handoff_forced", *keys),
+            EventKind::LoadBalanced {
+                moved, replicas, ..
+            } => {
+                count("load", *moved);
+                count("load_replica", *replicas);
+            }
+            _ => {}
+        }
     }
 
     /// One probe result; `error` is the failure kind's name.
@@ -247,6 +288,12 @@ mod tests {
         m.entry(Err(&Rejection::TooManyNodes));
         m.probe(false, Some("refused"), 3);
         m.set_role(Role::Leading);
+        m.event(&EventKind::LoadBalanced {
+            moved: 2,
+            replicas: 3,
+            busiest: 140,
+        });
+        m.event(&EventKind::Assigned { keys: 9 });
         let mut registry = Registry::default();
         m.register(&mut registry);
         let mut text = String::new();
@@ -255,6 +302,20 @@ mod tests {
             text.contains(r#"pantheon_entries_total{outcome="rejected",reason="too_many_nodes"}"#),
             "{text}"
         );
+        assert!(
+            text.contains(r#"pantheon_moves_total{cause="load"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"pantheon_moves_total{cause="load_replica"} 3"#),
+            "{text}"
+        );
+        // Assigning keys moves none.
+        let moves = text
+            .lines()
+            .filter(|l| l.starts_with("pantheon_moves_total{"))
+            .count();
+        assert_eq!(moves, 2, "{text}");
         assert!(
             text.contains(r#"pantheon_probes_total{outcome="failed",kind="refused"} 1"#),
             "{text}"

@@ -96,6 +96,7 @@ pub fn stage_entries(
                 }
                 ring_dirty |= applied.ring_changed || policy_changed;
                 for event in &applied.events {
+                    pantheon_metrics::process().event(&event.kind);
                     batch.xadd(&layout.events(), "*", &event.encode());
                 }
                 events_n += applied.events.len();
@@ -123,6 +124,7 @@ pub fn stage_entries(
         }
         ring_dirty |= settled.ring_changed;
         for event in &settled.events {
+            pantheon_metrics::process().event(&event.kind);
             batch.xadd(&layout.events(), "*", &event.encode());
         }
         events_n += settled.events.len();

@@ -164,7 +164,7 @@ pub fn stage_applied(batch: &mut Batch, layout: &Layout, state: &State, applied:
         }
     }
     for key in &applied.plan_changed {
-        let field = format!("p:{key}");
+        let field = plan_field(key);
         match key_plan(state, key) {
             Some(p) => set.push((field, serde_json::to_string(&p).unwrap_or_default())),
             None => del.push(field),
@@ -204,7 +204,7 @@ pub fn stage_all(batch: &mut Batch, layout: &Layout, state: &State) {
     }
     for (key, p) in &parts.plan {
         set.push((
-            format!("p:{key}"),
+            plan_field(key),
             serde_json::to_string(p).unwrap_or_default(),
         ));
     }
@@ -257,25 +257,44 @@ pub async fn load<C: ConnectionLike + Send>(
     Ok(parts)
 }
 
-/// One hot key's plan (`locate` names its replicas).
-pub async fn key_plan_of<C: ConnectionLike + Send>(
+/// The `loads` field of `key`'s plan.
+pub fn plan_field(key: &str) -> String {
+    format!("p:{key}")
+}
+
+/// The read replicas in a `p:<key>` value as read from `layout`'s `loads` hash (none when the
+/// field is absent).
+pub fn parse_replicas(
+    layout: &Layout,
+    key: &str,
+    json: Option<&str>,
+) -> Result<Vec<NodeId>, StoreError> {
+    let Some(json) = json else {
+        return Ok(Vec::new());
+    };
+    let damaged = |reason: String| StoreError::Damaged {
+        key: layout.loads(),
+        reason: format!("{}: {reason}", plan_field(key)),
+    };
+    let plan: KeyPlan = serde_json::from_str(json).map_err(|e| damaged(e.to_string()))?;
+    plan.replicas
+        .iter()
+        .map(|n| NodeId::new(n).map_err(|e| damaged(format!("replica {n:?}: {e}"))))
+        .collect()
+}
+
+/// One hot key's read replicas (`locate` names them; empty for a key without).
+pub async fn replicas_of<C: ConnectionLike + Send>(
     con: &mut C,
     layout: &Layout,
     key: &str,
-) -> Result<Option<KeyPlan>, StoreError> {
-    let hash = layout.loads();
+) -> Result<Vec<NodeId>, StoreError> {
     let json: Option<String> = redis::cmd("HGET")
-        .arg(&hash)
-        .arg(format!("p:{key}"))
+        .arg(layout.loads())
+        .arg(plan_field(key))
         .query_async(con)
         .await?;
-    json.map(|j| {
-        serde_json::from_str(&j).map_err(|e| StoreError::Damaged {
-            key: hash.clone(),
-            reason: format!("p:{key}: {e}"),
-        })
-    })
-    .transpose()
+    parse_replicas(layout, key, json.as_deref())
 }
 
 #[cfg(test)]

@@ -796,6 +796,51 @@ pub async fn key_owner_with_token<C: ConnectionLike + Send>(
     Ok(Some((node, token)))
 }
 
+/// Where to send a request for an assigned key: its owner with the owner's token, and its
+/// read replicas (ADR 0018), in one round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRoute {
+    pub owner: NodeId,
+    pub token: Option<u64>,
+    /// Nodes that may serve reads of the key (a cached value; writes go to the owner).
+    pub replicas: Vec<NodeId>,
+}
+
+/// [`key_owner_with_token`] with the key's read replicas (one pipeline): what a router reads
+/// for each request. `None` for a key without an owner.
+pub async fn key_route<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+    key: &str,
+) -> Result<Option<KeyRoute>, StoreError> {
+    let map = layout.keymap();
+    let (node, tokens, plan): (Option<String>, Option<String>, Option<String>) = redis::pipe()
+        .cmd("HGET")
+        .arg(&map)
+        .arg(key)
+        .cmd("HGET")
+        .arg(layout.ring())
+        .arg("tokens")
+        .cmd("HGET")
+        .arg(layout.loads())
+        .arg(crate::loads::plan_field(key))
+        .query_async(con)
+        .await?;
+    let Some(node) = node else {
+        return Ok(None);
+    };
+    let owner = NodeId::new(&node).map_err(|e| damaged(&map, format!("key {key:?}: {e}")))?;
+    let tokens =
+        parse_tokens(tokens.as_deref().unwrap_or("")).map_err(|e| damaged(&layout.ring(), e))?;
+    let token = tokens.get(&owner).copied();
+    let replicas = crate::loads::parse_replicas(layout, key, plan.as_deref())?;
+    Ok(Some(KeyRoute {
+        owner,
+        token,
+        replicas,
+    }))
+}
+
 /// What the read models say of an assigned key, read in one round trip.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssignedKey {
@@ -803,6 +848,8 @@ pub struct AssignedKey {
     pub owner: Option<(NodeId, Option<u64>)>,
     /// The ring version the read models were at.
     pub ring_version: u64,
+    /// Its read replicas (ADR 0018): nodes that may serve reads of a cached value.
+    pub replicas: Vec<NodeId>,
 }
 
 /// `key`'s owner, token and the ring version if the key is assigned (`None`: it is not, and
@@ -818,10 +865,11 @@ pub async fn assigned_key<C: ConnectionLike + Send>(
 ) -> Result<Option<AssignedKey>, StoreError> {
     let map = layout.keymap();
     let ring = layout.ring();
-    let (node, unowned, (version, floor)): (
+    let (node, unowned, (version, floor), plan): (
         Option<String>,
         bool,
         (Option<String>, Option<String>),
+        Option<String>,
     ) = redis::pipe()
         .cmd("HGET")
         .arg(&map)
@@ -833,6 +881,9 @@ pub async fn assigned_key<C: ConnectionLike + Send>(
         .arg(&ring)
         .arg("version")
         .arg(TOKEN_FLOOR_FIELD)
+        .cmd("HGET")
+        .arg(layout.loads())
+        .arg(crate::loads::plan_field(key))
         .query_async(con)
         .await?;
     let number = |v: Option<String>, what: &str| {
@@ -861,9 +912,11 @@ pub async fn assigned_key<C: ConnectionLike + Send>(
             Some((node, token))
         }
     };
+    let replicas = crate::loads::parse_replicas(layout, key, plan.as_deref())?;
     Ok(Some(AssignedKey {
         owner,
         ring_version,
+        replicas,
     }))
 }
 

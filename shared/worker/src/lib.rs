@@ -29,6 +29,9 @@
 //!   [`shutdown_signal`]), the hooks [`Worker::leave`] and [`Worker::drain`], and
 //!   [`Worker::shutdown`].
 //!
+//! A hot key can have read replicas (docs/adr/0018): [`Replicas`] answers reads of keys this
+//! node replicates from a copy of the owner's value, and says how old it is.
+//!
 //! Modules: `app` (the [`Ownership`] trait), `owned` (the pure rules from feed line to
 //! callbacks), `state` (the state file), `health` (the endpoint), `worker` (the follow
 //! loop and the handle), [`error`].
@@ -74,6 +77,7 @@ pub mod error;
 mod health;
 pub mod load;
 mod owned;
+pub mod replica;
 mod state;
 mod worker;
 
@@ -82,4 +86,5 @@ pub use error::{AppError, WorkerError};
 pub use health::Health;
 pub use load::LoadMeter;
 pub use pantheon_client::{EntryId, NodeId, Pantheon};
+pub use replica::{ReplicaError, ReplicaRead, Replicas};
 pub use worker::{DEFAULT_JOIN_TIMEOUT, OwnedKeys, Worker, WorkerBuilder, shutdown_signal};

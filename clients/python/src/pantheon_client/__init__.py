@@ -11,6 +11,7 @@ from .client import Pantheon
 from .errors import ConfigError, InvalidInput, PantheonError, Rejected, Unavailable
 from .events import Event, SubscribeOptions
 from .feed import WatchLine
+from .load import MAX_KEY_LOADS, format_load, parse_load
 from .redis_url import RedisUrl, UrlError
 from .redis_url import parse as parse_redis_url
 from .resolve import Tls
@@ -19,6 +20,7 @@ from .subscribe import Subscription
 from .watch import Watch
 
 __all__ = [
+    "MAX_KEY_LOADS",
     "ConfigError",
     "Event",
     "InvalidInput",
@@ -34,5 +36,7 @@ __all__ = [
     "UrlError",
     "Watch",
     "WatchLine",
+    "format_load",
+    "parse_load",
     "parse_redis_url",
 ]

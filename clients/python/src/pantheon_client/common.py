@@ -8,7 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError, PantheonError
+from .errors import ConfigError, InvalidInput, PantheonError
+from .health_url import debug
+from .wire import check_node
 
 DEFAULT_PREFIX = "pantheon"
 DEFAULT_RING_REFRESH_S = 1.0
@@ -41,12 +43,18 @@ class Layout:
         self.keymap = f"{self.base}:keymap"
         self.unowned = f"{self.base}:unowned"
         self.checkpoint = f"{self.base}:checkpoint"
+        self.loads = f"{self.base}:loads"
 
     def node_keys(self, node: str) -> str:
         return f"{self.base}:node:{node}:keys"
 
     def node_feed(self, node: str) -> str:
         return f"{self.base}:node:{node}:feed"
+
+
+def plan_field(key: str) -> str:
+    """The field of ``key``'s load plan in the ``loads`` hash (``p:<key>``)."""
+    return f"p:{key}"
 
 
 def entry_key(entry_id: str) -> tuple[int, int]:
@@ -113,6 +121,7 @@ _RECORD_DEFAULTS = {
     "token": 0,
     "handoff": False,
     "handing": 0,
+    "load": None,
 }
 _RECORD_FIELDS = (
     "node",
@@ -134,6 +143,7 @@ _RECORD_FIELDS = (
     "token",
     "handoff",
     "handing",
+    "load",
 )
 
 
@@ -152,6 +162,39 @@ def node_record(raw: str) -> dict[str, Any]:
         else:
             raise PantheonError(f"node record {stored.get('node')!r} has no field {name!r}")
     return record
+
+
+def parse_replicas(layout: Layout, key: str, raw: str | None) -> list[str]:
+    """The read replicas in a ``p:<key>`` value of the ``loads`` hash, ``{"to": node|null,
+    "replicas": [node, ...]}`` (none when the field is absent), checked as Rust's
+    ``parse_replicas`` checks them; a damaged value names the hash and the field."""
+    if raw is None:
+        return []
+
+    def damaged(reason: str) -> PantheonError:
+        return PantheonError(f"read model {layout.loads} is damaged: {plan_field(key)}: {reason}")
+
+    try:
+        plan = json.loads(raw)
+    except ValueError as e:
+        raise damaged(str(e)) from None
+    if not isinstance(plan, dict):
+        raise damaged(f"expected a JSON object, got {raw[:64]!r}")
+    to, replicas = plan.get("to"), plan.get("replicas")
+    if to is not None and not isinstance(to, str):
+        raise damaged(f'"to" must be a node id or null, got {to!r}')
+    if not isinstance(replicas, list):
+        what = "missing" if "replicas" not in plan else f"not a list: {replicas!r}"
+        raise damaged(f'"replicas" is {what}')
+    for node in replicas:
+        if not isinstance(node, str):
+            raise damaged(f"replica {node!r} is not a node id")
+        try:
+            check_node(node)
+        except InvalidInput as e:
+            reason = e.reason.removeprefix("bad node id: ")
+            raise damaged(f"replica {debug(node)}: {reason}") from None
+    return list(replicas)
 
 
 def parse_members(raw: str) -> list[tuple[str, int]]:

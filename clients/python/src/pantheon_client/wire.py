@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from .errors import InvalidInput
 from .health_url import address_url, clip, debug, url_field
+from .load import MAX_KEY_LOADS, check_milli, format_load, parse_load
 
 SCHEMA_VERSION = "1"
 MAX_NODE_ID_BYTES = 128
@@ -113,6 +114,30 @@ def check_keys(keys: Sequence[str]) -> list[bytes]:
         n = next(n for n in lengths if n > MAX_KEY_BYTES)
         raise InvalidInput(f'field "key" is {n} bytes, longer than the limit of {MAX_KEY_BYTES}')
     return raw
+
+
+def key_loads(node: str, keys: Iterable[tuple[str, int]]) -> Fields:
+    """A ``key_loads`` entry as Rust's ``report_key_loads`` writes it: ``node``, then a
+    ``key``/``load`` pair per key, heaviest first (ties by key), at most 64 (the heaviest),
+    each load as ``format_load`` writes it after a round trip through the decoder's
+    ``parse_load``. An empty list says none of ``node``'s keys is hot any more."""
+    check_node(node)
+    pairs = list(keys)
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise InvalidInput(f"a key load must be a (key, thousandths) pair, got {pair!r}")
+        key, load = pair
+        if not isinstance(key, str):
+            raise InvalidInput(f"a key must be a str, got {type(key).__name__}")
+        check_milli(load)
+    pairs.sort(key=lambda kl: (-kl[1], kl[0]))
+    fields = [*_head("key_loads"), ("node", node)]
+    for key, load in pairs[:MAX_KEY_LOADS]:
+        check_keys([key])
+        # As the decoder reads it (which refuses a load above 1e12 units).
+        fields.append(("key", key))
+        fields.append(("load", format_load(parse_load(format_load(load)))))
+    return fields
 
 
 def batches(keys: Sequence[bytes]) -> Iterable[Sequence[bytes]]:

@@ -38,5 +38,12 @@ pub async fn run(args: ExplainArgs, settings: &Settings) -> anyhow::Result<()> {
             o.cause
         );
     }
+    if !x.replicas.is_empty() {
+        let names: Vec<String> = x.replicas.iter().map(ToString::to_string).collect();
+        crate::outln!(
+            "  read replicas now (hot key, docs/adr/0018): {}",
+            names.join(", ")
+        );
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `pantheon locate <key>`: which node owns a key. For an assigned key, the committed owner
 //! (from the key map, without building the ring); for any other key, the owner the ring gives
-//! it (computed locally, as clients do).
+//! it (computed locally, as clients do). A hot key's read replicas (docs/adr/0018) are named
+//! too: only assigned keys have them.
 
 use serde_json::json;
 
@@ -18,15 +19,21 @@ pub async fn run(args: LocateArgs, settings: &Settings) -> anyhow::Result<()> {
     let assigned = found.is_some();
     // An assigned key is answered from the key map in one round trip: building the ring
     // (millions of points at thousands of nodes) is only for keys the ring places.
-    let (node, ring_version, token) = if let Some(found) = found {
+    let (node, ring_version, token, replicas) = if let Some(found) = found {
         let (node, token) = found.owner.map_or((None, None), |(n, t)| (Some(n), t));
-        (node, found.ring_version, token)
+        (node, found.ring_version, token, found.replicas)
     } else {
         let ring = cluster.client.refresh_ring().await.map_err(client_error)?;
         let owner = ring.owner_with_token(&args.key);
         let token = owner.and_then(|(_, t)| t);
-        (owner.map(|(n, _)| n.clone()), ring.version(), token)
+        (
+            owner.map(|(n, _)| n.clone()),
+            ring.version(),
+            token,
+            Vec::new(),
+        )
     };
+    let replicas: Vec<String> = replicas.iter().map(ToString::to_string).collect();
     if args.json {
         return crate::output::json(&json!({
             "key": args.key,
@@ -34,10 +41,16 @@ pub async fn run(args: LocateArgs, settings: &Settings) -> anyhow::Result<()> {
             "assigned": assigned,
             "ring_version": ring_version,
             "token": token,
+            "replicas": replicas,
         }));
     }
     match (&node, assigned) {
-        (Some(n), true) => crate::outln!("{} → {n} (assigned key{})", args.key, token_text(token)),
+        (Some(n), true) => crate::outln!(
+            "{} → {n} (assigned key{}){}",
+            args.key,
+            token_text(token),
+            replicas_text(&replicas)
+        ),
         (Some(n), false) => crate::outln!(
             "{} → {n} (not assigned; where the ring places it, version {}{})",
             args.key,
@@ -50,6 +63,14 @@ pub async fn run(args: LocateArgs, settings: &Settings) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+fn replicas_text(replicas: &[String]) -> String {
+    if replicas.is_empty() {
+        String::new()
+    } else {
+        format!("; read replicas: {}", replicas.join(", "))
+    }
 }
 
 fn token_text(token: Option<u64>) -> String {

@@ -64,8 +64,7 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     let now = output::now_ms();
     // Load (ADR 0018) is a column only once some node reports one.
-    let loads: Vec<u64> = summary.nodes.iter().filter_map(|n| n.record.load).collect();
-    let mean_load = (!loads.is_empty()).then(|| loads.iter().sum::<u64>() / loads.len() as u64);
+    let mean_load = pantheon_client::loads::mean_load(summary.nodes.iter().map(|n| &n.record));
     let rows: Vec<Vec<String>> = summary
         .nodes
         .iter()
@@ -90,7 +89,7 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
                 r.url.clone(),
             ];
             if let Some(mean) = mean_load {
-                row.insert(6, load_cell(r.load, mean));
+                row.insert(6, pantheon_client::loads::load_text(r.load, mean));
             }
             row
         })
@@ -138,18 +137,4 @@ pub async fn run(args: ReadArgs, settings: &Settings) -> anyhow::Result<()> {
         }
     );
     Ok(())
-}
-
-/// A node's reported load and its share of the mean: `12.5 (1.08× mean)`; `-` without a
-/// report.
-fn load_cell(load: Option<u64>, mean: u64) -> String {
-    match load {
-        None => "-".to_owned(),
-        Some(load) if mean == 0 => pantheon_domain::load::format_load(load),
-        Some(load) => format!(
-            "{} ({:.2}× mean)",
-            pantheon_domain::load::format_load(load),
-            load as f64 / mean as f64
-        ),
-    }
 }

@@ -290,11 +290,16 @@ fn render_live(
     if pages > 1 {
         render_pager(html, page, pages, first, rows.len(), s.nodes.len(), links);
     }
+    // Load (docs/adr/0018) is a column only once some node reports one.
+    let mean_load = pantheon_client::loads::mean_load(s.nodes.iter().map(|n| &n.record));
     html.push_str(
         "<table id=\"nodes\"><thead><tr>\
-        <th>node</th><th>state</th><th>epoch</th><th>weight</th><th>keys</th>\
-        <th>ring share</th><th>last change</th></tr></thead><tbody>",
+        <th>node</th><th>state</th><th>epoch</th><th>weight</th><th>keys</th>",
     );
+    if mean_load.is_some() {
+        html.push_str("<th>load</th>");
+    }
+    html.push_str("<th>ring share</th><th>last change</th></tr></thead><tbody>");
     for (i, n) in rows.iter().enumerate() {
         let r = &n.record;
         let id = escape(&r.node);
@@ -308,12 +313,16 @@ fn render_live(
             html,
             "<tr id=\"node-{id}\" data-node=\"{id}\" data-state=\"{state}\"{selected}>\
              <td><a href=\"{href}\">{id}</a></td><td class=\"state s-{state}\">{state}</td>\
-             <td>{}</td><td>{}</td><td class=\"keys\">{}</td>\
+             <td>{}</td><td>{}</td><td class=\"keys\">{}</td>{}\
              <td><div class=\"bar\"><span class=\"b{colour}\" style=\"width:{share:.1}%\">\
              </span></div>{}</td><td class=\"last\">{} ",
             r.epoch,
             r.weight,
             n.keys,
+            mean_load.map_or(String::new(), |mean| format!(
+                "<td class=\"load\">{}</td>",
+                pantheon_client::loads::load_text(r.load, mean)
+            )),
             percent(n.ring_share),
             escape(&r.last.replace('_', " ")),
             state = escape(&r.state),

@@ -203,6 +203,14 @@ fn render_answer(html: &mut String, x: &Explanation, now: u64) {
         html.push_str("</li>");
     }
     html.push_str("</ol>");
+    if !x.replicas.is_empty() {
+        let names: Vec<String> = x.replicas.iter().map(|n| escape(n.as_str())).collect();
+        let _ = write!(
+            html,
+            "<p id=\"explain-replicas\">Read replicas now (a hot key): <b>{}</b></p>",
+            names.join("</b>, <b>")
+        );
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +258,7 @@ mod tests {
                     why: "b died: 3 failed probes in a row; placement moved it to a".into(),
                 },
             ],
+            replicas: vec![NodeId::new("c").unwrap(), NodeId::new("d").unwrap()],
             entries: 12,
         };
         let mut html = String::new();
@@ -272,6 +281,12 @@ mod tests {
              in a row; placement moved it to a</span> <small class=\"hint\">(owner now)</small>"
         ), "{html}");
         assert!(html.contains("data-cause=\"1796306811205-1\""), "{html}");
+        assert!(
+            html.contains(
+                "<p id=\"explain-replicas\">Read replicas now (a hot key): <b>c</b>, <b>d</b></p>"
+            ),
+            "{html}"
+        );
         let mut html = String::new();
         render(
             &mut html,

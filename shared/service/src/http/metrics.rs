@@ -33,6 +33,11 @@ struct StateLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLabel {
     group: String,
 }
@@ -65,6 +70,8 @@ struct ClusterGauges {
     lag_seconds: f64,
     probers: usize,
     event_groups: Vec<GroupLag>,
+    /// Loads of the members that report one (ADR 0018), in the cluster's unit per second.
+    loads: BTreeMap<String, f64>,
 }
 
 /// Reads [`ClusterGauges`]: the node records (one `HGETALL`; a record that does not parse is
@@ -81,9 +88,15 @@ async fn read_cluster(client: &Pantheon) -> Result<ClusterGauges, StoreError> {
     let mut states: BTreeMap<String, u64> =
         NODE_STATES.iter().map(|s| ((*s).to_owned(), 0)).collect();
     let mut damaged = 0;
+    let mut loads = BTreeMap::new();
     for record in &records {
         match record {
-            Ok((_, r)) => *states.entry(r.state.clone()).or_default() += 1,
+            Ok((_, r)) => {
+                *states.entry(r.state.clone()).or_default() += 1;
+                if let Some(load) = r.load {
+                    loads.insert(r.node.clone(), load as f64 / 1000.0);
+                }
+            }
             Err(_) => damaged += 1,
         }
     }
@@ -108,6 +121,7 @@ async fn read_cluster(client: &Pantheon) -> Result<ClusterGauges, StoreError> {
         lag_seconds: lag_ms as f64 / 1000.0,
         probers: registry.live().len(),
         event_groups,
+        loads,
     })
 }
 
@@ -173,6 +187,27 @@ fn register_cluster(registry: &mut Registry, s: &ClusterGauges) {
         "Bumped at every change of the ring",
         int(s.ring_version),
     );
+    if !s.loads.is_empty() {
+        let loads = Family::<NodeLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        for (node, load) in &s.loads {
+            loads
+                .get_or_create(&NodeLabel { node: node.clone() })
+                .set(*load);
+        }
+        registry.register(
+            "pantheon_node_load",
+            "Each node's reported load, in the cluster's unit per second (nodes that report one)",
+            loads,
+        );
+        let mean = s.loads.values().sum::<f64>() / s.loads.len() as f64;
+        let busiest = s.loads.values().copied().fold(0.0, f64::max);
+        float_gauge(
+            registry,
+            "pantheon_load_busiest_ratio",
+            "The busiest node's load over the mean load (1 is perfectly even)",
+            if mean > 0.0 { busiest / mean } else { 1.0 },
+        );
+    }
     let lag = Family::<GroupLabel, Gauge>::default();
     let pending = Family::<GroupLabel, Gauge>::default();
     for g in &s.event_groups {

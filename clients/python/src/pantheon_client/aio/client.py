@@ -25,6 +25,8 @@ from ..common import (
     entry_key,
     node_record,
     node_statuses,
+    parse_replicas,
+    plan_field,
     text,
 )
 from ..errors import PantheonError, Rejected, Unavailable
@@ -147,6 +149,14 @@ class Pantheon:
         """Changes a node's weight (1 to 100): its share of keys relative to the others."""
         return await self._append(wire.set_weight(node, weight))
 
+    async def report_key_loads(self, node: str, keys: Iterable[tuple[str, int]]) -> str:
+        """Reports ``node``'s hottest keys for load-aware placement (docs/adr/0018):
+        ``(key, load)`` pairs with loads in thousandths of the cluster's unit per second (see
+        :func:`format_load`). Written as Rust's ``report_key_loads`` writes it: heaviest
+        first, at most 64 (the heaviest are kept). An empty list says none is hot any more.
+        Returns the log entry id."""
+        return await self._append(wire.key_loads(node, keys))
+
     async def distribute(self, keys: Iterable[str]) -> list[str]:
         """Assigns keys, in log entries of at most 10,000 keys (25 entries per round trip).
         Every key is checked before the first entry is sent, so a bad key writes nothing.
@@ -231,7 +241,9 @@ class Pantheon:
 
     async def nodes(self) -> list[dict[str, Any]]:
         """Every node that joined and has not left, sorted by id, with the fields of
-        ``pantheon nodes --json``: its record, ``keys`` owned and ``ring_share``."""
+        ``pantheon nodes --json``: its record, ``keys`` owned and ``ring_share``. ``load`` is
+        the node's reported load in thousandths, ``None`` when it never reported one (the
+        CLI's JSON leaves the field out then)."""
 
         async def read(r: aioredis.Redis) -> list[dict[str, Any]]:
             records = {
@@ -247,10 +259,19 @@ class Pantheon:
         return await self._master.call(read)
 
     async def node_health(self, node: str) -> dict[str, Any] | None:
-        """One node's record, or ``None`` if it never joined or has left."""
+        """One node's record (with ``load``, see :meth:`nodes`), or ``None`` if it never
+        joined or has left."""
         wire.check_node(node)
         raw = await self._master.call(lambda r: r.hget(self.layout.nodes, node))
         return None if raw is None else node_record(text(raw))
+
+    async def replicas(self, key: str) -> list[str]:
+        """A hot key's read replicas (docs/adr/0018): nodes that serve reads of a cached value
+        of it besides its owner, in the order load placement added them; empty for a key
+        without. Raises :class:`PantheonError` naming the hash and field when the stored
+        value is damaged."""
+        raw = await self._master.call(lambda r: r.hget(self.layout.loads, plan_field(key)))
+        return parse_replicas(self.layout, key, None if raw is None else text(raw))
 
     # -- local placement ---------------------------------------------------------------------
 
