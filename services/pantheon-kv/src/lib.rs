@@ -123,7 +123,8 @@
 //! `on_handoff`/`on_state`): it is not lost. A forced hand-off (a worker that did not release
 //! within the cluster's `handoff_timeout`) moves keys without their values.
 //! **A worker killed with SIGKILL (or crashing) loses its values**: this is a cache without
-//! replicas. Its keys move to the others within detection time and read 404 until written
+//! copies that outlive the owner (a hot key's read replicas keep theirs for a second, to serve
+//! reads, not to take over). Its keys move to the others within detection time and read 404 until written
 //! again.
 //!
 //! On SIGTERM (or SIGINT) a worker drains, hands every value over, leaves the cluster

@@ -167,7 +167,7 @@ impl Shared {
                     replicas,
                 }) => {
                     if method == Method::Get
-                        && let Some(answer) = self.from_replica(&replicas, key).await
+                        && let Some(answer) = self.ask_replica(&replicas, key).await
                     {
                         return answer;
                     }
@@ -219,7 +219,7 @@ impl Shared {
     /// A replica's answer to a read of a hot key, when it is a replica's turn and it answers
     /// with the value (or that there is none); `None`: the owner's turn, or the replica could
     /// not answer (it is logged, and the owner is asked).
-    async fn from_replica(&self, replicas: &[NodeId], key: &str) -> Option<Response> {
+    async fn ask_replica(&self, replicas: &[NodeId], key: &str) -> Option<Response> {
         if replicas.is_empty() {
             return None;
         }

@@ -204,6 +204,23 @@ impl Loads {
         self.forget_key(key, node);
     }
 
+    /// `key`'s holders changed: every holder's share of it changed too, so the shares
+    /// reported so far (smoothed over the old holders) no longer tell its load. They go; the
+    /// key waits for fresh reports before a round decides on it again. (Kept, the old larger
+    /// shares times the new number of holders overstated the key's load and kept adding
+    /// replicas it did not need.)
+    pub fn reset_key(&mut self, key: &str) {
+        for node in self.keys.remove(key).unwrap_or_default().into_keys() {
+            if let Some(keys) = self.reported.get_mut(&node) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.reported.remove(&node);
+                }
+            }
+            self.touched.0.insert(node);
+        }
+    }
+
     /// `node` left: everything it reported goes.
     pub fn forget_node(&mut self, node: &NodeId) {
         self.touched.0.insert(node.clone());
@@ -572,6 +589,7 @@ impl Plan {
                 budget -= picked.len();
                 holders.extend(picked.iter().cloned());
                 self.replicas.entry(key.clone()).or_default().extend(picked);
+                loads.reset_key(key);
                 out.replicas.push(key.clone());
             } else if shrink {
                 let Some(gone) = self.replicas.get_mut(key.as_str()).and_then(Vec::pop) else {
@@ -590,7 +608,7 @@ impl Plan {
                         *e += new_share - old_share;
                     }
                 }
-                loads.drop_holder(key, &gone);
+                loads.reset_key(key);
                 budget -= 1;
                 out.replicas.push(key.clone());
             }

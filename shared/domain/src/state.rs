@@ -1267,8 +1267,9 @@ impl State {
                     .into_iter()
                     .map(|k| (placement::key_hash(&k), k.into())),
             );
-            for (key, node) in dropped {
-                self.loads.drop_holder(&key, &node);
+            for (key, _) in dropped {
+                // One holder fewer: every share changed (see `Loads::reset_key`).
+                self.loads.reset_key(&key);
                 out.replicas_changed.push(key);
             }
             out.replicas_changed.dedup();

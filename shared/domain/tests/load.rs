@@ -220,4 +220,117 @@ fn loads_survive_the_wire() {
     // A `loads` entry is the service's: nobody else may write it.
     assert!(l.command.is_service_only());
     assert!(!e.command.is_service_only());
+    // At most 64 hot keys per report: a longer one is refused as it is read, so the fold
+    // rejects it and changes nothing.
+    let names: Vec<String> = (0..=pantheon_domain::load::MAX_KEY_LOADS)
+        .map(|i| format!("k{i}"))
+        .collect();
+    let many: Vec<(&str, u64)> = names.iter().map(|k| (k.as_str(), 1)).collect();
+    let too_many = key_loads("a", &many);
+    let err = LogEntry::decode(&too_many.encode()).unwrap_err();
+    assert!(err.to_string().contains("65"), "{err}");
+    let mut s = cluster();
+    let before = s.state.checksum();
+    let id = s.next_id();
+    assert!(
+        s.state
+            .apply_raw(id, &too_many.encode(), pantheon_domain::Origin::Service)
+            .is_err()
+    );
+    assert_eq!(s.state.checksum(), before);
+    let fit = key_loads("a", &many[..pantheon_domain::load::MAX_KEY_LOADS]);
+    assert!(LogEntry::decode(&fit.encode()).is_ok());
+}
+
+/// A fold that keeps its log, so that `explain` can read it back.
+struct Logged {
+    state: pantheon_domain::State,
+    log: Vec<(pantheon_domain::EntryId, LogEntry)>,
+    clock: u64,
+}
+
+impl Logged {
+    fn apply(&mut self, entry: LogEntry) {
+        self.clock += 1;
+        let id = pantheon_domain::EntryId::new(self.clock, 0);
+        self.state.apply(id, &entry).unwrap();
+        self.log.push((id, entry));
+    }
+}
+
+#[test]
+fn explain_says_when_a_key_moved_for_load_and_names_read_replicas() {
+    use pantheon_domain::Origin;
+    use pantheon_domain::explain::Explainer;
+    let mut f = Logged {
+        state: pantheon_domain::State::default(),
+        log: Vec::new(),
+        clock: 1_700_000_000_000,
+    };
+    for n in NODES {
+        f.apply(join(n));
+        let epoch = f.state.node(&node(n)).unwrap().epoch;
+        f.apply(probe(n, epoch, true));
+    }
+    f.apply(assign(keys(200)));
+    f.apply(epsilon(10));
+    // Eight keys of `a`, each too light for replicas, together put `a` above the band: two
+    // rounds in a row, so it sheds some of them. One more key is hot enough for replicas.
+    let of_a: Vec<String> = keys(200)
+        .into_iter()
+        .filter(|k| {
+            f.state.keys().get(k).and_then(|o| o.map(|n| n.to_string())) == Some("a".into())
+        })
+        .collect();
+    let warm = &of_a[..8];
+    let hot = keys(200)
+        .into_iter()
+        .find(|k| f.state.keys().get(k).and_then(|o| o.map(|n| n.to_string())) == Some("b".into()))
+        .unwrap();
+    for _ in 0..3 {
+        let mut reported: Vec<(&str, u64)> = warm.iter().map(|k| (k.as_str(), 20)).collect();
+        f.apply(key_loads("a", &reported));
+        reported = vec![(hot.as_str(), 300)];
+        f.apply(key_loads("b", &reported));
+        f.clock += ROUND_MS;
+        f.apply(loads(&[
+            ("a", "260"),
+            ("b", "400"),
+            ("c", "100"),
+            ("d", "100"),
+        ]));
+    }
+    let moved: Vec<String> = f
+        .state
+        .load_plan()
+        .moved()
+        .map(|(k, _)| k.to_owned())
+        .collect();
+    assert!(!moved.is_empty(), "{:?}", f.state.load_plan());
+    let replicas = f.state.load_plan().replicas_of(&hot).to_vec();
+    assert!(!replicas.is_empty(), "{:?}", f.state.load_plan());
+
+    let explain = |key: &str| {
+        let mut e = Explainer::full(key, pantheon_domain::State::default(), None);
+        for (id, entry) in &f.log {
+            e.entry(*id, entry, Origin::Service);
+        }
+        e.finish()
+    };
+    let x = explain(&moved[0]);
+    let last = x.history.last().unwrap();
+    assert_eq!(
+        last.node.as_ref(),
+        f.state.keys().get(&moved[0]).unwrap(),
+        "{x:?}"
+    );
+    assert_ne!(last.node.as_ref().map(|n| n.as_str()), Some("a"), "{x:?}");
+    assert!(last.why.contains("moved for load"), "{x:?}");
+    assert!(x.replicas.is_empty(), "{x:?}");
+    let x = explain(&hot);
+    assert_eq!(x.replicas, replicas, "{x:?}");
+    assert!(
+        !x.history.iter().any(|o| o.why.contains("moved for load")),
+        "replicas are no move: {x:?}"
+    );
 }

@@ -70,8 +70,8 @@ pub struct NodeRecord {
     /// derived again on restore, and in records written before it existed).
     #[serde(default)]
     pub handing: u64,
-    /// The node's reported load (ADR 0018), smoothed, in thousandths of its unit; absent
-    /// until it reports one (and in snapshots, which keep loads apart).
+    /// The node's reported load (ADR 0018), as the prober last wrote it, in thousandths of
+    /// its unit; absent until it reports one (and in snapshots, which keep loads apart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<u64>,
 }
@@ -852,6 +852,15 @@ pub struct AssignedKey {
     pub replicas: Vec<NodeId>,
 }
 
+/// The replies of [`assigned_key`]'s pipeline: the key map's owner, whether the key is
+/// unowned, the ring's version and token floor, and the key's load plan.
+type AssignedKeyReply = (
+    Option<String>,
+    bool,
+    (Option<String>, Option<String>),
+    Option<String>,
+);
+
 /// `key`'s owner, token and the ring version if the key is assigned (`None`: it is not, and
 /// only the ring places it): `pantheon locate` without building the ring. Two small round
 /// trips (the key map, then the owner's record) rather than the ring's `tokens` field, which
@@ -865,12 +874,7 @@ pub async fn assigned_key<C: ConnectionLike + Send>(
 ) -> Result<Option<AssignedKey>, StoreError> {
     let map = layout.keymap();
     let ring = layout.ring();
-    let (node, unowned, (version, floor), plan): (
-        Option<String>,
-        bool,
-        (Option<String>, Option<String>),
-        Option<String>,
-    ) = redis::pipe()
+    let (node, unowned, (version, floor), plan): AssignedKeyReply = redis::pipe()
         .cmd("HGET")
         .arg(&map)
         .arg(key)

@@ -110,3 +110,48 @@ pub(crate) async fn start(
         task: Some(task),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// `GET /health` over a plain TCP connection: the whole answer as text.
+    async fn get_health(url: &str) -> String {
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/health");
+        let mut con = tokio::net::TcpStream::connect(addr).await.unwrap();
+        con.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        con.read_to_string(&mut answer).await.unwrap();
+        answer.to_ascii_lowercase()
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_sends_the_meters_load_and_none_without_a_meter() {
+        let (_stop_tx, stop) = watch::channel(false);
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let meter = crate::LoadMeter::new();
+        for _ in 0..10 {
+            meter.hit("k");
+        }
+        let _ = meter.take();
+        let metered = start(&Health::serve(listen), Some(meter.clone()), stop.clone())
+            .await
+            .unwrap();
+        let answer = get_health(&metered.url).await;
+        assert!(answer.starts_with("http/1.1 200"), "{answer}");
+        let header = format!("{}: {}", crate::load::HEADER, meter.header_value());
+        assert!(answer.contains(&header), "{answer}");
+        assert_ne!(meter.header_value(), "0");
+
+        let plain = start(&Health::serve(listen), None, stop).await.unwrap();
+        let answer = get_health(&plain.url).await;
+        assert!(answer.starts_with("http/1.1 200"), "{answer}");
+        assert!(!answer.contains(crate::load::HEADER), "{answer}");
+    }
+}

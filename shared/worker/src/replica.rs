@@ -51,7 +51,7 @@ pub struct ReplicaRead<V> {
 pub struct Replicas<V> {
     client: Pantheon,
     node: NodeId,
-    routes: Arc<Mutex<HashMap<String, (Instant, Option<KeyRoute>)>>>,
+    routes: Arc<Mutex<Routes>>,
     copies: Copies<V>,
 }
 
@@ -124,8 +124,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Each key's route, with when it was read (`None`: the key has no owner).
+type Routes = HashMap<String, (Instant, Option<KeyRoute>)>;
+
 /// One key's copy: when it was fetched, and the value (`None`: the owner had none).
 type Copy<V> = Option<(Instant, Option<V>)>;
+
+/// One slot per key, locked through its fetch.
+type Slots<V> = HashMap<String, Arc<tokio::sync::Mutex<Copy<V>>>>;
 
 /// Copies of values with their age; one fetch at a time per key.
 #[derive(Debug, Clone)]
@@ -133,7 +139,7 @@ struct Copies<V> {
     max_age: Duration,
     // std Mutex around the map (never held across an await); a tokio Mutex per key, held
     // through its fetch so that concurrent reads share it.
-    slots: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Copy<V>>>>>>,
+    slots: Arc<Mutex<Slots<V>>>,
 }
 
 impl<V: Clone> Copies<V> {
