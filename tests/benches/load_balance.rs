@@ -14,6 +14,9 @@
 //! ```text
 //! cargo bench -p pantheon-tests --bench load_balance
 //! ```
+//!
+//! `PANTHEON_BENCH_TRACE=1` runs only the noisy stable phase and prints every change it makes
+//! (which key, its holders before and after, the shares reported for it) on stderr.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

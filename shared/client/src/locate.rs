@@ -152,6 +152,36 @@ impl Pantheon {
         Ok(ring.owner_with_token(key).map(|(n, t)| (n.clone(), t)))
     }
 
+    /// Like [`Pantheon::locate_with_token`], for a process that places one key and exits (the
+    /// CLI's `locate`): reads the stored ring definition and computes the owner without
+    /// building the ring (one pass over its points, nothing sorted or cached), and returns the
+    /// ring version too. For many keys, [`Pantheon::ring`] builds it once instead.
+    pub async fn locate_once(
+        &self,
+        key: &str,
+    ) -> Result<(Option<(NodeId, Option<u64>)>, u64), ClientError> {
+        let mut con = self.con();
+        let readmodel::RingDefinition {
+            version,
+            strategy,
+            vnodes,
+            members,
+            tokens,
+        } = readmodel::ring(&mut con, &self.inner.layout).await?;
+        let key_owned = key.to_owned();
+        // Hashing up to millions of points: keep it off the async workers.
+        let owner = tokio::task::spawn_blocking(move || {
+            placement::owner_of_one(strategy, vnodes, members, &key_owned)
+        })
+        .await
+        .map_err(|e| ClientError::Config(format!("placing the key failed: {e}")))?;
+        let owner = owner.map(|n| {
+            let token = tokens.get(&n).copied();
+            (n, token)
+        });
+        Ok((owner, version))
+    }
+
     /// The token of the keys `node` owns now (one `HGET`; `None`: not a member).
     pub async fn member_token(&self, node: &NodeId) -> Result<Option<u64>, ClientError> {
         let mut con = self.con();
@@ -241,6 +271,22 @@ impl Pantheon {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_key_placed_without_building_is_the_built_placements_owner() {
+        let members = readmodel::parse_members("a=1 b=1 c=2").unwrap();
+        for strategy in [Strategy::Ring, Strategy::Rendezvous] {
+            let built = placement::build(strategy, 64, members.clone());
+            for i in 0..500 {
+                let k = format!("k{i}");
+                assert_eq!(
+                    placement::owner_of_one(strategy, 64, members.clone(), &k).as_ref(),
+                    built.owner(&k),
+                    "{strategy:?} {k}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_snapshot_places_keys_like_the_domain() {

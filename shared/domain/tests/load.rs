@@ -2,7 +2,9 @@
 //! reason and moves nothing; a hot key on an overloaded node moves (with a larger token) or
 //! gains read replicas, and loses them when it cools; rounds are rate-limited and wait for
 //! fresh reports; the same log gives the same placement; the placement order's first node is
-//! the placement's owner.
+//! the placement's owner; a node sheds only when above the band at two rounds in a row; one
+//! round makes at most `MAX_MOVES_PER_ROUND` changes; `explain` says `moved for load` and
+//! names read replicas; a `key_loads` report of more than 64 keys is refused.
 
 #![allow(clippy::unwrap_used)]
 
@@ -332,5 +334,116 @@ fn explain_says_when_a_key_moved_for_load_and_names_read_replicas() {
     assert!(
         !x.history.iter().any(|o| o.why.contains("moved for load")),
         "replicas are no move: {x:?}"
+    );
+}
+
+/// `a`'s keys `warm` (each too light for replicas) reported at `each`, and every node's load:
+/// `a` at `a_load`, the others at 100. One round.
+fn report_warm(
+    s: &mut Scenario,
+    warm: &[String],
+    each: u64,
+    a_load: u64,
+) -> pantheon_domain::Applied {
+    let reported: Vec<(&str, u64)> = warm.iter().map(|k| (k.as_str(), each)).collect();
+    s.when(&key_loads("a", &reported)).unwrap();
+    s.clock += ROUND_MS;
+    let a = a_load.to_string();
+    s.when(&loads(&[
+        ("a", &a),
+        ("b", "100"),
+        ("c", "100"),
+        ("d", "100"),
+    ]))
+    .unwrap()
+}
+
+fn keys_of(s: &Scenario, n: &str) -> Vec<String> {
+    keys(200)
+        .into_iter()
+        .filter(|k| s.owner(k).as_deref() == Some(n))
+        .collect()
+}
+
+#[test]
+fn a_node_sheds_only_when_above_the_band_at_two_rounds_in_a_row() {
+    let mut s = cluster();
+    let warm: Vec<String> = keys_of(&s, "a")[..8].to_vec();
+    // Above the band once, then back inside it: nothing moves.
+    report_warm(&mut s, &warm, 20, 260);
+    assert_eq!(s.state.load_plan().moved().count(), 0);
+    report_warm(&mut s, &warm, 1, 105);
+    assert_eq!(s.state.load_plan().moved().count(), 0);
+    // Above it at two rounds in a row: `a` sheds keys, down to about the mean.
+    report_warm(&mut s, &warm, 20, 260);
+    assert_eq!(s.state.load_plan().moved().count(), 0, "once is noise");
+    let applied = report_warm(&mut s, &warm, 20, 260);
+    let moved: Vec<&str> = s.state.load_plan().moved().map(|(k, _)| k).collect();
+    assert!(!moved.is_empty(), "{:?}", s.state.load_plan());
+    assert!(moved.iter().all(|k| warm.iter().any(|w| w == k)));
+    assert!(
+        applied
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::LoadBalanced { moved, .. } if moved > 0))
+    );
+}
+
+#[test]
+fn one_round_changes_at_most_the_rate_limit() {
+    // 100 nodes; `n0` and `n1` each hold 64 slightly hot keys and run far above the band.
+    // Shedding them down to the mean wants about 175 moves, and there are 98 nodes with room
+    // (each takes one per round): more than one round may make.
+    let names: Vec<String> = (0..100).map(|i| format!("n{i}")).collect();
+    let mut entries: Vec<LogEntry> = names.iter().map(|n| join(n)).collect();
+    entries.push(assign(keys(20_000)));
+    entries.push(epsilon(10));
+    let mut s = Scenario::given(entries);
+    let hot_of = |s: &Scenario, n: &str| -> Vec<String> {
+        keys(20_000)
+            .into_iter()
+            .filter(|k| s.owner(k).as_deref() == Some(n))
+            .take(pantheon_domain::load::MAX_KEY_LOADS)
+            .collect()
+    };
+    let (of_0, of_1) = (hot_of(&s, "n0"), hot_of(&s, "n1"));
+    let node_loads: Vec<(&str, &str)> = names
+        .iter()
+        .map(|n| {
+            (
+                n.as_str(),
+                if n == "n0" || n == "n1" {
+                    "1000"
+                } else {
+                    "100"
+                },
+            )
+        })
+        .collect();
+    let mut changes = Vec::new();
+    for _ in 0..3 {
+        for (n, hot) in [("n0", &of_0), ("n1", &of_1)] {
+            let reported: Vec<(&str, u64)> = hot.iter().map(|k| (k.as_str(), 10)).collect();
+            s.when(&key_loads(n, &reported)).unwrap();
+        }
+        s.clock += ROUND_MS;
+        let applied = s.when(&loads(&node_loads)).unwrap();
+        let n: u64 = applied
+            .events
+            .iter()
+            .map(|e| match e.kind {
+                EventKind::LoadBalanced {
+                    moved, replicas, ..
+                } => moved + replicas,
+                _ => 0,
+            })
+            .sum();
+        changes.push(n);
+    }
+    let limit = pantheon_domain::load::MAX_MOVES_PER_ROUND as u64;
+    assert!(changes.iter().all(|&n| n <= limit), "{changes:?}");
+    assert!(
+        changes.contains(&limit),
+        "the limit was reached: {changes:?}"
     );
 }

@@ -1,6 +1,7 @@
 //! `pantheon locate <key>`: which node owns a key. For an assigned key, the committed owner
 //! (from the key map, without building the ring); for any other key, the owner the ring gives
-//! it (computed locally, as clients do). A hot key's read replicas (docs/adr/0018) are named
+//! it (computed locally, as clients do, in one pass over the ring's points without building
+//! it). A hot key's read replicas (docs/adr/0018) are named
 //! too: only assigned keys have them.
 
 use serde_json::json;
@@ -17,21 +18,21 @@ pub async fn run(args: LocateArgs, settings: &Settings) -> anyhow::Result<()> {
         .await
         .map_err(client_error)?;
     let assigned = found.is_some();
-    // An assigned key is answered from the key map in one round trip: building the ring
-    // (millions of points at thousands of nodes) is only for keys the ring places.
+    // An assigned key is answered from the key map in one round trip: the ring (millions of
+    // points at thousands of nodes) is only for keys the ring places.
     let (node, ring_version, token, replicas) = if let Some(found) = found {
         let (node, token) = found.owner.map_or((None, None), |(n, t)| (Some(n), t));
         (node, found.ring_version, token, found.replicas)
     } else {
-        let ring = cluster.client.refresh_ring().await.map_err(client_error)?;
-        let owner = ring.owner_with_token(&args.key);
-        let token = owner.and_then(|(_, t)| t);
-        (
-            owner.map(|(n, _)| n.clone()),
-            ring.version(),
-            token,
-            Vec::new(),
-        )
+        // One key: placed in one pass over the ring's points, without building (sorting)
+        // the ring.
+        let (owner, version) = cluster
+            .client
+            .locate_once(&args.key)
+            .await
+            .map_err(client_error)?;
+        let token = owner.as_ref().and_then(|(_, t)| *t);
+        (owner.map(|(n, _)| n), version, token, Vec::new())
     };
     let replicas: Vec<String> = replicas.iter().map(ToString::to_string).collect();
     if args.json {

@@ -91,6 +91,25 @@ impl FromStr for Strategy {
     }
 }
 
+/// The owner of one key, computed without building a [`Ring`] (see
+/// [`ring::owner_without_building`]); rendezvous placement has nothing to build.
+pub fn owner_of_one(
+    strategy: Strategy,
+    vnodes: u32,
+    members: Vec<Member>,
+    key: &str,
+) -> Option<NodeId> {
+    match strategy {
+        Strategy::Ring => {
+            let mut members = members;
+            members.sort_by(|a, b| a.node.cmp(&b.node));
+            members.dedup_by(|a, b| a.node == b.node);
+            ring::owner_without_building(&members, vnodes, key_hash(key))
+        }
+        Strategy::Rendezvous => Rendezvous::new(members).owner(key).cloned(),
+    }
+}
+
 /// Builds the placement for a strategy over members (sorted by node id by the caller or not:
 /// the result does not depend on member order).
 pub fn build(strategy: Strategy, vnodes: u32, members: Vec<Member>) -> Box<dyn Placement> {

@@ -38,6 +38,29 @@ pub fn point_hash(node: &NodeId, i: u32) -> u64 {
     xxh3_64(&buf[..id.len() + 5])
 }
 
+/// The owner of the key hashing to `hash` on the ring of `members` with `vnodes` points per
+/// unit of weight, without building the ring: one pass over the points, nothing sorted or
+/// kept. For one key this is far cheaper than [`Ring::new`] (no sort of millions of points);
+/// for many keys build the ring once.
+pub fn owner_without_building(members: &[Member], vnodes: u32, hash: u64) -> Option<NodeId> {
+    // The first point at or after `hash` (ties by node id), else the lowest point overall
+    // (the ring wraps).
+    let mut after: Option<(u64, &NodeId)> = None;
+    let mut lowest: Option<(u64, &NodeId)> = None;
+    for m in members {
+        for i in 0..vnodes.saturating_mul(m.weight) {
+            let point = (point_hash(&m.node, i), &m.node);
+            if point.0 >= hash && after.is_none_or(|a| point < a) {
+                after = Some(point);
+            }
+            if lowest.is_none_or(|l| point < l) {
+                lowest = Some(point);
+            }
+        }
+    }
+    after.or(lowest).map(|(_, n)| n.clone())
+}
+
 impl Ring {
     pub fn new(mut members: Vec<Member>, vnodes: u32) -> Self {
         members.sort_by(|a, b| a.node.cmp(&b.node));
@@ -269,6 +292,32 @@ mod tests {
             .find(|p| p.hash >= hash)
             .or(pts.first())
             .map(|p| ring.members[p.member as usize].node.clone())
+    }
+
+    #[test]
+    fn one_key_without_building_is_the_built_rings_owner() {
+        let members = vec![
+            member("a", 1),
+            member("b", 3),
+            member("c", 1),
+            member("dd", 2),
+        ];
+        let ring = Ring::new(members.clone(), 40);
+        let mut edges: Vec<u64> = vec![0, 1, u64::MAX, u64::MAX - 1];
+        edges.extend(ring.points.iter().take(20).map(|p| p.hash));
+        edges.extend(ring.points.iter().take(20).map(|p| p.hash.wrapping_add(1)));
+        edges.push(ring.points.last().map_or(0, |p| p.hash + 1));
+        for h in (0..3000)
+            .map(|i| key_hash(&format!("key-{i}")))
+            .chain(edges)
+        {
+            assert_eq!(
+                owner_without_building(&members, 40, h).as_ref(),
+                ring.owner_at(h),
+                "hash {h}"
+            );
+        }
+        assert_eq!(owner_without_building(&[], 40, 7), None);
     }
 
     #[test]
