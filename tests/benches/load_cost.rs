@@ -3,7 +3,9 @@
 //!
 //! One `redis-server` started for the run (never the machine's shared Redis), the real
 //! `pantheon-projector` and `pantheon-prober` binaries as two child processes, and N nodes
-//! (10,000) joined with rendezvous placement (a policy entry first), their health answered by
+//! (10,000) joined with rendezvous placement and 1,024 vnodes (a policy entry first; joins
+//! beyond 2^24 ring points are refused whatever the strategy, 8,192 nodes at the default 2,048
+//! vnodes), their health answered by
 //! a few axum listeners in this process (`/health/{n}` on 8 listeners). Every answer carries
 //! `X-Pantheon-Load` only while the header mode says so:
 //!
@@ -286,6 +288,20 @@ async fn node_counts(con: &mut MultiplexedConnection, layout: &Layout) -> (usize
     )
 }
 
+/// Time on CPU of every current thread of `pid`, in ns (`/proc/<pid>/task/*/schedstat`): finer
+/// than `cpu_time`'s 10 ms ticks, for a process that is nearly idle (a thread that exits
+/// between two readings takes its time with it).
+fn run_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// How many nodes are in each state, as text.
 async fn node_states(con: &mut MultiplexedConnection, layout: &Layout) -> String {
     let mut by: Vec<(String, usize)> = Vec::new();
@@ -366,6 +382,8 @@ struct Window {
     mode: Mode,
     secs: f64,
     projector: Duration,
+    /// The projector's time on CPU from `schedstat` (ns precision).
+    projector_ns: u64,
     prober: Duration,
     redis: Duration,
     bench: Duration,
@@ -409,6 +427,7 @@ async fn window(
         nodes.with_load.load(Ordering::Relaxed),
     );
     let t0 = Instant::now();
+    let ns0 = run_ns(pids.projector);
     let cpu0 = [
         cpu_time(pids.projector),
         cpu_time(pids.prober),
@@ -422,6 +441,7 @@ async fn window(
         cpu_time(pids.redis),
         cpu_time(me),
     ];
+    let ns1 = run_ns(pids.projector);
     let secs = t0.elapsed().as_secs_f64();
     let (a1, w1) = (
         nodes.answers.load(Ordering::Relaxed),
@@ -456,6 +476,7 @@ async fn window(
         mode,
         secs,
         projector: cpu1[0].saturating_sub(cpu0[0]),
+        projector_ns: ns1.saturating_sub(ns0),
         prober: cpu1[1].saturating_sub(cpu0[1]),
         redis: cpu1[2].saturating_sub(cpu0[2]),
         bench: cpu1[3].saturating_sub(cpu0[3]),
@@ -543,25 +564,27 @@ fn report(windows: &[Window], plan: &Plan) {
     );
     println!();
     println!(
-        "CPU seconds (utime + stime) in the window, in parentheses as cores. Reports: the node \
+        "CPU seconds (utime + stime) in the window, in parentheses as cores (the projector's also \
+         from its threads' `schedstat`, ns precision). Reports: the node \
          loads carried by the window's `loads` entries; lag: from the window's end until the \
          projector applied the log's last entry; round age: the log time since the last \
          placement round at the window's end."
     );
     println!();
     println!(
-        "| # | load_epsilon | header | projector | prober | redis-server | bench (HTTP side) | \
+        "| # | load_epsilon | header | projector | projector, schedstat | prober | redis-server | bench (HTTP side) | \
          `loads` entries | reports | other entries | answers/s (with load) | lag | round age | \
          above band (`meta` bytes) | records with load |"
     );
-    println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|");
     for (i, w) in windows.iter().enumerate() {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} ({:.0}) | {} | {} | {} ({} B) | {} |",
+            "| {} | {} | {} | {} | {:.1} ms | {} | {} | {} | {} | {} | {} | {:.0} ({:.0}) | {} | {} | {} ({} B) | {} |",
             i + 1,
             w.epsilon,
             w.mode.name(),
             cores(w.projector, w.secs),
+            w.projector_ns as f64 / 1e6,
             cores(w.prober, w.secs),
             cores(w.redis, w.secs),
             cores(w.bench, w.secs),
@@ -592,27 +615,32 @@ fn report(windows: &[Window], plan: &Plan) {
     println!("### Ratios (CPU per second of window, with ÷ without)");
     println!();
     println!(
-        "| load_epsilon | with | projector: ÷ all off windows | ÷ first off window | projector + \
-         prober: ÷ all off | ÷ first off | + redis-server: ÷ all off |"
+        "| load_epsilon | with | projector: ÷ all off windows | ÷ first off window | projector \
+         (schedstat): ÷ all off | projector + prober: ÷ all off | ÷ first off | + redis-server: \
+         ÷ all off |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     for &eps in &plan.phases {
         let ws: Vec<&Window> = windows.iter().filter(|w| w.epsilon == eps).collect();
         let first_off = ws.iter().position(|w| w.mode == Mode::Off);
         let is_first_off = |w: &Window| first_off.is_some_and(|i| std::ptr::eq(w, ws[i]));
         let proj = |w: &Window| w.projector;
+        let proj_ns = |w: &Window| Duration::from_nanos(w.projector_ns);
         let both = |w: &Window| w.projector + w.prober;
         let all = |w: &Window| w.projector + w.prober + w.redis;
         for mode in [Mode::Noisy, Mode::Steady] {
             let on = |w: &Window| w.mode == mode;
             let off = |w: &Window| w.mode == Mode::Off;
             println!(
-                "| {eps} | {} | **{}** ({:.4} / {:.4} cores) | {} | {} ({:.3} / {:.3}) | {} | {} |",
+                "| {eps} | {} | **{}** ({:.4} / {:.4} cores) | {} | {} ({:.4} / {:.4}) | {} ({:.3} / {:.3}) | {} | {} |",
                 mode.name(),
                 ratio(rate(&ws, on, proj), rate(&ws, off, proj)),
                 rate(&ws, on, proj),
                 rate(&ws, off, proj),
                 ratio(rate(&ws, on, proj), rate(&ws, is_first_off, proj)),
+                ratio(rate(&ws, on, proj_ns), rate(&ws, off, proj_ns)),
+                rate(&ws, on, proj_ns),
+                rate(&ws, off, proj_ns),
                 ratio(rate(&ws, on, both), rate(&ws, off, both)),
                 rate(&ws, on, both),
                 rate(&ws, off, both),
@@ -636,6 +664,13 @@ fn main() {
     }
     let (projector_bin, prober_bin) = binaries(plan.full);
     let command: Vec<String> = std::env::args().collect();
+    // <target>/<profile dir>/deps/load_cost-<hash>
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe
+        .ancestors()
+        .nth(2)
+        .and_then(|p| p.file_name())
+        .map_or(String::new(), |p| p.to_string_lossy().into_owned());
     let knobs: Vec<String> = std::env::vars()
         .filter(|(k, _)| {
             k.starts_with("PANTHEON_BENCH_")
@@ -669,7 +704,9 @@ fn main() {
         } else {
             format!("{} ", knobs.join(" "))
         },
-        if plan.full {
+        if plan.full && profile == "debug" {
+            "cargo bench --profile dev -p pantheon-tests --bench load_cost"
+        } else if plan.full {
             "cargo bench -p pantheon-tests --bench load_cost"
         } else {
             "cargo test -p pantheon-tests --bench load_cost"
@@ -695,11 +732,14 @@ async fn run(plan: &Plan, projector_bin: &FsPath, prober_bin: &FsPath) -> Vec<Wi
         &[("PANTHEON_PROJECTOR__INSTANCE", "bench-projector")],
     );
     // Rendezvous: folding 10,000 single joins into the default ring rebuilds it per join.
+    // Joins are refused beyond 2^24 ring points (weight × vnodes) whatever the strategy: at
+    // the default 2,048 vnodes that is 8,192 nodes, so 1,024 (as the locate bench).
     policy(
         &mut con,
         &layout,
         PolicyChange {
             strategy: Some(Strategy::Rendezvous),
+            vnodes: Some(1024),
             ..PolicyChange::default()
         },
     )
@@ -720,6 +760,15 @@ async fn run(plan: &Plan, projector_bin: &FsPath, prober_bin: &FsPath) -> Vec<Wi
         "  {} joins applied after {} ms",
         plan.nodes,
         joined.as_millis()
+    );
+    let records: usize = redis::cmd("HLEN")
+        .arg(layout.nodes())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        records, plan.nodes,
+        "joins refused (see the `rejected` stream)"
     );
 
     let prober: ChildGuard = service(
