@@ -133,6 +133,9 @@ pub struct Loads {
     above: BTreeSet<NodeId>,
     /// Nodes whose hot keys changed (their read-model field is written again).
     touched: Touched<NodeId>,
+    /// Marked when `settling`, `above` or the round changed (the `meta` field is written
+    /// again; not for every `loads` entry: at 10,000 nodes it lists thousands of nodes).
+    meta_touched: Touched<()>,
 }
 
 impl Loads {
@@ -155,7 +158,9 @@ impl Loads {
     /// prober writes it only when it moved beyond a dead band, so a smoothed figure would
     /// stop short of a steady load.
     pub fn report_node(&mut self, node: &NodeId, load: u64) -> bool {
-        self.settling.remove(node);
+        if self.settling.remove(node) {
+            self.meta_touched.0.insert(());
+        }
         self.nodes.insert(node.clone(), load) != Some(load)
     }
 
@@ -225,8 +230,9 @@ impl Loads {
     pub fn forget_node(&mut self, node: &NodeId) {
         self.touched.0.insert(node.clone());
         self.nodes.remove(node);
-        self.settling.remove(node);
-        self.above.remove(node);
+        if self.settling.remove(node) | self.above.remove(node) {
+            self.meta_touched.0.insert(());
+        }
         for key in self.reported.remove(node).unwrap_or_default() {
             if let Some(by) = self.keys.get_mut(&key) {
                 by.remove(node);
@@ -235,6 +241,11 @@ impl Loads {
                 }
             }
         }
+    }
+
+    /// Whether `settling` or `above` changed (or a round ran) since the last call.
+    pub fn take_meta_touched(&mut self) -> bool {
+        !std::mem::take(&mut self.meta_touched.0).is_empty()
     }
 
     /// The nodes whose hot keys changed since the last call.
@@ -311,6 +322,7 @@ impl Loads {
             settling,
             above,
             touched: Touched::default(),
+            meta_touched: Touched::default(),
         }
     }
 }
@@ -490,6 +502,8 @@ impl Plan {
     /// One round at log time `ms` (see the module docs).
     pub fn round(&mut self, ms: u64, loads: &mut Loads, input: &RoundInput<'_>) -> RoundOutcome {
         self.last_round_ms = Some(ms);
+        // The round's time, and perhaps `settling` and `above`, change: `meta` is written.
+        loads.meta_touched.0.insert(());
         let mut out = RoundOutcome::default();
         // Expected load per node: what it reported, as the moves of this round change it.
         let mut expected: BTreeMap<NodeId, u64> = input

@@ -447,3 +447,43 @@ fn one_round_changes_at_most_the_rate_limit() {
         "the limit was reached: {changes:?}"
     );
 }
+
+#[test]
+fn the_meta_read_model_is_written_exactly_when_it_changes() {
+    // `settling`, `above` and the round's time are one read-model field: every entry that
+    // changes them says so, and a `loads` entry that changes none of them does not.
+    let mut s = cluster();
+    let meta = |s: &Scenario| {
+        let (_, _, settling, above) = s.state.loads().parts();
+        (
+            settling.clone(),
+            above.clone(),
+            s.state.load_plan().last_round_ms(),
+        )
+    };
+    let check = |s: &mut Scenario, e: LogEntry, what: &str| -> bool {
+        let before = meta(s);
+        let applied = s.when(&e).unwrap();
+        let changed = meta(s) != before;
+        assert_eq!(applied.load_meta_changed, changed, "{what}");
+        changed
+    };
+    let mut changed = Vec::new();
+    for i in 0..6 {
+        let hot = if i < 4 { 300 } else { 1 };
+        let owner = s.owner("user:7").unwrap();
+        check(&mut s, key_loads(&owner, &[("user:7", hot)]), "key_loads");
+        s.clock += ROUND_MS;
+        let a = if owner == "a" { 100 + hot } else { 100 };
+        let a = a.to_string();
+        changed.push(check(
+            &mut s,
+            loads(&[("a", &a), ("b", "100"), ("c", "100"), ("d", "100")]),
+            "a round",
+        ));
+        // Within the round interval: no round, and nodes that report again leave `settling`.
+        changed.push(check(&mut s, loads(&[("b", "100")]), "a report"));
+    }
+    assert!(changed.iter().any(|c| *c), "{changed:?}");
+    check(&mut s, leave("c"), "a leave");
+}

@@ -39,7 +39,6 @@ impl State {
                 }
             }
         }
-        out.load_meta_changed = true;
         if self.policy.load_epsilon > 0 && !self.placement_off && self.plan.round_due(id.ms) {
             self.load_round(id, out);
         }
@@ -123,6 +122,7 @@ impl State {
 impl State {
     /// Names in `out` the load read models the entry changed.
     pub(super) fn collect_load_changes(&mut self, out: &mut Applied) {
+        out.load_meta_changed |= self.loads.take_meta_touched();
         for node in self.loads.take_touched() {
             if !out.key_loads_changed.contains(&node) {
                 out.key_loads_changed.push(node);
