@@ -169,7 +169,7 @@ impl Sim {
         for (n, l) in &loads {
             let f = if noisy { self.noise() } else { 1.0 };
             let text = format_load((l * f * 1000.0) as u64);
-            self.reports.observe(n, Some(&text));
+            self.reports.observe(n, true, Some(&text));
         }
         let due = self.reports.due(self.t0 + Duration::from_millis(self.ms));
         let (mut moved, mut replicas) = (0, 0);

@@ -54,6 +54,9 @@ pub enum LoadError {
     TooLarge(String),
 }
 
+/// The `loads` entry's text for a node that stopped reporting a load: its figure is forgotten.
+pub const NO_LOAD: &str = "none";
+
 /// A load as text (a decimal number of the reporter's unit per second) in thousandths.
 pub fn parse_load(text: &str) -> Result<u64, LoadError> {
     let text = text.trim();
@@ -207,6 +210,15 @@ impl Loads {
     /// it no longer counts.
     pub fn drop_holder(&mut self, key: &str, node: &NodeId) {
         self.forget_key(key, node);
+    }
+
+    /// `node` stopped reporting a load: its figure no longer counts (in the mean, or against
+    /// the band). Returns whether it had one.
+    pub fn clear_node(&mut self, node: &NodeId) -> bool {
+        if self.settling.remove(node) | self.above.remove(node) {
+            self.meta_touched.0.insert(());
+        }
+        self.nodes.remove(node).is_some()
     }
 
     /// `key`'s holders changed: every holder's share of it changed too, so the shares

@@ -105,6 +105,29 @@ fn a_load_that_is_not_one_is_refused_with_a_reason_and_nothing_moves() {
 }
 
 #[test]
+fn a_node_that_stops_reporting_is_forgotten_not_frozen() {
+    let mut s = cluster();
+    s.when(&loads(&[("a", "300"), ("b", "100")])).unwrap();
+    assert_eq!(s.state.loads().node(&node("a")), Some(300_000));
+    let applied = s
+        .when(&loads(&[("a", pantheon_domain::load::NO_LOAD)]))
+        .unwrap();
+    assert_eq!(s.state.loads().node(&node("a")), None);
+    assert!(
+        applied.nodes_changed.contains(&node("a")),
+        "its record is written again"
+    );
+    assert!(
+        !applied
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::LoadRefused { .. })),
+        "`none` is no garbage"
+    );
+    assert_eq!(s.state.loads().node(&node("b")), Some(100_000));
+}
+
+#[test]
 fn a_hot_key_gains_read_replicas_and_loses_them_when_it_cools() {
     let mut s = cluster();
     let key = "user:7";

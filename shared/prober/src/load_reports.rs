@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use pantheon_domain::NodeId;
 use pantheon_domain::entry::{Command, LogEntry};
-use pantheon_domain::load::parse_load;
+use pantheon_domain::load::{NO_LOAD, parse_load};
 
 /// The response header a node reports its load in.
 pub const HEADER: &str = "x-pantheon-load";
@@ -51,9 +51,21 @@ pub struct LoadReports {
 }
 
 impl LoadReports {
-    pub fn observe(&mut self, node: &NodeId, text: Option<&str>) {
-        if let Some(text) = text {
-            self.latest.insert(node.clone(), text.to_owned());
+    /// A probe of `node` answered (`ok`) with `text` in the header, or without it. A failed
+    /// probe says nothing of the node's load.
+    pub fn observe(&mut self, node: &NodeId, ok: bool, text: Option<&str>) {
+        match text {
+            Some(text) => {
+                self.latest.insert(node.clone(), text.to_owned());
+            }
+            None if ok => {
+                if let Some(latest) = self.latest.get_mut(node)
+                    && latest != NO_LOAD
+                {
+                    NO_LOAD.clone_into(latest);
+                }
+            }
+            None => {}
         }
     }
 
@@ -78,7 +90,13 @@ impl LoadReports {
         }
         reports.sort();
         for (node, text) in &reports {
-            self.written.insert(node.clone(), (text.clone(), now));
+            if text == NO_LOAD {
+                // Written once: the node reports nothing until it sends the header again.
+                self.latest.remove(node);
+                self.written.remove(node);
+            } else {
+                self.written.insert(node.clone(), (text.clone(), now));
+            }
         }
         reports
             .chunks(PER_ENTRY)
@@ -112,9 +130,9 @@ mod tests {
     fn writes_first_reports_then_only_moves_beyond_the_dead_band_or_a_refresh() {
         let mut r = LoadReports::default();
         let t0 = Instant::now();
-        r.observe(&node("a"), Some("100"));
-        r.observe(&node("b"), Some("50"));
-        r.observe(&node("c"), None);
+        r.observe(&node("a"), true, Some("100"));
+        r.observe(&node("b"), true, Some("50"));
+        r.observe(&node("c"), true, None);
         let first = r.due(t0);
         assert_eq!(first.len(), 1);
         assert_eq!(
@@ -123,8 +141,8 @@ mod tests {
                 reports: vec![(node("a"), "100".into()), (node("b"), "50".into())]
             }
         );
-        r.observe(&node("a"), Some("104"));
-        r.observe(&node("b"), Some("60"));
+        r.observe(&node("a"), true, Some("104"));
+        r.observe(&node("b"), true, Some("60"));
         let second = r.due(t0 + INTERVAL);
         assert_eq!(
             second[0].command,
@@ -143,10 +161,36 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_stops_sending_the_header_is_written_once_as_none() {
+        let mut r = LoadReports::default();
+        let t0 = Instant::now();
+        r.observe(&node("a"), true, Some("100"));
+        assert_eq!(r.due(t0).len(), 1);
+        // A failed probe has no header: that says nothing of the load.
+        r.observe(&node("a"), false, None);
+        assert!(r.due(t0 + INTERVAL).is_empty());
+        // An answer without it: the figure is withdrawn, once, and never refreshed.
+        r.observe(&node("a"), true, None);
+        let withdrawn = r.due(t0 + INTERVAL * 2);
+        assert_eq!(
+            withdrawn[0].command,
+            Command::Loads {
+                reports: vec![(node("a"), NO_LOAD.into())]
+            }
+        );
+        r.observe(&node("a"), true, None);
+        assert!(r.due(t0 + INTERVAL * 3).is_empty());
+        assert!(r.due(t0 + REFRESH * 2).is_empty());
+        // It reports again: written again.
+        r.observe(&node("a"), true, Some("90"));
+        assert_eq!(r.due(t0 + REFRESH * 2 + INTERVAL).len(), 1);
+    }
+
+    #[test]
     fn garbage_is_passed_on_once_for_the_fold_to_refuse() {
         let mut r = LoadReports::default();
         let t0 = Instant::now();
-        r.observe(&node("a"), Some("fast"));
+        r.observe(&node("a"), true, Some("fast"));
         assert_eq!(r.due(t0).len(), 1);
         assert!(r.due(t0 + INTERVAL).is_empty());
         assert_eq!(header_text(b"1\x002"), "1?2");
@@ -157,7 +201,7 @@ mod tests {
     fn many_nodes_split_into_entries() {
         let mut r = LoadReports::default();
         for i in 0..1_200 {
-            r.observe(&node(&format!("n{i}")), Some("1"));
+            r.observe(&node(&format!("n{i}")), true, Some("1"));
         }
         let entries = r.due(Instant::now());
         assert_eq!(entries.len(), 3);

@@ -381,7 +381,8 @@ impl Prober {
                 continue;
             }
             t.observe(f.outcome.ok, f.started);
-            self.loads.observe(&f.node, f.outcome.load.as_deref());
+            self.loads
+                .observe(&f.node, f.outcome.ok, f.outcome.load.as_deref());
             any_failure |= !f.outcome.ok;
             done.push(f);
         }

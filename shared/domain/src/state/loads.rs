@@ -6,12 +6,13 @@ use std::collections::BTreeSet;
 use super::{Applied, Rejection, State};
 use crate::event::EventKind;
 use crate::ids::{EntryId, NodeId};
-use crate::load::{RoundInput, parse_load};
+use crate::load::{NO_LOAD, RoundInput, parse_load};
 use crate::placement;
 
 impl State {
     /// A prober's `loads` entry: each node's load (a text that is not a load is refused with
-    /// a `load_refused` event); then, with `load_epsilon` above 0, a round when one is due.
+    /// a `load_refused` event; [`NO_LOAD`] forgets the node's figure: it stopped reporting);
+    /// then, with `load_epsilon` above 0, a round when one is due.
     pub(super) fn loads_reported(
         &mut self,
         id: EntryId,
@@ -23,6 +24,12 @@ impl State {
             let Some(epoch) = self.nodes.get(node).map(|n| n.epoch) else {
                 continue;
             };
+            if text.trim() == NO_LOAD {
+                if self.loads.clear_node(node) && !out.nodes_changed.contains(node) {
+                    out.nodes_changed.push(node.clone());
+                }
+                continue;
+            }
             match parse_load(text) {
                 Ok(load) => {
                     if self.loads.report_node(node, load) && !out.nodes_changed.contains(node) {
