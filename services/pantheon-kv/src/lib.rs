@@ -145,6 +145,17 @@ use std::time::Duration;
 
 pub use run::main;
 
+/// A worker's base URL: the health URL it joined with, without its `/health`.
+pub(crate) fn base_url(health_url: &str) -> &str {
+    health_url.strip_suffix("/health").unwrap_or(health_url)
+}
+
+/// The URL of `key` on the worker at `base` (the key percent-encoded as one path segment).
+pub(crate) fn kv_url(base: &str, key: &str) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    format!("{base}/kv/{}", utf8_percent_encode(key, NON_ALPHANUMERIC))
+}
+
 /// The node that answered (worker answers only).
 pub const NODE_HEADER: &str = "x-pantheon-node";
 /// The ownership token: on a request, the one the router located the owner with; on a worker

@@ -22,7 +22,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use pantheon_client::{NodeId, Pantheon};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -105,11 +104,7 @@ impl Shared {
             .await
             .map_err(|e| format!("reading {node}'s record: {e}"))?
             .ok_or_else(|| format!("{node} has no record (it left)"))?;
-        let base = record
-            .url
-            .strip_suffix("/health")
-            .unwrap_or(&record.url)
-            .to_owned();
+        let base = crate::base_url(&record.url).to_owned();
         self.bases
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -134,7 +129,7 @@ impl Shared {
         body: &Bytes,
     ) -> Result<reqwest::Response, String> {
         let base = self.base(node).await?;
-        let url = format!("{base}/kv/{}", utf8_percent_encode(key, NON_ALPHANUMERIC));
+        let url = crate::kv_url(&base, key);
         let mut req = match method {
             Method::Get => self.http.get(&url),
             Method::Put => self.http.put(&url).body(body.clone()),

@@ -17,7 +17,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use pantheon_worker::{Health, LoadMeter, NodeId, OwnedKeys, Pantheon, Replicas, Worker};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -195,8 +194,7 @@ impl Shared {
             .await
             .map_err(|e| format!("reading {owner}'s record: {e}"))?
             .ok_or_else(|| format!("{owner} has no record (it left)"))?;
-        let base = record.url.strip_suffix("/health").unwrap_or(&record.url);
-        let url = format!("{base}/kv/{}", utf8_percent_encode(key, NON_ALPHANUMERIC));
+        let url = crate::kv_url(crate::base_url(&record.url), key);
         let mut req = self.http.get(&url);
         if let Some(t) = token {
             req = req.header(TOKEN_HEADER, t);

@@ -786,12 +786,23 @@ pub async fn key_owner_with_token<C: ConnectionLike + Send>(
         .arg("tokens")
         .query_async(con)
         .await?;
+    owner_and_token(layout, key, node, tokens.as_deref())
+}
+
+/// The key map's `node` for `key` and its token in the ring's `tokens` field (`None`: the key
+/// has no owner).
+fn owner_and_token(
+    layout: &Layout,
+    key: &str,
+    node: Option<String>,
+    tokens: Option<&str>,
+) -> Result<Option<(NodeId, Option<u64>)>, StoreError> {
     let Some(node) = node else {
         return Ok(None);
     };
-    let node = NodeId::new(&node).map_err(|e| damaged(&map, format!("key {key:?}: {e}")))?;
-    let tokens =
-        parse_tokens(tokens.as_deref().unwrap_or("")).map_err(|e| damaged(&layout.ring(), e))?;
+    let node =
+        NodeId::new(&node).map_err(|e| damaged(&layout.keymap(), format!("key {key:?}: {e}")))?;
+    let tokens = parse_tokens(tokens.unwrap_or("")).map_err(|e| damaged(&layout.ring(), e))?;
     let token = tokens.get(&node).copied();
     Ok(Some((node, token)))
 }
@@ -826,13 +837,9 @@ pub async fn key_route<C: ConnectionLike + Send>(
         .arg(crate::loads::plan_field(key))
         .query_async(con)
         .await?;
-    let Some(node) = node else {
+    let Some((owner, token)) = owner_and_token(layout, key, node, tokens.as_deref())? else {
         return Ok(None);
     };
-    let owner = NodeId::new(&node).map_err(|e| damaged(&map, format!("key {key:?}: {e}")))?;
-    let tokens =
-        parse_tokens(tokens.as_deref().unwrap_or("")).map_err(|e| damaged(&layout.ring(), e))?;
-    let token = tokens.get(&owner).copied();
     let replicas = crate::loads::parse_replicas(layout, key, plan.as_deref())?;
     Ok(Some(KeyRoute {
         owner,
