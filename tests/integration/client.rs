@@ -363,6 +363,89 @@ async fn the_seeds_story_three_nodes_keys_a_death_and_a_leave() {
     );
 }
 
+/// Calls of `command` Redis served so far (`INFO commandstats`).
+async fn calls_of(c: &mut TestCluster, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routers_token_follows_the_owner_and_the_owners_tokens_are_read_once_per_change() {
+    let mut c = TestCluster::start().await;
+    let _projector = c.spawn_projector("p1");
+    let p = client(&c).await;
+    for (i, n) in ["node-1", "node-2"].iter().enumerate() {
+        p.join(JoinOp::new(
+            n,
+            "http://localhost",
+            8080 + i as u16,
+            "health",
+        ))
+        .await
+        .unwrap();
+        answer(&mut c, n, i as u64 + 1).await;
+    }
+    let keys: Vec<String> = (0..50).map(|i| format!("user:{i}")).collect();
+    let ids = p.distribute(keys.clone()).await.unwrap();
+    p.wait_applied(*ids.last().unwrap(), WAIT).await.unwrap();
+    assert!(p.key_node_with_token("nobody").await.unwrap().is_none());
+
+    // Each answer is the key map's owner with the owner's own token.
+    let check = async |p: &Pantheon| -> BTreeMap<String, u64> {
+        let mut tokens = BTreeMap::new();
+        for k in &keys {
+            let (owner, token) = p.key_node_with_token(k).await.unwrap().unwrap();
+            assert_eq!(Some(&owner), p.key_node(k).await.unwrap().as_ref());
+            let member = p.member_token(&owner).await.unwrap();
+            assert_eq!(token, member, "{k} on {owner}");
+            let route = p.key_route(k).await.unwrap().unwrap();
+            assert_eq!((route.owner, route.token), (owner.clone(), token));
+            tokens.insert(owner.to_string(), token.unwrap());
+        }
+        tokens
+    };
+    let before = check(&p).await;
+    assert_eq!(before.len(), 2);
+
+    // 100 routes more read the `tokens` field no more: one HMGET each (the ring's version and
+    // clock), not two.
+    let hmget = calls_of(&mut c, "hmget").await;
+    for k in keys.iter().cycle().take(100) {
+        p.key_node_with_token(k).await.unwrap();
+    }
+    assert_eq!(calls_of(&mut c, "hmget").await - hmget, 100);
+
+    // node-2 dies: its keys move to node-1, and node-2's token is gone from the answers; it
+    // comes back: a new, larger token for what it owns again.
+    let mut last = EntryId::ZERO;
+    for _ in 0..3 {
+        last = c.xadd(&failed_probe("node-2", 2)).await;
+    }
+    p.wait_applied(last, WAIT).await.unwrap();
+    let dead = check(&p).await;
+    assert_eq!(dead.keys().collect::<Vec<_>>(), ["node-1"]);
+    for _ in 0..pantheon_domain::policy::Policy::DEFAULT_RISE {
+        last = answer(&mut c, "node-2", 2).await;
+    }
+    p.wait_applied(last, WAIT).await.unwrap();
+    assert_eq!(
+        p.node_health("node-2").await.unwrap().unwrap().state,
+        "alive"
+    );
+    let again = check(&p).await;
+    assert!(
+        again["node-2"] > before["node-2"],
+        "{again:?} after {before:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locate_follows_weights_and_a_strategy_change() {
     let mut c = TestCluster::start().await;

@@ -19,7 +19,8 @@ async fn migrations_apply_once_in_order_and_are_idempotent() {
             "0001_log_and_projector_group",
             "0002_schema_metadata",
             "0003_attested_service_entries",
-            "0004_chunked_snapshots"
+            "0004_chunked_snapshots",
+            "0005_node_loads_apart"
         ]
     );
     // A cluster no earlier release ran on has no entries written under the old rules.
@@ -127,7 +128,11 @@ async fn upgrading_a_cluster_an_earlier_release_ran_on_marks_its_log_as_legacy()
     let report = migrate::run(&mut c.con, &c.layout).await.unwrap();
     assert_eq!(
         report.applied,
-        ["0003_attested_service_entries", "0004_chunked_snapshots"]
+        [
+            "0003_attested_service_entries",
+            "0004_chunked_snapshots",
+            "0005_node_loads_apart"
+        ]
     );
     assert_eq!(
         pantheon_store::attest::legacy_until(&mut c.con, &c.layout)
@@ -135,4 +140,59 @@ async fn upgrading_a_cluster_an_earlier_release_ran_on_marks_its_log_as_legacy()
             .unwrap(),
         Some(old)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_moves_node_loads_out_of_the_node_records() {
+    let mut c = TestCluster::start().await;
+    // What the previous release left: schema 4, loads inside the node records.
+    let () = redis::cmd("SET")
+        .arg(c.layout.schema())
+        .arg("4")
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    let with = r#"{"node":"a","state":"alive","token":3,"handoff":false,"handing":0,"load":12500}"#;
+    let without = r#"{"node":"b","state":"alive","token":4,"handoff":false,"handing":0}"#;
+    let () = redis::cmd("HSET")
+        .arg(c.layout.nodes())
+        .arg("a")
+        .arg(with)
+        .arg("b")
+        .arg(without)
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    let report = migrate::run(&mut c.con, &c.layout).await.unwrap();
+    assert_eq!(report.applied, ["0005_node_loads_apart"]);
+    let records: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(c.layout.nodes())
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    assert_eq!(
+        records["a"],
+        r#"{"node":"a","state":"alive","token":3,"handoff":false,"handing":0}"#
+    );
+    assert_eq!(records["b"], without);
+    let loads: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(c.layout.node_loads())
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    assert_eq!(loads, [("a".to_owned(), "12500".to_owned())].into());
+    // Again: nothing changes (a newer load already in `node_loads` is kept too).
+    let () = redis::cmd("SET")
+        .arg(c.layout.schema())
+        .arg("4")
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    migrate::run(&mut c.con, &c.layout).await.unwrap();
+    let again: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(c.layout.nodes())
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    assert_eq!(again, records);
 }

@@ -248,6 +248,40 @@ def test_replicas_reads_the_plan_and_names_a_damaged_value(redis_url: str, clust
     r.close()
 
 
+def test_node_loads_are_read_apart_from_the_records_and_a_damaged_one_is_named(
+    redis_url: str, cluster: str
+) -> None:
+    r: Any = redis.Redis.from_url(redis_url, decode_responses=True)
+    base = f"pantheon:{{{cluster}}}"
+    record = {"node": "a", "state": "alive", "health": "healthy", "draining": False}
+    record |= {"url": "http://127.0.0.1:9/a", "epoch": 1, "weight": 1, "fails": 0}
+    record |= {"successes": 0, "last": "joined", "since": "1-0", "since_ms": 1}
+    # A record written before loads lived apart still carries one: the hash wins.
+    r.hset(f"{base}:nodes", "a", json.dumps(record | {"load": 5}))
+    r.hset(f"{base}:nodes", "b", json.dumps(record | {"node": "b"}))
+    r.hset(f"{base}:node_loads", "a", "12500")
+    with Pantheon.connect(redis_url, cluster) as p:
+        assert p.layout.node_loads == f"{base}:node_loads"
+        assert [(n["node"], n["load"]) for n in p.nodes()] == [("a", 12_500), ("b", None)]
+        a = p.node_health("a")
+        assert a is not None and a["load"] == 12_500
+        r.hset(f"{base}:node_loads", "b", "lots")
+        with pytest.raises(PantheonError, match="node_loads: node b: bad load 'lots'"):
+            p.nodes()
+        with pytest.raises(PantheonError, match="bad load 'lots'"):
+            p.node_health("b")
+
+    async def aio() -> None:
+        async with await AsyncPantheon.connect(redis_url, cluster) as a:
+            health = await a.node_health("a")
+            assert health is not None and health["load"] == 12_500
+            with pytest.raises(PantheonError, match="bad load 'lots'"):
+                await a.nodes()
+
+    asyncio.run(aio())
+    r.close()
+
+
 # -- end to end ---------------------------------------------------------------------------
 
 

@@ -56,6 +56,9 @@ pub enum Command {
     Undrain(NodeArgs),
     /// Change a node's weight (1..=100): its share of keys relative to the others.
     Weight(WeightArgs),
+    /// Print the cluster's policy (thresholds, placement, damping, hand-off, load), or
+    /// change it: `pantheon policy set load_epsilon=10 panic=40`.
+    Policy(PolicyArgs),
     /// Assign keys: each gets an owner among the healthy nodes, kept up to date.
     Distribute(DistributeArgs),
     /// The nodes: state, epoch, weight, keys owned, health URL.
@@ -187,6 +190,46 @@ pub struct WeightArgs {
     pub weight: u32,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+/// `pantheon policy` prints; `pantheon policy set FIELD=VALUE ...` writes.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: Option<PolicyCommand>,
+    /// Print JSON: {"cluster", "policy", "defaults", "non_default"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Change policy fields, e.g. `load_epsilon=10 panic=40`. Checked by the projector's own
+    /// rules first: an unknown field or a value out of range writes nothing (exit 64).
+    Set(PolicySetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    /// The fields to change: fall, rise, strategy, vnodes, panic, damp_penalty,
+    /// damp_suppress, damp_reuse, damp_half_life, damp_max_suppress, handoff_timeout,
+    /// load_epsilon (ranges: README, "Wire format").
+    #[arg(required = true, value_name = "FIELD=VALUE", value_parser = field_value)]
+    pub changes: Vec<(String, String)>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `load_epsilon=10` → `("load_epsilon", "10")`; what the field and value mean is the
+/// domain's to say.
+fn field_value(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((field, value)) if !field.is_empty() => Ok((field.to_owned(), value.to_owned())),
+        _ => Err(format!(
+            "expected FIELD=VALUE, like load_epsilon=10, got {arg:?}"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -371,5 +414,40 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn policy_prints_or_sets_field_value_pairs() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["pantheon", "policy"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|cli| cli.command)
+        };
+        assert!(matches!(
+            parse(&["--json"]),
+            Ok(Command::Policy(PolicyArgs {
+                command: None,
+                json: true
+            }))
+        ));
+        let Ok(Command::Policy(PolicyArgs {
+            command: Some(PolicyCommand::Set(set)),
+            ..
+        })) = parse(&["set", "load_epsilon=10", "strategy=ring", "--json"])
+        else {
+            panic!("policy set did not parse");
+        };
+        assert_eq!(
+            set.changes,
+            [
+                ("load_epsilon".to_owned(), "10".to_owned()),
+                ("strategy".to_owned(), "ring".to_owned())
+            ]
+        );
+        assert!(set.wait.json);
+        // Nothing to set, no `=`, no field name: usage errors before any connection.
+        for bad in [&["set"][..], &["set", "load_epsilon"], &["set", "=10"]] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

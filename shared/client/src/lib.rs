@@ -57,6 +57,7 @@ mod read;
 pub mod status;
 pub mod subscribe;
 pub mod tail;
+mod tokens;
 mod wait;
 pub mod watch;
 mod write;
@@ -106,6 +107,7 @@ struct Inner {
     cluster: String,
     write_retries: u32,
     ring: locate::RingCache,
+    tokens: tokens::TokenCache,
 }
 
 impl fmt::Debug for Pantheon {
@@ -250,6 +252,7 @@ impl PantheonBuilder {
                 cluster: self.cluster,
                 write_retries: self.write_retries,
                 ring: locate::RingCache::new(self.ring_refresh),
+                tokens: tokens::TokenCache::default(),
             }),
         })
     }

@@ -71,18 +71,35 @@ impl Pantheon {
     }
 
     /// [`Pantheon::key_node`] with the owner's token ([`Pantheon::member_token`]), in one
-    /// round trip: what a router sends with each request.
+    /// round trip of short replies: what a router sends with each request. The owners'
+    /// tokens are read again only when the ring's version or token clock moved, so the cost
+    /// does not grow with the cluster.
     pub async fn key_node_with_token(
         &self,
         key: &str,
     ) -> Result<Option<(NodeId, Option<u64>)>, ClientError> {
-        Ok(readmodel::key_owner_with_token(&mut self.con(), &self.inner.layout, key).await?)
+        Ok(self.key_route(key).await?.map(|r| (r.owner, r.token)))
     }
 
-    /// [`Pantheon::key_node_with_token`] with the key's read replicas (docs/adr/0018), in one
-    /// round trip: a router may send reads to any of them, writes to the owner.
+    /// [`Pantheon::key_node_with_token`] with the key's read replicas (docs/adr/0018), in the
+    /// same round trip: a router may send reads to any of them, writes to the owner.
     pub async fn key_route(&self, key: &str) -> Result<Option<crate::KeyRoute>, ClientError> {
-        Ok(readmodel::key_route(&mut self.con(), &self.inner.layout, key).await?)
+        let mut con = self.con();
+        let layout = &self.inner.layout;
+        let parts = readmodel::route_parts(&mut con, layout, key).await?;
+        let Some(owner) = parts.owner else {
+            return Ok(None);
+        };
+        let tokens = self
+            .inner
+            .tokens
+            .at(&mut con, layout, parts.tokens_at)
+            .await?;
+        Ok(Some(crate::KeyRoute {
+            token: tokens.get(&owner).copied(),
+            owner,
+            replicas: parts.replicas,
+        }))
     }
 
     /// A hot key's read replicas (docs/adr/0018): nodes that serve reads of a cached value of

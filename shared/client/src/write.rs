@@ -8,9 +8,11 @@
 use std::time::Duration;
 
 use pantheon_domain::limits::MAX_BATCH_KEYS;
-use pantheon_domain::{EntryId, LogEntry};
+use pantheon_domain::policy::PolicyChange;
+use pantheon_domain::{Command, EntryId, LogEntry, Policy};
 use pantheon_store::StoreError;
 use pantheon_store::log::{self, Replicated};
+use pantheon_store::readmodel;
 
 use crate::{ClientError, Pantheon};
 
@@ -187,6 +189,32 @@ impl Pantheon {
         f.push(("node", node.to_owned()));
         f.push(("weight", weight.to_string()));
         self.append(checked(&f)?).await
+    }
+
+    /// Changes the cluster's policy (thresholds, placement, damping, hand-off, load): only
+    /// the fields the change sets. Checked like every write, so a field out of range is
+    /// [`ClientError::Invalid`] and nothing is appended; the fold may still reject a change
+    /// that does not fit the cluster (damping thresholds, the ring's size). Applied, it
+    /// emits `policy_changed` with the whole new policy (none when nothing changed).
+    ///
+    /// ```no_run
+    /// # async fn example(p: pantheon_client::Pantheon) -> Result<(), Box<dyn std::error::Error>> {
+    /// use pantheon_domain::policy::PolicyChange;
+    /// let change = PolicyChange::decode(&[("load_epsilon", "10")])?;
+    /// let id = p.set_policy(&change).await?;
+    /// p.wait_applied(id, std::time::Duration::from_secs(5)).await?;
+    /// println!("load_epsilon is now {}", p.policy().await?.load_epsilon);
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_policy(&self, change: &PolicyChange) -> Result<EntryId, ClientError> {
+        let entry = LogEntry::new(Command::Policy(*change));
+        self.append(checked(&entry.encode())?).await
+    }
+
+    /// The cluster's policy as the projector last committed it (the defaults before any
+    /// `policy` entry). Next to [`Pantheon::set_policy`], which changes it.
+    pub async fn policy(&self) -> Result<Policy, ClientError> {
+        Ok(readmodel::load_policy(&mut self.con(), &self.inner.layout).await?)
     }
 
     /// Assigns keys: from now on each has an owner among the healthy nodes, kept up to date

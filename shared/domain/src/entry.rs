@@ -800,24 +800,29 @@ fn decode_probers(f: &Fields<'_>) -> Result<Command, DecodeError> {
     Ok(Command::Probers { alive })
 }
 
+/// The fields a `policy` entry may set, in the order [`LogEntry::encode`] writes them.
+pub const POLICY_FIELDS: [&str; 12] = [
+    "fall",
+    "rise",
+    "strategy",
+    "vnodes",
+    "panic",
+    "damp_penalty",
+    "damp_suppress",
+    "damp_reuse",
+    "damp_half_life",
+    "damp_max_suppress",
+    "handoff_timeout",
+    "load_epsilon",
+];
+
 fn decode_policy(f: &Fields<'_>) -> Result<Command, DecodeError> {
-    f.only(
-        "policy",
-        &allowed(&[
-            "fall",
-            "rise",
-            "strategy",
-            "vnodes",
-            "panic",
-            "damp_penalty",
-            "damp_suppress",
-            "damp_reuse",
-            "damp_half_life",
-            "damp_max_suppress",
-            "handoff_timeout",
-            "load_epsilon",
-        ]),
-    )?;
+    f.only("policy", &allowed(&POLICY_FIELDS))?;
+    Ok(Command::Policy(policy_change(f)?))
+}
+
+/// The ranges of every policy field: the one place they are written down.
+fn policy_change(f: &Fields<'_>) -> Result<PolicyChange, DecodeError> {
     let change = PolicyChange {
         fall: f.opt_ranged("fall", 1, MAX_THRESHOLD)?,
         rise: f.opt_ranged("rise", 1, MAX_THRESHOLD)?,
@@ -841,7 +846,28 @@ fn decode_policy(f: &Fields<'_>) -> Result<Command, DecodeError> {
     if change == PolicyChange::default() {
         return Err(DecodeError::EmptyPolicy);
     }
-    Ok(Command::Policy(change))
+    Ok(change)
+}
+
+impl PolicyChange {
+    /// Decodes `(field, value)` pairs as the fields of a `policy` entry, by the projector's
+    /// own rules and with its errors: only [`POLICY_FIELDS`] (not `type`, `v` or `cmd`), each
+    /// at most once, in range, at least one. For producers that check a change before they
+    /// append it (`pantheon policy set`). Rules that depend on the cluster's state (damping
+    /// thresholds, the ring's size) are the fold's: it may still reject a decoded change.
+    ///
+    /// ```
+    /// use pantheon_domain::policy::PolicyChange;
+    ///
+    /// let change = PolicyChange::decode(&[("load_epsilon", "10"), ("panic", "40")]).unwrap();
+    /// assert_eq!((change.load_epsilon, change.panic), (Some(10), Some(40)));
+    /// assert!(PolicyChange::decode(&[("vnodes", "0")]).is_err());
+    /// ```
+    pub fn decode<K: AsRef<[u8]>, V: AsRef<[u8]>>(raw: &[(K, V)]) -> Result<Self, DecodeError> {
+        let f = Fields::new(raw)?;
+        f.only("policy", &POLICY_FIELDS)?;
+        policy_change(&f)
+    }
 }
 
 #[cfg(test)]
@@ -873,6 +899,37 @@ mod tests {
             let err = with(bad).expect_err(bad).to_string();
             assert!(!err.contains("u:p"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_policy_change_decodes_as_a_policy_entry_does() {
+        let cases: [&[(&str, &str)]; 7] = [
+            &[("load_epsilon", "10"), ("panic", "40")],
+            &[("strategy", "rendezvous")],
+            &[("vnodes", "0")],
+            &[("load_epsilon", "101")],
+            &[("bogus", "1")],
+            &[("panic", "40"), ("panic", "50")],
+            &[],
+        ];
+        for fields in cases {
+            let mut entry = vec![("type", "policy")];
+            entry.extend_from_slice(fields);
+            let as_entry = LogEntry::decode(&entry).map(|e| e.command);
+            assert_eq!(
+                PolicyChange::decode(fields).map(Command::Policy),
+                as_entry,
+                "{fields:?}"
+            );
+        }
+        // The entry's own fields are not policy fields.
+        assert_eq!(
+            PolicyChange::decode(&[("type", "policy"), ("panic", "40")]),
+            Err(DecodeError::UnknownField {
+                field: "type".into(),
+                kind: "policy"
+            })
+        );
     }
 
     #[test]

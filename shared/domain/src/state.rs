@@ -180,6 +180,10 @@ pub struct Applied {
     /// keys whose load move or replicas changed, and whether the round time or the nodes
     /// settling after a round changed.
     pub key_loads_changed: Vec<NodeId>,
+    /// Nodes whose reported load changed, sorted, each once (their `node_loads` field is
+    /// written again; the node record is not: at 10,000 nodes a `loads` entry names
+    /// hundreds of nodes, and rewriting each whole record was most of its cost).
+    pub node_loads_changed: Vec<NodeId>,
     pub plan_changed: Vec<String>,
     pub load_meta_changed: bool,
 }
@@ -573,7 +577,7 @@ impl State {
             }
             Command::Probe(p) => self.probe(id, p, crate::confirm::Check::Plain, out)?,
             Command::Policy(change) => {
-                self.check_ring_size(None, change.applied_to(self.policy).vnodes)?;
+                self.check_ring_size(None, change.applied_to(self.policy))?;
                 self.change_policy(id, change, out)
             }
             Command::Probers { alive } => self.set_probers(id, alive, out),
@@ -646,7 +650,7 @@ impl State {
         out: &mut Applied,
     ) -> Result<(), Rejection> {
         if self.nodes.contains_key(node) {
-            self.check_ring_size(Some((node, weight)), self.policy.vnodes)?;
+            self.check_ring_size(Some((node, weight)), self.policy)?;
         }
         let n = self
             .nodes
@@ -897,7 +901,7 @@ impl State {
         if !self.nodes.contains_key(node) && self.nodes.len() >= MAX_NODES {
             return Err(Rejection::TooManyNodes);
         }
-        self.check_ring_size(Some((node, weight.unwrap_or(1))), self.policy.vnodes)?;
+        self.check_ring_size(Some((node, weight.unwrap_or(1))), self.policy)?;
         let epoch = self.next_epoch;
         self.next_epoch += 1;
         let weight = weight.unwrap_or(1);
@@ -1167,12 +1171,17 @@ impl State {
     }
 
     /// Refuses changes after which the ring could exceed [`MAX_RING_POINTS`] (counting every
-    /// joined node, healthy or not, since any of them may become a member).
+    /// joined node, healthy or not, since any of them may become a member) under `policy`.
+    /// Rendezvous builds no ring: its members are limited by [`MAX_NODES`] alone.
     fn check_ring_size(
         &self,
         changed: Option<(&NodeId, u32)>,
-        vnodes: u32,
+        policy: Policy,
     ) -> Result<(), Rejection> {
+        if policy.strategy != placement::Strategy::Ring {
+            return Ok(());
+        }
+        let vnodes = policy.vnodes;
         let mut weight: u64 = self
             .nodes
             .values()

@@ -526,4 +526,20 @@ fn a_ring_too_large_to_hold_is_refused() {
     );
     assert_eq!(s.state.checksum(), before);
     assert!(s.when(&policy(4000)).is_ok());
+
+    // Rendezvous builds no ring: the same cluster may take the vnodes (which it ignores),
+    // and switching back to the ring with them is refused.
+    let strategy = |strategy| {
+        LogEntry::new(Command::Policy(PolicyChange {
+            strategy: Some(strategy),
+            ..Default::default()
+        }))
+    };
+    s.when(&strategy(Strategy::Rendezvous)).unwrap();
+    s.when(&policy(4096)).unwrap();
+    s.when(&join_weighted("n41", 100)).unwrap();
+    let before = s.state.checksum();
+    let err = s.when(&strategy(Strategy::Ring)).unwrap_err();
+    assert!(matches!(err, Rejection::RingTooLarge { .. }), "{err}");
+    assert_eq!(s.state.checksum(), before);
 }

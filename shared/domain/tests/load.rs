@@ -105,6 +105,21 @@ fn a_load_that_is_not_one_is_refused_with_a_reason_and_nothing_moves() {
 }
 
 #[test]
+fn a_load_report_names_each_changed_node_once_in_order_and_rewrites_no_record() {
+    let mut s = cluster();
+    s.when(&loads(&[("a", "100"), ("b", "100")])).unwrap();
+    let applied = s
+        .when(&loads(&[("c", "1"), ("b", "100"), ("a", "7"), ("c", "2")]))
+        .unwrap();
+    assert_eq!(applied.node_loads_changed, vec![node("a"), node("c")]);
+    assert!(applied.nodes_changed.is_empty());
+    assert_eq!(s.state.loads().node(&node("c")), Some(2_000));
+    // Nothing changed: nothing to write.
+    let again = s.when(&loads(&[("a", "7"), ("c", "2")])).unwrap();
+    assert!(again.node_loads_changed.is_empty());
+}
+
+#[test]
 fn a_node_that_stops_reporting_is_forgotten_not_frozen() {
     let mut s = cluster();
     s.when(&loads(&[("a", "300"), ("b", "100")])).unwrap();
@@ -114,8 +129,12 @@ fn a_node_that_stops_reporting_is_forgotten_not_frozen() {
         .unwrap();
     assert_eq!(s.state.loads().node(&node("a")), None);
     assert!(
-        applied.nodes_changed.contains(&node("a")),
-        "its record is written again"
+        applied.node_loads_changed == vec![node("a")],
+        "its load field is written again"
+    );
+    assert!(
+        applied.nodes_changed.is_empty(),
+        "its node record is not: loads live apart"
     );
     assert!(
         !applied

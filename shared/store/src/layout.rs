@@ -68,6 +68,11 @@ impl Layout {
     pub fn loads(&self) -> String {
         self.key("loads")
     }
+    /// Hash node id → its reported load in thousandths (ADR 0018), apart from the node
+    /// records so that a load report does not rewrite a whole record.
+    pub fn node_loads(&self) -> String {
+        self.key("node_loads")
+    }
     /// Hash: the ring definition (strategy, vnodes, members, version) and health policy.
     pub fn ring(&self) -> String {
         self.key("ring")

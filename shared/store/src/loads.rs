@@ -6,7 +6,8 @@
 //!   a hot key (`to`), and its read replicas;
 //! * `meta` → JSON `{"round": ms|null, "settling": [node, …], "above": [node, …]}`.
 //!
-//! Node loads live in the node records (`load`). The projector restores the whole
+//! Node loads live in their own hash, `node_loads` (node → thousandths), so that a `loads`
+//! entry naming hundreds of nodes writes one short field each. The projector restores the whole
 //! [`Loads`] and [`Plan`] from these, so a restart decides exactly as the fold did.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -188,12 +189,35 @@ pub fn stage_applied(batch: &mut Batch, layout: &Layout, state: &State, applied:
     if !del.is_empty() {
         batch.call_chunked("HDEL", &hash, &[], &del);
     }
+    stage_node_loads(batch, layout, state, &applied.node_loads_changed);
+}
+
+/// Stages the `node_loads` fields of `nodes` as `state` has them (absent: the field goes).
+fn stage_node_loads(batch: &mut Batch, layout: &Layout, state: &State, nodes: &[NodeId]) {
+    let hash = layout.node_loads();
+    let mut set: Vec<(&str, String)> = Vec::new();
+    let mut del: Vec<&str> = Vec::new();
+    for node in nodes {
+        match state.loads().node(node) {
+            Some(load) => set.push((node.as_str(), load.to_string())),
+            None => del.push(node.as_str()),
+        }
+    }
+    if !set.is_empty() {
+        batch.hset(&hash, &set);
+    }
+    if !del.is_empty() {
+        batch.call_chunked("HDEL", &hash, &[], &del);
+    }
 }
 
 /// Stages the whole load read model of `state` (a rebuild or a re-seed).
 pub fn stage_all(batch: &mut Batch, layout: &Layout, state: &State) {
     let hash = layout.loads();
     batch.call("DEL", &[&hash], std::iter::empty::<&str>());
+    batch.call("DEL", &[&layout.node_loads()], std::iter::empty::<&str>());
+    let reported: Vec<NodeId> = state.loads().parts().0.keys().cloned().collect();
+    stage_node_loads(batch, layout, state, &reported);
     let parts = LoadParts::of(state);
     let mut set: Vec<(String, String)> = Vec::new();
     for (node, keys) in &parts.keys {
@@ -224,7 +248,7 @@ pub fn stage_all(batch: &mut Batch, layout: &Layout, state: &State) {
     }
 }
 
-/// Reads the load read model back; node loads come from the node records (`node_loads`).
+/// Reads the load read model back; node loads are read apart (`node_loads`).
 pub async fn load<C: ConnectionLike + Send>(
     con: &mut C,
     layout: &Layout,

@@ -27,6 +27,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_chunked_snapshots",
         include_str!("../../../migrations/0004_chunked_snapshots.lua"),
     ),
+    (
+        "0005_node_loads_apart",
+        include_str!("../../../migrations/0005_node_loads_apart.lua"),
+    ),
 ];
 
 /// The schema version this binary writes and reads.
@@ -144,6 +148,8 @@ async fn apply<C: ConnectionLike + Send>(
             .key(layout.schema())
             .key(layout.log())
             .key(layout.meta())
+            .key(layout.nodes())
+            .key(layout.node_loads())
             .arg(number)
             .arg(from)
             .invoke_async(con)

@@ -71,7 +71,8 @@ pub struct NodeRecord {
     #[serde(default)]
     pub handing: u64,
     /// The node's reported load (ADR 0018), as the prober last wrote it, in thousandths of
-    /// its unit; absent until it reports one (and in snapshots, which keep loads apart).
+    /// its unit; absent until it reports one. Stored apart, in the `node_loads` hash (and
+    /// in snapshots with the other loads): readers fill it in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<u64>,
 }
@@ -102,11 +103,19 @@ impl NodeRecord {
         }
     }
 
-    /// The record of `n` in the read models: with the keys it is handing off now.
+    /// The record of `n` as readers see it: with the keys it is handing off now and its load.
     pub fn of(state: &State, n: &Node) -> Self {
         Self {
-            handing: state.handing_off().count(&n.id) as u64,
             load: state.loads().node(&n.id),
+            ..Self::stored(state, n)
+        }
+    }
+
+    /// The record of `n` as the `nodes` hash stores it: its load lives apart, in
+    /// `node_loads`, so that a load report rewrites no record.
+    pub fn stored(state: &State, n: &Node) -> Self {
+        Self {
+            handing: state.handing_off().count(&n.id) as u64,
             ..Self::from_node(n)
         }
     }
@@ -238,11 +247,12 @@ pub fn stage_applied(batch: &mut Batch, layout: &Layout, state: &State, applied:
     for id in records_to_write(state, applied) {
         match state.node(id) {
             Some(n) => {
-                let json = serde_json::to_string(&NodeRecord::of(state, n)).unwrap_or_default();
+                let json = serde_json::to_string(&NodeRecord::stored(state, n)).unwrap_or_default();
                 batch.hset(&layout.nodes(), &[(id.as_str(), json)]);
             }
             None => {
                 batch.call("HDEL", &[&layout.nodes()], [id.as_str()]);
+                batch.call("HDEL", &[&layout.node_loads()], [id.as_str()]);
                 batch.call("DEL", &[&layout.node_keys(id)], std::iter::empty::<&str>());
             }
         }
@@ -335,7 +345,7 @@ pub fn stage_full(batch: &mut Batch, layout: &Layout, state: &State) {
         .map(|n| {
             (
                 n.id.to_string(),
-                serde_json::to_string(&NodeRecord::of(state, n)).unwrap_or_default(),
+                serde_json::to_string(&NodeRecord::stored(state, n)).unwrap_or_default(),
             )
         })
         .collect();
@@ -602,12 +612,13 @@ pub async fn load<C: ConnectionLike + Send>(
     let policy = load_policy(con, layout).await?;
     let nodes_key = layout.nodes();
     let mut nodes = Vec::new();
-    let mut node_loads = BTreeMap::new();
+    let mut loads = node_loads(con, layout).await?;
     for (id, json) in scan_hash(con, &nodes_key).await? {
         let record: NodeRecord = serde_json::from_str(&json)
             .map_err(|e| damaged(&nodes_key, format!("node {id}: {e}")))?;
+        // A record written before node loads lived apart (migration 0005 moves them).
         if let Some(load) = record.load {
-            node_loads.insert(record.node.clone(), load);
+            loads.entry(record.node.clone()).or_insert(load);
         }
         nodes.push(
             record
@@ -655,7 +666,7 @@ pub async fn load<C: ConnectionLike + Send>(
     let clock = number("token_clock", clock)?;
     let floor = number(TOKEN_FLOOR_FIELD, floor)?;
     state.restore_tokens(clock, floor);
-    let parts = crate::loads::load(con, layout, node_loads).await?;
+    let parts = crate::loads::load(con, layout, loads).await?;
     if !parts.is_empty() {
         let (loads, plan) = parts.restore().map_err(|e| damaged(&layout.loads(), e))?;
         state.restore_loads(loads, plan);
@@ -674,13 +685,44 @@ pub async fn node<C: ConnectionLike + Send>(
     id: &NodeId,
 ) -> Result<Option<NodeRecord>, StoreError> {
     let key = layout.nodes();
-    let json: Option<String> = redis::cmd("HGET")
+    let (json, load): (Option<String>, Option<String>) = redis::pipe()
+        .cmd("HGET")
         .arg(&key)
+        .arg(id.as_str())
+        .cmd("HGET")
+        .arg(layout.node_loads())
         .arg(id.as_str())
         .query_async(con)
         .await?;
-    json.map(|j| parse_record(&key, id.as_str(), &j))
-        .transpose()
+    let Some(json) = json else {
+        return Ok(None);
+    };
+    let mut record = parse_record(&key, id.as_str(), &json)?;
+    record.load = load
+        .map(|l| parse_node_load(layout, id.as_str(), &l))
+        .transpose()?;
+    Ok(Some(record))
+}
+
+/// Every node's reported load (thousandths), from the `node_loads` hash.
+pub async fn node_loads<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    scan_hash(con, &layout.node_loads())
+        .await?
+        .into_iter()
+        .map(|(node, load)| Ok((node.clone(), parse_node_load(layout, &node, &load)?)))
+        .collect()
+}
+
+fn parse_node_load(layout: &Layout, node: &str, load: &str) -> Result<u64, StoreError> {
+    load.parse().map_err(|_| {
+        damaged(
+            &layout.node_loads(),
+            format!("node {node}: bad load {load:?}"),
+        )
+    })
 }
 
 /// Every node's record, sorted by id, read page by page (`HSCAN`).
@@ -697,6 +739,10 @@ pub async fn nodes<C: ConnectionLike + Send>(
     // HSCAN may return an element twice (while the hash is rehashed).
     out.sort_by(|a, b| a.node.cmp(&b.node));
     out.dedup_by(|a, b| a.node == b.node);
+    let loads = node_loads(con, layout).await?;
+    for record in &mut out {
+        record.load = loads.get(&record.node).copied();
+    }
     Ok(out)
 }
 
@@ -768,47 +814,8 @@ pub async fn key_owner<C: ConnectionLike + Send>(
         .transpose()
 }
 
-/// The committed owner of an assigned key and the token its keys have, in one round trip
-/// (`None` when the key is not assigned or unowned; the token is `None` when the ring does
-/// not list the owner).
-pub async fn key_owner_with_token<C: ConnectionLike + Send>(
-    con: &mut C,
-    layout: &Layout,
-    key: &str,
-) -> Result<Option<(NodeId, Option<u64>)>, StoreError> {
-    let map = layout.keymap();
-    let (node, tokens): (Option<String>, Option<String>) = redis::pipe()
-        .cmd("HGET")
-        .arg(&map)
-        .arg(key)
-        .cmd("HGET")
-        .arg(layout.ring())
-        .arg("tokens")
-        .query_async(con)
-        .await?;
-    owner_and_token(layout, key, node, tokens.as_deref())
-}
-
-/// The key map's `node` for `key` and its token in the ring's `tokens` field (`None`: the key
-/// has no owner).
-fn owner_and_token(
-    layout: &Layout,
-    key: &str,
-    node: Option<String>,
-    tokens: Option<&str>,
-) -> Result<Option<(NodeId, Option<u64>)>, StoreError> {
-    let Some(node) = node else {
-        return Ok(None);
-    };
-    let node =
-        NodeId::new(&node).map_err(|e| damaged(&layout.keymap(), format!("key {key:?}: {e}")))?;
-    let tokens = parse_tokens(tokens.unwrap_or("")).map_err(|e| damaged(&layout.ring(), e))?;
-    let token = tokens.get(&node).copied();
-    Ok(Some((node, token)))
-}
-
 /// Where to send a request for an assigned key: its owner with the owner's token, and its
-/// read replicas (ADR 0018), in one round trip.
+/// read replicas (ADR 0018).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRoute {
     pub owner: NodeId,
@@ -817,35 +824,102 @@ pub struct KeyRoute {
     pub replicas: Vec<NodeId>,
 }
 
-/// [`key_owner_with_token`] with the key's read replicas (one pipeline): what a router reads
-/// for each request. `None` for a key without an owner.
-pub async fn key_route<C: ConnectionLike + Send>(
+/// What a router reads for each request, besides the owners' tokens: the key map's owner of
+/// `key` (`None`: not assigned, or unowned), its read replicas, and the ring's [`TokensAt`]
+/// (one pipeline of short replies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteParts {
+    pub owner: Option<NodeId>,
+    pub replicas: Vec<NodeId>,
+    pub tokens_at: TokensAt,
+}
+
+/// Which `tokens` field the ring holds: its version and token clock. The field changes only
+/// with one of them (a changed token moves the clock, and the version with it), and a cluster
+/// destroyed and started again has a new clock, so a copy of the field is good while both are
+/// equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokensAt {
+    pub version: u64,
+    pub clock: u64,
+}
+
+/// The replies of [`route_parts`]'s pipeline: the key map's owner, the ring's version and token
+/// clock, the key's load plan.
+type RouteReplies = (
+    Option<String>,
+    (Option<String>, Option<String>),
+    Option<String>,
+);
+
+/// [`RouteParts`] of `key`.
+pub async fn route_parts<C: ConnectionLike + Send>(
     con: &mut C,
     layout: &Layout,
     key: &str,
-) -> Result<Option<KeyRoute>, StoreError> {
+) -> Result<RouteParts, StoreError> {
     let map = layout.keymap();
-    let (node, tokens, plan): (Option<String>, Option<String>, Option<String>) = redis::pipe()
+    let (node, (version, clock), plan): RouteReplies = redis::pipe()
         .cmd("HGET")
         .arg(&map)
         .arg(key)
-        .cmd("HGET")
+        .cmd("HMGET")
         .arg(layout.ring())
-        .arg("tokens")
+        .arg("version")
+        .arg("token_clock")
         .cmd("HGET")
         .arg(layout.loads())
         .arg(crate::loads::plan_field(key))
         .query_async(con)
         .await?;
-    let Some((owner, token)) = owner_and_token(layout, key, node, tokens.as_deref())? else {
-        return Ok(None);
-    };
+    let owner = node
+        .map(|n| NodeId::new(&n).map_err(|e| damaged(&map, format!("key {key:?}: {e}"))))
+        .transpose()?;
     let replicas = crate::loads::parse_replicas(layout, key, plan.as_deref())?;
-    Ok(Some(KeyRoute {
+    Ok(RouteParts {
         owner,
-        token,
         replicas,
-    }))
+        tokens_at: tokens_at(layout, version, clock)?,
+    })
+}
+
+fn tokens_at(
+    layout: &Layout,
+    version: Option<String>,
+    clock: Option<String>,
+) -> Result<TokensAt, StoreError> {
+    // Absent before the first ring (and the clock in rings written before tokens): 0.
+    let number = |field: &str, v: Option<String>| -> Result<u64, StoreError> {
+        v.map_or(Ok(0), |v| {
+            v.parse()
+                .map_err(|_| damaged(&layout.ring(), format!("bad {field} {v:?}")))
+        })
+    };
+    Ok(TokensAt {
+        version: number("version", version)?,
+        clock: number("token_clock", clock)?,
+    })
+}
+
+/// The ring's `tokens` field, parsed, with the [`TokensAt`] it belongs to (one `HMGET`, so
+/// the three agree). The field names every owner: about 250 KB at 10,000 nodes, which is why
+/// routers keep a copy per [`TokensAt`] instead of reading it for each request.
+pub async fn ring_tokens<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Result<(TokensAt, HashMap<NodeId, u64>), StoreError> {
+    let (version, clock, tokens): (Option<String>, Option<String>, Option<String>) =
+        redis::cmd("HMGET")
+            .arg(layout.ring())
+            .arg("version")
+            .arg("token_clock")
+            .arg("tokens")
+            .query_async(con)
+            .await?;
+    let at = tokens_at(layout, version, clock)?;
+    let tokens =
+        parse_tokens(tokens.as_deref().unwrap_or("")).map_err(|e| damaged(&layout.ring(), e))?;
+    Ok((at, tokens))
 }
 
 /// What the read models say of an assigned key, read in one round trip.
@@ -1099,6 +1173,8 @@ pub async fn clear<C: ConnectionLike + Send>(
         layout.unowned(),
         layout.cmds(),
         layout.checkpoint(),
+        layout.loads(),
+        layout.node_loads(),
     ];
     keys.extend(crate::keys::matching(con, &layout.node_keys_pattern()).await?);
     crate::keys::delete(con, &keys).await?;
@@ -1123,6 +1199,8 @@ pub async fn stage_swap<'a, C: ConnectionLike + Send>(
         live.unowned(),
         live.cmds(),
         live.ring(),
+        live.loads(),
+        live.node_loads(),
     ]);
     for key in &live_keys {
         batch.call("DEL", &[key], std::iter::empty::<&str>());
@@ -1133,6 +1211,8 @@ pub async fn stage_swap<'a, C: ConnectionLike + Send>(
         (scratch.unowned(), live.unowned()),
         (scratch.cmds(), live.cmds()),
         (scratch.ring(), live.ring()),
+        (scratch.loads(), live.loads()),
+        (scratch.node_loads(), live.node_loads()),
     ];
     for node in nodes {
         pairs.push((scratch.node_keys(node), live.node_keys(node)));

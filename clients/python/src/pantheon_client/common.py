@@ -44,6 +44,7 @@ class Layout:
         self.unowned = f"{self.base}:unowned"
         self.checkpoint = f"{self.base}:checkpoint"
         self.loads = f"{self.base}:loads"
+        self.node_loads = f"{self.base}:node_loads"
 
     def node_keys(self, node: str) -> str:
         return f"{self.base}:node:{node}:keys"
@@ -226,14 +227,36 @@ def ring_shares(members: Iterable[tuple[str, int]]) -> dict[str, float]:
     return {n: (w / total if total else 0.0) for n, w in members}
 
 
+def node_load(layout: Layout, node: str, raw: str | None) -> int | None:
+    """A node's load (thousandths) as the ``node_loads`` hash holds it; ``None``: no report.
+    Node loads live apart from the node records (docs/adr/0018)."""
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise PantheonError(f"{layout.node_loads}: node {node}: bad load {raw!r}")
+    return int(raw)
+
+
+def node_with_load(layout: Layout, node: str, raw: str, load: str | None) -> dict[str, Any]:
+    """A node's record with its load from ``node_loads`` filled in."""
+    record = node_record(raw)
+    record["load"] = node_load(layout, node, load)
+    return record
+
+
 def node_statuses(
-    records: dict[str, str], counts: list[int], ring: dict[str, str]
+    layout: Layout,
+    records: dict[str, str],
+    counts: list[int],
+    ring: dict[str, str],
+    loads: dict[str, str],
 ) -> list[dict[str, Any]]:
-    """``nodes --json``'s nodes: each record, then ``keys`` and ``ring_share``."""
+    """``nodes --json``'s nodes: each record (with its load), then ``keys`` and
+    ``ring_share``."""
     shares = ring_shares(parse_members(ring.get("members", "")))
     out = []
     for (node, raw), keys in zip(sorted(records.items()), counts):
-        status = node_record(raw)
+        status = node_with_load(layout, node, raw, loads.get(node))
         status["keys"] = keys
         status["ring_share"] = shares.get(node, 0.0)
         out.append(status)

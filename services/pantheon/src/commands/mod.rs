@@ -16,6 +16,7 @@ pub mod leave;
 pub mod locate;
 pub mod migrate;
 pub mod nodes;
+pub mod policy;
 pub mod rebuild;
 pub mod recover_clock;
 pub mod status;
@@ -38,6 +39,7 @@ pub async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
         Command::Drain(args) => drain::run(args, settings, true).await,
         Command::Undrain(args) => drain::run(args, settings, false).await,
         Command::Weight(args) => weight::run(args, settings).await,
+        Command::Policy(args) => policy::run(args, settings).await,
         Command::Distribute(args) => distribute::run(args, settings).await,
         Command::Nodes(args) => nodes::run(args, settings).await,
         Command::Locate(args) => locate::run(args, settings).await,

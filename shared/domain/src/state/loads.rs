@@ -25,15 +25,15 @@ impl State {
                 continue;
             };
             if text.trim() == NO_LOAD {
-                if self.loads.clear_node(node) && !out.nodes_changed.contains(node) {
-                    out.nodes_changed.push(node.clone());
+                if self.loads.clear_node(node) {
+                    out.node_loads_changed.push(node.clone());
                 }
                 continue;
             }
             match parse_load(text) {
                 Ok(load) => {
-                    if self.loads.report_node(node, load) && !out.nodes_changed.contains(node) {
-                        out.nodes_changed.push(node.clone());
+                    if self.loads.report_node(node, load) {
+                        out.node_loads_changed.push(node.clone());
                     }
                 }
                 Err(e) => {
@@ -46,6 +46,8 @@ impl State {
                 }
             }
         }
+        out.node_loads_changed.sort_unstable();
+        out.node_loads_changed.dedup();
         if self.policy.load_epsilon > 0 && !self.placement_off && self.plan.round_due(id.ms) {
             self.load_round(id, out);
         }

@@ -88,14 +88,15 @@ async fn read_cluster(client: &Pantheon) -> Result<ClusterGauges, StoreError> {
     let mut states: BTreeMap<String, u64> =
         NODE_STATES.iter().map(|s| ((*s).to_owned(), 0)).collect();
     let mut damaged = 0;
-    let mut loads = BTreeMap::new();
+    let loads = readmodel::node_loads(&mut con, layout)
+        .await?
+        .into_iter()
+        .map(|(node, load)| (node, load as f64 / 1000.0))
+        .collect();
     for record in &records {
         match record {
             Ok((_, r)) => {
                 *states.entry(r.state.clone()).or_default() += 1;
-                if let Some(load) = r.load {
-                    loads.insert(r.node.clone(), load as f64 / 1000.0);
-                }
             }
             Err(_) => damaged += 1,
         }

@@ -23,8 +23,8 @@ from ..common import (
     command,
     decode_map,
     entry_key,
-    node_record,
     node_statuses,
+    node_with_load,
     parse_replicas,
     plan_field,
     text,
@@ -253,8 +253,11 @@ class Pantheon:
             for node in sorted(records):
                 pipe.scard(self.layout.node_keys(node))
             pipe.hgetall(self.layout.ring)
-            *counts, ring = await pipe.execute()
-            return node_statuses(records, [int(c) for c in counts], decode_map(ring))
+            pipe.hgetall(self.layout.node_loads)
+            *counts, ring, loads = await pipe.execute()
+            return node_statuses(
+                self.layout, records, [int(c) for c in counts], decode_map(ring), decode_map(loads)
+            )
 
         return await self._master.call(read)
 
@@ -262,8 +265,17 @@ class Pantheon:
         """One node's record (with ``load``, see :meth:`nodes`), or ``None`` if it never
         joined or has left."""
         wire.check_node(node)
-        raw = await self._master.call(lambda r: r.hget(self.layout.nodes, node))
-        return None if raw is None else node_record(text(raw))
+
+        async def read(r: aioredis.Redis) -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            pipe.hget(self.layout.nodes, node)
+            pipe.hget(self.layout.node_loads, node)
+            return await pipe.execute()
+
+        raw, load = await self._master.call(read)
+        if raw is None:
+            return None
+        return node_with_load(self.layout, node, text(raw), None if load is None else text(load))
 
     async def replicas(self, key: str) -> list[str]:
         """A hot key's read replicas (docs/adr/0018): nodes that serve reads of a cached value

@@ -1,0 +1,143 @@
+//! Node loads (docs/adr/0018) live in their own hash, apart from the node records: a `loads`
+//! entry writes one short field per node and leaves the records alone, readers see the load
+//! with the record, a node that withdraws its load or leaves takes its field along, and a
+//! damaged field is rebuilt from the log like any read model.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pantheon_client::Pantheon;
+use pantheon_domain::entry::{Command, LogEntry};
+use pantheon_domain::load::NO_LOAD;
+use pantheon_domain::{EntryId, NodeId};
+use pantheon_store::readmodel;
+
+use crate::cluster::TestCluster;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn node(id: &str) -> NodeId {
+    NodeId::new(id).unwrap()
+}
+
+fn join(id: &str) -> LogEntry {
+    LogEntry::new(Command::Join {
+        node: node(id),
+        url: format!("http://127.0.0.1:9/{id}"),
+        weight: None,
+        handoff: false,
+    })
+}
+
+fn loads(reports: &[(&str, &str)]) -> LogEntry {
+    LogEntry::new(Command::Loads {
+        reports: reports
+            .iter()
+            .map(|(n, l)| (node(n), (*l).to_owned()))
+            .collect(),
+    })
+}
+
+async fn hash(c: &mut TestCluster, key: &str) -> BTreeMap<String, String> {
+    redis::cmd("HGETALL")
+        .arg(key)
+        .query_async(&mut c.con)
+        .await
+        .unwrap()
+}
+
+async fn applied(c: &mut TestCluster, entry: &LogEntry) -> EntryId {
+    let id = c.xadd(entry).await;
+    c.wait_applied(id, WAIT).await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_loads_live_apart_from_the_records_and_are_rebuilt_when_damaged() {
+    let mut c = TestCluster::start().await;
+    let p = c.spawn_projector("p1");
+    for n in ["a", "b", "gone"] {
+        applied(&mut c, &join(n)).await;
+    }
+    let (nodes_key, loads_key) = (c.layout.nodes(), c.layout.node_loads());
+    let records = hash(&mut c, &nodes_key).await;
+
+    // The same node twice in one entry: its last figure counts.
+    let report = loads(&[("b", "1"), ("a", "12.5"), ("b", "3"), ("gone", "7")]);
+    applied(&mut c, &report).await;
+    let want = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(n, l)| ((*n).to_owned(), (*l).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        hash(&mut c, &loads_key).await,
+        want(&[("a", "12500"), ("b", "3000"), ("gone", "7000")])
+    );
+    assert_eq!(
+        hash(&mut c, &nodes_key).await,
+        records,
+        "a load report rewrites no node record"
+    );
+
+    // Readers see each load with its record.
+    let client = Pantheon::connect(&c.redis.url, &c.name).await.unwrap();
+    let shown: Vec<(String, Option<u64>)> = client
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.node, r.load))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("a".to_owned(), Some(12_500)),
+            ("b".to_owned(), Some(3_000)),
+            ("gone".to_owned(), Some(7_000))
+        ]
+    );
+    assert_eq!(
+        client.node_health("a").await.unwrap().unwrap().load,
+        Some(12_500)
+    );
+
+    // Withdrawn, and left: the fields go.
+    applied(&mut c, &loads(&[("b", NO_LOAD)])).await;
+    let leave = LogEntry::new(Command::Leave { node: node("gone") });
+    applied(&mut c, &leave).await;
+    assert_eq!(hash(&mut c, &loads_key).await, want(&[("a", "12500")]));
+    assert_eq!(client.node_health("b").await.unwrap().unwrap().load, None);
+    p.stop().await;
+
+    // A damaged field: readers name it, and the next leader rebuilds it from the log.
+    let () = redis::cmd("HSET")
+        .arg(&loads_key)
+        .arg("a")
+        .arg("lots")
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    let err = client.nodes().await.unwrap_err().to_string();
+    assert!(err.contains("node_loads") && err.contains("lots"), "{err}");
+    let p = c.spawn_projector("p2");
+    let last = applied(&mut c, &join("c")).await;
+    c.wait_applied(last, WAIT).await;
+    p.stop().await;
+    assert_eq!(hash(&mut c, &loads_key).await, want(&[("a", "12500")]));
+    let scratch: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", c.layout.scratch("rebuild").node_loads()))
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    assert!(scratch.is_empty(), "the rebuild left {scratch:?}");
+    assert_eq!(
+        readmodel::node(&mut c.con, &c.layout, &node("a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .load,
+        Some(12_500)
+    );
+}
