@@ -92,7 +92,7 @@ async fn show(as_json: bool, settings: &Settings) -> anyhow::Result<()> {
         .iter()
         .zip(&defaults)
         .map(|((name, value), (_, default))| {
-            let mark = if value == default { "" } else { "  +" }; // MUTATION
+            let mark = if value == default { "" } else { "  *" };
             vec![
                 (*name).to_owned(),
                 format!("{value}{mark}"),
