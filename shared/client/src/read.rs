@@ -26,6 +26,12 @@ impl Pantheon {
         Ok(readmodel::nodes(&mut self.con(), &self.inner.layout).await?)
     }
 
+    /// The cluster's policy as the projector last committed it (the defaults before any
+    /// `policy` entry). [`Pantheon::set_policy`] changes it.
+    pub async fn policy(&self) -> Result<pantheon_domain::Policy, ClientError> {
+        Ok(readmodel::load_policy(&mut self.con(), &self.inner.layout).await?)
+    }
+
     /// One node's record, or `None` if it never joined or has left.
     ///
     /// ```no_run

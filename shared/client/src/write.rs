@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use pantheon_domain::limits::MAX_BATCH_KEYS;
 use pantheon_domain::policy::PolicyChange;
-use pantheon_domain::{Command, EntryId, LogEntry, Policy};
+use pantheon_domain::{Command, EntryId, LogEntry};
 use pantheon_store::StoreError;
 use pantheon_store::log::{self, Replicated};
-use pantheon_store::readmodel;
 
 use crate::{ClientError, Pantheon};
 
@@ -209,12 +208,6 @@ impl Pantheon {
     pub async fn set_policy(&self, change: &PolicyChange) -> Result<EntryId, ClientError> {
         let entry = LogEntry::new(Command::Policy(*change));
         self.append(checked(&entry.encode())?).await
-    }
-
-    /// The cluster's policy as the projector last committed it (the defaults before any
-    /// `policy` entry). Next to [`Pantheon::set_policy`], which changes it.
-    pub async fn policy(&self) -> Result<Policy, ClientError> {
-        Ok(readmodel::load_policy(&mut self.con(), &self.inner.layout).await?)
     }
 
     /// Assigns keys: from now on each has an owner among the healthy nodes, kept up to date

@@ -657,14 +657,8 @@ pub async fn load<C: ConnectionLike + Send>(
             .await?;
     state.restore_probers(probers.map(|p| p.split_whitespace().map(str::to_owned).collect()));
     // Absent in read models written before tokens (docs/adr/0015): they start at 0.
-    let number = |field: &str, v: Option<String>| -> Result<u64, StoreError> {
-        v.map_or(Ok(0), |v| {
-            v.parse()
-                .map_err(|_| damaged(&layout.ring(), format!("bad {field} {v:?}")))
-        })
-    };
-    let clock = number("token_clock", clock)?;
-    let floor = number(TOKEN_FLOOR_FIELD, floor)?;
+    let clock = ring_number(layout, "token_clock", clock)?;
+    let floor = ring_number(layout, TOKEN_FLOOR_FIELD, floor)?;
     state.restore_tokens(clock, floor);
     let parts = crate::loads::load(con, layout, loads).await?;
     if !parts.is_empty() {
@@ -889,15 +883,9 @@ fn tokens_at(
     clock: Option<String>,
 ) -> Result<TokensAt, StoreError> {
     // Absent before the first ring (and the clock in rings written before tokens): 0.
-    let number = |field: &str, v: Option<String>| -> Result<u64, StoreError> {
-        v.map_or(Ok(0), |v| {
-            v.parse()
-                .map_err(|_| damaged(&layout.ring(), format!("bad {field} {v:?}")))
-        })
-    };
     Ok(TokensAt {
-        version: number("version", version)?,
-        clock: number("token_clock", clock)?,
+        version: ring_number(layout, "version", version)?,
+        clock: ring_number(layout, "token_clock", clock)?,
     })
 }
 
@@ -971,14 +959,8 @@ pub async fn assigned_key<C: ConnectionLike + Send>(
         .arg(crate::loads::plan_field(key))
         .query_async(con)
         .await?;
-    let number = |v: Option<String>, what: &str| {
-        v.map(|v| v.parse::<u64>())
-            .transpose()
-            .map_err(|_| damaged(&ring, format!("bad {what}")))
-            .map(|v| v.unwrap_or(0))
-    };
-    let ring_version = number(version, "version")?;
-    let floor = number(floor, TOKEN_FLOOR_FIELD)?;
+    let ring_version = ring_number(layout, "version", version)?;
+    let floor = ring_number(layout, TOKEN_FLOOR_FIELD, floor)?;
     let owner = match node {
         None if !unowned => return Ok(None),
         None => None,
@@ -1135,6 +1117,15 @@ pub fn parse_tokens(raw: &str) -> Result<HashMap<NodeId, u64>, String> {
             ))
         })
         .collect()
+}
+
+/// A number field of the ring hash; absent (no ring yet, or written before the field
+/// existed) is 0.
+fn ring_number(layout: &Layout, field: &str, v: Option<String>) -> Result<u64, StoreError> {
+    v.map_or(Ok(0), |v| {
+        v.parse()
+            .map_err(|_| damaged(&layout.ring(), format!("bad {field} {v:?}")))
+    })
 }
 
 fn field<T: std::str::FromStr>(
