@@ -17,6 +17,8 @@
 //!    steady probe rate for 60 s, then returns: deaths (false ones: nodes that answered every
 //!    probe they got), suspect events, `prober_degraded` entries, and the time until no node
 //!    is suspect and the projector's lag is 0 (`overload` in `detection/overload.rs`).
+//! 5. **Loss** (ADR 0019): the same, but the probes over capacity are never answered (pure
+//!    loss), with the prober's intermittent rule off and on.
 //!
 //! ```text
 //! cargo bench -p pantheon-tests --bench detection
@@ -26,7 +28,7 @@
 //! pantheon-prober-service` (or set `PANTHEON_PROBER_BIN` to a binary). Without it the prober
 //! runs in-process and only the whole bench process's CPU can be reported. Without `--bench`
 //! (as in `cargo test --benches`) a few trials and a 200-node scale run serve as a smoke
-//! test. `PANTHEON_BENCH_STEPS=refused,hang,scale,overload` (any subset) runs only some steps; the
+//! test. `PANTHEON_BENCH_STEPS=refused,hang,scale,overload,loss` (any subset) runs only some steps; the
 //! opt-in step `joins` times the projector folding 250–1,000 single `join` entries into the
 //! default ring and into rendezvous placement (why the scale step uses rendezvous).
 //! Results and the machine they were taken on are in `docs/benchmarks.md`.
@@ -1279,7 +1281,33 @@ fn main() {
                     "  overload: {nodes} nodes, {} s, budget {budget} ...",
                     window.as_secs()
                 );
-                runs.push(overload::overload(nodes, warmup, window, budget).await);
+                let setup = overload::Setup {
+                    over: overload::Over::Late,
+                    budget,
+                    intermittent: 50,
+                };
+                runs.push(overload::overload(nodes, warmup, window, setup).await);
+            }
+            overload::overload_report(&runs);
+        }
+        if run("loss") {
+            let (nodes, warmup, window) = if full {
+                (2_000, Duration::from_secs(5), Duration::from_secs(60))
+            } else {
+                (100, Duration::from_secs(2), Duration::from_secs(5))
+            };
+            let mut runs = Vec::new();
+            for intermittent in [0, 50] {
+                eprintln!(
+                    "  loss: {nodes} nodes, {} s, intermittent_percent {intermittent} ...",
+                    window.as_secs()
+                );
+                let setup = overload::Setup {
+                    over: overload::Over::Lost,
+                    budget: 25,
+                    intermittent,
+                };
+                runs.push(overload::overload(nodes, warmup, window, setup).await);
             }
             overload::overload_report(&runs);
         }

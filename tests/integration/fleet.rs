@@ -457,8 +457,35 @@ async fn a_pattern_serves_every_matching_cluster_also_one_created_later() {
     // One that does not match is left alone.
     let status = other.status().await.unwrap();
     assert_eq!(status.projector.applied_last, None, "{status:?}");
+    // Each cluster's prober runs on a runtime of its own, in a thread of its own (ADR 0014):
+    // the probe loops' timing does not wait on the projectors' work in the same process.
+    let pid = process.id().expect("running");
+    let started = Instant::now();
+    while prober_threads(pid) != 3 {
+        assert!(
+            started.elapsed() < WAIT,
+            "prober threads: {} for 3 clusters",
+            prober_threads(pid)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let _ = process.start_kill();
     let _ = process.wait().await;
+}
+
+/// Threads of process `pid` named `pantheon-prober`.
+fn prober_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(Result::ok)
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|name| name.trim_end() == "pantheon-prober")
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// GET `path` on `addr`: the status code and the body.

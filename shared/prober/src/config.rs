@@ -76,8 +76,12 @@ pub struct ProberConfig {
     /// Self-suspicion (Lifeguard's local health): degraded when more than this percentage of
     /// the nodes probed since the oldest current failure streak began are failing...
     pub degraded_percent: u32,
-    /// ...and at least this many of them are;
+    /// ...and at least this many of them are (the least for the intermittent rule too);
     pub degraded_min_failing: usize,
+    /// or when, within the last two intervals, the nodes that failed and then answered again
+    /// are at least this percentage of the nodes that failed (probes lost on the way, not
+    /// nodes dying: see [`crate::local_health`]); 0 turns this rule off;
+    pub intermittent_percent: u32,
     /// or when the prober's own timers fire this late.
     #[serde(rename = "lag_limit_ms", with = "millis")]
     pub lag_limit: Duration,
@@ -119,6 +123,7 @@ impl ProberConfig {
             confirm_attempts: 3,
             degraded_percent: 50,
             degraded_min_failing: 8,
+            intermittent_percent: 50,
             lag_limit: Duration::from_millis(500),
             http: None,
         }
@@ -154,6 +159,12 @@ impl ProberConfig {
             return Err(bad(
                 "degraded_percent",
                 "must be within 0..=100 (0 turns self-suspicion off)",
+            ));
+        }
+        if self.intermittent_percent > 100 {
+            return Err(bad(
+                "intermittent_percent",
+                "must be within 0..=100 (0 turns the intermittent rule off)",
             ));
         }
         if self.suspect_budget_percent > 1000 {

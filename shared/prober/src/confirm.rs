@@ -9,17 +9,14 @@
 //!   *confirmer* (the owner of the node among the other replicas) probes the nodes the read
 //!   model shows suspect with at least `fall - 1` failures, on fresh connections, and writes
 //!   `confirm=1` (SWIM's indirect probe).
-//! * **Self-suspicion** (Lifeguard's local health): [`LocalHealth`] watches the share of nodes
-//!   failing at once and the prober's own timer lag; while degraded the prober writes
-//!   `prober_degraded`, and no failure (so no death) until `prober_recovered`.
+//!
+//! A replica that suspects itself confirms nothing (see [`crate::local_health`]).
 
 use std::time::Duration;
 
 use pantheon_domain::health::{Health, ProbeError};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
-use crate::config::ProberConfig;
 use crate::http::{HttpProber, Outcome};
 use crate::schedule::{Role, Tracked};
 
@@ -73,158 +70,10 @@ pub async fn confirm(http: &HttpProber, url: &str, attempts: usize, timeout: Dur
     })
 }
 
-/// The share of nodes failing at once: of the owned nodes, neither dead nor joining, probed since the oldest
-/// current failure streak began, how many are failing. Looking only at probes sent after the
-/// first failure makes a sudden, total failure (our own network gone) read as 100% at once,
-/// instead of creeping up as the round of probes goes by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Sample {
-    pub failing: u32,
-    pub probed: u32,
-}
-
-impl Sample {
-    pub fn of<'a>(nodes: impl Iterator<Item = &'a Tracked> + Clone) -> Self {
-        // A node that never answered yet says nothing about this prober's own health.
-        let counted = |t: &&Tracked| {
-            t.role == Role::Owner && !matches!(t.health, Health::Dead | Health::Joining)
-        };
-        let since = nodes
-            .clone()
-            .filter(counted)
-            .filter_map(|t| t.streak_since)
-            .min();
-        let (mut failing, mut probed) = (0u32, 0u32);
-        for t in nodes.filter(counted) {
-            let fresh = match (since, t.last_started) {
-                (_, None) => false,
-                (None, Some(_)) => true,
-                (Some(since), Some(at)) => at >= since,
-            };
-            if fresh {
-                probed += 1;
-                failing += u32::from(t.last_ok == Some(false));
-            }
-        }
-        Self { failing, probed }
-    }
-}
-
-/// The prober's view of its own health.
-#[derive(Debug, Clone)]
-pub struct LocalHealth {
-    degraded: bool,
-    /// Since when the degraded condition has been false (recovery waits `hold`).
-    clear_since: Option<Instant>,
-    /// Worst timer lag in the current and the previous window.
-    window_start: Instant,
-    lag_now: Duration,
-    lag_before: Duration,
-}
-
-/// A change of the prober's own health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Change {
-    pub degraded: bool,
-    pub sample: Sample,
-    pub lag: Duration,
-}
-
-const LAG_WINDOW: Duration = Duration::from_secs(1);
-
-impl LocalHealth {
-    pub fn new(now: Instant) -> Self {
-        Self {
-            degraded: false,
-            clear_since: None,
-            window_start: now,
-            lag_now: Duration::ZERO,
-            lag_before: Duration::ZERO,
-        }
-    }
-
-    pub fn is_degraded(&self) -> bool {
-        self.degraded
-    }
-
-    /// Notes how late a timer fired (the loop's own scheduling lag).
-    pub fn note_lag(&mut self, now: Instant, lag: Duration) {
-        self.roll(now);
-        self.lag_now = self.lag_now.max(lag);
-    }
-
-    fn roll(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed >= LAG_WINDOW * 2 {
-            self.lag_before = Duration::ZERO;
-            self.lag_now = Duration::ZERO;
-            self.window_start = now;
-        } else if elapsed >= LAG_WINDOW {
-            self.lag_before = self.lag_now;
-            self.lag_now = Duration::ZERO;
-            self.window_start += LAG_WINDOW;
-        }
-    }
-
-    /// The worst lag over the last one to two seconds.
-    pub fn lag(&mut self, now: Instant) -> Duration {
-        self.roll(now);
-        self.lag_now.max(self.lag_before)
-    }
-
-    /// Whether `sample` and `lag` mean the prober should suspect itself.
-    pub fn suspicious(config: &ProberConfig, sample: Sample, lag: Duration) -> bool {
-        let most_fail = config.degraded_percent > 0
-            && sample.failing as usize >= config.degraded_min_failing
-            && u64::from(sample.failing) * 100
-                > u64::from(sample.probed) * u64::from(config.degraded_percent);
-        most_fail || lag >= config.lag_limit
-    }
-
-    /// Assesses a new sample: degraded at once when suspicious; healthy again once it has not
-    /// been suspicious for `hold`. Returns the change, if any.
-    pub fn assess(
-        &mut self,
-        config: &ProberConfig,
-        now: Instant,
-        sample: Sample,
-        hold: Duration,
-    ) -> Option<Change> {
-        let lag = self.lag(now);
-        let suspicious = Self::suspicious(config, sample, lag);
-        let change = |degraded| Change {
-            degraded,
-            sample,
-            lag,
-        };
-        if suspicious {
-            self.clear_since = None;
-            if !self.degraded {
-                self.degraded = true;
-                return Some(change(true));
-            }
-            return None;
-        }
-        if !self.degraded {
-            return None;
-        }
-        let since = *self.clear_since.get_or_insert(now);
-        if now.saturating_duration_since(since) >= hold {
-            self.degraded = false;
-            self.clear_since = None;
-            return Some(change(false));
-        }
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cfg() -> ProberConfig {
-        ProberConfig::new(pantheon_store::Deployment::default(), "t")
-    }
+    use tokio::time::Instant;
 
     fn tracked(health: Health) -> Tracked {
         Tracked::new(1, "http://h/".into(), health, 0)
@@ -265,106 +114,5 @@ mod tests {
         assert!(awaits_confirmation(Health::Suspect, 7, 3));
         assert!(!awaits_confirmation(Health::Dead, 7, 3));
         assert!(!awaits_confirmation(Health::Alive, 0, 1));
-    }
-
-    #[test]
-    fn a_sudden_total_failure_reads_as_total_at_once() {
-        let t0 = Instant::now();
-        let later = t0 + Duration::from_millis(10);
-        // 100 nodes probed fine before t0; then 8 probes, all failing.
-        let mut nodes: Vec<Tracked> = (0..100).map(|_| tracked(Health::Alive)).collect();
-        for t in &mut nodes {
-            t.observe(true, t0 - Duration::from_millis(500));
-        }
-        for t in nodes.iter_mut().take(8) {
-            t.observe(false, later);
-        }
-        let s = Sample::of(nodes.iter());
-        assert_eq!(
-            s,
-            Sample {
-                failing: 8,
-                probed: 8
-            }
-        );
-        let c = cfg();
-        let mut h = LocalHealth::new(t0);
-        let change = h.assess(&c, later, s, Duration::from_secs(1)).unwrap();
-        assert!(change.degraded && h.is_degraded());
-    }
-
-    #[test]
-    fn a_few_independent_deaths_do_not_make_the_prober_suspect_itself() {
-        let t0 = Instant::now();
-        let mut nodes: Vec<Tracked> = (0..100).map(|_| tracked(Health::Alive)).collect();
-        for (i, t) in nodes.iter_mut().enumerate() {
-            // One in ten failing, probes spread over a second after the first failure.
-            let at = t0 + Duration::from_millis(i as u64 * 10);
-            t.observe(i % 10 != 0, at);
-        }
-        let s = Sample::of(nodes.iter());
-        assert_eq!(
-            s,
-            Sample {
-                failing: 10,
-                probed: 100
-            }
-        );
-        let mut h = LocalHealth::new(t0);
-        assert_eq!(h.assess(&cfg(), t0, s, Duration::from_secs(1)), None);
-        // Seven of eight failing is too few to be sure (at least 8 must fail).
-        let few = Sample {
-            failing: 7,
-            probed: 8,
-        };
-        assert_eq!(h.assess(&cfg(), t0, few, Duration::from_secs(1)), None);
-        // Dead nodes do not count at all.
-        let mut dead = tracked(Health::Dead);
-        dead.observe(false, t0);
-        assert_eq!(Sample::of([dead].iter()), Sample::default());
-    }
-
-    #[test]
-    fn lag_degrades_and_recovery_waits_for_the_hold_time() {
-        let c = cfg();
-        let t0 = Instant::now();
-        let mut h = LocalHealth::new(t0);
-        h.note_lag(t0, Duration::from_millis(700));
-        let fine = Sample {
-            failing: 0,
-            probed: 10,
-        };
-        let change = h.assess(&c, t0, fine, Duration::from_secs(1)).unwrap();
-        assert!(change.degraded);
-        assert_eq!(change.lag, Duration::from_millis(700));
-        // The lag is remembered for one to two seconds.
-        assert_eq!(
-            h.assess(
-                &c,
-                t0 + Duration::from_millis(1500),
-                fine,
-                Duration::from_secs(1)
-            ),
-            None
-        );
-        // Clear from 2.5 s on; recovered one hold time later.
-        assert_eq!(
-            h.assess(
-                &c,
-                t0 + Duration::from_millis(2500),
-                fine,
-                Duration::from_secs(1)
-            ),
-            None
-        );
-        let back = h
-            .assess(
-                &c,
-                t0 + Duration::from_millis(3600),
-                fine,
-                Duration::from_secs(1),
-            )
-            .unwrap();
-        assert!(!back.degraded && !h.is_degraded());
     }
 }

@@ -6,7 +6,8 @@
 //! * [`address_policy`] — refusing link-local and cloud-metadata targets;
 //! * [`http`] — one probe: GET with timeout, capped body, no redirect off the host;
 //! * [`schedule`] — per-node cadence (alive / suspect / dead) and what to report;
-//! * [`confirm`] — confirmed deaths and self-suspicion (ADR 0008);
+//! * [`confirm`] — confirmed deaths (ADR 0008);
+//! * [`local_health`] — self-suspicion: when the prober doubts its own view (ADR 0008, 0019);
 //! * [`registry`] — replica heartbeats and rendezvous ownership of nodes;
 //! * [`runner`] — the loop tying them together, with graceful shutdown.
 
@@ -15,6 +16,7 @@ pub mod config;
 pub mod confirm;
 pub mod http;
 pub mod load_reports;
+pub mod local_health;
 pub mod registry;
 pub mod runner;
 pub mod schedule;

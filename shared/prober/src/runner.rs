@@ -23,9 +23,10 @@ use tracing::{debug, info, warn};
 
 use crate::ProberError;
 use crate::config::ProberConfig;
-use crate::confirm::{LocalHealth, Sample, awaits_confirmation, next_is_confirmation};
+use crate::confirm::{awaits_confirmation, next_is_confirmation};
 use crate::http::{HttpProber, Outcome};
 use crate::load_reports::LoadReports;
+use crate::local_health::{LocalHealth, Sample};
 use crate::registry::Ownership;
 use crate::schedule::{
     Role, Tracked, fast_interval, first_probe_window, jittered, patient_timeout,
@@ -326,9 +327,10 @@ impl Prober {
                 continue;
             };
             let (url, epoch) = (t.url.clone(), t.epoch);
-            // A degraded replica confirms nothing: its view of the network is in doubt.
+            // A degraded replica confirms nothing it holds back: its view of the network is in
+            // doubt.
             let confirm = self.config.confirm
-                && !self.local.is_degraded()
+                && !self.local.holds(t.streak_since, now, self.config.interval)
                 && next_is_confirmation(t, self.fall, alone);
             if t.role == Role::Confirmer && !confirm {
                 // Degraded: confirm nothing for now, look again later.
@@ -367,6 +369,7 @@ impl Prober {
         let mut results = Vec::new();
         let mut done = Vec::with_capacity(finished.len());
         let mut any_failure = false;
+        let now = Instant::now();
         for f in finished {
             self.in_flight.remove(&f.node);
             pantheon_metrics::process().probe(
@@ -380,21 +383,21 @@ impl Prober {
             if t.epoch != f.epoch {
                 continue;
             }
-            t.observe(f.outcome.ok, f.started);
+            t.observe_at(f.outcome.ok, f.started, now);
             self.loads
                 .observe(&f.node, f.outcome.ok, f.outcome.load.as_deref());
             any_failure |= !f.outcome.ok;
             done.push(f);
         }
         if self.config.confirm && (any_failure || self.local.is_degraded()) {
-            let sample = Sample::of(self.tracked.values());
+            let sample = Sample::of(self.tracked.values(), now, self.config.interval);
             self.judge_self(sample, &mut results);
         }
-        let hold = self.local.is_degraded();
         for f in done {
             let Some(t) = self.tracked.get_mut(&f.node) else {
                 continue;
             };
+            let hold = self.local.holds(t.streak_since, now, self.config.interval);
             let next = jittered(t.cadence(&self.config, self.fast), self.config.jitter);
             let report = if t.role == Role::Confirmer {
                 !hold || f.outcome.ok
@@ -440,26 +443,27 @@ impl Prober {
             return;
         };
         let lag_ms = u32::try_from(change.lag.as_millis()).unwrap_or(u32::MAX);
+        let (failing, probed) = change.counts();
         if change.degraded {
             warn!(
-                failing = sample.failing,
-                probed = sample.probed,
+                cause = ?change.cause,
+                failing,
+                probed,
+                answered_again = sample.recovered,
                 lag_ms,
                 "this prober suspects itself: holding back failure reports"
             );
         } else {
             info!(
-                failing = sample.failing,
-                probed = sample.probed,
-                lag_ms,
-                "this prober is healthy again: reporting failures"
+                failing,
+                probed, lag_ms, "this prober is healthy again: reporting failures"
             );
         }
         results.push(LogEntry::new(Command::ProberHealth(ProberHealth {
             prober: self.config.id.clone(),
             degraded: change.degraded,
-            failing: sample.failing,
-            probed: sample.probed,
+            failing,
+            probed,
             lag_ms,
         })));
     }
@@ -530,7 +534,7 @@ impl Prober {
                 // look at our own health at every tick.
                 let lagging = self.local.lag(now) >= self.config.lag_limit;
                 if self.config.confirm && (self.local.is_degraded() || lagging) {
-                    let sample = Sample::of(self.tracked.values());
+                    let sample = Sample::of(self.tracked.values(), now, self.config.interval);
                     let mut entries = Vec::new();
                     self.judge_self(sample, &mut entries);
                     if let Err(e) =

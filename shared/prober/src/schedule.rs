@@ -36,6 +36,11 @@ pub struct Tracked {
     pub streak_since: Option<Instant>,
     /// When our last finished probe of it was sent.
     pub last_started: Option<Instant>,
+    /// When our last probe of it failed, and when a probe last answered after a failure (the
+    /// times the results came; self-suspicion looks for many nodes doing both: see
+    /// [`crate::local_health`]).
+    pub failed_at: Option<Instant>,
+    pub recovered_at: Option<Instant>,
 }
 
 /// Why a replica probes a node.
@@ -60,19 +65,32 @@ impl Tracked {
             streak: 0,
             streak_since: None,
             last_started: None,
+            failed_at: None,
+            recovered_at: None,
         }
     }
 
-    /// Notes a result of a probe sent at `started` (reported or not).
+    /// Notes a result of a probe sent at `started` (reported or not), as if it came at once.
     pub fn observe(&mut self, ok: bool, started: Instant) {
+        self.observe_at(ok, started, started);
+    }
+
+    /// Notes a result of a probe sent at `started` that came at `finished`. A failure or a
+    /// recovery counts for self-suspicion from when it was known: a lost probe is known only
+    /// at its deadline, which may be seconds after it was sent.
+    pub fn observe_at(&mut self, ok: bool, started: Instant, finished: Instant) {
         self.last_ok = Some(ok);
         self.last_started = Some(started);
         if ok {
+            if self.streak > 0 {
+                self.recovered_at = Some(finished);
+            }
             self.streak = 0;
             self.streak_since = None;
         } else {
             self.streak = self.streak.saturating_add(1);
             self.streak_since.get_or_insert(started);
+            self.failed_at = Some(finished);
         }
     }
 

@@ -1,17 +1,41 @@
-//! Step `overload` (ADR 0014): the node side answers only half the probes the prober sends
-//! for a while, then recovers. A node side that cannot keep up must not get its nodes killed,
-//! and once it recovers the cluster must settle: no suspects, lag 0.
+//! Steps `overload` (ADR 0014) and `loss` (ADR 0019): the node side answers only half the
+//! probes the prober sends for a while, then recovers. A node side that cannot keep up must
+//! not get its nodes killed, and once it recovers the cluster must settle: no suspects, lag 0.
 //!
 //! One axum server answers every node's path, as a saturated server does: at most
-//! `capacity` answers per second leave on time (per 100 ms); the others wait 2 s in its
-//! queue before they are answered, past the prober's default 500 ms timeout. The prober and
-//! the projector run in this process with default settings. Every node is alive and answers
-//! every probe, some late: every death is a false one.
+//! `capacity` answers per second leave on time (per 100 ms). The others ([`Over`]) either
+//! wait 2 s in its queue before they are answered, past the prober's default 500 ms timeout
+//! (`overload`), or are never answered at all (`loss`: the request is held until the prober
+//! gives up on it). The prober and the projector run in this process with default settings
+//! but the one the run varies. Every node is alive and answers every probe it can: every
+//! death is a false one.
 
 use super::*;
 
 /// How late an answer over capacity comes.
 const LATE: Duration = Duration::from_secs(2);
+/// How long a request over capacity is held when it is never answered (far past any probe
+/// deadline; the prober gives up on it long before).
+const NEVER: Duration = Duration::from_secs(120);
+
+/// What becomes of a probe over the node side's capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Over {
+    /// Answered [`LATE`].
+    Late,
+    /// Never answered: pure loss.
+    Lost,
+}
+
+/// What one run varies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Setup {
+    pub over: Over,
+    /// `suspect_budget_percent` (0: the bound off).
+    pub budget: u32,
+    /// `intermittent_percent` (0: the intermittent rule off).
+    pub intermittent: u32,
+}
 
 /// A health server of limited capacity, and what it answered.
 struct Gate {
@@ -20,16 +44,18 @@ struct Gate {
     buckets: Vec<AtomicU32>,
     /// Answers per second on time; 0 is no limit.
     capacity: AtomicU32,
+    over: Over,
     answered: AtomicU64,
     late: AtomicU64,
 }
 
 impl Gate {
-    fn new() -> Self {
+    fn new(over: Over) -> Self {
         Self {
             base: Instant::now(),
             buckets: (0..20_000).map(|_| AtomicU32::new(0)).collect(),
             capacity: AtomicU32::new(0),
+            over,
             answered: AtomicU64::new(0),
             late: AtomicU64::new(0),
         }
@@ -60,7 +86,11 @@ async fn gated_health(
         g.answered.fetch_add(1, Ordering::Relaxed);
     } else {
         g.late.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(LATE).await;
+        tokio::time::sleep(match g.over {
+            Over::Late => LATE,
+            Over::Lost => NEVER,
+        })
+        .await;
     }
     (StatusCode::OK, "ok")
 }
@@ -82,7 +112,7 @@ async fn settled(con: &mut MultiplexedConnection, layout: &Layout) -> (usize, bo
 }
 
 pub(crate) struct OverloadResult {
-    budget: u32,
+    setup: Setup,
     nodes: usize,
     overload: Duration,
     steady_rate: f64,
@@ -96,12 +126,12 @@ pub(crate) struct OverloadResult {
     settled_after: Option<Duration>,
 }
 
-/// One run; `budget` is `suspect_budget_percent` (0: the bound off).
+/// One run.
 pub(crate) async fn overload(
     nodes: usize,
     warmup: Duration,
     overload: Duration,
-    budget: u32,
+    setup: Setup,
 ) -> OverloadResult {
     let redis = TestRedis::start().await;
     let cluster = redis.namespace().to_owned();
@@ -126,7 +156,7 @@ pub(crate) async fn overload(
     let id = xadd(&mut con, &log, &policy).await;
     wait_applied(&mut con, &layout, id).await;
 
-    let gate = Arc::new(Gate::new());
+    let gate = Arc::new(Gate::new(setup.over));
     let app = Router::new()
         .route("/health/{n}", get(gated_health))
         .with_state(gate.clone());
@@ -144,7 +174,8 @@ pub(crate) async fn overload(
 
     let mut config = ProberConfig::new(deployment, cluster.clone());
     config.id = "bench-prober".into();
-    config.suspect_budget_percent = budget;
+    config.suspect_budget_percent = setup.budget;
+    config.intermittent_percent = setup.intermittent;
     let prober_stop = CancellationToken::new();
     let t = prober_stop.clone();
     let prober = tokio::spawn(async move {
@@ -190,10 +221,10 @@ pub(crate) async fn overload(
     let degraded_entries = xrange(&mut con, &log)
         .await
         .iter()
-        .filter(|e| e.get("type") == Some("prober_health") && e.get("degraded") == Some("1"))
+        .filter(|e| e.get("type") == Some("prober_degraded"))
         .count();
     let result = OverloadResult {
-        budget,
+        setup,
         nodes,
         overload,
         steady_rate,
@@ -217,24 +248,33 @@ pub(crate) fn overload_report(runs: &[OverloadResult]) {
         return;
     };
     println!();
+    let lost = first.setup.over == Over::Lost;
     println!(
-        "### Overload: the node side answers half the steady probe rate for {} s",
-        first.overload.as_secs()
+        "### Overload: the node side answers half the steady probe rate for {} s{}",
+        first.overload.as_secs(),
+        if lost { ", the rest never" } else { "" }
     );
     println!();
     println!(
         "{} nodes, default prober settings (interval 1 s, suspect_interval 200 ms, timeout \
-         500 ms) but `suspect_budget_percent` as in each column; one axum health server that \
-         answers at most half the steady rate on time and the rest 2 s late, then all on time \
-         again. Every node stays alive and answers every probe: every death is a false one.",
-        first.nodes
+         500 ms) but as in each column; one axum health server that answers at most half the \
+         steady rate on time and {}, then all on time again. Every node stays alive and \
+         answers every probe it can: every death is a false one.",
+        first.nodes,
+        if lost {
+            "never answers the rest (pure loss)"
+        } else {
+            "the rest 2 s late"
+        }
     );
     println!();
     let header: Vec<String> = runs
         .iter()
-        .map(|r| match r.budget {
-            0 => "bound off (0, as before)".to_owned(),
-            b => format!("suspect_budget_percent {b}"),
+        .map(|r| match (r.setup.budget, r.setup.intermittent) {
+            (0, _) => "bound off (0, as before)".to_owned(),
+            (b, _) if !lost => format!("suspect_budget_percent {b}"),
+            (_, 0) => "intermittent rule off (0, as before)".to_owned(),
+            (_, i) => format!("intermittent_percent {i}"),
         })
         .collect();
     println!("| measure | {} |", header.join(" | "));
@@ -249,7 +289,7 @@ pub(crate) fn overload_report(runs: &[OverloadResult]) {
     row("capacity during the overload (answers/s)", &|r| {
         r.capacity.to_string()
     });
-    row("answered on time / late (2 s) per s during it", &|r| {
+    row("answered on time / late or never per s during it", &|r| {
         format!("{:.0} / {:.0}", r.overload_answered, r.overload_late)
     });
     row("false deaths", &|r| r.died.to_string());
