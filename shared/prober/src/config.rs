@@ -78,9 +78,9 @@ pub struct ProberConfig {
     pub degraded_percent: u32,
     /// ...and at least this many of them are (the least for the intermittent rule too);
     pub degraded_min_failing: usize,
-    /// or when, within the last two intervals, the nodes that failed and then answered again
-    /// are at least this percentage of the nodes that failed (probes lost on the way, not
-    /// nodes dying: see [`crate::local_health`]); 0 turns this rule off;
+    /// or when, within the last two probe round trips, of the nodes probed again after a
+    /// failure at least this percentage answered (probes lost on the way, not nodes dying:
+    /// see [`crate::local_health`]); 0 turns this rule off;
     pub intermittent_percent: u32,
     /// or when the prober's own timers fire this late.
     #[serde(rename = "lag_limit_ms", with = "millis")]

@@ -8,10 +8,10 @@
 //!   current failure streak began are failing (and at least `degraded_min_failing`): our own
 //!   network gone reads as 100% at once;
 //! * **its loop lags** — its own timers fire `lag_limit` late;
-//! * **failures are intermittent** — within the last [`INTERMITTENT_WINDOW`] intervals, at
-//!   least [`INTERMITTENT_SPREAD`] % of the nodes probed failed; of those probed again after a
-//!   failure, at least `intermittent_percent` % answered; and at least
-//!   `degraded_min_failing` did. That is how probes lost on the way look (a node side
+//! * **failures are intermittent** — within the last few probe round trips
+//!   ([`INTERMITTENT_WINDOW`]), at least [`INTERMITTENT_SPREAD`] % of the nodes probed failed
+//!   or answered after a failure; of those probed again after a failure, at least
+//!   `intermittent_percent` % answered; and at least `degraded_min_failing` did. That is how probes lost on the way look (a node side
 //!   answering only what it has capacity for, a lossy network): nodes fail and answer in
 //!   turn. Dying nodes fail and stay failed. Under loss of half the probes, fewer than half
 //!   the nodes are failing at any moment, so the first rule alone does not fire. A little
@@ -30,7 +30,9 @@ use tokio::time::Instant;
 use crate::config::ProberConfig;
 use crate::schedule::{Role, Tracked};
 
-/// How far back intermittent failures are looked for, in probe intervals.
+/// How far back intermittent failures are looked for: this many times a probe's longest
+/// round trip (the interval plus the current probe deadline), so that each node has had two
+/// results in it even while lost probes take their whole (stretched) deadline.
 pub const INTERMITTENT_WINDOW: u32 = 2;
 /// The least share of recently probed nodes that failed (percent) for the intermittent rule.
 pub const INTERMITTENT_SPREAD: u32 = 25;
@@ -49,9 +51,9 @@ pub struct Sample {
     /// round of probes goes by.
     pub failing: u32,
     pub probed: u32,
-    /// Within the last [`INTERMITTENT_WINDOW`] intervals (by when the results came): nodes
-    /// probed; nodes with a failed probe; of those, the ones probed again after a failure;
-    /// and of those, the ones that answered.
+    /// Within the window (by when the results came; see [`INTERMITTENT_WINDOW`]): nodes
+    /// probed; nodes that failed or answered after a failure; of those, the ones probed again
+    /// after a failure; and of those, the ones that answered.
     pub recent: u32,
     pub troubled: u32,
     pub retried: u32,
@@ -59,11 +61,12 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// The sample at `now`, with `interval` the steady probe interval.
+    /// The sample at `now`; `round_trip` is the steady probe interval plus the current probe
+    /// deadline (see [`INTERMITTENT_WINDOW`]).
     pub fn of<'a>(
         nodes: impl Iterator<Item = &'a Tracked> + Clone,
         now: Instant,
-        interval: Duration,
+        round_trip: Duration,
     ) -> Self {
         let counted = |t: &&Tracked| {
             t.role == Role::Owner && !matches!(t.health, Health::Dead | Health::Joining)
@@ -73,7 +76,7 @@ impl Sample {
             .filter(counted)
             .filter_map(|t| t.streak_since)
             .min();
-        let window_start = now.checked_sub(interval * INTERMITTENT_WINDOW);
+        let window_start = now.checked_sub(round_trip * INTERMITTENT_WINDOW);
         let within = |at: Option<Instant>| match (at, window_start) {
             (Some(at), Some(start)) => at >= start,
             (Some(_), None) => true,
@@ -92,13 +95,14 @@ impl Sample {
             }
             // A lost probe's result comes at its deadline, long after it was sent.
             s.recent += u32::from(within(t.last_started) || within(t.failed_at));
-            if within(t.failed_at) {
+            // Answered after a failure, within the window (it may have failed again since:
+            // still intermittent); or failed again right after a failure.
+            let recovered = within(t.recovered_at);
+            let failed = within(t.failed_at);
+            if failed || recovered {
                 s.troubled += 1;
-                // Answered after a failure, within the window (it may have failed again
-                // since: still intermittent); or failed again right after one.
-                let recovered = within(t.recovered_at);
                 s.recovered += u32::from(recovered);
-                s.retried += u32::from(recovered || t.streak >= 2);
+                s.retried += u32::from(recovered || (failed && t.streak >= 2));
             }
         }
         s

@@ -390,7 +390,7 @@ impl Prober {
             done.push(f);
         }
         if self.config.confirm && (any_failure || self.local.is_degraded()) {
-            let sample = Sample::of(self.tracked.values(), now, self.config.interval);
+            let sample = Sample::of(self.tracked.values(), now, self.round_trip());
             self.judge_self(sample, &mut results);
         }
         for f in done {
@@ -430,6 +430,12 @@ impl Prober {
         }
         log::append_many_service(&mut self.con, &self.layout, &results).await?;
         Ok(())
+    }
+
+    /// The steady interval plus the current probe deadline: the longest a node's probe round
+    /// takes now (self-suspicion's window is measured in these).
+    fn round_trip(&self) -> Duration {
+        self.config.interval + patient_timeout(&self.config, self.fast)
     }
 
     /// Assesses this replica's own health; on a change, queues the `prober_degraded` or
@@ -534,7 +540,7 @@ impl Prober {
                 // look at our own health at every tick.
                 let lagging = self.local.lag(now) >= self.config.lag_limit;
                 if self.config.confirm && (self.local.is_degraded() || lagging) {
-                    let sample = Sample::of(self.tracked.values(), now, self.config.interval);
+                    let sample = Sample::of(self.tracked.values(), now, self.round_trip());
                     let mut entries = Vec::new();
                     self.judge_self(sample, &mut entries);
                     if let Err(e) =
