@@ -25,6 +25,7 @@
 pub mod config;
 pub mod generation;
 mod handoff;
+mod lease_keeper;
 pub mod rebuild;
 mod reseed;
 pub mod retention;

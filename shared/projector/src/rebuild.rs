@@ -10,7 +10,7 @@ use pantheon_store::{Batch, Layout, StoreError, attest, keys, log, snapshot};
 use tracing::info;
 
 use crate::ProjectorError;
-use crate::runner::Heartbeat;
+use crate::lease_keeper::Heartbeat;
 
 /// Most entries read per XRANGE page while folding.
 const PAGE: usize = 10_000;

@@ -1,8 +1,6 @@
 //! The leader/standby loop. A projector waits for the lease, loads (or rebuilds) the state,
 //! then reads, folds and commits until it loses the lease, fails, or is told to stop.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pantheon_domain::{EntryId, State};
@@ -15,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::ProjectorConfig;
+use crate::lease_keeper::{Heartbeat, LOAD_MAX, keep_lease_while, spawn_renewer};
 use crate::reseed::{Held, Memory, Verdict};
 use crate::stage::{fresh_checkpoint, stage_entries};
 use crate::standby::Standby;
@@ -173,84 +172,6 @@ async fn watch_probers(
     log::append_service(con, layout, &entry).await?;
     *reported = Some(live);
     Ok(registry.now_ms)
-}
-
-/// Progress stamp of the leading loop; the lease is only renewed while it moves, so a leader
-/// that hangs (not just one that dies) loses the lease.
-#[derive(Debug, Clone)]
-pub(crate) struct Heartbeat {
-    start: Instant,
-    last: Arc<AtomicU64>,
-}
-
-impl Heartbeat {
-    fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            last: Arc::new(AtomicU64::new(0)),
-        }
-    }
-    pub(crate) fn beat(&self) {
-        self.last
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-    fn age(&self) -> Duration {
-        let now = self.start.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
-    }
-}
-
-async fn renew_loop(mut con: Redis, lease: Lease, lost: CancellationToken, heartbeat: Heartbeat) {
-    let every = lease.ttl() / 3;
-    loop {
-        tokio::select! {
-            _ = lost.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        if heartbeat.age() > lease.ttl() {
-            warn!(stalled_for = ?heartbeat.age(), "leading loop stalled: letting the lease expire");
-            continue;
-        }
-        match lease.renew(&mut con).await {
-            Ok(true) => {}
-            Ok(false) => {
-                warn!("lease lost (expired or taken over)");
-                lost.cancel();
-                return;
-            }
-            // The handle already logged an outage or a slot migration, once.
-            Err(e) if e.is_outage() => debug!(error = %e, "lease renewal failed; will retry"),
-            Err(e) => warn!(error = %e, "lease renewal failed; will retry"),
-        }
-    }
-}
-
-/// The longest a load of the state may keep the lease (see [`keep_lease_while`]).
-const LOAD_MAX: Duration = Duration::from_secs(15 * 60);
-
-/// Runs `load` (the state's load or rebuild) while keeping the lease: a cluster of millions of
-/// keys takes longer than a lease TTL to load, in many Redis round trips the heartbeat cannot
-/// see, and a leader that let the lease lapse mid-load would reload forever. The heartbeat
-/// beats while the load is pending, up to `max`; a load that runs longer stops renewing, like
-/// any stall.
-async fn keep_lease_while<F: std::future::Future>(
-    heartbeat: &Heartbeat,
-    max: Duration,
-    load: F,
-) -> F::Output {
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tokio::pin!(load);
-    loop {
-        tokio::select! {
-            out = &mut load => return out,
-            _ = tick.tick() => {
-                if started.elapsed() < max {
-                    heartbeat.beat();
-                }
-            }
-        }
-    }
 }
 
 /// The state and checkpoint to continue from: the read models if their checksum matches the
@@ -532,12 +453,7 @@ async fn lead(
     let heartbeat = Heartbeat::new();
     heartbeat.beat();
     let lost = CancellationToken::new();
-    let renewer = tokio::spawn(renew_loop(
-        con.clone(),
-        lease.clone(),
-        lost.clone(),
-        heartbeat.clone(),
-    ));
+    let renewer = spawn_renewer(config, lease.clone(), lost.clone(), heartbeat.clone());
     let mut progress = Progress::default();
     let Terms { memory, standby } = terms;
     let result = async {
@@ -651,6 +567,6 @@ async fn lead(
     .await;
     memory.saw(progress.confirmed);
     lost.cancel();
-    let _ = renewer.await;
+    renewer.stopped().await;
     result
 }

@@ -10,7 +10,10 @@ use super::line_index::{LineIndex, search};
 use super::{Member, Placement};
 use crate::NodeId;
 
+/// Packed to 12 bytes (it would be 16 with the padding after `member`): a ring of 10,000
+/// nodes at 2,048 vnodes holds 20 million of them, and the fields are only ever copied out.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, packed(4))]
 pub(super) struct Point {
     pub(super) hash: u64,
     pub(super) member: u32,
@@ -187,51 +190,52 @@ impl Ring {
             (true, false) | (false, true) => return vec![(0, u64::MAX)],
             _ => {}
         }
-        let mut bounds: Vec<u64> = Vec::with_capacity(self.points.len() + next.points.len());
-        let (mut i, mut j) = (0, 0);
-        while i < self.points.len() || j < next.points.len() {
-            let a = self.points.get(i).map(|p| p.hash).unwrap_or(u64::MAX);
-            let b = next.points.get(j).map(|p| p.hash).unwrap_or(u64::MAX);
-            let h = a.min(b);
-            if i < self.points.len() && a == h {
-                i += 1;
-            }
-            if j < next.points.len() && b == h {
-                j += 1;
-            }
-            if bounds.last() != Some(&h) {
-                bounds.push(h);
-            }
-        }
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         let mut push = |lo: u64, hi: u64| match ranges.last_mut() {
             Some(last) if last.1.checked_add(1) == Some(lo) => last.1 = hi,
             _ => ranges.push((lo, hi)),
         };
-        // Walk owners with two cursors instead of a lookup per boundary.
-        let (mut i, mut j) = (0usize, 0usize);
-        let first = bounds[0];
-        let last = bounds[bounds.len() - 1];
+        let (old_points, new_points) = (&self.points, &next.points);
+        // The owner at a boundary is the first point at or after it, past the last point the
+        // first one (a hash wraps around).
+        let old_at =
+            |i: usize| &self.members[old_points[i % old_points.len()].member as usize].node;
+        let new_at =
+            |j: usize| &next.members[new_points[j % new_points.len()].member as usize].node;
+        let first = old_points[0].hash.min(new_points[0].hash);
         let wrap_changed = self.owner_at(first) != next.owner_at(first);
         if wrap_changed {
             push(0, first);
         }
-        for w in bounds.windows(2) {
-            let (lo, hi) = (w[0], w[1]);
-            while i < self.points.len() && self.points[i].hash < hi {
+        // One merge walk over both point lists, without collecting the boundaries (at 10M
+        // points that list alone was 16 B a point at the peak of a ring change): when a
+        // boundary comes up, every point below it has been passed, so the cursors stand on
+        // the owners at it.
+        let (mut i, mut j) = (0, 0);
+        let mut previous: Option<u64> = None;
+        while i < old_points.len() || j < new_points.len() {
+            let a = old_points.get(i).map_or(u64::MAX, |p| p.hash);
+            let b = new_points.get(j).map_or(u64::MAX, |p| p.hash);
+            let h = a.min(b);
+            if previous != Some(h) {
+                if let Some(lo) = previous
+                    && old_at(i) != new_at(j)
+                {
+                    push(lo + 1, h);
+                }
+                previous = Some(h);
+            }
+            if i < old_points.len() && a == h {
                 i += 1;
             }
-            while j < next.points.len() && next.points[j].hash < hi {
+            if j < new_points.len() && b == h {
                 j += 1;
             }
-            // Past the last point a hash wraps to the first one.
-            let old = &self.members[self.points[i % self.points.len()].member as usize].node;
-            let new = &next.members[next.points[j % next.points.len()].member as usize].node;
-            if old != new {
-                push(lo + 1, hi);
-            }
         }
-        if wrap_changed && last < u64::MAX {
+        if let Some(last) = previous
+            && wrap_changed
+            && last < u64::MAX
+        {
             push(last + 1, u64::MAX);
         }
         ranges
