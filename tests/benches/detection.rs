@@ -30,7 +30,10 @@
 //! (as in `cargo test --benches`) a few trials and a 200-node scale run serve as a smoke
 //! test. `PANTHEON_BENCH_STEPS=refused,hang,scale,overload,loss` (any subset) runs only some steps; the
 //! opt-in step `joins` times the projector folding 250–1,000 single `join` entries into the
-//! default ring and into rendezvous placement (why the scale step uses rendezvous).
+//! default ring and into rendezvous placement (why the scale step uses rendezvous). The opt-in
+//! step `soak` is the scale step on 8 listeners for a long window: 10,000 nodes for 10
+//! minutes (`PANTHEON_BENCH_SOAK_NODES`, `PANTHEON_BENCH_SOAK_SECS`), counting false suspects
+//! and deaths.
 //! Results and the machine they were taken on are in `docs/benchmarks.md`.
 
 #[path = "detection/overload.rs"]
@@ -498,7 +501,8 @@ impl Counters {
             base: Instant::now(),
             total: AtomicU64::new(0),
             per_node: (0..nodes).map(|_| AtomicU32::new(0)).collect(),
-            buckets: (0..6000).map(|_| AtomicU32::new(0)).collect(),
+            // 100 ms buckets for 20 minutes: the soak step's 10-minute window and its set-up.
+            buckets: (0..12_000).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 
@@ -653,6 +657,14 @@ async fn joins(sizes: &[usize]) -> Vec<(usize, &'static str, Option<Duration>)> 
         }
     }
     out
+}
+
+/// A count from the environment, or `default`.
+fn env_count(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// `listeners`: `None` = one listener per node, `Some(k)` = all nodes' paths on k listeners.
@@ -1184,7 +1196,8 @@ fn main() {
             pantheon_test_support::URL_ENV
         );
     }
-    let bin = if plan.child && run("scale") {
+    let soak = steps.split(',').any(|s| s.trim() == "soak");
+    let bin = if plan.child && (run("scale") || soak) {
         release_binary(
             "pantheon-prober-service",
             "pantheon-prober",
@@ -1310,6 +1323,22 @@ fn main() {
                 runs.push(overload::overload(nodes, warmup, window, setup).await);
             }
             overload::overload_report(&runs);
+        }
+        // Opt-in (10 minutes): many nodes, all healthy, probed for a long window by the
+        // release prober; every suspect and death in it is a false one.
+        if soak {
+            let nodes = env_count("PANTHEON_BENCH_SOAK_NODES", if full { 10_000 } else { 200 });
+            let secs = env_count("PANTHEON_BENCH_SOAK_SECS", if full { 600 } else { 5 });
+            eprintln!("  soak: {nodes} nodes on 8 listeners for {secs} s ...");
+            let result = scale(
+                bin.as_deref(),
+                nodes,
+                Some(8),
+                plan.scale_warmup,
+                Duration::from_secs(secs as u64),
+            )
+            .await;
+            scale_report(&[result]);
         }
         // Opt-in: it measures the projector, not the prober.
         if steps.split(',').any(|s| s.trim() == "joins") {

@@ -17,9 +17,13 @@
 //! 5. **cold restart** — the cluster grows to `BIG` keys; every projector is killed -9 and one
 //!    starts with default settings: its reported load time and the time until it applied a
 //!    new entry.
+//! 6. **failover at `BIG` keys** — with that restarted projector leading, 10% more of the
+//!    nodes fail (3 failed probes each): the lag from the append until the last failure is
+//!    applied (target ≤ 10 s), the keys moved, the projector's RSS. Checked: every key is
+//!    still owned and none by the newly dead nodes.
 //!
 //! ```text
-//! cargo bench -p pantheon-tests --bench scale        # 5M then 10M keys, ~10 min after the build
+//! cargo bench -p pantheon-tests --bench scale        # 5M then 10M keys, 3–4 min after the builds
 //! PANTHEON_BENCH_KEYS=1000000 PANTHEON_BENCH_BIG=2000000 cargo bench -p pantheon-tests --bench scale
 //! ```
 //!
@@ -94,9 +98,22 @@ impl Projector {
         }
     }
 
+    fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
     fn kill(mut self) {
         self.child.0.kill().unwrap();
         let _ = self.child.0.wait();
+    }
+
+    /// How many leading terms this projector's log says it lost.
+    fn terms_lost(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("lost the lease: standing by"))
+            .count()
     }
 
     /// The first log line containing `text`, waiting for it (bounded).
@@ -182,6 +199,36 @@ async fn distribute(
     }
     wait_applied(con, layout, last).await;
     (to - from) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Three failed probes of each of `dying` (node `i` joined in epoch `i + 1`), in rounds.
+fn failing(dying: &[usize]) -> Vec<LogEntry> {
+    (0..3)
+        .flat_map(|_| dying.iter().map(|&i| failed(node(i), i as u64 + 1)))
+        .collect()
+}
+
+/// Keys owned by `nodes`, from their key sets.
+async fn keys_on(con: &mut MultiplexedConnection, layout: &Layout, nodes: &[usize]) -> usize {
+    let mut total = 0usize;
+    for &i in nodes {
+        let n: usize = redis::cmd("SCARD")
+            .arg(layout.node_keys(&node(i)))
+            .query_async(con)
+            .await
+            .unwrap();
+        total += n;
+    }
+    total
+}
+
+/// Keys owned by any node (the key map's size).
+async fn owned_keys(con: &mut MultiplexedConnection, layout: &Layout) -> usize {
+    redis::cmd("HLEN")
+        .arg(layout.keymap())
+        .query_async(con)
+        .await
+        .unwrap()
 }
 
 fn failed(node: NodeId, epoch: u64) -> LogEntry {
@@ -291,9 +338,7 @@ async fn main() {
     let standby = Projector::start(&bin, &redis.url, "p4", dir.path());
     standby.line("standby warm").await;
     let dying: Vec<usize> = (10..10 + NODES / 10).collect();
-    let failures: Vec<LogEntry> = (0..3)
-        .flat_map(|_| dying.iter().map(|&i| failed(node(i), i as u64 + 1)))
-        .collect();
+    let failures = failing(&dying);
     let started = Instant::now();
     pantheon_store::log::append_many_service(&mut con, &layout, &failures)
         .await
@@ -304,20 +349,8 @@ async fn main() {
     cold.kill();
     wait_applied(&mut con, &layout, last).await;
     let failover = started.elapsed();
-    let owned: usize = redis::cmd("HLEN")
-        .arg(layout.keymap())
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    let mut on_dead = 0usize;
-    for &i in &dying {
-        let n: usize = redis::cmd("SCARD")
-            .arg(layout.node_keys(&node(i)))
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        on_dead += n;
-    }
+    let owned = owned_keys(&mut con, &layout).await;
+    let on_dead = keys_on(&mut con, &layout, &dying).await;
     let verify_started = Instant::now();
     let verified = pantheon_projector::verify::verify(&mut con, &layout, |_| {})
         .await
@@ -381,6 +414,42 @@ async fn main() {
         } else {
             "under the lease"
         }
+    ));
+
+    // 6. failover at `big` keys, the restarted projector leading alone. Nodes 0..=2 left and
+    // 10..20 died in step 4: these are alive.
+    let dying: Vec<usize> = (20..20 + NODES / 10).collect();
+    let rss_before = memory_mib(restarted.pid()).0;
+    let moving = keys_on(&mut con, &layout, &dying).await;
+    let failures = failing(&dying);
+    let lost_before = restarted.terms_lost();
+    let started = Instant::now();
+    pantheon_store::log::append_many_service(&mut con, &layout, &failures)
+        .await
+        .unwrap();
+    let last = support::last_id(&mut con, &layout).await;
+    wait_applied(&mut con, &layout, last).await;
+    let lag = started.elapsed();
+    let lost = restarted.terms_lost() - lost_before;
+    let (rss_after, rss_peak) = memory_mib(restarted.pid());
+    let owned = owned_keys(&mut con, &layout).await;
+    let on_dead = keys_on(&mut con, &layout, &dying).await;
+    assert_eq!(owned, big, "keys lost");
+    assert_eq!(on_dead, 0, "keys left on dead nodes");
+    assert!(moving > 0, "the failing nodes owned no keys");
+    let target = Duration::from_secs(10);
+    results.push(format!(
+        "{} more of {NODES} nodes fail at {big} keys (3 failed probes each, one pipeline), the \
+         restarted projector leading: last failure applied **{:.2} s** after the append (lag; \
+         target ≤ {} s: **{}**); {moving} keys moved ({:.0} keys/s); {owned} of {big} keys \
+         owned, {on_dead} on the dead nodes; the leader lost its lease {lost} times meanwhile; \
+         projector RSS {rss_before:.0} MiB before, {rss_after:.0} MiB after, peak \
+         {rss_peak:.0} MiB",
+        dying.len(),
+        lag.as_secs_f64(),
+        target.as_secs(),
+        if lag <= target { "met" } else { "not met" },
+        moving as f64 / lag.as_secs_f64()
     ));
     restarted.kill();
 
