@@ -171,6 +171,18 @@ impl LocalHealth {
         self.cause.is_some()
     }
 
+    /// How long the suspicion must have been clear before the prober is healthy again: one
+    /// probe `interval`; after intermittent failures, a whole window of them
+    /// ([`INTERMITTENT_WINDOW`] × `round_trip`): their evidence spans that window, and the
+    /// shorter wait let the degraded state come and go several times a minute under an
+    /// overload.
+    pub fn recovery_hold(&self, interval: Duration, round_trip: Duration) -> Duration {
+        match self.cause {
+            Some(Cause::Intermittent) => (round_trip * INTERMITTENT_WINDOW).max(interval),
+            _ => interval,
+        }
+    }
+
     /// Whether a node whose current failure streak began at `streak_since` is held back: no
     /// failure reported, no confirmation sent. Always while most nodes fail or the loop lags;
     /// for intermittent failures only while the streak is younger than
@@ -461,6 +473,8 @@ mod tests {
         let mut h = LocalHealth::new(t0);
         assert!(!h.holds(Some(now), now, SECOND), "healthy: holds nothing");
         h.assess(&c, now, intermittent, SECOND).unwrap();
+        let trip = Duration::from_millis(1_500);
+        assert_eq!(h.recovery_hold(SECOND, trip), trip * 2, "a whole window");
         let young = now - SECOND * (INTERMITTENT_HOLD_MAX - 1);
         let old = now - SECOND * INTERMITTENT_HOLD_MAX;
         assert!(h.holds(Some(young), now, SECOND));
@@ -477,6 +491,11 @@ mod tests {
         };
         assert_eq!(h.assess(&c, now, most, SECOND), None, "degraded already");
         assert!(h.holds(Some(old), now, SECOND));
+        assert_eq!(
+            h.recovery_hold(SECOND, trip),
+            SECOND,
+            "most fail: one interval"
+        );
         // The intermittent failures stop: healthy again one hold time later.
         let quiet = Sample {
             recent: 100,

@@ -442,10 +442,10 @@ impl Prober {
     /// `prober_recovered` entry (before any probe result of the same batch).
     fn judge_self(&mut self, sample: Sample, results: &mut Vec<LogEntry>) {
         let now = Instant::now();
-        let Some(change) = self
+        let hold = self
             .local
-            .assess(&self.config, now, sample, self.config.interval)
-        else {
+            .recovery_hold(self.config.interval, self.round_trip());
+        let Some(change) = self.local.assess(&self.config, now, sample, hold) else {
             return;
         };
         let lag_ms = u32::try_from(change.lag.as_millis()).unwrap_or(u32::MAX);
