@@ -1164,6 +1164,25 @@ fn comparison(measured: &[String]) {
     println!("| hashicorp/memberlist | DefaultLANConfig (probe 1 s, suspicion mult 4) | ≈ 5 s |");
 }
 
+/// Runs the overload bench once per setup, in turns, and prints their table.
+async fn overload_runs(
+    step: &str,
+    (nodes, warmup, window): (usize, Duration, Duration),
+    setups: &[overload::Setup],
+) {
+    let mut runs = Vec::new();
+    for &setup in setups {
+        eprintln!(
+            "  {step}: {nodes} nodes, {} s, budget {}, intermittent_percent {} ...",
+            window.as_secs(),
+            setup.budget,
+            setup.intermittent
+        );
+        runs.push(overload::overload(nodes, warmup, window, setup).await);
+    }
+    overload::overload_report(&runs);
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let plan = if full {
@@ -1282,47 +1301,26 @@ fn main() {
             }
             scale_report(&results);
         }
+        let over_sizes = if full {
+            (2_000, Duration::from_secs(5), Duration::from_secs(60))
+        } else {
+            (100, Duration::from_secs(2), Duration::from_secs(5))
+        };
         if run("overload") {
-            let (nodes, warmup, window) = if full {
-                (2_000, Duration::from_secs(5), Duration::from_secs(60))
-            } else {
-                (100, Duration::from_secs(2), Duration::from_secs(5))
-            };
-            let mut runs = Vec::new();
-            for budget in [0, 25] {
-                eprintln!(
-                    "  overload: {nodes} nodes, {} s, budget {budget} ...",
-                    window.as_secs()
-                );
-                let setup = overload::Setup {
-                    over: overload::Over::Late,
-                    budget,
-                    intermittent: 50,
-                };
-                runs.push(overload::overload(nodes, warmup, window, setup).await);
-            }
-            overload::overload_report(&runs);
+            let setups = [0, 25].map(|budget| overload::Setup {
+                over: overload::Over::Late,
+                budget,
+                intermittent: 50,
+            });
+            overload_runs("overload", over_sizes, &setups).await;
         }
         if run("loss") {
-            let (nodes, warmup, window) = if full {
-                (2_000, Duration::from_secs(5), Duration::from_secs(60))
-            } else {
-                (100, Duration::from_secs(2), Duration::from_secs(5))
-            };
-            let mut runs = Vec::new();
-            for intermittent in [0, 50] {
-                eprintln!(
-                    "  loss: {nodes} nodes, {} s, intermittent_percent {intermittent} ...",
-                    window.as_secs()
-                );
-                let setup = overload::Setup {
-                    over: overload::Over::Lost,
-                    budget: 25,
-                    intermittent,
-                };
-                runs.push(overload::overload(nodes, warmup, window, setup).await);
-            }
-            overload::overload_report(&runs);
+            let setups = [0, 50].map(|intermittent| overload::Setup {
+                over: overload::Over::Lost,
+                budget: 25,
+                intermittent,
+            });
+            overload_runs("loss", over_sizes, &setups).await;
         }
         // Opt-in (10 minutes): many nodes, all healthy, probed for a long window by the
         // release prober; every suspect and death in it is a false one.

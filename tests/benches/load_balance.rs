@@ -5,8 +5,8 @@
 //! Every round the simulation computes each node's true load from the fold's owners and read
 //! replicas (a key's load splits evenly over its holders), writes one `key_loads` entry per
 //! node (its 32 hottest keys, as the worker library would) and the `loads` entries the
-//! prober's own [`LoadReports`] writes for those node loads (its 5% dead band and 30 s
-//! refresh included), [`ROUND_MS`] of log time apart, and reads back busiest/mean and what
+//! prober's own [`LoadReports`] writes for those node loads (its smoothing, 5% dead band and
+//! refresh of settling nodes included), [`ROUND_MS`] of log time apart, and reads back busiest/mean and what
 //! moved. After the cold start it keeps the load stable for 10 minutes of log time exactly,
 //! then 20 minutes with ±2% noise on every node's and key's figure, and counts the moves
 //! (target: none), and how long the load ran without any at the end (target: 10 minutes).
@@ -166,12 +166,16 @@ impl Sim {
                 .collect();
             self.apply(Command::KeyLoads { node: n, keys });
         }
+        let now = self.t0 + Duration::from_millis(self.ms);
         for (n, l) in &loads {
             let f = if noisy { self.noise() } else { 1.0 };
             let text = format_load((l * f * 1000.0) as u64);
-            self.reports.observe(n, true, Some(&text));
+            self.reports.observe(n, true, Some(&text), now);
         }
-        let due = self.reports.due(self.t0 + Duration::from_millis(self.ms));
+        // The prober learns which nodes settle from the read models after each commit.
+        self.reports
+            .set_settling(self.state.loads().parts().2.clone());
+        let due = self.reports.due(now);
         let (mut moved, mut replicas) = (0, 0);
         let trace = std::env::var_os("PANTHEON_BENCH_TRACE").is_some() && noisy;
         for entry in due {

@@ -10,9 +10,9 @@
 //! `X-Pantheon-Load` only while the header mode says so:
 //!
 //! * **off**: no header (a healthy steady state writes nothing to the log);
-//! * **noisy**: `base × U(0.8, 1.2)`, drawn per answer (`base` = 100 + n mod 50): most reports
-//!   leave the prober's 5% dead band, so most nodes are written every 2 s (the worst case);
-//! * **steady**: `base`, unchanged: only the prober's 30 s refresh writes.
+//! * **noisy**: `base × U(0.8, 1.2)`, drawn per answer (`base` = 100 + n mod 50): most raw
+//!   figures leave a 5% band; the prober's smoothed figure seldom does (the worst case);
+//! * **steady**: `base`, unchanged: each node's figure is written once.
 //!
 //! After a warm-up (every node `alive`, the projector caught up), each phase runs windows of
 //! 30 s in the order off, noisy, off, noisy, steady, and records for each window the CPU
@@ -52,13 +52,13 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::routing::get;
 use pantheon_domain::entry::{Command, LogEntry};
 use pantheon_domain::policy::PolicyChange;
-use pantheon_domain::{EntryId, NodeId, Strategy};
+use pantheon_domain::{EntryId, Strategy};
 use pantheon_store::{Layout, RawEntry, readmodel, stream};
 use pantheon_test_support::TestRedis;
 use pantheon_test_support::process::{ChildGuard, cpu_time, load_average, memory_mib};
 use rand::Rng;
 use redis::aio::MultiplexedConnection;
-use support::append::{xadd, xadd_cmd};
+use support::append::{joins, xadd, xadd_pipelined};
 use support::services::service;
 use support::stream::connect_to;
 use support::{last_applied, last_id};
@@ -343,23 +343,9 @@ async fn load_meta(
 }
 
 async fn join_all(con: &mut MultiplexedConnection, layout: &Layout, urls: &[String]) -> Duration {
-    let log = layout.log();
     let started = Instant::now();
-    let mut last = EntryId::ZERO;
-    for (c, chunk) in urls.chunks(JOINS_PER_PIPE).enumerate() {
-        let mut pipe = redis::pipe();
-        for (i, url) in chunk.iter().enumerate() {
-            let entry = LogEntry::new(Command::Join {
-                node: NodeId::new(&format!("node-{}", c * JOINS_PER_PIPE + i)).unwrap(),
-                url: url.clone(),
-                weight: None,
-                handoff: false,
-            });
-            pipe.add_command(xadd_cmd(&log, &entry));
-        }
-        let ids: Vec<String> = pipe.query_async(con).await.expect("XADD joins");
-        last = ids.last().and_then(|s| s.parse().ok()).unwrap();
-    }
+    let joins = joins(urls, |i| format!("node-{i}"));
+    let last = xadd_pipelined(con, &layout.log(), &joins, JOINS_PER_PIPE).await;
     applied_within(con, layout, last, SETUP_WAIT)
         .await
         .expect("joins applied in time");

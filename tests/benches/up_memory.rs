@@ -88,15 +88,15 @@ use axum::http::Uri;
 use axum::routing::get;
 use pantheon_domain::entry::{Command, LogEntry};
 use pantheon_domain::policy::PolicyChange;
-use pantheon_domain::{EntryId, NodeId, Strategy};
+use pantheon_domain::{EntryId, Strategy};
 use pantheon_store::stream::Bound;
 use pantheon_store::{Layout, readmodel};
 use pantheon_test_support::TestRedis;
 use pantheon_test_support::process::{
-    ChildGuard, cpu_time, load_average, memory_mib, release_binary,
+    ChildGuard, cpu_time, load_average, memory_mib, proc_status, release_binary, status_number,
 };
 use redis::aio::MultiplexedConnection;
-use support::append::{xadd, xadd_cmd, xadd_pipelined};
+use support::append::{joins, xadd, xadd_pipelined};
 use support::last_applied;
 use support::stream::connect_to;
 use tokio::net::TcpListener;
@@ -426,20 +426,13 @@ struct Memory {
 }
 
 fn memory(pid: u32) -> Memory {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let status = proc_status(pid);
     let (rss_mib, hwm_mib) = memory_mib(pid);
     Memory {
         rss_mib,
         hwm_mib,
-        anon_mib: field("RssAnon:") / 1024.0,
-        threads: field("Threads:") as usize,
+        anon_mib: status_number(&status, "RssAnon:") / 1024.0,
+        threads: status_number(&status, "Threads:") as usize,
         fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count),
     }
 }
@@ -503,20 +496,9 @@ async fn join_all(
     urls: &[String],
     mut last: EntryId,
 ) {
-    let log = layout.log();
-    for (c, chunk) in urls.chunks(JOINS_PER_PIPE).enumerate() {
-        let mut pipe = redis::pipe();
-        for (i, url) in chunk.iter().enumerate() {
-            let entry = LogEntry::new(Command::Join {
-                node: NodeId::new(&format!("node-{:05}", c * JOINS_PER_PIPE + i)).unwrap(),
-                url: url.clone(),
-                weight: None,
-                handoff: false,
-            });
-            pipe.add_command(xadd_cmd(&log, &entry));
-        }
-        let ids: Vec<String> = pipe.query_async(con).await.expect("XADD joins");
-        last = ids.last().and_then(|s| s.parse().ok()).unwrap();
+    if !urls.is_empty() {
+        let joins = joins(urls, |i| format!("node-{i:05}"));
+        last = xadd_pipelined(con, &layout.log(), &joins, JOINS_PER_PIPE).await;
     }
     wait_applied(con, layout, last, "the joins").await;
     let records: usize = redis::cmd("HLEN")

@@ -1,28 +1,46 @@
 //! Node loads from health answers (ADR 0018): a node may send `X-Pantheon-Load: <number>`
 //! (a decimal, in its own unit per second: requests/s, CPU %, …; the same unit across the
-//! cluster) with its health answer. The prober keeps the latest text per node and, every
-//! [`INTERVAL`], writes one `loads` entry with the nodes whose load moved by more than
-//! [`DEADBAND`] since it last wrote theirs (or that it has not written for [`REFRESH`]), at
-//! most [`PER_ENTRY`] nodes per entry. Texts that are not loads go into the log as they are:
-//! the fold refuses them with a `load_refused` event, so the reason is on record.
+//! cluster) with its health answer. The prober smooths each node's figures (an exponential
+//! average with a time constant of [`SMOOTHING`]; a figure sent [`STEADY_REPEATS`] times in a
+//! row is taken as it is) and, every [`INTERVAL`], writes one `loads`
+//! entry with the nodes whose smoothed load moved by more than [`DEADBAND`] since it last wrote
+//! theirs, at most [`PER_ENTRY`] nodes per entry. A load that does not move is not written
+//! again, except for a node that took part in a load move and waits for its next report
+//! (`settling`, ADR 0018): its figure is written again once it has been settling for
+//! [`SETTLING_REFRESH`]. Texts that are not loads go into the log as they are: the fold refuses
+//! them with a `load_refused` event, so the reason is on record.
+//!
+//! Why smooth here: a node's figure is noisy from answer to answer, and every report the
+//! prober writes costs the projector a fold and a read-model write. At 10,000 nodes whose
+//! loads jitter ±20% per answer, writing the raw figures put 115,000 reports per 30 s in the
+//! log; the smoothed ones leave the dead band rarely (docs/benchmarks.md, "Cost of load
+//! reports").
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use pantheon_domain::NodeId;
 use pantheon_domain::entry::{Command, LogEntry};
-use pantheon_domain::load::{NO_LOAD, parse_load};
+use pantheon_domain::load::{NO_LOAD, format_load, parse_load};
 
 /// The response header a node reports its load in.
 pub const HEADER: &str = "x-pantheon-load";
 /// How often loads are written.
 pub const INTERVAL: Duration = Duration::from_secs(2);
-/// A load that moved by less than this share of the last one written is not written again.
+/// A smoothed load that moved by less than this share of the last one written is not written
+/// again.
 pub const DEADBAND: f64 = 0.05;
-/// A node's load is written again after this long even when it did not move.
-pub const REFRESH: Duration = Duration::from_secs(30);
+/// The time constant of the smoothing: a step in a node's load shows 63% of its size after
+/// this long (and leaves the dead band after a few seconds when it is above 10%).
+pub const SMOOTHING: Duration = Duration::from_secs(20);
+/// A figure a node sends this many times in a row is taken as it is: a steady load is
+/// written exactly, not approached.
+pub const STEADY_REPEATS: u32 = 3;
+/// A node settling after a load move has its load written again after this long without it
+/// leaving the dead band (long enough for the move to show in the node's figures).
+pub const SETTLING_REFRESH: Duration = Duration::from_secs(10);
 /// Nodes per `loads` entry.
 pub const PER_ENTRY: usize = 500;
 
@@ -43,30 +61,85 @@ pub fn header_text(raw: &[u8]) -> String {
     text
 }
 
-/// The latest load text of each node, and what was last written.
+/// What a node's answers said of its load lately.
+#[derive(Debug, Clone, PartialEq)]
+enum Reading {
+    /// Loads, smoothed (thousandths, as a float so that small steps add up), as of `at`; the
+    /// last figure sent and how many times in a row it came.
+    Load {
+        smoothed: f64,
+        at: Instant,
+        last: u64,
+        repeats: u32,
+    },
+    /// A text that is not a load (or [`NO_LOAD`]): passed on as it is.
+    Text(String),
+}
+
+impl Reading {
+    fn text(&self) -> String {
+        match self {
+            Reading::Load { smoothed, .. } => format_load(smoothed.round() as u64),
+            Reading::Text(text) => text.clone(),
+        }
+    }
+}
+
+/// Each node's reading, and what was last written.
 #[derive(Debug, Default)]
 pub struct LoadReports {
-    latest: HashMap<NodeId, String>,
+    latest: HashMap<NodeId, Reading>,
     written: HashMap<NodeId, (String, Instant)>,
+    /// Nodes the fold holds back until their next report, as the read models said last.
+    settling: BTreeSet<NodeId>,
 }
 
 impl LoadReports {
-    /// A probe of `node` answered (`ok`) with `text` in the header, or without it. A failed
-    /// probe says nothing of the node's load.
-    pub fn observe(&mut self, node: &NodeId, ok: bool, text: Option<&str>) {
-        match text {
-            Some(text) => {
-                self.latest.insert(node.clone(), text.to_owned());
-            }
-            None if ok => {
-                if let Some(latest) = self.latest.get_mut(node)
-                    && latest != NO_LOAD
-                {
-                    NO_LOAD.clone_into(latest);
-                }
-            }
-            None => {}
-        }
+    /// A probe of `node` answered (`ok`) at `now` with `text` in the header, or without it. A
+    /// failed probe says nothing of the node's load.
+    pub fn observe(&mut self, node: &NodeId, ok: bool, text: Option<&str>, now: Instant) {
+        let reading = match (text, ok) {
+            (Some(text), _) => match parse_load(text) {
+                Ok(load) => match self.latest.get(node) {
+                    Some(&Reading::Load {
+                        smoothed,
+                        at,
+                        last,
+                        repeats,
+                    }) => {
+                        let repeats = if last == load { repeats + 1 } else { 1 };
+                        let elapsed = now.saturating_duration_since(at).as_secs_f64();
+                        let weight = 1.0 - (-elapsed / SMOOTHING.as_secs_f64()).exp();
+                        let smoothed = if repeats >= STEADY_REPEATS {
+                            load as f64
+                        } else {
+                            smoothed + weight * (load as f64 - smoothed)
+                        };
+                        Reading::Load {
+                            smoothed,
+                            at: now,
+                            last: load,
+                            repeats,
+                        }
+                    }
+                    _ => Reading::Load {
+                        smoothed: load as f64,
+                        at: now,
+                        last: load,
+                        repeats: 1,
+                    },
+                },
+                Err(_) => Reading::Text(text.to_owned()),
+            },
+            (None, true) if self.latest.contains_key(node) => Reading::Text(NO_LOAD.to_owned()),
+            (None, _) => return,
+        };
+        self.latest.insert(node.clone(), reading);
+    }
+
+    /// The nodes settling after a load move (from the `loads` read model's `meta`).
+    pub fn set_settling(&mut self, settling: BTreeSet<NodeId>) {
+        self.settling = settling;
     }
 
     /// Keeps only the nodes `keep` says this replica owns (the others left, or another
@@ -79,13 +152,18 @@ impl LoadReports {
     /// The `loads` entries due at `now` (see the module docs), and notes them as written.
     pub fn due(&mut self, now: Instant) -> Vec<LogEntry> {
         let mut reports: Vec<(NodeId, String)> = Vec::new();
-        for (node, text) in &self.latest {
+        for (node, reading) in &self.latest {
+            let text = reading.text();
             let write = match self.written.get(node) {
                 None => true,
-                Some((last, at)) => now.duration_since(*at) >= REFRESH || moved(last, text),
+                Some((last, at)) => {
+                    moved(last, &text)
+                        || (self.settling.contains(node)
+                            && now.saturating_duration_since(*at) >= SETTLING_REFRESH)
+                }
             };
             if write {
-                reports.push((node.clone(), text.clone()));
+                reports.push((node.clone(), text));
             }
         }
         reports.sort();
@@ -126,72 +204,149 @@ mod tests {
         NodeId::new(n).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    fn reports(entries: &[LogEntry]) -> Vec<(NodeId, String)> {
+        entries
+            .iter()
+            .flat_map(|e| match &e.command {
+                Command::Loads { reports } => reports.clone(),
+                other => panic!("not a loads entry: {other:?}"),
+            })
+            .collect()
+    }
+
     #[test]
-    fn writes_first_reports_then_only_moves_beyond_the_dead_band_or_a_refresh() {
+    fn writes_first_reports_then_only_smoothed_moves_beyond_the_dead_band() {
         let mut r = LoadReports::default();
         let t0 = Instant::now();
-        r.observe(&node("a"), true, Some("100"));
-        r.observe(&node("b"), true, Some("50"));
-        r.observe(&node("c"), true, None);
+        r.observe(&node("a"), true, Some("100"), t0);
+        r.observe(&node("b"), true, Some("50"), t0);
+        r.observe(&node("c"), true, None, t0);
         let first = r.due(t0);
         assert_eq!(first.len(), 1);
         assert_eq!(
-            first[0].command,
-            Command::Loads {
-                reports: vec![(node("a"), "100".into()), (node("b"), "50".into())]
-            }
+            reports(&first),
+            vec![(node("a"), "100".into()), (node("b"), "50".into())]
         );
-        r.observe(&node("a"), true, Some("104"));
-        r.observe(&node("b"), true, Some("60"));
-        let second = r.due(t0 + INTERVAL);
+        // One second later `a` answers 104 (smoothed: 100.2) and `b` 100 (smoothed: 52.4):
+        // neither leaves the 5% band.
+        let t1 = t0 + Duration::from_secs(1);
+        r.observe(&node("a"), true, Some("104"), t1);
+        r.observe(&node("b"), true, Some("100"), t1);
+        assert!(
+            r.due(t1 + INTERVAL).is_empty(),
+            "a one-off jump is smoothed"
+        );
+        // `b` stays at 100: sent a third time in a row, it is taken as it is.
+        let t2 = t0 + Duration::from_secs(2);
+        r.observe(&node("b"), true, Some("100"), t2);
+        assert!(
+            r.due(t2).is_empty(),
+            "twice is not yet steady (smoothed: 54.8)"
+        );
+        let t3 = t0 + Duration::from_secs(3);
+        r.observe(&node("b"), true, Some("100"), t3);
+        assert_eq!(reports(&r.due(t3)), vec![(node("b"), "100".into())]);
+        // A climb that never repeats a figure: the smoothed figure follows it, each write a
+        // move of more than 5%.
+        let mut written = Vec::new();
+        for s in 4..=60u64 {
+            let t = t0 + Duration::from_secs(s);
+            let load = 200.0 + s as f64 / 10.0;
+            r.observe(&node("b"), true, Some(&format!("{load}")), t);
+            written.extend(reports(&r.due(t)).into_iter().map(|(_, load)| (s, load)));
+        }
+        let (first_at, _) = written.first().cloned().unwrap();
+        assert!(
+            first_at <= 6,
+            "a 2× step leaves the band within seconds: {written:?}"
+        );
+        let (_, last_load) = written.last().cloned().unwrap();
+        assert!(
+            parse_load(&last_load).unwrap() > 180_000,
+            "the written figure follows the step: {written:?}"
+        );
+        assert!(
+            written.len() <= 15,
+            "each write is a move of 5%: {written:?}"
+        );
+        // Nothing moves: nothing is written, however long.
+        assert!(r.due(t0 + Duration::from_secs(600)).is_empty());
+    }
+
+    #[test]
+    fn jittering_loads_are_rarely_written() {
+        // ±20% per answer around 100, one answer a second, for 10 minutes: the raw figures
+        // leave a 5% band at most answers; the smoothed one seldom.
+        let mut r = LoadReports::default();
+        let t0 = Instant::now();
+        let mut writes = 0;
+        let mut seed = 7u64;
+        for s in 0..600u64 {
+            // A fixed linear congruential sequence: the test is the same every run.
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let jitter = (seed >> 33) as f64 / (1u64 << 31) as f64 * 0.4 - 0.2;
+            let t = t0 + Duration::from_secs(s);
+            r.observe(
+                &node("a"),
+                true,
+                Some(&format!("{:.1}", 100.0 * (1.0 + jitter))),
+                t,
+            );
+            if s % 2 == 1 {
+                writes += reports(&r.due(t)).len();
+            }
+        }
+        assert!(writes <= 10, "{writes} writes in 300 intervals");
+    }
+
+    #[test]
+    fn a_settling_node_is_written_again_after_the_settling_refresh() {
+        let mut r = LoadReports::default();
+        let t0 = Instant::now();
+        r.observe(&node("a"), true, Some("100"), t0);
+        r.observe(&node("b"), true, Some("100"), t0);
+        assert_eq!(reports(&r.due(t0)).len(), 2);
+        r.set_settling([node("a")].into());
+        assert!(r.due(t0 + INTERVAL).is_empty(), "not yet");
         assert_eq!(
-            second[0].command,
-            Command::Loads {
-                reports: vec![(node("b"), "60".into())]
-            }
+            reports(&r.due(t0 + SETTLING_REFRESH)),
+            vec![(node("a"), "100".into())]
         );
-        assert!(r.due(t0 + INTERVAL * 2).is_empty(), "nothing moved");
-        let refreshed = r.due(t0 + REFRESH + INTERVAL);
-        assert_eq!(
-            refreshed[0].command,
-            Command::Loads {
-                reports: vec![(node("a"), "104".into()), (node("b"), "60".into())]
-            }
-        );
+        assert!(r.due(t0 + SETTLING_REFRESH + INTERVAL).is_empty());
+        r.set_settling(BTreeSet::new());
+        assert!(r.due(t0 + SETTLING_REFRESH * 3).is_empty(), "settled");
     }
 
     #[test]
     fn a_node_that_stops_sending_the_header_is_written_once_as_none() {
         let mut r = LoadReports::default();
         let t0 = Instant::now();
-        r.observe(&node("a"), true, Some("100"));
+        r.observe(&node("a"), true, Some("100"), t0);
         assert_eq!(r.due(t0).len(), 1);
         // A failed probe has no header: that says nothing of the load.
-        r.observe(&node("a"), false, None);
+        r.observe(&node("a"), false, None, t0);
         assert!(r.due(t0 + INTERVAL).is_empty());
         // An answer without it: the figure is withdrawn, once, and never refreshed.
-        r.observe(&node("a"), true, None);
+        r.observe(&node("a"), true, None, t0);
         let withdrawn = r.due(t0 + INTERVAL * 2);
-        assert_eq!(
-            withdrawn[0].command,
-            Command::Loads {
-                reports: vec![(node("a"), NO_LOAD.into())]
-            }
-        );
-        r.observe(&node("a"), true, None);
+        assert_eq!(reports(&withdrawn), vec![(node("a"), NO_LOAD.into())]);
+        r.observe(&node("a"), true, None, t0);
         assert!(r.due(t0 + INTERVAL * 3).is_empty());
-        assert!(r.due(t0 + REFRESH * 2).is_empty());
-        // It reports again: written again.
-        r.observe(&node("a"), true, Some("90"));
-        assert_eq!(r.due(t0 + REFRESH * 2 + INTERVAL).len(), 1);
+        assert!(r.due(t0 + SETTLING_REFRESH * 6).is_empty());
+        // It reports again: written again, as sent (smoothing starts afresh).
+        r.observe(&node("a"), true, Some("90"), t0);
+        assert_eq!(
+            reports(&r.due(t0 + SETTLING_REFRESH * 6 + INTERVAL)),
+            vec![(node("a"), "90".into())]
+        );
     }
 
     #[test]
     fn garbage_is_passed_on_once_for_the_fold_to_refuse() {
         let mut r = LoadReports::default();
         let t0 = Instant::now();
-        r.observe(&node("a"), true, Some("fast"));
-        assert_eq!(r.due(t0).len(), 1);
+        r.observe(&node("a"), true, Some("fast"), t0);
+        assert_eq!(reports(&r.due(t0)), vec![(node("a"), "fast".into())]);
         assert!(r.due(t0 + INTERVAL).is_empty());
         assert_eq!(header_text(b"1\x002"), "1?2");
         assert_eq!(header_text(&[b'9'; 100]).len(), 64);
@@ -200,10 +355,11 @@ mod tests {
     #[test]
     fn many_nodes_split_into_entries() {
         let mut r = LoadReports::default();
+        let t0 = Instant::now();
         for i in 0..1_200 {
-            r.observe(&node(&format!("n{i}")), true, Some("1"));
+            r.observe(&node(&format!("n{i}")), true, Some("1"), t0);
         }
-        let entries = r.due(Instant::now());
+        let entries = r.due(t0);
         assert_eq!(entries.len(), 3);
     }
 }

@@ -13,7 +13,7 @@ use pantheon_domain::confirm::{CheckedProbe, ProberHealth};
 use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::health::Health;
 use pantheon_store::readmodel::{self, NodeRecord};
-use pantheon_store::{Layout, Redis, log, probers};
+use pantheon_store::{Layout, Redis, StoreError, log, probers};
 use rand::Rng;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
@@ -210,6 +210,14 @@ impl Prober {
                 .fall;
         }
         let records = readmodel::node_records(&mut self.con, &self.layout).await?;
+        // A damaged `meta` is the projector's to rebuild; loads are written as before.
+        match pantheon_store::loads::settling(&mut self.con, &self.layout).await {
+            Ok(settling) => self.loads.set_settling(settling),
+            Err(StoreError::Damaged { key, reason }) => {
+                warn!(%key, %reason, "unreadable load round state; keeping the last one read");
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.all.clear();
         for record in records {
             match record {
@@ -385,7 +393,7 @@ impl Prober {
             }
             t.observe_at(f.outcome.ok, f.started, now);
             self.loads
-                .observe(&f.node, f.outcome.ok, f.outcome.load.as_deref());
+                .observe(&f.node, f.outcome.ok, f.outcome.load.as_deref(), now);
             any_failure |= !f.outcome.ok;
             done.push(f);
         }

@@ -2,6 +2,7 @@
 //! in memory, write every read model into a scratch namespace, then swap the scratch keys in
 //! with one fenced script. Readers never see a half-built read model.
 
+use pantheon_domain::limits::MAX_FIELDS;
 use pantheon_domain::{EntryId, State};
 use pantheon_store::Connection;
 use pantheon_store::lease::Lease;
@@ -12,13 +13,24 @@ use tracing::info;
 use crate::ProjectorError;
 use crate::lease_keeper::Heartbeat;
 
-/// Most entries read per XRANGE page while folding.
-const PAGE: usize = 10_000;
-/// Pages are cut to about this many fields, so a log of 10,000-key `assign` entries is not
-/// read 10,000 entries (100 million keys) at a time.
-const PAGE_FIELDS: usize = 200_000;
-/// Entries in the first page, before the width of the log's entries is known.
-const FIRST_PAGE: usize = 16;
+/// Field pairs a log page may hold at most: a page is parsed whole into memory before it is
+/// folded, and two are held at once (one folding, the next arriving).
+const PAGE_PAIRS: usize = 100_000;
+/// Entries read per XRANGE page: as many as fit [`PAGE_PAIRS`] when every one is as wide as
+/// the decoder accepts (a full `assign` batch). Sizing a page from the entries already read
+/// cannot bound it: after narrow entries, a page asked for thousands of them and got every
+/// 10,000-key `assign` of the log at once (5M keys, about 1 GB parsed; issue 19).
+const PAGE: usize = max_usize(1, PAGE_PAIRS / MAX_FIELDS);
+
+/// Entries folded between two settles of the placement. Not per page: with pages of a few
+/// entries, a log of 10,000 joins would rebuild the ring a thousand times.
+const SETTLE_EVERY: u64 = 10_000;
+
+const _: () = assert!(PAGE * MAX_FIELDS <= PAGE_PAIRS || PAGE == 1);
+
+const fn max_usize(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
 
 /// The folded state, the last log id folded, and how many entries were read.
 #[derive(Debug)]
@@ -93,18 +105,15 @@ pub(crate) async fn fold_after<C: Connection + Clone + 'static>(
         (page, count)
     };
     let state = &mut folded.state;
-    // The first page is small whatever the log holds, so folding starts (and overlaps the
-    // next read) at once; later pages are sized from the width of the previous one.
-    let mut next = Some(fetch(folded.last_id, FIRST_PAGE));
+    let mut unsettled = 0u64;
+    let mut next = Some(fetch(folded.last_id, PAGE));
     while let Some((pending, asked)) = next.take() {
         let (page, origins) = pending
             .await
             .map_err(|e| ProjectorError::Task(format!("log page read: {e}")))??;
         let n = page.len();
         if n == asked {
-            let fields: usize = page.iter().map(|e| e.fields.len()).sum();
-            let count = (PAGE_FIELDS * n / fields.max(1)).clamp(1, PAGE);
-            next = page.last().map(|last| fetch(Some(last.id), count));
+            next = page.last().map(|last| fetch(Some(last.id), PAGE));
         }
         for (i, (entry, origin)) in page.into_iter().zip(origins).enumerate() {
             // Rejections were recorded when the entry was first applied; a fold only needs
@@ -119,7 +128,11 @@ pub(crate) async fn fold_after<C: Connection + Clone + 'static>(
                 tokio::task::yield_now().await;
             }
         }
-        state.settle();
+        unsettled += n as u64;
+        if unsettled >= SETTLE_EVERY || next.is_none() {
+            state.settle();
+            unsettled = 0;
+        }
         folded.entries += n as u64;
         progress(folded.entries);
     }

@@ -146,14 +146,8 @@ async fn compare<C: Connection>(
     .await?;
 
     // Every element scanned matched, and the sizes agree: then nothing is missing either.
-    let mut per_node: HashMap<&NodeId, u64> = HashMap::new();
-    let mut unowned_n = 0u64;
-    for (_, owner) in keys.iter() {
-        match owner {
-            Some(n) => *per_node.entry(n).or_default() += 1,
-            None => unowned_n += 1,
-        }
-    }
+    let per_node: HashMap<&NodeId, u64> = keys.per_owner().collect();
+    let unowned_n = keys.len() as u64 - per_node.values().sum::<u64>();
     let nodes: Vec<NodeId> = state.nodes().map(|n| n.id.clone()).collect();
     let (owned_live, unowned_live, sets) = readmodel::sizes(con, layout, &nodes).await?;
     let owned_fold = keys.len() as u64 - unowned_n;

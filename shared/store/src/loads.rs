@@ -281,6 +281,32 @@ pub async fn load<C: ConnectionLike + Send>(
     Ok(parts)
 }
 
+/// The nodes settling after a load move (the `meta` field's `settling`; none when load
+/// placement never ran). Node ids that are not valid are left out.
+pub async fn settling<C: ConnectionLike + Send>(
+    con: &mut C,
+    layout: &Layout,
+) -> Result<BTreeSet<NodeId>, StoreError> {
+    let hash = layout.loads();
+    let meta: Option<String> = redis::cmd("HGET")
+        .arg(&hash)
+        .arg("meta")
+        .query_async(con)
+        .await?;
+    let Some(meta) = meta else {
+        return Ok(BTreeSet::new());
+    };
+    let meta: Meta = serde_json::from_str(&meta).map_err(|e| StoreError::Damaged {
+        key: hash.clone(),
+        reason: format!("meta: {e}"),
+    })?;
+    Ok(meta
+        .settling
+        .iter()
+        .filter_map(|n| NodeId::new(n).ok())
+        .collect())
+}
+
 /// The `loads` field of `key`'s plan.
 pub fn plan_field(key: &str) -> String {
     format!("p:{key}")

@@ -75,17 +75,28 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// `/proc/<pid>/status` (empty when unreadable).
+pub fn proc_status(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
+}
+
+/// The number in a `/proc/<pid>/status` line (`name` with its colon, e.g. `"VmRSS:"`; a
+/// `kB` unit is dropped); zero when the line is missing.
+pub fn status_number(status: &str, name: &str) -> f64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// `VmRSS` and `VmHWM` (peak) of a process, in MiB; zero when unreadable.
 pub fn memory_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+    let status = proc_status(pid);
+    (
+        status_number(&status, "VmRSS:") / 1024.0,
+        status_number(&status, "VmHWM:") / 1024.0,
+    )
 }
 
 /// The 1, 5 and 15 minute load averages, as `/proc/loadavg` prints them.

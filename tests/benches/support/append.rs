@@ -1,8 +1,8 @@
 //! Appending to the log as a producer does: plain `XADD`s, one at a time or pipelined. The
 //! raw pipelined `XADD` is also the baseline the projector's throughput is compared with.
 
-use pantheon_domain::EntryId;
-use pantheon_domain::entry::LogEntry;
+use pantheon_domain::entry::{Command, LogEntry};
+use pantheon_domain::{EntryId, NodeId};
 use redis::aio::MultiplexedConnection;
 
 /// `XADD <log> * <fields of entry>`.
@@ -38,6 +38,21 @@ pub async fn xadd_pipelined(
         last = ids.last().and_then(|s| s.parse().ok()).expect("entry id");
     }
     last
+}
+
+/// A `join` entry for each health URL, the node named by `name(index)`.
+pub fn joins(urls: &[String], name: impl Fn(usize) -> String) -> Vec<LogEntry> {
+    urls.iter()
+        .enumerate()
+        .map(|(i, url)| {
+            LogEntry::new(Command::Join {
+                node: NodeId::new(&name(i)).expect("node id"),
+                url: url.clone(),
+                weight: None,
+                handoff: false,
+            })
+        })
+        .collect()
 }
 
 /// Pipelines of `per_pipe` `XADD`s of already encoded entries, built ahead so that only the
