@@ -32,7 +32,10 @@
 //! The service binaries are built with `cargo build --release -p pantheon-projector-service -p
 //! pantheon-prober-service` into the bench's target directory (or set `PANTHEON_PROJECTOR_BIN`
 //! and `PANTHEON_PROBER_BIN`). Knobs: `PANTHEON_BENCH_NODES` (10,000), `PANTHEON_BENCH_WINDOW`
-//! (seconds, 30), `PANTHEON_BENCH_PHASES` (the `load_epsilon` of each phase, `0,10`). Without
+//! (seconds, 30), `PANTHEON_BENCH_SETTLE` (seconds from a mode switch until the window opens,
+//! 4: the prober's smoothing takes about a minute to converge after nodes start sending the
+//! header, so 60 measures the steady state), `PANTHEON_BENCH_PHASES` (the `load_epsilon` of
+//! each phase, `0,10`). Without
 //! `--bench` (as in `cargo test --benches`) it runs 200 nodes and 2 s windows with the tests'
 //! own builds of the binaries, as a smoke test.
 
@@ -130,11 +133,13 @@ impl Plan {
             full,
             nodes,
             window,
-            settle: if full {
-                Duration::from_secs(4)
-            } else {
-                Duration::from_millis(500)
-            },
+            settle: knob("PANTHEON_BENCH_SETTLE")
+                .map(|v| Duration::from_secs(v.parse().expect("PANTHEON_BENCH_SETTLE: seconds")))
+                .unwrap_or(if full {
+                    Duration::from_secs(4)
+                } else {
+                    Duration::from_millis(500)
+                }),
             phases,
         }
     }

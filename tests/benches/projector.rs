@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use pantheon_domain::entry::{Command, LogEntry, ProbeResult};
 use pantheon_domain::{EntryId, NodeId, State};
+use pantheon_projector::paging::Paging;
 use pantheon_projector::stage::{fresh_checkpoint, stage_entries};
 use pantheon_projector::{ProjectorConfig, rebuild};
 use pantheon_store::{Layout, RawEntry, stream};
@@ -517,7 +518,7 @@ async fn pantheon(r: &mut Results, keys: &[String], scale: Scale) {
     drop(filler);
 
     let started = Instant::now();
-    let folded = rebuild::fold_log(&mut con, &layout, Some(death), |_| {})
+    let folded = rebuild::fold_log(&mut con, &layout, Some(death), Paging::Adaptive, |_| {})
         .await
         .expect("fold up to the death");
     r.fold_until_death = (folded.entries, started.elapsed());
@@ -526,7 +527,7 @@ async fn pantheon(r: &mut Results, keys: &[String], scale: Scale) {
     drop(folded);
 
     let started = Instant::now();
-    let folded = rebuild::fold_log(&mut con, &layout, None, |_| {})
+    let folded = rebuild::fold_log(&mut con, &layout, None, Paging::Adaptive, |_| {})
         .await
         .expect("fold the whole log");
     r.fold_all = (folded.entries, started.elapsed());
@@ -598,7 +599,7 @@ async fn offline_breakdown(
     assign_ids: &[EntryId],
     probe_ids: &[EntryId],
 ) {
-    let folded = rebuild::fold_log(con, layout, Some(last_join), |_| {})
+    let folded = rebuild::fold_log(con, layout, Some(last_join), Paging::Adaptive, |_| {})
         .await
         .expect("fold the joins");
     let mut state = folded.state;

@@ -3,8 +3,9 @@
 //! cluster) with its health answer. The prober smooths each node's figures (an exponential
 //! average with a time constant of [`SMOOTHING`]; a figure sent [`STEADY_REPEATS`] times in a
 //! row is taken as it is) and, every [`INTERVAL`], writes one `loads`
-//! entry with the nodes whose smoothed load moved by more than [`DEADBAND`] since it last wrote
-//! theirs, at most [`PER_ENTRY`] nodes per entry. A load that does not move is not written
+//! entry with the nodes whose smoothed load moved by more than twice [`DEADBAND`] since it
+//! last wrote theirs, and every [`ROUTINE`] those that moved by more than [`DEADBAND`], at most
+//! [`PER_ENTRY`] nodes per entry. A load that does not move is not written
 //! again, except for a node that took part in a load move and waits for its next report
 //! (`settling`, ADR 0018): its figure is written again once it has been settling for
 //! [`SETTLING_REFRESH`]. Texts that are not loads go into the log as they are: the fold refuses
@@ -32,6 +33,11 @@ pub const INTERVAL: Duration = Duration::from_secs(2);
 /// A smoothed load that moved by less than this share of the last one written is not written
 /// again.
 pub const DEADBAND: f64 = 0.05;
+/// A move of less than twice the dead band waits for the next routine write, at most this
+/// long; a larger one (and a node's first figure) goes at the next [`INTERVAL`]. Each `loads`
+/// entry may run a round of load-aware placement, whose cost grows with the cluster: small
+/// moves are what noise makes, and they need not run one every 2 s.
+pub const ROUTINE: Duration = Duration::from_secs(10);
 /// The time constant of the smoothing: a step in a node's load shows 63% of its size after
 /// this long (and leaves the dead band after a few seconds when it is above 10%).
 pub const SMOOTHING: Duration = Duration::from_secs(20);
@@ -92,6 +98,8 @@ pub struct LoadReports {
     written: HashMap<NodeId, (String, Instant)>,
     /// Nodes the fold holds back until their next report, as the read models said last.
     settling: BTreeSet<NodeId>,
+    /// When small moves were last written.
+    routine_at: Option<Instant>,
 }
 
 impl LoadReports {
@@ -151,16 +159,25 @@ impl LoadReports {
 
     /// The `loads` entries due at `now` (see the module docs), and notes them as written.
     pub fn due(&mut self, now: Instant) -> Vec<LogEntry> {
+        let routine = self
+            .routine_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= ROUTINE);
+        if routine {
+            self.routine_at = Some(now);
+        }
         let mut reports: Vec<(NodeId, String)> = Vec::new();
         for (node, reading) in &self.latest {
             let text = reading.text();
             let write = match self.written.get(node) {
                 None => true,
-                Some((last, at)) => {
-                    moved(last, &text)
-                        || (self.settling.contains(node)
-                            && now.saturating_duration_since(*at) >= SETTLING_REFRESH)
-                }
+                Some((last, at)) => match moved(last, &text) {
+                    Move::Large => true,
+                    Move::Small => routine,
+                    Move::None => {
+                        self.settling.contains(node)
+                            && now.saturating_duration_since(*at) >= SETTLING_REFRESH
+                    }
+                },
             };
             if write {
                 reports.push((node.clone(), text));
@@ -187,12 +204,33 @@ impl LoadReports {
     }
 }
 
-/// Whether a load moved beyond the dead band (a text that is not a load counts as moved
-/// when it changed, so a node that starts or stops sending garbage is on record).
-fn moved(last: &str, now: &str) -> bool {
+/// How far a figure moved since it was written.
+#[derive(Debug, PartialEq, Eq)]
+enum Move {
+    /// Within the dead band.
+    None,
+    /// Beyond it, by less than twice.
+    Small,
+    /// By twice the dead band or more, or a text that is not a load changed.
+    Large,
+}
+
+/// How far a load moved (a text that is not a load counts as a large move when it changed,
+/// so a node that starts or stops sending garbage is on record at once).
+fn moved(last: &str, now: &str) -> Move {
     match (parse_load(last), parse_load(now)) {
-        (Ok(a), Ok(b)) => (a.abs_diff(b) as f64) > DEADBAND * a.max(1) as f64,
-        _ => last != now,
+        (Ok(a), Ok(b)) => {
+            let (by, base) = (a.abs_diff(b) as f64, a.max(1) as f64);
+            if by > 2.0 * DEADBAND * base {
+                Move::Large
+            } else if by > DEADBAND * base {
+                Move::Small
+            } else {
+                Move::None
+            }
+        }
+        _ if last != now => Move::Large,
+        _ => Move::None,
     }
 }
 
@@ -239,10 +277,9 @@ mod tests {
         // `b` stays at 100: sent a third time in a row, it is taken as it is.
         let t2 = t0 + Duration::from_secs(2);
         r.observe(&node("b"), true, Some("100"), t2);
-        assert!(
-            r.due(t2).is_empty(),
-            "twice is not yet steady (smoothed: 54.8)"
-        );
+        // Twice is not yet steady: smoothed 54.8, a small move (9.6%) that waits for the
+        // routine write.
+        assert!(r.due(t2).is_empty());
         let t3 = t0 + Duration::from_secs(3);
         r.observe(&node("b"), true, Some("100"), t3);
         assert_eq!(reports(&r.due(t3)), vec![(node("b"), "100".into())]);
@@ -297,6 +334,34 @@ mod tests {
             }
         }
         assert!(writes <= 10, "{writes} writes in 300 intervals");
+    }
+
+    #[test]
+    fn small_moves_wait_for_the_routine_write_and_large_ones_do_not() {
+        let mut r = LoadReports::default();
+        let t0 = Instant::now();
+        r.observe(&node("a"), true, Some("100"), t0);
+        r.observe(&node("b"), true, Some("100"), t0);
+        assert_eq!(reports(&r.due(t0)).len(), 2, "first figures at once");
+        let t1 = t0 + INTERVAL;
+        for _ in 0..STEADY_REPEATS {
+            r.observe(&node("a"), true, Some("107"), t1);
+            r.observe(&node("b"), true, Some("130"), t1);
+        }
+        assert_eq!(
+            reports(&r.due(t1)),
+            vec![(node("b"), "130".into())],
+            "30% goes at once, 7% waits"
+        );
+        assert!(r.due(t0 + ROUTINE - INTERVAL).is_empty());
+        assert_eq!(
+            reports(&r.due(t0 + ROUTINE)),
+            vec![(node("a"), "107".into())],
+            "the routine write"
+        );
+        assert_eq!(moved("100", "104"), Move::None);
+        assert_eq!(moved("fast", "slow"), Move::Large);
+        assert_eq!(moved("fast", "fast"), Move::None);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod config;
 pub mod generation;
 mod handoff;
 mod lease_keeper;
+pub mod paging;
 pub mod rebuild;
 mod reseed;
 pub mod retention;

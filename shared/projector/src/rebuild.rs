@@ -2,7 +2,6 @@
 //! in memory, write every read model into a scratch namespace, then swap the scratch keys in
 //! with one fenced script. Readers never see a half-built read model.
 
-use pantheon_domain::limits::MAX_FIELDS;
 use pantheon_domain::{EntryId, State};
 use pantheon_store::Connection;
 use pantheon_store::lease::Lease;
@@ -12,25 +11,11 @@ use tracing::info;
 
 use crate::ProjectorError;
 use crate::lease_keeper::Heartbeat;
-
-/// Field pairs a log page may hold at most: a page is parsed whole into memory before it is
-/// folded, and two are held at once (one folding, the next arriving).
-const PAGE_PAIRS: usize = 100_000;
-/// Entries read per XRANGE page: as many as fit [`PAGE_PAIRS`] when every one is as wide as
-/// the decoder accepts (a full `assign` batch). Sizing a page from the entries already read
-/// cannot bound it: after narrow entries, a page asked for thousands of them and got every
-/// 10,000-key `assign` of the log at once (5M keys, about 1 GB parsed; issue 19).
-const PAGE: usize = max_usize(1, PAGE_PAIRS / MAX_FIELDS);
+use crate::paging::Paging;
 
 /// Entries folded between two settles of the placement. Not per page: with pages of a few
 /// entries, a log of 10,000 joins would rebuild the ring a thousand times.
 const SETTLE_EVERY: u64 = 10_000;
-
-const _: () = assert!(PAGE * MAX_FIELDS <= PAGE_PAIRS || PAGE == 1);
-
-const fn max_usize(a: usize, b: usize) -> usize {
-    if a > b { a } else { b }
-}
 
 /// The folded state, the last log id folded, and how many entries were read.
 #[derive(Debug)]
@@ -59,12 +44,13 @@ pub async fn load_snapshot<C: Connection>(
         .map_err(ProjectorError::Snapshot)
 }
 
-/// Folds the log, from the snapshot (if any) up to and including `until` (or the end).
-/// `progress(entries)` is called after every page.
+/// Folds the log, from the snapshot (if any) up to and including `until` (or the end), in
+/// pages sized by `paging`. `progress(entries)` is called after every page.
 pub async fn fold_log<C: Connection + Clone + 'static>(
     con: &mut C,
     layout: &Layout,
     until: Option<EntryId>,
+    paging: Paging,
     progress: impl FnMut(u64),
 ) -> Result<Folded, ProjectorError> {
     let (state, last_id, from_snapshot) = match load_snapshot(con, layout).await? {
@@ -77,12 +63,12 @@ pub async fn fold_log<C: Connection + Clone + 'static>(
         entries: 0,
         from_snapshot,
     };
-    fold_after(con, layout, &mut folded, until, progress).await?;
+    fold_after(con, layout, &mut folded, until, paging, progress).await?;
     Ok(folded)
 }
 
 /// Folds the log entries after `folded.last_id` up to and including `until` (or the end) into
-/// `folded`. `progress(entries)` is called after every page.
+/// `folded`, in pages sized by `paging`. `progress(entries)` is called after every page.
 ///
 /// The next page is requested before the current one is folded, on a clone of `con`: the
 /// connection's driver parses the reply on another worker thread meanwhile, so reading and
@@ -92,6 +78,7 @@ pub(crate) async fn fold_after<C: Connection + Clone + 'static>(
     layout: &Layout,
     folded: &mut Folded,
     until: Option<EntryId>,
+    paging: Paging,
     mut progress: impl FnMut(u64),
 ) -> Result<(), ProjectorError> {
     let legacy_until = attest::legacy_until(con, layout).await?;
@@ -106,14 +93,15 @@ pub(crate) async fn fold_after<C: Connection + Clone + 'static>(
     };
     let state = &mut folded.state;
     let mut unsettled = 0u64;
-    let mut next = Some(fetch(folded.last_id, PAGE));
+    let mut next = Some(fetch(folded.last_id, paging.first()));
     while let Some((pending, asked)) = next.take() {
         let (page, origins) = pending
             .await
             .map_err(|e| ProjectorError::Task(format!("log page read: {e}")))??;
         let n = page.len();
         if n == asked {
-            next = page.last().map(|last| fetch(Some(last.id), PAGE));
+            let count = paging.after(&page);
+            next = page.last().map(|last| fetch(Some(last.id), count));
         }
         for (i, (entry, origin)) in page.into_iter().zip(origins).enumerate() {
             // Rejections were recorded when the entry was first applied; a fold only needs
@@ -130,7 +118,7 @@ pub(crate) async fn fold_after<C: Connection + Clone + 'static>(
         }
         unsettled += n as u64;
         if unsettled >= SETTLE_EVERY || next.is_none() {
-            state.settle();
+            state.settle_unlisted();
             unsettled = 0;
         }
         folded.entries += n as u64;
@@ -173,7 +161,7 @@ pub(crate) async fn rebuild_live<C: Connection + Clone + 'static>(
     heartbeat: &Heartbeat,
 ) -> Result<(State, Checkpoint), ProjectorError> {
     let started = std::time::Instant::now();
-    let folded = fold_log(con, layout, None, |_| heartbeat.beat()).await?;
+    let folded = fold_log(con, layout, None, Paging::Adaptive, |_| heartbeat.beat()).await?;
     // Read leniently: the checkpoint itself may be what is damaged.
     let live = readmodel::checkpoint(con, layout).await?;
     let live_ring_version = live.ring_version()?;

@@ -16,6 +16,7 @@ use pantheon_store::{Layout, Redis, StoreError};
 use tracing::{debug, info, warn};
 
 use crate::ProjectorError;
+use crate::paging::Paging;
 use crate::rebuild::{self, Folded};
 use crate::reseed::Held;
 
@@ -120,7 +121,9 @@ impl Standby {
         };
         if held.cp.last_id < committed.last_id {
             let until = committed.last_id;
-            match rebuild::fold_after(con, layout, &mut folded, until, |_| {}).await {
+            match rebuild::fold_after(con, layout, &mut folded, until, Paging::Adaptive, |_| {})
+                .await
+            {
                 Ok(()) => {}
                 Err(e) if e.is_outage() => return Err(e),
                 Err(e) => {
@@ -167,14 +170,16 @@ impl Standby {
             Ok(_) | Err(StoreError::Damaged { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let folded = match rebuild::fold_log(con, layout, committed.last_id, |_| {}).await {
-            Ok(folded) => folded,
-            Err(e) if e.is_outage() => return Err(e),
-            Err(e) => {
-                warn!(error = %e, "standby could not fold the log: staying cold");
-                return Ok(());
-            }
-        };
+        let folded =
+            match rebuild::fold_log(con, layout, committed.last_id, Paging::Adaptive, |_| {}).await
+            {
+                Ok(folded) => folded,
+                Err(e) if e.is_outage() => return Err(e),
+                Err(e) => {
+                    warn!(error = %e, "standby could not fold the log: staying cold");
+                    return Ok(());
+                }
+            };
         if folded.last_id == committed.last_id && folded.state.checksum() == committed.checksum {
             info!(keys = folded.state.keys().len(), entries = folded.entries, last_id = ?committed.last_id, load_ms = started.elapsed().as_millis() as u64, "standby warm: folded the snapshot and the log");
             self.warm = Some(Held {

@@ -16,6 +16,7 @@ use pantheon_store::readmodel::{self, NodeRecord};
 use pantheon_store::{Connection, Layout};
 
 use crate::ProjectorError;
+use crate::paging::Paging;
 use crate::rebuild::{fold_after, fold_log};
 
 /// Differences kept as examples (the count goes on).
@@ -74,7 +75,9 @@ pub async fn verify<C: Connection + Clone + 'static>(
     progress: impl FnMut(u64),
 ) -> Result<Verification, ProjectorError> {
     let mut live = readmodel::load_checkpoint(con, layout).await?;
-    let mut folded = fold_log(con, layout, live.as_ref().and_then(|c| c.last_id), progress).await?;
+    // Bounded pages: the key map plus two pages is the peak (issue 19: ≤ 0.5× Redis's memory).
+    let until = live.as_ref().and_then(|c| c.last_id);
+    let mut folded = fold_log(con, layout, until, Paging::Bounded, progress).await?;
     let mut attempt = 1;
     loop {
         let mut diff = Diff::default();
@@ -89,7 +92,7 @@ pub async fn verify<C: Connection + Clone + 'static>(
             attempt += 1;
             live = after;
             let until = live.as_ref().and_then(|c| c.last_id);
-            fold_after(con, layout, &mut folded, until, |_| {}).await?;
+            fold_after(con, layout, &mut folded, until, Paging::Bounded, |_| {}).await?;
             continue;
         }
         return Ok(Verification {
