@@ -141,3 +141,84 @@ async fn node_loads_live_apart_from_the_records_and_are_rebuilt_when_damaged() {
         Some(12_500)
     );
 }
+
+/// Node `id` (epoch `epoch`) answered its probe: a joined node is a member once it did.
+fn answered(id: &str, epoch: u64) -> LogEntry {
+    LogEntry::new(Command::Probe(pantheon_domain::entry::ProbeResult {
+        node: node(id),
+        epoch,
+        ok: true,
+        status: Some(200),
+        latency_ms: 1,
+        error: None,
+        prober: Some("p1".into()),
+    }))
+}
+
+/// The nodes a load round holds back until their next report are in the `loads` read model,
+/// where the prober reads them (`pantheon_store::loads::settling`) to write their figures
+/// again after a while (docs/adr/0018), and a node's next report releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_a_round_holds_back_are_read_from_the_read_model_until_they_report() {
+    let mut c = TestCluster::start().await;
+    let p = c.spawn_projector("p1");
+    let policy = LogEntry::new(Command::Policy(pantheon_domain::policy::PolicyChange {
+        load_epsilon: Some(10),
+        ..Default::default()
+    }));
+    applied(&mut c, &policy).await;
+    let names = ["a", "b", "c", "d"];
+    for n in names {
+        applied(&mut c, &join(n)).await;
+    }
+    for (i, n) in names.iter().enumerate() {
+        applied(&mut c, &answered(n, i as u64 + 1)).await;
+    }
+    let assign = LogEntry::new(Command::Assign {
+        keys: vec!["hot".into()],
+    });
+    applied(&mut c, &assign).await;
+    let owner: String = redis::cmd("HGET")
+        .arg(c.layout.keymap())
+        .arg("hot")
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    let settling = |c: &mut TestCluster| {
+        let (mut con, layout) = (c.con.clone(), c.layout.clone());
+        async move {
+            pantheon_store::loads::settling(&mut con, &layout)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(settling(&mut c).await.is_empty(), "no round has run");
+
+    // The owner is busy with a hot key (the others idle): the round at the next `loads`
+    // entry gives the key read replicas, and holds the new holders back.
+    let hot = LogEntry::new(Command::KeyLoads {
+        node: node(&owner),
+        keys: vec![("hot".into(), 300_000)],
+    });
+    applied(&mut c, &hot).await;
+    let figures: Vec<(&str, &str)> = names
+        .iter()
+        .map(|n| (*n, if *n == owner { "1000" } else { "100" }))
+        .collect();
+    applied(&mut c, &loads(&figures)).await;
+    let replicas = pantheon_store::loads::replicas_of(&mut c.con, &c.layout, "hot")
+        .await
+        .unwrap();
+    assert!(!replicas.is_empty(), "the hot key got read replicas");
+    let held = settling(&mut c).await;
+    assert!(
+        replicas.iter().all(|r| held.contains(r)),
+        "{held:?} holds back every new holder {replicas:?}"
+    );
+
+    // A held node reports: it is released.
+    let first = replicas[0].clone();
+    applied(&mut c, &loads(&[(first.as_str(), "110")])).await;
+    assert!(!settling(&mut c).await.contains(&first));
+    p.stop().await;
+}
