@@ -44,6 +44,7 @@ use pantheon_test_support::TestRedis;
 use pantheon_test_support::process::{ChildGuard, load_average, memory_mib, release_binary};
 use redis::aio::MultiplexedConnection;
 use support::server::used_memory;
+use support::services::without_pantheon_env;
 
 mod support;
 
@@ -79,11 +80,7 @@ impl Projector {
         let log = dir.join(format!("{instance}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = std::process::Command::new(bin);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("PANTHEON_") {
-                cmd.env_remove(k);
-            }
-        }
+        without_pantheon_env(&mut cmd);
         let child = cmd
             .env("PANTHEON_REDIS_URL", url)
             .env("PANTHEON_CLUSTER", CLUSTER)
@@ -260,13 +257,7 @@ async fn verify_cli(cli: &Path, url: &str) -> Verified {
     let out = tempfile::NamedTempFile::new().unwrap();
     let started = Instant::now();
     let mut cmd = std::process::Command::new(cli);
-    // The CLI reads PANTHEON_* as settings, the bench's knobs included.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PANTHEON_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
+    let mut child = without_pantheon_env(&mut cmd)
         .args([
             "--redis-url",
             url,

@@ -6,16 +6,23 @@ use axum::Router;
 use axum::routing::get;
 use pantheon_test_support::process::ChildGuard;
 
-/// A service binary as a child process, with only the settings given here (no `PANTHEON_*`
-/// of the bench's own environment).
-pub fn service(bin: &str, url: &str, cluster: &str, env: &[(&str, &str)]) -> ChildGuard {
-    let mut cmd = Process::new(bin);
+/// Leaves the bench's own `PANTHEON_*` variables (its knobs among them) out of `cmd`'s
+/// environment: the binaries read every `PANTHEON_*` as a setting.
+pub fn without_pantheon_env(cmd: &mut Process) -> &mut Process {
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("PANTHEON_") {
             cmd.env_remove(k);
         }
     }
-    cmd.env("PANTHEON_REDIS_URL", url)
+    cmd
+}
+
+/// A service binary as a child process, with only the settings given here (no `PANTHEON_*`
+/// of the bench's own environment).
+pub fn service(bin: &str, url: &str, cluster: &str, env: &[(&str, &str)]) -> ChildGuard {
+    let mut cmd = Process::new(bin);
+    without_pantheon_env(&mut cmd)
+        .env("PANTHEON_REDIS_URL", url)
         .env("PANTHEON_CLUSTER", cluster)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
