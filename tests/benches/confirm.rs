@@ -553,11 +553,7 @@ async fn scale_step(full: bool) {
     let stop = CancellationToken::new();
     let child = |bin: &std::path::Path, id: &str| {
         let mut cmd = std::process::Command::new(bin);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("PANTHEON_") {
-                cmd.env_remove(k);
-            }
-        }
+        support::services::without_pantheon_env(&mut cmd);
         cmd.env("PANTHEON_REDIS_URL", &redis.url)
             .env("PANTHEON_CLUSTER", &cluster)
             .env("PANTHEON_PROBER__ID", id)

@@ -735,7 +735,7 @@ async fn scale(
     config.id = "bench-prober".into();
     let prober = match bin {
         Some(bin) => RunningProber::Child(ChildGuard(
-            without_pantheon_env(Process::new(bin))
+            support::services::without_pantheon_env(&mut Process::new(bin))
                 .env("PANTHEON_REDIS_URL", &redis.url)
                 .env("PANTHEON_CLUSTER", &cluster)
                 .env("PANTHEON_PROBER__ID", &config.id)
@@ -1352,15 +1352,4 @@ fn main() {
         started.elapsed().as_secs_f64(),
         load_average()
     );
-}
-
-/// The child reads every `PANTHEON_*` variable as a setting (`PANTHEON_BENCH_STEPS` would be
-/// an unknown key): it gets only those set for it.
-fn without_pantheon_env(mut cmd: Process) -> Process {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PANTHEON_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
 }

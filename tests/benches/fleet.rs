@@ -159,11 +159,7 @@ fn loopback_bytes() -> u64 {
 
 fn up(bin: &std::path::Path, url: &str, clusters: &[String], id: &str) -> ChildGuard {
     let mut cmd = std::process::Command::new(bin);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PANTHEON_") {
-            cmd.env_remove(k);
-        }
-    }
+    support::services::without_pantheon_env(&mut cmd);
     let child = cmd
         .args(["up", "--no-local-redis", "--redis-url", url, "--clusters"])
         .arg(clusters.join(","))

@@ -167,11 +167,7 @@ impl Kv {
     fn spawn(redis: &str, cluster: &str, dir: &Path, name: &str, args: &[&str]) -> Self {
         let log = dir.join(format!("{name}.log"));
         let mut cmd = Command::new(KV_BIN);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("PANTHEON_") {
-                cmd.env_remove(k);
-            }
-        }
+        support::services::without_pantheon_env(&mut cmd);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -322,24 +322,25 @@ async fn node_states(con: &mut MultiplexedConnection, layout: &Layout) -> String
         .join(", ")
 }
 
-/// From the `loads` hash's `meta`: the last round's log time (ms), the nodes above the band,
-/// and the field's size in bytes.
+/// From the `loads` hash: the last round's log time (ms, its `round` field), the nodes above
+/// the band and the size in bytes of the `meta` field that lists them.
 async fn load_meta(
     con: &mut MultiplexedConnection,
     layout: &Layout,
 ) -> (Option<u64>, usize, usize) {
-    let meta: Option<String> = redis::cmd("HGET")
+    let (meta, round): (Option<String>, Option<u64>) = redis::cmd("HMGET")
         .arg(layout.loads())
         .arg("meta")
+        .arg("round")
         .query_async(con)
         .await
-        .expect("HGET meta");
+        .expect("HMGET meta round");
     let Some(meta) = meta else {
-        return (None, 0, 0);
+        return (round, 0, 0);
     };
     let v: serde_json::Value = serde_json::from_str(&meta).unwrap_or_default();
     (
-        v.get("round").and_then(serde_json::Value::as_u64),
+        round,
         v.get("above")
             .and_then(serde_json::Value::as_array)
             .map_or(0, Vec::len),

@@ -168,11 +168,7 @@ async fn main() {
     );
 
     let env = |cmd: &mut Process| {
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("PANTHEON_") {
-                cmd.env_remove(k);
-            }
-        }
+        support::services::without_pantheon_env(cmd);
         cmd.env("PANTHEON_REDIS_URL", &redis.url)
             .env("PANTHEON_CLUSTER", CLUSTER)
             .stderr(Stdio::null());

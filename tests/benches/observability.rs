@@ -222,11 +222,7 @@ impl Service {
         let port = free_port();
         let mut cmd = Process::new(SERVICE);
         // It reads every `PANTHEON_*` variable as a setting: give it only these.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("PANTHEON_") {
-                cmd.env_remove(k);
-            }
-        }
+        support::services::without_pantheon_env(&mut cmd);
         let child = cmd
             .env("PANTHEON_REDIS_URL", redis_url)
             .env("PANTHEON_CLUSTER", cluster)

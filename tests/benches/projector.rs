@@ -743,11 +743,7 @@ fn spawn_child(bin: &Path, url: &str, cluster: &str, instance: &str) -> ChildGua
     let mut cmd = Process::new(bin);
     // It reads every `PANTHEON_*` variable as a setting (`PANTHEON_BENCH_STEPS` would be an
     // unknown key): give it only these.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PANTHEON_") {
-            cmd.env_remove(k);
-        }
-    }
+    support::services::without_pantheon_env(&mut cmd);
     let child = cmd
         .env("PANTHEON_REDIS_URL", url)
         .env("PANTHEON_CLUSTER", cluster)

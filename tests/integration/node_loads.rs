@@ -155,6 +155,23 @@ fn answered(id: &str, epoch: u64) -> LogEntry {
     }))
 }
 
+/// Load placement on (`load_epsilon` 10) and nodes a–d joined and answering: members.
+async fn load_placement_on_four_members(c: &mut TestCluster) -> [&'static str; 4] {
+    let policy = LogEntry::new(Command::Policy(pantheon_domain::policy::PolicyChange {
+        load_epsilon: Some(10),
+        ..Default::default()
+    }));
+    applied(c, &policy).await;
+    let names = ["a", "b", "c", "d"];
+    for n in names {
+        applied(c, &join(n)).await;
+    }
+    for (i, n) in names.iter().enumerate() {
+        applied(c, &answered(n, i as u64 + 1)).await;
+    }
+    names
+}
+
 /// The nodes a load round holds back until their next report are in the `loads` read model,
 /// where the prober reads them (`pantheon_store::loads::settling`) to write their figures
 /// again after a while (docs/adr/0018), and a node's next report releases it.
@@ -162,18 +179,7 @@ fn answered(id: &str, epoch: u64) -> LogEntry {
 async fn the_nodes_a_round_holds_back_are_read_from_the_read_model_until_they_report() {
     let mut c = TestCluster::start().await;
     let p = c.spawn_projector("p1");
-    let policy = LogEntry::new(Command::Policy(pantheon_domain::policy::PolicyChange {
-        load_epsilon: Some(10),
-        ..Default::default()
-    }));
-    applied(&mut c, &policy).await;
-    let names = ["a", "b", "c", "d"];
-    for n in names {
-        applied(&mut c, &join(n)).await;
-    }
-    for (i, n) in names.iter().enumerate() {
-        applied(&mut c, &answered(n, i as u64 + 1)).await;
-    }
+    let names = load_placement_on_four_members(&mut c).await;
     let assign = LogEntry::new(Command::Assign {
         keys: vec!["hot".into()],
     });
@@ -221,4 +227,86 @@ async fn the_nodes_a_round_holds_back_are_read_from_the_read_model_until_they_re
     applied(&mut c, &loads(&[(first.as_str(), "110")])).await;
     assert!(!settling(&mut c).await.contains(&first));
     p.stop().await;
+}
+
+/// The last round's time has a field of its own in the `loads` hash (docs/adr/0018): a round
+/// that leaves the nodes above the band and those settling as they were does not write `meta`
+/// again (at 10,000 nodes it lists thousands of nodes, and rounds run every 2 s while loads
+/// move). A read model written before, with the time in `meta`, is still read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_writes_its_time_apart_and_meta_only_when_it_changes() {
+    let mut c = TestCluster::start().await;
+    let p = c.spawn_projector("p1");
+    load_placement_on_four_members(&mut c).await;
+    let loads_key = c.layout.loads();
+    let field = |c: &mut TestCluster, name: &'static str| {
+        let (mut con, key) = (c.con.clone(), loads_key.clone());
+        async move {
+            let value: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg(name)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            value
+        }
+    };
+
+    // `a` is far above the band: the first round lists it.
+    let first = [("a", "1000"), ("b", "100"), ("c", "100"), ("d", "100")];
+    let at = applied(&mut c, &loads(&first)).await;
+    assert_eq!(field(&mut c, "round").await, Some(at.ms.to_string()));
+    let meta = field(&mut c, "meta").await.unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(listed["above"], serde_json::json!(["a"]), "{meta}");
+    assert!(listed.get("round").is_none(), "{meta}");
+    // The same content in other bytes: a write of `meta` would show.
+    let marked = format!(" {meta}");
+    let () = redis::cmd("HSET")
+        .arg(&loads_key)
+        .arg("meta")
+        .arg(&marked)
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+
+    // A round later, `b` moved a little: the round's time is written, `meta` is not.
+    tokio::time::sleep(Duration::from_millis(pantheon_domain::load::ROUND_MS + 100)).await;
+    let at = applied(&mut c, &loads(&[("b", "101")])).await;
+    assert_eq!(field(&mut c, "round").await, Some(at.ms.to_string()));
+    assert_eq!(field(&mut c, "meta").await, Some(marked.clone()));
+
+    // `a` comes back within the band: the next round writes `meta` again.
+    tokio::time::sleep(Duration::from_millis(pantheon_domain::load::ROUND_MS + 100)).await;
+    let last = applied(&mut c, &loads(&[("a", "100")])).await;
+    let meta = field(&mut c, "meta").await.unwrap();
+    assert_ne!(meta, marked);
+    let listed: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(listed["above"], serde_json::json!([]), "{meta}");
+    p.stop().await;
+
+    // Read back: the field's time; and from a read model written before it had a field.
+    let parts = pantheon_store::loads::load(&mut c.con, &c.layout, BTreeMap::new())
+        .await
+        .unwrap();
+    assert_eq!(parts.round, Some(last.ms));
+    let older = format!(r#"{{"round":{},"settling":[],"above":["a"]}}"#, last.ms - 1);
+    let () = redis::cmd("HSET")
+        .arg(&loads_key)
+        .arg("meta")
+        .arg(&older)
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    let () = redis::cmd("HDEL")
+        .arg(&loads_key)
+        .arg("round")
+        .query_async(&mut c.con)
+        .await
+        .unwrap();
+    let parts = pantheon_store::loads::load(&mut c.con, &c.layout, BTreeMap::new())
+        .await
+        .unwrap();
+    assert_eq!(parts.round, Some(last.ms - 1));
+    assert_eq!(parts.above, vec!["a".to_owned()]);
 }

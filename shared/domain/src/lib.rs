@@ -28,6 +28,7 @@ pub mod clock;
 pub mod cmds;
 pub mod confirm;
 pub mod damping;
+pub mod digest;
 pub mod entry;
 pub mod event;
 pub mod explain;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use xxhash_rust::xxh3::Xxh3;
+use crate::digest::Digest;
 
 use crate::clock::Generation;
 use crate::cmds::{CmdWindow, RecordedCmd};
@@ -177,8 +177,10 @@ pub struct Applied {
     /// Keys whose read replicas changed (load-aware placement, ADR 0018).
     pub replicas_changed: Vec<String>,
     /// Load read models to write again (ADR 0018): nodes whose reported hot keys changed,
-    /// keys whose load move or replicas changed, and whether the round time or the nodes
-    /// settling after a round changed.
+    /// keys whose load move or replicas changed, whether the nodes settling after a round or
+    /// above the band changed, and whether a round ran (its time is written apart: at
+    /// 10,000 nodes the nodes above the band are tens of kilobytes, and most rounds leave
+    /// them as they were).
     pub key_loads_changed: Vec<NodeId>,
     /// Nodes whose reported load changed, sorted, each once (their `node_loads` field is
     /// written again; the node record is not: at 10,000 nodes a `loads` entry names
@@ -186,6 +188,7 @@ pub struct Applied {
     pub node_loads_changed: Vec<NodeId>,
     pub plan_changed: Vec<String>,
     pub load_meta_changed: bool,
+    pub load_round_changed: bool,
     /// Keys that move are not listed in `key_changes` (set by [`State::settle_unlisted`]).
     unlisted: bool,
 }
@@ -1481,7 +1484,7 @@ impl State {
     /// an explicit byte encoding (see docs/placement.md, "State checksum"). Describes a
     /// settled state: after [`State::apply_deferred`], call [`State::settle`] first.
     pub fn checksum(&self) -> u64 {
-        let mut h = Xxh3::new();
+        let mut h = Digest::default();
         h.update(b"pantheon-state/1\0");
         let p = &self.policy;
         for v in [p.fall, p.rise, p.vnodes] {

@@ -15,6 +15,7 @@ pub mod address_policy;
 pub mod config;
 pub mod confirm;
 pub mod http;
+pub mod load_estimate;
 pub mod load_reports;
 pub mod local_health;
 pub mod registry;

@@ -63,8 +63,8 @@ impl Layout {
         self.key("nodes")
     }
     /// Hash: load-aware placement (ADR 0018): `k:<node>` → the node's reported hot keys,
-    /// `p:<key>` → where load placement put a hot key, `meta` → round time and settling
-    /// nodes.
+    /// `p:<key>` → where load placement put a hot key, `meta` → the nodes settling and above
+    /// the band, `round` → the last round's log time.
     pub fn loads(&self) -> String {
         self.key("loads")
     }

@@ -4,7 +4,11 @@
 //!   with their smoothed loads in thousandths;
 //! * `p:<key>` → JSON `{"to": node|null, "replicas": [node, …]}`: where load placement moved
 //!   a hot key (`to`), and its read replicas;
-//! * `meta` → JSON `{"round": ms|null, "settling": [node, …], "above": [node, …]}`.
+//! * `meta` → JSON `{"settling": [node, …], "above": [node, …]}`: the nodes settling after
+//!   a load move and those above the band at the last round (written when they change);
+//! * `round` → the log time (ms) of the last round. Kept apart from `meta` because a round
+//!   runs every 2 s while loads move and seldom changes `meta`, which at 10,000 nodes lists
+//!   thousands. (Read models written before lack it and carry the time in `meta`'s `round`.)
 //!
 //! Node loads live in their own hash, `node_loads` (node → thousandths), so that a `loads`
 //! entry naming hundreds of nodes writes one short field each. The projector restores the whole
@@ -21,6 +25,9 @@ use crate::StoreError;
 use crate::commit::Batch;
 use crate::layout::Layout;
 
+/// The field of the last round's log time.
+const ROUND: &str = "round";
+
 /// Where load placement put one hot key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyPlan {
@@ -30,6 +37,8 @@ pub struct KeyPlan {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Meta {
+    /// Only in read models written before the round's time had a field of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     round: Option<u64>,
     settling: Vec<String>,
     #[serde(default)]
@@ -171,10 +180,15 @@ pub fn stage_applied(batch: &mut Batch, layout: &Layout, state: &State, applied:
             None => del.push(field),
         }
     }
+    if applied.load_round_changed
+        && let Some(round) = state.load_plan().last_round_ms()
+    {
+        set.push((ROUND.to_owned(), round.to_string()));
+    }
     if applied.load_meta_changed {
         let (_, _, settling, above) = state.loads().parts();
         let meta = Meta {
-            round: state.load_plan().last_round_ms(),
+            round: None,
             settling: settling.iter().map(ToString::to_string).collect(),
             above: above.iter().map(ToString::to_string).collect(),
         };
@@ -232,9 +246,12 @@ pub fn stage_all(batch: &mut Batch, layout: &Layout, state: &State) {
             serde_json::to_string(p).unwrap_or_default(),
         ));
     }
-    if parts.round.is_some() || !parts.settling.is_empty() || !parts.above.is_empty() {
+    if let Some(round) = parts.round {
+        set.push((ROUND.to_owned(), round.to_string()));
+    }
+    if !parts.settling.is_empty() || !parts.above.is_empty() {
         let meta = Meta {
-            round: parts.round,
+            round: None,
             settling: parts.settling.clone(),
             above: parts.above.clone(),
         };
@@ -273,10 +290,17 @@ pub async fn load<C: ConnectionLike + Send>(
             parts.plan.insert(key.to_owned(), p);
         } else if field == "meta" {
             let meta: Meta = serde_json::from_str(value).map_err(|e| damaged(field, e))?;
-            parts.round = meta.round;
+            parts.round = parts.round.or(meta.round);
             parts.settling = meta.settling;
             parts.above = meta.above;
         }
+    }
+    if let Some(round) = all.get(ROUND) {
+        let round = round.parse().map_err(|e| StoreError::Damaged {
+            key: hash.clone(),
+            reason: format!("{ROUND}: {e}"),
+        })?;
+        parts.round = Some(round);
     }
     Ok(parts)
 }

@@ -1,8 +1,6 @@
 //! The fold's side of load reports and load-aware placement (ADR 0018): what `loads` and
 //! `key_loads` entries do to the state. The round itself is [`crate::load::Plan::round`].
 
-use std::collections::BTreeSet;
-
 use super::{Applied, Rejection, State};
 use crate::event::EventKind;
 use crate::ids::{EntryId, NodeId};
@@ -79,19 +77,12 @@ impl State {
     /// entry, through hand-offs where the owner hands off.
     fn load_round(&mut self, id: EntryId, out: &mut Applied) {
         self.settle_into(out);
-        let members: BTreeSet<NodeId> = self
-            .placement
-            .members()
-            .iter()
-            .map(|m| m.node.clone())
-            .collect();
-        let busiest = self.busiest_percent(&members);
         let (placement, keys) = (&*self.placement, &self.keys);
         let owner = |key: &str| keys.get(key).flatten().cloned();
         let order = |key: &str| placement.order_of_hash(key, placement::key_hash(key), usize::MAX);
         let input = RoundInput {
             epsilon: self.policy.load_epsilon,
-            members: &members,
+            members: placement.members(),
             owner: &owner,
             order: &order,
         };
@@ -99,6 +90,8 @@ impl State {
         if outcome.is_empty() {
             return;
         }
+        // A round moves keys, not node loads: this is the figure it acted on.
+        let busiest = self.busiest_percent();
         for (key, _, _) in &outcome.moved {
             self.load_listed
                 .push((placement::key_hash(key), key.as_str().into()));
@@ -118,8 +111,10 @@ impl State {
     }
 
     /// The busiest member's reported load over the mean, in percent (0 without reports).
-    fn busiest_percent(&self, members: &BTreeSet<NodeId>) -> u64 {
-        let loads: Vec<u64> = members.iter().filter_map(|n| self.loads.node(n)).collect();
+    fn busiest_percent(&self) -> u64 {
+        let loads: Vec<u64> = (self.placement.members().iter())
+            .filter_map(|m| self.loads.node(&m.node))
+            .collect();
         let total: u64 = loads.iter().sum();
         match (loads.iter().max(), total) {
             (Some(max), total) if total > 0 => max * 100 * loads.len() as u64 / total,
@@ -132,6 +127,7 @@ impl State {
     /// Names in `out` the load read models the entry changed.
     pub(super) fn collect_load_changes(&mut self, out: &mut Applied) {
         out.load_meta_changed |= self.loads.take_meta_touched();
+        out.load_round_changed |= self.plan.take_round_touched();
         for node in self.loads.take_touched() {
             if !out.key_loads_changed.contains(&node) {
                 out.key_loads_changed.push(node);

@@ -25,9 +25,13 @@
 //! band); a hot key's is smoothed per report as `(old + new) / 2`, so a single outlier moves
 //! it only halfway.
 
+mod expected;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::NodeId;
+use crate::placement::Member;
+use expected::Expected;
 
 /// The largest load a report may give, in the reporter's unit: anything above is absurd.
 pub const MAX_LOAD: f64 = 1e12;
@@ -136,8 +140,8 @@ pub struct Loads {
     above: BTreeSet<NodeId>,
     /// Nodes whose hot keys changed (their read-model field is written again).
     touched: Touched<NodeId>,
-    /// Marked when `settling`, `above` or the round changed (the `meta` field is written
-    /// again; not for every `loads` entry: at 10,000 nodes it lists thousands of nodes).
+    /// Marked when `settling` or `above` changed (the `meta` field is written again; not for
+    /// every round: at 10,000 nodes it lists thousands of nodes).
     meta_touched: Touched<()>,
 }
 
@@ -255,7 +259,7 @@ impl Loads {
         }
     }
 
-    /// Whether `settling` or `above` changed (or a round ran) since the last call.
+    /// Whether `settling` or `above` changed since the last call.
     pub fn take_meta_touched(&mut self) -> bool {
         !std::mem::take(&mut self.meta_touched.0).is_empty()
     }
@@ -278,7 +282,7 @@ impl Loads {
     }
 
     /// Feeds the loads to the state checksum (explicit bytes, see docs/placement.md).
-    pub fn hash_into(&self, h: &mut xxhash_rust::xxh3::Xxh3) {
+    pub fn hash_into(&self, h: &mut crate::digest::Digest) {
         h.update(&(self.nodes.len() as u64).to_le_bytes());
         for (node, load) in &self.nodes {
             h.update(node.as_str().as_bytes());
@@ -348,6 +352,8 @@ pub struct Plan {
     last_round_ms: Option<u64>,
     /// Keys whose move or replicas changed (their read-model field is written again).
     touched: Touched<String>,
+    /// Marked when a round ran (the round's time is written again).
+    round_touched: Touched<()>,
 }
 
 /// What a round needs to know of the state.
@@ -355,8 +361,8 @@ pub struct Plan {
 pub struct RoundInput<'a> {
     /// `load_epsilon`, in percent.
     pub epsilon: u32,
-    /// Nodes that may hold keys now.
-    pub members: &'a BTreeSet<NodeId>,
+    /// Nodes that may hold keys now, sorted by node id (as the placement keeps them).
+    pub members: &'a [Member],
     /// The owner of an assigned key (`None`: not assigned, so not balanced).
     pub owner: &'a dyn Fn(&str) -> Option<NodeId>,
     /// A key's members in placement order (ring order, first the placement's owner).
@@ -433,6 +439,11 @@ impl Plan {
         std::mem::take(&mut self.touched.0)
     }
 
+    /// Whether a round ran since the last call.
+    pub fn take_round_touched(&mut self) -> bool {
+        !std::mem::take(&mut self.round_touched.0).is_empty()
+    }
+
     /// Forgets moves to, and replicas on, nodes that are no members any more (`gone`):
     /// returns the keys whose move is forgotten (they go back to the placement's owner) and
     /// the replicas dropped (key, node), by key.
@@ -476,7 +487,7 @@ impl Plan {
     }
 
     /// Feeds the plan to the state checksum.
-    pub fn hash_into(&self, h: &mut xxhash_rust::xxh3::Xxh3) {
+    pub fn hash_into(&self, h: &mut crate::digest::Digest) {
         h.update(&(self.moved.len() as u64).to_le_bytes());
         for (key, node) in &self.moved {
             h.update(key.as_bytes());
@@ -508,25 +519,20 @@ impl Plan {
             replicas,
             last_round_ms,
             touched: Touched::default(),
+            round_touched: Touched::default(),
         }
     }
 
     /// One round at log time `ms` (see the module docs).
     pub fn round(&mut self, ms: u64, loads: &mut Loads, input: &RoundInput<'_>) -> RoundOutcome {
         self.last_round_ms = Some(ms);
-        // The round's time, and perhaps `settling` and `above`, change: `meta` is written.
-        loads.meta_touched.0.insert(());
+        self.round_touched.0.insert(());
         let mut out = RoundOutcome::default();
-        // Expected load per node: what it reported, as the moves of this round change it.
-        let mut expected: BTreeMap<NodeId, u64> = input
-            .members
-            .iter()
-            .filter_map(|n| loads.node(n).map(|l| (n.clone(), l)))
-            .collect();
+        let mut expected = Expected::of(input.members, &loads.nodes);
         if expected.len() < 2 {
             return out;
         }
-        let mean = expected.values().sum::<u64>() / expected.len() as u64;
+        let mean = expected.total() / expected.len() as u64;
         if mean == 0 {
             return out;
         }
@@ -609,7 +615,10 @@ impl Plan {
                     }
                 }
                 for n in &picked {
-                    *expected.entry(n.clone()).or_default() += new_share;
+                    // Picked only among members with an expected load.
+                    if let Some(e) = expected.get_mut(n) {
+                        *e += new_share;
+                    }
                     settling.insert(n.clone());
                 }
                 budget -= picked.len();
@@ -643,17 +652,18 @@ impl Plan {
         // Overloaded nodes, busiest first.
         // Hysteresis: a node sheds keys only when it was above the band at the last round too
         // (one noisy report moves nothing).
-        let above: BTreeSet<NodeId> = expected
-            .iter()
-            .filter(|(_, e)| **e > upper)
-            .map(|(n, _)| n.clone())
-            .collect();
         let mut over: Vec<(u64, NodeId)> = expected
             .iter()
-            .filter(|(n, e)| **e > upper && !settling.contains(*n) && loads.above.contains(*n))
-            .map(|(n, e)| (*e, n.clone()))
+            .filter(|(n, e)| *e > upper && !settling.contains(*n) && loads.above.contains(*n))
+            .map(|(n, e)| (e, n.clone()))
             .collect();
-        loads.above = above;
+        {
+            let above = expected.iter().filter(|(_, e)| *e > upper).map(|(n, _)| n);
+            if !above.clone().eq(loads.above.iter()) {
+                loads.above = above.cloned().collect();
+                loads.meta_touched.0.insert(());
+            }
+        }
         over.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         for (_, from) in over {
             // Its pieces of hot keys, largest first.
@@ -665,7 +675,7 @@ impl Plan {
                 .collect();
             pieces.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
             for (share, i) in pieces {
-                if budget == 0 || expected[&from] <= mean {
+                if budget == 0 || expected.get(&from).is_none_or(|e| e <= mean) {
                     break;
                 }
                 let (_, key, holders) = &mut hot[i];
@@ -693,7 +703,10 @@ impl Plan {
                 if let Some(e) = expected.get_mut(&from) {
                     *e = e.saturating_sub(share);
                 }
-                *expected.entry(to.clone()).or_default() += share;
+                // Picked only among members with an expected load.
+                if let Some(e) = expected.get_mut(&to) {
+                    *e += share;
+                }
                 settling.insert(from.clone());
                 settling.insert(to);
                 budget -= 1;
@@ -705,7 +718,10 @@ impl Plan {
         self.touched
             .0
             .extend(out.moved.iter().map(|(k, _, _)| k.clone()));
-        loads.settling = settling;
+        if settling != loads.settling {
+            loads.settling = settling;
+            loads.meta_touched.0.insert(());
+        }
         out
     }
 }
