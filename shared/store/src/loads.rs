@@ -290,7 +290,7 @@ pub async fn load<C: ConnectionLike + Send>(
             parts.plan.insert(key.to_owned(), p);
         } else if field == "meta" {
             let meta: Meta = serde_json::from_str(value).map_err(|e| damaged(field, e))?;
-            parts.round = parts.round.or(meta.round);
+            parts.round = meta.round;
             parts.settling = meta.settling;
             parts.above = meta.above;
         }
