@@ -34,7 +34,8 @@
 //! and `PANTHEON_PROBER_BIN`). Knobs: `PANTHEON_BENCH_NODES` (10,000), `PANTHEON_BENCH_WINDOW`
 //! (seconds, 30), `PANTHEON_BENCH_SETTLE` (seconds from a mode switch until the window opens,
 //! 4: the prober's smoothing takes about a minute to converge after nodes start sending the
-//! header, so 60 measures the steady state), `PANTHEON_BENCH_PHASES` (the `load_epsilon` of
+//! header, and its noise estimate up to 4 minutes to fade once the header turns exact, so 240
+//! measures the steady state), `PANTHEON_BENCH_PHASES` (the `load_epsilon` of
 //! each phase, `0,10`). Without
 //! `--bench` (as in `cargo test --benches`) it runs 200 nodes and 2 s windows with the tests'
 //! own builds of the binaries, as a smoke test.

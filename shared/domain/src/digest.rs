@@ -12,6 +12,7 @@ use xxhash_rust::xxh3::Xxh3;
 const BLOCK: usize = 16 * 1024;
 
 /// An xxh3 hasher that gathers its input into blocks.
+#[derive(Clone)]
 pub struct Digest {
     hasher: Xxh3,
     block: Vec<u8>,

@@ -24,6 +24,9 @@ use crate::policy::{Policy, PolicyChange};
 use crate::token::Tokens;
 
 mod loads;
+mod node_table;
+
+pub(crate) use node_table::NodeTable;
 
 /// A node as the fold knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,7 +199,7 @@ pub struct Applied {
 /// The whole decided state of one cluster.
 pub struct State {
     policy: Policy,
-    nodes: BTreeMap<NodeId, Node>,
+    nodes: NodeTable,
     next_epoch: u64,
     keys: Keys,
     placement: Box<dyn Placement>,
@@ -227,7 +230,14 @@ pub struct State {
     plan: Plan,
     /// Keys a load round moved, for the rebalance that follows it in the same entry.
     load_listed: Vec<(u64, Box<str>)>,
+    /// The checksum's hash of the policy and the nodes, with the policy, epoch counter and
+    /// node table version it was taken of (see [`State::nodes_digest`]).
+    nodes_digest: std::sync::Mutex<Option<NodesDigestOf>>,
 }
+
+/// What the kept hash of the nodes was taken of: the policy, the epoch counter, the node
+/// table's version.
+type NodesDigestOf = ((Policy, u64, u64), Digest);
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -250,7 +260,7 @@ impl State {
     pub fn new(policy: Policy) -> Self {
         Self {
             policy,
-            nodes: BTreeMap::new(),
+            nodes: NodeTable::default(),
             next_epoch: 1,
             keys: Keys::default(),
             placement: placement::build(policy.strategy, policy.vnodes, Vec::new()),
@@ -267,6 +277,7 @@ impl State {
             loads: Loads::default(),
             plan: Plan::default(),
             load_listed: Vec::new(),
+            nodes_digest: std::sync::Mutex::new(None),
         }
     }
 
@@ -279,6 +290,11 @@ impl State {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// How many nodes there are (joined, not left), without a pass over them.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
@@ -883,7 +899,12 @@ impl State {
     ) -> Self {
         let mut state = Self::new(policy);
         state.next_epoch = next_epoch;
-        state.nodes = nodes.into_iter().map(|n| (n.id.clone(), n)).collect();
+        state.nodes = NodeTable::from(
+            nodes
+                .into_iter()
+                .map(|n| (n.id.clone(), n))
+                .collect::<BTreeMap<_, _>>(),
+        );
         state.placement = placement::build(policy.strategy, policy.vnodes, state.wanted_members());
         state.panicking = state.nodes.values().any(|n| n.held);
         state.damped_until = state
@@ -936,24 +957,21 @@ impl State {
         if self.handing.has(node) {
             self.pending.get_or_insert(id);
         }
-        self.nodes.insert(
-            node.clone(),
-            Node {
-                id: node.clone(),
-                url: url.to_owned(),
-                weight,
-                epoch,
-                health,
-                draining: false,
-                since: id,
-                last: LastChange::Joined,
-                held: false,
-                penalty,
-                damped,
-                token: 0,
-                hands_off,
-            },
-        );
+        self.nodes.insert(Node {
+            id: node.clone(),
+            url: url.to_owned(),
+            weight,
+            epoch,
+            health,
+            draining: false,
+            since: id,
+            last: LastChange::Joined,
+            held: false,
+            penalty,
+            damped,
+            token: 0,
+            hands_off,
+        });
         out.nodes_changed.push(node.clone());
         let kind = EventKind::Joined {
             node: node.clone(),
@@ -1484,6 +1502,56 @@ impl State {
     /// an explicit byte encoding (see docs/placement.md, "State checksum"). Describes a
     /// settled state: after [`State::apply_deferred`], call [`State::settle`] first.
     pub fn checksum(&self) -> u64 {
+        let mut h = self.nodes_digest();
+        h.update(&(self.keys.len() as u64).to_le_bytes());
+        h.update(&self.keys.digest().to_le_bytes());
+        match &self.probers {
+            None => h.update(&[0]),
+            Some(p) => {
+                h.update(&[1]);
+                h.update(&(p.len() as u64).to_le_bytes());
+                for id in p {
+                    h.update(id.as_bytes());
+                    h.update(&[0]);
+                }
+            }
+        }
+        if self.tokens.clock() != 0 {
+            h.update(b"tokens\0");
+            h.update(&self.tokens.clock().to_le_bytes());
+            h.update(&self.tokens.floor().to_le_bytes());
+        }
+        // The digests are left out: they are derived from the entries the ids name, and
+        // states recorded before digests existed keep their checksums.
+        h.update(&(self.cmds.len() as u64).to_le_bytes());
+        for (cmd, RecordedCmd { id, .. }) in self.cmds.iter() {
+            h.update(cmd.as_bytes());
+            h.update(&[0]);
+            h.update(&id.ms.to_le_bytes());
+            h.update(&id.seq.to_le_bytes());
+        }
+        if !self.loads.is_empty() || !self.plan.is_empty() {
+            h.update(b"loads\0");
+            self.loads.hash_into(&mut h);
+            self.plan.hash_into(&mut h);
+        }
+        h.digest()
+    }
+
+    /// The checksum's hash up to and including the nodes. Most entries leave the policy,
+    /// the epoch counter and the nodes as they were, so it is kept with what it was taken of
+    /// and reused while they stay so (at 10,000 nodes it is most of the checksum's cost).
+    fn nodes_digest(&self) -> Digest {
+        let taken_of = (self.policy, self.next_epoch, self.nodes.version());
+        let mut kept = self
+            .nodes_digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((of, digest)) = kept.as_ref()
+            && *of == taken_of
+        {
+            return digest.clone();
+        }
         let mut h = Digest::default();
         h.update(b"pantheon-state/1\0");
         let p = &self.policy;
@@ -1546,39 +1614,8 @@ impl State {
                 h.update(b"handoff\0");
             }
         }
-        h.update(&(self.keys.len() as u64).to_le_bytes());
-        h.update(&self.keys.digest().to_le_bytes());
-        match &self.probers {
-            None => h.update(&[0]),
-            Some(p) => {
-                h.update(&[1]);
-                h.update(&(p.len() as u64).to_le_bytes());
-                for id in p {
-                    h.update(id.as_bytes());
-                    h.update(&[0]);
-                }
-            }
-        }
-        if self.tokens.clock() != 0 {
-            h.update(b"tokens\0");
-            h.update(&self.tokens.clock().to_le_bytes());
-            h.update(&self.tokens.floor().to_le_bytes());
-        }
-        // The digests are left out: they are derived from the entries the ids name, and
-        // states recorded before digests existed keep their checksums.
-        h.update(&(self.cmds.len() as u64).to_le_bytes());
-        for (cmd, RecordedCmd { id, .. }) in self.cmds.iter() {
-            h.update(cmd.as_bytes());
-            h.update(&[0]);
-            h.update(&id.ms.to_le_bytes());
-            h.update(&id.seq.to_le_bytes());
-        }
-        if !self.loads.is_empty() || !self.plan.is_empty() {
-            h.update(b"loads\0");
-            self.loads.hash_into(&mut h);
-            self.plan.hash_into(&mut h);
-        }
-        h.digest()
+        *kept = Some((taken_of, h.clone()));
+        h
     }
 }
 

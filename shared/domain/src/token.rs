@@ -68,10 +68,10 @@ impl Tokens {
     /// After entry `id` changed the nodes `changed` (and the placement settings, when
     /// `settings_changed`): a node that became a member takes the clock's next value as its
     /// token; a member that stopped being one, left or changed weight raises the floor to it.
-    pub fn after_entry(
+    pub(crate) fn after_entry(
         &mut self,
         id: EntryId,
-        nodes: &mut BTreeMap<NodeId, Node>,
+        nodes: &mut crate::state::NodeTable,
         changed: &[NodeId],
         settings_changed: bool,
     ) {

@@ -541,3 +541,32 @@ fn the_meta_and_round_read_models_are_written_exactly_when_they_change() {
     );
     check(&mut s, leave("c"), "a leave");
 }
+
+#[test]
+fn the_nodes_above_the_band_follow_each_round() {
+    // A round keeps the nodes above the band (hysteresis needs them at the next round) by
+    // what entered and left it since the last one: nodes enter and leave in every position,
+    // the last node of the list included.
+    let mut s = cluster();
+    let above = |s: &Scenario| -> Vec<String> {
+        let (_, _, _, above) = s.state.loads().parts();
+        above.iter().map(ToString::to_string).collect()
+    };
+    let rounds: [(&[&str], &[&str]); 5] = [
+        (&["a"], &["a"]),
+        (&["b", "d"], &["b", "d"]),
+        (&["a", "d"], &["a", "d"]),
+        (&["c"], &["c"]),
+        (&[], &[]),
+    ];
+    for (hot, expected) in rounds {
+        let figures: Vec<(&str, &str)> = NODES
+            .iter()
+            .map(|n| (*n, if hot.contains(n) { "200" } else { "100" }))
+            .collect();
+        s.clock += ROUND_MS;
+        let applied = s.when(&loads(&figures)).unwrap();
+        assert_eq!(above(&s), expected, "hot {hot:?}");
+        assert!(applied.load_round_changed, "a round ran");
+    }
+}

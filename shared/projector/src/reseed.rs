@@ -145,7 +145,7 @@ pub(crate) async fn restore(
             Ok(done) => {
                 error!(
                     previous = %previous,
-                    nodes = held.state.nodes().count(),
+                    nodes = held.state.node_count(),
                     keys = held.state.keys().len(),
                     moved = done.moved,
                     archive = done.archive.as_deref().unwrap_or(""),

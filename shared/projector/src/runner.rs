@@ -415,7 +415,7 @@ async fn take_over(
             Some((held, tail)) => {
                 info!(
                     keys = held.state.keys().len(),
-                    nodes = held.state.nodes().count(),
+                    nodes = held.state.node_count(),
                     tail_entries = tail,
                     load_ms = loading.elapsed().as_millis() as u64,
                     "took over with the standby's state: leading"
@@ -428,7 +428,7 @@ async fn take_over(
                 let (state, cp) = keep_lease_while(heartbeat, LOAD_MAX, load).await?;
                 info!(
                     keys = state.keys().len(),
-                    nodes = state.nodes().count(),
+                    nodes = state.node_count(),
                     load_ms = loading.elapsed().as_millis() as u64,
                     "state loaded: leading"
                 );

@@ -236,7 +236,7 @@ pub fn stage_checkpoint(
         ("next_epoch", cp.next_epoch.to_string()),
         ("ring_version", cp.ring_version.to_string()),
         ("keys", state.keys().len().to_string()),
-        ("nodes", state.nodes().count().to_string()),
+        ("nodes", state.node_count().to_string()),
         ("leader", leader.to_owned()),
     ];
     batch.hset(&layout.checkpoint(), &fields);

@@ -189,7 +189,7 @@ async fn prepare_and_exec(
     };
     let marker = LogEntry::new(Command::Restored(Restored {
         previous,
-        nodes: state.nodes().count() as u64,
+        nodes: state.node_count() as u64,
         keys: state.keys().len() as u64,
         archive: archive.clone(),
     }));
