@@ -57,6 +57,12 @@ fn cluster() -> Scenario {
 fn report_hot(s: &mut Scenario, key: &str, hot: u64) -> pantheon_domain::Applied {
     let owner = s.owner(key).unwrap();
     s.when(&key_loads(&owner, &[(key, hot)])).unwrap();
+    s.clock += ROUND_MS;
+    s.when(&owner_carries(&owner, hot)).unwrap()
+}
+
+/// A `loads` entry: every node at 100, `owner` at 100 + `hot`.
+fn owner_carries(owner: &str, hot: u64) -> LogEntry {
     let reports: Vec<(String, String)> = NODES
         .iter()
         .map(|n| {
@@ -68,8 +74,7 @@ fn report_hot(s: &mut Scenario, key: &str, hot: u64) -> pantheon_domain::Applied
         .iter()
         .map(|(n, l)| (n.as_str(), l.as_str()))
         .collect();
-    s.clock += ROUND_MS;
-    s.when(&loads(&reports)).unwrap()
+    loads(&reports)
 }
 
 #[test]
@@ -519,18 +524,7 @@ fn the_meta_and_round_read_models_are_written_exactly_when_they_change() {
         check(&mut s, key_loads(&owner, &[("user:7", hot)]), "key_loads");
         s.clock += ROUND_MS;
         // The owner carries the hot key: above the band while it is hot.
-        let figures: Vec<(String, String)> = NODES
-            .iter()
-            .map(|n| {
-                let load = if *n == owner { 100 + hot } else { 100 };
-                ((*n).to_owned(), load.to_string())
-            })
-            .collect();
-        let figures: Vec<(&str, &str)> = figures
-            .iter()
-            .map(|(n, l)| (n.as_str(), l.as_str()))
-            .collect();
-        changed.push(check(&mut s, loads(&figures), "a round"));
+        changed.push(check(&mut s, owner_carries(&owner, hot), "a round"));
         // Within the round interval: no round, and nodes that report again leave `settling`.
         changed.push(check(&mut s, loads(&[("b", "100")]), "a report"));
     }
